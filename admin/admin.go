@@ -1,0 +1,144 @@
+// Package admin is the admin HTTP server: readiness, stats (text, JSON,
+// Prometheus), the config dump with secrets redacted, and the clusters
+// page. It binds to loopback unless told otherwise. It declares the small
+// interfaces it reads; the server hands them over. admin imports stats and
+// the API types only.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/straitproxy/strait/stats"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// Source is what the admin pages read from the running server.
+type Source interface {
+	// Ready reports whether the server is serving (not starting, not
+	// draining).
+	Ready() bool
+	// ConfigDump returns the effective configuration; admin redacts it.
+	ConfigDump() proto.Message
+	// WriteClusters writes the /clusters page.
+	WriteClusters(w http.ResponseWriter)
+}
+
+// Server is the admin HTTP server.
+type Server struct {
+	src   Source
+	stats *stats.Store
+	log   *slog.Logger
+	srv   *http.Server
+	ln    net.Listener
+}
+
+// New makes an admin server; it binds nothing until Start.
+func New(src Source, st *stats.Store, log *slog.Logger) *Server {
+	s := &Server{src: src, stats: st, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ready", s.ready)
+	mux.HandleFunc("GET /stats", s.statsPage)
+	mux.HandleFunc("GET /stats/prometheus", s.prometheus)
+	mux.HandleFunc("GET /config_dump", s.configDump)
+	mux.HandleFunc("GET /clusters", s.clusters)
+	mux.HandleFunc("GET /{$}", s.index)
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return s
+}
+
+// CheckAddress refuses a non-loopback address unless allowRemote.
+func CheckAddress(host string, allowRemote bool) error {
+	if allowRemote {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return nil
+	}
+	return fmt.Errorf("admin address %q is not a loopback address; pass --admin-allow-remote to expose the admin API", host)
+}
+
+// Start binds addr and serves.
+func (s *Server) Start(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	s.ln = ln
+	go func() {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("admin server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Addr is the bound address; nil before Start.
+func (s *Server) Addr() net.Addr {
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Close stops the server.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return s.srv.Shutdown(ctx)
+}
+
+func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("content-type", "text/plain")
+	fmt.Fprint(w, "strait admin\n  /ready\n  /stats (?format=json, ?filter=substring)\n  /stats/prometheus\n  /config_dump\n  /clusters\n")
+}
+
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("content-type", "text/plain")
+	if s.src.Ready() {
+		fmt.Fprintln(w, "LIVE")
+		return
+	}
+	w.WriteHeader(http.StatusServiceUnavailable)
+	fmt.Fprintln(w, "DRAINING")
+}
+
+func (s *Server) statsPage(w http.ResponseWriter, r *http.Request) {
+	filter := r.URL.Query().Get("filter")
+	if r.URL.Query().Get("format") == "json" {
+		w.Header().Set("content-type", "application/json")
+		s.stats.WriteJSON(w, filter)
+		return
+	}
+	w.Header().Set("content-type", "text/plain")
+	s.stats.WriteText(w, filter)
+}
+
+func (s *Server) prometheus(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("content-type", "text/plain; version=0.0.4")
+	s.stats.WritePrometheus(w)
+}
+
+func (s *Server) configDump(w http.ResponseWriter, _ *http.Request) {
+	dump := proto.Clone(s.src.ConfigDump())
+	Redact(dump)
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(dump)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("content-type", "application/json")
+	w.Write(b)
+}
+
+func (s *Server) clusters(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("content-type", "text/plain")
+	s.src.WriteClusters(w)
+}

@@ -1,0 +1,144 @@
+// Command strait is the proxy. Its flags are spelled as Envoy's.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/server"
+)
+
+// version is set by the build (-ldflags "-X main.version=...").
+var version = "dev"
+
+type flags struct {
+	configPath, configYAML, mode, logLevel string
+	serviceNode, serviceCluster            string
+	drainTimeS                             int
+	showVersion, adminAllowRemote          bool
+	workers                                int
+}
+
+func parseFlags(args []string, stderr io.Writer) (*flags, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet("strait", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.configPath, "c", "", "path to the bootstrap config (YAML for .yaml/.yml, else JSON)")
+	fs.StringVar(&f.configPath, "config-path", "", "same as -c")
+	fs.StringVar(&f.configYAML, "config-yaml", "", "bootstrap YAML merged over the config file")
+	fs.StringVar(&f.mode, "mode", "serve", "serve or validate")
+	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warning, error, critical or off")
+	fs.StringVar(&f.logLevel, "l", "info", "same as --log-level")
+	fs.StringVar(&f.serviceNode, "service-node", "", "node id (overrides node.id)")
+	fs.StringVar(&f.serviceCluster, "service-cluster", "", "node cluster (overrides node.cluster)")
+	fs.IntVar(&f.drainTimeS, "drain-time-s", 600, "seconds to let connections finish when draining")
+	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
+	fs.BoolVar(&f.adminAllowRemote, "admin-allow-remote", false, "allow the admin server on a non-loopback address")
+	fs.IntVar(&f.workers, "workers", 0, "maximum request workers (default 16384)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if f.mode != "serve" && f.mode != "validate" {
+		return nil, fmt.Errorf("--mode must be serve or validate, got %q", f.mode)
+	}
+	return f, nil
+}
+
+func logLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "trace", "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error", "critical":
+		return slog.LevelError, nil
+	case "off":
+		return slog.LevelError + 100, nil
+	}
+	return 0, fmt.Errorf("unknown --log-level %q", s)
+}
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	f, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if f.showVersion {
+		fmt.Fprintf(stdout, "strait version %s\n", version)
+		return 0
+	}
+	lvl, err := logLevel(f.logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	srv, err := build(f, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "invalid configuration:\n%s\n", indent(err.Error()))
+		return 1
+	}
+	if f.mode == "validate" {
+		fmt.Fprintln(stdout, "OK")
+		return 0
+	}
+	return serve(srv, log)
+}
+
+func build(f *flags, log *slog.Logger) (*server.Server, error) {
+	b, err := config.LoadFile(f.configPath, f.configYAML)
+	if err != nil {
+		return nil, err
+	}
+	if f.serviceNode != "" || f.serviceCluster != "" {
+		if b.Node == nil {
+			b.Node = nodeProto()
+		}
+		if f.serviceNode != "" {
+			b.Node.Id = f.serviceNode
+		}
+		if f.serviceCluster != "" {
+			b.Node.Cluster = f.serviceCluster
+		}
+	}
+	return server.New(b, server.Options{
+		Log:              log,
+		DrainTime:        time.Duration(f.drainTimeS) * time.Second,
+		AdminAllowRemote: f.adminAllowRemote,
+		Workers:          f.workers,
+	})
+}
+
+func serve(srv *server.Server, log *slog.Logger) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := srv.Start(ctx); err != nil {
+		log.Error("start failed", "err", err)
+		return 1
+	}
+	<-ctx.Done()
+	log.Info("draining", "signal", "SIGTERM/SIGINT")
+	srv.Shutdown(context.Background())
+	log.Info("stopped")
+	return 0
+}
+
+func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }

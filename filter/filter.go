@@ -1,0 +1,144 @@
+package filter
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/network"
+	"github.com/straitproxy/strait/protocol"
+	"github.com/straitproxy/strait/stats"
+	"github.com/straitproxy/strait/upstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Clusters finds a cluster by name in the current configuration.
+type Clusters interface {
+	Get(name string) (*upstream.Cluster, bool)
+}
+
+// BuildContext is what a filter factory may use while it is built and
+// afterwards: it outlives the connections of its listener.
+type BuildContext struct {
+	Listener string
+	// Port is the listener's port (0 when it has none).
+	Port     int
+	Clusters Clusters
+	Stats    *stats.Scope
+	Pool     *network.Pool
+	Log      *slog.Logger
+	// Draining reports whether the listener is draining.
+	Draining func() bool
+}
+
+// NetworkFactory is a built network filter, shared by every connection.
+type NetworkFactory interface {
+	// Terminal reports whether the filter ends the chain (it consumes the
+	// bytes: tcp_proxy, http_connection_manager).
+	Terminal() bool
+	// NewHandler attaches the filter to a new connection. next is the
+	// handler of the filters after it (nil for a terminal filter); the
+	// returned handler receives the connection's bytes first. An error
+	// refuses the connection.
+	NewHandler(c *network.Conn, next network.Handler) (network.Handler, error)
+}
+
+// StreamInfo is what a stream filter may read about its stream.
+type StreamInfo struct {
+	RemoteAddr net.Addr
+	LocalAddr  net.Addr
+	Protocol   string
+}
+
+// LocalReply ends a request with a reply made by the proxy.
+type LocalReply struct {
+	Status int
+	Body   string
+}
+
+// StreamFilter sees a request's headers on the way in. Body and trailer
+// hooks join the contract with the filters that need them.
+type StreamFilter interface {
+	// OnRequestHeaders may change h; a non-nil reply ends the request.
+	OnRequestHeaders(si *StreamInfo, h *protocol.Headers) *LocalReply
+}
+
+// ResponseFilter is a StreamFilter that also sees response headers.
+type ResponseFilter interface {
+	OnResponseHeaders(si *StreamInfo, h *protocol.Headers)
+}
+
+// HTTPFactory is a built stream filter, shared by every stream.
+type HTTPFactory interface {
+	// New returns the filter for one stream (a stateless filter returns
+	// itself).
+	New() StreamFilter
+}
+
+// Terminal marks the HTTP filter that ends the chain (the router): the
+// connection manager routes and forwards after the filters before it.
+type Terminal interface {
+	IsTerminal()
+}
+
+// NetworkBuilder builds a network filter from its decoded, validated config.
+type NetworkBuilder func(bc *BuildContext, cfg proto.Message) (NetworkFactory, error)
+
+// HTTPBuilder builds a stream filter from its decoded, validated config.
+type HTTPBuilder func(bc *BuildContext, cfg proto.Message) (HTTPFactory, error)
+
+// RegisterNetwork registers a network filter by name and config type.
+func RegisterNetwork(name string, cfg proto.Message, b NetworkBuilder) {
+	config.Register(config.Extension{Kind: config.NetworkFilter, Name: name, TypeURL: typeURL(cfg), Factory: b})
+}
+
+// RegisterHTTP registers a stream filter by name and config type.
+func RegisterHTTP(name string, cfg proto.Message, b HTTPBuilder) {
+	config.Register(config.Extension{Kind: config.HTTPFilter, Name: name, TypeURL: typeURL(cfg), Factory: b})
+}
+
+func typeURL(m proto.Message) string {
+	return "type.googleapis.com/" + string(m.ProtoReflect().Descriptor().FullName())
+}
+
+// BuildNetwork decodes, validates and builds one network filter.
+func BuildNetwork(bc *BuildContext, typed *anypb.Any) (NetworkFactory, error) {
+	ext, msg, err := decode(config.NetworkFilter, typed)
+	if err != nil {
+		return nil, err
+	}
+	return ext.Factory.(NetworkBuilder)(bc, msg)
+}
+
+// BuildHTTP decodes, validates and builds one stream filter.
+func BuildHTTP(bc *BuildContext, typed *anypb.Any) (HTTPFactory, error) {
+	ext, msg, err := decode(config.HTTPFilter, typed)
+	if err != nil {
+		return nil, err
+	}
+	return ext.Factory.(HTTPBuilder)(bc, msg)
+}
+
+type validator interface{ ValidateAll() error }
+
+func decode(k config.Kind, typed *anypb.Any) (*config.Extension, proto.Message, error) {
+	if typed == nil {
+		return nil, nil, config.At("typed_config", fmt.Errorf("required"))
+	}
+	ext, err := config.Lookup(k, typed.GetTypeUrl())
+	if err != nil {
+		return nil, nil, config.At("typed_config", err)
+	}
+	msg, err := typed.UnmarshalNew()
+	if err != nil {
+		return nil, nil, config.At("typed_config", err)
+	}
+	if v, ok := msg.(validator); ok {
+		if errs := config.ValidationErrors(v.ValidateAll()); len(errs) > 0 {
+			return nil, nil, config.At("typed_config", config.Join(errs))
+		}
+	}
+	return ext, msg, nil
+}

@@ -1,0 +1,193 @@
+package httpconnmgr
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/protocol"
+	"github.com/straitproxy/strait/proxy"
+	"github.com/straitproxy/strait/router"
+)
+
+// Defaults, as Envoy's.
+const (
+	defaultIdleTimeout       = time.Hour
+	defaultStreamIdleTimeout = 5 * time.Minute
+	defaultMaxHeadersKB      = 60
+	defaultMaxHeaders        = 100
+	defaultServerName        = "strait"
+	retryBufferLimit         = 64 << 10
+)
+
+// build turns a validated HttpConnectionManager into a proxy.Config.
+func build(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (*proxy.Config, error) {
+	if err := unsupported(m); err != nil {
+		return nil, err
+	}
+	codec, err := codecFor(m.GetCodecType())
+	if err != nil {
+		return nil, config.At("codec_type", err)
+	}
+	cfg := &proxy.Config{
+		StatPrefix:        m.GetStatPrefix(),
+		Clusters:          bc.Clusters,
+		Pool:              bc.Pool,
+		Log:               bc.Log.With("filter", Name, "stat_prefix", m.GetStatPrefix()),
+		Codec:             codec,
+		Draining:          bc.Draining,
+		ServerName:        defaultServerName,
+		UseRemoteAddress:  m.GetUseRemoteAddress().GetValue(),
+		XffNumTrustedHops: int(m.GetXffNumTrustedHops()),
+		GenerateRequestID: m.GetGenerateRequestId() == nil || m.GetGenerateRequestId().GetValue(),
+		IdleTimeout:       defaultIdleTimeout,
+		StreamIdleTimeout: defaultStreamIdleTimeout,
+		RetryBufferLimit:  retryBufferLimit,
+		Codecs: protocol.ServerOptions{
+			MaxHeaderBytes:  defaultMaxHeadersKB << 10,
+			MaxHeaders:      defaultMaxHeaders,
+			BodyBufferLimit: 64 << 10,
+			Scheme:          "http",
+		},
+	}
+	applyTimeouts(cfg, m)
+	switch m.GetServerHeaderTransformation() {
+	case hcmv3.HttpConnectionManager_PASS_THROUGH:
+		cfg.ServerName = ""
+	default:
+		if m.GetServerName() != "" {
+			cfg.ServerName = m.GetServerName()
+		}
+	}
+	if kb := m.GetMaxRequestHeadersKb(); kb != nil {
+		cfg.Codecs.MaxHeaderBytes = int(kb.GetValue()) << 10
+	}
+	if err := upgrades(cfg, m); err != nil {
+		return nil, err
+	}
+	rc := m.GetRouteConfig()
+	if rc == nil {
+		return nil, config.At("route_config", fmt.Errorf("required (rds needs xDS, not supported yet)"))
+	}
+	cfg.Routes, err = router.Compile(rc, router.Options{
+		StripAnyHostPort:      m.GetStripAnyHostPort(),
+		StripMatchingHostPort: m.GetStripMatchingHostPort(),
+		ListenerPort:          bc.Port,
+	})
+	if err != nil {
+		return nil, config.At("route_config", err)
+	}
+	if err := checkClusters(bc, cfg.Routes); err != nil {
+		return nil, err
+	}
+	if cfg.Filters, err = httpFilters(bc, m); err != nil {
+		return nil, err
+	}
+	cfg.Stats = proxy.NewStats(bc.Stats, m.GetStatPrefix())
+	return cfg, nil
+}
+
+func applyTimeouts(cfg *proxy.Config, m *hcmv3.HttpConnectionManager) {
+	if cp := m.GetCommonHttpProtocolOptions(); cp != nil {
+		if d := cp.GetIdleTimeout(); d != nil {
+			cfg.IdleTimeout = d.AsDuration()
+		}
+		if v := cp.GetMaxHeadersCount(); v != nil {
+			cfg.Codecs.MaxHeaders = int(v.GetValue())
+		}
+		if v := cp.GetMaxRequestsPerConnection(); v != nil {
+			cfg.MaxRequestsPerConnection = int(v.GetValue())
+		}
+	}
+	if d := m.GetStreamIdleTimeout(); d != nil {
+		cfg.StreamIdleTimeout = d.AsDuration()
+	}
+	if d := m.GetRequestTimeout(); d != nil {
+		cfg.RequestTimeout = d.AsDuration()
+	}
+}
+
+func codecFor(t hcmv3.HttpConnectionManager_CodecType) (*protocol.Codec, error) {
+	switch t {
+	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1:
+		return protocol.Get("http1")
+	}
+	return nil, fmt.Errorf("%s is not supported yet (supported: AUTO, HTTP1)", t)
+}
+
+func upgrades(cfg *proxy.Config, m *hcmv3.HttpConnectionManager) error {
+	for i, u := range m.GetUpgradeConfigs() {
+		path := fmt.Sprintf("upgrade_configs[%d]", i)
+		if len(u.GetFilters()) > 0 {
+			return config.At(path+".filters", fmt.Errorf("per-upgrade filter chains are not supported yet"))
+		}
+		if u.GetEnabled() != nil && !u.GetEnabled().GetValue() {
+			continue
+		}
+		if cfg.Upgrades == nil {
+			cfg.Upgrades = map[string]bool{}
+		}
+		cfg.Upgrades[strings.ToLower(u.GetUpgradeType())] = true
+	}
+	return nil
+}
+
+func unsupported(m *hcmv3.HttpConnectionManager) error {
+	switch {
+	case m.GetRds() != nil:
+		return config.At("rds", fmt.Errorf("RDS needs xDS, which is not supported yet: use route_config"))
+	case m.GetScopedRoutes() != nil:
+		return config.At("scoped_routes", fmt.Errorf("not supported yet"))
+	case len(m.GetAccessLog()) > 0:
+		return config.At("access_log", fmt.Errorf("access logs are not supported yet"))
+	case m.GetTracing() != nil:
+		return config.At("tracing", fmt.Errorf("not supported yet"))
+	case m.GetHttp2ProtocolOptions() != nil:
+		return config.At("http2_protocol_options", fmt.Errorf("HTTP/2 is not supported yet"))
+	}
+	return nil
+}
+
+// checkClusters is Envoy's validate_clusters: every cluster a route names
+// must exist when the listener is built.
+func checkClusters(bc *filter.BuildContext, t *router.Table) error {
+	for _, name := range t.ClusterNames() {
+		if _, ok := bc.Clusters.Get(name); !ok {
+			return config.At("route_config", fmt.Errorf("route names cluster %q, which does not exist", name))
+		}
+	}
+	return nil
+}
+
+// httpFilters builds the chain; the router must be last, and only last.
+func httpFilters(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) ([]filter.HTTPFactory, error) {
+	var out []filter.HTTPFactory
+	hf := m.GetHttpFilters()
+	if len(hf) == 0 {
+		return nil, config.At("http_filters", fmt.Errorf("empty: the last filter must be envoy.filters.http.router"))
+	}
+	for i, f := range hf {
+		path := fmt.Sprintf("http_filters[%d]", i)
+		if f.GetDisabled() {
+			continue
+		}
+		fac, err := filter.BuildHTTP(bc, f.GetTypedConfig())
+		if err != nil {
+			return nil, config.At(path, fmt.Errorf("filter %q: %w", f.GetName(), err))
+		}
+		_, terminal := fac.(filter.Terminal)
+		last := i == len(hf)-1
+		switch {
+		case terminal && !last:
+			return nil, config.At(path, fmt.Errorf("filter %q is terminal and must be last", f.GetName()))
+		case !terminal && last:
+			return nil, config.At(path, fmt.Errorf("filter %q is not terminal: the last filter must be envoy.filters.http.router", f.GetName()))
+		case !terminal:
+			out = append(out, fac)
+		}
+	}
+	return out, nil
+}

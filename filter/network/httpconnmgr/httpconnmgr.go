@@ -1,0 +1,28 @@
+// Package httpconnmgr is the envoy.filters.network.http_connection_manager
+// network filter: it decodes HTTP on a connection and runs each request
+// through the proxy engine. It must not import other extensions.
+package httpconnmgr
+
+import (
+	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/network"
+	"github.com/straitproxy/strait/proxy"
+)
+
+// Factory is a built connection manager.
+type Factory struct {
+	cfg *proxy.Config
+}
+
+var _ filter.NetworkFactory = (*Factory)(nil)
+
+// Terminal: the connection manager consumes the connection's bytes.
+func (*Factory) Terminal() bool { return true }
+
+// NewHandler attaches a connection manager to c.
+func (f *Factory) NewHandler(c *network.Conn, _ network.Handler) (network.Handler, error) {
+	return proxy.NewConnHandler(f.cfg, c), nil
+}
+
+// Config exposes the built config (for tests and the admin config dump).
+func (f *Factory) Config() *proxy.Config { return f.cfg }

@@ -1,0 +1,171 @@
+// Package tcpproxy is the envoy.filters.network.tcp_proxy network filter:
+// it connects each downstream connection to a host of a cluster and moves
+// bytes both ways, half-closes included. It must not import other
+// extensions.
+package tcpproxy
+
+import (
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/internal/bufpool"
+	"github.com/straitproxy/strait/network"
+	"github.com/straitproxy/strait/upstream"
+)
+
+// Factory is a built tcp_proxy.
+type Factory struct{ cfg *Config }
+
+var _ filter.NetworkFactory = (*Factory)(nil)
+
+// Terminal: the proxy consumes the connection.
+func (*Factory) Terminal() bool { return true }
+
+// NewHandler pauses the downstream until the upstream connects, which
+// happens on a worker.
+func (f *Factory) NewHandler(c *network.Conn, _ network.Handler) (network.Handler, error) {
+	s := &session{cfg: f.cfg, down: c, connected: make(chan struct{})}
+	s.touch()
+	f.cfg.stats.CxTotal.Inc()
+	f.cfg.stats.CxActive.Inc()
+	c.PauseRead()
+	f.cfg.bc.Pool.Go(s.connect)
+	return s, nil
+}
+
+// session is one proxied connection. The downstream reader writes to the
+// upstream (blocking: a slow upstream stops the reads); a goroutine copies
+// the upstream to the downstream.
+type session struct {
+	cfg       *Config
+	down      *network.Conn
+	up        net.Conn
+	connected chan struct{}
+	last      atomic.Int64
+	timer     *time.Timer
+	closeOnce sync.Once
+	halfDone  atomic.Int32 // directions finished; 2 closes both
+}
+
+func (s *session) touch() { s.last.Store(time.Now().UnixNano()) }
+
+func (s *session) connect() {
+	cfg := s.cfg
+	var err error
+	for attempt := 0; attempt < cfg.attempts; attempt++ {
+		cl, ok := cfg.bc.Clusters.Get(cfg.pickCluster(rand.Uint64()))
+		if !ok {
+			cfg.stats.CxNoRoute.Inc()
+			err = errors.New("no cluster")
+			break
+		}
+		h := cl.Pick(&upstream.PickHint{Random: rand.Uint64()})
+		if h == nil {
+			cfg.stats.CxNoRoute.Inc()
+			err = errors.New("no healthy upstream")
+			break
+		}
+		if s.up, err = h.Dial(s.down.Context()); err == nil {
+			break
+		}
+		cfg.stats.ConnectFail.Inc()
+	}
+	if err != nil {
+		s.down.Close()
+		return
+	}
+	close(s.connected)
+	if cfg.idleTimeout > 0 {
+		s.timer = time.AfterFunc(cfg.idleTimeout, s.onIdle)
+	}
+	s.down.ResumeRead()
+	s.copyUp()
+}
+
+// copyUp moves upstream bytes to the downstream until the upstream ends.
+func (s *session) copyUp() {
+	bp := bufpool.Get(bufpool.Large)
+	defer bufpool.Put(bp)
+	buf := *bp
+	for {
+		n, err := s.up.Read(buf)
+		if n > 0 {
+			s.touch()
+			if _, werr := s.down.Write(buf[:n]); werr != nil {
+				s.close()
+				return
+			}
+			s.cfg.stats.TxBytes.Add(uint64(n))
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				s.down.CloseWrite()
+				s.doneOne()
+			} else {
+				s.close()
+			}
+			return
+		}
+	}
+}
+
+// OnRead writes downstream bytes to the upstream.
+func (s *session) OnRead(data []byte) int {
+	s.touch()
+	if _, err := s.up.Write(data); err != nil {
+		s.close()
+		return len(data)
+	}
+	s.cfg.stats.RxBytes.Add(uint64(len(data)))
+	return len(data)
+}
+
+// OnEOF half-closes towards the upstream.
+func (s *session) OnEOF() {
+	if cw, ok := s.up.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	s.doneOne()
+}
+
+func (s *session) doneOne() {
+	if s.halfDone.Add(1) == 2 {
+		s.close()
+	}
+}
+
+func (s *session) OnClose(error) {
+	s.cfg.stats.CxActive.Dec()
+	s.close()
+}
+
+func (s *session) close() {
+	s.closeOnce.Do(func() {
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+		s.down.Close()
+		select {
+		case <-s.connected:
+			s.up.Close()
+		default:
+		}
+	})
+}
+
+func (s *session) onIdle() {
+	left := s.cfg.idleTimeout - time.Since(time.Unix(0, s.last.Load()))
+	if left > 0 {
+		s.timer.Reset(left)
+		return
+	}
+	s.cfg.stats.IdleTimeout.Inc()
+	s.close()
+}
+

@@ -1,0 +1,167 @@
+// Package testutil has loopback peers for tests: HTTP upstreams that record
+// what they receive, and a TCP echo server. Everything listens on
+// 127.0.0.1:0 and is closed by t.Cleanup. It imports only the standard
+// library.
+package testutil
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Upstream is a loopback HTTP/1.1 server that counts requests and serves a
+// few useful paths:
+//
+//	/echo           echoes the request body (and a header x-got-len)
+//	/size/N         answers N bytes of 'x' (streamed, Content-Length set)
+//	/chunked/N      answers N bytes with chunked encoding
+//	/status/N       answers status N
+//	/slow/MS        waits MS milliseconds, then answers "slow"
+//	/sink           reads and counts the whole body, answers its length
+//	/headers        answers the request headers as "name: value" lines
+//	anything else   answers "ok <path>"
+type Upstream struct {
+	URL      string
+	Addr     string
+	Requests atomic.Int64
+	// Started counts requests whose handler began (for in-flight tests).
+	Started atomic.Int64
+	srv     *http.Server
+	mu      sync.Mutex
+	paths   []string
+}
+
+// StartUpstream starts an Upstream.
+func StartUpstream(t testing.TB) *Upstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &Upstream{Addr: ln.Addr().String(), URL: "http://" + ln.Addr().String()}
+	u.srv = &http.Server{Handler: http.HandlerFunc(u.serve), ReadHeaderTimeout: 10 * time.Second}
+	go u.srv.Serve(ln)
+	t.Cleanup(func() { u.srv.Close() })
+	return u
+}
+
+// Port returns the upstream's port.
+func (u *Upstream) Port() int {
+	_, p, _ := net.SplitHostPort(u.Addr)
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// Paths returns the paths requested so far, in order.
+func (u *Upstream) Paths() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.paths...)
+}
+
+func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
+	u.Started.Add(1)
+	defer u.Requests.Add(1)
+	u.mu.Lock()
+	u.paths = append(u.paths, r.URL.RequestURI())
+	u.mu.Unlock()
+	p := r.URL.Path
+	arg := func(prefix string) (int, bool) {
+		if len(p) <= len(prefix) || p[:len(prefix)] != prefix {
+			return 0, false
+		}
+		n, err := strconv.Atoi(p[len(prefix):])
+		return n, err == nil
+	}
+	if n, ok := arg("/size/"); ok {
+		w.Header().Set("content-length", strconv.Itoa(n))
+		writeN(w, n)
+		return
+	}
+	if n, ok := arg("/chunked/"); ok {
+		writeN(w, n)
+		return
+	}
+	if n, ok := arg("/status/"); ok {
+		w.WriteHeader(n)
+		io.WriteString(w, "status "+strconv.Itoa(n))
+		return
+	}
+	if n, ok := arg("/slow/"); ok {
+		time.Sleep(time.Duration(n) * time.Millisecond)
+		io.WriteString(w, "slow")
+		return
+	}
+	switch p {
+	case "/echo":
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("x-got-len", strconv.Itoa(len(b)))
+		w.Write(b)
+	case "/sink":
+		n, _ := io.Copy(io.Discard, r.Body)
+		io.WriteString(w, strconv.FormatInt(n, 10))
+	case "/headers":
+		r.Header.Write(w)
+		io.WriteString(w, "Host: "+r.Host+"\r\n")
+	default:
+		io.WriteString(w, "ok "+r.URL.RequestURI())
+	}
+}
+
+func writeN(w io.Writer, n int) {
+	buf := make([]byte, 32<<10)
+	for i := range buf {
+		buf[i] = 'x'
+	}
+	for n > 0 {
+		k := min(n, len(buf))
+		if _, err := w.Write(buf[:k]); err != nil {
+			return
+		}
+		n -= k
+	}
+}
+
+// StartEcho starts a TCP server that echoes every byte back and
+// half-closes when the client half-closes. It returns its address.
+func StartEcho(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// Eventually polls cond every few milliseconds until it holds or the
+// deadline passes.
+func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,275 @@
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/network"
+	"github.com/straitproxy/strait/stats"
+)
+
+// Listener is one built listener: its address, filter chains and the
+// connections it accepted.
+type Listener struct {
+	Name        string
+	addr        string
+	chains      []*chain
+	def         *chain
+	io          network.IOModel
+	bufferLimit int
+	log         *slog.Logger
+
+	ln       net.Listener
+	ctx      context.Context
+	cancel   context.CancelFunc
+	draining atomic.Bool
+
+	mu    sync.Mutex
+	conns map[*network.Conn]network.Handler
+	done  chan struct{} // closed when the accept loop ends
+
+	cxTotal, cxDestroy, noChain *stats.Counter
+	cxActive                    *stats.Gauge
+}
+
+// Options are what every listener shares.
+type Options struct {
+	Clusters filter.Clusters
+	Stats    *stats.Scope
+	Pool     *network.Pool
+	Log      *slog.Logger
+	IOModel  network.IOModel
+}
+
+// Build validates and builds l without binding it.
+func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
+	if errs := config.ValidationErrors(l.ValidateAll()); len(errs) > 0 {
+		return nil, config.Join(errs)
+	}
+	sa := l.GetAddress().GetSocketAddress()
+	if sa == nil {
+		return nil, config.At("address", fmt.Errorf("a socket_address is required"))
+	}
+	if sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return nil, config.At("address.socket_address.protocol", fmt.Errorf("only TCP is supported"))
+	}
+	if len(l.GetListenerFilters()) > 0 {
+		return nil, config.At("listener_filters", fmt.Errorf("listener filters are not supported yet"))
+	}
+	port := int(sa.GetPortValue())
+	ln := &Listener{
+		Name:        l.GetName(),
+		addr:        net.JoinHostPort(sa.GetAddress(), strconv.Itoa(port)),
+		io:          o.IOModel,
+		bufferLimit: 1 << 20,
+		log:         o.Log.With("listener", l.GetName()),
+		conns:       map[*network.Conn]network.Handler{},
+		done:        make(chan struct{}),
+	}
+	if ln.io == nil {
+		ln.io = network.Netpoll
+	}
+	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
+		ln.bufferLimit = int(v.GetValue())
+	}
+	bc := &filter.BuildContext{Listener: ln.Name, Port: port, Clusters: o.Clusters, Stats: o.Stats,
+		Pool: o.Pool, Log: ln.log, Draining: ln.draining.Load}
+	for i, fc := range l.GetFilterChains() {
+		c, err := buildChain(bc, fc)
+		if err != nil {
+			return nil, config.At(fmt.Sprintf("filter_chains[%d]", i), err)
+		}
+		ln.chains = append(ln.chains, c)
+	}
+	if d := l.GetDefaultFilterChain(); d != nil {
+		c, err := buildChain(bc, d)
+		if err != nil {
+			return nil, config.At("default_filter_chain", err)
+		}
+		ln.def = c
+	}
+	if len(ln.chains) == 0 && ln.def == nil {
+		return nil, config.At("filter_chains", fmt.Errorf("a listener needs at least one filter chain"))
+	}
+	sc := o.Stats.Scope("listener", "envoy_listener_address", ln.addr)
+	ln.cxTotal, ln.cxDestroy = sc.Counter("downstream_cx_total"), sc.Counter("downstream_cx_destroy")
+	ln.noChain, ln.cxActive = sc.Counter("no_filter_chain_match"), sc.Gauge("downstream_cx_active")
+	return ln, nil
+}
+
+// ConfiguredAddress is the address as configured (port may be 0).
+func (l *Listener) ConfiguredAddress() string { return l.addr }
+
+// Addr is the bound address; nil before Start.
+func (l *Listener) Addr() net.Addr {
+	if l.ln == nil {
+		return nil
+	}
+	return l.ln.Addr()
+}
+
+// Start binds the listener and starts accepting.
+func (l *Listener) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		return fmt.Errorf("listener %q: %w", l.Name, err)
+	}
+	return l.Serve(ctx, ln)
+}
+
+// Serve starts accepting on an already bound socket (hot restart hands
+// sockets over this way).
+func (l *Listener) Serve(ctx context.Context, ln net.Listener) error {
+	l.ln = ln
+	l.ctx, l.cancel = context.WithCancel(ctx)
+	go l.acceptLoop()
+	return nil
+}
+
+func (l *Listener) acceptLoop() {
+	defer close(l.done)
+	var backoff time.Duration
+	for {
+		raw, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || l.draining.Load() {
+				return
+			}
+			// Out of file descriptors and such: back off, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.log.Warn("accept failed", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		l.serveConn(raw)
+	}
+}
+
+func (l *Listener) serveConn(raw net.Conn) {
+	l.cxTotal.Inc()
+	c := network.NewConn(l.ctx, raw)
+	c.BufferLimit = l.bufferLimit
+	ch := l.match(raw)
+	if ch == nil {
+		l.noChain.Inc()
+		raw.Close()
+		return
+	}
+	var h network.Handler
+	for i := len(ch.factories) - 1; i >= 0; i-- {
+		next, err := ch.factories[i].NewHandler(c, h)
+		if err != nil {
+			raw.Close()
+			return
+		}
+		h = next
+	}
+	l.cxActive.Inc()
+	l.mu.Lock()
+	l.conns[c] = h
+	l.mu.Unlock()
+	c.SetHandler(&tracked{Handler: h, l: l, c: c})
+	l.io.Start(c)
+	if l.draining.Load() {
+		drain(h, c)
+	}
+}
+
+// tracked removes a connection from its listener when it closes.
+type tracked struct {
+	network.Handler
+	l *Listener
+	c *network.Conn
+}
+
+func (t *tracked) OnClose(err error) {
+	t.Handler.OnClose(err)
+	t.l.mu.Lock()
+	delete(t.l.conns, t.c)
+	t.l.mu.Unlock()
+	t.l.cxActive.Dec()
+	t.l.cxDestroy.Inc()
+}
+
+func (l *Listener) match(raw net.Conn) *chain {
+	local, _ := raw.LocalAddr().(*net.TCPAddr)
+	remote, _ := raw.RemoteAddr().(*net.TCPAddr)
+	var best *chain
+	bestScore := -1
+	for _, c := range l.chains {
+		if s := c.score(local, remote); s > bestScore {
+			best, bestScore = c, s
+		}
+	}
+	if best == nil {
+		return l.def
+	}
+	return best
+}
+
+// Draining reports whether Drain was called.
+func (l *Listener) Draining() bool { return l.draining.Load() }
+
+// Drain stops accepting and asks every connection to finish: HTTP
+// connections close once their in-flight request is answered, idle ones
+// at once; others are left to end by themselves until Close.
+func (l *Listener) Drain() {
+	if l.draining.Swap(true) {
+		return
+	}
+	if l.ln != nil {
+		l.ln.Close()
+		<-l.done
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c, h := range l.conns {
+		drain(h, c)
+	}
+}
+
+func drain(h network.Handler, c *network.Conn) {
+	if d, ok := h.(interface{ Drain() }); ok {
+		d.Drain()
+	}
+}
+
+// Active reports the open connections.
+func (l *Listener) Active() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
+// Close closes the listening socket and every connection.
+func (l *Listener) Close() {
+	l.draining.Store(true)
+	if l.ln != nil {
+		l.ln.Close()
+		<-l.done
+	}
+	if l.cancel != nil {
+		l.cancel()
+	}
+	l.mu.Lock()
+	conns := make([]*network.Conn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}

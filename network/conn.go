@@ -1,0 +1,198 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/straitproxy/strait/internal/bufpool"
+)
+
+// Handler receives what a connection reads. The I/O model calls OnRead,
+// OnEOF and OnClose from one goroutine at a time, never concurrently.
+type Handler interface {
+	// OnRead is given the bytes read and not yet consumed; it returns how
+	// many it consumed. data is valid only during the call: a handler that
+	// keeps bytes copies them. Unconsumed bytes are offered again, with
+	// more after them, on the next call.
+	OnRead(data []byte) (consumed int)
+	// OnEOF reports that the peer closed its write side. No OnRead follows.
+	OnEOF()
+	// OnClose reports that the connection closed, with the cause (nil when
+	// closed locally on purpose). It is the last call.
+	OnClose(err error)
+}
+
+// ErrBufferLimit is the cause of a close when a handler leaves more bytes
+// unconsumed than the connection's buffer limit allows.
+var ErrBufferLimit = errors.New("network: read buffer limit exceeded")
+
+// Conn is one accepted or dialled socket with its read buffer. Reads are
+// driven by an IOModel; writes are made directly by whoever answers, under a
+// mutex, so that concurrent writers (HTTP/2 streams) do not interleave.
+type Conn struct {
+	raw     net.Conn
+	handler Handler
+	ctx     context.Context
+	cancel  context.CancelFunc
+
+	// ReadBufferSize is the size of each read; BufferLimit bounds the bytes
+	// held unconsumed (per_connection_buffer_limit_bytes).
+	ReadBufferSize int
+	BufferLimit    int
+
+	wmu sync.Mutex
+
+	mu        sync.Mutex
+	paused    bool
+	redeliver bool
+	wake      chan struct{}
+
+	closed    atomic.Bool
+	closeErr  error
+	closeOnce sync.Once
+
+	rx, tx atomic.Uint64
+}
+
+// NewConn wraps raw. ctx is the parent (the listener's); Conn.Context is
+// cancelled when the connection closes.
+func NewConn(ctx context.Context, raw net.Conn) *Conn {
+	c := &Conn{raw: raw, ReadBufferSize: bufpool.Medium, BufferLimit: 1 << 20, wake: make(chan struct{}, 1)}
+	c.ctx, c.cancel = context.WithCancel(ctx)
+	return c
+}
+
+// SetHandler sets the receiver of reads. It must be called before the I/O
+// model starts the connection.
+func (c *Conn) SetHandler(h Handler) { c.handler = h }
+
+// Context is cancelled when the connection closes.
+func (c *Conn) Context() context.Context { return c.ctx }
+
+// Raw returns the socket, for deadlines and the TLS handshake.
+func (c *Conn) Raw() net.Conn { return c.raw }
+
+// RemoteAddr returns the peer's address.
+func (c *Conn) RemoteAddr() net.Addr { return c.raw.RemoteAddr() }
+
+// LocalAddr returns the local address.
+func (c *Conn) LocalAddr() net.Addr { return c.raw.LocalAddr() }
+
+// Write writes p whole. It blocks while the peer does not read, which is how
+// a slow reader pushes back on whoever is producing. Conn does not retain p.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	n, err := c.raw.Write(p)
+	c.wmu.Unlock()
+	c.tx.Add(uint64(n))
+	return n, err
+}
+
+// Writev writes the buffers in order as one gathered write.
+func (c *Conn) Writev(bufs ...[]byte) (int64, error) {
+	nb := net.Buffers(bufs)
+	c.wmu.Lock()
+	n, err := nb.WriteTo(c.raw)
+	c.wmu.Unlock()
+	c.tx.Add(uint64(n))
+	return n, err
+}
+
+// BytesRead and BytesWritten report the bytes moved so far.
+func (c *Conn) BytesRead() uint64 { return c.rx.Load() }
+
+// BytesWritten reports the bytes written so far.
+func (c *Conn) BytesWritten() uint64 { return c.tx.Load() }
+
+// PauseRead stops delivering bytes to the handler until ResumeRead; the
+// kernel's buffers then fill and TCP pushes back on the peer. Any goroutine
+// may call it.
+func (c *Conn) PauseRead() {
+	c.mu.Lock()
+	c.paused = true
+	c.mu.Unlock()
+}
+
+// ResumeRead undoes PauseRead. Bytes that were left unconsumed are offered
+// to the handler again before the next read from the socket.
+func (c *Conn) ResumeRead() {
+	c.mu.Lock()
+	wasPaused := c.paused
+	c.paused = false
+	c.redeliver = true
+	c.mu.Unlock()
+	if wasPaused {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// CloseWrite half-closes the socket's write side when it supports it.
+func (c *Conn) CloseWrite() error {
+	type closeWriter interface{ CloseWrite() error }
+	if cw, ok := c.raw.(closeWriter); ok {
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
+
+// Close closes the socket. The handler's OnClose follows, once.
+func (c *Conn) Close() error { return c.closeWith(nil) }
+
+func (c *Conn) closeWith(err error) error {
+	var cerr error
+	c.closeOnce.Do(func() {
+		c.closeErr = err
+		c.closed.Store(true)
+		cerr = c.raw.Close()
+		c.cancel()
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	})
+	return cerr
+}
+
+// Closed reports whether Close has been called.
+func (c *Conn) Closed() bool { return c.closed.Load() }
+
+// waitReadable blocks while reading is paused. It returns false when the
+// connection closed meanwhile, and whether unconsumed bytes must be offered
+// again.
+func (c *Conn) waitReadable() (ok, redeliver bool) {
+	for {
+		c.mu.Lock()
+		if !c.paused {
+			r := c.redeliver
+			c.redeliver = false
+			c.mu.Unlock()
+			return !c.closed.Load(), r
+		}
+		c.mu.Unlock()
+		if c.closed.Load() {
+			return false, false
+		}
+		<-c.wake
+	}
+}
+
+// finish reports the close to the handler.
+func (c *Conn) finish(readErr error) {
+	err := c.closeErr
+	if !c.closed.Load() {
+		if readErr != nil && !errors.Is(readErr, io.EOF) {
+			err = readErr
+		}
+		c.closeWith(err)
+	}
+	c.handler.OnClose(err)
+}

@@ -1,0 +1,77 @@
+package network
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Pool runs tasks on a bounded set of goroutines. Workers are started on
+// demand up to Max and exit after idling for a while. When all Max workers
+// are busy, Go blocks until one is free: the caller (a connection's reader)
+// then stops reading, and TCP pushes back on the client. Nothing queues
+// without bound.
+type Pool struct {
+	max     int32
+	idleFor time.Duration
+	tasks   chan func()
+	workers atomic.Int32
+	busy    atomic.Int32
+}
+
+// NewPool returns a pool of at most max workers.
+func NewPool(max int) *Pool {
+	if max <= 0 {
+		max = DefaultWorkers
+	}
+	return &Pool{max: int32(max), idleFor: 30 * time.Second, tasks: make(chan func())}
+}
+
+// DefaultWorkers is the pool size when none is configured: each in-flight
+// request holds one worker while it waits on its upstream.
+const DefaultWorkers = 16384
+
+// Go runs task on a worker, blocking while the pool is full.
+func (p *Pool) Go(task func()) {
+	select {
+	case p.tasks <- task:
+		return
+	default:
+	}
+	for {
+		n := p.workers.Load()
+		if n >= p.max {
+			p.tasks <- task
+			return
+		}
+		if p.workers.CompareAndSwap(n, n+1) {
+			go p.work(task)
+			return
+		}
+	}
+}
+
+// Active reports the workers running a task; Workers the workers alive.
+func (p *Pool) Active() int { return int(p.busy.Load()) }
+
+// Workers reports the live worker goroutines.
+func (p *Pool) Workers() int { return int(p.workers.Load()) }
+
+// Max reports the bound.
+func (p *Pool) Max() int { return int(p.max) }
+
+func (p *Pool) work(task func()) {
+	defer p.workers.Add(-1)
+	idle := time.NewTimer(p.idleFor)
+	defer idle.Stop()
+	for {
+		p.busy.Add(1)
+		task()
+		p.busy.Add(-1)
+		idle.Reset(p.idleFor)
+		select {
+		case task = <-p.tasks:
+		case <-idle.C:
+			return
+		}
+	}
+}

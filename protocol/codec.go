@@ -1,0 +1,194 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Conn is what a server codec needs of a downstream connection
+// (network.Conn satisfies it).
+type Conn interface {
+	Write(p []byte) (int, error)
+	Writev(bufs ...[]byte) (int64, error)
+	PauseRead()
+	ResumeRead()
+	Close() error
+	CloseWrite() error
+	RemoteAddr() net.Addr
+	LocalAddr() net.Addr
+}
+
+// ServerStream is one request on a downstream connection, as the worker
+// that serves it sees it. Its methods are called from that one worker.
+type ServerStream interface {
+	// Request returns the request headers, pseudo-headers first. The worker
+	// may change them (they are the stream's own copy).
+	Request() *Headers
+	// HeadersOnly reports whether the request has no body at all.
+	HeadersOnly() bool
+	// ReadData returns the next piece of the request body, valid until the
+	// next call; io.EOF (with no data) after the last piece.
+	ReadData() ([]byte, error)
+	// RequestTrailers returns the trailers once ReadData returned io.EOF;
+	// nil when there were none.
+	RequestTrailers() *Headers
+	// WriteHeaders sends the response headers (":status" first).
+	WriteHeaders(h *Headers, endStream bool) error
+	// WriteData sends body bytes; the codec does not retain p.
+	WriteData(p []byte, endStream bool) error
+	// WriteTrailers sends trailers and ends the stream.
+	WriteTrailers(t *Headers) error
+	// Finish releases the stream after the response ended or failed;
+	// reset=true abandons it (the codec closes or resets as its protocol
+	// requires). No method is called after Finish.
+	Finish(reset bool)
+	// Protocol is "HTTP/1.1", "HTTP/1.0" or "HTTP/2".
+	Protocol() string
+}
+
+// Upgrader is implemented by streams that can become a raw byte tunnel
+// after a 101 (HTTP/1.1 Upgrade, e.g. WebSocket): after Upgrade, ReadData
+// returns the raw bytes the client sends and WriteData sends raw bytes.
+type Upgrader interface {
+	Upgrade()
+}
+
+// ServerCallbacks is what a server codec calls when it decodes.
+type ServerCallbacks interface {
+	// OnStream is called from the connection's reader for each new
+	// request once its headers are decoded. It may block (worker pool
+	// full): the reader then stops reading.
+	OnStream(s ServerStream)
+}
+
+// ServerCodec decodes one downstream connection.
+type ServerCodec interface {
+	// Decode consumes bytes from the connection and reports how many; it
+	// may send a protocol error reply and close the connection itself.
+	Decode(data []byte) (consumed int)
+	// OnEOF reports that the client closed its write side.
+	OnEOF()
+	// OnClose reports that the connection closed.
+	OnClose(err error)
+	// Drain asks the client to go away gracefully (Connection: close on the
+	// next response, GOAWAY in HTTP/2) and closes an idle connection now.
+	Drain()
+	// Active reports the streams in flight.
+	Active() int
+}
+
+// ServerOptions are the connection manager's settings a codec honours.
+type ServerOptions struct {
+	MaxHeaderBytes int
+	MaxHeaders     int
+	// BodyBufferLimit bounds the request body bytes buffered between the
+	// reader and the worker; over it, reading pauses.
+	BodyBufferLimit int
+	// Scheme is the :scheme set on requests ("http").
+	Scheme string
+}
+
+// ClientStream is one request on an upstream connection, used by one worker.
+type ClientStream interface {
+	WriteHeaders(h *Headers, endStream bool) error
+	WriteData(p []byte, endStream bool) error
+	WriteTrailers(t *Headers) error
+	// ReadHeaders fills h with the response headers, skipping interim 1xx
+	// answers other than 101.
+	ReadHeaders(h *Headers) error
+	// EndStream reports, after ReadHeaders, that no body follows.
+	EndStream() bool
+	// ReadData returns the next piece of the response body, valid until the
+	// next call; io.EOF after the last.
+	ReadData() ([]byte, error)
+	// Trailers returns the response trailers after ReadData's io.EOF.
+	Trailers() *Headers
+	// SetDeadline bounds the stream's reads and writes; zero removes it.
+	SetDeadline(t time.Time)
+	// Close releases the stream; it reports whether the connection may
+	// carry another request.
+	Close() (reusable bool)
+}
+
+// UpstreamConn is what a client codec needs of an upstream connection.
+type UpstreamConn interface {
+	net.Conn
+	// CodecState is the codec's per-connection state, kept while the
+	// connection is pooled.
+	CodecState() *any
+}
+
+// Codec is a registered protocol.
+type Codec struct {
+	Name string
+	// Match reports whether a connection's first bytes are this protocol's;
+	// needMore asks for more bytes before deciding.
+	Match     func(prefix []byte) (match, needMore bool)
+	NewServer func(c Conn, opts ServerOptions, cb ServerCallbacks) ServerCodec
+	NewClient func(c UpstreamConn) ClientStream
+}
+
+var (
+	codecMu sync.RWMutex
+	codecs  = map[string]*Codec{}
+)
+
+// Register adds a codec; it panics on an empty or duplicate name.
+func Register(c *Codec) {
+	codecMu.Lock()
+	defer codecMu.Unlock()
+	if c.Name == "" {
+		panic("protocol: Register with empty name")
+	}
+	if _, dup := codecs[c.Name]; dup {
+		panic(fmt.Sprintf("protocol: codec %q registered twice", c.Name))
+	}
+	codecs[c.Name] = c
+}
+
+// Get returns the codec named name.
+func Get(name string) (*Codec, error) {
+	codecMu.RLock()
+	defer codecMu.RUnlock()
+	if c, ok := codecs[name]; ok {
+		return c, nil
+	}
+	var names []string
+	for n := range codecs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return nil, fmt.Errorf("protocol %q is not compiled in (have %v)", name, names)
+}
+
+// Errors a client stream reports, classified by the proxy.
+var (
+	// ErrUpstreamReset: the connection closed or failed before the
+	// response ended.
+	ErrUpstreamReset = errors.New("upstream reset")
+	// ErrUpstreamResetBeforeResponse: it closed before any response byte
+	// arrived (safe to retry on a fresh connection when the request was
+	// replayable).
+	ErrUpstreamResetBeforeResponse = errors.New("upstream reset before response started")
+	// ErrDownstreamReset: the client went away.
+	ErrDownstreamReset = errors.New("downstream reset")
+)
+
+// MalformedError is an upstream response that breaks its protocol.
+type MalformedError struct{ Reason string }
+
+func (e *MalformedError) Error() string { return "malformed upstream response: " + e.Reason }
+
+// RequestError is a request the codec found malformed after its headers
+// were handed on (a bad body framing): the worker answers it with Status
+// when no response has started, then the connection closes.
+type RequestError struct {
+	Status int
+	Reason string
+}
+
+func (e *RequestError) Error() string { return "bad request: " + e.Reason }

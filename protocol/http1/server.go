@@ -1,0 +1,279 @@
+package http1
+
+import (
+	"errors"
+	"strconv"
+	"sync"
+
+	"github.com/straitproxy/strait/protocol"
+)
+
+// Server-side connection states.
+const (
+	stHead     = iota // reading a request head
+	stBody            // reading the request body into the pipe
+	stWait            // request read; waiting for the response to finish
+	stDiscard         // response done early; discarding the rest of the body
+	stUpgraded        // a 101 was sent: raw bytes into the pipe
+	stClosed
+)
+
+// maxDiscard bounds the request body bytes read and dropped after an early
+// response before the connection is closed instead.
+const maxDiscard = 64 << 10
+
+var continueLine = []byte("HTTP/1.1 100 Continue\r\n\r\n")
+
+// serverConn decodes one downstream HTTP/1.1 connection. HTTP/1.1 answers
+// in order, so there is one stream at a time, reused request after request;
+// pipelined requests wait in the connection's buffer (reading paused)
+// until the response before them is done.
+type serverConn struct {
+	c    protocol.Conn
+	opts protocol.ServerOptions
+	lim  Limits
+	cb   protocol.ServerCallbacks
+
+	mu        sync.Mutex
+	state     int
+	active    bool
+	draining  bool
+	eof       bool
+	discarded int
+	st        serverStream
+}
+
+var _ protocol.ServerCodec = (*serverConn)(nil)
+
+func newServer(c protocol.Conn, opts protocol.ServerOptions, cb protocol.ServerCallbacks) protocol.ServerCodec {
+	sc := &serverConn{c: c, opts: opts, cb: cb, lim: Limits{MaxHeaderBytes: opts.MaxHeaderBytes, MaxHeaders: opts.MaxHeaders}}
+	if sc.opts.BodyBufferLimit <= 0 {
+		sc.opts.BodyBufferLimit = 64 << 10
+	}
+	if sc.opts.Scheme == "" {
+		sc.opts.Scheme = "http"
+	}
+	sc.st.sc = sc
+	sc.st.pipe.init(c, sc.opts.BodyBufferLimit)
+	return sc
+}
+
+// Decode runs on the connection's reader.
+func (sc *serverConn) Decode(data []byte) int {
+	total := 0
+	for len(data) > 0 {
+		n, more := sc.decodeOnce(data)
+		total += n
+		data = data[n:]
+		if !more {
+			break
+		}
+	}
+	return total
+}
+
+// decodeOnce makes one step in the current state; more=false stops the
+// loop (need more bytes, paused, or closed).
+func (sc *serverConn) decodeOnce(data []byte) (n int, more bool) {
+	sc.mu.Lock()
+	state := sc.state
+	if state == stWait {
+		// A pipelined request: leave it in the buffer until the response
+		// before it is done (Finish resumes reading).
+		sc.c.PauseRead()
+		sc.mu.Unlock()
+		return 0, false
+	}
+	sc.mu.Unlock()
+	switch state {
+	case stHead:
+		return sc.decodeHead(data)
+	case stBody, stDiscard:
+		return sc.decodeBody(data, state == stDiscard)
+	case stUpgraded:
+		sc.st.pipe.write(data)
+		return len(data), true
+	}
+	return len(data), false // closed: drop
+}
+
+func (sc *serverConn) decodeHead(data []byte) (int, bool) {
+	st := &sc.st
+	n, info, err := ParseRequestHead(data, &st.req, sc.lim)
+	if err == ErrNeedMore {
+		return 0, false
+	}
+	if err != nil {
+		sc.protocolError(err)
+		return len(data), false
+	}
+	st.begin(info)
+	sc.mu.Lock()
+	sc.active = true
+	if st.headersOnly {
+		sc.state = stWait
+	} else {
+		sc.state = stBody
+	}
+	sc.mu.Unlock()
+	sc.cb.OnStream(st)
+	return n, true
+}
+
+func (sc *serverConn) decodeBody(data []byte, discard bool) (int, bool) {
+	st := &sc.st
+	d, consumed, done, err := st.body.Decode(data)
+	if err != nil {
+		// The worker owns the response now: it answers the error (when it
+		// can) and the connection closes when the stream finishes.
+		re := &protocol.RequestError{Status: 400, Reason: "bad request body"}
+		var pe *Error
+		if errors.As(err, &pe) {
+			re.Status, re.Reason = pe.Status, pe.Reason
+		}
+		sc.mu.Lock()
+		sc.state = stClosed
+		sc.mu.Unlock()
+		st.pipe.close(re)
+		if discard {
+			sc.c.Close()
+		}
+		return len(data), false
+	}
+	if len(d) > 0 {
+		if discard {
+			sc.discarded += len(d)
+			if sc.discarded > maxDiscard {
+				sc.closeNow()
+				return len(data), false
+			}
+		} else {
+			st.pipe.write(d)
+		}
+	}
+	if done {
+		if !discard {
+			st.trailers = st.body.Trailers.Len() > 0
+			st.pipe.close(nil)
+		}
+		sc.mu.Lock()
+		if sc.state == stDiscard {
+			sc.nextRequest()
+		} else if sc.state == stBody {
+			sc.state = stWait
+		}
+		sc.mu.Unlock()
+		return consumed, true
+	}
+	return consumed, consumed > 0 || len(d) > 0
+}
+
+// protocolError answers a request the parser refused and closes: after a
+// framing error nothing further on the connection can be trusted.
+func (sc *serverConn) protocolError(err error) {
+	status, reason := 400, "bad request"
+	var pe *Error
+	if errors.As(err, &pe) {
+		status, reason = pe.Status, pe.Reason
+	}
+	sc.mu.Lock()
+	busy := sc.active
+	sc.state = stClosed
+	sc.mu.Unlock()
+	if !busy {
+		var h protocol.Headers
+		h.Set(protocol.Status, strconv.Itoa(status))
+		h.Set("content-type", "text/plain")
+		h.Set("connection", "close")
+		body := reason + "\n"
+		out := AppendResponseHead(nil, &h, 1, FramingLength, int64(len(body)))
+		sc.c.Write(append(out, body...))
+	}
+	sc.c.Close()
+}
+
+func (sc *serverConn) closeNow() {
+	sc.mu.Lock()
+	sc.state = stClosed
+	sc.mu.Unlock()
+	sc.c.Close()
+}
+
+// nextRequest returns to reading heads; sc.mu is held.
+func (sc *serverConn) nextRequest() {
+	sc.active = false
+	sc.discarded = 0
+	if sc.draining || sc.eof {
+		sc.state = stClosed
+		sc.c.Close()
+		return
+	}
+	sc.state = stHead
+	sc.c.ResumeRead()
+}
+
+func (sc *serverConn) OnEOF() {
+	sc.mu.Lock()
+	sc.eof = true
+	state, active := sc.state, sc.active
+	sc.mu.Unlock()
+	switch {
+	case !active:
+		sc.c.Close()
+	case state == stBody:
+		sc.st.pipe.close(protocol.ErrDownstreamReset)
+	case state == stUpgraded:
+		sc.st.pipe.close(nil)
+	}
+}
+
+func (sc *serverConn) OnClose(error) {
+	sc.mu.Lock()
+	sc.state = stClosed
+	sc.mu.Unlock()
+	sc.st.pipe.close(protocol.ErrDownstreamReset)
+}
+
+func (sc *serverConn) Drain() {
+	sc.mu.Lock()
+	sc.draining = true
+	idle := !sc.active
+	sc.mu.Unlock()
+	if idle {
+		sc.c.Close()
+	}
+}
+
+func (sc *serverConn) Active() int {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.active {
+		return 1
+	}
+	return 0
+}
+
+// finish ends the current stream (from the worker).
+func (sc *serverConn) finish(reset bool) {
+	st := &sc.st
+	sc.mu.Lock()
+	if st.finished {
+		sc.mu.Unlock()
+		return
+	}
+	st.finished = true
+	keep := !reset && st.keepAlive && st.respDone && !st.upgraded && !sc.draining
+	switch {
+	case !keep:
+		sc.state = stClosed
+		sc.mu.Unlock()
+		sc.c.Close()
+		return
+	case sc.state == stBody:
+		sc.state = stDiscard // answered before the body ended: drop the rest
+		sc.st.pipe.close(protocol.ErrDownstreamReset)
+	case sc.state == stWait:
+		sc.nextRequest()
+	}
+	sc.mu.Unlock()
+}

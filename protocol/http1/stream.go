@@ -1,0 +1,254 @@
+package http1
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/straitproxy/strait/protocol"
+)
+
+// smallWrite is the body size up to which a response's head and body are
+// copied into one buffer and written with one syscall.
+const smallWrite = 8 << 10
+
+var errBodyTooLong = errors.New("http1: response body longer than its content-length")
+
+// serverStream is the one request in flight on a serverConn. The reader
+// fills it; from OnStream on, the worker owns its response side.
+type serverStream struct {
+	sc   *serverConn
+	req  protocol.Headers
+	info RequestInfo
+	body BodyDecoder
+	pipe pipe
+
+	headersOnly bool
+	isHead      bool
+	trailers    bool
+	continued   bool
+
+	// response
+	keepAlive bool
+	framing   Framing
+	remaining int64
+	head      []byte // encoded head not yet written (joined with the body)
+	out       []byte
+	tail      []byte
+	respDone  bool
+	upgraded  bool
+	finished  bool
+}
+
+var (
+	_ protocol.ServerStream = (*serverStream)(nil)
+	_ protocol.Upgrader     = (*serverStream)(nil)
+)
+
+// begin readies the stream for a request just parsed (reader goroutine).
+func (st *serverStream) begin(info RequestInfo) {
+	st.info = info
+	st.body.Reset(info.Framing, info.ContentLength, st.sc.lim)
+	st.pipe.reset()
+	st.headersOnly = info.Framing == FramingNone
+	if st.headersOnly {
+		st.pipe.close(nil)
+	}
+	st.isHead = string(st.req.Method()) == "HEAD"
+	st.trailers, st.continued = false, false
+	st.keepAlive = info.KeepAlive
+	st.head, st.out = st.head[:0], st.out[:0]
+	st.respDone, st.upgraded, st.finished = false, false, false
+	if !st.req.Has(protocol.Scheme) {
+		st.req.Set(protocol.Scheme, st.sc.opts.Scheme)
+	}
+}
+
+func (st *serverStream) Request() *protocol.Headers { return &st.req }
+
+func (st *serverStream) HeadersOnly() bool { return st.headersOnly }
+
+func (st *serverStream) Protocol() string {
+	if st.info.Minor == 0 {
+		return "HTTP/1.0"
+	}
+	return "HTTP/1.1"
+}
+
+// ReadData answers Expect: 100-continue on first use, then reads the pipe.
+func (st *serverStream) ReadData() ([]byte, error) {
+	if st.info.ExpectContinue && !st.continued && !st.headersOnly {
+		st.continued = true
+		if _, err := st.sc.c.Write(continueLine); err != nil {
+			return nil, protocol.ErrDownstreamReset
+		}
+	}
+	return st.pipe.read()
+}
+
+func (st *serverStream) RequestTrailers() *protocol.Headers {
+	if st.trailers {
+		return &st.body.Trailers
+	}
+	return nil
+}
+
+// WriteHeaders chooses the response framing (RFC 9112 §6) and encodes the
+// head; it is written with the first body bytes, or now when end is set.
+func (st *serverStream) WriteHeaders(h *protocol.Headers, end bool) error {
+	code := h.StatusCode()
+	cl, hasCL := contentLength(h)
+	st.keepAlive = st.keepAlive && !h.HasToken("connection", "close")
+	switch {
+	case code == 101:
+		st.framing = FramingNone
+	case st.isHead || code == 204 || code == 304 || code < 200:
+		st.framing = FramingNone
+	case end:
+		st.framing, cl = FramingLength, 0
+	case hasCL:
+		st.framing = FramingLength
+	case st.info.Minor == 1:
+		st.framing = FramingChunked
+	default:
+		st.framing = FramingUntilClose
+		st.keepAlive = false
+	}
+	if code != 101 {
+		if !st.keepAlive {
+			h.Set("connection", "close")
+		} else if st.info.Minor == 0 {
+			h.Set("connection", "keep-alive")
+		}
+	}
+	st.remaining = cl
+	st.head = AppendResponseHead(st.head[:0], h, 1, st.framing, cl)
+	if end || code == 101 {
+		return st.flush(end && code != 101)
+	}
+	return nil
+}
+
+func contentLength(h *protocol.Headers) (int64, bool) {
+	v, ok := h.Get("content-length")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
+}
+
+func (st *serverStream) flush(end bool) error {
+	if len(st.head) > 0 {
+		_, err := st.sc.c.Write(st.head)
+		st.head = st.head[:0]
+		if err != nil {
+			return err
+		}
+	}
+	if end {
+		st.respDone = true
+	}
+	return nil
+}
+
+// WriteData frames p and writes it, joined with a pending head.
+func (st *serverStream) WriteData(p []byte, end bool) error {
+	if st.upgraded {
+		if len(p) > 0 {
+			if _, err := st.sc.c.Write(p); err != nil {
+				return err
+			}
+		}
+		if end {
+			return st.sc.c.CloseWrite()
+		}
+		return nil
+	}
+	switch st.framing {
+	case FramingNone:
+		return st.flush(end)
+	case FramingLength:
+		if int64(len(p)) > st.remaining {
+			return errBodyTooLong
+		}
+		st.remaining -= int64(len(p))
+		return st.send(p, nil, end)
+	case FramingChunked:
+		return st.sendChunk(p, end)
+	default: // until close
+		return st.send(p, nil, end)
+	}
+}
+
+var (
+	lastChunk = []byte("0\r\n\r\n")
+	crlf      = []byte("\r\n")
+)
+
+// send writes head, p and tail: copied into one write when small, else
+// as one gathered write.
+func (st *serverStream) send(p, tail []byte, end bool) error {
+	var err error
+	n := len(st.head) + len(p) + len(tail)
+	switch {
+	case n == 0:
+	case len(st.head) == 0 && len(tail) == 0:
+		_, err = st.sc.c.Write(p)
+	case n <= smallWrite:
+		st.out = append(append(append(st.out[:0], st.head...), p...), tail...)
+		_, err = st.sc.c.Write(st.out)
+	default:
+		_, err = st.sc.c.Writev(st.head, p, tail)
+	}
+	st.head = st.head[:0]
+	if err == nil && end {
+		st.respDone = true
+	}
+	return err
+}
+
+// sendChunk writes p as one chunk, and the last chunk when end is set.
+func (st *serverStream) sendChunk(p []byte, end bool) error {
+	if len(p) > 0 {
+		st.head = strconv.AppendUint(st.head, uint64(len(p)), 16)
+		st.head = append(st.head, crlf...)
+	}
+	tail := st.tail[:0]
+	if len(p) > 0 {
+		tail = append(tail, crlf...)
+	}
+	if end {
+		tail = append(tail, lastChunk...)
+	}
+	st.tail = tail
+	return st.send(p, tail, end)
+}
+
+// WriteTrailers ends a chunked response with trailers; other framings
+// cannot carry them and just end.
+func (st *serverStream) WriteTrailers(t *protocol.Headers) error {
+	if st.framing != FramingChunked {
+		return st.WriteData(nil, true)
+	}
+	st.tail = AppendLastChunk(st.tail[:0], t)
+	return st.send(nil, st.tail, true)
+}
+
+// Upgrade turns the connection into a raw tunnel after a 101.
+func (st *serverStream) Upgrade() {
+	sc := st.sc
+	sc.mu.Lock()
+	st.upgraded = true
+	st.respDone = true
+	st.pipe.reset()
+	if sc.state == stWait {
+		sc.state = stUpgraded
+		sc.c.ResumeRead()
+	}
+	sc.mu.Unlock()
+}
+
+func (st *serverStream) Finish(reset bool) { st.sc.finish(reset) }

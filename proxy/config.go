@@ -1,0 +1,75 @@
+package proxy
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/network"
+	"github.com/straitproxy/strait/protocol"
+	"github.com/straitproxy/strait/router"
+	"github.com/straitproxy/strait/stats"
+)
+
+// Config is one built http_connection_manager: immutable, shared by all its
+// connections and streams.
+type Config struct {
+	StatPrefix string
+	Routes     *router.Table
+	Filters    []filter.HTTPFactory
+	Clusters   filter.Clusters
+	Pool       *network.Pool
+	Log        *slog.Logger
+	Stats      *Stats
+	Codec      *protocol.Codec
+	Draining   func() bool
+
+	ServerName        string // "" leaves the upstream's server header
+	UseRemoteAddress  bool
+	XffNumTrustedHops int
+	GenerateRequestID bool
+	// Upgrades lists the allowed Upgrade values, lowercase ("websocket").
+	Upgrades map[string]bool
+
+	IdleTimeout              time.Duration // connection without streams
+	StreamIdleTimeout        time.Duration // no bytes moved on a stream
+	RequestTimeout           time.Duration // whole request; 0 = none
+	MaxRequestsPerConnection int
+
+	Codecs protocol.ServerOptions
+	// RetryBufferLimit is how much request body is kept to replay on retry.
+	RetryBufferLimit int
+}
+
+// Stats are the connection manager's counters ("http.<prefix>.*").
+type Stats struct {
+	CxTotal, CxHTTP1Total, CxDestroy, CxProtocolError, CxIdleTimeout, CxDrainClose, CxUpgradesTotal *stats.Counter
+	CxActive, RqActive                                                                              *stats.Gauge
+	RqTotal, RqHTTP1Total, RqRxReset, RqTimeout, RqCompleted                                        *stats.Counter
+	NoRoute, NoCluster, DirectResponse, Redirect, RqOverload                                        *stats.Counter
+	RqClass                                                                                         [6]*stats.Counter
+	RqTime                                                                                          *stats.Histogram
+}
+
+// NewStats makes the counters under http.<prefix>.
+func NewStats(root *stats.Scope, prefix string) *Stats {
+	sc := root.Scope("http", "envoy_http_conn_manager_prefix", prefix)
+	s := &Stats{
+		CxTotal: sc.Counter("downstream_cx_total"), CxHTTP1Total: sc.Counter("downstream_cx_http1_total"),
+		CxDestroy: sc.Counter("downstream_cx_destroy"), CxProtocolError: sc.Counter("downstream_cx_protocol_error"),
+		CxIdleTimeout: sc.Counter("downstream_cx_idle_timeout"), CxDrainClose: sc.Counter("downstream_cx_drain_close"),
+		CxUpgradesTotal: sc.Counter("downstream_cx_upgrades_total"),
+		CxActive:        sc.Gauge("downstream_cx_active"), RqActive: sc.Gauge("downstream_rq_active"),
+		RqTotal: sc.Counter("downstream_rq_total"), RqHTTP1Total: sc.Counter("downstream_rq_http1_total"),
+		RqRxReset: sc.Counter("downstream_rq_rx_reset"), RqTimeout: sc.Counter("downstream_rq_timeout"),
+		RqCompleted: sc.Counter("downstream_rq_completed"),
+		NoRoute:     sc.Counter("no_route"), NoCluster: sc.Counter("no_cluster"),
+		DirectResponse: sc.Counter("rq_direct_response"), Redirect: sc.Counter("rq_redirect"),
+		RqOverload: sc.Counter("downstream_rq_overload_close"),
+		RqTime:     sc.Histogram("downstream_rq_time"),
+	}
+	for i := 1; i <= 5; i++ {
+		s.RqClass[i] = sc.Counter("downstream_rq_" + string(rune('0'+i)) + "xx")
+	}
+	return s
+}

@@ -1,0 +1,89 @@
+package proxy
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/straitproxy/strait/network"
+	"github.com/straitproxy/strait/protocol"
+)
+
+// connManager is one downstream connection of an HTTP connection manager:
+// it feeds the codec with what the connection reads and gives each decoded
+// request to a worker.
+type connManager struct {
+	cfg      *Config
+	conn     *network.Conn
+	codec    protocol.ServerCodec
+	idle     *time.Timer
+	lastDone atomic.Int64 // unix nanos when the last stream finished
+	requests atomic.Int64
+}
+
+var _ network.Handler = (*connManager)(nil)
+
+// NewConnHandler attaches the connection manager to a new connection.
+func NewConnHandler(cfg *Config, c *network.Conn) network.Handler {
+	cm := &connManager{cfg: cfg, conn: c}
+	cm.codec = cfg.Codec.NewServer(c, cfg.Codecs, cm)
+	cfg.Stats.CxTotal.Inc()
+	cfg.Stats.CxHTTP1Total.Inc()
+	cfg.Stats.CxActive.Inc()
+	cm.lastDone.Store(time.Now().UnixNano())
+	if cfg.IdleTimeout > 0 {
+		cm.idle = time.AfterFunc(cfg.IdleTimeout, cm.onIdle)
+	}
+	return cm
+}
+
+func (cm *connManager) OnRead(data []byte) int { return cm.codec.Decode(data) }
+
+func (cm *connManager) OnEOF() { cm.codec.OnEOF() }
+
+func (cm *connManager) OnClose(err error) {
+	if cm.idle != nil {
+		cm.idle.Stop()
+	}
+	cm.codec.OnClose(err)
+	cm.cfg.Stats.CxActive.Dec()
+	cm.cfg.Stats.CxDestroy.Inc()
+}
+
+// Drain is called when the listener drains.
+func (cm *connManager) Drain() {
+	cm.cfg.Stats.CxDrainClose.Inc()
+	cm.codec.Drain()
+}
+
+// OnStream runs from the reader: it blocks while the worker pool is full.
+func (cm *connManager) OnStream(ds protocol.ServerStream) {
+	n := cm.requests.Add(1)
+	s := newStream(cm, ds)
+	if max := cm.cfg.MaxRequestsPerConnection; max > 0 && n >= int64(max) {
+		s.closeAfter = true
+	}
+	cm.cfg.Pool.Go(s.run)
+}
+
+func (cm *connManager) streamDone() {
+	cm.lastDone.Store(time.Now().UnixNano())
+}
+
+// onIdle closes the connection when no stream ran for the idle timeout;
+// otherwise it re-arms for the rest of the period. Requests never touch the
+// timer.
+func (cm *connManager) onIdle() {
+	if cm.conn.Closed() {
+		return
+	}
+	left := cm.cfg.IdleTimeout - time.Since(time.Unix(0, cm.lastDone.Load()))
+	if cm.codec.Active() > 0 || left > 0 {
+		if left <= 0 {
+			left = cm.cfg.IdleTimeout
+		}
+		cm.idle.Reset(left)
+		return
+	}
+	cm.cfg.Stats.CxIdleTimeout.Inc()
+	cm.conn.Close()
+}

@@ -1,0 +1,116 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+
+	"github.com/straitproxy/strait/protocol"
+	"github.com/straitproxy/strait/upstream"
+)
+
+// Source says who caused an error.
+type Source uint8
+
+// Error sources.
+const (
+	Downstream Source = iota + 1
+	Upstream
+	Internal
+)
+
+// Kind classifies a data-plane error once, where it happens.
+type Kind uint8
+
+// Error kinds; each maps to one local reply in replyFor.
+const (
+	KindConnectFailure Kind = iota + 1
+	KindOverflow
+	KindNoHealthy
+	KindResetBeforeHeaders
+	KindReset
+	KindTimeout
+	KindPerTryTimeout
+	KindMalformed
+	KindDownstreamReset
+	KindNoCluster
+)
+
+// Error is a classified data-plane error.
+type Error struct {
+	Kind      Kind
+	Source    Source
+	Retryable bool
+	Err       error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Err.Error()
+	}
+	return replyFor(e).body
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+type reply struct {
+	status     int
+	body       string
+	overloaded bool
+}
+
+// replyFor is the one place that maps errors to local replies, in Envoy's
+// words.
+func replyFor(e *Error) reply {
+	const prefix = "upstream connect error or disconnect/reset before headers. reset reason: "
+	switch e.Kind {
+	case KindConnectFailure:
+		return reply{503, prefix + "connection failure", false}
+	case KindOverflow:
+		return reply{503, prefix + "overflow", true}
+	case KindNoHealthy:
+		return reply{503, "no healthy upstream", false}
+	case KindResetBeforeHeaders, KindReset:
+		return reply{503, prefix + "connection termination", false}
+	case KindTimeout, KindPerTryTimeout:
+		return reply{504, "upstream request timeout", false}
+	case KindMalformed:
+		return reply{502, "upstream sent a malformed response", false}
+	case KindNoCluster:
+		return reply{503, "cluster not found", false}
+	case KindDownstreamReset:
+		return reply{499, "client disconnected", false}
+	}
+	return reply{500, "internal error", false}
+}
+
+// classify turns an upstream-side error into an *Error.
+func classify(err error, perTry bool) *Error {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	var ce *upstream.ConnectError
+	var me *protocol.MalformedError
+	var ne net.Error
+	switch {
+	case errors.Is(err, upstream.ErrPendingOverflow):
+		return &Error{Kind: KindOverflow, Source: Upstream, Err: err}
+	case errors.As(err, &ce):
+		return &Error{Kind: KindConnectFailure, Source: Upstream, Retryable: true, Err: err}
+	case errors.As(err, &me):
+		return &Error{Kind: KindMalformed, Source: Upstream, Err: err}
+	case errors.Is(err, protocol.ErrDownstreamReset):
+		return &Error{Kind: KindDownstreamReset, Source: Downstream, Err: err}
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded),
+		errors.As(err, &ne) && ne.Timeout():
+		if perTry {
+			return &Error{Kind: KindPerTryTimeout, Source: Upstream, Retryable: true, Err: err}
+		}
+		return &Error{Kind: KindTimeout, Source: Upstream, Err: err}
+	case errors.Is(err, protocol.ErrUpstreamResetBeforeResponse):
+		return &Error{Kind: KindResetBeforeHeaders, Source: Upstream, Retryable: true, Err: err}
+	}
+	return &Error{Kind: KindReset, Source: Upstream, Retryable: true, Err: err}
+}

@@ -1,0 +1,317 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"github.com/straitproxy/strait/protocol"
+	"github.com/straitproxy/strait/router"
+	"github.com/straitproxy/strait/upstream"
+)
+
+// maxSafeRetries bounds the silent retries of a request that met a pooled
+// connection the upstream had just closed.
+const maxSafeRetries = 2
+
+// forward sends the request upstream, retrying as the route's policy says,
+// then relays the response.
+func (s *Stream) forward() {
+	cl := s.cluster
+	if !cl.Breaker.AcquireRequest() {
+		cl.Stats.RqOverflow.Inc()
+		s.replyError(&Error{Kind: KindOverflow, Source: Upstream})
+		return
+	}
+	defer cl.Breaker.ReleaseRequest()
+	cl.Stats.RqTotal.Inc()
+	cl.Stats.RqActive.Inc()
+	defer cl.Stats.RqActive.Dec()
+	s.upStart = time.Now()
+	if s.route.Timeout > 0 {
+		s.deadline = s.start.Add(s.route.Timeout)
+	}
+	policy := s.route.Retry
+	retrying := false
+	for {
+		err := s.tryOnce()
+		if retrying {
+			cl.Breaker.ReleaseRetry()
+			retrying = false
+		}
+		if err == nil {
+			code := s.resp.StatusCode()
+			if policy != nil && policy.ShouldRetryStatus(code) && s.mayRetry(policy) {
+				s.dropAttempt(false)
+				retrying = true
+				continue
+			}
+			if s.attempt > 1 {
+				cl.Stats.RqRetrySuccess.Inc()
+			}
+			s.respond()
+			return
+		}
+		s.dropAttempt(true)
+		var re *protocol.RequestError
+		if errors.As(err, &re) {
+			s.closeAfter = true
+			s.localReply(re.Status, re.Reason, false)
+			return
+		}
+		e := classify(err, policy != nil && policy.PerTryTimeout > 0)
+		if e.Kind == KindDownstreamReset {
+			s.resetDownstream()
+			return
+		}
+		if e.Kind == KindResetBeforeHeaders && s.connReused() && s.safeRetries < maxSafeRetries && s.replayable {
+			s.safeRetries++ // the pooled connection died under us: not the upstream's fault
+			s.attempt--
+			continue
+		}
+		if policy != nil && retryOnError(policy, e) && s.mayRetry(policy) {
+			retrying = true
+			continue
+		}
+		if e.Kind == KindTimeout || e.Kind == KindPerTryTimeout {
+			cl.Stats.RqTimeout.Inc()
+			s.cfg.Stats.RqTimeout.Inc()
+		}
+		s.replyError(e)
+		return
+	}
+}
+
+func (s *Stream) connReused() bool { return s.prevConnReused }
+
+// retryOnError applies retry_on to an error without a response.
+func retryOnError(p *router.RetryPolicy, e *Error) bool {
+	if !e.Retryable {
+		return false
+	}
+	on := p.On
+	switch e.Kind {
+	case KindConnectFailure:
+		return on&(router.Retry5xx|router.RetryGatewayError|router.RetryConnectFailure|router.RetryReset) != 0
+	case KindPerTryTimeout:
+		return on&(router.Retry5xx|router.RetryGatewayError|router.RetryReset) != 0
+	case KindResetBeforeHeaders, KindReset:
+		return on&(router.Retry5xx|router.RetryGatewayError|router.RetryReset) != 0
+	}
+	return false
+}
+
+// mayRetry checks the retry budget, the replay buffer and the circuit
+// breaker, counts the retry and waits the back-off.
+func (s *Stream) mayRetry(p *router.RetryPolicy) bool {
+	cl := s.cluster
+	if s.attempt > int(p.NumRetries) || !s.replayable {
+		return false
+	}
+	if !s.deadline.IsZero() && time.Now().After(s.deadline) {
+		return false
+	}
+	if !cl.Breaker.AcquireRetry() {
+		cl.Stats.RqRetryOverflow.Inc()
+		return false
+	}
+	cl.Stats.RqRetry.Inc()
+	// Fully jittered exponential back-off, as Envoy.
+	ceil := p.BackOffBase << min(s.attempt-1, 10)
+	if ceil > p.BackOffMax {
+		ceil = p.BackOffMax
+	}
+	if ceil > 0 {
+		time.Sleep(time.Duration(rand.Int64N(int64(ceil))))
+	}
+	return true
+}
+
+// tryOnce is one attempt: choose a host, get a connection, send the
+// request, receive the response headers.
+func (s *Stream) tryOnce() error {
+	s.attempt++
+	hint := upstream.PickHint{Random: s.random + uint64(s.attempt)*0x9e3779b97f4a7c15, Avoid: s.prevHost}
+	h := s.cluster.Pick(&hint)
+	if h == nil {
+		return &Error{Kind: KindNoHealthy, Source: Upstream}
+	}
+	s.host = h
+	h.Active.Add(1)
+	h.RqTotal.Add(1)
+	wait := time.Duration(0)
+	if !s.deadline.IsZero() {
+		wait = time.Until(s.deadline)
+	}
+	conn, err := h.Pool().Acquire(s.cm.conn.Context(), wait)
+	if err != nil {
+		return err
+	}
+	s.conn = conn
+	s.prevConnReused = conn.Reused
+	s.us = s.codecFor().NewClient(conn)
+	if err := s.sendRequest(); err != nil {
+		return err
+	}
+	s.us.SetDeadline(s.responseDeadline())
+	return s.us.ReadHeaders(&s.resp)
+}
+
+func (s *Stream) codecFor() *protocol.Codec {
+	c, err := protocol.Get(s.cluster.Protocol)
+	if err != nil {
+		panic(err) // the cluster's protocol was checked when it was built
+	}
+	return c
+}
+
+// responseDeadline is the earlier of the route timeout and the per-try
+// timeout, both counted from now that the request is sent.
+func (s *Stream) responseDeadline() time.Time {
+	d := s.deadline
+	if p := s.route.Retry; p != nil && p.PerTryTimeout > 0 {
+		if t := time.Now().Add(p.PerTryTimeout); d.IsZero() || t.Before(d) {
+			d = t
+		}
+	}
+	return d
+}
+
+// sendRequest writes the headers, replays the buffered body, then streams
+// the rest of the body as the client sends it.
+func (s *Stream) sendRequest() error {
+	us := s.us
+	if s.ds.HeadersOnly() {
+		return us.WriteHeaders(s.req, true)
+	}
+	if err := us.WriteHeaders(s.req, false); err != nil {
+		return err
+	}
+	if len(s.body) > 0 {
+		if err := us.WriteData(s.body, false); err != nil {
+			return err
+		}
+	}
+	idle := s.cfg.StreamIdleTimeout
+	for !s.bodyDone {
+		if idle > 0 {
+			us.SetDeadline(time.Now().Add(idle))
+		}
+		data, err := s.readBody()
+		if err != nil && err != io.EOF {
+			var re *protocol.RequestError
+			if errors.As(err, &re) {
+				return err
+			}
+			return protocol.ErrDownstreamReset
+		}
+		if len(data) > 0 {
+			if werr := us.WriteData(data, false); werr != nil {
+				return werr
+			}
+		}
+	}
+	if s.reqTrailer != nil {
+		return us.WriteTrailers(s.reqTrailer)
+	}
+	return us.WriteData(nil, true)
+}
+
+// dropAttempt closes the attempt's upstream stream; the connection is
+// closed unless the response was read whole.
+func (s *Stream) dropAttempt(failed bool) {
+	if s.host != nil {
+		s.host.Active.Add(-1)
+		if failed {
+			s.host.RqError.Add(1)
+		}
+		s.prevHost = s.host
+		s.host = nil
+	}
+	if s.us != nil {
+		s.us.Close()
+		s.us = nil
+	}
+	if s.conn != nil {
+		s.conn.Host().Pool().Release(s.conn, false)
+		s.conn = nil
+	}
+	s.resp.Reset()
+}
+
+// respond relays the response: headers, then body as it arrives.
+func (s *Stream) respond() {
+	resp := &s.resp
+	cl := s.cluster
+	s.status = resp.StatusCode()
+	cl.Stats.CountStatus(s.status)
+	s.responseFilters(resp)
+	s.upstreamServiceTime(resp)
+	s.route.ApplyResponseHeaders(resp, s.req, s.varsFor())
+	s.finalizeResponseHeaders(resp)
+	if s.upgrade && s.status == 101 {
+		s.tunnel()
+		return
+	}
+	end := s.us.EndStream()
+	s.respStarted = true
+	err := s.ds.WriteHeaders(resp, end)
+	if err == nil && !end {
+		err = s.relayBody()
+	}
+	s.endAttempt(err == nil)
+	if err != nil {
+		s.resetDownstream()
+	}
+}
+
+func (s *Stream) relayBody() error {
+	idle := s.cfg.StreamIdleTimeout
+	for {
+		if idle > 0 && s.deadline.IsZero() {
+			s.us.SetDeadline(time.Now().Add(idle))
+		}
+		data, err := s.us.ReadData()
+		if len(data) > 0 {
+			if werr := s.ds.WriteData(data, false); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			if t := s.us.Trailers(); t != nil {
+				return s.ds.WriteTrailers(t)
+			}
+			return s.ds.WriteData(nil, true)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// endAttempt returns the connection to its pool after a relayed response.
+func (s *Stream) endAttempt(ok bool) {
+	h := s.host
+	h.Active.Add(-1)
+	reusable := s.us.Close() && ok
+	s.us = nil
+	h.Pool().Release(s.conn, reusable)
+	s.conn = nil
+	s.host = nil
+	if ok {
+		h.RqSuccess.Add(1)
+	} else {
+		h.RqError.Add(1)
+	}
+	s.cluster.Stats.RqTime.Observe(float64(time.Since(s.upStart).Microseconds()) / 1000)
+}
+
+// replyError answers a failed request with its local reply.
+func (s *Stream) replyError(e *Error) {
+	r := replyFor(e)
+	if e.Kind == KindConnectFailure || e.Kind == KindResetBeforeHeaders || e.Kind == KindReset || e.Kind == KindMalformed {
+		s.cluster.Stats.RqRxReset.Inc()
+	}
+	s.localReply(r.status, r.body, r.overloaded)
+}

@@ -1,0 +1,186 @@
+package proxy
+
+import (
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/straitproxy/strait/protocol"
+)
+
+// hopByHop are the fields that describe one connection, never forwarded
+// (RFC 9110 §7.6.1), plus the ones Envoy also strips.
+var hopByHop = [...]string{"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"}
+
+// decodeHeaders prepares the request for forwarding: removes hop-by-hop
+// fields (keeping an allowed upgrade), sets x-forwarded-for/-proto and
+// x-request-id.
+func (s *Stream) decodeHeaders() bool {
+	h := s.req
+	s.upgrade = s.wantsUpgrade()
+	if s.ds.Protocol() == "HTTP/1.0" || h.HasToken("connection", "close") {
+		s.closeAfter = true
+	}
+	s.removeConnectionListed(h)
+	for _, name := range hopByHop {
+		switch {
+		case s.upgrade && name == "upgrade":
+			continue
+		case name == "te":
+			if v, ok := h.Get("te"); ok && protocol.EqualFold(protocol.TrimOWS(v), "trailers") {
+				continue
+			}
+		}
+		h.Del(name)
+	}
+	if s.upgrade {
+		h.Set("connection", "upgrade")
+	}
+	h.Del("expect") // the codec answers 100-continue itself
+	s.forwardedFor(h)
+	if s.cfg.GenerateRequestID && !h.Has("x-request-id") {
+		var id [36]byte
+		h.SetBytes("x-request-id", uuid4(id[:0]))
+	}
+	return true
+}
+
+func (s *Stream) wantsUpgrade() bool {
+	h := s.req
+	if len(s.cfg.Upgrades) == 0 || !h.HasToken("connection", "upgrade") {
+		return false
+	}
+	v, ok := h.Get("upgrade")
+	if !ok {
+		return false
+	}
+	var lower [32]byte
+	if len(v) > len(lower) {
+		return false
+	}
+	for i, c := range v {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		lower[i] = c
+	}
+	return s.cfg.Upgrades[string(lower[:len(v)])]
+}
+
+// removeConnectionListed drops the fields the Connection header names.
+func (s *Stream) removeConnectionListed(h *protocol.Headers) {
+	v, ok := h.Get("connection")
+	if !ok {
+		return
+	}
+	s.scratch = append(s.scratch[:0], v...)
+	list := s.scratch
+	for len(list) > 0 {
+		var item []byte
+		item, list = nextItem(list)
+		item = protocol.TrimOWS(item)
+		for i := range item {
+			if 'A' <= item[i] && item[i] <= 'Z' {
+				item[i] += 'a' - 'A'
+			}
+		}
+		switch string(item) {
+		case "", "close", "keep-alive", "upgrade":
+			continue
+		}
+		if len(item) > 0 && item[0] != ':' && string(item) != "host" {
+			h.Del(string(item))
+		}
+	}
+}
+
+func nextItem(v []byte) (item, rest []byte) {
+	for i, c := range v {
+		if c == ',' {
+			return v[:i], v[i+1:]
+		}
+	}
+	return v, nil
+}
+
+// forwardedFor appends the client's address to x-forwarded-for when this
+// proxy is the edge (use_remote_address) and sets x-forwarded-proto.
+func (s *Stream) forwardedFor(h *protocol.Headers) {
+	scheme := "http"
+	if s.cfg.Codecs.Scheme != "" {
+		scheme = s.cfg.Codecs.Scheme
+	}
+	if !s.cfg.UseRemoteAddress {
+		if !h.Has("x-forwarded-proto") {
+			h.Set("x-forwarded-proto", scheme)
+		}
+		return
+	}
+	ip := remoteIP(s.info.RemoteAddr)
+	if old, ok := h.Get("x-forwarded-for"); ok && len(old) > 0 {
+		s.scratch = append(append(append(s.scratch[:0], old...), ", "...), ip...)
+	} else {
+		s.scratch = append(s.scratch[:0], ip...)
+	}
+	h.SetBytes("x-forwarded-for", s.scratch)
+	h.Set("x-forwarded-proto", scheme)
+}
+
+func remoteIP(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
+
+// finalizeResponseHeaders strips hop-by-hop fields from a response and adds
+// what the connection manager owns: server, connection: close.
+func (s *Stream) finalizeResponseHeaders(h *protocol.Headers) {
+	tunnel := s.upgrade && h.StatusCode() == 101
+	for _, name := range hopByHop {
+		if tunnel && (name == "upgrade" || name == "connection") {
+			continue
+		}
+		h.Del(name)
+	}
+	if s.cfg.ServerName != "" {
+		h.Set("server", s.cfg.ServerName)
+	}
+	if s.cfg.Draining != nil && s.cfg.Draining() {
+		s.closeAfter = true
+	}
+	if s.closeAfter && !tunnel {
+		h.Set("connection", "close")
+	}
+}
+
+// upstreamServiceTime sets x-envoy-upstream-service-time in milliseconds.
+func (s *Stream) upstreamServiceTime(h *protocol.Headers) {
+	s.scratch = strconv.AppendInt(s.scratch[:0], time.Since(s.upStart).Milliseconds(), 10)
+	h.SetBytes("x-envoy-upstream-service-time", s.scratch)
+}
+
+// uuid4 appends a random RFC 4122 version 4 UUID.
+func uuid4(dst []byte) []byte {
+	const hex = "0123456789abcdef"
+	var b [16]byte
+	a, c := rand.Uint64(), rand.Uint64()
+	for i := 0; i < 8; i++ {
+		b[i] = byte(a >> (8 * i))
+		b[8+i] = byte(c >> (8 * i))
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	for i, x := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			dst = append(dst, '-')
+		}
+		dst = append(dst, hex[x>>4], hex[x&0xf])
+	}
+	return dst
+}

@@ -1,0 +1,276 @@
+package proxy
+
+import (
+	"io"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/protocol"
+	"github.com/straitproxy/strait/router"
+	"github.com/straitproxy/strait/upstream"
+)
+
+// Stream is one request and its response: the typed per-request state that
+// every phase receives. Streams are pooled; a Stream is owned by the one
+// worker that runs it.
+type Stream struct {
+	cm  *connManager
+	cfg *Config
+	ds  protocol.ServerStream
+	req *protocol.Headers
+
+	info    filter.StreamInfo
+	vars    router.Vars
+	filters []filter.StreamFilter
+	route   *router.Route
+	cluster *upstream.Cluster
+
+	// upstream attempt state
+	host           *upstream.Host
+	prevHost       *upstream.Host
+	conn           *upstream.Conn
+	us             protocol.ClientStream
+	attempt        int
+	safeRetries    int
+	prevConnReused bool
+
+	// request body kept for replay on retry
+	body       []byte
+	bodyDone   bool
+	replayable bool
+	reqTrailer *protocol.Headers
+
+	resp        protocol.Headers
+	status      int
+	respStarted bool
+	closeAfter  bool
+	upgrade     bool
+
+	start    time.Time
+	upStart  time.Time
+	deadline time.Time // route timeout, set once the request is sent
+	random   uint64
+	scratch  []byte
+}
+
+var streamPool = sync.Pool{New: func() any { return new(Stream) }}
+
+func newStream(cm *connManager, ds protocol.ServerStream) *Stream {
+	s := streamPool.Get().(*Stream)
+	s.cm, s.cfg, s.ds = cm, cm.cfg, ds
+	s.req = ds.Request()
+	return s
+}
+
+func (s *Stream) release() {
+	*s = Stream{resp: s.resp, scratch: s.scratch[:0], body: s.body[:0], filters: s.filters[:0]}
+	s.resp.Reset()
+	streamPool.Put(s)
+}
+
+// run is the request's life, phase by phase (docs/life-of-a-request.md).
+func (s *Stream) run() {
+	s.begin()
+	if s.decodeHeaders() && s.requestFilters() && s.routeRequest() {
+		s.forward()
+	}
+	s.finish()
+}
+
+// begin: counters and per-request values.
+func (s *Stream) begin() {
+	s.start = time.Now()
+	st := s.cfg.Stats
+	st.RqTotal.Inc()
+	st.RqHTTP1Total.Inc()
+	st.RqActive.Inc()
+	s.random = rand.Uint64()
+	s.replayable = true
+	s.info = filter.StreamInfo{RemoteAddr: s.cm.conn.RemoteAddr(), LocalAddr: s.cm.conn.LocalAddr(), Protocol: s.ds.Protocol()}
+}
+
+// requestFilters runs the stream filters before the router, in config order.
+func (s *Stream) requestFilters() bool {
+	for _, f := range s.cfg.Filters {
+		sf := f.New()
+		s.filters = append(s.filters, sf)
+		if lr := sf.OnRequestHeaders(&s.info, s.req); lr != nil {
+			s.localReply(lr.Status, lr.Body, false)
+			return false
+		}
+	}
+	return true
+}
+
+// routeRequest matches the route and answers what needs no upstream: no
+// route, a direct response, a redirect, a missing cluster.
+func (s *Stream) routeRequest() bool {
+	st := s.cfg.Stats
+	r := s.cfg.Routes.Match(s.req)
+	if r == nil {
+		st.NoRoute.Inc()
+		s.localReply(404, "route not found", false)
+		return false
+	}
+	s.route = r
+	switch {
+	case r.DirectResponse != nil:
+		st.DirectResponse.Inc()
+		s.directResponse(r.DirectResponse)
+		return false
+	case r.Redirect != nil:
+		st.Redirect.Inc()
+		s.redirect(r.Redirect)
+		return false
+	}
+	name := r.PickCluster(s.random)
+	cl, ok := s.cfg.Clusters.Get(name)
+	if !ok {
+		st.NoCluster.Inc()
+		code := r.ClusterNotFoundStatus
+		if code == 0 {
+			code = 503
+		}
+		s.localReply(code, "cluster not found", false)
+		return false
+	}
+	s.cluster = cl
+	s.rewrite(r)
+	r.ApplyRequestHeaders(s.req, s.varsFor())
+	return true
+}
+
+func (s *Stream) varsFor() *router.Vars {
+	if s.vars.RemoteAddr == "" {
+		s.vars = router.Vars{RemoteAddr: s.info.RemoteAddr.String(), LocalAddr: s.info.LocalAddr.String(), Protocol: s.info.Protocol}
+	}
+	return &s.vars
+}
+
+func (s *Stream) rewrite(r *router.Route) {
+	if r.RewritesPath() {
+		s.scratch = r.RewritePath(s.scratch[:0], s.req.Path())
+		if !s.req.Has("x-envoy-original-path") {
+			s.req.SetBytes("x-envoy-original-path", s.req.Path())
+		}
+		s.req.SetBytes(protocol.Path, s.scratch)
+	}
+	if host, ok := r.RewriteHost(); ok {
+		if r.AppendXForwardedHost {
+			s.req.AddString("x-forwarded-host", string(s.req.Host()))
+		}
+		s.req.Set(protocol.Authority, host)
+	}
+}
+
+func (s *Stream) directResponse(d *router.DirectResponse) {
+	h := s.startReply(d.Status)
+	s.route.ApplyResponseHeaders(h, s.req, s.varsFor())
+	if len(d.Body) > 0 && !h.Has("content-type") {
+		h.Set("content-type", "text/plain")
+	}
+	s.sendReply(h, d.Body)
+}
+
+func (s *Stream) redirect(rd *router.Redirect) {
+	h := s.startReply(rd.Status)
+	h.Set("location", rd.Location(s.req))
+	s.route.ApplyResponseHeaders(h, s.req, s.varsFor())
+	s.sendReply(h, nil)
+}
+
+// localReply answers with a reply the proxy makes itself. After response
+// headers went out, it can only reset the stream.
+func (s *Stream) localReply(code int, body string, overloaded bool) {
+	h := s.startReply(code)
+	if overloaded {
+		h.Set("x-envoy-overloaded", "true")
+	}
+	if body != "" {
+		h.Set("content-type", "text/plain")
+		body += "\n"
+	}
+	s.sendReply(h, []byte(body))
+}
+
+func (s *Stream) startReply(code int) *protocol.Headers {
+	h := &s.resp
+	h.Reset()
+	s.scratch = strconv.AppendInt(s.scratch[:0], int64(code), 10)
+	h.SetBytes(protocol.Status, s.scratch)
+	return h
+}
+
+func (s *Stream) sendReply(h *protocol.Headers, body []byte) {
+	if s.respStarted {
+		s.resetDownstream()
+		return
+	}
+	s.status = h.StatusCode()
+	s.scratch = strconv.AppendInt(s.scratch[:0], int64(len(body)), 10)
+	h.SetBytes("content-length", s.scratch)
+	s.finalizeResponseHeaders(h)
+	s.respStarted = true
+	if err := s.ds.WriteHeaders(h, len(body) == 0); err != nil {
+		s.resetDownstream()
+		return
+	}
+	if len(body) > 0 {
+		if err := s.ds.WriteData(body, true); err != nil {
+			s.resetDownstream()
+		}
+	}
+}
+
+func (s *Stream) resetDownstream() {
+	s.cfg.Stats.RqRxReset.Inc()
+	s.closeAfter = true
+	if s.status == 0 {
+		s.status = 499
+	}
+}
+
+// finish: counters, the connection's bookkeeping, and the stream back to
+// its pool.
+func (s *Stream) finish() {
+	st := s.cfg.Stats
+	if c := s.status / 100; c >= 1 && c <= 5 {
+		st.RqClass[c].Inc()
+	}
+	st.RqTime.Observe(float64(time.Since(s.start).Microseconds()) / 1000)
+	st.RqActive.Dec()
+	st.RqCompleted.Inc()
+	s.ds.Finish(s.closeAfter)
+	s.cm.streamDone()
+	s.release()
+}
+
+// responseFilters runs the filters that watch responses, in config order.
+func (s *Stream) responseFilters(h *protocol.Headers) {
+	for _, f := range s.filters {
+		if rf, ok := f.(filter.ResponseFilter); ok {
+			rf.OnResponseHeaders(&s.info, h)
+		}
+	}
+}
+
+// readBody reads the next piece of the request body, keeping a copy for
+// replay while it fits the retry buffer.
+func (s *Stream) readBody() ([]byte, error) {
+	data, err := s.ds.ReadData()
+	if len(data) > 0 && s.replayable {
+		if len(s.body)+len(data) <= s.cfg.RetryBufferLimit {
+			s.body = append(s.body, data...)
+		} else {
+			s.replayable = false
+		}
+	}
+	if err == io.EOF {
+		s.bodyDone = true
+		s.reqTrailer = s.ds.RequestTrailers()
+	}
+	return data, err
+}

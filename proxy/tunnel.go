@@ -1,0 +1,60 @@
+package proxy
+
+import (
+	"io"
+	"sync"
+
+	"github.com/straitproxy/strait/protocol"
+)
+
+// tunnel serves an accepted upgrade (101, e.g. WebSocket): from here both
+// sides are raw bytes. The worker copies upstream to client; a helper
+// goroutine copies client to upstream; each direction's end half-closes
+// the other side.
+func (s *Stream) tunnel() {
+	s.cfg.Stats.CxUpgradesTotal.Inc()
+	s.respStarted = true
+	s.closeAfter = true // the connection is the tunnel's now
+	if err := s.ds.WriteHeaders(&s.resp, false); err != nil {
+		s.endAttempt(false)
+		s.resetDownstream()
+		return
+	}
+	if u, ok := s.ds.(protocol.Upgrader); ok {
+		u.Upgrade()
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			data, err := s.ds.ReadData()
+			if len(data) > 0 {
+				if s.us.WriteData(data, false) != nil {
+					return
+				}
+			}
+			if err != nil {
+				s.us.WriteData(nil, true) // half-close towards the upstream
+				return
+			}
+		}
+	}()
+	for {
+		data, err := s.us.ReadData()
+		if len(data) > 0 {
+			if s.ds.WriteData(data, false) != nil {
+				break
+			}
+		}
+		if err != nil {
+			if err == io.EOF {
+				s.ds.WriteData(nil, true)
+			}
+			break
+		}
+	}
+	s.ds.Finish(true) // closes the client side, which ends the reader goroutine
+	wg.Wait()
+	s.endAttempt(false)
+}

@@ -1,0 +1,227 @@
+// Package server is the process's lifecycle: it builds every part from a
+// Bootstrap (all or nothing; no port is opened until everything built),
+// starts listeners and the admin server, and drains on shutdown. It wires
+// the managers together; nothing imports it but cmd.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	"github.com/straitproxy/strait/admin"
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/listener"
+	"github.com/straitproxy/strait/network"
+	"github.com/straitproxy/strait/stats"
+	"github.com/straitproxy/strait/upstream"
+)
+
+// Options are the command line's settings.
+type Options struct {
+	Log              *slog.Logger
+	DrainTime        time.Duration
+	AdminAllowRemote bool
+	ServiceNode      string
+	ServiceCluster   string
+	IOModel          network.IOModel
+	Workers          int
+}
+
+// Server is one running configuration.
+type Server struct {
+	boot      *bootstrapv3.Bootstrap
+	opts      Options
+	log       *slog.Logger
+	store     *stats.Store
+	clusters  clusterSet
+	listeners []*listener.Listener
+	admin     *admin.Server
+	adminAddr string
+	pool      *network.Pool
+	ready     atomic.Bool
+	loaded    time.Time
+}
+
+// clusterSet is the current cluster manager, swapped whole on change.
+type clusterSet struct{ m atomic.Pointer[upstream.Manager] }
+
+func (c *clusterSet) Get(name string) (*upstream.Cluster, bool) { return c.m.Load().Get(name) }
+
+// New validates b and builds everything without opening a port. The error
+// lists every problem found, each with its field path.
+func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	s := &Server{boot: b, opts: o, log: o.Log, store: stats.NewStore(), loaded: time.Now()}
+	s.pool = network.NewPool(o.Workers)
+	if err := s.checkBootstrap(); err != nil {
+		return nil, err
+	}
+	root := s.store.Root()
+	sr := b.GetStaticResources()
+	cm, err := upstream.Build(sr.GetClusters(), root, s.log)
+	if err != nil {
+		return nil, config.At("static_resources", err)
+	}
+	s.clusters.m.Store(cm)
+	if err := s.buildListeners(); err != nil {
+		cm.Stop()
+		return nil, err
+	}
+	s.admin = admin.New(s, s.store, s.log.With("component", "admin"))
+	s.serverStats(root)
+	return s, nil
+}
+
+func (s *Server) checkBootstrap() error {
+	b := s.boot
+	var errs []error
+	if dr := b.GetDynamicResources(); dr != nil && (dr.GetAdsConfig() != nil || dr.GetLdsConfig() != nil || dr.GetCdsConfig() != nil) {
+		errs = append(errs, config.At("dynamic_resources", errors.New("xDS is not supported yet")))
+	}
+	if sa := b.GetAdmin().GetAddress().GetSocketAddress(); sa != nil {
+		if err := admin.CheckAddress(sa.GetAddress(), s.opts.AdminAllowRemote); err != nil {
+			errs = append(errs, config.At("admin.address.socket_address.address", err))
+		}
+		s.adminAddr = net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue())))
+	} else if b.GetAdmin().GetAddress() != nil {
+		errs = append(errs, config.At("admin.address", errors.New("a socket_address is required")))
+	}
+	if len(b.GetAdmin().GetAccessLog()) > 0 {
+		errs = append(errs, config.At("admin.access_log", errors.New("access logs are not supported yet")))
+	}
+	return config.Join(errs)
+}
+
+func (s *Server) buildListeners() error {
+	var errs []error
+	names := map[string]bool{}
+	addrs := map[string]string{}
+	o := listener.Options{Clusters: &s.clusters, Stats: s.store.Root(), Pool: s.pool, Log: s.log, IOModel: s.opts.IOModel}
+	for i, l := range s.boot.GetStaticResources().GetListeners() {
+		path := fmt.Sprintf("static_resources.listeners[%d]", i)
+		if names[l.GetName()] {
+			errs = append(errs, config.At(path+".name", fmt.Errorf("duplicate listener name %q", l.GetName())))
+			continue
+		}
+		names[l.GetName()] = true
+		ln, err := listener.Build(l, o)
+		if err != nil {
+			errs = append(errs, config.At(path, err))
+			continue
+		}
+		a := ln.ConfiguredAddress()
+		if _, port, _ := net.SplitHostPort(a); port != "0" {
+			if other, dup := addrs[a]; dup {
+				errs = append(errs, config.At(path+".address", fmt.Errorf("listener %q already uses %s", other, a)))
+				continue
+			}
+			addrs[a] = l.GetName()
+		}
+		s.listeners = append(s.listeners, ln)
+	}
+	return config.Join(errs)
+}
+
+func (s *Server) serverStats(root *stats.Scope) {
+	sc := root.Scope("server", "", "")
+	sc.Gauge("live").Set(1)
+	sc.Gauge("concurrency").Set(int64(s.pool.Max()))
+}
+
+// Start resolves DNS clusters, binds every listener and the admin server.
+// If any bind fails, what was bound is closed again.
+func (s *Server) Start(ctx context.Context) error {
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	s.clusters.m.Load().Start(dctx)
+	cancel()
+	for _, l := range s.listeners {
+		if err := l.Start(context.Background()); err != nil {
+			s.closeAll()
+			return err
+		}
+		s.log.Info("listening", "listener", l.Name, "address", l.Addr().String())
+	}
+	if s.adminAddr != "" {
+		if err := s.admin.Start(s.adminAddr); err != nil {
+			s.closeAll()
+			return err
+		}
+		s.log.Info("admin listening", "address", s.admin.Addr().String())
+	}
+	s.ready.Store(true)
+	return nil
+}
+
+// Shutdown drains: listeners stop accepting, connections finish their
+// in-flight requests (idle ones close at once), then whatever is left is
+// closed when ctx ends or the drain time passes.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.ready.Store(false)
+	for _, l := range s.listeners {
+		l.Drain()
+	}
+	deadline := time.NewTimer(s.opts.DrainTime)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for s.activeConns() > 0 {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-deadline.C:
+			break wait
+		case <-tick.C:
+		}
+	}
+	s.closeAll()
+}
+
+func (s *Server) activeConns() int {
+	n := 0
+	for _, l := range s.listeners {
+		n += l.Active()
+	}
+	return n
+}
+
+func (s *Server) closeAll() {
+	for _, l := range s.listeners {
+		l.Close()
+	}
+	if s.admin != nil {
+		s.admin.Close()
+	}
+	s.clusters.m.Load().Stop()
+}
+
+// Ready implements admin.Source.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+// ListenerAddr returns the bound address of the named listener.
+func (s *Server) ListenerAddr(name string) net.Addr {
+	for _, l := range s.listeners {
+		if l.Name == name {
+			return l.Addr()
+		}
+	}
+	return nil
+}
+
+// AdminAddr returns the admin server's bound address (nil without admin).
+func (s *Server) AdminAddr() net.Addr { return s.admin.Addr() }
+
+// Stats returns the stats store.
+func (s *Server) Stats() *stats.Store { return s.store }
+
+// Pool returns the worker pool.
+func (s *Server) Pool() *network.Pool { return s.pool }

@@ -1,0 +1,164 @@
+// Package test holds the end-to-end tests: the proxy runs in-process (or
+// as the built binary) on 127.0.0.1:0 in front of real loopback peers.
+package test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/server"
+
+	// The same extensions as cmd/strait/extensions.go.
+	_ "github.com/straitproxy/strait/filter/http/router"
+	_ "github.com/straitproxy/strait/filter/network/httpconnmgr"
+	_ "github.com/straitproxy/strait/filter/network/tcpproxy"
+	_ "github.com/straitproxy/strait/protocol/http1"
+	_ "github.com/straitproxy/strait/upstream/lb/leastrequest"
+	_ "github.com/straitproxy/strait/upstream/lb/random"
+	_ "github.com/straitproxy/strait/upstream/lb/roundrobin"
+)
+
+// proxy is a running in-process Strait.
+type proxy struct {
+	t   testing.TB
+	srv *server.Server
+}
+
+// startProxy builds and starts Strait from a bootstrap YAML.
+func startProxy(t testing.TB, yaml string) *proxy {
+	t.Helper()
+	srv, err := buildServer(yaml)
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, yaml)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	return &proxy{t: t, srv: srv}
+}
+
+func buildServer(yaml string) (*server.Server, error) {
+	b, err := config.Parse([]byte(yaml), true)
+	if err != nil {
+		return nil, err
+	}
+	if err := config.Validate(b); err != nil {
+		return nil, err
+	}
+	return server.New(b, server.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), DrainTime: 2 * time.Second})
+}
+
+func (p *proxy) addr(listener string) string {
+	a := p.srv.ListenerAddr(listener)
+	if a == nil {
+		p.t.Fatalf("no listener %q", listener)
+	}
+	return a.String()
+}
+
+func (p *proxy) url(listener string) string { return "http://" + p.addr(listener) }
+
+func (p *proxy) admin() string { return "http://" + p.srv.AdminAddr().String() }
+
+// stat reads a counter or gauge by its dotted name.
+func (p *proxy) stat(name string) int64 {
+	v, _ := p.srv.Stats().Lookup(name)
+	return v
+}
+
+// routeCfg is the body of a route_config for httpBootstrap.
+type routeCfg struct {
+	routes  string // YAML list items under routes:, indented 14 spaces
+	hcmOpts string // extra HCM fields, indented 10 spaces
+}
+
+// httpBootstrap is one HTTP listener "ingress" (stat prefix "ingress") in
+// front of the cluster "backend" at upstream, plus admin.
+func httpBootstrap(upstream string, rc routeCfg, clusterOpts string) string {
+	host, port, _ := net.SplitHostPort(upstream)
+	if rc.routes == "" {
+		rc.routes = `              - match: { prefix: "/" }
+                route: { cluster: backend }`
+	}
+	return fmt.Sprintf(`
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+static_resources:
+  listeners:
+  - name: ingress
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+%s
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+%s
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+%s
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: %s, port_value: %s } } }
+`, rc.hcmOpts, rc.routes, clusterOpts, host, port)
+}
+
+// get fetches url with a fresh client and returns status and body.
+func get(t testing.TB, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// rawExchange writes req on a new connection and reads until the proxy
+// closes it (or 3 s pass); it returns everything read and whether the
+// connection was closed by the proxy.
+func rawExchange(t testing.TB, addr, req string) (string, bool) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	var sb strings.Builder
+	_, err = io.Copy(&sb, c)
+	closed := err == nil
+	return sb.String(), closed
+}

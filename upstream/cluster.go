@@ -1,0 +1,296 @@
+package upstream
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/stats"
+)
+
+// Cluster is a named group of hosts with one balancer, one set of
+// circuit breakers and one set of stats.
+type Cluster struct {
+	Name               string
+	ConnectTimeout     time.Duration
+	IdleTimeout        time.Duration
+	MaxRequestsPerConn int
+	BufferLimit        int
+	// Protocol is the codec used towards the hosts ("http1").
+	Protocol string
+	Breaker  *Breaker
+	Stats    *ClusterStats
+	LBName   string
+
+	lb      LoadBalancer
+	hosts   atomic.Pointer[HostSet]
+	dns     *dnsResolver
+	stopped chan struct{}
+	once    sync.Once
+	log     *slog.Logger
+}
+
+// Hosts returns the current host set.
+func (c *Cluster) Hosts() *HostSet { return c.hosts.Load() }
+
+// Pick chooses a host; nil when the cluster has none.
+func (c *Cluster) Pick(hint *PickHint) *Host {
+	hs := c.hosts.Load()
+	if len(hs.Hosts) == 0 {
+		c.Stats.CxNoneHealthy.Inc()
+		return nil
+	}
+	return c.lb.Pick(hs, hint)
+}
+
+// Stop ends DNS refreshes and closes idle connections. In-flight requests
+// finish on the connections they hold.
+func (c *Cluster) Stop() {
+	c.once.Do(func() {
+		close(c.stopped)
+		for _, h := range c.hosts.Load().Hosts {
+			h.removed.Store(true)
+			h.pool.Close()
+		}
+	})
+}
+
+func (c *Cluster) setHosts(hosts []*Host) {
+	old := c.hosts.Load()
+	c.hosts.Store(newHostSet(hosts))
+	c.Stats.MembershipTotal.Set(int64(len(hosts)))
+	c.Stats.MembershipHealthy.Set(int64(len(hosts)))
+	if old == nil {
+		return
+	}
+	keep := map[*Host]bool{}
+	for _, h := range hosts {
+		keep[h] = true
+	}
+	for _, h := range old.Hosts {
+		if !keep[h] {
+			h.removed.Store(true)
+			h.pool.Close()
+		}
+	}
+}
+
+func (c *Cluster) newHost(addr string, weight uint32) *Host {
+	h := &Host{Addr: addr, Weight: weight, cluster: c}
+	h.pool = &Pool{host: h}
+	return h
+}
+
+// BuildCluster validates cl and builds it. Errors name the field inside
+// the cluster; the caller prefixes the cluster's own path.
+func BuildCluster(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Cluster, error) {
+	if errs := config.ValidationErrors(cl.ValidateAll()); len(errs) > 0 {
+		return nil, config.Join(errs)
+	}
+	c := &Cluster{
+		Name:           cl.GetName(),
+		ConnectTimeout: 5 * time.Second,
+		IdleTimeout:    time.Hour,
+		BufferLimit:    1 << 20,
+		Protocol:       "http1",
+		stopped:        make(chan struct{}),
+		log:            log.With("cluster", cl.GetName()),
+	}
+	if cl.GetConnectTimeout() != nil {
+		c.ConnectTimeout = cl.GetConnectTimeout().AsDuration()
+	}
+	if v := cl.GetPerConnectionBufferLimitBytes(); v != nil {
+		c.BufferLimit = int(v.GetValue())
+	}
+	if v := cl.GetMaxRequestsPerConnection(); v != nil {
+		c.MaxRequestsPerConn = int(v.GetValue())
+	}
+	if err := unsupportedClusterFields(cl); err != nil {
+		return nil, err
+	}
+	if err := c.protocolOptions(cl); err != nil {
+		return nil, err
+	}
+	c.Breaker = buildBreaker(cl.GetCircuitBreakers())
+	lbName, err := lbPolicyName(cl.GetLbPolicy())
+	if err != nil {
+		return nil, config.At("lb_policy", err)
+	}
+	ext, ok := config.ByName(config.LoadBalancer, lbName)
+	if !ok {
+		return nil, config.At("lb_policy", fmt.Errorf("load balancer %q is not compiled in", lbName))
+	}
+	c.LBName = lbName
+	c.lb = ext.Factory.(LBFactory)()
+	c.Stats = newClusterStats(sc.Scope("cluster", "envoy_cluster_name", c.Name))
+	eps, err := endpoints(cl)
+	if err != nil {
+		return nil, err
+	}
+	switch cl.GetType() {
+	case clusterv3.Cluster_STATIC:
+		var hosts []*Host
+		for _, ep := range eps {
+			if net.ParseIP(ep.host) == nil {
+				return nil, config.At(ep.path, fmt.Errorf("STATIC cluster needs an IP address, got %q (use type STRICT_DNS for names)", ep.host))
+			}
+			hosts = append(hosts, c.newHost(net.JoinHostPort(ep.host, strconv.Itoa(ep.port)), ep.weight))
+		}
+		c.setHosts(hosts)
+	case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
+		c.setHosts(nil)
+		c.dns = newDNSResolver(c, eps, dnsRefresh(cl), dnsFamily(cl.GetDnsLookupFamily()))
+	default:
+		return nil, config.At("type", fmt.Errorf("cluster type %s is not supported yet (supported: STATIC, STRICT_DNS, LOGICAL_DNS)", cl.GetType()))
+	}
+	return c, nil
+}
+
+// Start begins DNS resolution for DNS clusters; it waits for the first
+// answer up to ctx's deadline so that a fresh config serves at once.
+func (c *Cluster) Start(ctx context.Context) {
+	if c.dns != nil {
+		c.dns.start(ctx)
+	}
+}
+
+func unsupportedClusterFields(cl *clusterv3.Cluster) error {
+	switch {
+	case cl.GetTransportSocket() != nil:
+		return config.At("transport_socket", fmt.Errorf("upstream TLS is not supported yet"))
+	case len(cl.GetHealthChecks()) > 0:
+		return config.At("health_checks", fmt.Errorf("active health checking is not supported yet"))
+	case cl.GetOutlierDetection() != nil:
+		return config.At("outlier_detection", fmt.Errorf("outlier detection is not supported yet"))
+	case cl.GetEdsClusterConfig() != nil:
+		return config.At("eds_cluster_config", fmt.Errorf("EDS needs xDS, which is not supported yet"))
+	case cl.GetLoadBalancingPolicy() != nil:
+		return config.At("load_balancing_policy", fmt.Errorf("not supported yet: use lb_policy"))
+	}
+	return nil
+}
+
+func (c *Cluster) protocolOptions(cl *clusterv3.Cluster) error {
+	for key, anyCfg := range cl.GetTypedExtensionProtocolOptions() {
+		path := fmt.Sprintf("typed_extension_protocol_options[%s]", key)
+		if key != "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" {
+			return config.At(path, fmt.Errorf("unsupported protocol options %q", key))
+		}
+		var po httpv3.HttpProtocolOptions
+		if err := anyCfg.UnmarshalTo(&po); err != nil {
+			return config.At(path, err)
+		}
+		if errs := config.ValidationErrors(po.ValidateAll()); len(errs) > 0 {
+			return config.At(path, config.Join(errs))
+		}
+		if cp := po.GetCommonHttpProtocolOptions(); cp != nil {
+			if cp.GetIdleTimeout() != nil {
+				c.IdleTimeout = cp.GetIdleTimeout().AsDuration()
+			}
+			if v := cp.GetMaxRequestsPerConnection(); v != nil {
+				c.MaxRequestsPerConn = int(v.GetValue())
+			}
+		}
+		if e := po.GetExplicitHttpConfig(); e != nil && e.GetHttp2ProtocolOptions() != nil {
+			return config.At(path+".explicit_http_config", fmt.Errorf("HTTP/2 upstreams are not supported yet"))
+		}
+		if po.GetUseDownstreamProtocolConfig() != nil || po.GetAutoConfig() != nil {
+			return config.At(path, fmt.Errorf("only explicit_http_config with http_protocol_options is supported yet"))
+		}
+	}
+	return nil
+}
+
+func buildBreaker(cb *clusterv3.CircuitBreakers) *Breaker {
+	b := &Breaker{MaxConnections: DefaultMaxConnections, MaxPendingRequests: DefaultMaxPendingRequests,
+		MaxRequests: DefaultMaxRequests, MaxRetries: DefaultMaxRetries}
+	for _, t := range cb.GetThresholds() {
+		if t.GetPriority() != corev3.RoutingPriority_DEFAULT {
+			continue
+		}
+		if v := t.GetMaxConnections(); v != nil {
+			b.MaxConnections = int64(v.GetValue())
+		}
+		if v := t.GetMaxPendingRequests(); v != nil {
+			b.MaxPendingRequests = int64(v.GetValue())
+		}
+		if v := t.GetMaxRequests(); v != nil {
+			b.MaxRequests = int64(v.GetValue())
+		}
+		if v := t.GetMaxRetries(); v != nil {
+			b.MaxRetries = int64(v.GetValue())
+		}
+	}
+	return b
+}
+
+func lbPolicyName(p clusterv3.Cluster_LbPolicy) (string, error) {
+	switch p {
+	case clusterv3.Cluster_ROUND_ROBIN:
+		return "envoy.load_balancing_policies.round_robin", nil
+	case clusterv3.Cluster_LEAST_REQUEST:
+		return "envoy.load_balancing_policies.least_request", nil
+	case clusterv3.Cluster_RANDOM:
+		return "envoy.load_balancing_policies.random", nil
+	}
+	return "", fmt.Errorf("%s is not supported yet (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM)", p)
+}
+
+type endpoint struct {
+	path   string
+	host   string
+	port   int
+	weight uint32
+}
+
+func endpoints(cl *clusterv3.Cluster) ([]endpoint, error) {
+	var out []endpoint
+	for i, le := range cl.GetLoadAssignment().GetEndpoints() {
+		for j, lb := range le.GetLbEndpoints() {
+			path := fmt.Sprintf("load_assignment.endpoints[%d].lb_endpoints[%d]", i, j)
+			hs := lb.GetHealthStatus()
+			if hs == corev3.HealthStatus_UNHEALTHY || hs == corev3.HealthStatus_DRAINING {
+				continue
+			}
+			sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
+			if sa == nil {
+				return nil, config.At(path+".endpoint.address", fmt.Errorf("a socket_address is required"))
+			}
+			if sa.GetProtocol() != corev3.SocketAddress_TCP {
+				return nil, config.At(path+".endpoint.address.socket_address.protocol", fmt.Errorf("only TCP is supported"))
+			}
+			w := uint32(1)
+			if v := lb.GetLoadBalancingWeight(); v != nil {
+				w = v.GetValue()
+			}
+			out = append(out, endpoint{path: path, host: sa.GetAddress(), port: int(sa.GetPortValue()), weight: w})
+		}
+	}
+	return out, nil
+}
+
+func dnsRefresh(cl *clusterv3.Cluster) time.Duration {
+	if d := cl.GetDnsRefreshRate(); d != nil {
+		return d.AsDuration()
+	}
+	return 5 * time.Second
+}
+
+func dnsFamily(f clusterv3.Cluster_DnsLookupFamily) string {
+	switch f {
+	case clusterv3.Cluster_V4_ONLY, clusterv3.Cluster_V4_PREFERRED:
+		return "ip4"
+	case clusterv3.Cluster_V6_ONLY:
+		return "ip6"
+	}
+	return "ip"
+}

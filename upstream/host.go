@@ -1,0 +1,71 @@
+package upstream
+
+import (
+	"sync/atomic"
+)
+
+// Host is one upstream endpoint. Its counters are plain atomics read by the
+// admin /clusters page and by the least-request balancer.
+type Host struct {
+	// Addr is "ip:port" (or "name:port" before resolution).
+	Addr   string
+	Weight uint32
+
+	cluster *Cluster
+	pool    *Pool
+
+	// Active is the number of requests in flight to this host.
+	Active     atomic.Int64
+	RqTotal    atomic.Uint64
+	RqError    atomic.Uint64
+	CxActive   atomic.Int64
+	CxTotal    atomic.Uint64
+	CxFail     atomic.Uint64
+	RqTimeout  atomic.Uint64
+	RqSuccess  atomic.Uint64
+	removed    atomic.Bool
+	healthFlag atomic.Uint32
+}
+
+// Cluster returns the cluster that owns h.
+func (h *Host) Cluster() *Cluster { return h.cluster }
+
+// Pool returns h's connection pool.
+func (h *Host) Pool() *Pool { return h.pool }
+
+// HostSet is an immutable snapshot of a cluster's hosts; a new set is
+// swapped in whole when membership changes.
+type HostSet struct {
+	Hosts []*Host
+	// TotalWeight is the sum of the hosts' weights.
+	TotalWeight uint64
+	// Weighted reports whether any host's weight differs from the others.
+	Weighted bool
+}
+
+func newHostSet(hosts []*Host) *HostSet {
+	hs := &HostSet{Hosts: hosts}
+	for i, h := range hosts {
+		hs.TotalWeight += uint64(h.Weight)
+		if i > 0 && h.Weight != hosts[0].Weight {
+			hs.Weighted = true
+		}
+	}
+	return hs
+}
+
+// LoadBalancer picks a host for a request. Implementations are safe for
+// concurrent use and do not allocate per pick.
+type LoadBalancer interface {
+	Pick(hs *HostSet, hint *PickHint) *Host
+}
+
+// PickHint carries what a balancer may use: a random number drawn per
+// request and hosts to avoid on a retry.
+type PickHint struct {
+	Random uint64
+	Avoid  *Host
+}
+
+// LBFactory makes a balancer for one cluster; the registry holds these.
+type LBFactory func() LoadBalancer

@@ -1,0 +1,16 @@
+package random
+
+import (
+	randomv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/upstream"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Name is the extension's name.
+const Name = "envoy.load_balancing_policies.random"
+
+func init() {
+	a, _ := anypb.New(&randomv3.Random{})
+	config.Register(config.Extension{Kind: config.LoadBalancer, Name: Name, TypeURL: a.GetTypeUrl(), Factory: upstream.LBFactory(New)})
+}

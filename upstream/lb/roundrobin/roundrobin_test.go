@@ -1,0 +1,56 @@
+package roundrobin
+
+import (
+	"testing"
+
+	"github.com/straitproxy/strait/upstream"
+)
+
+func TestEqualWeightsRotate(t *testing.T) {
+	hs := upstream.NewTestHostSet([]uint32{1, 1, 1})
+	b := New()
+	got := map[*upstream.Host]int{}
+	for i := 0; i < 300; i++ {
+		got[b.Pick(hs, nil)]++
+	}
+	for _, h := range hs.Hosts {
+		if got[h] != 100 {
+			t.Fatalf("host %s got %d picks, want 100", h.Addr, got[h])
+		}
+	}
+}
+
+func TestWeightedInterleaves(t *testing.T) {
+	hs := upstream.NewTestHostSet([]uint32{3, 1})
+	b := New()
+	var seq []string
+	for i := 0; i < 8; i++ {
+		seq = append(seq, b.Pick(hs, nil).Addr)
+	}
+	a, c := hs.Hosts[0].Addr, hs.Hosts[1].Addr
+	want := []string{a, a, c, a, a, a, c, a}
+	for i := range want {
+		if seq[i] != want[i] {
+			t.Fatalf("sequence %v, want %v", seq, want)
+		}
+	}
+}
+
+func TestAvoidPreviousHost(t *testing.T) {
+	hs := upstream.NewTestHostSet([]uint32{1, 1})
+	b := New()
+	first := b.Pick(hs, nil)
+	b.(*Balancer).next.Add(1) // make the plain next pick land on first again
+	if got := b.Pick(hs, &upstream.PickHint{Avoid: first}); got == first {
+		t.Fatal("retry picked the host it was told to avoid")
+	}
+}
+
+func BenchmarkPick(b *testing.B) {
+	hs := upstream.NewTestHostSet([]uint32{1, 1, 1, 1})
+	lb := New()
+	b.ReportAllocs()
+	for b.Loop() {
+		lb.Pick(hs, nil)
+	}
+}

@@ -1,0 +1,269 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Errors from Acquire, classified by the proxy into local replies.
+var (
+	// ErrPendingOverflow: the cluster's connections are all in use and
+	// max_pending_requests requests already wait.
+	ErrPendingOverflow = errors.New("upstream: pending request overflow")
+	// ErrConnectTimeout: the connect_timeout expired.
+	ErrConnectTimeout = errors.New("upstream: connect timeout")
+)
+
+// ConnectError wraps a failure to connect to a host.
+type ConnectError struct {
+	Addr string
+	Err  error
+}
+
+func (e *ConnectError) Error() string { return "upstream: connect to " + e.Addr + ": " + e.Err.Error() }
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// Conn is one upstream connection, lent by a Pool to one request at a time
+// (HTTP/1.1). State is free for the codec to keep across requests.
+type Conn struct {
+	net.Conn
+	host     *Host
+	Requests int
+	lastUsed time.Time
+	// Reused reports whether this connection carried a request before.
+	Reused bool
+	// State is the codec's per-connection state, kept while pooled.
+	State any
+}
+
+// Host returns the host c is connected to.
+func (c *Conn) Host() *Host { return c.host }
+
+// Pool lends a host's connections: idle ones first (newest first, checked to
+// be still open), then new ones within the cluster's max_connections, then
+// a bounded wait for one to be released.
+type Pool struct {
+	host    *Host
+	mu      sync.Mutex
+	idle    []*Conn
+	waiters []chan *Conn
+	closed  bool
+}
+
+// Acquire returns a connection for one request. ctx cancels the wait for
+// a free connection and the connect; wait bounds the wait (0: no bound).
+func (p *Pool) Acquire(ctx context.Context, wait time.Duration) (*Conn, error) {
+	cl := p.host.cluster
+	for {
+		p.mu.Lock()
+		for len(p.idle) > 0 {
+			c := p.idle[len(p.idle)-1]
+			p.idle = p.idle[:len(p.idle)-1]
+			p.mu.Unlock()
+			if p.usable(c) {
+				c.Reused = true
+				return c, nil
+			}
+			p.destroy(c)
+			p.mu.Lock()
+		}
+		if tryAcquire(&cl.Breaker.Connections, cl.Breaker.MaxConnections) {
+			p.mu.Unlock()
+			return p.dial(ctx)
+		}
+		cl.Stats.CxOverflow.Inc()
+		if !tryAcquire(&cl.Breaker.Pending, cl.Breaker.MaxPendingRequests) {
+			p.mu.Unlock()
+			cl.Stats.RqPendingOverflow.Inc()
+			return nil, ErrPendingOverflow
+		}
+		ch := make(chan *Conn, 1)
+		p.waiters = append(p.waiters, ch)
+		p.mu.Unlock()
+		cl.Stats.RqPendingTotal.Inc()
+		cl.Stats.RqPendingActive.Inc()
+		c, err := p.wait(ctx, ch, wait)
+		cl.Breaker.Pending.Add(-1)
+		cl.Stats.RqPendingActive.Dec()
+		if err != nil || c != nil {
+			return c, err
+		}
+		// A connection closed: try again for a slot.
+	}
+}
+
+// ErrPendingTimeout: no connection came free within the request's timeout.
+var ErrPendingTimeout = errors.New("upstream: timed out waiting for a connection")
+
+func (p *Pool) wait(ctx context.Context, ch chan *Conn, wait time.Duration) (*Conn, error) {
+	var timeout <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var err error
+	select {
+	case c := <-ch:
+		if c != nil {
+			c.Reused = true
+		}
+		return c, nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timeout:
+		err = ErrPendingTimeout
+	}
+	p.mu.Lock()
+	for i, w := range p.waiters {
+		if w == ch {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			break
+		}
+	}
+	p.mu.Unlock()
+	select {
+	case c := <-ch: // handed over as we gave up: pass it on
+		if c != nil {
+			p.Release(c, true)
+		} else {
+			p.wakeOne()
+		}
+	default:
+	}
+	return nil, err
+}
+
+func (p *Pool) dial(ctx context.Context) (*Conn, error) {
+	h := p.host
+	cl := h.cluster
+	cl.Stats.CxTotal.Inc()
+	h.CxTotal.Add(1)
+	d := net.Dialer{Timeout: cl.ConnectTimeout}
+	raw, err := d.DialContext(ctx, "tcp", h.Addr)
+	if err != nil {
+		cl.Breaker.Connections.Add(-1)
+		h.CxFail.Add(1)
+		cl.Stats.CxConnectFail.Inc()
+		p.wakeOne()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+			cl.Stats.CxConnectTimeout.Inc()
+			return nil, &ConnectError{Addr: h.Addr, Err: ErrConnectTimeout}
+		}
+		return nil, &ConnectError{Addr: h.Addr, Err: err}
+	}
+	cl.Stats.CxActive.Inc()
+	h.CxActive.Add(1)
+	return &Conn{Conn: raw, host: h, lastUsed: time.Now()}, nil
+}
+
+// Release gives c back after a request. reuse=false closes it (the response
+// was not read to its end, the peer asked to close, or an error happened).
+func (p *Pool) Release(c *Conn, reuse bool) {
+	cl := p.host.cluster
+	c.Requests++
+	if reuse && cl.MaxRequestsPerConn > 0 && c.Requests >= cl.MaxRequestsPerConn {
+		reuse = false
+	}
+	if !reuse || p.host.removed.Load() {
+		p.destroy(c)
+		return
+	}
+	c.lastUsed = time.Now()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		p.destroy(c)
+		return
+	}
+	if len(p.waiters) > 0 {
+		w := p.waiters[0]
+		p.waiters = p.waiters[1:]
+		p.mu.Unlock()
+		w <- c
+		return
+	}
+	p.idle = append(p.idle, c)
+	p.mu.Unlock()
+}
+
+func (p *Pool) destroy(c *Conn) {
+	c.Conn.Close()
+	cl := p.host.cluster
+	cl.Breaker.Connections.Add(-1)
+	cl.Stats.CxActive.Dec()
+	cl.Stats.CxDestroy.Inc()
+	p.host.CxActive.Add(-1)
+	p.wakeOne()
+}
+
+// wakeOne tells the oldest waiter that a connection slot freed up.
+func (p *Pool) wakeOne() {
+	p.mu.Lock()
+	if len(p.waiters) == 0 {
+		p.mu.Unlock()
+		return
+	}
+	w := p.waiters[0]
+	p.waiters = p.waiters[1:]
+	p.mu.Unlock()
+	w <- nil
+}
+
+// usable reports whether an idle connection may carry a request: not past
+// the idle timeout, and not closed by the peer meanwhile (a non-blocking
+// peek: end of file means the peer closed it; waiting data means the peer
+// sent something unasked, which also disqualifies it).
+func (p *Pool) usable(c *Conn) bool {
+	if it := p.host.cluster.IdleTimeout; it > 0 && time.Since(c.lastUsed) > it {
+		return false
+	}
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := false
+	var b [1]byte
+	rc.Read(func(fd uintptr) bool {
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		_ = n
+		alive = err == unix.EAGAIN || err == unix.EWOULDBLOCK
+		return true
+	})
+	return alive
+}
+
+// Close closes the idle connections and refuses new idle ones; connections
+// lent out are closed when released.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.closed = true
+	p.mu.Unlock()
+	for _, c := range idle {
+		p.destroy(c)
+	}
+}
+
+// IdleCount reports the idle connections.
+func (p *Pool) IdleCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}
+
+// CodecState returns the slot where the codec keeps its per-connection
+// state (protocol.UpstreamConn).
+func (c *Conn) CodecState() *any { return &c.State }
