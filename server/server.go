@@ -50,7 +50,9 @@ type Server struct {
 }
 
 // clusterSet is the current cluster manager, swapped whole on change.
-type clusterSet struct{ m atomic.Pointer[upstream.Manager] }
+type clusterSet struct {
+	m atomic.Pointer[upstream.Manager]
+}
 
 func (c *clusterSet) Get(name string) (*upstream.Cluster, bool) { return c.m.Load().Get(name) }
 

@@ -8,7 +8,7 @@ import (
 )
 
 // benchRequest is a browser navigation of about 400 bytes.
-var benchRequest = head("GET /products/search?q=proxy&page=2 HTTP/1.1",
+var benchRequest = rawHead("GET /products/search?q=proxy&page=2 HTTP/1.1",
 	"Host: shop.example.com",
 	"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
 	"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
@@ -21,7 +21,7 @@ var benchRequest = head("GET /products/search?q=proxy&page=2 HTTP/1.1",
 	"Sec-Fetch-Mode: navigate",
 )
 
-var benchResponse = head("HTTP/1.1 200 OK",
+var benchResponse = rawHead("HTTP/1.1 200 OK",
 	"Date: Tue, 25 Nov 2025 19:23:00 GMT",
 	"Content-Type: text/html; charset=utf-8",
 	"Content-Length: 12345",

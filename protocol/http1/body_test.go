@@ -131,7 +131,7 @@ func TestBodyDecoderChunkedGood(t *testing.T) {
 			if string(body) != tc.body || used != len(tc.in) {
 				t.Errorf("body %q consumed %d, want %q %d", body, used, tc.body, len(tc.in))
 			}
-			if got := dump(&d.Trailers); !reflect.DeepEqual(got, tc.trailers) {
+			if got := listFields(&d.Trailers); !reflect.DeepEqual(got, tc.trailers) {
 				t.Errorf("trailers = %q, want %q", got, tc.trailers)
 			}
 		})
@@ -146,12 +146,12 @@ func TestBodyDecoderChunkedSplits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantTrailers := dump(&wd.Trailers)
+	wantTrailers := listFields(&wd.Trailers)
 	for step := 1; step <= len(in); step++ {
 		body, used, d, err := decodeAll(t, FramingChunked, 0, in, step)
 		if err != nil || !d.Done() || used != len(in) || !bytes.Equal(body, want) ||
-			!reflect.DeepEqual(dump(&d.Trailers), wantTrailers) {
-			t.Fatalf("step %d: body %q used %d err %v trailers %q", step, body, used, err, dump(&d.Trailers))
+			!reflect.DeepEqual(listFields(&d.Trailers), wantTrailers) {
+			t.Fatalf("step %d: body %q used %d err %v trailers %q", step, body, used, err, listFields(&d.Trailers))
 		}
 	}
 	for cut := 0; cut <= len(in); cut++ {

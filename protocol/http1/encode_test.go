@@ -7,8 +7,8 @@ import (
 	"github.com/straitproxy/strait/protocol"
 )
 
-// fields builds Headers from name, value pairs.
-func fields(kv ...string) *protocol.Headers {
+// headersOf builds Headers from name, value pairs.
+func headersOf(kv ...string) *protocol.Headers {
 	h := new(protocol.Headers)
 	for i := 0; i < len(kv); i += 2 {
 		h.AddString(kv[i], kv[i+1])
@@ -26,68 +26,68 @@ func TestAppendRequestHead(t *testing.T) {
 	}{
 		{
 			name: "get with authority",
-			h:    fields(":method", "GET", ":authority", "a.example", ":path", "/x?y", "accept", "*/*"),
+			h:    headersOf(":method", "GET", ":authority", "a.example", ":path", "/x?y", "accept", "*/*"),
 			f:    FramingNone,
 			want: "GET /x?y HTTP/1.1\r\nhost: a.example\r\naccept: */*\r\n\r\n",
 		},
 		{
 			name: "length framing replaces content-length and drops transfer-encoding",
-			h: fields(":method", "POST", ":authority", "a", ":path", "/", "content-length", "99",
+			h: headersOf(":method", "POST", ":authority", "a", ":path", "/", "content-length", "99",
 				"transfer-encoding", "chunked", "x", "1"),
 			f: FramingLength, cl: 5,
 			want: "POST / HTTP/1.1\r\nhost: a\r\nx: 1\r\ncontent-length: 5\r\n\r\n",
 		},
 		{
 			name: "chunked framing",
-			h:    fields(":method", "POST", ":authority", "a", ":path", "/", "content-length", "5", "x", "1"),
+			h:    headersOf(":method", "POST", ":authority", "a", ":path", "/", "content-length", "5", "x", "1"),
 			f:    FramingChunked,
 			want: "POST / HTTP/1.1\r\nhost: a\r\nx: 1\r\ntransfer-encoding: chunked\r\n\r\n",
 		},
 		{
 			name: "none framing keeps content-length but not transfer-encoding",
-			h:    fields(":method", "GET", ":authority", "a", ":path", "/", "content-length", "0", "transfer-encoding", "chunked"),
+			h:    headersOf(":method", "GET", ":authority", "a", ":path", "/", "content-length", "0", "transfer-encoding", "chunked"),
 			f:    FramingNone,
 			want: "GET / HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n",
 		},
 		{
 			name: "until-close framing keeps content-length",
-			h:    fields(":method", "GET", ":authority", "a", ":path", "/", "content-length", "7"),
+			h:    headersOf(":method", "GET", ":authority", "a", ":path", "/", "content-length", "7"),
 			f:    FramingUntilClose,
 			want: "GET / HTTP/1.1\r\nhost: a\r\ncontent-length: 7\r\n\r\n",
 		},
 		{
 			name: "host field is dropped when authority is set",
-			h:    fields(":method", "GET", ":authority", "a", ":path", "/", "host", "evil"),
+			h:    headersOf(":method", "GET", ":authority", "a", ":path", "/", "host", "evil"),
 			want: "GET / HTTP/1.1\r\nhost: a\r\n\r\n",
 		},
 		{
 			name: "host field is kept without authority",
-			h:    fields(":method", "GET", ":path", "/", "host", "b"),
+			h:    headersOf(":method", "GET", ":path", "/", "host", "b"),
 			want: "GET / HTTP/1.1\r\nhost: b\r\n\r\n",
 		},
 		{
 			name: "empty host without authority or host field",
-			h:    fields(":method", "GET", ":path", "/"),
+			h:    headersOf(":method", "GET", ":path", "/"),
 			want: "GET / HTTP/1.1\r\nhost: \r\n\r\n",
 		},
 		{
 			name: "connect",
-			h:    fields(":method", "CONNECT", ":authority", "db:5432"),
+			h:    headersOf(":method", "CONNECT", ":authority", "db:5432"),
 			want: "CONNECT db:5432 HTTP/1.1\r\nhost: db:5432\r\n\r\n",
 		},
 		{
 			name: "no path",
-			h:    fields(":method", "GET", ":authority", "a"),
+			h:    headersOf(":method", "GET", ":authority", "a"),
 			want: "GET / HTTP/1.1\r\nhost: a\r\n\r\n",
 		},
 		{
 			name: "scheme pseudo-header is not a field",
-			h:    fields(":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/"),
+			h:    headersOf(":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/"),
 			want: "GET / HTTP/1.1\r\nhost: a\r\n\r\n",
 		},
 		{
 			name: "injection is neutralised",
-			h: fields(":method", "GET", ":authority", "a\r\nx: y", ":path", "/a b\r\nc",
+			h: headersOf(":method", "GET", ":authority", "a\r\nx: y", ":path", "/a b\r\nc",
 				"x-v", "1\r\n\r\nGET /smuggled HTTP/1.1", "bad name", "v", "ok", "\tv\x7f"),
 			want: "GET /a%20b%0D%0Ac HTTP/1.1\r\nhost: a  x: y\r\nx-v: 1    GET /smuggled HTTP/1.1\r\nok: \tv \r\n\r\n",
 		},
@@ -113,32 +113,32 @@ func TestAppendResponseHead(t *testing.T) {
 	}{
 		{
 			name: "ok", minor: 1, f: FramingLength, cl: 2,
-			h:    fields(":status", "200", "content-type", "text/plain", "content-length", "3"),
+			h:    headersOf(":status", "200", "content-type", "text/plain", "content-length", "3"),
 			want: "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n",
 		},
 		{
 			name: "http/1.0 until close", minor: 0, f: FramingUntilClose,
-			h:    fields(":status", "404", "transfer-encoding", "chunked"),
+			h:    headersOf(":status", "404", "transfer-encoding", "chunked"),
 			want: "HTTP/1.0 404 Not Found\r\n\r\n",
 		},
 		{
 			name: "head response keeps content-length", minor: 1, f: FramingNone,
-			h:    fields(":status", "200", "content-length", "1234"),
+			h:    headersOf(":status", "200", "content-length", "1234"),
 			want: "HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n",
 		},
 		{
 			name: "chunked", minor: 1, f: FramingChunked,
-			h:    fields(":status", "502"),
+			h:    headersOf(":status", "502"),
 			want: "HTTP/1.1 502 Bad Gateway\r\ntransfer-encoding: chunked\r\n\r\n",
 		},
 		{
 			name: "unknown status", minor: 1, f: FramingNone,
-			h:    fields(":status", "599"),
+			h:    headersOf(":status", "599"),
 			want: "HTTP/1.1 599 Unknown\r\n\r\n",
 		},
 		{
 			name: "missing status", minor: 1, f: FramingNone,
-			h:    fields("x", "y"),
+			h:    headersOf("x", "y"),
 			want: "HTTP/1.1 500 Internal Server Error\r\nx: y\r\n\r\n",
 		},
 	}
@@ -162,10 +162,10 @@ func TestAppendChunk(t *testing.T) {
 		{"small", AppendChunk(nil, []byte("hello")), "5\r\nhello\r\n"},
 		{"hex size", AppendChunk(nil, make([]byte, 26)), "1a\r\n" + string(make([]byte, 26)) + "\r\n"},
 		{"last chunk", AppendLastChunk(nil, nil), "0\r\n\r\n"},
-		{"last chunk, no trailers", AppendLastChunk(nil, fields()), "0\r\n\r\n"},
+		{"last chunk, no trailers", AppendLastChunk(nil, headersOf()), "0\r\n\r\n"},
 		{
 			"last chunk with trailers, framing and host dropped",
-			AppendLastChunk(nil, fields("grpc-status", "0", "content-length", "1", "transfer-encoding", "x", "host", "h", ":status", "200")),
+			AppendLastChunk(nil, headersOf("grpc-status", "0", "content-length", "1", "transfer-encoding", "x", "host", "h", ":status", "200")),
 			"0\r\ngrpc-status: 0\r\n\r\n",
 		},
 	}
@@ -183,12 +183,12 @@ func TestAppendChunk(t *testing.T) {
 func TestRequestRoundTrip(t *testing.T) {
 	for _, in := range []string{
 		benchRequest,
-		head("POST /up HTTP/1.1", "Host: a", "Content-Length: 3", "X-A: 1", "X-A: 2"),
-		head("POST /up HTTP/1.1", "Transfer-Encoding: chunked", "Host: a", "Expect: 100-continue"),
-		head("GET http://h.example:8080?q HTTP/1.1", "Host: h.example:8080", "Via: 1.1 x"),
-		head("CONNECT h:443 HTTP/1.1", "Host: h:443"),
-		head("OPTIONS * HTTP/1.1", "Host: a"),
-		head("GET /old HTTP/1.0", "User-Agent: x"),
+		rawHead("POST /up HTTP/1.1", "Host: a", "Content-Length: 3", "X-A: 1", "X-A: 2"),
+		rawHead("POST /up HTTP/1.1", "Transfer-Encoding: chunked", "Host: a", "Expect: 100-continue"),
+		rawHead("GET http://h.example:8080?q HTTP/1.1", "Host: h.example:8080", "Via: 1.1 x"),
+		rawHead("CONNECT h:443 HTTP/1.1", "Host: h:443"),
+		rawHead("OPTIONS * HTTP/1.1", "Host: a"),
+		rawHead("GET /old HTTP/1.0", "User-Agent: x"),
 	} {
 		var h1, h2 protocol.Headers
 		_, info1, err := ParseRequestHead([]byte(in), &h1, Limits{})
@@ -201,7 +201,7 @@ func TestRequestRoundTrip(t *testing.T) {
 			t.Fatalf("%q: re-parse of %q: %v", in, out, err)
 		}
 		if !sameRequest(&h1, &h2) || info1.Framing != info2.Framing || info1.ContentLength != info2.ContentLength {
-			t.Errorf("%q:\nfirst  %q %+v\nsecond %q %+v", in, dump(&h1), info1, dump(&h2), info2)
+			t.Errorf("%q:\nfirst  %q %+v\nsecond %q %+v", in, listFields(&h1), info1, listFields(&h2), info2)
 		}
 	}
 }

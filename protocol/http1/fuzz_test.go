@@ -38,12 +38,12 @@ func checkParseError(t *testing.T, n int, err error, statuses ...int) {
 func FuzzParseRequestHead(f *testing.F) {
 	for _, s := range []string{
 		benchRequest,
-		head("POST /u HTTP/1.1", "Host: a", "Content-Length: 3"),
-		head("POST /u HTTP/1.1", "Host: a", "Transfer-Encoding: chunked"),
-		head("GET http://a:1/?q HTTP/1.1", "Host: a"),
-		head("CONNECT a:443 HTTP/1.1", "Host: a:443"),
-		head("OPTIONS * HTTP/1.0"),
-		head("POST / HTTP/1.1", "Host: a", "Content-Length: 6", "Transfer-Encoding: chunked"),
+		rawHead("POST /u HTTP/1.1", "Host: a", "Content-Length: 3"),
+		rawHead("POST /u HTTP/1.1", "Host: a", "Transfer-Encoding: chunked"),
+		rawHead("GET http://a:1/?q HTTP/1.1", "Host: a"),
+		rawHead("CONNECT a:443 HTTP/1.1", "Host: a:443"),
+		rawHead("OPTIONS * HTTP/1.0"),
+		rawHead("POST / HTTP/1.1", "Host: a", "Content-Length: 6", "Transfer-Encoding: chunked"),
 		"\r\nGET / HTTP/1.1\nHost: a\r\n\r\n",
 	} {
 		f.Add([]byte(s))
@@ -67,7 +67,7 @@ func FuzzParseRequestHead(f *testing.F) {
 			t.Fatalf("re-parse of %q: n = %d, err = %v", out, n2, err)
 		}
 		if !sameRequest(&h1, &h2) || info.Framing != info2.Framing || info.ContentLength != info2.ContentLength {
-			t.Fatalf("round trip differs:\n%q %+v\n%q %+v", dump(&h1), info, dump(&h2), info2)
+			t.Fatalf("round trip differs:\n%q %+v\n%q %+v", listFields(&h1), info, listFields(&h2), info2)
 		}
 	})
 }
@@ -75,15 +75,15 @@ func FuzzParseRequestHead(f *testing.F) {
 func FuzzParseResponseHead(f *testing.F) {
 	for _, s := range []string{
 		benchResponse,
-		head("HTTP/1.1 200 OK", "Transfer-Encoding: chunked"),
-		head("HTTP/1.0 304", "Content-Length: 5"),
-		head("HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: upgrade"),
-		head("HTTP/1.1 200 OK", "Content-Length: 5", "Content-Length: 6"),
+		rawHead("HTTP/1.1 200 OK", "Transfer-Encoding: chunked"),
+		rawHead("HTTP/1.0 304", "Content-Length: 5"),
+		rawHead("HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: upgrade"),
+		rawHead("HTTP/1.1 200 OK", "Content-Length: 5", "Content-Length: 6"),
 	} {
 		f.Add([]byte(s), false, false)
 	}
-	f.Add([]byte(head("HTTP/1.1 200 OK", "Content-Length: 5")), true, false)
-	f.Add([]byte(head("HTTP/1.1 200 OK")), false, true)
+	f.Add([]byte(rawHead("HTTP/1.1 200 OK", "Content-Length: 5")), true, false)
+	f.Add([]byte(rawHead("HTTP/1.1 200 OK")), false, true)
 	f.Fuzz(func(t *testing.T, data []byte, headReq, connect bool) {
 		var h1, h2 protocol.Headers
 		n, info, err := ParseResponseHead(data, &h1, Limits{}, headReq, connect)
@@ -101,7 +101,7 @@ func FuzzParseResponseHead(f *testing.F) {
 		}
 		if info.Status != info2.Status || info.Framing != info2.Framing || info.ContentLength != info2.ContentLength ||
 			!reflect.DeepEqual(plainFields(&h1), plainFields(&h2)) {
-			t.Fatalf("round trip differs:\n%q %+v\n%q %+v", dump(&h1), info, dump(&h2), info2)
+			t.Fatalf("round trip differs:\n%q %+v\n%q %+v", listFields(&h1), info, listFields(&h2), info2)
 		}
 	})
 }
@@ -130,8 +130,8 @@ func FuzzBodyDecoder(f *testing.F) {
 			t.Fatalf("split differs: %q %d %v %v / %q %d %v %v",
 				whole, used, d.Done(), err, split, used2, d2.Done(), err2)
 		}
-		if err == nil && !reflect.DeepEqual(dump(&d.Trailers), dump(&d2.Trailers)) {
-			t.Fatalf("trailers differ: %q / %q", dump(&d.Trailers), dump(&d2.Trailers))
+		if err == nil && !reflect.DeepEqual(listFields(&d.Trailers), listFields(&d2.Trailers)) {
+			t.Fatalf("trailers differ: %q / %q", listFields(&d.Trailers), listFields(&d2.Trailers))
 		}
 	})
 }
@@ -158,8 +158,8 @@ func FuzzChunkRoundTrip(f *testing.F) {
 		if err != nil || !d.Done() || used != len(enc) || !bytes.Equal(body, payload) {
 			t.Fatalf("decode of %q: body %q used %d done %v err %v", enc, body, used, d.Done(), err)
 		}
-		if !reflect.DeepEqual(dump(&d.Trailers), dump(&tr)) {
-			t.Fatalf("trailers %q, want %q", dump(&d.Trailers), dump(&tr))
+		if !reflect.DeepEqual(listFields(&d.Trailers), listFields(&tr)) {
+			t.Fatalf("trailers %q, want %q", listFields(&d.Trailers), listFields(&tr))
 		}
 	})
 }

@@ -168,4 +168,3 @@ func (s *session) onIdle() {
 	s.cfg.stats.IdleTimeout.Inc()
 	s.close()
 }
-
