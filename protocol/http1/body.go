@@ -108,7 +108,7 @@ func (d *BodyDecoder) Done() bool { return d.done }
 // decodeChunked consumes framing up to and including the next run of chunk
 // data, and any framing after it that is already in buf (so the last data
 // and done can come back together). An error met after data was found is
-// not reported yet: the next call starts at the bad bytes and reports it.
+// kept for the next call, so that the data before it is delivered first.
 func (d *BodyDecoder) decodeChunked(buf []byte) (data []byte, consumed int, err error) {
 	found := false
 	for !d.done {
@@ -132,6 +132,7 @@ func (d *BodyDecoder) decodeChunked(buf []byte) (data []byte, consumed int, err 
 			n, err = d.trailerLine(rest)
 		}
 		if err != nil && found {
+			d.err = err // reported by the next call
 			return data, consumed, nil
 		}
 		if err != nil || n == 0 {

@@ -1,10 +1,13 @@
-// Package http1 is the HTTP/1.1 wire layer (RFC 9112): it parses request and
-// response heads into protocol.Headers, removes body framing, and encodes
-// heads and chunks. It is pure: no I/O, no goroutines, no logging. The codec
-// glue in this package (codec.go, register.go) drives it from a connection.
+// Package http1 is the HTTP/1.1 codec. Its wire layer (RFC 9112) parses
+// request and response heads into protocol.Headers, removes body framing,
+// and encodes heads and chunks; the codec glue (register.go and the server
+// and client streams) drives that layer from a connection.
 //
-// It imports only the standard library and protocol; it must not import
-// network, proxy, filter or any other codec.
+// The wire layer (parse.go, target.go, field.go, framing.go, body.go,
+// encode.go, status.go) is pure: no I/O, no goroutines, no logging, no
+// state between calls beyond a BodyDecoder. It imports only the standard
+// library and protocol. Like every codec, the package must not import proxy,
+// filter, router, upstream or another codec.
 //
 // # Message format
 //
@@ -17,10 +20,10 @@
 //	empty line       CRLF
 //	body             framed as below
 //
-//	+--------------+------------------------+------+---------------------+
-//	| start line   | field lines            | CRLF | body (maybe none)   |
-//	+--------------+------------------------+------+---------------------+
-//	|<---------------- head: <= Limits.MaxHeaderBytes --->|
+//	+------------+---------------------+------+-------------------+
+//	| start line | field lines         | CRLF | body (maybe none) |
+//	+------------+---------------------+------+-------------------+
+//	|<-- head: at most Limits.MaxHeaderBytes -->|
 //
 // A chunked body is a run of chunks, a last chunk and a trailer section:
 //

@@ -54,8 +54,8 @@ func AppendRequestHead(dst []byte, h *protocol.Headers, f Framing, contentLength
 }
 
 // AppendResponseHead appends a response head built from h to dst and
-// returns the extended slice; it allocates only when dst must grow. The
-// status line is "HTTP/1.<minor> <:status> <reason>" with minor 0 or 1
+// returns the extended slice; it allocates only when dst must grow, and
+// does not retain h's slices. The status line is "HTTP/1.<minor> <:status> <reason>" with minor 0 or 1
 // (any other value writes 1), the reason from StatusText or "Unknown". A
 // missing or malformed ":status" is written as 500. With minor 0 the
 // caller must not pass FramingChunked.
@@ -83,8 +83,8 @@ func AppendResponseHead(dst []byte, h *protocol.Headers, minor int, f Framing, c
 }
 
 // AppendChunk appends p as one chunk, "<hex size>\r\n" p "\r\n", to dst and
-// returns the extended slice. An empty p appends nothing, since a zero-size
-// chunk would end the body.
+// returns the extended slice. p is copied, not retained. An empty p appends
+// nothing, since a zero-size chunk would end the body.
 func AppendChunk(dst, p []byte) []byte {
 	if len(p) == 0 {
 		return dst
@@ -97,9 +97,9 @@ func AppendChunk(dst, p []byte) []byte {
 
 // AppendLastChunk appends the last chunk, "0\r\n", the trailer fields and
 // the final "\r\n" to dst and returns the extended slice. trailers may be
-// nil. Fields that must not be trailers (RFC 9110 §6.5.1) and that a
-// recipient could mistake for framing or routing (Transfer-Encoding,
-// Content-Length, Host) are not written.
+// nil and is not retained. Fields that must not be trailers (RFC 9110
+// §6.5.1) and that a recipient could mistake for framing or routing
+// (Transfer-Encoding, Content-Length, Host) are not written.
 func AppendLastChunk(dst []byte, trailers *protocol.Headers) []byte {
 	dst = append(dst, "0\r\n"...)
 	if trailers != nil {

@@ -139,6 +139,10 @@ type ResponseInfo struct {
 // order with its name lowercased and its value trimmed. Nothing aliases buf
 // and buf is not retained. With an h that has been used before, parsing a
 // request makes no allocations.
+//
+// The parser keeps no state, so each call scans buf again (at most
+// MaxHeaderBytes of it, mostly with bytes.Index); call it again only when
+// new bytes have arrived.
 func ParseRequestHead(buf []byte, h *protocol.Headers, lim Limits) (n int, info RequestInfo, err error) {
 	lim = lim.orDefaults()
 	start, err := skipEmptyLines(buf)
@@ -163,7 +167,7 @@ func ParseRequestHead(buf []byte, h *protocol.Headers, lim Limits) (n int, info 
 		return 0, info, err
 	}
 	if info, err = s.request(minor); err != nil {
-		return 0, info, err
+		return 0, RequestInfo{}, err
 	}
 	if !hostInTarget {
 		setAuthority(h, &s)
@@ -194,7 +198,10 @@ func ParseResponseHead(buf []byte, h *protocol.Headers, lim Limits, headRequest 
 	if e, ok := err.(*Error); ok {
 		e.Status = 502
 	}
-	return n, info, err
+	if err != nil {
+		return 0, ResponseInfo{}, err
+	}
+	return n, info, nil
 }
 
 func parseResponseHead(buf []byte, h *protocol.Headers, lim Limits, headRequest, connectRequest bool) (int, ResponseInfo, error) {

@@ -1,0 +1,232 @@
+package test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/straitproxy/strait/internal/testutil"
+)
+
+// closedPort returns a loopback address nobody listens on.
+func closedPort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func TestLocalReplies(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	routes := `              - match: { path: "/direct" }
+                direct_response: { status: 418, body: { inline_string: "teapot" } }
+              - match: { path: "/old" }
+                redirect: { path_redirect: "/new", response_code: FOUND }
+              - match: { prefix: "/slow" }
+                route: { cluster: backend, timeout: 0.2s }
+              - match: { prefix: "/api" }
+                route: { cluster: backend, prefix_rewrite: "/v2" }
+              - match: { prefix: "/hdr" }
+                route: { cluster: backend, prefix_rewrite: "/headers" }
+                request_headers_to_add: [ { header: { key: x-added, value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%" } } ]
+                response_headers_to_add: [ { header: { key: x-resp, value: "1" } } ]
+              - match: { prefix: "/" }
+                route: { cluster: backend }`
+	p := startProxy(t, httpBootstrap(up.Addr, routeCfg{routes: routes}, ""))
+	base := p.url("ingress")
+
+	cases := []struct {
+		name, path, wantBody string
+		wantCode             int
+	}{
+		{"direct response", "/direct", "teapot", 418},
+		{"timeout", "/slow/2000", "upstream request timeout\n", 504},
+		{"prefix rewrite", "/api/users?id=3", "ok /v2/users?id=3", 200},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := get(t, base+tc.path)
+			if code != tc.wantCode || body != tc.wantBody {
+				t.Fatalf("got %d %q, want %d %q", code, body, tc.wantCode, tc.wantBody)
+			}
+		})
+	}
+	t.Run("redirect", func(t *testing.T) {
+		c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := c.Get(base + "/old")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 302 || !strings.HasSuffix(resp.Header.Get("Location"), "/new") {
+			t.Fatalf("got %d location %q", resp.StatusCode, resp.Header.Get("Location"))
+		}
+	})
+	t.Run("header mutation", func(t *testing.T) {
+		resp, err := http.Get(base + "/hdr")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), "X-Added: 127.0.0.1") || resp.Header.Get("x-resp") != "1" {
+			t.Fatalf("headers not applied: %s / %v", b, resp.Header)
+		}
+	})
+	if got := p.stat("cluster.backend.upstream_rq_timeout"); got != 1 {
+		t.Fatalf("upstream_rq_timeout = %d", got)
+	}
+}
+
+func TestNoRouteAndNoUpstream(t *testing.T) {
+	dead := closedPort(t)
+	routes := `              - match: { prefix: "/known" }
+                route: { cluster: backend }`
+	p := startProxy(t, httpBootstrap(dead, routeCfg{routes: routes}, ""))
+	code, body := get(t, p.url("ingress")+"/unknown")
+	if code != 404 || body != "route not found\n" {
+		t.Fatalf("no route: %d %q", code, body)
+	}
+	code, body = get(t, p.url("ingress")+"/known")
+	if code != 503 || !strings.Contains(body, "connection failure") {
+		t.Fatalf("connect failure: %d %q", code, body)
+	}
+	if p.stat("cluster.backend.upstream_cx_connect_fail") != 1 || p.stat("http.ingress.no_route") != 1 {
+		t.Fatal("connect_fail or no_route not counted")
+	}
+}
+
+// badUpstream answers every request with the given raw bytes, then closes.
+func badUpstream(t *testing.T, raw string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, raw)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestMalformedUpstream(t *testing.T) {
+	cases := []struct {
+		name, raw string
+		code      int
+	}{
+		{"garbage", "SPDY/9 what\r\n\r\n", 502},
+		{"cl and te", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 502},
+		{"closed before headers", "", 503},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startProxy(t, httpBootstrap(badUpstream(t, tc.raw), routeCfg{}, ""))
+			code, _ := get(t, p.url("ingress")+"/")
+			if code != tc.code {
+				t.Fatalf("got %d, want %d", code, tc.code)
+			}
+		})
+	}
+}
+
+// flakyUpstream fails the first `fail` requests with 503, then answers 200.
+func TestRetries(t *testing.T) {
+	var n atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) <= 2 {
+			w.WriteHeader(503)
+			return
+		}
+		fmt.Fprint(w, "finally")
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	routes := `              - match: { prefix: "/" }
+                route:
+                  cluster: backend
+                  retry_policy: { retry_on: "5xx", num_retries: 3, retry_back_off: { base_interval: 0.001s } }`
+	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{routes: routes}, ""))
+	resp, err := http.Post(p.url("ingress")+"/", "text/plain", strings.NewReader("replay me"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "finally" {
+		t.Fatalf("got %d %q", resp.StatusCode, b)
+	}
+	if got := p.stat("cluster.backend.upstream_rq_retry"); got != 2 {
+		t.Fatalf("upstream_rq_retry = %d, want 2", got)
+	}
+	if got := p.stat("cluster.backend.upstream_rq_retry_success"); got != 1 {
+		t.Fatalf("upstream_rq_retry_success = %d, want 1", got)
+	}
+}
+
+// TestDeadPooledConnection: the upstream closes its idle keep-alive
+// connections; the next request must not fail on the dead one.
+func TestDeadPooledConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	conns := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+			go func() {
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{}, ""))
+	for i := 0; i < 3; i++ {
+		code, body := get(t, p.url("ingress")+"/")
+		if code != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q", i, code, body)
+		}
+		// The upstream closes every connection it has while idle.
+		for len(conns) > 0 {
+			(<-conns).Close()
+		}
+	}
+	if got := p.stat("cluster.backend.upstream_cx_total"); got != 3 {
+		t.Fatalf("upstream_cx_total = %d, want 3 (one per request)", got)
+	}
+}
