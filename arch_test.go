@@ -1,0 +1,102 @@
+package strait_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/straitproxy/strait/"
+
+// layer places a package in docs/architecture.md's import order; a package
+// may import only packages of a lower layer. -1: not checked (tests).
+func layer(pkg string) int {
+	p := strings.TrimPrefix(pkg, module)
+	switch {
+	case p == "test" || strings.HasPrefix(p, "test/") || strings.HasPrefix(p, "bench"):
+		return -1
+	case p == "config" || strings.HasPrefix(p, "internal/"):
+		return 0
+	case p == "protocol" || p == "network" || strings.HasPrefix(p, "network/") || p == "tlsconfig" || p == "stats" || p == "accesslog":
+		return 1
+	case strings.HasPrefix(p, "protocol/"):
+		return 2
+	case p == "filter" || p == "router" || p == "upstream":
+		return 3
+	case p == "proxy":
+		return 4
+	case strings.HasPrefix(p, "filter/") || strings.HasPrefix(p, "upstream/lb/"):
+		return 5
+	case p == "xds" || p == "admin" || p == "listener":
+		return 6
+	case p == "server":
+		return 7
+	case strings.HasPrefix(p, "cmd/"):
+		return 8
+	}
+	return -2
+}
+
+func isExtension(pkg string) bool {
+	p := strings.TrimPrefix(pkg, module)
+	return strings.HasPrefix(p, "protocol/") || strings.HasPrefix(p, "filter/") || strings.HasPrefix(p, "upstream/lb/")
+}
+
+// TestImportsPointDown fails on an import that points up the layer order
+// of docs/architecture.md, on an extension importing another extension,
+// and on a package that has no place in the order.
+func TestImportsPointDown(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, "./...").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range violations(strings.Split(strings.TrimSpace(string(out)), "\n")) {
+		t.Error(e)
+	}
+}
+
+// TestViolationsAreFound keeps the check honest: made-up upward and
+// sideways imports must be reported.
+func TestViolationsAreFound(t *testing.T) {
+	bad := []string{
+		module + "router " + module + "proxy",
+		module + "filter/http/router " + module + "filter/network/tcpproxy",
+		module + "network " + module + "server",
+		module + "newthing",
+	}
+	if got := violations(bad); len(got) != len(bad) {
+		t.Fatalf("found %d of %d violations: %v", len(got), len(bad), got)
+	}
+}
+
+func violations(lines []string) []string {
+	var out []string
+	for _, line := range lines {
+		f := strings.Fields(line)
+		pkg, imports := f[0], f[1:]
+		if pkg == strings.TrimSuffix(module, "/") {
+			continue
+		}
+		from := layer(pkg)
+		if from == -2 {
+			out = append(out, pkg+" has no place in docs/architecture.md's import order")
+			continue
+		}
+		if from == -1 {
+			continue
+		}
+		for _, imp := range imports {
+			if !strings.HasPrefix(imp, module) {
+				continue
+			}
+			to := layer(imp)
+			switch {
+			case isExtension(pkg) && isExtension(imp):
+				out = append(out, "extension "+pkg+" imports extension "+imp)
+			case to >= from && !(pkg == module+"filter" && imp == module+"upstream"):
+				out = append(out, pkg+" imports "+imp+": imports must point down")
+			}
+		}
+	}
+	return out
+}

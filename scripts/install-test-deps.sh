@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh machine: Go modules, and the
+# external peers the end-to-end tests drive (curl, ab, wrk). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+go mod download
+
+need=()
+command -v curl >/dev/null || need+=(curl)
+command -v ab   >/dev/null || need+=(apache2-utils)
+command -v wrk  >/dev/null || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+  echo "installing ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
