@@ -5,10 +5,10 @@ import (
 	"net/http"
 	"testing"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/straitproxy/strait/internal/testutil"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // scrape parses /stats/prometheus with Prometheus's own parser.
