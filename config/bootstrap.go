@@ -93,7 +93,12 @@ func decodeError(js []byte, err error) error {
 	}
 	col, _ := strconv.Atoi(msg[m[4]:m[5]])
 	rest := msg[m[1]:]
-	path := pathAt(js, col-1)
+	// An unknown field is reported at its key: read the key too.
+	off := col - 1
+	if strings.HasPrefix(rest, "unknown field") {
+		off++
+	}
+	path := pathAt(js, off)
 	return &PathError{Path: path, Err: errors.New(rest)}
 }
 

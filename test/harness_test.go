@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/internal/testutil"
 	"github.com/straitproxy/strait/server"
 
 	// The same extensions as cmd/strait/extensions.go.
@@ -77,6 +78,16 @@ func (p *proxy) admin() string { return "http://" + p.srv.AdminAddr().String() }
 func (p *proxy) stat(name string) int64 {
 	v, _ := p.srv.Stats().Lookup(name)
 	return v
+}
+
+// settle waits until the "ingress" connection manager has no stream in
+// flight: a stream's counters are final a moment after the client got its
+// last byte.
+func (p *proxy) settle() {
+	p.t.Helper()
+	testutil.Eventually(p.t, 5*time.Second, "streams to finish", func() bool {
+		return p.stat("http.ingress.downstream_rq_active") == 0
+	})
 }
 
 // routeCfg is the body of a route_config for httpBootstrap.

@@ -291,6 +291,7 @@ func TestConcurrentConnections(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
+	p.settle()
 	if got := p.stat("http.ingress.downstream_rq_2xx"); got != n {
 		t.Fatalf("downstream_rq_2xx = %d, want %d", got, n)
 	}

@@ -69,6 +69,7 @@ func TestApacheBench(t *testing.T) {
 	if strings.Contains(s, "Non-2xx responses") {
 		t.Fatalf("ab saw non-2xx:\n%s", s)
 	}
+	p.settle()
 	if got := p.stat("http.ingress.downstream_rq_2xx"); got != 4000 {
 		t.Fatalf("downstream_rq_2xx = %d, want 4000", got)
 	}
@@ -93,6 +94,7 @@ func TestWrk(t *testing.T) {
 	n, _ := strconv.Atoi(m[1])
 	// wrk counts completed requests; the proxy may also have answered a
 	// few that wrk cut off when its time ran out.
+	p.settle()
 	got := p.stat("http.ingress.downstream_rq_2xx")
 	if n == 0 || got < int64(n) || got > int64(n)+50 {
 		t.Fatalf("wrk completed %d, proxy answered %d", n, got)

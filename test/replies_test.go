@@ -81,6 +81,7 @@ func TestLocalReplies(t *testing.T) {
 			t.Fatalf("headers not applied: %s / %v", b, resp.Header)
 		}
 	})
+	p.settle()
 	if got := p.stat("cluster.backend.upstream_rq_timeout"); got != 1 {
 		t.Fatalf("upstream_rq_timeout = %d", got)
 	}
@@ -180,6 +181,7 @@ func TestRetries(t *testing.T) {
 	if resp.StatusCode != 200 || string(b) != "finally" {
 		t.Fatalf("got %d %q", resp.StatusCode, b)
 	}
+	p.settle()
 	if got := p.stat("cluster.backend.upstream_rq_retry"); got != 2 {
 		t.Fatalf("upstream_rq_retry = %d, want 2", got)
 	}

@@ -65,6 +65,9 @@ func TestPrometheusCountsExactly(t *testing.T) {
 	for i := 0; i < missing; i++ {
 		get(t, p.url("ingress")+"/status/404")
 	}
+	// A stream's counters are final once it finished, a moment after the
+	// client has its last byte.
+	p.settle()
 	fams := scrape(t, p.admin())
 	hcm := map[string]string{"envoy_http_conn_manager_prefix": "ingress"}
 	checks := []struct {

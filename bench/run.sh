@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# bench/run.sh http1|tcp [rounds] [seconds]
+#
+# Runs Strait, nginx (1 worker) and HAProxy (1 thread) in front of the same
+# loopback origin, interleaved (A B C, A B C, ...), with wrk at 50
+# connections, and prints per run and as medians: req/s, p50/p99 latency,
+# proxy CPU time per request (user+system from /proc, the fair figure on a
+# shared machine) and proxy RSS; then Strait's ratio to each peer.
+# Everything listens on 127.0.0.1; every run is bounded in time.
+set -euo pipefail
+mode=${1:-http1}
+rounds=${2:-5}
+secs=${3:-5}
+conns=50
+cd "$(dirname "$0")/.."
+root=$(pwd)
+out="$root/bench/out"
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx)
+command -v haproxy >/dev/null || need+=(haproxy)
+[ "$mode" = tcp ] && [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ] && need+=(libnginx-mod-stream)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+waitport() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+
+go build -o "$work/strait" ./cmd/strait
+go build -o "$work/upstream" ./bench/upstream
+
+up=$(freeport); p_strait=$(freeport); p_nginx=$(freeport); p_haproxy=$(freeport)
+"$work/upstream" -addr 127.0.0.1:$up -size 128 & waitport $up
+
+# --- Strait
+if [ "$mode" = http1 ]; then
+  filter='- name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          generate_request_id: false
+          route_config:
+            virtual_hosts: [ { name: all, domains: ["*"], routes: [ { match: { prefix: "/" }, route: { cluster: origin } } ] } ]
+          http_filters: [ { name: envoy.filters.http.router, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } } ]'
+else
+  filter='- name: envoy.filters.network.tcp_proxy
+        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: bench, cluster: origin }'
+fi
+cat > "$work/strait.yaml" <<YAML
+static_resources:
+  listeners:
+  - name: bench
+    address: { socket_address: { address: 127.0.0.1, port_value: $p_strait } }
+    filter_chains:
+    - filters:
+      $filter
+  clusters:
+  - name: origin
+    connect_timeout: 1s
+    circuit_breakers: { thresholds: [ { max_connections: 10000, max_pending_requests: 10000, max_requests: 10000 } ] }
+    load_assignment:
+      cluster_name: origin
+      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $up } } } } ] } ]
+YAML
+"$work/strait" -c "$work/strait.yaml" --log-level error & pid_strait=$!
+
+# --- nginx, one worker
+mkdir -p "$work/nginx"
+if [ "$mode" = http1 ]; then
+cat > "$work/nginx/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $work/nginx/pid; error_log $work/nginx/error.log error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+  upstream origin { server 127.0.0.1:$up; keepalive 64; }
+  server { listen 127.0.0.1:$p_nginx;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+CONF
+else
+cat > "$work/nginx/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1; daemon off; pid $work/nginx/pid; error_log $work/nginx/error.log error;
+events { worker_connections 4096; }
+stream { server { listen 127.0.0.1:$p_nginx; proxy_pass 127.0.0.1:$up; } }
+CONF
+fi
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" & pid_nginx=$!
+
+# --- HAProxy, one thread
+hmode=$([ "$mode" = http1 ] && echo http || echo tcp)
+cat > "$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 10000
+defaults
+  mode $hmode
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+$([ "$mode" = http1 ] && echo "  http-reuse always")
+frontend fe
+  bind 127.0.0.1:$p_haproxy
+  default_backend be
+backend be
+  server origin 127.0.0.1:$up
+CONF
+haproxy -f "$work/haproxy.cfg" -db & pid_haproxy=$!
+
+waitport $p_strait; waitport $p_nginx; waitport $p_haproxy
+
+# cpu_ticks PID...: user+system clock ticks of the processes and their children threads.
+cpu_ticks() { local t=0; for p in "$@"; do for f in /proc/$p/task/*/stat; do set -- $(sed 's/^.*) //' "$f"); t=$((t + ${12} + ${13})); done; done; echo $t; }
+rss_kib() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' /proc/$p/status))); done; echo $t; }
+pids_of() {
+  case $1 in
+    strait) echo $pid_strait ;;
+    nginx) echo $pid_nginx $(pgrep -P $pid_nginx) ;;
+    haproxy) echo $pid_haproxy ;;
+  esac
+}
+port_of() { case $1 in strait) echo $p_strait;; nginx) echo $p_nginx;; haproxy) echo $p_haproxy;; esac; }
+hz=$(getconf CLK_TCK)
+
+# Warm up each proxy (connections to the origin, page cache).
+for name in strait nginx haproxy; do wrk -t1 -c$conns -d1s http://127.0.0.1:$(port_of $name)/ >/dev/null; done
+
+results="$work/results.tsv"
+: > "$results"
+to_us() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v*1000} else if (v ~ /s$/) {sub(/s$/,"",v); print v*1000000} else print v }'; }
+for r in $(seq "$rounds"); do
+  for name in strait nginx haproxy; do
+    pids=$(pids_of $name)
+    c0=$(cpu_ticks $pids)
+    o=$(wrk -t1 -c$conns -d${secs}s --latency http://127.0.0.1:$(port_of $name)/)
+    c1=$(cpu_ticks $pids)
+    reqs=$(echo "$o" | awk '/requests in/{print $1}')
+    rps=$(echo "$o" | awk '/Requests\/sec/{print $2}')
+    p50=$(to_us "$(echo "$o" | awk '$1=="50%"{print $2}')")
+    p99=$(to_us "$(echo "$o" | awk '$1=="99%"{print $2}')")
+    errs=$(echo "$o" | awk '/Non-2xx|Socket errors/{print}' | tr '\n' ' ')
+    cpu_us=$(awk -v d=$((c1 - c0)) -v hz=$hz -v n=$reqs 'BEGIN{printf "%.1f", d/hz*1e6/n}')
+    rss=$(rss_kib $pids)
+    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$r" "$name" "$rps" "$p50" "$p99" "$cpu_us" "$((rss/1024))" "$errs" | tee -a "$results"
+  done
+done
+
+echo
+echo "mode=$mode rounds=$rounds secs=$secs conns=$conns date=$(date -u +%F) cpus=$(nproc) go=$(go version | awk '{print $3}') nginx=$(nginx -v 2>&1 | sed 's/.*\///') haproxy=$(haproxy -v | awk 'NR==1{print $3}')"
+awk -F'\t' '
+function median(arr, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (arr[j] < arr[i]) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
+  return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2 }
+{ n[$2]++; k = n[$2]; rps[$2, k] = $3; p50[$2, k] = $4; p99[$2, k] = $5; cpu[$2, k] = $6; rss[$2, k] = $7 }
+END {
+  printf "%-8s %10s %10s %10s %14s %8s\n", "proxy", "req/s", "p50 us", "p99 us", "cpu us/req", "RSS MiB"
+  split("strait nginx haproxy", names, " ")
+  for (i = 1; i <= 3; i++) { p = names[i]; m = n[p]
+    for (k = 1; k <= m; k++) { a[k] = rps[p, k] }; R[p] = median(a, m)
+    for (k = 1; k <= m; k++) { a[k] = p50[p, k] }; P5[p] = median(a, m)
+    for (k = 1; k <= m; k++) { a[k] = p99[p, k] }; P9[p] = median(a, m)
+    for (k = 1; k <= m; k++) { a[k] = cpu[p, k] }; C[p] = median(a, m)
+    for (k = 1; k <= m; k++) { a[k] = rss[p, k] }; S[p] = median(a, m)
+    printf "%-8s %10.0f %10.0f %10.0f %14.1f %8.0f\n", p, R[p], P5[p], P9[p], C[p], S[p] }
+  for (i = 2; i <= 3; i++) { p = names[i]
+    printf "strait/%s: req/s %.2fx, p99 %.2fx, cpu per request %.2fx\n", p, R["strait"] / R[p], P9["strait"] / P9[p], C["strait"] / C[p] }
+}' "$results" | tee "$out/$mode-summary.txt"

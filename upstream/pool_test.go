@@ -1,0 +1,187 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/stats"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+type fixedLB struct{}
+
+func (fixedLB) Pick(hs *HostSet, _ *PickHint) *Host { return hs.Hosts[0] }
+
+func init() {
+	config.Register(config.Extension{Kind: config.LoadBalancer, Name: "envoy.load_balancing_policies.round_robin",
+		Factory: LBFactory(func() LoadBalancer { return fixedLB{} })})
+}
+
+// sink accepts connections and holds them; closeAll closes them.
+type sink struct {
+	ln    net.Listener
+	conns chan net.Conn
+}
+
+func newSink(t *testing.T) *sink {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &sink{ln: ln, conns: make(chan net.Conn, 64)}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.conns <- c
+		}
+	}()
+	return s
+}
+
+func testCluster(t *testing.T, addr string, extra string) *Cluster {
+	host, port, _ := net.SplitHostPort(addr)
+	js := `{"name":"c","connect_timeout":"1s",` + extra + `"load_assignment":{"cluster_name":"c","endpoints":[{"lb_endpoints":[{"endpoint":{"address":{"socket_address":{"address":"` + host + `","port_value":` + port + `}}}}]}]}}`
+	var cl clusterv3.Cluster
+	if err := protojson.Unmarshal([]byte(js), &cl); err != nil {
+		t.Fatal(err)
+	}
+	c, err := BuildCluster(&cl, stats.NewStore().Root(), slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
+func TestPoolReusesAndDetectsDeadConnections(t *testing.T) {
+	s := newSink(t)
+	c := testCluster(t, s.ln.Addr().String(), "")
+	p := c.Hosts().Hosts[0].Pool()
+	ctx := context.Background()
+
+	c1, err := p.Acquire(ctx, 0)
+	if err != nil || c1.Reused {
+		t.Fatalf("first acquire: %v reused=%v", err, c1 != nil && c1.Reused)
+	}
+	server1 := <-s.conns
+	p.Release(c1, true)
+	c2, _ := p.Acquire(ctx, 0)
+	if c2 != c1 || !c2.Reused {
+		t.Fatal("idle connection not reused")
+	}
+	p.Release(c2, true)
+
+	server1.Close() // the upstream closes the idle connection
+	time.Sleep(20 * time.Millisecond)
+	c3, err := p.Acquire(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c3 == c1 {
+		t.Fatal("handed out a connection the upstream had closed")
+	}
+	if got := c.Stats.CxDestroy.Value(); got != 1 {
+		t.Fatalf("upstream_cx_destroy = %d", got)
+	}
+	p.Release(c3, false)
+}
+
+func TestPoolPendingAndOverflow(t *testing.T) {
+	s := newSink(t)
+	c := testCluster(t, s.ln.Addr().String(), `"circuit_breakers":{"thresholds":[{"max_connections":1,"max_pending_requests":1}]},`)
+	p := c.Hosts().Hosts[0].Pool()
+	ctx := context.Background()
+	held, err := p.Acquire(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *Conn)
+	go func() {
+		c2, err := p.Acquire(ctx, 2*time.Second) // waits: pending
+		if err != nil {
+			t.Error(err)
+		}
+		got <- c2
+	}()
+	waitUntil(t, func() bool { return c.Breaker.Pending.Load() == 1 })
+	if _, err := p.Acquire(ctx, time.Second); !errors.Is(err, ErrPendingOverflow) {
+		t.Fatalf("third acquire: %v, want overflow", err)
+	}
+	p.Release(held, true)
+	if c2 := <-got; c2 != held {
+		t.Fatal("the released connection was not handed to the waiter")
+	}
+	if c.Stats.RqPendingOverflow.Value() != 1 || c.Stats.CxOverflow.Value() != 2 {
+		t.Fatalf("pending_overflow %d cx_overflow %d", c.Stats.RqPendingOverflow.Value(), c.Stats.CxOverflow.Value())
+	}
+}
+
+func TestPoolPendingTimeout(t *testing.T) {
+	s := newSink(t)
+	c := testCluster(t, s.ln.Addr().String(), `"circuit_breakers":{"thresholds":[{"max_connections":1}]},`)
+	p := c.Hosts().Hosts[0].Pool()
+	if _, err := p.Acquire(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Acquire(context.Background(), 30*time.Millisecond); !errors.Is(err, ErrPendingTimeout) {
+		t.Fatalf("err %v, want pending timeout", err)
+	}
+}
+
+func TestConnectFailureIsClassified(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	c := testCluster(t, addr, "")
+	_, err := c.Hosts().Hosts[0].Pool().Acquire(context.Background(), 0)
+	var ce *ConnectError
+	if !errors.As(err, &ce) {
+		t.Fatalf("err %v, want ConnectError", err)
+	}
+	if c.Stats.CxConnectFail.Value() != 1 || c.Breaker.Connections.Load() != 0 {
+		t.Fatal("connect failure not counted or slot not returned")
+	}
+}
+
+func TestBuildClusterErrors(t *testing.T) {
+	tests := []struct{ name, js, want string }{
+		{"static needs ip", `{"name":"c","type":"STATIC","load_assignment":{"cluster_name":"c","endpoints":[{"lb_endpoints":[{"endpoint":{"address":{"socket_address":{"address":"example.com","port_value":80}}}}]}]}}`, "load_assignment.endpoints[0].lb_endpoints[0]: STATIC cluster needs an IP address"},
+		{"eds", `{"name":"c","type":"EDS"}`, "type: cluster type EDS is not supported yet"},
+		{"ring hash", `{"name":"c","lb_policy":"RING_HASH"}`, "lb_policy: RING_HASH is not supported yet"},
+		{"health checks", `{"name":"c","health_checks":[{"timeout":"1s","interval":"1s","healthy_threshold":1,"unhealthy_threshold":1,"tcp_health_check":{}}]}`, "health_checks: active health checking is not supported yet"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var cl clusterv3.Cluster
+			if err := protojson.Unmarshal([]byte(tc.js), &cl); err != nil {
+				t.Fatal(err)
+			}
+			_, err := BuildCluster(&cl, stats.NewStore().Root(), slog.Default())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	deadline := time.Now().Add(2 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition never held")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
