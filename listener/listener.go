@@ -206,6 +206,12 @@ func (t *tracked) OnClose(err error) {
 func (l *Listener) match(raw net.Conn) *chain {
 	local, _ := raw.LocalAddr().(*net.TCPAddr)
 	remote, _ := raw.RemoteAddr().(*net.TCPAddr)
+	return l.matchAddrs(local, remote)
+}
+
+// matchAddrs picks the most specific chain for a connection's addresses,
+// else the default chain.
+func (l *Listener) matchAddrs(local, remote *net.TCPAddr) *chain {
 	var best *chain
 	bestScore := -1
 	for _, c := range l.chains {

@@ -1,0 +1,86 @@
+package httpconnmgr
+
+import (
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/network"
+	"github.com/straitproxy/strait/stats"
+	"github.com/straitproxy/strait/upstream"
+	"google.golang.org/protobuf/encoding/protojson"
+	"sigs.k8s.io/yaml"
+
+	// The router filter and the HTTP/1.1 codec are looked up by the
+	// build, as in the binary.
+	_ "github.com/straitproxy/strait/filter/http/router"
+	_ "github.com/straitproxy/strait/protocol/http1"
+)
+
+type clusters map[string]bool
+
+func (c clusters) Get(name string) (*upstream.Cluster, bool) {
+	if c[name] {
+		return &upstream.Cluster{Name: name}, true
+	}
+	return nil, false
+}
+
+const routerFilter = `
+http_filters:
+- name: envoy.filters.http.router
+  typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }`
+
+const routes = `
+route_config:
+  virtual_hosts: [ { name: a, domains: ["*"], routes: [ { match: { prefix: "/" }, route: { cluster: backend } } ] } ]`
+
+func TestBuild(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"minimal", "stat_prefix: s" + routes + routerFilter, ""},
+		{"http2 codec", "stat_prefix: s\ncodec_type: HTTP2" + routes + routerFilter, "codec_type: HTTP2 is not supported yet"},
+		{"rds", "stat_prefix: s\nrds: { route_config_name: r, config_source: { ads: {} } }" + routerFilter, "rds: RDS needs xDS"},
+		{"no filters", "stat_prefix: s" + routes, "http_filters: empty"},
+		{"missing cluster", "stat_prefix: s\nroute_config: { virtual_hosts: [ { name: a, domains: ['*'], routes: [ { match: { prefix: '/' }, route: { cluster: nope } } ] } ] }" + routerFilter,
+			`route_config: route names cluster "nope", which does not exist`},
+		{"router not last", "stat_prefix: s" + routes + routerFilter + `
+- name: second
+  typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }`, `http_filters[0]: filter "envoy.filters.http.router" is terminal and must be last`},
+		{"bad route", "stat_prefix: s\nroute_config: { virtual_hosts: [ { name: a, domains: ['*'], routes: [ { match: { safe_regex: { regex: '(' } }, route: { cluster: backend } } ] } ] }" + routerFilter, "route_config:"},
+		{"access log", "stat_prefix: s\naccess_log: [ { name: x } ]" + routes + routerFilter, "access_log: access logs are not supported yet"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			js, err := yaml.YAMLToJSON([]byte(tc.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m hcmv3.HttpConnectionManager
+			if err := protojson.Unmarshal(js, &m); err != nil {
+				t.Fatal(err)
+			}
+			bc := &filter.BuildContext{Clusters: clusters{"backend": true}, Stats: stats.NewStore().Root(),
+				Pool: network.NewPool(4), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			ext, ok := config.ByName(config.NetworkFilter, Name)
+			if !ok {
+				t.Fatal("not registered")
+			}
+			_, err = ext.Factory.(filter.NetworkBuilder)(bc, &m)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
