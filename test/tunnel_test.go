@@ -51,7 +51,6 @@ func TestWebSocketEcho(t *testing.T) {
 			t.Fatalf("echo %d: got %d bytes, want %d", i, len(got), len(msg))
 		}
 	}
-	p.settle()
 	if got := p.stat("http.ingress.downstream_cx_upgrades_total"); got != 1 {
 		t.Fatalf("downstream_cx_upgrades_total = %d", got)
 	}
