@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/straitproxy/strait/stats"
@@ -49,6 +50,11 @@ func New(src Source, st *stats.Store, log *slog.Logger) *Server {
 	mux.HandleFunc("GET /config_dump", s.configDump)
 	mux.HandleFunc("GET /clusters", s.clusters)
 	mux.HandleFunc("GET /{$}", s.index)
+	// Go's profiler (CPU, heap, goroutines), as Envoy's /cpuprofiler and
+	// /heapprofiler; the admin server is loopback-only by default.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s
 }
@@ -97,7 +103,7 @@ func (s *Server) Close() error {
 
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("content-type", "text/plain")
-	fmt.Fprint(w, "strait admin\n  /ready\n  /stats (?format=json, ?filter=substring)\n  /stats/prometheus\n  /config_dump\n  /clusters\n")
+	fmt.Fprint(w, "strait admin\n  /ready\n  /stats (?format=json, ?filter=substring)\n  /stats/prometheus\n  /config_dump\n  /clusters\n  /debug/pprof/\n")
 }
 
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {

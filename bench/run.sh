@@ -98,7 +98,7 @@ hmode=$([ "$mode" = http1 ] && echo http || echo tcp)
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 10000
+  maxconn 4096
 defaults
   mode $hmode
   timeout connect 5s

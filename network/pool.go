@@ -13,7 +13,7 @@ import (
 type Pool struct {
 	max     int32
 	idleFor time.Duration
-	tasks   chan func()
+	tasks   chan Runner
 	workers atomic.Int32
 	busy    atomic.Int32
 }
@@ -23,15 +23,26 @@ func NewPool(max int) *Pool {
 	if max <= 0 {
 		max = DefaultWorkers
 	}
-	return &Pool{max: int32(max), idleFor: 30 * time.Second, tasks: make(chan func())}
+	return &Pool{max: int32(max), idleFor: 30 * time.Second, tasks: make(chan Runner)}
 }
 
 // DefaultWorkers is the pool size when none is configured: each in-flight
 // request holds one worker while it waits on its upstream.
 const DefaultWorkers = 16384
 
+// Runner is a task; a pointer type implementing it is handed over without
+// allocating (a func value bound to a method would allocate).
+type Runner interface{ Run() }
+
+type funcRunner func()
+
+func (f funcRunner) Run() { f() }
+
 // Go runs task on a worker, blocking while the pool is full.
-func (p *Pool) Go(task func()) {
+func (p *Pool) Go(task func()) { p.Run(funcRunner(task)) }
+
+// Run runs task on a worker, blocking while the pool is full.
+func (p *Pool) Run(task Runner) {
 	select {
 	case p.tasks <- task:
 		return
@@ -59,13 +70,13 @@ func (p *Pool) Workers() int { return int(p.workers.Load()) }
 // Max reports the bound.
 func (p *Pool) Max() int { return int(p.max) }
 
-func (p *Pool) work(task func()) {
+func (p *Pool) work(task Runner) {
 	defer p.workers.Add(-1)
 	idle := time.NewTimer(p.idleFor)
 	defer idle.Stop()
 	for {
 		p.busy.Add(1)
-		task()
+		task.Run()
 		p.busy.Add(-1)
 		idle.Reset(p.idleFor)
 		select {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/protocol"
+	"github.com/straitproxy/strait/router"
 )
 
 // connManager is one downstream connection of an HTTP connection manager:
@@ -18,6 +19,8 @@ type connManager struct {
 	idle     *time.Timer
 	lastDone atomic.Int64 // unix nanos when the last stream finished
 	requests atomic.Int64
+	// vars are the connection's values for header formatters, made once.
+	vars router.Vars
 }
 
 var _ network.Handler = (*connManager)(nil)
@@ -26,6 +29,7 @@ var _ network.Handler = (*connManager)(nil)
 func NewConnHandler(cfg *Config, c *network.Conn) network.Handler {
 	cm := &connManager{cfg: cfg, conn: c}
 	cm.codec = cfg.Codec.NewServer(c, cfg.Codecs, cm)
+	cm.vars = router.Vars{RemoteAddr: c.RemoteAddr().String(), LocalAddr: c.LocalAddr().String()}
 	cfg.Stats.CxTotal.Inc()
 	cfg.Stats.CxHTTP1Total.Inc()
 	cfg.Stats.CxActive.Inc()
@@ -62,7 +66,7 @@ func (cm *connManager) OnStream(ds protocol.ServerStream) {
 	if max := cm.cfg.MaxRequestsPerConnection; max > 0 && n >= int64(max) {
 		s.closeAfter = true
 	}
-	cm.cfg.Pool.Go(s.run)
+	cm.cfg.Pool.Run(s)
 }
 
 func (cm *connManager) streamDone() {

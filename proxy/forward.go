@@ -132,8 +132,8 @@ func (s *Stream) mayRetry(p *router.RetryPolicy) bool {
 // request, receive the response headers.
 func (s *Stream) tryOnce() error {
 	s.attempt++
-	hint := upstream.PickHint{Random: s.random + uint64(s.attempt)*0x9e3779b97f4a7c15, Avoid: s.prevHost}
-	h := s.cluster.Pick(&hint)
+	s.hint = upstream.PickHint{Random: s.random + uint64(s.attempt)*0x9e3779b97f4a7c15, Avoid: s.prevHost}
+	h := s.cluster.Pick(&s.hint)
 	if h == nil {
 		return &Error{Kind: KindNoHealthy, Source: Upstream}
 	}

@@ -36,6 +36,7 @@ type Stream struct {
 	attempt        int
 	safeRetries    int
 	prevConnReused bool
+	hint           upstream.PickHint
 
 	// request body kept for replay on retry
 	body       []byte
@@ -70,6 +71,9 @@ func (s *Stream) release() {
 	s.resp.Reset()
 	streamPool.Put(s)
 }
+
+// Run is the request's life on its worker (network.Runner).
+func (s *Stream) Run() { s.run() }
 
 // run is the request's life, phase by phase (docs/life-of-a-request.md).
 func (s *Stream) run() {
@@ -145,7 +149,8 @@ func (s *Stream) routeRequest() bool {
 
 func (s *Stream) varsFor() *router.Vars {
 	if s.vars.RemoteAddr == "" {
-		s.vars = router.Vars{RemoteAddr: s.info.RemoteAddr.String(), LocalAddr: s.info.LocalAddr.String(), Protocol: s.info.Protocol}
+		s.vars = s.cm.vars
+		s.vars.Protocol = s.info.Protocol
 	}
 	return &s.vars
 }

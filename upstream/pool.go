@@ -7,6 +7,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,6 +41,10 @@ type Conn struct {
 	Reused bool
 	// State is the codec's per-connection state, kept while pooled.
 	State any
+
+	raw    syscall.RawConn
+	peekFn func(uintptr) bool
+	alive  bool
 }
 
 // Host returns the host c is connected to.
@@ -161,7 +166,13 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 	}
 	cl.Stats.CxActive.Inc()
 	h.CxActive.Add(1)
-	return &Conn{Conn: raw, host: h, lastUsed: time.Now()}, nil
+	c := &Conn{Conn: raw, host: h, lastUsed: time.Now()}
+	if sc, ok := raw.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			c.raw, c.peekFn = rc, c.peek
+		}
+	}
+	return c, nil
 }
 
 // Release gives c back after a request. reuse=false closes it (the response
@@ -225,23 +236,22 @@ func (p *Pool) usable(c *Conn) bool {
 	if it := p.host.cluster.IdleTimeout; it > 0 && time.Since(c.lastUsed) > it {
 		return false
 	}
-	sc, ok := c.Conn.(syscall.Conn)
-	if !ok {
+	if c.raw == nil {
 		return true
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	c.alive = false
+	if err := c.raw.Read(c.peekFn); err != nil {
 		return false
 	}
-	alive := false
+	return c.alive
+}
+
+// peek is Conn's non-blocking MSG_PEEK probe, bound once per connection.
+func (c *Conn) peek(fd uintptr) bool {
 	var b [1]byte
-	rc.Read(func(fd uintptr) bool {
-		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		_ = n
-		alive = err == unix.EAGAIN || err == unix.EWOULDBLOCK
-		return true
-	})
-	return alive
+	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	c.alive = errno == unix.EAGAIN
+	return true
 }
 
 // Close closes the idle connections and refuses new idle ones; connections
