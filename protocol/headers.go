@@ -63,23 +63,12 @@ func (h *Headers) Size() int {
 
 // Add appends a field. The name is lowercased as it is stored; h does not
 // retain name or value.
-func (h *Headers) Add(name, value []byte) {
-	var f field
-	f.ns = int32(len(h.buf))
-	for _, c := range name {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		h.buf = append(h.buf, c)
-	}
-	f.ne = int32(len(h.buf))
-	h.buf = append(h.buf, value...)
-	f.vs, f.ve = f.ne, int32(len(h.buf))
-	h.fields = append(h.fields, f)
-}
+func (h *Headers) Add(name, value []byte) { add(h, name, value) }
 
 // AddString is Add for strings.
-func (h *Headers) AddString(name, value string) {
+func (h *Headers) AddString(name, value string) { add(h, name, value) }
+
+func add[N, V string | []byte](h *Headers, name N, value V) {
 	var f field
 	f.ns = int32(len(h.buf))
 	for i := 0; i < len(name); i++ {
@@ -97,41 +86,29 @@ func (h *Headers) AddString(name, value string) {
 
 // Set replaces every field named name with one field holding value. A
 // pseudo-header that is set keeps its place in front of the regular fields.
-func (h *Headers) Set(name, value string) {
-	for i := range h.fields {
-		f := &h.fields[i]
-		if !f.dead && h.nameIs(f, name) {
-			h.setValue(i, value)
-			h.delFrom(name, i+1)
-			return
-		}
-	}
-	if len(name) > 0 && name[0] == ':' {
-		h.insertPseudo(name, value)
-		return
-	}
-	h.AddString(name, value)
-}
+func (h *Headers) Set(name, value string) { set(h, name, value) }
 
 // SetBytes is Set with a byte-slice value.
-func (h *Headers) SetBytes(name string, value []byte) {
+func (h *Headers) SetBytes(name string, value []byte) { set(h, name, value) }
+
+func set[T string | []byte](h *Headers, name string, value T) {
 	for i := range h.fields {
 		f := &h.fields[i]
 		if !f.dead && h.nameIs(f, name) {
-			h.setValueBytes(i, value)
+			setValue(h, i, value)
 			h.delFrom(name, i+1)
 			return
 		}
 	}
+	add(h, name, value)
 	if len(name) > 0 && name[0] == ':' {
-		h.insertPseudo(name, string(value))
-		return
+		h.movePseudo()
 	}
-	h.Add([]byte(name), value)
 }
 
-func (h *Headers) insertPseudo(name, value string) {
-	h.AddString(name, value)
+// movePseudo moves the last field, a pseudo-header, in front of the
+// regular fields.
+func (h *Headers) movePseudo() {
 	last := h.fields[len(h.fields)-1]
 	pos := 0
 	for pos < len(h.fields)-1 {
@@ -146,19 +123,7 @@ func (h *Headers) insertPseudo(name, value string) {
 	h.fields[pos] = last
 }
 
-func (h *Headers) setValue(i int, value string) {
-	f := &h.fields[i]
-	if len(value) <= int(f.ve-f.vs) {
-		n := copy(h.buf[f.vs:], value)
-		f.ve = f.vs + int32(n)
-		return
-	}
-	f.vs = int32(len(h.buf))
-	h.buf = append(h.buf, value...)
-	f.ve = int32(len(h.buf))
-}
-
-func (h *Headers) setValueBytes(i int, value []byte) {
+func setValue[T string | []byte](h *Headers, i int, value T) {
 	f := &h.fields[i]
 	if len(value) <= int(f.ve-f.vs) {
 		n := copy(h.buf[f.vs:], value)
