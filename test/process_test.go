@@ -96,7 +96,7 @@ func runStrait(t *testing.T, yaml string, listeners int, args ...string) *proces
 				p.admin = m[3]
 			}
 		}
-		return len(p.addrs) >= listeners
+		return len(p.addrs) >= listeners && (p.admin != "" || !strings.Contains(yaml, "\nadmin:"))
 	})
 	return p
 }
