@@ -138,6 +138,9 @@ func (s *Stream) tryOnce() error {
 		return &Error{Kind: KindNoHealthy, Source: Upstream}
 	}
 	s.host = h
+	if s.route.AutoHostRewrite && h.Hostname != "" {
+		s.req.Set(protocol.Authority, h.Hostname)
+	}
 	h.Active.Add(1)
 	h.RqTotal.Add(1)
 	wait := time.Duration(0)

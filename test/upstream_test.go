@@ -17,10 +17,15 @@ func TestStrictDNSCluster(t *testing.T) {
 	_, port, _ := net.SplitHostPort(up.Addr)
 	yaml := strings.Replace(httpBootstrap(up.Addr, routeCfg{}, "    type: STRICT_DNS\n    dns_lookup_family: V4_ONLY"),
 		"address: 127.0.0.1, port_value: "+port, "address: localhost, port_value: "+port, 1)
+	yaml = strings.Replace(yaml, "route: { cluster: backend }", "route: { cluster: backend, auto_host_rewrite: true }", 1)
 	p := startProxy(t, yaml)
 	code, body := get(t, p.url("ingress")+"/dns")
 	if code != 200 || body != "ok /dns" {
 		t.Fatalf("got %d %q", code, body)
+	}
+	// auto_host_rewrite sends the DNS name the host was resolved from.
+	if _, body := get(t, p.url("ingress")+"/headers"); !strings.Contains(body, "Host: localhost\r\n") {
+		t.Fatalf("upstream saw:\n%s", body)
 	}
 }
 

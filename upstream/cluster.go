@@ -84,8 +84,8 @@ func (c *Cluster) setHosts(hosts []*Host) {
 	}
 }
 
-func (c *Cluster) newHost(addr string, weight uint32) *Host {
-	h := &Host{Addr: addr, Weight: weight, cluster: c}
+func (c *Cluster) newHost(addr string, weight uint32, hostname string) *Host {
+	h := &Host{Addr: addr, Weight: weight, Hostname: hostname, cluster: c}
 	h.pool = &Pool{host: h}
 	return h
 }
@@ -143,7 +143,7 @@ func BuildCluster(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Cl
 			if net.ParseIP(ep.host) == nil {
 				return nil, config.At(ep.path, fmt.Errorf("STATIC cluster needs an IP address, got %q (use type STRICT_DNS for names)", ep.host))
 			}
-			hosts = append(hosts, c.newHost(net.JoinHostPort(ep.host, strconv.Itoa(ep.port)), ep.weight))
+			hosts = append(hosts, c.newHost(net.JoinHostPort(ep.host, strconv.Itoa(ep.port)), ep.weight, ep.hostname))
 		}
 		c.setHosts(hosts)
 	case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
@@ -246,10 +246,11 @@ func lbPolicyName(p clusterv3.Cluster_LbPolicy) (string, error) {
 }
 
 type endpoint struct {
-	path   string
-	host   string
-	port   int
-	weight uint32
+	path     string
+	host     string
+	port     int
+	weight   uint32
+	hostname string
 }
 
 func endpoints(cl *clusterv3.Cluster) ([]endpoint, error) {
@@ -272,7 +273,8 @@ func endpoints(cl *clusterv3.Cluster) ([]endpoint, error) {
 			if v := lb.GetLoadBalancingWeight(); v != nil {
 				w = v.GetValue()
 			}
-			out = append(out, endpoint{path: path, host: sa.GetAddress(), port: int(sa.GetPortValue()), weight: w})
+			out = append(out, endpoint{path: path, host: sa.GetAddress(), port: int(sa.GetPortValue()), weight: w,
+				hostname: lb.GetEndpoint().GetHostname()})
 		}
 	}
 	return out, nil

@@ -67,7 +67,11 @@ func (d *dnsResolver) resolve(ctx context.Context) {
 				hosts = append(hosts, h)
 				continue
 			}
-			hosts = append(hosts, d.c.newHost(addr, ep.weight))
+			name := ep.hostname
+			if name == "" {
+				name = ep.host
+			}
+			hosts = append(hosts, d.c.newHost(addr, ep.weight, name))
 		}
 	}
 	if failed && len(hosts) == 0 && len(old) > 0 {

@@ -10,6 +10,10 @@ type Host struct {
 	// Addr is "ip:port" (or "name:port" before resolution).
 	Addr   string
 	Weight uint32
+	// Hostname is what auto_host_rewrite sends as the Host: the endpoint's
+	// hostname field, else the DNS name it was resolved from (empty for a
+	// STATIC endpoint without one).
+	Hostname string
 
 	cluster *Cluster
 	pool    *Pool
