@@ -16,6 +16,8 @@ type Pool struct {
 	tasks   chan Runner
 	workers atomic.Int32
 	busy    atomic.Int32
+	quit    chan struct{}
+	closed  atomic.Bool
 }
 
 // NewPool returns a pool of at most max workers.
@@ -23,7 +25,7 @@ func NewPool(max int) *Pool {
 	if max <= 0 {
 		max = DefaultWorkers
 	}
-	return &Pool{max: int32(max), idleFor: 30 * time.Second, tasks: make(chan Runner)}
+	return &Pool{max: int32(max), idleFor: 30 * time.Second, tasks: make(chan Runner), quit: make(chan struct{})}
 }
 
 // DefaultWorkers is the pool size when none is configured: each in-flight
@@ -83,6 +85,16 @@ func (p *Pool) work(task Runner) {
 		case task = <-p.tasks:
 		case <-idle.C:
 			return
+		case <-p.quit:
+			return
 		}
+	}
+}
+
+// Close makes idle workers exit; busy ones exit when their task ends. A
+// task given after Close still runs, on a new worker.
+func (p *Pool) Close() {
+	if !p.closed.Swap(true) {
+		close(p.quit)
 	}
 }

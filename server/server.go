@@ -204,6 +204,7 @@ func (s *Server) closeAll() {
 		s.admin.Close()
 	}
 	s.clusters.m.Load().Stop()
+	s.pool.Close()
 }
 
 // Ready implements admin.Source.
