@@ -40,6 +40,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseResponseHead$$' -fuzztime=$(FUZZTIME) -parallel 2 ./protocol/http1/
 	$(GO) test -run='^$$' -fuzz='^FuzzBodyDecoder$$' -fuzztime=$(FUZZTIME) -parallel 2 ./protocol/http1/
 	$(GO) test -run='^$$' -fuzz='^FuzzChunkRoundTrip$$' -fuzztime=$(FUZZTIME) -parallel 2 ./protocol/http1/
+	$(GO) test -run='^$$' -fuzz='^FuzzServerConn$$' -fuzztime=$(FUZZTIME) -parallel 2 ./protocol/http1/
 
 bench:
 	./bench/run.sh http1
