@@ -109,7 +109,8 @@ func BuildNetwork(bc *BuildContext, typed *anypb.Any) (NetworkFactory, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ext.Factory.(NetworkBuilder)(bc, msg)
+	f, err := ext.Factory.(NetworkBuilder)(bc, msg)
+	return f, config.At("typed_config", err)
 }
 
 // BuildHTTP decodes, validates and builds one stream filter.
@@ -118,7 +119,8 @@ func BuildHTTP(bc *BuildContext, typed *anypb.Any) (HTTPFactory, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ext.Factory.(HTTPBuilder)(bc, msg)
+	f, err := ext.Factory.(HTTPBuilder)(bc, msg)
+	return f, config.At("typed_config", err)
 }
 
 type validator interface{ ValidateAll() error }

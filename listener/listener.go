@@ -67,6 +67,9 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	if len(l.GetListenerFilters()) > 0 {
 		return nil, config.At("listener_filters", fmt.Errorf("listener filters are not supported yet"))
 	}
+	if err := supported.Check(l); err != nil {
+		return nil, err
+	}
 	port := int(sa.GetPortValue())
 	ln := &Listener{
 		Name:        l.GetName(),

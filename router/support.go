@@ -2,8 +2,8 @@ package router
 
 import (
 	"fmt"
-	"strings"
 
+	"github.com/straitproxy/strait/config"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -17,7 +17,7 @@ import (
 // route (metadata, tracing names, stats prefixes) and changes no traffic.
 // Messages not listed here (durations, wrappers, Any, ranges) are leaves and
 // are not walked.
-var supportedFields = map[protoreflect.FullName]string{
+var supportedFields = map[string]string{
 	"envoy.config.route.v3.RouteConfiguration": `name virtual_hosts
 		request_headers_to_add request_headers_to_remove
 		response_headers_to_add response_headers_to_remove
@@ -59,64 +59,16 @@ var supportedFields = map[protoreflect.FullName]string{
 	"envoy.config.core.v3.HeaderValue":           `key value raw_value`,
 }
 
-// fieldUse maps a field name to true (implemented, walked) or false (ignored).
-type fieldUse map[protoreflect.Name]bool
+var supported = config.NewSupport(supportedFields)
 
-var supported = buildSupported()
-
-func buildSupported() map[protoreflect.FullName]fieldUse {
-	out := make(map[protoreflect.FullName]fieldUse, len(supportedFields))
-	for msg, list := range supportedFields {
-		use := fieldUse{}
-		for _, f := range strings.Fields(list) {
-			name, ignored := strings.CutPrefix(f, "-")
-			use[protoreflect.Name(name)] = !ignored
-		}
-		out[msg] = use
-	}
-	return out
-}
-
-// checkSupported walks the populated fields of m in declaration order and
-// returns an error for the first one Compile does not implement.
+// checkSupported rejects the first populated field Compile does not
+// implement.
 func checkSupported(m protoreflect.Message, path string) error {
-	use, ok := supported[m.Descriptor().FullName()]
-	if !ok {
-		return nil
-	}
-	fields := m.Descriptor().Fields()
-	for i := 0; i < fields.Len(); i++ {
-		fd := fields.Get(i)
-		if !m.Has(fd) {
-			continue
+	if err := supported.Check(m.Interface()); err != nil {
+		if path != "" {
+			return config.At(path, err)
 		}
-		p := joinPath(path, string(fd.Name()))
-		walk, known := use[fd.Name()]
-		if !known {
-			return fmt.Errorf("%s: not supported yet", p)
-		}
-		if !walk {
-			continue
-		}
-		if err := checkValue(fd, m.Get(fd), p); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func checkValue(fd protoreflect.FieldDescriptor, v protoreflect.Value, path string) error {
-	if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
-		return nil
-	}
-	if !fd.IsList() {
-		return checkSupported(v.Message(), path)
-	}
-	list := v.List()
-	for i := 0; i < list.Len(); i++ {
-		if err := checkSupported(list.Get(i).Message(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
-			return err
-		}
+		return err
 	}
 	return nil
 }

@@ -99,6 +99,8 @@ func (s *Server) checkBootstrap() error {
 	}
 	if len(b.GetAdmin().GetAccessLog()) > 0 {
 		errs = append(errs, config.At("admin.access_log", errors.New("access logs are not supported yet")))
+	} else if err := supported.Check(b); err != nil {
+		errs = append(errs, err)
 	}
 	return config.Join(errs)
 }

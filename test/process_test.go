@@ -140,7 +140,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown field", strings.Replace(good, "stat_prefix: ingress", "stat_prefix: ingress\n          stat_prefx: typo", 1),
 			`static_resources.listeners[0].filter_chains[0].filters[0].typed_config.stat_prefx: unknown field "stat_prefx"`},
 		{"missing cluster", strings.Replace(good, "route: { cluster: backend }", "route: { cluster: nowhere }", 1),
-			`static_resources.listeners[0].filter_chains[0].filters[0]: filter "envoy.filters.network.http_connection_manager": route_config: route names cluster "nowhere", which does not exist`},
+			`static_resources.listeners[0].filter_chains[0].filters[0]: filter "envoy.filters.network.http_connection_manager": typed_config.route_config: route names cluster "nowhere", which does not exist`},
 		{"unknown type url", strings.Replace(good, "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router", "type.googleapis.com/envoy.extensions.filters.http.nothing.v3.Nothing", 1),
 			`static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config: unsupported type URL "type.googleapis.com/envoy.extensions.filters.http.nothing.v3.Nothing"`},
 		{"known but unsupported type", strings.Replace(good, "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router", "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", 1),
@@ -150,6 +150,10 @@ func TestConfigErrors(t *testing.T) {
     address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
     filter_chains: [ { filters: [ { name: t, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: backend } } ] } ]
   clusters:`, 1), `static_resources.listeners[1].name: duplicate listener name "ingress"`},
+		{"unimplemented hcm field", strings.Replace(good, "stat_prefix: ingress", "stat_prefix: ingress\n          normalize_path: true", 1),
+			"typed_config.normalize_path: not supported yet"},
+		{"unimplemented cluster field", strings.Replace(good, "connect_timeout: 1s", "connect_timeout: 1s\n    respect_dns_ttl: true", 1),
+			"static_resources.clusters[0].respect_dns_ttl: not supported yet"},
 		{"bad regex", strings.Replace(good, `match: { prefix: "/" }`, `match: { safe_regex: { regex: "(" } }`, 1), "safe_regex"},
 		{"admin not loopback", strings.Replace(good, "address: { socket_address: { address: 127.0.0.1, port_value: 0 } }\nstatic", "address: { socket_address: { address: 0.0.0.0, port_value: 0 } }\nstatic", 1), "admin.address.socket_address.address"},
 	}

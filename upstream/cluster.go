@@ -117,6 +117,9 @@ func BuildCluster(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Cl
 	if err := unsupportedClusterFields(cl); err != nil {
 		return nil, err
 	}
+	if err := supported.Check(cl); err != nil {
+		return nil, err
+	}
 	if err := c.protocolOptions(cl); err != nil {
 		return nil, err
 	}
@@ -191,6 +194,12 @@ func (c *Cluster) protocolOptions(cl *clusterv3.Cluster) error {
 		}
 		if errs := config.ValidationErrors(po.ValidateAll()); len(errs) > 0 {
 			return config.At(path, config.Join(errs))
+		}
+		if e := po.GetExplicitHttpConfig(); e != nil && e.GetHttp2ProtocolOptions() != nil {
+			return config.At(path+".explicit_http_config", fmt.Errorf("HTTP/2 upstreams are not supported yet"))
+		}
+		if err := supported.Check(&po); err != nil {
+			return config.At(path, err)
 		}
 		if cp := po.GetCommonHttpProtocolOptions(); cp != nil {
 			if cp.GetIdleTimeout() != nil {

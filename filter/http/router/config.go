@@ -16,5 +16,8 @@ func build(cfg *routerv3.Router) (*Factory, error) {
 	case len(cfg.GetUpstreamLog()) > 0:
 		return nil, config.At("upstream_log", fmt.Errorf("not supported yet"))
 	}
+	if err := supported.Check(cfg); err != nil {
+		return nil, err
+	}
 	return &Factory{cfg: cfg}, nil
 }

@@ -28,6 +28,9 @@ func build(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (*proxy.Conf
 	if err := unsupported(m); err != nil {
 		return nil, err
 	}
+	if err := supported.Check(m); err != nil {
+		return nil, err
+	}
 	codec, err := codecFor(m.GetCodecType())
 	if err != nil {
 		return nil, config.At("codec_type", err)

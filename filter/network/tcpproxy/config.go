@@ -43,6 +43,9 @@ func build(bc *filter.BuildContext, m *tcpv3.TcpProxy) (*Config, error) {
 	case m.GetOnDemand() != nil:
 		return nil, config.At("on_demand", fmt.Errorf("not supported yet"))
 	}
+	if err := supported.Check(m); err != nil {
+		return nil, err
+	}
 	c := &Config{bc: bc, idleTimeout: defaultIdleTimeout, attempts: 1}
 	if m.GetIdleTimeout() != nil {
 		c.idleTimeout = m.GetIdleTimeout().AsDuration()

@@ -1,0 +1,18 @@
+package listener
+
+import "github.com/straitproxy/strait/config"
+
+// supported is what Build implements of a Listener; typed_config values
+// are checked by their filters.
+var supported = config.NewSupport(map[string]string{
+	"envoy.config.listener.v3.Listener": `name address filter_chains
+		default_filter_chain per_connection_buffer_limit_bytes
+		-metadata -traffic_direction`,
+	"envoy.config.core.v3.Address":       `socket_address`,
+	"envoy.config.core.v3.SocketAddress": `address port_value protocol`,
+	"envoy.config.listener.v3.FilterChain": `filter_chain_match filters name
+		-metadata`,
+	"envoy.config.listener.v3.FilterChainMatch": `destination_port prefix_ranges
+		source_prefix_ranges source_ports`,
+	"envoy.config.listener.v3.Filter": `name typed_config`,
+})
