@@ -20,6 +20,6 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": `common_http_protocol_options
 		explicit_http_config`,
 	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": `http_protocol_options`,
-	"envoy.config.core.v3.HttpProtocolOptions": `idle_timeout max_requests_per_connection`,
-	"envoy.config.core.v3.Http1ProtocolOptions": ``,
+	"envoy.config.core.v3.HttpProtocolOptions":                                  `idle_timeout max_requests_per_connection`,
+	"envoy.config.core.v3.Http1ProtocolOptions":                                 ``,
 })
