@@ -57,6 +57,12 @@ type Upgrader interface {
 	Upgrade()
 }
 
+// ReadCanceler is implemented by server streams whose body reads can be
+// cut short (timeouts): ReadData then returns err.
+type ReadCanceler interface {
+	CancelRead(err error)
+}
+
 // ServerCallbacks is what a server codec calls when it decodes.
 type ServerCallbacks interface {
 	// OnStream is called from the connection's reader for each new

@@ -45,7 +45,7 @@ type Config struct {
 type Stats struct {
 	CxTotal, CxHTTP1Total, CxDestroy, CxProtocolError, CxIdleTimeout, CxDrainClose, CxUpgradesTotal *stats.Counter
 	CxActive, RqActive                                                                              *stats.Gauge
-	RqTotal, RqHTTP1Total, RqRxReset, RqTimeout, RqCompleted                                        *stats.Counter
+	RqTotal, RqHTTP1Total, RqRxReset, RqTimeout, RqIdleTimeout, RqCompleted                         *stats.Counter
 	NoRoute, NoCluster, DirectResponse, Redirect, RqOverload                                        *stats.Counter
 	RqClass                                                                                         [6]*stats.Counter
 	RqTime                                                                                          *stats.Histogram
@@ -62,8 +62,9 @@ func NewStats(root *stats.Scope, prefix string) *Stats {
 		CxActive:        sc.Gauge("downstream_cx_active"), RqActive: sc.Gauge("downstream_rq_active"),
 		RqTotal: sc.Counter("downstream_rq_total"), RqHTTP1Total: sc.Counter("downstream_rq_http1_total"),
 		RqRxReset: sc.Counter("downstream_rq_rx_reset"), RqTimeout: sc.Counter("downstream_rq_timeout"),
-		RqCompleted: sc.Counter("downstream_rq_completed"),
-		NoRoute:     sc.Counter("no_route"), NoCluster: sc.Counter("no_cluster"),
+		RqIdleTimeout: sc.Counter("downstream_rq_idle_timeout"),
+		RqCompleted:   sc.Counter("downstream_rq_completed"),
+		NoRoute:       sc.Counter("no_route"), NoCluster: sc.Counter("no_cluster"),
 		DirectResponse: sc.Counter("rq_direct_response"), Redirect: sc.Counter("rq_redirect"),
 		RqOverload: sc.Counter("downstream_rq_overload_close"),
 		RqTime:     sc.Histogram("downstream_rq_time"),

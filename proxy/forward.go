@@ -197,10 +197,13 @@ func (s *Stream) sendRequest() error {
 		}
 	}
 	idle := s.cfg.StreamIdleTimeout
+	s.armBodyTimer()
+	defer s.stopBodyTimer()
 	for !s.bodyDone {
 		if idle > 0 {
 			us.SetDeadline(time.Now().Add(idle))
 		}
+		s.armBodyTimer()
 		data, err := s.readBody()
 		if err != nil && err != io.EOF {
 			var re *protocol.RequestError

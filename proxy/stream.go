@@ -55,6 +55,8 @@ type Stream struct {
 	deadline time.Time // route timeout, set once the request is sent
 	random   uint64
 	scratch  []byte
+
+	bodyTimer *time.Timer
 }
 
 var streamPool = sync.Pool{New: func() any { return new(Stream) }}

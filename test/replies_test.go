@@ -232,3 +232,25 @@ func TestDeadPooledConnection(t *testing.T) {
 		t.Fatalf("upstream_cx_total = %d, want 3 (one per request)", got)
 	}
 }
+
+// TestRequestBodyTimeouts: a client that stops sending its body gets 408
+// and a closed connection, by stream_idle_timeout or request_timeout.
+func TestRequestBodyTimeouts(t *testing.T) {
+	cases := []struct{ name, opts, reason, stat string }{
+		{"stream idle", "          stream_idle_timeout: 0.2s", "stream timeout", "http.ingress.downstream_rq_idle_timeout"},
+		{"request", "          request_timeout: 0.3s", "request timeout", "http.ingress.downstream_rq_timeout"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			up := testutil.StartUpstream(t)
+			p := startProxy(t, httpBootstrap(up.Addr, routeCfg{hcmOpts: tc.opts}, ""))
+			out, closed := rawExchange(t, p.addr("ingress"), "POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part")
+			if !strings.HasPrefix(out, "HTTP/1.1 408") || !strings.Contains(out, tc.reason) || !closed {
+				t.Fatalf("got %q closed=%v", out, closed)
+			}
+			if p.stat(tc.stat) != 1 {
+				t.Fatalf("%s not counted", tc.stat)
+			}
+		})
+	}
+}

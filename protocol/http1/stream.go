@@ -42,6 +42,7 @@ type serverStream struct {
 var (
 	_ protocol.ServerStream = (*serverStream)(nil)
 	_ protocol.Upgrader     = (*serverStream)(nil)
+	_ protocol.ReadCanceler = (*serverStream)(nil)
 )
 
 // begin readies the stream for a request just parsed (reader goroutine).
@@ -252,3 +253,6 @@ func (st *serverStream) Upgrade() {
 }
 
 func (st *serverStream) Finish(reset bool) { st.sc.finish(reset) }
+
+// CancelRead makes the pending and next ReadData return err.
+func (st *serverStream) CancelRead(err error) { st.pipe.close(err) }
