@@ -24,11 +24,14 @@ type Clusters interface {
 type BuildContext struct {
 	Listener string
 	// Port is the listener's port (0 when it has none).
-	Port     int
-	Clusters Clusters
-	Stats    *stats.Scope
-	Pool     *network.Pool
-	Log      *slog.Logger
+	Port int
+	// BufferLimit is the listener's per_connection_buffer_limit_bytes, 0
+	// when not configured.
+	BufferLimit int
+	Clusters    Clusters
+	Stats       *stats.Scope
+	Pool        *network.Pool
+	Log         *slog.Logger
 	// Draining reports whether the listener is draining.
 	Draining func() bool
 }

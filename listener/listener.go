@@ -88,6 +88,9 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	}
 	bc := &filter.BuildContext{Listener: ln.Name, Port: port, Clusters: o.Clusters, Stats: o.Stats,
 		Pool: o.Pool, Log: ln.log, Draining: ln.draining.Load}
+	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
+		bc.BufferLimit = int(v.GetValue())
+	}
 	for i, fc := range l.GetFilterChains() {
 		c, err := buildChain(bc, fc)
 		if err != nil {

@@ -56,6 +56,11 @@ func build(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (*proxy.Conf
 			Scheme:          "http",
 		},
 	}
+	if bc.BufferLimit > 0 {
+		// The request body buffered between the reader and the worker is
+		// bounded by the listener's per-connection buffer limit.
+		cfg.Codecs.BodyBufferLimit = bc.BufferLimit
+	}
 	applyTimeouts(cfg, m)
 	switch m.GetServerHeaderTransformation() {
 	case hcmv3.HttpConnectionManager_PASS_THROUGH:
