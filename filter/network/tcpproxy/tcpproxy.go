@@ -48,6 +48,7 @@ type session struct {
 	up        net.Conn
 	connected chan struct{}
 	last      atomic.Int64
+	mu        sync.Mutex // guards timer
 	timer     *time.Timer
 	closeOnce sync.Once
 	halfDone  atomic.Int32 // directions finished; 2 closes both
@@ -82,7 +83,9 @@ func (s *session) connect() {
 	}
 	close(s.connected)
 	if cfg.idleTimeout > 0 {
+		s.mu.Lock()
 		s.timer = time.AfterFunc(cfg.idleTimeout, s.onIdle)
+		s.mu.Unlock()
 	}
 	s.down.ResumeRead()
 	s.copyUp()
@@ -147,9 +150,11 @@ func (s *session) OnClose(error) {
 
 func (s *session) close() {
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
 		if s.timer != nil {
 			s.timer.Stop()
 		}
+		s.mu.Unlock()
 		s.down.Close()
 		select {
 		case <-s.connected:
@@ -162,7 +167,9 @@ func (s *session) close() {
 func (s *session) onIdle() {
 	left := s.cfg.idleTimeout - time.Since(time.Unix(0, s.last.Load()))
 	if left > 0 {
+		s.mu.Lock()
 		s.timer.Reset(left)
+		s.mu.Unlock()
 		return
 	}
 	s.cfg.stats.IdleTimeout.Inc()
