@@ -16,7 +16,7 @@ type connManager struct {
 	cfg      *Config
 	conn     *network.Conn
 	codec    protocol.ServerCodec
-	idle     *time.Timer
+	idle     atomic.Pointer[time.Timer]
 	lastDone atomic.Int64 // unix nanos when the last stream finished
 	requests atomic.Int64
 	// vars are the connection's values for header formatters, made once.
@@ -35,7 +35,7 @@ func NewConnHandler(cfg *Config, c *network.Conn) network.Handler {
 	cfg.Stats.CxActive.Inc()
 	cm.lastDone.Store(time.Now().UnixNano())
 	if cfg.IdleTimeout > 0 {
-		cm.idle = time.AfterFunc(cfg.IdleTimeout, cm.onIdle)
+		cm.idle.Store(time.AfterFunc(cfg.IdleTimeout, cm.onIdle))
 	}
 	return cm
 }
@@ -45,8 +45,8 @@ func (cm *connManager) OnRead(data []byte) int { return cm.codec.Decode(data) }
 func (cm *connManager) OnEOF() { cm.codec.OnEOF() }
 
 func (cm *connManager) OnClose(err error) {
-	if cm.idle != nil {
-		cm.idle.Stop()
+	if t := cm.idle.Load(); t != nil {
+		t.Stop()
 	}
 	cm.codec.OnClose(err)
 	cm.cfg.Stats.CxActive.Dec()
@@ -85,7 +85,9 @@ func (cm *connManager) onIdle() {
 		if left <= 0 {
 			left = cm.cfg.IdleTimeout
 		}
-		cm.idle.Reset(left)
+		if t := cm.idle.Load(); t != nil {
+			t.Reset(left)
+		}
 		return
 	}
 	cm.cfg.Stats.CxIdleTimeout.Inc()
