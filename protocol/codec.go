@@ -58,9 +58,11 @@ type Upgrader interface {
 }
 
 // ReadCanceler is implemented by server streams whose body reads can be
-// cut short (timeouts): ReadData then returns err.
+// cut short (timeouts). ReadCancel returns a function, bound to the
+// current request, that makes its pending and next ReadData return err; it
+// does nothing once that request has ended.
 type ReadCanceler interface {
-	CancelRead(err error)
+	ReadCancel() func(err error)
 }
 
 // ServerCallbacks is what a server codec calls when it decodes.

@@ -33,22 +33,23 @@ func (s *Stream) armBodyTimer() {
 	}
 	if s.bodyTimer == nil {
 		// The callback touches only values fixed for this request, never
-		// the Stream, which may be reused once the request ends.
-		cfg, start := s.cfg, s.start
-		s.bodyTimer = time.AfterFunc(d, func() { bodyTimeout(cfg, start, rc) })
+		// the Stream, which may be reused once the request ends; the
+		// cancel function is bound to this request.
+		cfg, start, cancel := s.cfg, s.start, rc.ReadCancel()
+		s.bodyTimer = time.AfterFunc(d, func() { bodyTimeout(cfg, start, cancel) })
 		return
 	}
 	s.bodyTimer.Reset(d)
 }
 
-func bodyTimeout(cfg *Config, start time.Time, rc protocol.ReadCanceler) {
+func bodyTimeout(cfg *Config, start time.Time, cancel func(error)) {
 	if rt := cfg.RequestTimeout; rt > 0 && !time.Now().Before(start.Add(rt)) {
 		cfg.Stats.RqTimeout.Inc()
-		rc.CancelRead(errRequestTimeout)
+		cancel(errRequestTimeout)
 		return
 	}
 	cfg.Stats.RqIdleTimeout.Inc()
-	rc.CancelRead(errStreamTimeout)
+	cancel(errStreamTimeout)
 }
 
 func (s *Stream) stopBodyTimer() {

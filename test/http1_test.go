@@ -3,6 +3,7 @@ package test
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -295,4 +297,76 @@ func TestConcurrentConnections(t *testing.T) {
 	if got := p.stat("http.ingress.downstream_rq_2xx"); got != n {
 		t.Fatalf("downstream_rq_2xx = %d, want %d", got, n)
 	}
+}
+
+// TestEarlyAnswersAndEmptyBodies covers requests answered before their
+// body was read, and bodies of length zero: each gets its answer and the
+// connection then either serves the next request or closes; none hangs.
+func TestEarlyAnswersAndEmptyBodies(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	routes := `              - match: { prefix: "/known" }
+                route: { cluster: backend }`
+	p := startProxy(t, httpBootstrap(up.Addr, routeCfg{routes: routes}, ""))
+	addr := p.addr("ingress")
+
+	t.Run("content-length 0 alone", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		io.WriteString(c, "POST /known/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("no answer to an empty POST: %v", err)
+		}
+		resp.Body.Close()
+	})
+	t.Run("large body to a missing route", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		go func() {
+			io.WriteString(c, "POST /missing HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n")
+			c.Write(make([]byte, 1<<20))
+		}()
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 404 {
+			t.Fatalf("got %v %v", resp, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		// Closing with unread bytes makes the kernel reset: either ending
+		// is fine; hanging until the deadline is not.
+		if _, err := io.Copy(io.Discard, br); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("connection not closed after an early answer to a large body: %v", err)
+		}
+	})
+	t.Run("bad chunk to a missing route", func(t *testing.T) {
+		out, closed := rawExchange(t, addr, "POST /missing HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+		if !closed || !(strings.HasPrefix(out, "HTTP/1.1 404") || strings.HasPrefix(out, "HTTP/1.1 400")) {
+			t.Fatalf("got %q closed=%v", out, closed)
+		}
+	})
+	t.Run("small body to a missing route keeps the connection", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		io.WriteString(c, "POST /missing HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /known/next HTTP/1.1\r\nHost: x\r\n\r\n")
+		br := bufio.NewReader(c)
+		for _, want := range []int{404, 200} {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != want {
+				t.Fatalf("want %d, got %v %v", want, resp, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+		}
+	})
 }

@@ -50,6 +50,16 @@ func (p *pipe) write(b []byte) {
 	p.cond.Signal()
 }
 
+// unpause clears the pause the pipe caused and reports whether there was
+// one (the caller resumes reading).
+func (p *pipe) unpause() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	was := p.paused
+	p.paused = false
+	return was
+}
+
 // close ends the body: err nil means a clean end (io.EOF to the reader).
 func (p *pipe) close(err error) {
 	p.mu.Lock()

@@ -107,6 +107,9 @@ func (sc *serverConn) decodeHead(data []byte) (int, bool) {
 		sc.protocolError(err)
 		return len(data), false
 	}
+	sc.mu.Lock()
+	st.gen++
+	sc.mu.Unlock()
 	st.begin(info)
 	sc.mu.Lock()
 	sc.active = true
@@ -224,6 +227,10 @@ func (sc *serverConn) OnEOF() {
 		sc.st.pipe.close(protocol.ErrDownstreamReset)
 	case state == stUpgraded:
 		sc.st.pipe.close(nil)
+	case state == stDiscard || state == stClosed:
+		// Answered already, or the reader gave up on the request: nothing
+		// more can come.
+		sc.c.Close()
 	}
 }
 
@@ -262,7 +269,8 @@ func (sc *serverConn) finish(reset bool) {
 		return
 	}
 	st.finished = true
-	keep := !reset && st.keepAlive && st.respDone && !st.upgraded && !sc.draining
+	keep := !reset && st.keepAlive && st.respDone && !st.upgraded && !sc.draining &&
+		!sc.eof && sc.state != stClosed
 	switch {
 	case !keep:
 		sc.state = stClosed
@@ -272,6 +280,9 @@ func (sc *serverConn) finish(reset bool) {
 	case sc.state == stBody:
 		sc.state = stDiscard // answered before the body ended: drop the rest
 		sc.st.pipe.close(protocol.ErrDownstreamReset)
+		if sc.st.pipe.unpause() {
+			sc.c.ResumeRead()
+		}
 	case sc.state == stWait:
 		sc.nextRequest()
 	}

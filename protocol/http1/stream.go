@@ -11,7 +11,10 @@ import (
 // copied into one buffer and written with one syscall.
 const smallWrite = 8 << 10
 
-var errBodyTooLong = errors.New("http1: response body longer than its content-length")
+var (
+	errBodyTooLong  = errors.New("http1: response body longer than its content-length")
+	errBodyTooShort = errors.New("http1: response body shorter than its content-length")
+)
 
 // serverStream is the one request in flight on a serverConn. The reader
 // fills it; from OnStream on, the worker owns its response side.
@@ -37,6 +40,7 @@ type serverStream struct {
 	respDone  bool
 	upgraded  bool
 	finished  bool
+	gen       uint64 // request number on the connection, under sc.mu
 }
 
 var (
@@ -50,7 +54,8 @@ func (st *serverStream) begin(info RequestInfo) {
 	st.info = info
 	st.body.Reset(info.Framing, info.ContentLength, st.sc.lim)
 	st.pipe.reset()
-	st.headersOnly = info.Framing == FramingNone
+	// Content-Length: 0 is as bodiless as no framing at all (#review-1).
+	st.headersOnly = st.body.Done()
 	if st.headersOnly {
 		st.pipe.close(nil)
 	}
@@ -176,6 +181,9 @@ func (st *serverStream) WriteData(p []byte, end bool) error {
 			return errBodyTooLong
 		}
 		st.remaining -= int64(len(p))
+		if end && st.remaining != 0 {
+			return errBodyTooShort
+		}
 		return st.send(p, nil, end)
 	case FramingChunked:
 		return st.sendChunk(p, end)
@@ -254,5 +262,20 @@ func (st *serverStream) Upgrade() {
 
 func (st *serverStream) Finish(reset bool) { st.sc.finish(reset) }
 
-// CancelRead makes the pending and next ReadData return err.
-func (st *serverStream) CancelRead(err error) { st.pipe.close(err) }
+// ReadCancel returns a function that makes this request's pending and
+// next ReadData return err; called after the request ended (a timer that
+// fired late), it does nothing, so it cannot touch the next request on the
+// connection.
+func (st *serverStream) ReadCancel() func(error) {
+	sc := st.sc
+	sc.mu.Lock()
+	gen := st.gen
+	sc.mu.Unlock()
+	return func(err error) {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		if st.gen == gen && !st.finished {
+			st.pipe.close(err)
+		}
+	}
+}
