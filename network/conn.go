@@ -187,12 +187,11 @@ func (c *Conn) waitReadable() (ok, redeliver bool) {
 
 // finish reports the close to the handler.
 func (c *Conn) finish(readErr error) {
-	err := c.closeErr
-	if !c.closed.Load() {
-		if readErr != nil && !errors.Is(readErr, io.EOF) {
-			err = readErr
-		}
-		c.closeWith(err)
+	if readErr != nil && !errors.Is(readErr, io.EOF) {
+		c.closeWith(readErr)
+	} else {
+		c.closeWith(nil)
 	}
-	c.handler.OnClose(err)
+	// closeOnce.Do returned, so closeErr is settled and visible.
+	c.handler.OnClose(c.closeErr)
 }

@@ -53,8 +53,16 @@ func (p *Pool) Run(task Runner) {
 	for {
 		n := p.workers.Load()
 		if n >= p.max {
-			p.tasks <- task
-			return
+			// Wait for a worker, but look again now and then: one may
+			// have exited on idle meanwhile, freeing a place.
+			t := time.NewTimer(10 * time.Millisecond)
+			select {
+			case p.tasks <- task:
+				t.Stop()
+				return
+			case <-t.C:
+				continue
+			}
 		}
 		if p.workers.CompareAndSwap(n, n+1) {
 			go p.work(task)

@@ -95,8 +95,12 @@ func classify(err error, perTry bool) *Error {
 	var me *protocol.MalformedError
 	var ne net.Error
 	switch {
-	case errors.Is(err, upstream.ErrPendingOverflow):
+	case errors.Is(err, upstream.ErrPendingOverflow), errors.Is(err, upstream.ErrConnectionOverflow):
 		return &Error{Kind: KindOverflow, Source: Upstream, Err: err}
+	case errors.Is(err, upstream.ErrPendingTimeout):
+		return &Error{Kind: KindTimeout, Source: Upstream, Err: err}
+	case errors.Is(err, context.Canceled):
+		return &Error{Kind: KindDownstreamReset, Source: Downstream, Err: err}
 	case errors.As(err, &ce):
 		return &Error{Kind: KindConnectFailure, Source: Upstream, Retryable: true, Err: err}
 	case errors.As(err, &me):

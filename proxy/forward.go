@@ -40,6 +40,11 @@ func (s *Stream) forward() {
 			cl.Breaker.ReleaseRetry()
 			retrying = false
 		}
+		if err == nil && s.resp.StatusCode() == 101 && !s.upgrade {
+			// A switch nobody asked for would leave the client tunnelling
+			// bytes we still parse as requests.
+			err = &protocol.MalformedError{Reason: "unsolicited 101 Switching Protocols"}
+		}
 		if err == nil {
 			code := s.resp.StatusCode()
 			if policy != nil && policy.ShouldRetryStatus(code) && s.mayRetry(policy) {
@@ -145,7 +150,9 @@ func (s *Stream) tryOnce() error {
 	h.RqTotal.Add(1)
 	wait := time.Duration(0)
 	if !s.deadline.IsZero() {
-		wait = time.Until(s.deadline)
+		if wait = time.Until(s.deadline); wait <= 0 {
+			return &Error{Kind: KindTimeout, Source: Upstream, Err: upstream.ErrPendingTimeout}
+		}
 	}
 	conn, err := h.Pool().Acquire(s.cm.conn.Context(), wait)
 	if err != nil {

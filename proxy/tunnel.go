@@ -3,6 +3,7 @@ package proxy
 import (
 	"io"
 	"sync"
+	"time"
 
 	"github.com/straitproxy/strait/protocol"
 )
@@ -15,6 +16,9 @@ func (s *Stream) tunnel() {
 	s.cfg.Stats.CxUpgradesTotal.Inc()
 	s.respStarted = true
 	s.closeAfter = true // the connection is the tunnel's now
+	// The route timeout ends with the upgrade response, as in Envoy: a
+	// tunnel lives as long as its peers keep it.
+	s.us.SetDeadline(time.Time{})
 	if err := s.ds.WriteHeaders(&s.resp, false); err != nil {
 		s.endAttempt(false)
 		s.resetDownstream()
@@ -31,11 +35,16 @@ func (s *Stream) tunnel() {
 			data, err := s.ds.ReadData()
 			if len(data) > 0 {
 				if s.us.WriteData(data, false) != nil {
+					s.conn.Close() // the upstream is gone: end the other direction too
 					return
 				}
 			}
-			if err != nil {
+			if err == io.EOF {
 				s.us.WriteData(nil, true) // half-close towards the upstream
+				return
+			}
+			if err != nil {
+				s.conn.Close() // the client is gone: unblock the upstream reader
 				return
 			}
 		}
@@ -54,7 +63,8 @@ func (s *Stream) tunnel() {
 			break
 		}
 	}
-	s.ds.Finish(true) // closes the client side, which ends the reader goroutine
+	s.conn.Close()     // unblocks the other direction's upstream write
+	s.ds.Finish(true) // closes the client side, which ends the reader
 	wg.Wait()
 	s.endAttempt(false)
 }

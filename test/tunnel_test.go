@@ -30,7 +30,11 @@ func TestWebSocketEcho(t *testing.T) {
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{hcmOpts: "          upgrade_configs: [ { upgrade_type: websocket } ]"}, ""))
+	// The route timeout bounds the upgrade request, not the tunnel.
+	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{
+		hcmOpts: "          upgrade_configs: [ { upgrade_type: websocket } ]",
+		routes: `              - match: { prefix: "/" }
+                route: { cluster: backend, timeout: 0.3s }`}, ""))
 
 	ws, err := websocket.Dial("ws://"+p.addr("ingress")+"/echo", "", "http://localhost/")
 	if err != nil {
@@ -51,9 +55,22 @@ func TestWebSocketEcho(t *testing.T) {
 			t.Fatalf("echo %d: got %d bytes, want %d", i, len(got), len(msg))
 		}
 	}
+	time.Sleep(500 * time.Millisecond) // past the route timeout
+	if err := websocket.Message.Send(ws, "still there?"); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	if err := websocket.Message.Receive(ws, &got); err != nil || got != "still there?" {
+		t.Fatalf("tunnel died at the route timeout: %q %v", got, err)
+	}
 	if got := p.stat("http.ingress.downstream_cx_upgrades_total"); got != 1 {
 		t.Fatalf("downstream_cx_upgrades_total = %d", got)
 	}
+	// The client leaving ends the tunnel and frees the upstream connection.
+	ws.Close()
+	testutil.Eventually(t, 3*time.Second, "the upstream connection to close", func() bool {
+		return p.stat("cluster.backend.upstream_cx_active") == 0 && p.stat("http.ingress.downstream_rq_active") == 0
+	})
 }
 
 func TestUpgradeNotConfiguredIsStripped(t *testing.T) {

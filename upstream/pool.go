@@ -82,6 +82,14 @@ func (p *Pool) Acquire(ctx context.Context, wait time.Duration) (*Conn, error) {
 			p.mu.Unlock()
 			return p.dial(ctx)
 		}
+		if p.host.CxActive.Load() == 0 && len(p.waiters) == 0 {
+			// A host with no connection at all may open one even when other
+			// hosts hold the cluster's max_connections, as Envoy allows;
+			// otherwise its requests would wait on slots it can never get.
+			cl.Breaker.Connections.Add(1)
+			p.mu.Unlock()
+			return p.dial(ctx)
+		}
 		cl.Stats.CxOverflow.Inc()
 		if !tryAcquire(&cl.Breaker.Pending, cl.Breaker.MaxPendingRequests) {
 			p.mu.Unlock()
@@ -272,6 +280,15 @@ func (p *Pool) IdleCount() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.idle)
+}
+
+// CloseWrite half-closes the connection (a tunnel whose client finished
+// sending).
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 // CodecState returns the slot where the codec keeps its per-connection

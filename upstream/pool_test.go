@@ -184,3 +184,39 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestHostWithoutConnectionsMayConnect: max_connections is per cluster,
+// but a host with no connection at all may still open one, so that idle
+// connections on other hosts cannot starve it.
+func TestHostWithoutConnectionsMayConnect(t *testing.T) {
+	a, b := newSink(t), newSink(t)
+	ha, pa, _ := net.SplitHostPort(a.ln.Addr().String())
+	_, pb, _ := net.SplitHostPort(b.ln.Addr().String())
+	js := `{"name":"c","connect_timeout":"1s","circuit_breakers":{"thresholds":[{"max_connections":1}]},
+		"load_assignment":{"cluster_name":"c","endpoints":[{"lb_endpoints":[
+		{"endpoint":{"address":{"socket_address":{"address":"` + ha + `","port_value":` + pa + `}}}},
+		{"endpoint":{"address":{"socket_address":{"address":"` + ha + `","port_value":` + pb + `}}}}]}]}}`
+	var cl clusterv3.Cluster
+	if err := protojson.Unmarshal([]byte(js), &cl); err != nil {
+		t.Fatal(err)
+	}
+	c, err := BuildCluster(&cl, stats.NewStore().Root(), slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	hosts := c.Hosts().Hosts
+	ca, err := hosts[0].Pool().Acquire(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts[0].Pool().Release(ca, true) // idle on host A, holding the only slot
+	cb, err := hosts[1].Pool().Acquire(context.Background(), 50*time.Millisecond)
+	if err != nil {
+		t.Fatalf("host B starved by host A's idle connection: %v", err)
+	}
+	hosts[1].Pool().Release(cb, false)
+	if got := c.Breaker.Connections.Load(); got != 1 {
+		t.Fatalf("connection count drifted to %d", got)
+	}
+}

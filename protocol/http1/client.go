@@ -106,11 +106,6 @@ func (cs *clientStream) WriteData(p []byte, end bool) error {
 			if cw, ok := cs.conn.(interface{ CloseWrite() error }); ok {
 				return cw.CloseWrite()
 			}
-			if uc, ok := cs.conn.(interface{ Unwrap() net.Conn }); ok {
-				if cw, ok := uc.Unwrap().(interface{ CloseWrite() error }); ok {
-					return cw.CloseWrite()
-				}
-			}
 		}
 		return nil
 	}

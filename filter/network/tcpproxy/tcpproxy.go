@@ -35,7 +35,9 @@ func (f *Factory) NewHandler(c *network.Conn, _ network.Handler) (network.Handle
 	f.cfg.stats.CxTotal.Inc()
 	f.cfg.stats.CxActive.Inc()
 	c.PauseRead()
-	f.cfg.bc.Pool.Go(s.connect)
+	// A session lives as long as its connection: it must not hold one of
+	// the request workers.
+	go s.connect()
 	return s, nil
 }
 
@@ -82,6 +84,10 @@ func (s *session) connect() {
 		return
 	}
 	close(s.connected)
+	if s.down.Closed() {
+		s.up.Close() // the client left while we dialled
+		return
+	}
 	if cfg.idleTimeout > 0 {
 		s.mu.Lock()
 		s.timer = time.AfterFunc(cfg.idleTimeout, s.onIdle)
