@@ -63,7 +63,7 @@ func (s *Stream) tunnel() {
 			break
 		}
 	}
-	s.conn.Close()     // unblocks the other direction's upstream write
+	s.conn.Close()    // unblocks the other direction's upstream write
 	s.ds.Finish(true) // closes the client side, which ends the reader
 	wg.Wait()
 	s.endAttempt(false)
