@@ -2,14 +2,12 @@ package listener
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -30,14 +28,13 @@ type Listener struct {
 	bufferLimit int
 	log         *slog.Logger
 
-	ln       net.Listener
+	acc      network.Acceptor
 	ctx      context.Context
 	cancel   context.CancelFunc
 	draining atomic.Bool
 
 	mu    sync.Mutex
 	conns map[*network.Conn]network.Handler
-	done  chan struct{} // closed when the accept loop ends
 
 	cxTotal, cxDestroy, noChain *stats.Counter
 	cxActive                    *stats.Gauge
@@ -78,7 +75,6 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 		bufferLimit: 1 << 20,
 		log:         o.Log.With("listener", l.GetName()),
 		conns:       map[*network.Conn]network.Handler{},
-		done:        make(chan struct{}),
 	}
 	if ln.io == nil {
 		ln.io = network.Netpoll
@@ -119,65 +115,43 @@ func (l *Listener) ConfiguredAddress() string { return l.addr }
 
 // Addr is the bound address; nil before Start.
 func (l *Listener) Addr() net.Addr {
-	if l.ln == nil {
+	if l.acc == nil {
 		return nil
 	}
-	return l.ln.Addr()
+	return l.acc.Addr()
 }
 
-// Start binds the listener and starts accepting.
+// IOModel is the listener's I/O model.
+func (l *Listener) IOModel() network.IOModel { return l.io }
+
+// Start binds the listener with its I/O model and starts accepting.
 func (l *Listener) Start(ctx context.Context) error {
-	ln, err := net.Listen("tcp", l.addr)
+	l.ctx, l.cancel = context.WithCancel(ctx)
+	acc, err := l.io.Listen(l.ctx, l.addr, l.serveConn)
 	if err != nil {
+		l.cancel()
 		return fmt.Errorf("listener %q: %w", l.Name, err)
 	}
-	return l.Serve(ctx, ln)
-}
-
-// Serve starts accepting on an already bound socket (hot restart hands
-// sockets over this way).
-func (l *Listener) Serve(ctx context.Context, ln net.Listener) error {
-	l.ln = ln
-	l.ctx, l.cancel = context.WithCancel(ctx)
-	go l.acceptLoop()
+	l.acc = acc
 	return nil
 }
 
-func (l *Listener) acceptLoop() {
-	defer close(l.done)
-	var backoff time.Duration
-	for {
-		raw, err := l.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || l.draining.Load() {
-				return
-			}
-			// Out of file descriptors and such: back off, as net/http does.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			l.log.Warn("accept failed", "err", err, "retry_in", backoff)
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
-		l.serveConn(raw)
-	}
-}
-
-func (l *Listener) serveConn(raw net.Conn) {
+// serveConn runs on the I/O model's accepting goroutine for each new
+// connection: match a filter chain, attach its filters, start reading.
+func (l *Listener) serveConn(c *network.Conn) {
 	l.cxTotal.Inc()
-	c := network.NewConn(l.ctx, raw)
 	c.BufferLimit = l.bufferLimit
-	ch := l.match(raw)
+	ch := l.match(c)
 	if ch == nil {
 		l.noChain.Inc()
-		raw.Close()
+		c.Close()
 		return
 	}
 	var h network.Handler
 	for i := len(ch.factories) - 1; i >= 0; i-- {
 		next, err := ch.factories[i].NewHandler(c, h)
 		if err != nil {
-			raw.Close()
+			c.Close()
 			return
 		}
 		h = next
@@ -209,9 +183,9 @@ func (t *tracked) OnClose(err error) {
 	t.l.cxDestroy.Inc()
 }
 
-func (l *Listener) match(raw net.Conn) *chain {
-	local, _ := raw.LocalAddr().(*net.TCPAddr)
-	remote, _ := raw.RemoteAddr().(*net.TCPAddr)
+func (l *Listener) match(c *network.Conn) *chain {
+	local, _ := c.LocalAddr().(*net.TCPAddr)
+	remote, _ := c.RemoteAddr().(*net.TCPAddr)
 	return l.matchAddrs(local, remote)
 }
 
@@ -241,9 +215,8 @@ func (l *Listener) Drain() {
 	if l.draining.Swap(true) {
 		return
 	}
-	if l.ln != nil {
-		l.ln.Close()
-		<-l.done
+	if l.acc != nil {
+		l.acc.Close()
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -268,9 +241,8 @@ func (l *Listener) Active() int {
 // Close closes the listening socket and every connection.
 func (l *Listener) Close() {
 	l.draining.Store(true)
-	if l.ln != nil {
-		l.ln.Close()
-		<-l.done
+	if l.acc != nil {
+		l.acc.Close()
 	}
 	if l.cancel != nil {
 		l.cancel()

@@ -30,11 +30,25 @@ type Handler interface {
 // unconsumed than the connection's buffer limit allows.
 var ErrBufferLimit = errors.New("network: read buffer limit exceeded")
 
+// Socket is a connection's transport: a *net.TCPConn under netpoll, a raw
+// non-blocking descriptor under epoll. Write must write all of p or fail.
+type Socket interface {
+	io.ReadWriteCloser
+	CloseWrite() error
+	LocalAddr() net.Addr
+	RemoteAddr() net.Addr
+}
+
+// vectorWriter is a Socket that gathers writes itself (epoll's writev).
+type vectorWriter interface {
+	Writev(bufs [][]byte) (int64, error)
+}
+
 // Conn is one accepted or dialled socket with its read buffer. Reads are
 // driven by an IOModel; writes are made directly by whoever answers, under a
 // mutex, so that concurrent writers (HTTP/2 streams) do not interleave.
 type Conn struct {
-	raw     net.Conn
+	raw     Socket
 	handler Handler
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -56,11 +70,14 @@ type Conn struct {
 	closeOnce sync.Once
 
 	rx, tx atomic.Uint64
+
+	// onResume is the I/O model's hook, called by ResumeRead.
+	onResume func()
 }
 
 // NewConn wraps raw. ctx is the parent (the listener's); Conn.Context is
 // cancelled when the connection closes.
-func NewConn(ctx context.Context, raw net.Conn) *Conn {
+func NewConn(ctx context.Context, raw Socket) *Conn {
 	c := &Conn{raw: raw, ReadBufferSize: bufpool.Medium, BufferLimit: 1 << 20, wake: make(chan struct{}, 1)}
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	return c
@@ -73,8 +90,8 @@ func (c *Conn) SetHandler(h Handler) { c.handler = h }
 // Context is cancelled when the connection closes.
 func (c *Conn) Context() context.Context { return c.ctx }
 
-// Raw returns the socket, for deadlines and the TLS handshake.
-func (c *Conn) Raw() net.Conn { return c.raw }
+// Socket returns the transport (for the TLS handshake and socket options).
+func (c *Conn) Socket() Socket { return c.raw }
 
 // RemoteAddr returns the peer's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.raw.RemoteAddr() }
@@ -94,9 +111,15 @@ func (c *Conn) Write(p []byte) (int, error) {
 
 // Writev writes the buffers in order as one gathered write.
 func (c *Conn) Writev(bufs ...[]byte) (int64, error) {
-	nb := net.Buffers(bufs)
+	var n int64
+	var err error
 	c.wmu.Lock()
-	n, err := nb.WriteTo(c.raw)
+	if vw, ok := c.raw.(vectorWriter); ok {
+		n, err = vw.Writev(bufs)
+	} else {
+		nb := net.Buffers(bufs)
+		n, err = nb.WriteTo(c.raw)
+	}
 	c.wmu.Unlock()
 	c.tx.Add(uint64(n))
 	return n, err
@@ -130,18 +153,17 @@ func (c *Conn) ResumeRead() {
 		case c.wake <- struct{}{}:
 		default:
 		}
+		if c.onResume != nil {
+			c.onResume()
+		}
 	}
 }
 
-// CloseWrite half-closes the socket's write side when it supports it.
+// CloseWrite half-closes the socket's write side.
 func (c *Conn) CloseWrite() error {
-	type closeWriter interface{ CloseWrite() error }
-	if cw, ok := c.raw.(closeWriter); ok {
-		c.wmu.Lock()
-		defer c.wmu.Unlock()
-		return cw.CloseWrite()
-	}
-	return c.Close()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.raw.CloseWrite()
 }
 
 // Close closes the socket. The handler's OnClose follows, once.
@@ -195,3 +217,39 @@ func (c *Conn) finish(readErr error) {
 	// closeOnce.Do returned, so closeErr is settled and visible.
 	c.handler.OnClose(c.closeErr)
 }
+
+// The driver API: what an I/O model outside this package uses to run a
+// connection. Handlers never call these.
+
+// SetOnResume installs the I/O model's hook for ResumeRead; it must be set
+// before the connection starts.
+func (c *Conn) SetOnResume(f func()) { c.onResume = f }
+
+// Readable reports, without blocking, whether reading may go on (false
+// while paused or closed) and whether unconsumed bytes must be offered
+// again first.
+func (c *Conn) Readable() (ok, redeliver bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.paused || c.closed.Load() {
+		return false, false
+	}
+	r := c.redeliver
+	c.redeliver = false
+	return true, r
+}
+
+// Deliver hands bytes read to the handler and reports how many it
+// consumed; it counts them as received when fresh is set.
+func (c *Conn) Deliver(data []byte, fresh int) int {
+	c.rx.Add(uint64(fresh))
+	return c.handler.OnRead(data)
+}
+
+// DeliverEOF reports the peer's half-close to the handler.
+func (c *Conn) DeliverEOF() { c.handler.OnEOF() }
+
+// Finish closes the connection (with readErr as the cause unless it is
+// nil or EOF) and reports the close to the handler. An I/O model calls it
+// exactly once, after its last delivery.
+func (c *Conn) Finish(readErr error) { c.finish(readErr) }

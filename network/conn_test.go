@@ -52,7 +52,7 @@ func pair(t *testing.T) (*Conn, net.Conn, *recorder) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := NewConn(context.Background(), raw)
+	c := NewConn(context.Background(), raw.(*net.TCPConn))
 	r := newRecorder()
 	c.SetHandler(r)
 	return c, client, r

@@ -1,22 +1,72 @@
 package network
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"sort"
+	"sync"
+	"time"
 
 	"github.com/straitproxy/strait/internal/bufpool"
 )
 
-// IOModel drives a connection's reads: it decides which goroutine reads the
-// socket and when, and delivers the bytes to the connection's Handler.
-// Everything above a Conn is the same under every model.
+// IOModel drives a listener's accepts and its connections' reads: it
+// decides which goroutine reads a socket and when, and delivers the bytes to
+// the connection's Handler. Everything above a Conn is the same under every
+// model.
 type IOModel interface {
 	// Name is the model's config name ("netpoll", "epoll").
 	Name() string
+	// Listen binds a TCP address and calls accept with each new
+	// connection, from the model's own goroutine; accept attaches a handler
+	// and calls Start, or closes the connection.
+	Listen(ctx context.Context, addr string, accept func(*Conn)) (Acceptor, error)
 	// Start begins delivering c's bytes to its handler and returns at once.
 	Start(c *Conn)
 }
+
+// Acceptor is a bound listening socket.
+type Acceptor interface {
+	Addr() net.Addr
+	// Close stops accepting and returns once no accept callback runs.
+	Close() error
+}
+
+var (
+	modelsMu sync.Mutex
+	models   = map[string]IOModel{}
+)
+
+// RegisterModel makes an I/O model selectable by name; it panics on a
+// duplicate.
+func RegisterModel(m IOModel) {
+	modelsMu.Lock()
+	defer modelsMu.Unlock()
+	if _, dup := models[m.Name()]; dup {
+		panic("network: I/O model " + m.Name() + " registered twice")
+	}
+	models[m.Name()] = m
+}
+
+// Model returns the I/O model named name.
+func Model(name string) (IOModel, error) {
+	modelsMu.Lock()
+	defer modelsMu.Unlock()
+	if m, ok := models[name]; ok {
+		return m, nil
+	}
+	var names []string
+	for n := range models {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return nil, fmt.Errorf("unknown I/O model %q (have %v)", name, names)
+}
+
+func init() { RegisterModel(Netpoll) }
 
 // Netpoll is the goroutine-per-connection model: one goroutine blocks in
 // Read (Go's runtime poller parks it) and delivers what it reads.
@@ -27,6 +77,49 @@ type netpoll struct{}
 func (netpoll) Name() string { return "netpoll" }
 
 func (netpoll) Start(c *Conn) { go readLoop(c) }
+
+// Listen binds addr with Go's net package; one goroutine accepts.
+func (netpoll) Listen(ctx context.Context, addr string, accept func(*Conn)) (Acceptor, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	a := &netAcceptor{ln: ln, done: make(chan struct{})}
+	go a.loop(ctx, accept)
+	return a, nil
+}
+
+type netAcceptor struct {
+	ln   net.Listener
+	done chan struct{}
+}
+
+func (a *netAcceptor) Addr() net.Addr { return a.ln.Addr() }
+
+func (a *netAcceptor) Close() error {
+	err := a.ln.Close()
+	<-a.done
+	return err
+}
+
+func (a *netAcceptor) loop(ctx context.Context, accept func(*Conn)) {
+	defer close(a.done)
+	var backoff time.Duration
+	for {
+		raw, err := a.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and such: back off, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		accept(NewConn(ctx, raw.(*net.TCPConn)))
+	}
+}
 
 // readLoop owns c's read buffer: bytes [start:end) are read and unconsumed.
 func readLoop(c *Conn) {
