@@ -27,13 +27,16 @@ fmt:
 vet:
 	$(GO) vet ./...
 
+# The end-to-end suite runs once per I/O model.
 unit:
 	$(GO) test -count=1 ./...
+	STRAIT_IO_MODEL=epoll $(GO) test -count=1 ./test/...
 
 # -short skips the 2 GiB streaming test, which has no shared state of its
 # own and is slow under the race detector.
 race:
 	$(GO) test -count=1 -race -short $(RACE_PKGS)
+	STRAIT_IO_MODEL=epoll $(GO) test -count=1 -race -short ./test/...
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseRequestHead$$' -fuzztime=$(FUZZTIME) -parallel 2 ./protocol/http1/

@@ -17,9 +17,9 @@ func layer(pkg string) int {
 		return -1
 	case p == "config" || strings.HasPrefix(p, "internal/"):
 		return 0
-	case p == "protocol" || p == "network" || strings.HasPrefix(p, "network/") || p == "tlsconfig" || p == "stats" || p == "accesslog":
+	case p == "protocol" || p == "network" || p == "tlsconfig" || p == "stats" || p == "accesslog":
 		return 1
-	case strings.HasPrefix(p, "protocol/"):
+	case strings.HasPrefix(p, "protocol/") || strings.HasPrefix(p, "network/"):
 		return 2
 	case p == "filter" || p == "router" || p == "upstream":
 		return 3
@@ -39,7 +39,8 @@ func layer(pkg string) int {
 
 func isExtension(pkg string) bool {
 	p := strings.TrimPrefix(pkg, module)
-	return strings.HasPrefix(p, "protocol/") || strings.HasPrefix(p, "filter/") || strings.HasPrefix(p, "upstream/lb/")
+	return strings.HasPrefix(p, "protocol/") || strings.HasPrefix(p, "filter/") || strings.HasPrefix(p, "upstream/lb/") ||
+		strings.HasPrefix(p, "network/")
 }
 
 // TestImportsPointDown fails on an import that points up the layer order

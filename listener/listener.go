@@ -79,6 +79,9 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	if ln.io == nil {
 		ln.io = network.Netpoll
 	}
+	if err := ln.ioModelFromMetadata(l); err != nil {
+		return nil, err
+	}
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
 		ln.bufferLimit = int(v.GetValue())
 	}
@@ -256,4 +259,26 @@ func (l *Listener) Close() {
 	for _, c := range conns {
 		c.Close()
 	}
+}
+
+// ioModelFromMetadata reads the listener's own I/O model choice:
+//
+//	metadata: { filter_metadata: { strait: { io_model: epoll } } }
+func (l *Listener) ioModelFromMetadata(cfg *listenerv3.Listener) error {
+	md, ok := cfg.GetMetadata().GetFilterMetadata()["strait"]
+	if !ok {
+		return nil
+	}
+	for key, v := range md.GetFields() {
+		path := "metadata.filter_metadata.strait." + key
+		if key != "io_model" {
+			return config.At(path, fmt.Errorf("unknown key (supported: io_model)"))
+		}
+		m, err := network.Model(v.GetStringValue())
+		if err != nil {
+			return config.At(path, err)
+		}
+		l.io = m
+	}
+	return nil
 }

@@ -34,10 +34,19 @@ func TestPoolBoundsWorkersAndBlocks(t *testing.T) {
 	if p.Workers() > 2 {
 		t.Fatalf("%d workers for a pool of 2", p.Workers())
 	}
+	p.Close()
+	deadline := time.Now().Add(2 * time.Second)
+	for p.Workers() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d workers still alive after Close", p.Workers())
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func BenchmarkPoolGo(b *testing.B) {
 	p := NewPool(64)
+	defer p.Close()
 	var wg sync.WaitGroup
 	b.ReportAllocs()
 	for b.Loop() {

@@ -139,6 +139,24 @@ func (s *Server) serverStats(root *stats.Scope) {
 	sc := root.Scope("server", "", "")
 	sc.Gauge("live").Set(1)
 	sc.Gauge("concurrency").Set(int64(s.pool.Max()))
+	pool := s.pool
+	sc.GaugeFunc("workers_active", func() int64 { return int64(pool.Active()) })
+	sc.GaugeFunc("workers_alive", func() int64 { return int64(pool.Workers()) })
+	sc.GaugeFunc("workers_max", func() int64 { return int64(pool.Max()) })
+	seen := map[string]bool{}
+	for _, l := range s.listeners {
+		if m, ok := l.IOModel().(interface {
+			Events() uint64
+			Connections() int
+			Readers() int
+		}); ok && !seen[l.IOModel().Name()] {
+			seen[l.IOModel().Name()] = true
+			ms := sc.Scope(l.IOModel().Name(), "", "")
+			ms.CounterFunc("reactor_events", func() int64 { return int64(m.Events()) })
+			ms.GaugeFunc("connections", func() int64 { return int64(m.Connections()) })
+			ms.GaugeFunc("readers", func() int64 { return int64(m.Readers()) })
+		}
+	}
 }
 
 // Start resolves DNS clusters, binds every listener and the admin server.

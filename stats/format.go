@@ -28,6 +28,18 @@ func (s *Store) snapshot() snapshot {
 	for _, h := range s.hists {
 		sn.hists = append(sn.hists, h)
 	}
+	for _, fs := range s.funcs {
+		v := fs.f()
+		if fs.counter {
+			c := &Counter{m: fs.m}
+			c.v.Store(uint64(v))
+			sn.ctrs = append(sn.ctrs, c)
+		} else {
+			g := &Gauge{m: fs.m}
+			g.v.Store(v)
+			sn.gs = append(sn.gs, g)
+		}
+	}
 	sort.Slice(sn.ctrs, func(i, j int) bool { return sn.ctrs[i].m.name < sn.ctrs[j].m.name })
 	sort.Slice(sn.gs, func(i, j int) bool { return sn.gs[i].m.name < sn.gs[j].m.name })
 	sort.Slice(sn.hists, func(i, j int) bool { return sn.hists[i].m.name < sn.hists[j].m.name })
@@ -43,6 +55,9 @@ func (s *Store) Lookup(name string) (int64, bool) {
 	}
 	if g, ok := s.gs[name]; ok {
 		return g.Value(), true
+	}
+	if fs, ok := s.funcs[name]; ok {
+		return fs.f(), true
 	}
 	return 0, false
 }

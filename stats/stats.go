@@ -135,11 +135,20 @@ type Store struct {
 	ctrs  map[string]*Counter
 	gs    map[string]*Gauge
 	hists map[string]*Histogram
+	funcs map[string]*funcStat
+}
+
+// funcStat is a value read when stats are read (a pool's size, a
+// reactor's event count), for figures kept elsewhere.
+type funcStat struct {
+	m       meta
+	f       func() int64
+	counter bool
 }
 
 // NewStore returns an empty store.
 func NewStore() *Store {
-	return &Store{ctrs: map[string]*Counter{}, gs: map[string]*Gauge{}, hists: map[string]*Histogram{}}
+	return &Store{ctrs: map[string]*Counter{}, gs: map[string]*Gauge{}, hists: map[string]*Histogram{}, funcs: map[string]*funcStat{}}
 }
 
 // Scope names metrics: a dotted prefix and the labels that the prefix's
@@ -196,6 +205,19 @@ func (sc *Scope) Gauge(name string) *Gauge {
 	g := &Gauge{m: sc.meta(name)}
 	sc.store.gs[full] = g
 	return g
+}
+
+// GaugeFunc registers a gauge whose value f returns when stats are read;
+// a later registration of the same name replaces f.
+func (sc *Scope) GaugeFunc(name string, f func() int64) { sc.fn(name, f, false) }
+
+// CounterFunc is GaugeFunc for a value that only goes up.
+func (sc *Scope) CounterFunc(name string, f func() int64) { sc.fn(name, f, true) }
+
+func (sc *Scope) fn(name string, f func() int64, counter bool) {
+	sc.store.mu.Lock()
+	defer sc.store.mu.Unlock()
+	sc.store.funcs[sc.prefix+name] = &funcStat{m: sc.meta(name), f: f, counter: counter}
 }
 
 // Histogram returns the histogram name in this scope, creating it once.

@@ -9,18 +9,21 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/internal/testutil"
+	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/server"
 
 	// The same extensions as cmd/strait/extensions.go.
 	_ "github.com/straitproxy/strait/filter/http/router"
 	_ "github.com/straitproxy/strait/filter/network/httpconnmgr"
 	_ "github.com/straitproxy/strait/filter/network/tcpproxy"
+	_ "github.com/straitproxy/strait/network/epoll"
 	_ "github.com/straitproxy/strait/protocol/http1"
 	_ "github.com/straitproxy/strait/upstream/lb/leastrequest"
 	_ "github.com/straitproxy/strait/upstream/lb/random"
@@ -59,7 +62,22 @@ func buildServer(yaml string) (*server.Server, error) {
 	if err := config.Validate(b); err != nil {
 		return nil, err
 	}
-	return server.New(b, server.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), DrainTime: 2 * time.Second})
+	return server.New(b, server.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), DrainTime: 2 * time.Second,
+		IOModel: ioModel()})
+}
+
+// ioModel is the I/O model the suite runs under: STRAIT_IO_MODEL, else
+// netpoll. make test runs the suite once per model.
+func ioModel() network.IOModel {
+	name := os.Getenv("STRAIT_IO_MODEL")
+	if name == "" {
+		name = "netpoll"
+	}
+	m, err := network.Model(name)
+	if err != nil {
+		panic(err)
+	}
+	return m
 }
 
 func (p *proxy) addr(listener string) string {

@@ -77,7 +77,7 @@ func runStrait(t *testing.T, yaml string, listeners int, args ...string) *proces
 		t.Fatal(err)
 	}
 	p := &process{stderr: &syncBuffer{}, addrs: map[string]string{}}
-	p.cmd = exec.Command(straitBin, append([]string{"-c", cfg}, args...)...)
+	p.cmd = exec.Command(straitBin, append([]string{"-c", cfg, "--io-model", ioModel().Name()}, args...)...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	_ "github.com/straitproxy/strait/filter/http/router"
 	_ "github.com/straitproxy/strait/filter/network/httpconnmgr"
 	_ "github.com/straitproxy/strait/filter/network/tcpproxy"
+	_ "github.com/straitproxy/strait/network/epoll"
 	_ "github.com/straitproxy/strait/protocol/http1"
 	_ "github.com/straitproxy/strait/upstream/lb/leastrequest"
 	_ "github.com/straitproxy/strait/upstream/lb/random"

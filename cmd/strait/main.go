@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/server"
 )
 
@@ -27,6 +28,7 @@ type flags struct {
 	drainTimeS                             int
 	showVersion, adminAllowRemote          bool
 	workers                                int
+	ioModel                                string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -45,6 +47,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 	fs.BoolVar(&f.adminAllowRemote, "admin-allow-remote", false, "allow the admin server on a non-loopback address")
 	fs.IntVar(&f.workers, "workers", 0, "maximum request workers (default 16384)")
+	fs.StringVar(&f.ioModel, "io-model", "netpoll", "default I/O model of listeners: netpoll or epoll")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -119,7 +122,12 @@ func build(f *flags, log *slog.Logger) (*server.Server, error) {
 			b.Node.Cluster = f.serviceCluster
 		}
 	}
+	io, err := network.Model(f.ioModel)
+	if err != nil {
+		return nil, fmt.Errorf("--io-model: %w", err)
+	}
 	return server.New(b, server.Options{
+		IOModel:          io,
 		Log:              log,
 		DrainTime:        time.Duration(f.drainTimeS) * time.Second,
 		AdminAllowRemote: f.adminAllowRemote,

@@ -3,7 +3,10 @@
 // not allocate. It imports nothing from this module.
 package bufpool
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Size classes. A request larger than the largest class is served by a plain
 // allocation and is not pooled on Put.
@@ -16,6 +19,13 @@ const (
 var classes = [...]int{Small, Medium, Large}
 
 var pools [len(classes)]sync.Pool
+
+// outstanding counts class-size buffers handed out and not yet returned.
+var outstanding atomic.Int64
+
+// Outstanding reports the pooled buffers currently held by callers (for
+// tests that prove a component returns what it takes).
+func Outstanding() int64 { return outstanding.Load() }
 
 func init() {
 	for i := range pools {
@@ -32,6 +42,7 @@ func init() {
 func Get(size int) *[]byte {
 	for i, c := range classes {
 		if size <= c {
+			outstanding.Add(1)
 			return pools[i].Get().(*[]byte)
 		}
 	}
@@ -48,6 +59,7 @@ func Put(b *[]byte) {
 	c := cap(*b)
 	for i, size := range classes {
 		if c == size {
+			outstanding.Add(-1)
 			*b = (*b)[:size]
 			pools[i].Put(b)
 			return

@@ -1,0 +1,286 @@
+package epoll
+
+import (
+	"net"
+	"sync"
+
+	"github.com/straitproxy/strait/internal/bufpool"
+	"github.com/straitproxy/strait/network"
+	"golang.org/x/sys/unix"
+)
+
+// conn is the reactor's view of one connection. Its fields below mu are
+// guarded by mu; buf, start and end belong to whoever holds reading.
+type conn struct {
+	r    *reactor
+	nc   *network.Conn
+	sock *fdSocket
+	fd   int
+	wch  chan struct{} // EPOLLOUT (or close) for a waiting writer
+
+	mu       sync.Mutex
+	wantIn   bool // armed for EPOLLIN
+	wantOut  bool // armed for EPOLLOUT
+	reading  bool // a reader owns the read side
+	again    bool // readiness or resume arrived while reading
+	closed   bool
+	finished bool
+	eof      bool
+
+	buf        *[]byte // unconsumed bytes [start:end]; nil when none
+	start, end int
+}
+
+// armLocked re-arms the one-shot registration with what is still wanted.
+func (c *conn) armLocked() {
+	var ev uint32
+	if c.wantIn {
+		ev |= unix.EPOLLIN | unix.EPOLLRDHUP
+	}
+	if c.wantOut {
+		ev |= unix.EPOLLOUT
+	}
+	if ev == 0 || c.closed {
+		return
+	}
+	e := unix.EpollEvent{Events: ev | unix.EPOLLONESHOT, Fd: int32(c.fd)}
+	unix.EpollCtl(c.r.epfd, unix.EPOLL_CTL_MOD, c.fd, &e)
+}
+
+// ready is the reactor's dispatch for an event on c.
+func (c *conn) ready(events uint32) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	if events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 && c.wantOut {
+		c.wantOut = false
+		c.signalWriter()
+	}
+	start := false
+	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && c.wantIn {
+		c.wantIn = false
+		start = c.claimLocked()
+	}
+	c.armLocked()
+	c.mu.Unlock()
+	if start {
+		c.r.m.readers.submit(c)
+	}
+}
+
+// claimLocked makes the caller the reader, or tells the current reader to
+// look again; it reports whether a reader must be started.
+func (c *conn) claimLocked() bool {
+	if c.reading {
+		c.again = true
+		return false
+	}
+	c.reading = true
+	return true
+}
+
+func (c *conn) signalWriter() {
+	select {
+	case c.wch <- struct{}{}:
+	default:
+	}
+}
+
+// resume is network.Conn's ResumeRead hook: offer the unconsumed bytes
+// again and read on.
+func (c *conn) resume() {
+	c.mu.Lock()
+	start := !c.closed && !c.eof && c.claimLocked()
+	c.mu.Unlock()
+	if start {
+		c.r.m.readers.submit(c)
+	}
+}
+
+// close is the socket's Close: stop both directions now; the reader (an
+// existing one, or one started here) closes the descriptor and reports.
+func (c *conn) close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.sock.shutdown()
+	c.signalWriter()
+	start := c.claimLocked()
+	c.mu.Unlock()
+	if start {
+		c.r.m.readers.submit(c)
+	}
+}
+
+// waitWritable blocks a writer until the socket can take more bytes.
+func (c *conn) waitWritable() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return net.ErrClosed
+	}
+	c.wantOut = true
+	c.armLocked()
+	c.mu.Unlock()
+	<-c.wch
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return net.ErrClosed
+	}
+	return nil
+}
+
+// run is the reader: read until EAGAIN, deliver, re-arm; or stop while
+// paused; or finish when closed. Exactly one run is active per conn.
+func (c *conn) run() {
+	for {
+		ok, redeliver := c.nc.Readable()
+		if !ok {
+			if c.stop() {
+				return
+			}
+			continue
+		}
+		if redeliver && c.end > c.start {
+			c.deliver(0)
+			continue
+		}
+		n, err := c.read()
+		switch {
+		case n > 0:
+			c.deliver(n)
+		case err == unix.EAGAIN:
+			if c.park() {
+				return
+			}
+		case err == unix.EINTR:
+		case err == nil: // end of file
+			c.releaseBuf(false)
+			c.nc.DeliverEOF()
+			c.mu.Lock()
+			c.eof = true
+			if c.closed {
+				c.mu.Unlock()
+				c.finish(nil)
+				return
+			}
+			c.reading = false
+			c.mu.Unlock()
+			return
+		default:
+			c.finish(err)
+			return
+		}
+	}
+}
+
+// read reads into the connection's buffer, taking one from the pool and
+// making room as needed.
+func (c *conn) read() (int, error) {
+	size := c.nc.ReadBufferSize
+	if c.buf == nil {
+		c.buf = bufpool.Get(size)
+		c.start, c.end = 0, 0
+	}
+	b := *c.buf
+	if c.end == len(b) {
+		if c.start > 0 {
+			c.end = copy(b, b[c.start:c.end])
+			c.start = 0
+		} else if len(b) >= c.nc.BufferLimit {
+			return 0, network.ErrBufferLimit
+		} else {
+			nb := bufpool.Get(min(2*len(b), c.nc.BufferLimit))
+			copy(*nb, b[:c.end])
+			bufpool.Put(c.buf)
+			c.buf, b = nb, *nb
+		}
+	}
+	n, err := c.sock.Read(b[c.end:])
+	if n > 0 {
+		c.end += n
+		return n, nil
+	}
+	if err == nil {
+		return 0, nil
+	}
+	return 0, err
+}
+
+// deliver offers the unconsumed bytes to the handler; fresh is how many of
+// them were just read. The buffer goes back to the pool once empty.
+func (c *conn) deliver(fresh int) {
+	c.start += c.nc.Deliver((*c.buf)[c.start:c.end], fresh)
+	if c.start == c.end {
+		c.releaseBuf(false)
+	}
+}
+
+func (c *conn) releaseBuf(force bool) {
+	if c.buf != nil && (force || c.start == c.end) {
+		bufpool.Put(c.buf)
+		c.buf, c.start, c.end = nil, 0, 0
+	}
+}
+
+// park ends a read burst at EAGAIN: re-arm for the next readiness unless
+// more arrived meanwhile. It reports whether the reader is done.
+func (c *conn) park() bool {
+	c.releaseBuf(false)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.again || c.closed {
+		c.again = false
+		return false
+	}
+	c.reading = false
+	c.wantIn = true
+	c.armLocked()
+	return true
+}
+
+// stop handles a paused or closed connection; it reports whether the
+// reader is done (false: state changed, look again).
+func (c *conn) stop() bool {
+	c.mu.Lock()
+	if c.closed || c.nc.Closed() {
+		c.mu.Unlock()
+		c.finish(nil)
+		return true
+	}
+	if c.again {
+		c.again = false
+		c.mu.Unlock()
+		return false
+	}
+	// Paused: a resume will start a reader. The unconsumed bytes stay.
+	c.reading = false
+	c.mu.Unlock()
+	return true
+}
+
+// finish releases everything and reports the close; it runs once, on the
+// reader.
+func (c *conn) finish(err error) {
+	c.mu.Lock()
+	if c.finished {
+		c.mu.Unlock()
+		return
+	}
+	c.finished = true
+	c.closed = true
+	c.mu.Unlock()
+	c.releaseBuf(true)
+	c.sock.shutdown()
+	c.sock.release(c.r.epfd)
+	c.r.remove(c)
+	c.signalWriter()
+	c.nc.Finish(err)
+}

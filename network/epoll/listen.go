@@ -1,0 +1,109 @@
+package epoll
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/straitproxy/strait/network"
+	"golang.org/x/sys/unix"
+)
+
+// acceptor is a non-blocking listening socket registered (level-triggered)
+// with one reactor, which accepts until EAGAIN on each readiness.
+type acceptor struct {
+	m      *Model
+	r      *reactor
+	fd     int
+	addr   *net.TCPAddr
+	ctx    context.Context
+	accept func(*network.Conn)
+
+	mu     sync.Mutex // held while accepting; Close waits on it
+	closed bool
+}
+
+func listenTCP(addr string) (int, *net.TCPAddr, error) {
+	ta, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		return -1, nil, err
+	}
+	family, sa := unix.AF_INET, unix.Sockaddr(nil)
+	if ip4 := ta.IP.To4(); ip4 != nil || ta.IP == nil {
+		a := &unix.SockaddrInet4{Port: ta.Port}
+		if ip4 != nil {
+			copy(a.Addr[:], ip4)
+		}
+		sa = a
+	} else {
+		family = unix.AF_INET6
+		a := &unix.SockaddrInet6{Port: ta.Port}
+		copy(a.Addr[:], ta.IP.To16())
+		sa = a
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, err
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		unix.Close(fd)
+		return -1, nil, err
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return -1, nil, fmt.Errorf("bind %s: %w", addr, err)
+	}
+	if err := unix.Listen(fd, 4096); err != nil {
+		unix.Close(fd)
+		return -1, nil, err
+	}
+	bound, err := unix.Getsockname(fd)
+	if err != nil {
+		unix.Close(fd)
+		return -1, nil, err
+	}
+	return fd, sockaddrToTCP(bound), nil
+}
+
+func (a *acceptor) Addr() net.Addr { return a.addr }
+
+// Close stops accepting; it returns once no accept callback runs.
+func (a *acceptor) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return nil
+	}
+	a.closed = true
+	a.r.mu.Lock()
+	delete(a.r.listeners, int32(a.fd))
+	a.r.mu.Unlock()
+	unix.EpollCtl(a.r.epfd, unix.EPOLL_CTL_DEL, a.fd, nil)
+	return unix.Close(a.fd)
+}
+
+// acceptAll accepts until EAGAIN, spreading connections over the reactors.
+func (a *acceptor) acceptAll() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for !a.closed {
+		nfd, sa, err := unix.Accept4(a.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch err {
+		case nil:
+		case unix.EAGAIN, unix.ECONNABORTED:
+			return
+		case unix.EINTR:
+			continue
+		default:
+			// Out of descriptors: leave the connection in the backlog and
+			// try again shortly rather than spin on a level-triggered fd.
+			time.Sleep(5 * time.Millisecond)
+			return
+		}
+		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		a.m.connAccepted()
+		a.accept(a.m.newConn(a.ctx, nfd, a.addr, sockaddrToTCP(sa)))
+	}
+}

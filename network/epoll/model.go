@@ -1,0 +1,169 @@
+package epoll
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/straitproxy/strait/network"
+	"golang.org/x/sys/unix"
+)
+
+// Model is the epoll I/O model. Its reactors start with the first
+// listener that uses it.
+type Model struct {
+	once     sync.Once
+	startErr error
+	reactors []*reactor
+	next     atomic.Uint32
+	readers  readerPool
+
+	events   atomic.Uint64
+	accepted atomic.Uint64
+}
+
+// Default is the model registered as "epoll".
+var Default = &Model{}
+
+var _ network.IOModel = (*Model)(nil)
+
+func init() { network.RegisterModel(Default) }
+
+// Name implements network.IOModel.
+func (m *Model) Name() string { return "epoll" }
+
+func (m *Model) start() error {
+	m.once.Do(func() {
+		n := runtime.GOMAXPROCS(0)
+		m.readers.max = 8 * n
+		for i := 0; i < n; i++ {
+			r, err := newReactor(m)
+			if err != nil {
+				m.startErr = fmt.Errorf("epoll: %w", err)
+				return
+			}
+			m.reactors = append(m.reactors, r)
+		}
+	})
+	return m.startErr
+}
+
+func (m *Model) pick() *reactor {
+	return m.reactors[int(m.next.Add(1))%len(m.reactors)]
+}
+
+// Listen implements network.IOModel with a non-blocking socket accepted by
+// a reactor.
+func (m *Model) Listen(ctx context.Context, addr string, accept func(*network.Conn)) (network.Acceptor, error) {
+	if err := m.start(); err != nil {
+		return nil, err
+	}
+	fd, bound, err := listenTCP(addr)
+	if err != nil {
+		return nil, err
+	}
+	a := &acceptor{m: m, r: m.pick(), fd: fd, addr: bound, ctx: ctx, accept: accept}
+	a.r.mu.Lock()
+	a.r.listeners[int32(fd)] = a
+	a.r.mu.Unlock()
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+	if err := unix.EpollCtl(a.r.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (m *Model) connAccepted() { m.accepted.Add(1) }
+
+func (m *Model) newConn(ctx context.Context, fd int, local, remote net.Addr) *network.Conn {
+	c := &conn{r: m.pick(), fd: fd, wch: make(chan struct{}, 1)}
+	c.sock = &fdSocket{c: c, fd: fd, local: local, remote: remote}
+	c.nc = network.NewConn(ctx, c.sock)
+	c.nc.SetOnResume(c.resume)
+	return c.nc
+}
+
+// Start implements network.IOModel: register for the first readiness.
+func (m *Model) Start(nc *network.Conn) {
+	s, ok := nc.Socket().(*fdSocket)
+	if !ok {
+		panic("epoll: Start on a connection it did not accept")
+	}
+	c := s.c
+	if err := c.r.add(c); err != nil {
+		c.mu.Lock()
+		c.reading = true
+		c.mu.Unlock()
+		c.finish(err)
+	}
+}
+
+// Events reports the readiness events handled so far (reactor_events).
+func (m *Model) Events() uint64 { return m.events.Load() }
+
+// Connections reports the connections registered with the reactors.
+func (m *Model) Connections() int {
+	n := 0
+	for _, r := range m.reactors {
+		n += r.count()
+	}
+	return n
+}
+
+// Readers reports the reader goroutines alive (bounded by 8 × GOMAXPROCS).
+func (m *Model) Readers() int { return m.readers.alive() }
+
+// readerPool runs conn readers on a few long-lived goroutines. A
+// connection is queued at most once (its reading flag), so the queue is
+// bounded by the connections; the reactors never block on it.
+type readerPool struct {
+	mu    sync.Mutex
+	cond  sync.Cond
+	queue []*conn
+	idle  int
+	n     int
+	max   int
+}
+
+func (p *readerPool) submit(c *conn) {
+	p.mu.Lock()
+	if p.cond.L == nil {
+		p.cond.L = &p.mu
+	}
+	p.queue = append(p.queue, c)
+	switch {
+	case p.idle > 0:
+		p.cond.Signal()
+	case p.n < p.max:
+		p.n++
+		go p.work()
+	}
+	p.mu.Unlock()
+}
+
+func (p *readerPool) work() {
+	p.mu.Lock()
+	for {
+		for len(p.queue) == 0 {
+			p.idle++
+			p.cond.Wait()
+			p.idle--
+		}
+		c := p.queue[0]
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+		p.mu.Unlock()
+		c.run()
+		p.mu.Lock()
+	}
+}
+
+func (p *readerPool) alive() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n
+}
