@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # bench/run.sh http1|tcp [rounds] [seconds]
+# bench/run.sh idle [connections] [wake]
 #
-# Runs Strait, nginx (1 worker) and HAProxy (1 thread) in front of the same
-# loopback origin, interleaved (A B C, A B C, ...), with wrk at 50
-# connections, and prints per run and as medians: req/s, p50/p99 latency,
-# proxy CPU time per request (user+system from /proc, the fair figure on a
-# shared machine) and proxy RSS; then Strait's ratio to each peer.
+# http1, tcp: runs Strait (netpoll and epoll I/O models), nginx (1 worker)
+# and HAProxy (1 thread) in front of the same loopback origin, interleaved
+# (A B C D, A B C D, ...), with wrk at 50 connections, and prints per run
+# and as medians: req/s, p50/p99 latency, proxy CPU time per request
+# (user+system from /proc, the fair figure on a shared machine) and proxy
+# RSS; then Strait's ratio to each peer.
+#
+# idle: for each I/O model, opens N (default 10,000) keep-alive connections
+# through Strait with one request each, leaves them idle, and prints the
+# proxy's RSS growth per connection and its goroutine count; then wakes W
+# (default 1,000) of them for one more request each and checks every
+# answer.
+#
 # Everything listens on 127.0.0.1; every run is bounded in time.
 set -euo pipefail
 mode=${1:-http1}
@@ -34,7 +43,11 @@ waitport() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null
 go build -o "$work/strait" ./cmd/strait
 go build -o "$work/upstream" ./bench/upstream
 
-up=$(freeport); p_strait=$(freeport); p_nginx=$(freeport); p_haproxy=$(freeport)
+if [ "$mode" = idle ]; then
+  exec "$root/bench/idle.sh" "$work" "${2:-10000}" "${3:-1000}"
+fi
+
+up=$(freeport); p_strait=$(freeport); p_epoll=$(freeport); p_nginx=$(freeport); p_haproxy=$(freeport)
 "$work/upstream" -addr 127.0.0.1:$up -size 128 & waitport $up
 
 # --- Strait
@@ -68,6 +81,8 @@ static_resources:
       endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $up } } } } ] } ]
 YAML
 "$work/strait" -c "$work/strait.yaml" --log-level error & pid_strait=$!
+sed "s/port_value: $p_strait /port_value: $p_epoll /" "$work/strait.yaml" > "$work/strait-epoll.yaml"
+"$work/strait" -c "$work/strait-epoll.yaml" --io-model epoll --log-level error & pid_epoll=$!
 
 # --- nginx, one worker
 mkdir -p "$work/nginx"
@@ -113,7 +128,7 @@ backend be
 CONF
 haproxy -f "$work/haproxy.cfg" -db & pid_haproxy=$!
 
-waitport $p_strait; waitport $p_nginx; waitport $p_haproxy
+waitport $p_strait; waitport $p_epoll; waitport $p_nginx; waitport $p_haproxy
 
 # cpu_ticks PID...: user+system clock ticks of the processes and their children threads.
 cpu_ticks() { local t=0; for p in "$@"; do for f in /proc/$p/task/*/stat; do set -- $(sed 's/^.*) //' "$f"); t=$((t + ${12} + ${13})); done; done; echo $t; }
@@ -121,21 +136,22 @@ rss_kib() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' /pro
 pids_of() {
   case $1 in
     strait) echo $pid_strait ;;
+    strait-epoll) echo $pid_epoll ;;
     nginx) echo $pid_nginx $(pgrep -P $pid_nginx) ;;
     haproxy) echo $pid_haproxy ;;
   esac
 }
-port_of() { case $1 in strait) echo $p_strait;; nginx) echo $p_nginx;; haproxy) echo $p_haproxy;; esac; }
+port_of() { case $1 in strait) echo $p_strait;; strait-epoll) echo $p_epoll;; nginx) echo $p_nginx;; haproxy) echo $p_haproxy;; esac; }
 hz=$(getconf CLK_TCK)
 
 # Warm up each proxy (connections to the origin, page cache).
-for name in strait nginx haproxy; do wrk -t1 -c$conns -d1s http://127.0.0.1:$(port_of $name)/ >/dev/null; done
+for name in strait strait-epoll nginx haproxy; do wrk -t1 -c$conns -d1s http://127.0.0.1:$(port_of $name)/ >/dev/null; done
 
 results="$work/results.tsv"
 : > "$results"
 to_us() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v*1000} else if (v ~ /s$/) {sub(/s$/,"",v); print v*1000000} else print v }'; }
 for r in $(seq "$rounds"); do
-  for name in strait nginx haproxy; do
+  for name in strait strait-epoll nginx haproxy; do
     pids=$(pids_of $name)
     c0=$(cpu_ticks $pids)
     o=$(wrk -t1 -c$conns -d${secs}s --latency http://127.0.0.1:$(port_of $name)/)
@@ -158,15 +174,16 @@ function median(arr, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j 
   return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2 }
 { n[$2]++; k = n[$2]; rps[$2, k] = $3; p50[$2, k] = $4; p99[$2, k] = $5; cpu[$2, k] = $6; rss[$2, k] = $7 }
 END {
-  printf "%-8s %10s %10s %10s %14s %8s\n", "proxy", "req/s", "p50 us", "p99 us", "cpu us/req", "RSS MiB"
-  split("strait nginx haproxy", names, " ")
-  for (i = 1; i <= 3; i++) { p = names[i]; m = n[p]
+  printf "%-13s %10s %10s %10s %14s %8s\n", "proxy", "req/s", "p50 us", "p99 us", "cpu us/req", "RSS MiB"
+  split("strait strait-epoll nginx haproxy", names, " ")
+  for (i = 1; i <= 4; i++) { p = names[i]; m = n[p]
     for (k = 1; k <= m; k++) { a[k] = rps[p, k] }; R[p] = median(a, m)
     for (k = 1; k <= m; k++) { a[k] = p50[p, k] }; P5[p] = median(a, m)
     for (k = 1; k <= m; k++) { a[k] = p99[p, k] }; P9[p] = median(a, m)
     for (k = 1; k <= m; k++) { a[k] = cpu[p, k] }; C[p] = median(a, m)
     for (k = 1; k <= m; k++) { a[k] = rss[p, k] }; S[p] = median(a, m)
-    printf "%-8s %10.0f %10.0f %10.0f %14.1f %8.0f\n", p, R[p], P5[p], P9[p], C[p], S[p] }
-  for (i = 2; i <= 3; i++) { p = names[i]
+    printf "%-13s %10.0f %10.0f %10.0f %14.1f %8.0f\n", p, R[p], P5[p], P9[p], C[p], S[p] }
+  for (i = 3; i <= 4; i++) { p = names[i]
     printf "strait/%s: req/s %.2fx, p99 %.2fx, cpu per request %.2fx\n", p, R["strait"] / R[p], P9["strait"] / P9[p], C["strait"] / C[p] }
+  printf "strait-epoll/strait (netpoll): req/s %.2fx, p99 %.2fx, cpu per request %.2fx\n", R["strait-epoll"] / R["strait"], P9["strait-epoll"] / P9["strait"], C["strait-epoll"] / C["strait"]
 }' "$results" | tee "$out/$mode-summary.txt"
