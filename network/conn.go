@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/straitproxy/strait/internal/bufpool"
 )
@@ -50,8 +51,8 @@ type vectorWriter interface {
 type Conn struct {
 	raw     Socket
 	handler Handler
-	ctx     context.Context
-	cancel  context.CancelFunc
+	parent  context.Context
+	done    chan struct{} // made on first Done, closed by Close
 
 	// ReadBufferSize is the size of each read; BufferLimit bounds the bytes
 	// held unconsumed (per_connection_buffer_limit_bytes).
@@ -78,17 +79,41 @@ type Conn struct {
 // NewConn wraps raw. ctx is the parent (the listener's); Conn.Context is
 // cancelled when the connection closes.
 func NewConn(ctx context.Context, raw Socket) *Conn {
-	c := &Conn{raw: raw, ReadBufferSize: bufpool.Medium, BufferLimit: 1 << 20, wake: make(chan struct{}, 1)}
-	c.ctx, c.cancel = context.WithCancel(ctx)
-	return c
+	return &Conn{raw: raw, parent: ctx, ReadBufferSize: bufpool.Medium, BufferLimit: 1 << 20}
 }
 
 // SetHandler sets the receiver of reads. It must be called before the I/O
 // model starts the connection.
 func (c *Conn) SetHandler(h Handler) { c.handler = h }
 
-// Context is cancelled when the connection closes.
-func (c *Conn) Context() context.Context { return c.ctx }
+// Context is cancelled when the connection closes; it carries the
+// listener context's values. It costs nothing until Done is first called
+// (an idle connection holds no context of its own).
+func (c *Conn) Context() context.Context { return (*connCtx)(c) }
+
+type connCtx Conn
+
+func (c *connCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *connCtx) Value(key any) any           { return c.parent.Value(key) }
+
+func (c *connCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.closed.Load() {
+			close(c.done)
+		}
+	}
+	return c.done
+}
+
+func (c *connCtx) Err() error {
+	if c.closed.Load() {
+		return context.Canceled
+	}
+	return nil
+}
 
 // Socket returns the transport (for the TLS handshake and socket options).
 func (c *Conn) Socket() Socket { return c.raw }
@@ -149,9 +174,11 @@ func (c *Conn) ResumeRead() {
 	c.redeliver = true
 	c.mu.Unlock()
 	if wasPaused {
-		select {
-		case c.wake <- struct{}{}:
-		default:
+		if c.wake != nil {
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
 		}
 		if c.onResume != nil {
 			c.onResume()
@@ -173,12 +200,18 @@ func (c *Conn) closeWith(err error) error {
 	var cerr error
 	c.closeOnce.Do(func() {
 		c.closeErr = err
+		c.mu.Lock()
 		c.closed.Store(true)
+		if c.done != nil {
+			close(c.done)
+		}
+		c.mu.Unlock()
 		cerr = c.raw.Close()
-		c.cancel()
-		select {
-		case c.wake <- struct{}{}:
-		default:
+		if c.wake != nil {
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
 		}
 	})
 	return cerr

@@ -76,7 +76,12 @@ type netpoll struct{}
 
 func (netpoll) Name() string { return "netpoll" }
 
-func (netpoll) Start(c *Conn) { go readLoop(c) }
+func (netpoll) Start(c *Conn) {
+	if c.wake == nil {
+		c.wake = make(chan struct{}, 1)
+	}
+	go readLoop(c)
+}
 
 // Listen binds addr with Go's net package; one goroutine accepts.
 func (netpoll) Listen(ctx context.Context, addr string, accept func(*Conn)) (Acceptor, error) {
@@ -117,7 +122,9 @@ func (a *netAcceptor) loop(ctx context.Context, accept func(*Conn)) {
 			continue
 		}
 		backoff = 0
-		accept(NewConn(ctx, raw.(*net.TCPConn)))
+		c := NewConn(ctx, raw.(*net.TCPConn))
+		c.wake = make(chan struct{}, 1) // before anyone can resume it
+		accept(c)
 	}
 }
 
@@ -177,7 +184,7 @@ func readLoop(c *Conn) {
 		if err != nil {
 			if errors.Is(err, io.EOF) && !c.Closed() {
 				c.handler.OnEOF()
-				<-c.ctx.Done()
+				<-c.Context().Done()
 				return
 			}
 			if !errors.Is(err, net.ErrClosed) {

@@ -1,6 +1,9 @@
 package protocol
 
-import "bytes"
+import (
+	"bytes"
+	"sync"
+)
 
 // Pseudo-header names. Every codec presents a request and a response the
 // same way an HTTP/2 codec would: the request line and the status line are
@@ -24,6 +27,54 @@ const (
 type Headers struct {
 	buf    []byte
 	fields []field
+	// bp and fp are the pooled holders of buf and fields, when they came
+	// from the pools (Recycle).
+	bp *[]byte
+	fp *[]field
+}
+
+var (
+	bufPool   = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+	fieldPool = sync.Pool{New: func() any { f := make([]field, 0, 16); return &f }}
+)
+
+// maxPooled bounds what Recycle keeps: a huge header block is dropped.
+const maxPooled = 16 << 10
+
+// Recycle empties h and gives its storage to pools shared by every
+// Headers; the next Add takes storage from them. Long-lived owners that
+// sit idle (a keep-alive connection between requests) call it so that
+// they hold no header storage. Slices from h are invalid afterwards.
+func (h *Headers) Recycle() {
+	if h.buf != nil && cap(h.buf) <= maxPooled {
+		if h.bp == nil {
+			b := h.buf
+			h.bp = &b
+		}
+		*h.bp = h.buf[:0]
+		bufPool.Put(h.bp)
+	}
+	if h.fields != nil && cap(h.fields) <= 1024 {
+		if h.fp == nil {
+			f := h.fields
+			h.fp = &f
+		}
+		*h.fp = h.fields[:0]
+		fieldPool.Put(h.fp)
+	}
+	*h = Headers{}
+}
+
+// grow takes pooled storage for an empty Headers.
+func (h *Headers) grow() {
+	if h.buf == nil {
+		h.bp = bufPool.Get().(*[]byte)
+		h.buf = (*h.bp)[:0]
+	}
+	if h.fields == nil {
+		h.fp = fieldPool.Get().(*[]field)
+		h.fields = (*h.fp)[:0]
+	}
 }
 
 type field struct {
@@ -69,6 +120,9 @@ func (h *Headers) Add(name, value []byte) { add(h, name, value) }
 func (h *Headers) AddString(name, value string) { add(h, name, value) }
 
 func add[N, V string | []byte](h *Headers, name N, value V) {
+	if h.fields == nil {
+		h.grow()
+	}
 	var f field
 	f.ns = int32(len(h.buf))
 	for i := 0; i < len(name); i++ {
@@ -217,6 +271,9 @@ func (h *Headers) DelSlot(i int) { h.fields[i].dead = true }
 
 // CopyFrom makes h a copy of o, reusing h's storage.
 func (h *Headers) CopyFrom(o *Headers) {
+	if h.fields == nil {
+		h.grow()
+	}
 	h.buf = append(h.buf[:0], o.buf...)
 	h.fields = append(h.fields[:0], o.fields...)
 }

@@ -16,13 +16,13 @@ type conn struct {
 	nc   *network.Conn
 	sock *fdSocket
 	fd   int
-	wch  chan struct{} // EPOLLOUT (or close) for a waiting writer
 
 	mu       sync.Mutex
-	wantIn   bool // armed for EPOLLIN
-	wantOut  bool // armed for EPOLLOUT
-	reading  bool // a reader owns the read side
-	again    bool // readiness or resume arrived while reading
+	wch      chan struct{} // EPOLLOUT (or close) for a waiting writer; made on first wait
+	wantIn   bool          // armed for EPOLLIN
+	wantOut  bool          // armed for EPOLLOUT
+	reading  bool          // a reader owns the read side
+	again    bool          // readiness or resume arrived while reading
 	closed   bool
 	finished bool
 	eof      bool
@@ -81,7 +81,11 @@ func (c *conn) claimLocked() bool {
 	return true
 }
 
+// signalWriter wakes a writer waiting for EPOLLOUT; c.mu is held.
 func (c *conn) signalWriter() {
+	if c.wch == nil {
+		return
+	}
 	select {
 	case c.wch <- struct{}{}:
 	default:
@@ -126,8 +130,12 @@ func (c *conn) waitWritable() error {
 	}
 	c.wantOut = true
 	c.armLocked()
+	if c.wch == nil {
+		c.wch = make(chan struct{}, 1)
+	}
+	wch := c.wch
 	c.mu.Unlock()
-	<-c.wch
+	<-wch
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
@@ -281,6 +289,8 @@ func (c *conn) finish(err error) {
 	c.sock.shutdown()
 	c.sock.release(c.r.epfd)
 	c.r.remove(c)
+	c.mu.Lock()
 	c.signalWriter()
+	c.mu.Unlock()
 	c.nc.Finish(err)
 }

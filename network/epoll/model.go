@@ -80,7 +80,7 @@ func (m *Model) Listen(ctx context.Context, addr string, accept func(*network.Co
 func (m *Model) connAccepted() { m.accepted.Add(1) }
 
 func (m *Model) newConn(ctx context.Context, fd int, local, remote net.Addr) *network.Conn {
-	c := &conn{r: m.pick(), fd: fd, wch: make(chan struct{}, 1)}
+	c := &conn{r: m.pick(), fd: fd}
 	c.sock = &fdSocket{c: c, fd: fd, local: local, remote: remote}
 	c.nc = network.NewConn(ctx, c.sock)
 	c.nc.SetOnResume(c.resume)

@@ -11,6 +11,10 @@ import (
 	"github.com/straitproxy/strait/protocol"
 )
 
+// smallWrite is the size up to which the client joins a head and body
+// into one buffer and one write.
+const smallWrite = 8 << 10
+
 // clientStream is one request on an upstream HTTP/1.1 connection. It is
 // kept in the connection's codec state and reused by the next request, so
 // a request on a pooled connection allocates nothing here.

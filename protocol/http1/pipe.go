@@ -37,6 +37,14 @@ func (p *pipe) reset() {
 	p.mu.Unlock()
 }
 
+// release drops the buffers so that an idle connection holds none; the
+// next body allocates afresh.
+func (p *pipe) release() {
+	p.mu.Lock()
+	p.w, p.r = nil, nil
+	p.mu.Unlock()
+}
+
 // write copies b in; it pauses the connection when the pipe is over its
 // limit. It does not retain b.
 func (p *pipe) write(b []byte) {

@@ -212,6 +212,7 @@ func (sc *serverConn) nextRequest() {
 		return
 	}
 	sc.state = stHead
+	sc.st.releaseRead()
 	sc.c.ResumeRead()
 }
 
@@ -269,6 +270,7 @@ func (sc *serverConn) finish(reset bool) {
 		return
 	}
 	st.finished = true
+	st.releaseWrite()
 	keep := !reset && st.keepAlive && st.respDone && !st.upgraded && !sc.draining &&
 		!sc.eof && sc.state != stClosed
 	switch {

@@ -4,12 +4,10 @@ import (
 	"errors"
 	"strconv"
 
+	"github.com/straitproxy/strait/internal/bufpool"
 	"github.com/straitproxy/strait/protocol"
 )
 
-// smallWrite is the body size up to which a response's head and body are
-// copied into one buffer and written with one syscall.
-const smallWrite = 8 << 10
 
 var (
 	errBodyTooLong  = errors.New("http1: response body longer than its content-length")
@@ -34,9 +32,11 @@ type serverStream struct {
 	keepAlive bool
 	framing   Framing
 	remaining int64
-	head      []byte // encoded head not yet written (joined with the body)
-	out       []byte
-	tail      []byte
+	// wb is the response's encode buffer, from the pool for the length of
+	// one response (an idle connection holds none); head is the part of it
+	// not yet written, joined with the next body bytes when they fit.
+	wb        *[]byte
+	head      []byte
 	respDone  bool
 	upgraded  bool
 	finished  bool
@@ -62,7 +62,6 @@ func (st *serverStream) begin(info RequestInfo) {
 	st.isHead = string(st.req.Method()) == "HEAD"
 	st.trailers, st.continued = false, false
 	st.keepAlive = info.KeepAlive
-	st.head, st.out = st.head[:0], st.out[:0]
 	st.respDone, st.upgraded, st.finished = false, false, false
 	if !st.req.Has(protocol.Scheme) {
 		st.req.Set(protocol.Scheme, st.sc.opts.Scheme)
@@ -127,7 +126,10 @@ func (st *serverStream) WriteHeaders(h *protocol.Headers, end bool) error {
 		}
 	}
 	st.remaining = cl
-	st.head = AppendResponseHead(st.head[:0], h, 1, st.framing, cl)
+	if st.wb == nil {
+		st.wb = bufpool.Get(bufpool.Small)
+	}
+	st.head = AppendResponseHead((*st.wb)[:0], h, 1, st.framing, cl)
 	if end || code == 101 {
 		return st.flush(end && code != 101)
 	}
@@ -197,8 +199,8 @@ var (
 	crlf      = []byte("\r\n")
 )
 
-// send writes head, p and tail: copied into one write when small, else
-// as one gathered write.
+// send writes head, p and tail: appended to the head in its buffer and
+// written at once when they fit, else as one gathered write.
 func (st *serverStream) send(p, tail []byte, end bool) error {
 	var err error
 	n := len(st.head) + len(p) + len(tail)
@@ -206,9 +208,8 @@ func (st *serverStream) send(p, tail []byte, end bool) error {
 	case n == 0:
 	case len(st.head) == 0 && len(tail) == 0:
 		_, err = st.sc.c.Write(p)
-	case n <= smallWrite:
-		st.out = append(append(append(st.out[:0], st.head...), p...), tail...)
-		_, err = st.sc.c.Write(st.out)
+	case n <= cap(st.head):
+		_, err = st.sc.c.Write(append(append(st.head, p...), tail...))
 	default:
 		_, err = st.sc.c.Writev(st.head, p, tail)
 	}
@@ -219,20 +220,25 @@ func (st *serverStream) send(p, tail []byte, end bool) error {
 	return err
 }
 
+var (
+	crlfLast = []byte("\r\n0\r\n\r\n")
+)
+
 // sendChunk writes p as one chunk, and the last chunk when end is set.
 func (st *serverStream) sendChunk(p []byte, end bool) error {
+	var tail []byte
+	switch {
+	case len(p) > 0 && end:
+		tail = crlfLast
+	case len(p) > 0:
+		tail = crlf
+	case end:
+		tail = lastChunk
+	}
 	if len(p) > 0 {
 		st.head = strconv.AppendUint(st.head, uint64(len(p)), 16)
 		st.head = append(st.head, crlf...)
 	}
-	tail := st.tail[:0]
-	if len(p) > 0 {
-		tail = append(tail, crlf...)
-	}
-	if end {
-		tail = append(tail, lastChunk...)
-	}
-	st.tail = tail
 	return st.send(p, tail, end)
 }
 
@@ -242,8 +248,8 @@ func (st *serverStream) WriteTrailers(t *protocol.Headers) error {
 	if st.framing != FramingChunked {
 		return st.WriteData(nil, true)
 	}
-	st.tail = AppendLastChunk(st.tail[:0], t)
-	return st.send(nil, st.tail, true)
+	st.head = AppendLastChunk(st.head, t)
+	return st.send(nil, nil, true)
 }
 
 // Upgrade turns the connection into a raw tunnel after a 101.
@@ -278,4 +284,22 @@ func (st *serverStream) ReadCancel() func(error) {
 			st.pipe.close(err)
 		}
 	}
+}
+
+// releaseWrite gives back the response's encode buffer (the worker's,
+// once the response is done).
+func (st *serverStream) releaseWrite() {
+	if st.wb != nil {
+		bufpool.Put(st.wb)
+		st.wb, st.head = nil, nil
+	}
+}
+
+// releaseRead gives back the request's header storage and body buffers,
+// so that an idle connection keeps none; the reader calls it (or the
+// worker while the reader waits) between requests.
+func (st *serverStream) releaseRead() {
+	st.req.Recycle()
+	st.body.Trailers.Recycle()
+	st.pipe.release()
 }
