@@ -160,10 +160,17 @@ func (c *conn) run() {
 			c.deliver(0)
 			continue
 		}
-		n, err := c.read()
+		n, room, err := c.read()
 		switch {
 		case n > 0:
 			c.deliver(n)
+			// A read that did not fill the buffer has most likely drained
+			// the socket: re-arm now instead of paying one more read for
+			// EAGAIN. The registration is level-triggered, so bytes that
+			// arrived meanwhile report at once.
+			if n < room && c.park() {
+				return
+			}
 		case err == unix.EAGAIN:
 			if c.park() {
 				return
@@ -190,8 +197,8 @@ func (c *conn) run() {
 }
 
 // read reads into the connection's buffer, taking one from the pool and
-// making room as needed.
-func (c *conn) read() (int, error) {
+// making room as needed; room is how much it asked for.
+func (c *conn) read() (n, room int, err error) {
 	size := c.nc.ReadBufferSize
 	if c.buf == nil {
 		c.buf = bufpool.Get(size)
@@ -203,7 +210,7 @@ func (c *conn) read() (int, error) {
 			c.end = copy(b, b[c.start:c.end])
 			c.start = 0
 		} else if len(b) >= c.nc.BufferLimit {
-			return 0, network.ErrBufferLimit
+			return 0, 0, network.ErrBufferLimit
 		} else {
 			nb := bufpool.Get(min(2*len(b), c.nc.BufferLimit))
 			copy(*nb, b[:c.end])
@@ -211,15 +218,13 @@ func (c *conn) read() (int, error) {
 			c.buf, b = nb, *nb
 		}
 	}
-	n, err := c.sock.Read(b[c.end:])
+	room = len(b) - c.end
+	n, err = c.sock.Read(b[c.end:])
 	if n > 0 {
 		c.end += n
-		return n, nil
+		return n, room, nil
 	}
-	if err == nil {
-		return 0, nil
-	}
-	return 0, err
+	return 0, room, err
 }
 
 // deliver offers the unconsumed bytes to the handler; fresh is how many of
