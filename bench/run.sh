@@ -145,13 +145,15 @@ port_of() { case $1 in strait) echo $p_strait;; strait-epoll) echo $p_epoll;; ng
 hz=$(getconf CLK_TCK)
 
 # Warm up each proxy (connections to the origin, page cache).
-for name in strait strait-epoll nginx haproxy; do wrk -t1 -c$conns -d1s http://127.0.0.1:$(port_of $name)/ >/dev/null; done
+# PROXIES limits the rotation, e.g. PROXIES="strait strait-epoll".
+proxies=${PROXIES:-strait strait-epoll nginx haproxy}
+for name in $proxies; do wrk -t1 -c$conns -d1s http://127.0.0.1:$(port_of $name)/ >/dev/null; done
 
 results="$work/results.tsv"
 : > "$results"
 to_us() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v*1000} else if (v ~ /s$/) {sub(/s$/,"",v); print v*1000000} else print v }'; }
 for r in $(seq "$rounds"); do
-  for name in strait strait-epoll nginx haproxy; do
+  for name in $proxies; do
     pids=$(pids_of $name)
     c0=$(cpu_ticks $pids)
     o=$(wrk -t1 -c$conns -d${secs}s --latency http://127.0.0.1:$(port_of $name)/)
@@ -176,14 +178,14 @@ function median(arr, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j 
 END {
   printf "%-13s %10s %10s %10s %14s %8s\n", "proxy", "req/s", "p50 us", "p99 us", "cpu us/req", "RSS MiB"
   split("strait strait-epoll nginx haproxy", names, " ")
-  for (i = 1; i <= 4; i++) { p = names[i]; m = n[p]
+  for (i = 1; i <= 4; i++) { p = names[i]; m = n[p]; if (m == 0) continue
     for (k = 1; k <= m; k++) { a[k] = rps[p, k] }; R[p] = median(a, m)
     for (k = 1; k <= m; k++) { a[k] = p50[p, k] }; P5[p] = median(a, m)
     for (k = 1; k <= m; k++) { a[k] = p99[p, k] }; P9[p] = median(a, m)
     for (k = 1; k <= m; k++) { a[k] = cpu[p, k] }; C[p] = median(a, m)
     for (k = 1; k <= m; k++) { a[k] = rss[p, k] }; S[p] = median(a, m)
     printf "%-13s %10.0f %10.0f %10.0f %14.1f %8.0f\n", p, R[p], P5[p], P9[p], C[p], S[p] }
-  for (i = 3; i <= 4; i++) { p = names[i]
+  for (i = 3; i <= 4; i++) { p = names[i]; if (n[p] == 0) continue
     printf "strait/%s: req/s %.2fx, p99 %.2fx, cpu per request %.2fx\n", p, R["strait"] / R[p], P9["strait"] / P9[p], C["strait"] / C[p] }
-  printf "strait-epoll/strait (netpoll): req/s %.2fx, p99 %.2fx, cpu per request %.2fx\n", R["strait-epoll"] / R["strait"], P9["strait-epoll"] / P9["strait"], C["strait-epoll"] / C["strait"]
+  if (n["strait-epoll"] > 0) printf "strait-epoll/strait (netpoll): req/s %.2fx, p99 %.2fx, cpu per request %.2fx\n", R["strait-epoll"] / R["strait"], P9["strait-epoll"] / P9["strait"], C["strait-epoll"] / C["strait"]
 }' "$results" | tee "$out/$mode-summary.txt"

@@ -20,7 +20,8 @@ type conn struct {
 	mu       sync.Mutex
 	wch      chan struct{} // EPOLLOUT (or close) for a waiting writer; made on first wait
 	wantIn   bool          // armed for EPOLLIN
-	wantOut  bool          // armed for EPOLLOUT
+	wantOut  bool          // a writer waits for EPOLLOUT
+	outReg   bool          // registered with the writers' epoll instance
 	reading  bool          // a reader owns the read side
 	again    bool          // readiness or resume arrived while reading
 	closed   bool
@@ -31,43 +32,35 @@ type conn struct {
 	start, end int
 }
 
-// armLocked re-arms the one-shot registration with what is still wanted.
+// armLocked re-arms the one-shot read registration.
 func (c *conn) armLocked() {
-	var ev uint32
-	if c.wantIn {
-		ev |= unix.EPOLLIN | unix.EPOLLRDHUP
-	}
-	if c.wantOut {
-		ev |= unix.EPOLLOUT
-	}
-	if ev == 0 || c.closed {
+	if !c.wantIn || c.closed {
 		return
 	}
-	e := unix.EpollEvent{Events: ev | unix.EPOLLONESHOT, Fd: int32(c.fd)}
+	e := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(c.fd)}
 	unix.EpollCtl(c.r.epfd, unix.EPOLL_CTL_MOD, c.fd, &e)
 }
 
-// ready is the reactor's dispatch for an event on c.
-func (c *conn) ready(events uint32) {
+// ready is a poller's dispatch for a read event on c; it reports whether
+// the caller became the reader and must run it.
+func (c *conn) ready(events uint32) bool {
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return
+	defer c.mu.Unlock()
+	if c.closed || !c.wantIn {
+		return false
 	}
-	if events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 && c.wantOut {
+	c.wantIn = false
+	return c.claimLocked()
+}
+
+// writable is the writers' poller reporting EPOLLOUT (or an error).
+func (c *conn) writable() {
+	c.mu.Lock()
+	if c.wantOut {
 		c.wantOut = false
 		c.signalWriter()
 	}
-	start := false
-	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && c.wantIn {
-		c.wantIn = false
-		start = c.claimLocked()
-	}
-	c.armLocked()
 	c.mu.Unlock()
-	if start {
-		c.r.m.readers.submit(c)
-	}
 }
 
 // claimLocked makes the caller the reader, or tells the current reader to
@@ -129,7 +122,16 @@ func (c *conn) waitWritable() error {
 		return net.ErrClosed
 	}
 	c.wantOut = true
-	c.armLocked()
+	op := unix.EPOLL_CTL_MOD
+	if !c.outReg {
+		op, c.outReg = unix.EPOLL_CTL_ADD, true
+	}
+	e := unix.EpollEvent{Events: unix.EPOLLOUT | unix.EPOLLONESHOT, Fd: int32(c.fd)}
+	if err := unix.EpollCtl(c.r.wepfd, op, c.fd, &e); err != nil {
+		c.wantOut = false
+		c.mu.Unlock()
+		return err
+	}
 	if c.wch == nil {
 		c.wch = make(chan struct{}, 1)
 	}
@@ -292,7 +294,7 @@ func (c *conn) finish(err error) {
 	c.mu.Unlock()
 	c.releaseBuf(true)
 	c.sock.shutdown()
-	c.sock.release(c.r.epfd)
+	c.sock.release(c.r.epfd, c.r.wepfd)
 	c.r.remove(c)
 	c.mu.Lock()
 	c.signalWriter()

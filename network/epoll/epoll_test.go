@@ -97,12 +97,17 @@ func TestIdleHoldsNoBufferAndCloseLeavesNothing(t *testing.T) {
 		t.Fatalf("echo %q %v", got, err)
 	}
 	c := h.c.Socket().(*fdSocket).c
+	var holds bool
 	wait(t, "the reader to park", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return !c.reading && c.wantIn
+		if c.reading || !c.wantIn {
+			return false
+		}
+		holds = c.buf != nil // the reader's, but it has parked
+		return true
 	})
-	if c.buf != nil || bufpool.Outstanding() != bufs {
+	if holds || bufpool.Outstanding() != bufs {
 		t.Fatalf("idle connection holds a buffer (outstanding %d, was %d)", bufpool.Outstanding(), bufs)
 	}
 	if m.Connections() != 1 {

@@ -69,6 +69,15 @@ func listenTCP(addr string) (int, *net.TCPAddr, error) {
 
 func (a *acceptor) Addr() net.Addr { return a.addr }
 
+// rearm asks for the next readiness; a.mu is held.
+func (a *acceptor) rearm() {
+	if a.closed {
+		return
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(a.fd)}
+	unix.EpollCtl(a.r.epfd, unix.EPOLL_CTL_MOD, a.fd, &ev)
+}
+
 // Close stops accepting; it returns once no accept callback runs.
 func (a *acceptor) Close() error {
 	a.mu.Lock()
@@ -84,10 +93,11 @@ func (a *acceptor) Close() error {
 	return unix.Close(a.fd)
 }
 
-// acceptAll accepts until EAGAIN, spreading connections over the reactors.
+// acceptAll accepts until EAGAIN, then re-arms the one-shot registration.
 func (a *acceptor) acceptAll() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	defer a.rearm()
 	for !a.closed {
 		nfd, sa, err := unix.Accept4(a.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		switch err {

@@ -38,15 +38,15 @@ func (m *Model) Name() string { return "epoll" }
 func (m *Model) start() error {
 	m.once.Do(func() {
 		n := runtime.GOMAXPROCS(0)
-		m.readers.max = 8 * n
-		for i := 0; i < n; i++ {
-			r, err := newReactor(m)
-			if err != nil {
-				m.startErr = fmt.Errorf("epoll: %w", err)
-				return
-			}
-			m.reactors = append(m.reactors, r)
+		m.readers.max = 4 * n
+		// Pollers run readers inline; a few more than cores, so that
+		// some keep polling while others wait in a handler.
+		r, err := newReactor(m, 2*n)
+		if err != nil {
+			m.startErr = fmt.Errorf("epoll: %w", err)
+			return
 		}
+		m.reactors = append(m.reactors, r)
 	})
 	return m.startErr
 }
@@ -69,7 +69,7 @@ func (m *Model) Listen(ctx context.Context, addr string, accept func(*network.Co
 	a.r.mu.Lock()
 	a.r.listeners[int32(fd)] = a
 	a.r.mu.Unlock()
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(fd)}
 	if err := unix.EpollCtl(a.r.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		a.Close()
 		return nil, err

@@ -6,28 +6,43 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// reactor is one epoll instance and the goroutine that waits on it.
+// reactor is one epoll instance for readiness to read (and accept), waited
+// on by several poller goroutines at once. Registrations are one-shot, so
+// an event goes to exactly one poller, which runs the connection's reader
+// inline: no hand-off between a poller and a reader. A second epoll
+// instance, with a goroutine of its own, carries EPOLLOUT for writers, so
+// that a writer is woken even when every poller is busy in a handler.
 type reactor struct {
-	m    *Model
-	epfd int
+	m     *Model
+	epfd  int // EPOLLIN, EPOLLRDHUP: readers and listeners
+	wepfd int // EPOLLOUT: writers waiting for room
 
-	mu        sync.Mutex
+	mu        sync.RWMutex
 	conns     map[int32]*conn
 	listeners map[int32]*acceptor
 }
 
-func newReactor(m *Model) (*reactor, error) {
+func newReactor(m *Model, pollers int) (*reactor, error) {
 	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
 	}
-	r := &reactor{m: m, epfd: fd, conns: map[int32]*conn{}, listeners: map[int32]*acceptor{}}
-	go r.loop()
+	wfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	r := &reactor{m: m, epfd: fd, wepfd: wfd, conns: map[int32]*conn{}, listeners: map[int32]*acceptor{}}
+	for i := 0; i < pollers; i++ {
+		go r.poll()
+	}
+	go r.pollWrites()
 	return r, nil
 }
 
-func (r *reactor) loop() {
-	events := make([]unix.EpollEvent, 256)
+// poll waits for one event at a time and handles it on this goroutine.
+func (r *reactor) poll() {
+	events := make([]unix.EpollEvent, 1)
 	for {
 		n, err := unix.EpollWait(r.epfd, events, -1)
 		if err != nil {
@@ -36,23 +51,47 @@ func (r *reactor) loop() {
 			}
 			return
 		}
+		if n == 1 {
+			r.m.events.Add(1)
+			r.dispatch(events[0].Fd, events[0].Events)
+		}
+	}
+}
+
+func (r *reactor) pollWrites() {
+	events := make([]unix.EpollEvent, 64)
+	for {
+		n, err := unix.EpollWait(r.wepfd, events, -1)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return
+		}
 		r.m.events.Add(uint64(n))
 		for i := 0; i < n; i++ {
-			r.dispatch(events[i].Fd, events[i].Events)
+			r.mu.RLock()
+			c := r.conns[events[i].Fd]
+			r.mu.RUnlock()
+			if c != nil {
+				c.writable()
+			}
 		}
 	}
 }
 
 func (r *reactor) dispatch(fd int32, events uint32) {
-	r.mu.Lock()
+	r.mu.RLock()
 	c := r.conns[fd]
 	a := r.listeners[fd]
-	r.mu.Unlock()
+	r.mu.RUnlock()
 	switch {
 	case a != nil:
 		a.acceptAll()
 	case c != nil:
-		c.ready(events)
+		if c.ready(events) {
+			c.run()
+		}
 	}
 }
 
@@ -80,7 +119,7 @@ func (r *reactor) remove(c *conn) {
 
 // count reports the registered connections.
 func (r *reactor) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	return len(r.conns)
 }

@@ -138,10 +138,11 @@ func (s *fdSocket) shutdown() {
 }
 
 // release closes the descriptor once no system call can use it.
-func (s *fdSocket) release(epfd int) {
+func (s *fdSocket) release(epfd, wepfd int) {
 	s.fdmu.Lock()
 	if s.fd >= 0 {
 		unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
+		unix.EpollCtl(wepfd, unix.EPOLL_CTL_DEL, s.fd, nil)
 		unix.Close(s.fd)
 		s.fd = -1
 	}
