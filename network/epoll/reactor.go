@@ -1,7 +1,9 @@
 package epoll
 
 import (
+	"os"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,6 +17,8 @@ import (
 type reactor struct {
 	m     *Model
 	epfd  int // EPOLLIN, EPOLLRDHUP: readers and listeners
+	file  *os.File
+	rc    syscall.RawConn
 	wepfd int // EPOLLOUT: writers waiting for room
 
 	mu        sync.RWMutex
@@ -33,6 +37,13 @@ func newReactor(m *Model, pollers int) (*reactor, error) {
 		return nil, err
 	}
 	r := &reactor{m: m, epfd: fd, wepfd: wfd, conns: map[int32]*conn{}, listeners: map[int32]*acceptor{}}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, err
+	}
+	r.file = os.NewFile(uintptr(fd), "epoll")
+	if r.rc, err = r.file.SyscallConn(); err != nil {
+		return nil, err
+	}
 	for i := 0; i < pollers; i++ {
 		go r.poll()
 	}
@@ -40,20 +51,27 @@ func newReactor(m *Model, pollers int) (*reactor, error) {
 	return r, nil
 }
 
-// poll waits for one event at a time and handles it on this goroutine.
+// poll takes a few events at a time and handles them on this goroutine.
+// It never blocks in epoll_wait: the epoll descriptor itself is parked in
+// the runtime's poller, which wakes a poller goroutine (without holding an
+// OS thread while idle) when the instance has events; the events are then
+// taken with a non-blocking epoll_wait.
 func (r *reactor) poll() {
-	events := make([]unix.EpollEvent, 1)
+	events := make([]unix.EpollEvent, 4)
+	var n int
+	take := func(fd uintptr) bool {
+		var err error
+		n, err = unix.EpollWait(int(fd), events, 0)
+		return err != nil || n > 0
+	}
 	for {
-		n, err := unix.EpollWait(r.epfd, events, -1)
-		if err != nil {
-			if err == unix.EINTR {
-				continue
-			}
+		n = 0
+		if err := r.rc.Read(take); err != nil {
 			return
 		}
-		if n == 1 {
-			r.m.events.Add(1)
-			r.dispatch(events[0].Fd, events[0].Events)
+		r.m.events.Add(uint64(n))
+		for i := 0; i < n; i++ {
+			r.dispatch(events[i].Fd, events[i].Events)
 		}
 	}
 }
