@@ -8,7 +8,6 @@ import (
 	"github.com/straitproxy/strait/protocol"
 )
 
-
 var (
 	errBodyTooLong  = errors.New("http1: response body longer than its content-length")
 	errBodyTooShort = errors.New("http1: response body shorter than its content-length")
@@ -35,12 +34,12 @@ type serverStream struct {
 	// wb is the response's encode buffer, from the pool for the length of
 	// one response (an idle connection holds none); head is the part of it
 	// not yet written, joined with the next body bytes when they fit.
-	wb        *[]byte
-	head      []byte
-	respDone  bool
-	upgraded  bool
-	finished  bool
-	gen       uint64 // request number on the connection, under sc.mu
+	wb       *[]byte
+	head     []byte
+	respDone bool
+	upgraded bool
+	finished bool
+	gen      uint64 // request number on the connection, under sc.mu
 }
 
 var (
