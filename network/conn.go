@@ -279,6 +279,9 @@ func (c *Conn) Deliver(data []byte, fresh int) int {
 	return c.handler.OnRead(data)
 }
 
+// CountRead counts bytes read but held for later delivery.
+func (c *Conn) CountRead(n int) { c.rx.Add(uint64(n)) }
+
 // DeliverEOF reports the peer's half-close to the handler.
 func (c *Conn) DeliverEOF() { c.handler.OnEOF() }
 

@@ -24,6 +24,7 @@ type conn struct {
 	outReg   bool          // registered with the writers' epoll instance
 	reading  bool          // a reader owns the read side
 	again    bool          // readiness or resume arrived while reading
+	started  bool          // Start registered it (or found it closed)
 	closed   bool
 	finished bool
 	eof      bool
@@ -89,7 +90,7 @@ func (c *conn) signalWriter() {
 // again and read on.
 func (c *conn) resume() {
 	c.mu.Lock()
-	start := !c.closed && !c.eof && c.claimLocked()
+	start := c.started && !c.closed && !c.eof && c.claimLocked()
 	c.mu.Unlock()
 	if start {
 		c.r.m.readers.submit(c)
@@ -105,8 +106,17 @@ func (c *conn) close() {
 		return
 	}
 	c.closed = true
-	c.sock.shutdown()
 	c.signalWriter()
+	if !c.started {
+		// Never started: no reader can exist and no handler may hear of
+		// it (as under netpoll); give the descriptor back now. A Start
+		// that comes later reports the close.
+		c.mu.Unlock()
+		c.sock.release(c.r.epfd, c.r.wepfd)
+		c.r.remove(c)
+		return
+	}
+	c.sock.shutdown()
 	start := c.claimLocked()
 	c.mu.Unlock()
 	if start {
@@ -163,6 +173,19 @@ func (c *conn) run() {
 			continue
 		}
 		n, room, err := c.read()
+		if n > 0 || err == nil {
+			// Paused or closed while reading: keep the bytes, deliver
+			// nothing to a handler that closed.
+			// (A redelivery Readable reports is moot: everything
+			// unconsumed is delivered now.)
+			if ok, _ := c.nc.Readable(); !ok {
+				c.nc.CountRead(n)
+				if c.stop() {
+					return
+				}
+				continue
+			}
+		}
 		switch {
 		case n > 0:
 			c.deliver(n)
@@ -214,7 +237,9 @@ func (c *conn) read() (n, room int, err error) {
 		} else if len(b) >= c.nc.BufferLimit {
 			return 0, 0, network.ErrBufferLimit
 		} else {
-			nb := bufpool.Get(min(2*len(b), c.nc.BufferLimit))
+			size := min(2*len(b), c.nc.BufferLimit)
+			nb := bufpool.Get(size)
+			*nb = (*nb)[:size] // the class may be larger than the limit
 			copy(*nb, b[:c.end])
 			bufpool.Put(c.buf)
 			c.buf, b = nb, *nb

@@ -113,6 +113,11 @@ func (a *acceptor) acceptAll() {
 			return
 		}
 		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		// Keep-alive probes as Go's net.Listen sets them (15 s), so that a
+		// peer that vanished does not hold a descriptor forever.
+		unix.SetsockoptInt(nfd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15)
+		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15)
 		a.m.connAccepted()
 		a.accept(a.m.newConn(a.ctx, nfd, a.addr, sockaddrToTCP(sa)))
 	}

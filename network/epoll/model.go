@@ -84,6 +84,11 @@ func (m *Model) newConn(ctx context.Context, fd int, local, remote net.Addr) *ne
 	c.sock = &fdSocket{c: c, fd: fd, local: local, remote: remote}
 	c.nc = network.NewConn(ctx, c.sock)
 	c.nc.SetOnResume(c.resume)
+	// Known to the reactor from the start, so that a writer's EPOLLOUT
+	// finds it even before Start.
+	c.r.mu.Lock()
+	c.r.conns[int32(fd)] = c
+	c.r.mu.Unlock()
 	return c.nc
 }
 
@@ -94,11 +99,24 @@ func (m *Model) Start(nc *network.Conn) {
 		panic("epoll: Start on a connection it did not accept")
 	}
 	c := s.c
-	if err := c.r.add(c); err != nil {
-		c.mu.Lock()
-		c.reading = true
-		c.mu.Unlock()
-		c.finish(err)
+	c.mu.Lock()
+	c.started = true
+	if !c.closed {
+		c.wantIn = true
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(c.fd)}
+		if err := unix.EpollCtl(c.r.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err == nil {
+			c.mu.Unlock()
+			return
+		}
+		c.wantIn = false
+		c.closed = true
+		c.sock.shutdown()
+	}
+	// Closed before or while starting: a reader reports it.
+	start := c.claimLocked()
+	c.mu.Unlock()
+	if start {
+		m.readers.submit(c)
 	}
 }
 
@@ -114,7 +132,7 @@ func (m *Model) Connections() int {
 	return n
 }
 
-// Readers reports the reader goroutines alive (bounded by 8 × GOMAXPROCS).
+// Readers reports the reader goroutines alive (bounded by 4 × GOMAXPROCS).
 func (m *Model) Readers() int { return m.readers.alive() }
 
 // readerPool runs conn readers on a few long-lived goroutines. A

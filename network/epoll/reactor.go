@@ -57,11 +57,16 @@ func newReactor(m *Model, pollers int) (*reactor, error) {
 // OS thread while idle) when the instance has events; the events are then
 // taken with a non-blocking epoll_wait.
 func (r *reactor) poll() {
-	events := make([]unix.EpollEvent, 4)
+	// One event at a time: a poller runs its reader inline, and events it
+	// took but could not reach would wait behind a slow handler.
+	events := make([]unix.EpollEvent, 1)
 	var n int
 	take := func(fd uintptr) bool {
 		var err error
 		n, err = unix.EpollWait(int(fd), events, 0)
+		if n < 0 {
+			n = 0
+		}
 		return err != nil || n > 0
 	}
 	for {
@@ -80,7 +85,7 @@ func (r *reactor) pollWrites() {
 	events := make([]unix.EpollEvent, 64)
 	for {
 		n, err := unix.EpollWait(r.wepfd, events, -1)
-		if err != nil {
+		if err != nil || n < 0 {
 			if err == unix.EINTR {
 				continue
 			}
@@ -111,19 +116,6 @@ func (r *reactor) dispatch(fd int32, events uint32) {
 			c.run()
 		}
 	}
-}
-
-// add registers a new connection for its first readiness.
-func (r *reactor) add(c *conn) error {
-	r.mu.Lock()
-	r.conns[int32(c.fd)] = c
-	r.mu.Unlock()
-	c.mu.Lock()
-	c.wantIn = true
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(c.fd)}
-	err := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev)
-	c.mu.Unlock()
-	return err
 }
 
 // remove forgets a connection whose descriptor is being closed.
