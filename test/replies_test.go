@@ -107,28 +107,13 @@ func TestNoRouteAndNoUpstream(t *testing.T) {
 
 // badUpstream answers every request with the given raw bytes, then closes.
 func badUpstream(t *testing.T, raw string) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				io.WriteString(c, raw)
-			}()
+	return testutil.StartTCP(t, func(c net.Conn) {
+		defer c.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
 		}
-	}()
-	return ln.Addr().String()
+		io.WriteString(c, raw)
+	})
 }
 
 func TestMalformedUpstream(t *testing.T) {
@@ -193,31 +178,18 @@ func TestRetries(t *testing.T) {
 // TestDeadPooledConnection: the upstream closes its idle keep-alive
 // connections; the next request must not fail on the dead one.
 func TestDeadPooledConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	conns := make(chan net.Conn, 16)
-	go func() {
+	addr := testutil.StartTCP(t, func(c net.Conn) {
+		conns <- c
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := http.ReadRequest(br); err != nil {
 				return
 			}
-			conns <- c
-			go func() {
-				br := bufio.NewReader(c)
-				for {
-					if _, err := http.ReadRequest(br); err != nil {
-						return
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
-	}()
-	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{}, ""))
+	})
+	p := startProxy(t, httpBootstrap(addr, routeCfg{}, ""))
 	for i := 0; i < 3; i++ {
 		code, body := get(t, p.url("ingress")+"/")
 		if code != 200 || body != "ok" {

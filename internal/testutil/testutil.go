@@ -128,9 +128,10 @@ func writeN(w io.Writer, n int) {
 	}
 }
 
-// StartEcho starts a TCP server that echoes every byte back and
-// half-closes when the client half-closes. It returns its address.
-func StartEcho(t testing.TB) string {
+// StartTCP starts a loopback TCP server that runs serve on each accepted
+// connection (on its own goroutine; serve owns the connection) and returns
+// its address. The listener closes with the test.
+func StartTCP(t testing.TB, serve func(c net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -143,14 +144,21 @@ func StartEcho(t testing.TB) string {
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			}()
+			go serve(c)
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// StartEcho starts a TCP server that echoes every byte back and
+// half-closes when the client half-closes. It returns its address.
+func StartEcho(t testing.TB) string {
+	t.Helper()
+	return StartTCP(t, func(c net.Conn) {
+		defer c.Close()
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	})
 }
 
 // Eventually polls cond every few milliseconds until it holds or the
