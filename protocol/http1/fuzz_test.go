@@ -133,21 +133,10 @@ func FuzzBodyDecoder(f *testing.F) {
 		if err == nil && !reflect.DeepEqual(listFields(&d.Trailers), listFields(&d2.Trailers)) {
 			t.Fatalf("trailers differ: %q / %q", listFields(&d.Trailers), listFields(&d2.Trailers))
 		}
-		// Whatever a size field says, a warm decoder allocates nothing but
-		// the error it may return.
-		var d3 BodyDecoder
-		allocs := testing.AllocsPerRun(1, func() {
-			d3.Reset(fr, int64(cl), Limits{})
-			for rest := data; ; {
-				_, n, done, err := d3.Decode(rest)
-				if rest = rest[n:]; err != nil || done || n == 0 {
-					return
-				}
-			}
-		})
-		if allocs > 1 {
-			t.Fatalf("%v allocs", allocs)
-		}
+		// (That a size field never makes the decoder allocate is pinned by
+		// TestBodyDecoderHugeChunk and TestBodyDecoderAllocs: AllocsPerRun
+		// inside a fuzz target stops the world on every input and stalled
+		// the fuzzing workers on CI.)
 	})
 }
 
