@@ -1,6 +1,7 @@
 package http1
 
 import (
+	"bytes"
 	"errors"
 	"strconv"
 	"sync"
@@ -40,6 +41,7 @@ type serverConn struct {
 	draining  bool
 	eof       bool
 	discarded int
+	scanned   int // bytes of an incomplete head already searched for its end
 	st        serverStream
 }
 
@@ -99,10 +101,15 @@ func (sc *serverConn) decodeOnce(data []byte) (n int, more bool) {
 
 func (sc *serverConn) decodeHead(data []byte) (int, bool) {
 	st := &sc.st
-	n, info, err := ParseRequestHead(data, &st.req, sc.lim)
-	if err == ErrNeedMore {
+	if !sc.headMayEnd(data) {
 		return 0, false
 	}
+	n, info, err := ParseRequestHead(data, &st.req, sc.lim)
+	if err == ErrNeedMore {
+		sc.scanned = len(data)
+		return 0, false
+	}
+	sc.scanned = 0
 	if err != nil {
 		sc.protocolError(err)
 		return len(data), false
@@ -170,6 +177,24 @@ func (sc *serverConn) decodeBody(data []byte, discard bool) (int, bool) {
 	}
 	return consumed, consumed > 0 || len(d) > 0
 }
+
+// headMayEnd reports whether data, an incomplete head so far, may now be
+// complete: only the bytes that arrived since the last attempt are
+// searched for a line end followed by an empty line. Without it, a client
+// that sends its head a byte at a time would make every byte rescan the
+// whole head (quadratic work, up to the 60 KiB limit).
+func (sc *serverConn) headMayEnd(data []byte) bool {
+	if sc.scanned == 0 || len(data) > sc.lim.orDefaults().MaxHeaderBytes {
+		return true
+	}
+	tail := data[max(sc.scanned-2, 0):]
+	return bytes.Contains(tail, lfLF) || bytes.Contains(tail, lfCRLF)
+}
+
+var (
+	lfLF   = []byte("\n\n")
+	lfCRLF = []byte("\n\r\n")
+)
 
 // protocolError answers a request the parser refused and closes: after a
 // framing error nothing further on the connection can be trusted.

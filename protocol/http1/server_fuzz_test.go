@@ -144,3 +144,25 @@ func FuzzServerConn(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkHeadByteByByte: a 16 KiB head that arrives one byte per read
+// costs work linear in its size, not quadratic.
+func BenchmarkHeadByteByByte(b *testing.B) {
+	head := []byte("GET / HTTP/1.1\r\nHost: a\r\nX-Pad: " + string(make([]byte, 16<<10)) + "\r\n\r\n")
+	for i := range head[32 : len(head)-4] {
+		head[32+i] = 'a'
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		fc := &fakeConn{}
+		w := &echoWorker{}
+		sc := newServer(fc, protocol.ServerOptions{}, w).(*serverConn)
+		for i := 1; i <= len(head); i++ {
+			if sc.Decode(head[:i]) > 0 {
+				break
+			}
+		}
+		sc.OnClose(nil)
+		w.wg.Wait()
+	}
+}
