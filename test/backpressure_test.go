@@ -1,0 +1,144 @@
+package test
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/straitproxy/strait/internal/testutil"
+)
+
+// countingZeros yields n zero bytes and counts what was taken.
+type countingZeros struct {
+	left  int64
+	taken *atomic.Int64
+}
+
+func (z *countingZeros) Read(p []byte) (int, error) {
+	if z.left == 0 {
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), z.left))
+	clear(p[:n])
+	z.left -= int64(n)
+	z.taken.Add(int64(n))
+	return n, nil
+}
+
+// TestUploadBackpressure: an upstream that does not read its request body
+// stops the client's upload: the proxy buffers no more than its bounded
+// pipe (the rest sits in the kernels' socket buffers), and once the
+// upstream reads, the whole body arrives.
+func TestUploadBackpressure(t *testing.T) {
+	release := make(chan struct{})
+	var got atomic.Int64
+	var started atomic.Bool
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started.Store(true)
+		<-release
+		n, _ := io.Copy(io.Discard, r.Body)
+		got.Store(n)
+		io.WriteString(w, strconv.FormatInt(n, 10))
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{routes: `              - match: { prefix: "/" }
+                route: { cluster: backend, timeout: 0s }`}, ""))
+
+	const size = 256 << 20
+	var taken atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", p.url("ingress")+"/upload", &countingZeros{left: size, taken: &taken})
+		req.ContentLength = size
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	testutil.Eventually(t, 5*time.Second, "the upstream to get the request", started.Load)
+	// Wait until the upload stalls: no progress for 300 ms.
+	last, stable := int64(-1), time.Now()
+	for time.Since(stable) < 300*time.Millisecond {
+		if n := taken.Load(); n != last {
+			last, stable = n, time.Now()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Socket buffers on loopback can hold tens of MiB between the client
+	// and the upstream; the proxy's own share is its 64 KiB pipe. Without
+	// back-pressure the whole 256 MiB would have gone.
+	if last > 64<<20 {
+		t.Fatalf("the client sent %d MiB to an upstream that reads nothing", last>>20)
+	}
+	t.Logf("upload stalled at %d KiB", last>>10)
+	close(release)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("upload never finished after the upstream started reading")
+	}
+	if got.Load() != size {
+		t.Fatalf("upstream read %d bytes, want %d", got.Load(), size)
+	}
+}
+
+// TestDownloadBackpressure: a client that does not read its response stops
+// the upstream's writes in the same way.
+func TestDownloadBackpressure(t *testing.T) {
+	const size = 256 << 20
+	var written atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("content-length", strconv.Itoa(size))
+		buf := make([]byte, 64<<10)
+		for left := size; left > 0; left -= len(buf) {
+			n, err := w.Write(buf[:min(len(buf), left)])
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{routes: `              - match: { prefix: "/" }
+                route: { cluster: backend, timeout: 0s }`}, ""))
+
+	resp, err := http.Get(p.url("ingress") + "/download")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	last, stable := int64(-1), time.Now()
+	for time.Since(stable) < 300*time.Millisecond {
+		if n := written.Load(); n != last {
+			last, stable = n, time.Now()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if last > 64<<20 {
+		t.Fatalf("the upstream wrote %d MiB to a client that reads nothing", last>>20)
+	}
+	t.Logf("download stalled at %d KiB", last>>10)
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || n != size {
+		t.Fatalf("read %d bytes: %v", n, err)
+	}
+}
