@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-func TestPoolBoundsWorkersAndBlocks(t *testing.T) {
+func TestPoolBoundsWorkersAndQueues(t *testing.T) {
 	p := NewPool(2)
 	release := make(chan struct{})
 	var started sync.WaitGroup
@@ -18,18 +18,34 @@ func TestPoolBoundsWorkersAndBlocks(t *testing.T) {
 	if p.Active() != 2 || p.Workers() != 2 {
 		t.Fatalf("active %d workers %d", p.Active(), p.Workers())
 	}
-	third := make(chan struct{})
-	go func() { p.Go(func() {}); close(third) }()
+	ran := make(chan int, 10)
+	returned := make(chan struct{})
+	go func() {
+		for i := 0; i < 10; i++ {
+			p.Go(func() { ran <- i })
+		}
+		close(returned)
+	}()
 	select {
-	case <-third:
-		t.Fatal("Go did not block with every worker busy")
-	case <-time.After(50 * time.Millisecond):
+	case <-returned: // Run never blocks
+	case <-time.After(2 * time.Second):
+		t.Fatal("Go blocked with every worker busy")
+	}
+	if q := p.Queued(); q != 10 {
+		t.Fatalf("queued %d, want 10", q)
+	}
+	select {
+	case <-ran:
+		t.Fatal("a queued task ran while every worker was busy")
+	default:
 	}
 	close(release)
-	select {
-	case <-third:
-	case <-time.After(2 * time.Second):
-		t.Fatal("Go still blocked after workers freed")
+	for i := 0; i < 10; i++ {
+		select {
+		case <-ran:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("only %d of 10 queued tasks ran", i)
+		}
 	}
 	if p.Workers() > 2 {
 		t.Fatalf("%d workers for a pool of 2", p.Workers())
@@ -41,6 +57,24 @@ func TestPoolBoundsWorkersAndBlocks(t *testing.T) {
 			t.Fatalf("%d workers still alive after Close", p.Workers())
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestPoolQueueSurvivesIdleExit: a worker timing out idle while work is
+// queued takes the work instead of leaving.
+func TestPoolQueueSurvivesIdleExit(t *testing.T) {
+	p := NewPool(1)
+	p.idleFor = time.Millisecond
+	defer p.Close()
+	for round := 0; round < 200; round++ {
+		done := make(chan struct{})
+		p.Go(func() { close(done) })
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("round %d: task never ran (workers %d, queued %d)", round, p.Workers(), p.Queued())
+		}
+		time.Sleep(time.Duration(round%3) * time.Millisecond)
 	}
 }
 

@@ -143,6 +143,7 @@ func (s *Server) serverStats(root *stats.Scope) {
 	sc.GaugeFunc("workers_active", func() int64 { return int64(pool.Active()) })
 	sc.GaugeFunc("workers_alive", func() int64 { return int64(pool.Workers()) })
 	sc.GaugeFunc("workers_max", func() int64 { return int64(pool.Max()) })
+	sc.GaugeFunc("workers_queued", func() int64 { return int64(pool.Queued()) })
 	seen := map[string]bool{}
 	for _, l := range s.listeners {
 		if m, ok := l.IOModel().(interface {

@@ -1,7 +1,10 @@
 package test
 
 import (
+	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -9,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/internal/testutil"
+	"github.com/straitproxy/strait/server"
 )
 
 // countingZeros yields n zero bytes and counts what was taken.
@@ -140,5 +145,52 @@ func TestDownloadBackpressure(t *testing.T) {
 	n, err := io.Copy(io.Discard, resp.Body)
 	if err != nil || n != size {
 		t.Fatalf("read %d bytes: %v", n, err)
+	}
+}
+
+// TestWorkerPoolSaturation: with 2 workers, 12 slow requests on 12
+// connections all complete; the extra ones wait in the pool's queue while
+// every worker is busy.
+func TestWorkerPoolSaturation(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	b, err := config.Parse([]byte(httpBootstrap(up.Addr, routeCfg{}, "")), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(b, server.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), DrainTime: time.Second,
+		IOModel: ioModel(), Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	p := &proxy{t: t, srv: srv}
+	const n = 12
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			resp, err := http.Get(p.url("ingress") + "/slow/150")
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+			}
+			errs <- err
+		}()
+	}
+	testutil.Eventually(t, 5*time.Second, "requests to queue behind busy workers", func() bool {
+		return p.stat("server.workers_queued") > 0
+	})
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w := srv.Pool().Workers(); w > 2 {
+		t.Fatalf("%d workers for a pool of 2", w)
 	}
 }
