@@ -160,20 +160,12 @@ func (s *Stream) tryOnce() error {
 	}
 	s.conn = conn
 	s.prevConnReused = conn.Reused
-	s.us = s.codecFor().NewClient(conn)
+	s.us = s.cluster.Codec.NewClient(conn)
 	if err := s.sendRequest(); err != nil {
 		return err
 	}
 	s.us.SetDeadline(s.responseDeadline())
 	return s.us.ReadHeaders(&s.resp)
-}
-
-func (s *Stream) codecFor() *protocol.Codec {
-	c, err := protocol.Get(s.cluster.Protocol)
-	if err != nil {
-		panic(err) // the cluster's protocol was checked when it was built
-	}
-	return c
 }
 
 // responseDeadline is the earlier of the route timeout and the per-try

@@ -14,6 +14,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/protocol"
 	"github.com/straitproxy/strait/stats"
 )
 
@@ -25,8 +26,10 @@ type Cluster struct {
 	IdleTimeout        time.Duration
 	MaxRequestsPerConn int
 	BufferLimit        int
-	// Protocol is the codec used towards the hosts ("http1").
+	// Protocol is the codec used towards the hosts ("http1"); Codec is
+	// that codec, resolved when the cluster is built.
 	Protocol string
+	Codec    *protocol.Codec
 	Breaker  *Breaker
 	Stats    *ClusterStats
 	LBName   string
@@ -123,6 +126,11 @@ func BuildCluster(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Cl
 	if err := c.protocolOptions(cl); err != nil {
 		return nil, err
 	}
+	codec, err := protocol.Get(c.Protocol)
+	if err != nil {
+		return nil, err
+	}
+	c.Codec = codec
 	c.Breaker = buildBreaker(cl.GetCircuitBreakers())
 	lbName, err := lbPolicyName(cl.GetLbPolicy())
 	if err != nil {
@@ -198,6 +206,9 @@ func (c *Cluster) protocolOptions(cl *clusterv3.Cluster) error {
 		if e := po.GetExplicitHttpConfig(); e != nil && e.GetHttp2ProtocolOptions() != nil {
 			return config.At(path+".explicit_http_config", fmt.Errorf("HTTP/2 upstreams are not supported yet"))
 		}
+		if po.GetUseDownstreamProtocolConfig() != nil || po.GetAutoConfig() != nil {
+			return config.At(path, fmt.Errorf("only explicit_http_config with http_protocol_options is supported yet"))
+		}
 		if err := supported.Check(&po); err != nil {
 			return config.At(path, err)
 		}
@@ -208,12 +219,6 @@ func (c *Cluster) protocolOptions(cl *clusterv3.Cluster) error {
 			if v := cp.GetMaxRequestsPerConnection(); v != nil {
 				c.MaxRequestsPerConn = int(v.GetValue())
 			}
-		}
-		if e := po.GetExplicitHttpConfig(); e != nil && e.GetHttp2ProtocolOptions() != nil {
-			return config.At(path+".explicit_http_config", fmt.Errorf("HTTP/2 upstreams are not supported yet"))
-		}
-		if po.GetUseDownstreamProtocolConfig() != nil || po.GetAutoConfig() != nil {
-			return config.At(path, fmt.Errorf("only explicit_http_config with http_protocol_options is supported yet"))
 		}
 	}
 	return nil

@@ -13,6 +13,9 @@ import (
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/stats"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	// Clusters resolve their codec when built, as in the binary.
+	_ "github.com/straitproxy/strait/protocol/http1"
 )
 
 type fixedLB struct{}
