@@ -34,6 +34,19 @@ func (z *countingZeros) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// stalledAt waits until a byte counter stops moving (no progress for
+// 300 ms) and returns where it stopped.
+func stalledAt(n *atomic.Int64) int64 {
+	last, stable := int64(-1), time.Now()
+	for time.Since(stable) < 300*time.Millisecond {
+		if v := n.Load(); v != last {
+			last, stable = v, time.Now()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return last
+}
+
 // TestUploadBackpressure: an upstream that does not read its request body
 // stops the client's upload: the proxy buffers no more than its bounded
 // pipe (the rest sits in the kernels' socket buffers), and once the
@@ -72,14 +85,7 @@ func TestUploadBackpressure(t *testing.T) {
 		done <- err
 	}()
 	testutil.Eventually(t, 5*time.Second, "the upstream to get the request", started.Load)
-	// Wait until the upload stalls: no progress for 300 ms.
-	last, stable := int64(-1), time.Now()
-	for time.Since(stable) < 300*time.Millisecond {
-		if n := taken.Load(); n != last {
-			last, stable = n, time.Now()
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	last := stalledAt(&taken)
 	// Socket buffers on loopback can hold tens of MiB between the client
 	// and the upstream; the proxy's own share is its 64 KiB pipe. Without
 	// back-pressure the whole 256 MiB would have gone.
@@ -131,13 +137,7 @@ func TestDownloadBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	last, stable := int64(-1), time.Now()
-	for time.Since(stable) < 300*time.Millisecond {
-		if n := written.Load(); n != last {
-			last, stable = n, time.Now()
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	last := stalledAt(&written)
 	if last > 64<<20 {
 		t.Fatalf("the upstream wrote %d MiB to a client that reads nothing", last>>20)
 	}

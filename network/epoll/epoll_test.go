@@ -58,6 +58,17 @@ func startServer(t *testing.T, m *Model, take ...func(int) int) *server {
 	return s
 }
 
+// connect dials s and returns the client side and the server's handler;
+// the client closes with the test.
+func connect(t *testing.T, s *server) (net.Conn, *echoHandler) {
+	client, err := net.Dial("tcp", s.acc.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return client, <-s.handlers
+}
+
 func openFDs(t *testing.T) int {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
@@ -147,14 +158,7 @@ func TestPartialDataKeepsBufferUntilConsumed(t *testing.T) {
 // TestWriteBackpressure: a large write to a client that does not read
 // blocks in EPOLLOUT and completes once the client reads.
 func TestWriteBackpressure(t *testing.T) {
-	m := &Model{}
-	s := startServer(t, m)
-	client, err := net.Dial("tcp", s.acc.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	h := <-s.handlers
+	client, h := connect(t, startServer(t, &Model{}))
 	big := make([]byte, 8<<20)
 	done := make(chan error, 1)
 	go func() { _, err := h.c.Write(big); done <- err }()
@@ -173,14 +177,7 @@ func TestWriteBackpressure(t *testing.T) {
 }
 
 func TestPauseAndResume(t *testing.T) {
-	m := &Model{}
-	s := startServer(t, m)
-	client, err := net.Dial("tcp", s.acc.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	h := <-s.handlers
+	client, h := connect(t, startServer(t, &Model{}))
 	h.c.PauseRead()
 	client.Write([]byte("ping"))
 	client.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
