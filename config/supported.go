@@ -41,10 +41,6 @@ func (s Support) Check(m proto.Message) error {
 	return s.check(m.ProtoReflect(), "")
 }
 
-// Has reports whether the table lists a message (for tests that keep the
-// table in step with the API).
-func (s Support) Has(msg protoreflect.FullName) bool { _, ok := s[msg]; return ok }
-
 func (s Support) check(m protoreflect.Message, path string) error {
 	use, ok := s[m.Descriptor().FullName()]
 	if !ok {

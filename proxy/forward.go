@@ -70,7 +70,7 @@ func (s *Stream) forward() {
 			s.resetDownstream()
 			return
 		}
-		if e.Kind == KindResetBeforeHeaders && s.connReused() && s.safeRetries < maxSafeRetries && s.replayable {
+		if e.Kind == KindResetBeforeHeaders && s.prevConnReused && s.safeRetries < maxSafeRetries && s.replayable {
 			s.safeRetries++ // the pooled connection died under us: not the upstream's fault
 			s.attempt--
 			continue
@@ -87,8 +87,6 @@ func (s *Stream) forward() {
 		return
 	}
 }
-
-func (s *Stream) connReused() bool { return s.prevConnReused }
 
 // retryOnError applies retry_on to an error without a response.
 func retryOnError(p *router.RetryPolicy, e *Error) bool {
