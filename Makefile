@@ -1,5 +1,7 @@
 # make test: everything CI runs. make run: the quickstart.
 GO      ?= go
+# Peers built from Go sources (h2spec, gRPC interop) live here.
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
 # Packages whose state is shared between goroutines: run under -race.
 RACE_PKGS = ./network/... ./upstream/... ./proxy/... ./protocol/... ./stats/... ./listener/... ./filter/... ./server/... ./test/...
 

@@ -98,6 +98,20 @@ type ServerOptions struct {
 	BodyBufferLimit int
 	// Scheme is the :scheme set on requests ("http").
 	Scheme string
+	// StreamIdleTimeout bounds a response writer's wait for the client's
+	// flow-control window (HTTP/2's zero-window stall).
+	StreamIdleTimeout time.Duration
+	// HTTP2 tunes the HTTP/2 codec; zero values take its defaults.
+	HTTP2 HTTP2Options
+}
+
+// HTTP2Options are Envoy's http2_protocol_options that a codec honours.
+type HTTP2Options struct {
+	MaxConcurrentStreams        uint32
+	InitialStreamWindowSize     uint32
+	InitialConnectionWindowSize uint32
+	// MaxResetsPerSecond caps the streams a peer may reset per second.
+	MaxResetsPerSecond uint32
 }
 
 // ClientStream is one request on an upstream connection, used by one worker.

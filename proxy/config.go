@@ -43,24 +43,24 @@ type Config struct {
 
 // Stats are the connection manager's counters ("http.<prefix>.*").
 type Stats struct {
-	CxTotal, CxHTTP1Total, CxDestroy, CxProtocolError, CxIdleTimeout, CxDrainClose, CxUpgradesTotal *stats.Counter
-	CxActive, RqActive                                                                              *stats.Gauge
-	RqTotal, RqHTTP1Total, RqRxReset, RqTimeout, RqIdleTimeout, RqCompleted                         *stats.Counter
-	NoRoute, NoCluster, DirectResponse, Redirect, RqOverload                                        *stats.Counter
-	RqClass                                                                                         [6]*stats.Counter
-	RqTime                                                                                          *stats.Histogram
+	CxTotal, CxHTTP1Total, CxHTTP2Total, CxDestroy, CxProtocolError, CxIdleTimeout, CxDrainClose, CxUpgradesTotal *stats.Counter
+	CxActive, RqActive                                                                                            *stats.Gauge
+	RqTotal, RqHTTP1Total, RqHTTP2Total, RqRxReset, RqTimeout, RqIdleTimeout, RqCompleted                         *stats.Counter
+	NoRoute, NoCluster, DirectResponse, Redirect, RqOverload                                                      *stats.Counter
+	RqClass                                                                                                       [6]*stats.Counter
+	RqTime                                                                                                        *stats.Histogram
 }
 
 // NewStats makes the counters under http.<prefix>.
 func NewStats(root *stats.Scope, prefix string) *Stats {
 	sc := root.Scope("http", "envoy_http_conn_manager_prefix", prefix)
 	s := &Stats{
-		CxTotal: sc.Counter("downstream_cx_total"), CxHTTP1Total: sc.Counter("downstream_cx_http1_total"),
+		CxTotal: sc.Counter("downstream_cx_total"), CxHTTP1Total: sc.Counter("downstream_cx_http1_total"), CxHTTP2Total: sc.Counter("downstream_cx_http2_total"),
 		CxDestroy: sc.Counter("downstream_cx_destroy"), CxProtocolError: sc.Counter("downstream_cx_protocol_error"),
 		CxIdleTimeout: sc.Counter("downstream_cx_idle_timeout"), CxDrainClose: sc.Counter("downstream_cx_drain_close"),
 		CxUpgradesTotal: sc.Counter("downstream_cx_upgrades_total"),
 		CxActive:        sc.Gauge("downstream_cx_active"), RqActive: sc.Gauge("downstream_rq_active"),
-		RqTotal: sc.Counter("downstream_rq_total"), RqHTTP1Total: sc.Counter("downstream_rq_http1_total"),
+		RqTotal: sc.Counter("downstream_rq_total"), RqHTTP1Total: sc.Counter("downstream_rq_http1_total"), RqHTTP2Total: sc.Counter("downstream_rq_http2_total"),
 		RqRxReset: sc.Counter("downstream_rq_rx_reset"), RqTimeout: sc.Counter("downstream_rq_timeout"),
 		RqIdleTimeout: sc.Counter("downstream_rq_idle_timeout"),
 		RqCompleted:   sc.Counter("downstream_rq_completed"),

@@ -31,7 +31,6 @@ func NewConnHandler(cfg *Config, c *network.Conn) network.Handler {
 	cm.codec = cfg.Codec.NewServer(c, cfg.Codecs, cm)
 	cm.vars = router.Vars{RemoteAddr: c.RemoteAddr().String(), LocalAddr: c.LocalAddr().String()}
 	cfg.Stats.CxTotal.Inc()
-	cfg.Stats.CxHTTP1Total.Inc()
 	cfg.Stats.CxActive.Inc()
 	cm.lastDone.Store(time.Now().UnixNano())
 	if cfg.IdleTimeout > 0 {
@@ -62,9 +61,24 @@ func (cm *connManager) Drain() {
 // OnStream runs from the reader: it blocks while the worker pool is full.
 func (cm *connManager) OnStream(ds protocol.ServerStream) {
 	n := cm.requests.Add(1)
+	h2 := ds.Protocol() == "HTTP/2"
+	if n == 1 {
+		// Counted on the first request: with codec_type AUTO the protocol
+		// is known only then.
+		if h2 {
+			cm.cfg.Stats.CxHTTP2Total.Inc()
+		} else {
+			cm.cfg.Stats.CxHTTP1Total.Inc()
+		}
+	}
 	s := newStream(cm, ds)
+	s.h2 = h2
 	if max := cm.cfg.MaxRequestsPerConnection; max > 0 && n >= int64(max) {
-		s.closeAfter = true
+		if h2 {
+			cm.codec.Drain()
+		} else {
+			s.closeAfter = true
+		}
 	}
 	cm.cfg.Pool.Run(s)
 }

@@ -48,6 +48,7 @@ type Stream struct {
 	status      int
 	respStarted bool
 	closeAfter  bool
+	h2          bool // the downstream speaks HTTP/2
 	upgrade     bool
 
 	start    time.Time
@@ -91,7 +92,11 @@ func (s *Stream) begin() {
 	s.start = time.Now()
 	st := s.cfg.Stats
 	st.RqTotal.Inc()
-	st.RqHTTP1Total.Inc()
+	if s.h2 {
+		st.RqHTTP2Total.Inc()
+	} else {
+		st.RqHTTP1Total.Inc()
+	}
 	st.RqActive.Inc()
 	s.random = rand.Uint64()
 	s.replayable = true

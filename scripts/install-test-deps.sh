@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine: Go modules, and the
-# external peers the end-to-end tests drive (curl, ab, wrk). Idempotent.
+# external peers the end-to-end tests drive (curl, ab, wrk, h2load, h2spec).
+# Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,9 +11,15 @@ need=()
 command -v curl >/dev/null || need+=(curl)
 command -v ab   >/dev/null || need+=(apache2-utils)
 command -v wrk  >/dev/null || need+=(wrk)
+command -v h2load >/dev/null || need+=(nghttp2-client)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
   echo "installing ${need[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# Go-built peers, pinned, into .tools/bin (the Makefile puts it on PATH).
+mkdir -p .tools/bin
+export GOBIN="$PWD/.tools/bin"
+[ -x .tools/bin/h2spec ] || go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible

@@ -25,6 +25,7 @@ import (
 	_ "github.com/straitproxy/strait/filter/network/tcpproxy"
 	_ "github.com/straitproxy/strait/network/epoll"
 	_ "github.com/straitproxy/strait/protocol/http1"
+	_ "github.com/straitproxy/strait/protocol/http2"
 	_ "github.com/straitproxy/strait/upstream/lb/leastrequest"
 	_ "github.com/straitproxy/strait/upstream/lb/random"
 	_ "github.com/straitproxy/strait/upstream/lb/roundrobin"

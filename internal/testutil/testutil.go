@@ -25,6 +25,9 @@ import (
 //	/slow/MS        waits MS milliseconds, then answers "slow"
 //	/sink           reads and counts the whole body, answers its length
 //	/headers        answers the request headers as "name: value" lines
+//	/trailers       echoes the body; answers trailer x-echo with the request
+//	                trailer x-req, and grpc-status: 0
+//	/proto          answers the protocol it was spoken to with
 //	anything else   answers "ok <path>"
 type Upstream struct {
 	URL      string
@@ -37,8 +40,14 @@ type Upstream struct {
 	paths   []string
 }
 
-// StartUpstream starts an Upstream.
-func StartUpstream(t testing.TB) *Upstream {
+// StartUpstream starts an Upstream speaking HTTP/1.1.
+func StartUpstream(t testing.TB) *Upstream { return startUpstream(t, false) }
+
+// StartUpstreamH2C starts an Upstream that also speaks HTTP/2 without TLS
+// (prior knowledge), as gRPC servers do.
+func StartUpstreamH2C(t testing.TB) *Upstream { return startUpstream(t, true) }
+
+func startUpstream(t testing.TB, h2c bool) *Upstream {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -46,6 +55,11 @@ func StartUpstream(t testing.TB) *Upstream {
 	}
 	u := &Upstream{Addr: ln.Addr().String(), URL: "http://" + ln.Addr().String()}
 	u.srv = &http.Server{Handler: http.HandlerFunc(u.serve), ReadHeaderTimeout: 10 * time.Second}
+	if h2c {
+		u.srv.Protocols = new(http.Protocols)
+		u.srv.Protocols.SetHTTP1(true)
+		u.srv.Protocols.SetUnencryptedHTTP2(true)
+	}
 	go u.srv.Serve(ln)
 	t.Cleanup(func() { u.srv.Close() })
 	return u
@@ -106,6 +120,14 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	case "/sink":
 		n, _ := io.Copy(io.Discard, r.Body)
 		io.WriteString(w, strconv.FormatInt(n, 10))
+	case "/trailers":
+		w.Header().Set("Trailer", "x-echo, grpc-status")
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+		w.Header().Set("x-echo", r.Trailer.Get("x-req"))
+		w.Header().Set("grpc-status", "0")
+	case "/proto":
+		io.WriteString(w, r.Proto)
 	case "/headers":
 		r.Header.Write(w)
 		io.WriteString(w, "Host: "+r.Host+"\r\n")

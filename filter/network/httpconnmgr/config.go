@@ -62,6 +62,7 @@ func build(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (*proxy.Conf
 		cfg.Codecs.BodyBufferLimit = bc.BufferLimit
 	}
 	applyTimeouts(cfg, m)
+	http2Options(cfg, m)
 	switch m.GetServerHeaderTransformation() {
 	case hcmv3.HttpConnectionManager_PASS_THROUGH:
 		cfg.ServerName = ""
@@ -113,17 +114,47 @@ func applyTimeouts(cfg *proxy.Config, m *hcmv3.HttpConnectionManager) {
 	if d := m.GetStreamIdleTimeout(); d != nil {
 		cfg.StreamIdleTimeout = d.AsDuration()
 	}
+	cfg.Codecs.StreamIdleTimeout = cfg.StreamIdleTimeout
 	if d := m.GetRequestTimeout(); d != nil {
 		cfg.RequestTimeout = d.AsDuration()
 	}
 }
 
+// codecFor maps codec_type to a codec; AUTO tells HTTP/2's connection
+// preface from HTTP/1.1 by the first bytes.
 func codecFor(t hcmv3.HttpConnectionManager_CodecType) (*protocol.Codec, error) {
 	switch t {
-	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1:
+	case hcmv3.HttpConnectionManager_HTTP1:
 		return protocol.Get("http1")
+	case hcmv3.HttpConnectionManager_HTTP2:
+		return protocol.Get("http2")
+	case hcmv3.HttpConnectionManager_AUTO:
+		h1, err := protocol.Get("http1")
+		if err != nil {
+			return nil, err
+		}
+		h2, err := protocol.Get("http2")
+		if err != nil {
+			return nil, err
+		}
+		return protocol.Auto(h2, h1), nil
 	}
-	return nil, fmt.Errorf("%s is not supported yet (supported: AUTO, HTTP1)", t)
+	return nil, fmt.Errorf("%s is not supported yet (supported: AUTO, HTTP1, HTTP2)", t)
+}
+
+// http2Options applies http2_protocol_options.
+func http2Options(cfg *proxy.Config, m *hcmv3.HttpConnectionManager) {
+	o := m.GetHttp2ProtocolOptions()
+	h := &cfg.Codecs.HTTP2
+	if v := o.GetMaxConcurrentStreams(); v != nil {
+		h.MaxConcurrentStreams = v.GetValue()
+	}
+	if v := o.GetInitialStreamWindowSize(); v != nil {
+		h.InitialStreamWindowSize = v.GetValue()
+	}
+	if v := o.GetInitialConnectionWindowSize(); v != nil {
+		h.InitialConnectionWindowSize = v.GetValue()
+	}
 }
 
 func upgrades(cfg *proxy.Config, m *hcmv3.HttpConnectionManager) error {
@@ -153,8 +184,6 @@ func unsupported(m *hcmv3.HttpConnectionManager) error {
 		return config.At("access_log", fmt.Errorf("access logs are not supported yet"))
 	case m.GetTracing() != nil:
 		return config.At("tracing", fmt.Errorf("not supported yet"))
-	case m.GetHttp2ProtocolOptions() != nil:
-		return config.At("http2_protocol_options", fmt.Errorf("HTTP/2 is not supported yet"))
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	// build, as in the binary.
 	_ "github.com/straitproxy/strait/filter/http/router"
 	_ "github.com/straitproxy/strait/protocol/http1"
+	_ "github.com/straitproxy/strait/protocol/http2"
 )
 
 type clusters map[string]bool
@@ -44,7 +45,8 @@ func TestBuild(t *testing.T) {
 		name, yaml, want string
 	}{
 		{"minimal", "stat_prefix: s" + routes + routerFilter, ""},
-		{"http2 codec", "stat_prefix: s\ncodec_type: HTTP2" + routes + routerFilter, "codec_type: HTTP2 is not supported yet"},
+		{"http3 codec", "stat_prefix: s\ncodec_type: HTTP3" + routes + routerFilter, "codec_type: HTTP3 is not supported yet"},
+		{"http2 codec", "stat_prefix: s\ncodec_type: HTTP2" + routes + routerFilter, ""},
 		{"rds", "stat_prefix: s\nrds: { route_config_name: r, config_source: { ads: {} } }" + routerFilter, "rds: RDS needs xDS"},
 		{"no filters", "stat_prefix: s" + routes, "http_filters: empty"},
 		{"missing cluster", "stat_prefix: s\nroute_config: { virtual_hosts: [ { name: a, domains: ['*'], routes: [ { match: { prefix: '/' }, route: { cluster: nope } } ] } ] }" + routerFilter,

@@ -1,0 +1,237 @@
+package http2
+
+import (
+	"strconv"
+
+	"github.com/straitproxy/strait/protocol"
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Header block kinds.
+const (
+	blkRequest  = iota // a new request's headers
+	blkTrailers        // request or response trailers
+	blkResponse        // response headers (client side)
+	blkDiscard         // decoded only to keep HPACK state in step
+)
+
+// Pseudo-header bits, to catch duplicates and missing ones.
+const (
+	psMethod = 1 << iota
+	psScheme
+	psAuthority
+	psPath
+	psStatus
+)
+
+// block is the header block being decoded; the HPACK decoder's emit
+// function validates each field into it (RFC 9113 §8.2, §8.3).
+type block struct {
+	kind      int
+	id        uint32
+	endStream bool
+	h         *protocol.Headers
+	maxBytes  int
+	maxFields int
+
+	size, fields int
+	raw, frames  int
+	sawRegular   bool
+	pseudo       uint8
+	cookies      int
+	// bad is why the block is malformed (a stream error); tooLarge means
+	// it outgrew the header list limits (431).
+	bad      string
+	tooLarge bool
+	// closed: a HEADERS frame on a stream that closed normally.
+	closed bool
+	clen   int64
+}
+
+func (b *block) reset(kind int, id uint32, end bool, h *protocol.Headers, maxBytes, maxFields int) {
+	*b = block{kind: kind, id: id, endStream: end, h: h, maxBytes: maxBytes, maxFields: maxFields, clen: -1}
+}
+
+// emit takes one decoded field. It returns false when the block went
+// over its limits (the decoder then stops emitting).
+func (b *block) emit(f hpack.HeaderField) bool {
+	b.size += len(f.Name) + len(f.Value) + 32
+	b.fields++
+	if b.size > b.maxBytes || (b.maxFields > 0 && b.fields > b.maxFields) {
+		b.tooLarge = true
+		return false
+	}
+	if b.bad != "" || b.kind == blkDiscard {
+		return true
+	}
+	if len(f.Name) > 0 && f.Name[0] == ':' {
+		b.pseudoField(f)
+		return true
+	}
+	b.sawRegular = true
+	if why := checkField(f.Name, f.Value); why != "" {
+		b.bad = why
+		return true
+	}
+	switch f.Name {
+	case "content-length":
+		n, err := strconv.ParseInt(f.Value, 10, 64)
+		if err != nil || n < 0 || (b.clen >= 0 && b.clen != n) {
+			b.bad = "invalid content-length"
+			return true
+		}
+		b.clen = n
+	case "cookie":
+		b.cookies++
+	}
+	b.h.AddString(f.Name, f.Value)
+	return true
+}
+
+func (b *block) pseudoField(f hpack.HeaderField) {
+	if b.sawRegular || b.kind == blkTrailers {
+		b.bad = "pseudo-header field after regular fields or in trailers"
+		return
+	}
+	var bit uint8
+	switch f.Name {
+	case protocol.Method:
+		bit = psMethod
+	case protocol.Scheme:
+		bit = psScheme
+	case protocol.Authority:
+		bit = psAuthority
+	case protocol.Path:
+		bit = psPath
+	case protocol.Status:
+		bit = psStatus
+	}
+	request := b.kind == blkRequest
+	if bit == 0 || (bit == psStatus) == request {
+		b.bad = "unknown or misplaced pseudo-header field " + f.Name
+		return
+	}
+	if b.pseudo&bit != 0 {
+		b.bad = "duplicate pseudo-header field " + f.Name
+		return
+	}
+	b.pseudo |= bit
+	if !httpguts.ValidHeaderFieldValue(f.Value) {
+		b.bad = "invalid value for " + f.Name
+		return
+	}
+	b.h.AddString(f.Name, f.Value)
+}
+
+// checkField validates a regular field as RFC 9113 §8.2 requires of
+// what an HTTP/2 peer sends: lowercase token names, no connection-specific
+// fields, and te only as "trailers".
+func checkField(name, value string) string {
+	if name == "" || !httpguts.ValidHeaderFieldName(name) {
+		return "invalid header field name"
+	}
+	for i := 0; i < len(name); i++ {
+		if 'A' <= name[i] && name[i] <= 'Z' {
+			return "uppercase header field name"
+		}
+	}
+	if !httpguts.ValidHeaderFieldValue(value) {
+		return "invalid header field value"
+	}
+	switch name {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		return "connection-specific header field " + name
+	case "te":
+		if value != "trailers" {
+			return "te header field other than trailers"
+		}
+	}
+	return ""
+}
+
+// finishRequest checks the pseudo-header fields a request must carry
+// (RFC 9113 §8.3.1) and normalises it for the proxy: one Cookie field,
+// and :authority standing for Host.
+func (b *block) finishRequest() {
+	if b.bad != "" {
+		return
+	}
+	h := b.h
+	method, _ := h.Get(protocol.Method)
+	if string(method) == "CONNECT" {
+		if b.pseudo != psMethod|psAuthority {
+			b.bad = "CONNECT needs :authority and no :scheme or :path"
+		}
+		return
+	}
+	if b.pseudo&(psMethod|psScheme|psPath) != psMethod|psScheme|psPath {
+		b.bad = "missing :method, :scheme or :path"
+		return
+	}
+	if p, _ := h.Get(protocol.Path); len(p) == 0 {
+		b.bad = "empty :path"
+		return
+	}
+	if b.pseudo&psAuthority == 0 {
+		if host, ok := h.Get("host"); ok {
+			h.SetBytes(protocol.Authority, host)
+		}
+	}
+	h.Del("host")
+	if b.cookies > 1 {
+		joinCookies(h)
+	}
+}
+
+// joinCookies folds the Cookie fields into one, as a request forwarded
+// to HTTP/1.1 must carry them (RFC 9113 §8.2.3).
+func joinCookies(h *protocol.Headers) {
+	var joined []byte
+	h.Visit(func(name, value []byte) bool {
+		if string(name) == "cookie" {
+			if len(joined) > 0 {
+				joined = append(joined, "; "...)
+			}
+			joined = append(joined, value...)
+		}
+		return true
+	})
+	h.SetBytes("cookie", joined)
+}
+
+// skipOutbound reports the fields not sent on HTTP/2: connection-specific
+// ones, which an HTTP/1.1 peer may have sent us.
+func skipOutbound(name, value []byte) bool {
+	switch string(name) {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		return true
+	case "te":
+		return !protocol.EqualFold(protocol.TrimOWS(value), "trailers")
+	}
+	return false
+}
+
+// common field names, interned so that encoding them does not allocate.
+var common = func() map[string]string {
+	m := map[string]string{}
+	for _, n := range []string{
+		":status", ":method", ":path", ":scheme", ":authority",
+		"accept", "accept-encoding", "accept-language", "authorization", "cache-control",
+		"content-encoding", "content-length", "content-type", "cookie", "date", "etag",
+		"expires", "grpc-encoding", "grpc-accept-encoding", "grpc-message", "grpc-status",
+		"grpc-timeout", "host", "last-modified", "location", "server", "set-cookie", "te",
+		"user-agent", "vary", "via", "x-envoy-upstream-service-time", "x-forwarded-for",
+		"x-forwarded-proto", "x-request-id",
+	} {
+		m[n] = n
+	}
+	return m
+}()
+
+func internName(b []byte) string {
+	if s, ok := common[string(b)]; ok {
+		return s
+	}
+	return string(b)
+}

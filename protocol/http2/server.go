@@ -1,0 +1,646 @@
+package http2
+
+import (
+	"bytes"
+	"errors"
+	"time"
+
+	"github.com/straitproxy/strait/protocol"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Server defaults; the connection manager's http2_protocol_options
+// override them.
+const (
+	DefaultMaxConcurrentStreams = 100
+	DefaultStreamWindow         = 1 << 20
+	DefaultConnWindow           = 4 << 20
+	// DefaultMaxResetsPerSecond caps the streams a client may reset per
+	// second before it is told ENHANCE_YOUR_CALM (CVE-2023-44487).
+	DefaultMaxResetsPerSecond = 200
+	// maxBlockFrames bounds the CONTINUATION frames of one header block
+	// (CVE-2024-27316); the block's bytes are bounded by the header list
+	// limit.
+	maxBlockFrames = 128
+	// goAwayLinger is how long a connection stays half-open after a
+	// GOAWAY for a connection error, so the peer reads it before the close.
+	goAwayLinger = time.Second
+	recentClosed = 64
+)
+
+var clientPreface = []byte(http2.ClientPreface)
+
+// serverConn is one downstream HTTP/2 connection. The connection's reader
+// runs Decode; each request's worker runs its serverStream's methods.
+type serverConn struct {
+	core
+	c    protocol.Conn
+	opts protocol.ServerOptions
+	cb   protocol.ServerCallbacks
+
+	maxStreams uint32
+	maxResets  int
+
+	// Reader-only state.
+	prefaceDone bool
+	sawSettings bool
+	blk         block
+	inBlock     bool
+	dead        bool // a connection error was sent: input is ignored
+	resets      int
+	resetsSince time.Time
+
+	// Guarded by mu.
+	streams   map[uint32]*serverStream
+	maxSeen   uint32
+	recent    [recentClosed]closedStream // recently closed streams
+	recentPos int
+	goingAway bool
+	lastID    uint32
+	// pendingStream is the request whose header block is being decoded.
+	pendingStream *serverStream
+}
+
+var _ protocol.ServerCodec = (*serverConn)(nil)
+
+func newServer(c protocol.Conn, opts protocol.ServerOptions, cb protocol.ServerCallbacks) protocol.ServerCodec {
+	o := opts.HTTP2
+	sc := &serverConn{c: c, opts: opts, cb: cb, streams: map[uint32]*serverStream{}}
+	sc.maxStreams = orDefault(o.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
+	sc.maxResets = int(orDefault(o.MaxResetsPerSecond, DefaultMaxResetsPerSecond))
+	if sc.opts.MaxHeaderBytes <= 0 {
+		sc.opts.MaxHeaderBytes = 60 << 10
+	}
+	if sc.opts.Scheme == "" {
+		sc.opts.Scheme = "http"
+	}
+	sc.init(c, int64(orDefault(o.InitialStreamWindowSize, DefaultStreamWindow)), int64(orDefault(o.InitialConnectionWindowSize, DefaultConnWindow)))
+	sc.hdec = hpack.NewDecoder(4096, nil)
+	sc.hdec.SetEmitFunc(sc.emit)
+	sc.mu.Lock()
+	sc.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: sc.maxStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(sc.streamWindow)},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: uint32(sc.opts.MaxHeaderBytes)},
+	)
+	if sc.connWindow > defaultWindow {
+		sc.fr.WriteWindowUpdate(0, uint32(sc.connWindow-defaultWindow))
+	}
+	sc.flushLocked()
+	sc.mu.Unlock()
+	return sc
+}
+
+func orDefault(v, d uint32) uint32 {
+	if v == 0 {
+		return d
+	}
+	return v
+}
+
+// Decode runs on the connection's reader: it takes every whole frame.
+func (sc *serverConn) Decode(data []byte) int {
+	if sc.dead {
+		return len(data)
+	}
+	n := 0
+	if !sc.prefaceDone {
+		if len(data) < len(clientPreface) {
+			if !bytes.HasPrefix(clientPreface, data) {
+				sc.badPreface()
+				return len(data)
+			}
+			return 0
+		}
+		if !bytes.Equal(data[:len(clientPreface)], clientPreface) {
+			sc.badPreface()
+			return len(data)
+		}
+		sc.prefaceDone = true
+		n = len(clientPreface)
+	}
+	for !sc.dead {
+		rest := data[n:]
+		if len(rest) < frameHeaderLen {
+			break
+		}
+		length := int(rest[0])<<16 | int(rest[1])<<8 | int(rest[2])
+		if length > minMaxFrameSize {
+			sc.mu.Lock()
+			sc.connError(http2.ErrCodeFrameSize, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+			sc.mu.Unlock()
+			break
+		}
+		if len(rest) < frameHeaderLen+length {
+			break
+		}
+		sc.rd.b = rest[:frameHeaderLen+length]
+		n += frameHeaderLen + length
+		if st := sc.frame(); st != nil {
+			sc.cb.OnStream(st)
+		}
+	}
+	sc.mu.Lock()
+	sc.flushLocked()
+	sc.mu.Unlock()
+	if sc.dead {
+		return len(data)
+	}
+	return n
+}
+
+func (sc *serverConn) badPreface() {
+	sc.mu.Lock()
+	sc.connError(http2.ErrCodeProtocol, "invalid connection preface")
+	sc.mu.Unlock()
+}
+
+// frame reads and handles one buffered frame; it returns a new request
+// to hand to a worker.
+func (sc *serverConn) frame() *serverStream {
+	fh, err := sc.fr.ReadFrameHeader()
+	var f http2.Frame
+	if err == nil {
+		f, err = sc.fr.ReadFrameForHeader(fh)
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if err != nil {
+		sc.frameError(fh, err)
+		return nil
+	}
+	if !sc.sawSettings {
+		if s, ok := f.(*http2.SettingsFrame); !ok || s.IsAck() {
+			sc.connError(http2.ErrCodeProtocol, "the first frame must be SETTINGS")
+			return nil
+		}
+		sc.sawSettings = true
+	}
+	switch f := f.(type) {
+	case *http2.DataFrame:
+		sc.onData(f)
+	case *http2.HeadersFrame:
+		return sc.onHeaders(f)
+	case *http2.ContinuationFrame:
+		return sc.onContinuation(f)
+	case *http2.RSTStreamFrame:
+		sc.onReset(f)
+	case *http2.SettingsFrame:
+		if !f.IsAck() {
+			sc.controlFrame()
+			if err := sc.applySettings(f, sc.adjustWindows); err != nil {
+				sc.connErr(err)
+			}
+		}
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			sc.controlFrame()
+			sc.fr.WritePing(true, f.Data)
+		}
+	case *http2.WindowUpdateFrame:
+		sc.onWindowUpdate(f)
+	case *http2.GoAwayFrame:
+		sc.goingAway = true
+		sc.closeIfDoneLocked()
+	case *http2.PushPromiseFrame:
+		sc.connError(http2.ErrCodeProtocol, "PUSH_PROMISE from a client")
+	case *http2.PriorityFrame:
+		// Priorities are advisory (RFC 9113 deprecates them), but a stream
+		// may not depend on itself (RFC 9113 §5.3.1).
+		if f.StreamDep == f.StreamID {
+			sc.resetStream(f.StreamID, http2.ErrCodeProtocol)
+		}
+	}
+	return nil
+}
+
+// controlFrame is called before answering a frame the peer provoked: a
+// peer that never reads our answers is flooding.
+func (sc *serverConn) controlFrame() {
+	if sc.controlQueuedLocked() {
+		sc.connError(http2.ErrCodeEnhanceYourCalm, errFlood.Error())
+	}
+}
+
+// frameError handles what the Framer rejected.
+func (sc *serverConn) frameError(fh http2.FrameHeader, err error) {
+	var se http2.StreamError
+	switch {
+	case errors.As(err, &se) && fh.Type != http2.FrameHeaders && fh.Type != http2.FrameContinuation:
+		sc.resetStream(se.StreamID, se.Code)
+	case errors.As(err, &se):
+		// The header block was not decoded, so HPACK state is lost.
+		sc.connError(se.Code, "malformed HEADERS frame")
+	default:
+		sc.connErr(err)
+	}
+}
+
+func (sc *serverConn) connErr(err error) {
+	var ce http2.ConnectionError
+	if errors.As(err, &ce) {
+		sc.connError(http2.ErrCode(ce), err.Error())
+		return
+	}
+	if errors.Is(err, http2.ErrFrameTooLarge) {
+		sc.connError(http2.ErrCodeFrameSize, "frame too large")
+		return
+	}
+	sc.connError(http2.ErrCodeProtocol, err.Error())
+}
+
+// connError sends GOAWAY with code, fails every stream and closes the
+// connection after a moment for the peer to read the GOAWAY. mu held.
+func (sc *serverConn) connError(code http2.ErrCode, reason string) {
+	if sc.dead {
+		return
+	}
+	sc.dead = true
+	sc.fr.WriteGoAway(sc.maxSeen, code, []byte(reason))
+	sc.failStreams(protocol.ErrDownstreamReset)
+	c := sc.c
+	go func() {
+		sc.mu.Lock()
+		sc.flushLocked()
+		sc.mu.Unlock()
+		c.CloseWrite()
+		time.AfterFunc(goAwayLinger, func() { c.Close() })
+	}()
+}
+
+func (sc *serverConn) failStreams(err error) {
+	for _, st := range sc.streams {
+		st.in.fail(err)
+		st.reset = true
+	}
+	sc.wcond.Broadcast()
+}
+
+// resetStream sends RST_STREAM and forgets the stream. mu held.
+func (sc *serverConn) resetStream(id uint32, code http2.ErrCode) {
+	sc.controlFrame()
+	sc.fr.WriteRSTStream(id, code)
+	if st := sc.streams[id]; st != nil {
+		st.reset = true
+		st.in.fail(protocol.ErrDownstreamReset)
+		sc.wcond.Broadcast()
+		sc.forgetAs(st, true)
+	} else if found, _ := sc.closedBy(id); !found {
+		sc.remember(id, true)
+	}
+}
+
+// forget removes a stream from the table; its connection-window credit
+// for unread data goes back. mu held.
+func (sc *serverConn) forget(st *serverStream) { sc.forgetAs(st, st.reset) }
+
+func (sc *serverConn) forgetAs(st *serverStream, reset bool) {
+	if sc.streams[st.id] != st {
+		return
+	}
+	delete(sc.streams, st.id)
+	sc.remember(st.id, reset)
+	sc.dropInbox(&st.in)
+	sc.closeIfDoneLocked()
+}
+
+// closedStream remembers how a stream closed: frames the peer sends
+// after our RST_STREAM may have crossed it and get a stream error; after a
+// normal close they are a connection error (RFC 9113 §5.1).
+type closedStream struct {
+	id    uint32
+	reset bool
+}
+
+func (sc *serverConn) remember(id uint32, reset bool) {
+	sc.recent[sc.recentPos] = closedStream{id, reset}
+	sc.recentPos = (sc.recentPos + 1) % recentClosed
+}
+
+// closedBy reports whether id closed recently and whether by a reset.
+func (sc *serverConn) closedBy(id uint32) (found, reset bool) {
+	for _, r := range sc.recent {
+		if r.id == id {
+			return true, r.reset
+		}
+	}
+	return false, false
+}
+
+// closedOrIdle answers a frame for a stream not in the table: idle
+// streams are a connection error; closed ones a STREAM_CLOSED error.
+func (sc *serverConn) closedOrIdle(id uint32, what string) {
+	if id > sc.maxSeen {
+		sc.connError(http2.ErrCodeProtocol, what+" on an idle stream")
+		return
+	}
+	sc.resetStream(id, http2.ErrCodeStreamClosed)
+}
+
+func (sc *serverConn) onData(f *http2.DataFrame) {
+	id := f.StreamID
+	n := int64(f.Length)
+	if n > sc.recvAvail {
+		sc.connError(http2.ErrCodeFlowControl, "DATA beyond the connection window")
+		return
+	}
+	sc.recvAvail -= n
+	st := sc.streams[id]
+	if st == nil || st.recvDone {
+		sc.creditConn(n)
+		if st != nil {
+			sc.resetStream(id, http2.ErrCodeStreamClosed)
+			return
+		}
+		sc.closedOrIdle(id, "DATA")
+		return
+	}
+	if code := sc.recvData(id, &st.flow, &st.in, n, f.Data()); code != 0 {
+		sc.resetStream(id, code)
+		return
+	}
+	st.received += int64(len(f.Data()))
+	if st.clen >= 0 && st.received > st.clen {
+		sc.resetStream(id, http2.ErrCodeProtocol)
+		return
+	}
+	if f.StreamEnded() {
+		sc.endRequest(st)
+	}
+}
+
+// endRequest marks the request fully received. mu held.
+func (sc *serverConn) endRequest(st *serverStream) {
+	if st.clen >= 0 && st.received != st.clen {
+		sc.resetStream(st.id, http2.ErrCodeProtocol)
+		return
+	}
+	st.recvDone = true
+	st.in.eof = true
+	st.in.cond.Broadcast()
+	if st.sendDone {
+		sc.forget(st)
+	}
+}
+
+func (sc *serverConn) onHeaders(f *http2.HeadersFrame) *serverStream {
+	id := f.StreamID
+	if id%2 == 0 {
+		sc.connError(http2.ErrCodeProtocol, "client stream with an even identifier")
+		return nil
+	}
+	if f.HasPriority() && f.Priority.StreamDep == id {
+		sc.connError(http2.ErrCodeProtocol, "stream depends on itself")
+		return nil
+	}
+	lim := sc.opts.MaxHeaderBytes
+	switch st := sc.streams[id]; {
+	case st != nil && !st.recvDone:
+		st.trailers.Reset()
+		sc.blk.reset(blkTrailers, id, f.StreamEnded(), &st.trailers, lim, sc.opts.MaxHeaders)
+	case st != nil || id <= sc.maxSeen:
+		// Trailers after the end, or a reused identifier.
+		sc.blk.reset(blkDiscard, id, f.StreamEnded(), nil, lim, 0)
+		if st == nil {
+			switch found, reset := sc.closedBy(id); {
+			case !found:
+				sc.blk.bad = "stream identifier reused"
+			case !reset:
+				sc.blk.closed = true
+			}
+		}
+	default:
+		sc.maxSeen = id
+		st := newServerStream(sc, id)
+		sc.blk.reset(blkRequest, id, f.StreamEnded(), &st.req, lim, sc.opts.MaxHeaders)
+		sc.pendingStream = st
+	}
+	sc.inBlock = true
+	return sc.fragment(f.HeaderBlockFragment(), f.HeadersEnded())
+}
+
+func (sc *serverConn) onContinuation(f *http2.ContinuationFrame) *serverStream {
+	return sc.fragment(f.HeaderBlockFragment(), f.HeadersEnded())
+}
+
+// fragment feeds a header block fragment to the decoder; at the block's
+// end it acts on the block.
+func (sc *serverConn) fragment(p []byte, end bool) *serverStream {
+	b := &sc.blk
+	b.raw += len(p)
+	b.frames++
+	if b.frames > maxBlockFrames || b.raw > 2*b.maxBytes+minMaxFrameSize {
+		sc.connError(http2.ErrCodeEnhanceYourCalm, "header block too long (CONTINUATION flood)")
+		return nil
+	}
+	sc.hdec.SetEmitEnabled(true)
+	if _, err := sc.hdec.Write(p); err != nil {
+		sc.connError(http2.ErrCodeCompression, err.Error())
+		return nil
+	}
+	if !end {
+		return nil
+	}
+	sc.inBlock = false
+	if err := sc.hdec.Close(); err != nil {
+		sc.connError(http2.ErrCodeCompression, err.Error())
+		return nil
+	}
+	return sc.endBlock()
+}
+
+func (sc *serverConn) emit(f hpack.HeaderField) {
+	if !sc.blk.emit(f) {
+		sc.hdec.SetEmitEnabled(false)
+	}
+}
+
+// endBlock acts on a complete header block. mu held.
+func (sc *serverConn) endBlock() *serverStream {
+	b := &sc.blk
+	st := sc.pendingStream
+	sc.pendingStream = nil
+	switch b.kind {
+	case blkDiscard:
+		switch {
+		case b.bad != "":
+			sc.connError(http2.ErrCodeProtocol, b.bad)
+		case b.closed:
+			sc.connError(http2.ErrCodeStreamClosed, "HEADERS on a closed stream")
+		default:
+			sc.resetStream(b.id, http2.ErrCodeStreamClosed)
+		}
+		return nil
+	case blkTrailers:
+		t := sc.streams[b.id]
+		switch {
+		case b.bad != "" || !b.endStream:
+			sc.resetStream(b.id, http2.ErrCodeProtocol)
+		case b.tooLarge:
+			sc.resetStream(b.id, http2.ErrCodeProtocol)
+		default:
+			t.hasTrailers = true
+			sc.endRequest(t)
+		}
+		return nil
+	}
+	if sc.goingAway && b.id > sc.lastID {
+		st.release()
+		return nil // RFC 9113 §6.8: ignored after GOAWAY
+	}
+	b.finishRequest()
+	switch {
+	case b.bad != "":
+		st.release()
+		sc.resetStream(b.id, http2.ErrCodeProtocol)
+		return nil
+	case uint32(len(sc.streams)) >= sc.maxStreams:
+		st.release()
+		sc.resetStream(b.id, http2.ErrCodeRefusedStream)
+		return nil
+	}
+	st.clen = b.clen
+	st.headersOnly = b.endStream
+	sc.streams[b.id] = st
+	if b.tooLarge {
+		sc.localReply(st, 431)
+		return nil
+	}
+	if b.endStream {
+		if st.clen > 0 {
+			sc.resetStream(b.id, http2.ErrCodeProtocol)
+			return nil
+		}
+		st.recvDone = true
+		st.in.eof = true
+	}
+	return st
+}
+
+// localReply answers a request the codec refuses itself, headers only.
+// mu held.
+func (sc *serverConn) localReply(st *serverStream, status int) {
+	sc.hbuf.Reset()
+	sc.henc.WriteField(hpack.HeaderField{Name: ":status", Value: itoa(status)})
+	sc.writeHeaderBlock(st.id, true)
+	st.sendDone = true
+	if st.recvDone || st.headersOnly {
+		sc.forget(st)
+	} else {
+		sc.resetStream(st.id, http2.ErrCodeNo)
+	}
+}
+
+func (sc *serverConn) onReset(f *http2.RSTStreamFrame) {
+	id := f.StreamID
+	st := sc.streams[id]
+	if st == nil {
+		if id > sc.maxSeen {
+			sc.connError(http2.ErrCodeProtocol, "RST_STREAM on an idle stream")
+		}
+		return
+	}
+	now := time.Now()
+	if now.Sub(sc.resetsSince) > time.Second {
+		sc.resetsSince, sc.resets = now, 0
+	}
+	sc.resets++
+	st.reset = true
+	st.in.fail(protocol.ErrDownstreamReset)
+	sc.wcond.Broadcast()
+	sc.forget(st)
+	if sc.resets > sc.maxResets {
+		sc.connError(http2.ErrCodeEnhanceYourCalm, "too many stream resets (rapid reset)")
+	}
+}
+
+func (sc *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) {
+	id := f.StreamID
+	if id == 0 {
+		if err := sc.connWindowUpdate(f.Increment); err != nil {
+			sc.connError(http2.ErrCodeFlowControl, "connection window overflow")
+		}
+		return
+	}
+	st := sc.streams[id]
+	if st == nil {
+		if id > sc.maxSeen {
+			sc.connError(http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream")
+		}
+		return
+	}
+	if st.sendWindow+int64(f.Increment) > maxWindow {
+		sc.resetStream(id, http2.ErrCodeFlowControl)
+		return
+	}
+	st.sendWindow += int64(f.Increment)
+	sc.wcond.Broadcast()
+}
+
+// adjustWindows moves every open stream's send window by a change of
+// SETTINGS_INITIAL_WINDOW_SIZE. mu held.
+func (sc *serverConn) adjustWindows(delta int64) error {
+	for _, st := range sc.streams {
+		if st.sendWindow+delta > maxWindow {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+		st.sendWindow += delta
+	}
+	return nil
+}
+
+// OnEOF: a client that half-closes an HTTP/2 connection is gone.
+func (sc *serverConn) OnEOF() {
+	sc.mu.Lock()
+	sc.failStreams(protocol.ErrDownstreamReset)
+	sc.mu.Unlock()
+	sc.c.Close()
+}
+
+// OnClose fails every stream still in flight.
+func (sc *serverConn) OnClose(err error) {
+	sc.mu.Lock()
+	sc.closed = true
+	if sc.werr == nil {
+		sc.werr = protocol.ErrDownstreamReset
+	}
+	sc.failStreams(protocol.ErrDownstreamReset)
+	sc.streams = map[uint32]*serverStream{}
+	sc.mu.Unlock()
+}
+
+// Drain sends GOAWAY: streams already open finish, new ones are refused,
+// and the connection closes when the last one ends.
+func (sc *serverConn) Drain() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.goingAway || sc.dead {
+		return
+	}
+	sc.goingAway = true
+	sc.lastID = sc.maxSeen
+	sc.fr.WriteGoAway(sc.lastID, http2.ErrCodeNo, nil)
+	sc.flushLocked()
+	sc.closeIfDoneLocked()
+}
+
+func (sc *serverConn) closeIfDoneLocked() {
+	if sc.goingAway && len(sc.streams) == 0 && !sc.closed {
+		sc.closed = true
+		c := sc.c
+		go func() {
+			sc.mu.Lock()
+			sc.flushLocked()
+			sc.mu.Unlock()
+			c.Close()
+		}()
+	}
+}
+
+// Active reports the streams in flight.
+func (sc *serverConn) Active() int {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return len(sc.streams)
+}

@@ -1,0 +1,167 @@
+package http2
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/straitproxy/strait/protocol"
+	"golang.org/x/net/http2"
+)
+
+// serverStream is one request on a downstream connection. The reader
+// fills it (under the connection's mu); one worker answers it.
+type serverStream struct {
+	sc *serverConn
+	id uint32
+	flow
+	in          inbox
+	req         protocol.Headers
+	trailers    protocol.Headers
+	hasTrailers bool
+	headersOnly bool
+	clen        int64
+	received    int64
+	// gen tells a ReadCancel function of an earlier use of this pooled
+	// stream from the current one.
+	gen uint64
+
+	recvDone, sendDone, reset, finished bool
+}
+
+var _ protocol.ServerStream = (*serverStream)(nil)
+
+var streamPool = sync.Pool{New: func() any { return new(serverStream) }}
+
+// newServerStream takes a stream from the pool. mu held.
+func newServerStream(sc *serverConn, id uint32) *serverStream {
+	st := streamPool.Get().(*serverStream)
+	gen := st.gen + 1
+	buf, rbuf := st.in.buf[:0], st.in.rbuf[:0]
+	*st = serverStream{sc: sc, id: id, gen: gen, clen: -1}
+	st.in.buf, st.in.rbuf = buf, rbuf
+	st.in.cond.L = &sc.mu
+	st.sendWindow = sc.peerInitWindow
+	st.recvAvail = max(sc.streamWindow, defaultWindow)
+	return st
+}
+
+// release returns a stream that never reached a worker. mu held.
+func (st *serverStream) release() {
+	st.req.Recycle()
+	st.trailers.Recycle()
+	st.in.buf, st.in.rbuf = nil, nil
+	st.gen++
+	streamPool.Put(st)
+}
+
+func (st *serverStream) Request() *protocol.Headers { return &st.req }
+func (st *serverStream) HeadersOnly() bool          { return st.headersOnly }
+func (st *serverStream) Protocol() string           { return "HTTP/2" }
+
+func (st *serverStream) ReadData() ([]byte, error) {
+	return st.sc.read(st.id, &st.flow, &st.in)
+}
+
+func (st *serverStream) RequestTrailers() *protocol.Headers {
+	if st.hasTrailers {
+		return &st.trailers
+	}
+	return nil
+}
+
+// stopErr reports why the stream can no longer send. mu held.
+func (st *serverStream) stopErr() error {
+	if st.reset || st.sendDone || st.sc.closed {
+		return protocol.ErrDownstreamReset
+	}
+	return nil
+}
+
+func (st *serverStream) WriteHeaders(h *protocol.Headers, endStream bool) error {
+	sc := st.sc
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if err := st.stopErr(); err != nil {
+		return err
+	}
+	sc.waitQueueLocked()
+	sc.encodeHeaders(h, false)
+	sc.writeHeaderBlock(st.id, endStream)
+	if endStream {
+		st.ended()
+	}
+	return sc.flushLocked()
+}
+
+func (st *serverStream) WriteData(p []byte, endStream bool) error {
+	sc := st.sc
+	if err := sc.sendData(st.id, &st.flow, p, endStream, sc.opts.StreamIdleTimeout, st); err != nil {
+		if err == errStalled {
+			sc.mu.Lock()
+			sc.resetStream(st.id, http2.ErrCodeCancel)
+			sc.flushLocked()
+			sc.mu.Unlock()
+			return protocol.ErrDownstreamReset
+		}
+		return err
+	}
+	return nil
+}
+
+func (st *serverStream) WriteTrailers(t *protocol.Headers) error {
+	sc := st.sc
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if err := st.stopErr(); err != nil {
+		return err
+	}
+	sc.encodeHeaders(t, false)
+	sc.writeHeaderBlock(st.id, true)
+	st.ended()
+	return sc.flushLocked()
+}
+
+// ended marks the response complete. mu held.
+func (st *serverStream) ended() {
+	st.sendDone = true
+	if st.recvDone {
+		st.sc.forget(st)
+	}
+}
+
+// Finish releases the stream. A response cut short is reset with CANCEL;
+// a complete response to a request whose body is still coming asks the
+// client to stop sending with NO_ERROR (RFC 9113 §8.1).
+func (st *serverStream) Finish(reset bool) {
+	sc := st.sc
+	sc.mu.Lock()
+	if sc.streams[st.id] == st && !sc.closed {
+		switch {
+		case reset || !st.sendDone:
+			sc.resetStream(st.id, http2.ErrCodeCancel)
+		case !st.recvDone:
+			sc.resetStream(st.id, http2.ErrCodeNo)
+		}
+		sc.flushLocked()
+	}
+	if sc.streams[st.id] == st {
+		sc.forget(st)
+	}
+	st.finished = true
+	st.release()
+	sc.mu.Unlock()
+}
+
+// ReadCancel returns a function that fails this request's body reads.
+func (st *serverStream) ReadCancel() func(err error) {
+	sc, gen := st.sc, st.gen
+	return func(err error) {
+		sc.mu.Lock()
+		if st.gen == gen && !st.finished {
+			st.in.fail(err)
+		}
+		sc.mu.Unlock()
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
