@@ -151,7 +151,47 @@ type Codec struct {
 	// needMore asks for more bytes before deciding.
 	Match     func(prefix []byte) (match, needMore bool)
 	NewServer func(c Conn, opts ServerOptions, cb ServerCallbacks) ServerCodec
+	// NewClient is set by codecs that carry one request at a time on an
+	// upstream connection (HTTP/1.1); NewMux by those that multiplex
+	// (HTTP/2, Dubbo).
 	NewClient func(c UpstreamConn) ClientStream
+	NewMux    func(c net.Conn, opts MuxOptions) MuxConn
+}
+
+// MuxConn is an upstream connection carrying many streams at once. It
+// reads on a goroutine of its own, so it notices a peer's close or GOAWAY
+// while idle.
+type MuxConn interface {
+	// NewStream reserves a stream; ErrMuxFull when the connection is at
+	// the peer's concurrency limit, going away or closed.
+	NewStream() (ClientStream, error)
+	// Capacity reports how many more streams it may open now.
+	Capacity() int
+	// Active reports the streams open or reserved.
+	Active() int
+	// Usable reports whether it may take new streams at all.
+	Usable() bool
+	// IdleSince reports when its last stream ended; zero while busy.
+	IdleSince() time.Time
+	// Shutdown stops new streams and closes once the open ones end.
+	Shutdown()
+	Close() error
+}
+
+// ErrMuxFull is NewStream's answer when a connection can take no stream.
+var ErrMuxFull = errors.New("protocol: connection has no stream available")
+
+// MuxOptions configure a multiplexed upstream connection.
+type MuxOptions struct {
+	HTTP2 HTTP2Options
+	// KeepaliveInterval sends a PING that often; a PING unanswered by the
+	// next one closes the connection. Zero disables it.
+	KeepaliveInterval time.Duration
+	// OnCapacity is called when streams may have become available (a
+	// stream ended, the peer raised its limit); OnClose when the
+	// connection failed or closed.
+	OnCapacity func()
+	OnClose    func()
 }
 
 var (

@@ -152,18 +152,36 @@ func (s *Stream) tryOnce() error {
 			return &Error{Kind: KindTimeout, Source: Upstream, Err: upstream.ErrPendingTimeout}
 		}
 	}
+	if err := s.openStream(h, wait); err != nil {
+		return err
+	}
+	if err := s.sendRequest(); err != nil {
+		return err
+	}
+	s.us.SetDeadline(s.responseDeadline())
+	return s.us.ReadHeaders(&s.resp)
+}
+
+// openStream gets an upstream stream: a multiplexed stream for HTTP/2
+// upstreams, else a pooled connection of its own.
+func (s *Stream) openStream(h *upstream.Host, wait time.Duration) error {
+	codec := s.cluster.CodecFor(s.h2)
+	if codec.NewMux != nil {
+		us, reused, err := h.Mux().NewStream(s.cm.conn.Context(), wait)
+		if err != nil {
+			return err
+		}
+		s.us, s.prevConnReused = us, reused
+		return nil
+	}
 	conn, err := h.Pool().Acquire(s.cm.conn.Context(), wait)
 	if err != nil {
 		return err
 	}
 	s.conn = conn
 	s.prevConnReused = conn.Reused
-	s.us = s.cluster.Codec.NewClient(conn)
-	if err := s.sendRequest(); err != nil {
-		return err
-	}
-	s.us.SetDeadline(s.responseDeadline())
-	return s.us.ReadHeaders(&s.resp)
+	s.us = codec.NewClient(conn)
+	return nil
 }
 
 // responseDeadline is the earlier of the route timeout and the per-try
@@ -299,8 +317,10 @@ func (s *Stream) endAttempt(ok bool) {
 	h.Active.Add(-1)
 	reusable := s.us.Close() && ok
 	s.us = nil
-	h.Pool().Release(s.conn, reusable)
-	s.conn = nil
+	if s.conn != nil {
+		h.Pool().Release(s.conn, reusable)
+		s.conn = nil
+	}
 	s.host = nil
 	if ok {
 		h.RqSuccess.Add(1)

@@ -157,6 +157,20 @@ func (s *Stream) finalizeResponseHeaders(h *protocol.Headers) {
 	if s.closeAfter && !tunnel {
 		h.Set("connection", "close")
 	}
+	s.keepTrailers(h)
+}
+
+// keepTrailers makes room for announced trailers on an HTTP/1.1 client:
+// an HTTP/2 upstream may send Content-Length and trailers together, but
+// HTTP/1.1 carries trailers only in chunked framing.
+func (s *Stream) keepTrailers(h *protocol.Headers) {
+	if s.h2 || s.ds.Protocol() != "HTTP/1.1" || !h.Has("trailer") || string(s.req.Method()) == "HEAD" {
+		return
+	}
+	if c := h.StatusCode(); c == 204 || c == 304 {
+		return
+	}
+	h.Del("content-length")
 }
 
 // upstreamServiceTime sets x-envoy-upstream-service-time in milliseconds.

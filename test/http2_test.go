@@ -216,3 +216,93 @@ func TestH2Drain(t *testing.T) {
 		t.Fatalf("in-flight stream during drain: %q", got)
 	}
 }
+
+// h2Upstream is the cluster option for HTTP/2 (prior knowledge) upstreams.
+const h2Upstream = `    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }`
+
+// TestToH2Upstream drives HTTP/1.1 and HTTP/2 clients through the proxy
+// to an HTTP/2 upstream: every request goes over few multiplexed
+// connections, bodies and trailers cross in both directions.
+func TestToH2Upstream(t *testing.T) {
+	up := testutil.StartUpstreamH2C(t)
+	p := startProxy(t, httpBootstrap(up.Addr, routeCfg{}, h2Upstream))
+	base := p.url("ingress")
+	for _, c := range []*http.Client{h1Client(), h2cClient()} {
+		resp, err := c.Get(base + "/proto")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "HTTP/2.0" {
+			t.Fatalf("%s client: upstream saw %q", resp.Proto, b)
+		}
+
+		body := make([]byte, 3<<20+17)
+		rand.Read(body)
+		pr, pw := io.Pipe()
+		go func() {
+			for off := 0; off < len(body); off += 64 << 10 {
+				pw.Write(body[off:min(off+64<<10, len(body))])
+			}
+			pw.Close()
+		}()
+		resp, err = c.Post(base+"/echo", "application/octet-stream", pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("%s echo: %v, %d of %d bytes", resp.Proto, err, len(got), len(body))
+		}
+
+		req, _ := http.NewRequest("POST", base+"/trailers", io.NopCloser(strings.NewReader("tt")))
+		req.Trailer = http.Header{"X-Req": {"v1"}}
+		req.ContentLength = -1
+		resp, err = c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(got) != "tt" || resp.Trailer.Get("x-echo") != "v1" || resp.Trailer.Get("grpc-status") != "0" {
+			t.Fatalf("%s trailers: body %q trailer %v", resp.Proto, got, resp.Trailer)
+		}
+	}
+
+	// Many concurrent HTTP/1.1 clients share few upstream connections.
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := h1Client()
+			for j := range 5 {
+				resp, err := c.Get(fmt.Sprintf("%s/size/%d", base, 100*i+j))
+				if err != nil {
+					errs <- err
+					return
+				}
+				n, _ := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if n != int64(100*i+j) {
+					errs <- fmt.Errorf("%d bytes", n)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := p.stat("cluster.backend.upstream_cx_total"); n > 2 {
+		t.Fatalf("%d upstream connections for 64 concurrent clients, want 1 or 2 (multiplexed)", n)
+	}
+}

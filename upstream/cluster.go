@@ -26,13 +26,19 @@ type Cluster struct {
 	IdleTimeout        time.Duration
 	MaxRequestsPerConn int
 	BufferLimit        int
-	// Protocol is the codec used towards the hosts ("http1"); Codec is
-	// that codec, resolved when the cluster is built.
-	Protocol string
-	Codec    *protocol.Codec
-	Breaker  *Breaker
-	Stats    *ClusterStats
-	LBName   string
+	// Protocol is the codec used towards the hosts ("http1", "http2");
+	// Codec is that codec, resolved when the cluster is built. With
+	// use_downstream_protocol_config, Downstream is set and H2 is the codec
+	// for requests that arrived over HTTP/2.
+	Protocol   string
+	Codec      *protocol.Codec
+	Downstream bool
+	H2         *protocol.Codec
+	// Mux configures multiplexed connections (http2_protocol_options).
+	Mux     protocol.MuxOptions
+	Breaker *Breaker
+	Stats   *ClusterStats
+	LBName  string
 
 	lb      LoadBalancer
 	hosts   atomic.Pointer[HostSet]
@@ -62,7 +68,7 @@ func (c *Cluster) Stop() {
 		close(c.stopped)
 		for _, h := range c.hosts.Load().Hosts {
 			h.removed.Store(true)
-			h.pool.Close()
+			h.closePools()
 		}
 	})
 }
@@ -82,14 +88,26 @@ func (c *Cluster) setHosts(hosts []*Host) {
 	for _, h := range old.Hosts {
 		if !keep[h] {
 			h.removed.Store(true)
-			h.pool.Close()
+			h.closePools()
 		}
 	}
+}
+
+// CodecFor returns the codec for a request; h2 says it arrived over
+// HTTP/2 (for use_downstream_protocol_config).
+func (c *Cluster) CodecFor(h2 bool) *protocol.Codec {
+	if c.Downstream && h2 {
+		return c.H2
+	}
+	return c.Codec
 }
 
 func (c *Cluster) newHost(addr string, weight uint32, hostname string) *Host {
 	h := &Host{Addr: addr, Weight: weight, Hostname: hostname, cluster: c}
 	h.pool = &Pool{host: h}
+	if mc := c.CodecFor(true); mc.NewMux != nil {
+		h.mux = newMuxPool(h, mc, c.Mux)
+	}
 	return h
 }
 
@@ -131,6 +149,11 @@ func BuildCluster(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Cl
 		return nil, err
 	}
 	c.Codec = codec
+	if c.Downstream {
+		if c.H2, err = protocol.Get("http2"); err != nil {
+			return nil, err
+		}
+	}
 	c.Breaker = buildBreaker(cl.GetCircuitBreakers())
 	lbName, err := lbPolicyName(cl.GetLbPolicy())
 	if err != nil {
@@ -203,14 +226,19 @@ func (c *Cluster) protocolOptions(cl *clusterv3.Cluster) error {
 		if errs := config.ValidationErrors(po.ValidateAll()); len(errs) > 0 {
 			return config.At(path, config.Join(errs))
 		}
-		if e := po.GetExplicitHttpConfig(); e != nil && e.GetHttp2ProtocolOptions() != nil {
-			return config.At(path+".explicit_http_config", fmt.Errorf("HTTP/2 upstreams are not supported yet"))
-		}
-		if po.GetUseDownstreamProtocolConfig() != nil || po.GetAutoConfig() != nil {
-			return config.At(path, fmt.Errorf("only explicit_http_config with http_protocol_options is supported yet"))
+		if po.GetAutoConfig() != nil {
+			return config.At(path+".auto_config", fmt.Errorf("ALPN-based protocol selection needs TLS, which is not supported yet"))
 		}
 		if err := supported.Check(&po); err != nil {
 			return config.At(path, err)
+		}
+		if e := po.GetExplicitHttpConfig(); e.GetHttp2ProtocolOptions() != nil {
+			c.Protocol = "http2"
+			c.mux(e.GetHttp2ProtocolOptions())
+		}
+		if d := po.GetUseDownstreamProtocolConfig(); d != nil {
+			c.Downstream = true
+			c.mux(d.GetHttp2ProtocolOptions())
 		}
 		if cp := po.GetCommonHttpProtocolOptions(); cp != nil {
 			if cp.GetIdleTimeout() != nil {
@@ -222,6 +250,23 @@ func (c *Cluster) protocolOptions(cl *clusterv3.Cluster) error {
 		}
 	}
 	return nil
+}
+
+// mux applies an upstream http2_protocol_options.
+func (c *Cluster) mux(o *corev3.Http2ProtocolOptions) {
+	h := &c.Mux.HTTP2
+	if v := o.GetMaxConcurrentStreams(); v != nil {
+		h.MaxConcurrentStreams = v.GetValue()
+	}
+	if v := o.GetInitialStreamWindowSize(); v != nil {
+		h.InitialStreamWindowSize = v.GetValue()
+	}
+	if v := o.GetInitialConnectionWindowSize(); v != nil {
+		h.InitialConnectionWindowSize = v.GetValue()
+	}
+	if ka := o.GetConnectionKeepalive(); ka != nil {
+		c.Mux.KeepaliveInterval = ka.GetInterval().AsDuration()
+	}
 }
 
 func buildBreaker(cb *clusterv3.CircuitBreakers) *Breaker {

@@ -17,6 +17,7 @@ type Host struct {
 
 	cluster *Cluster
 	pool    *Pool
+	mux     *MuxPool // nil unless the cluster may speak a multiplexed protocol
 
 	// Active is the number of requests in flight to this host.
 	Active     atomic.Int64
@@ -34,8 +35,19 @@ type Host struct {
 // Cluster returns the cluster that owns h.
 func (h *Host) Cluster() *Cluster { return h.cluster }
 
-// Pool returns h's connection pool.
+// Pool returns h's connection pool for one-request-at-a-time protocols.
 func (h *Host) Pool() *Pool { return h.pool }
+
+// closePools closes the host's connections as it leaves its cluster.
+func (h *Host) closePools() {
+	h.pool.Close()
+	if h.mux != nil {
+		h.mux.Close()
+	}
+}
+
+// Mux returns h's pool of multiplexed connections.
+func (h *Host) Mux() *MuxPool { return h.mux }
 
 // HostSet is an immutable snapshot of a cluster's hosts; a new set is
 // swapped in whole when membership changes.

@@ -18,8 +18,14 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.config.cluster.v3.CircuitBreakers.Thresholds": `priority max_connections
 		max_pending_requests max_requests max_retries -track_remaining`,
 	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": `common_http_protocol_options
-		explicit_http_config`,
-	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": `http_protocol_options`,
-	"envoy.config.core.v3.HttpProtocolOptions":                                  `idle_timeout max_requests_per_connection`,
-	"envoy.config.core.v3.Http1ProtocolOptions":                                 ``,
+		explicit_http_config use_downstream_protocol_config`,
+	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": `http_protocol_options
+		http2_protocol_options`,
+	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig": `http_protocol_options
+		http2_protocol_options`,
+	"envoy.config.core.v3.Http2ProtocolOptions": `max_concurrent_streams initial_stream_window_size
+		initial_connection_window_size connection_keepalive`,
+	"envoy.config.core.v3.KeepaliveSettings":    `interval -timeout`,
+	"envoy.config.core.v3.HttpProtocolOptions":  `idle_timeout max_requests_per_connection`,
+	"envoy.config.core.v3.Http1ProtocolOptions": ``,
 })

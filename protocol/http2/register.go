@@ -14,6 +14,7 @@ func init() {
 		Name:      Name,
 		Match:     Match,
 		NewServer: newServer,
+		NewMux:    newMux,
 	})
 }
 

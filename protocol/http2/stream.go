@@ -129,7 +129,8 @@ func (st *serverStream) ended() {
 	}
 }
 
-// Finish releases the stream. A response cut short is reset with CANCEL;
+// Finish releases the stream (reset asks nothing more of HTTP/2 than an
+// unfinished response already does). A response cut short is reset with CANCEL;
 // a complete response to a request whose body is still coming asks the
 // client to stop sending with NO_ERROR (RFC 9113 §8.1).
 func (st *serverStream) Finish(reset bool) {
@@ -137,7 +138,7 @@ func (st *serverStream) Finish(reset bool) {
 	sc.mu.Lock()
 	if sc.streams[st.id] == st && !sc.closed {
 		switch {
-		case reset || !st.sendDone:
+		case !st.sendDone:
 			sc.resetStream(st.id, http2.ErrCodeCancel)
 		case !st.recvDone:
 			sc.resetStream(st.id, http2.ErrCodeNo)
