@@ -136,6 +136,13 @@ type ClientStream interface {
 	Close() (reusable bool)
 }
 
+// Aborter is implemented by client streams that can be failed from
+// another goroutine (full-duplex streams): Abort resets the stream and
+// makes its pending and future calls return err.
+type Aborter interface {
+	Abort(err error)
+}
+
 // UpstreamConn is what a client codec needs of an upstream connection.
 type UpstreamConn interface {
 	net.Conn

@@ -32,6 +32,7 @@ func (s *Stream) forward() {
 	if s.route.Timeout > 0 {
 		s.deadline = s.start.Add(s.route.Timeout)
 	}
+	s.capByGRPCTimeout()
 	policy := s.route.Retry
 	retrying := false
 	for {
@@ -47,7 +48,13 @@ func (s *Stream) forward() {
 		}
 		if err == nil {
 			code := s.resp.StatusCode()
-			if policy != nil && policy.ShouldRetryStatus(code) && s.mayRetry(policy) {
+			if policy != nil && s.pumping && s.us.EndStream() {
+				// A headers-only answer ends the exchange: the body pump
+				// can stop, and the request is replayable if its body was
+				// whole.
+				s.stopPump()
+			}
+			if policy != nil && (policy.ShouldRetryStatus(code) || s.grpc && grpcRetry(policy, &s.resp)) && s.mayRetry(policy) {
 				s.dropAttempt(false)
 				retrying = true
 				continue
@@ -70,7 +77,7 @@ func (s *Stream) forward() {
 			s.resetDownstream()
 			return
 		}
-		if e.Kind == KindResetBeforeHeaders && s.prevConnReused && s.safeRetries < maxSafeRetries && s.replayable {
+		if e.Kind == KindResetBeforeHeaders && s.prevConnReused && s.safeRetries < maxSafeRetries && !s.pumping && s.replayable {
 			s.safeRetries++ // the pooled connection died under us: not the upstream's fault
 			s.attempt--
 			continue
@@ -99,7 +106,9 @@ func retryOnError(p *router.RetryPolicy, e *Error) bool {
 		return on&(router.Retry5xx|router.RetryGatewayError|router.RetryConnectFailure|router.RetryReset) != 0
 	case KindPerTryTimeout:
 		return on&(router.Retry5xx|router.RetryGatewayError|router.RetryReset) != 0
-	case KindResetBeforeHeaders, KindReset:
+	case KindResetBeforeHeaders:
+		return on&(router.Retry5xx|router.RetryGatewayError|router.RetryReset|router.RetryRefusedStream) != 0
+	case KindReset:
 		return on&(router.Retry5xx|router.RetryGatewayError|router.RetryReset) != 0
 	}
 	return false
@@ -109,7 +118,7 @@ func retryOnError(p *router.RetryPolicy, e *Error) bool {
 // breaker, counts the retry and waits the back-off.
 func (s *Stream) mayRetry(p *router.RetryPolicy) bool {
 	cl := s.cluster
-	if s.attempt > int(p.NumRetries) || !s.replayable {
+	if s.pumping || s.attempt > int(p.NumRetries) || !s.replayable {
 		return false
 	}
 	if !s.deadline.IsZero() && time.Now().After(s.deadline) {
@@ -197,7 +206,10 @@ func (s *Stream) responseDeadline() time.Time {
 }
 
 // sendRequest writes the headers, replays the buffered body, then streams
-// the rest of the body as the client sends it.
+// the rest of the body as the client sends it. Towards a multiplexed
+// upstream the rest streams on a goroutine of its own while the response
+// is read (full duplex, as gRPC's bidirectional streams need); towards
+// HTTP/1.1 the body is sent before the response is awaited.
 func (s *Stream) sendRequest() error {
 	us := s.us
 	if s.ds.HeadersOnly() {
@@ -211,6 +223,12 @@ func (s *Stream) sendRequest() error {
 			return err
 		}
 	}
+	if ab, ok := us.(protocol.Aborter); ok && !s.bodyDone {
+		s.pumping = true
+		s.pumpDone = make(chan struct{})
+		go s.pump(us, ab)
+		return nil
+	}
 	idle := s.cfg.StreamIdleTimeout
 	s.armBodyTimer()
 	defer s.stopBodyTimer()
@@ -219,25 +237,75 @@ func (s *Stream) sendRequest() error {
 			us.SetDeadline(time.Now().Add(idle))
 		}
 		s.armBodyTimer()
-		data, err := s.readBody()
-		if err != nil && err != io.EOF {
-			var re *protocol.RequestError
-			if errors.As(err, &re) {
-				return err
-			}
-			return protocol.ErrDownstreamReset
-		}
-		if len(data) > 0 {
-			if werr := us.WriteData(data, false); werr != nil {
-				return werr
-			}
+		if err := s.sendBodyPiece(us); err != nil {
+			return err
 		}
 	}
+	return s.endBody(us)
+}
+
+// sendBodyPiece relays the next piece of the request body.
+func (s *Stream) sendBodyPiece(us protocol.ClientStream) error {
+	data, err := s.readBody()
+	if err != nil && err != io.EOF {
+		var re *protocol.RequestError
+		if errors.As(err, &re) {
+			return err
+		}
+		return protocol.ErrDownstreamReset
+	}
+	if len(data) > 0 {
+		return us.WriteData(data, false)
+	}
+	return nil
+}
+
+// endBody ends the request: trailers, or an empty end of stream.
+func (s *Stream) endBody(us protocol.ClientStream) error {
 	if s.reqTrailer != nil {
 		return us.WriteTrailers(s.reqTrailer)
 	}
 	return us.WriteData(nil, true)
 }
+
+// pump streams the request body while the worker reads the response. On
+// a failure of either side it aborts the upstream stream, which fails the
+// worker's pending read. The worker owns the body fields again only after
+// pumpDone closes.
+func (s *Stream) pump(us protocol.ClientStream, ab protocol.Aborter) {
+	defer close(s.pumpDone)
+	defer s.stopBodyTimer()
+	var err error
+	for !s.bodyDone && err == nil {
+		s.armBodyTimer()
+		err = s.sendBodyPiece(us)
+	}
+	if err == nil {
+		err = s.endBody(us)
+	}
+	if err != nil {
+		ab.Abort(err)
+	}
+}
+
+// stopPump ends a body pump still running (the response ended first, or
+// the attempt failed) and waits for it.
+func (s *Stream) stopPump() {
+	if !s.pumping {
+		return
+	}
+	if rc, ok := s.ds.(protocol.ReadCanceler); ok {
+		rc.ReadCancel()(errPumpStopped)
+	}
+	<-s.pumpDone
+	s.pumping = false
+	if !s.bodyDone {
+		s.replayable = false
+	}
+}
+
+// errPumpStopped ends a body pump whose request needs no more body.
+var errPumpStopped = errors.New("request body no longer needed")
 
 // dropAttempt closes the attempt's upstream stream; the connection is
 // closed unless the response was read whole.
@@ -251,6 +319,10 @@ func (s *Stream) dropAttempt(failed bool) {
 		s.host = nil
 	}
 	if s.us != nil {
+		if s.pumping {
+			s.us.(protocol.Aborter).Abort(protocol.ErrUpstreamReset)
+		}
+		s.stopPump()
 		s.us.Close()
 		s.us = nil
 	}
@@ -315,6 +387,7 @@ func (s *Stream) relayBody() error {
 func (s *Stream) endAttempt(ok bool) {
 	h := s.host
 	h.Active.Add(-1)
+	s.stopPump()
 	reusable := s.us.Close() && ok
 	s.us = nil
 	if s.conn != nil {

@@ -19,6 +19,7 @@ var hopByHop = [...]string{"connection", "keep-alive", "proxy-connection", "tran
 func (s *Stream) decodeHeaders() bool {
 	h := s.req
 	s.upgrade = s.wantsUpgrade()
+	s.grpc = isGRPC(h)
 	if s.ds.Protocol() == "HTTP/1.0" || h.HasToken("connection", "close") {
 		s.closeAfter = true
 	}

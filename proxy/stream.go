@@ -49,7 +49,11 @@ type Stream struct {
 	respStarted bool
 	closeAfter  bool
 	h2          bool // the downstream speaks HTTP/2
-	upgrade     bool
+	grpc        bool // the request is a gRPC call
+	// pumping: the request body streams on a goroutine until pumpDone.
+	pumping  bool
+	pumpDone chan struct{}
+	upgrade  bool
 
 	start    time.Time
 	upStart  time.Time
@@ -197,6 +201,10 @@ func (s *Stream) redirect(rd *router.Redirect) {
 // localReply answers with a reply the proxy makes itself. After response
 // headers went out, it can only reset the stream.
 func (s *Stream) localReply(code int, body string, overloaded bool) {
+	if s.grpc {
+		s.grpcReply(code, body)
+		return
+	}
 	h := s.startReply(code)
 	if overloaded {
 		h.Set("x-envoy-overloaded", "true")

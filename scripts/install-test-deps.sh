@@ -23,3 +23,10 @@ fi
 mkdir -p .tools/bin
 export GOBIN="$PWD/.tools/bin"
 [ -x .tools/bin/h2spec ] || go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
+if [ ! -x .tools/bin/grpc-interop-client ] || [ ! -x .tools/bin/grpc-interop-server ]; then
+  tmp=$(mktemp -d)
+  GOBIN="$tmp" go install google.golang.org/grpc/interop/client@v1.85.0 google.golang.org/grpc/interop/server@v1.85.0
+  mv "$tmp/client" .tools/bin/grpc-interop-client
+  mv "$tmp/server" .tools/bin/grpc-interop-server
+  rm -rf "$tmp"
+fi

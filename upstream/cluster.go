@@ -105,7 +105,7 @@ func (c *Cluster) CodecFor(h2 bool) *protocol.Codec {
 func (c *Cluster) newHost(addr string, weight uint32, hostname string) *Host {
 	h := &Host{Addr: addr, Weight: weight, Hostname: hostname, cluster: c}
 	h.pool = &Pool{host: h}
-	if mc := c.CodecFor(true); mc.NewMux != nil {
+	if mc := c.CodecFor(true); mc != nil && mc.NewMux != nil {
 		h.mux = newMuxPool(h, mc, c.Mux)
 	}
 	return h

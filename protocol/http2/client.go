@@ -594,6 +594,22 @@ func (cs *clientStream) SetDeadline(t time.Time) {
 	})
 }
 
+// Abort resets the stream from any goroutine; pending calls fail with err.
+func (cs *clientStream) Abort(err error) {
+	cc := cs.cc
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cs.closed || cs.reset {
+		return
+	}
+	if cs.id != 0 && cc.dead == nil {
+		cc.fr.WriteRSTStream(cs.id, http2.ErrCodeCancel)
+		cc.flushLocked()
+	}
+	cs.reset = true
+	cs.failLocked(err)
+}
+
 // Close ends the stream, resetting it if either side is unfinished. The
 // connection stays for other streams.
 func (cs *clientStream) Close() bool {

@@ -1,0 +1,165 @@
+package proxy
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/straitproxy/strait/protocol"
+	"github.com/straitproxy/strait/router"
+)
+
+// gRPC status codes the proxy produces or retries on.
+const (
+	grpcCancelled         = 1
+	grpcUnknown           = 2
+	grpcDeadlineExceeded  = 4
+	grpcPermissionDenied  = 7
+	grpcResourceExhausted = 8
+	grpcUnimplemented     = 12
+	grpcInternal          = 13
+	grpcUnavailable       = 14
+	grpcUnauthenticated   = 16
+)
+
+// isGRPC reports whether a request is a gRPC call (its content-type is
+// application/grpc or application/grpc+proto and the like).
+func isGRPC(h *protocol.Headers) bool {
+	ct, _ := h.Get("content-type")
+	const prefix = "application/grpc"
+	if len(ct) < len(prefix) || !protocol.EqualFold(ct[:len(prefix)], prefix) {
+		return false
+	}
+	return len(ct) == len(prefix) || ct[len(prefix)] == '+' || ct[len(prefix)] == ';'
+}
+
+// grpcTimeout parses a grpc-timeout header: at most 8 digits and a unit
+// (H, M, S, m, u, n).
+func grpcTimeout(h *protocol.Headers) (time.Duration, bool) {
+	v, ok := h.Get("grpc-timeout")
+	if !ok || len(v) < 2 || len(v) > 9 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(v[:len(v)-1]), 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
+}
+
+// capByGRPCTimeout lets a gRPC client's deadline shorten the route
+// timeout (or stand for it when the route has none).
+func (s *Stream) capByGRPCTimeout() {
+	if !s.grpc {
+		return
+	}
+	d, ok := grpcTimeout(s.req)
+	if !ok {
+		return
+	}
+	if t := s.start.Add(d); s.deadline.IsZero() || t.Before(s.deadline) {
+		s.deadline = t
+	}
+}
+
+// grpcStatusFor maps a local reply's HTTP status to a gRPC status, as the
+// gRPC spec's HTTP-to-gRPC table does.
+func grpcStatusFor(code int) int {
+	switch code {
+	case 400:
+		return grpcInternal
+	case 401:
+		return grpcUnauthenticated
+	case 403:
+		return grpcPermissionDenied
+	case 404:
+		return grpcUnimplemented
+	case 429, 502, 503:
+		return grpcUnavailable
+	case 504:
+		return grpcDeadlineExceeded
+	}
+	return grpcUnknown
+}
+
+// grpcReply answers a gRPC call locally: HTTP 200 with the status in
+// grpc-status and grpc-message, headers only (a "trailers-only" response).
+func (s *Stream) grpcReply(code int, msg string) {
+	h := s.startReply(200)
+	h.Set("content-type", "application/grpc")
+	s.scratch = strconv.AppendInt(s.scratch[:0], int64(grpcStatusFor(code)), 10)
+	h.SetBytes("grpc-status", s.scratch)
+	if msg != "" {
+		h.SetBytes("grpc-message", percentEncode(s.scratch[:0], msg))
+	}
+	if s.respStarted {
+		s.resetDownstream()
+		return
+	}
+	s.finalizeResponseHeaders(h)
+	s.respStarted = true
+	if err := s.ds.WriteHeaders(h, true); err != nil {
+		s.resetDownstream()
+	}
+}
+
+// percentEncode encodes a grpc-message: printable ASCII but '%' as is,
+// everything else as %XX (gRPC's HTTP/2 protocol document).
+func percentEncode(dst []byte, msg string) []byte {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c >= 0x20 && c <= 0x7e && c != '%' {
+			dst = append(dst, c)
+			continue
+		}
+		dst = append(dst, '%', hex[c>>4], hex[c&15])
+	}
+	return dst
+}
+
+// grpcRetry reports whether a trailers-only gRPC answer's status is one
+// the retry policy retries (cancelled, deadline-exceeded, internal,
+// resource-exhausted, unavailable).
+func grpcRetry(p *router.RetryPolicy, resp *protocol.Headers) bool {
+	v, ok := resp.Get("grpc-status")
+	if !ok {
+		return false
+	}
+	code, err := strconv.Atoi(string(v))
+	if err != nil {
+		return false
+	}
+	var need router.RetryOn
+	switch code {
+	case grpcCancelled:
+		need = router.RetryGRPCCancelled
+	case grpcDeadlineExceeded:
+		need = router.RetryGRPCDeadlineExceeded
+	case grpcInternal:
+		need = router.RetryGRPCInternal
+	case grpcResourceExhausted:
+		need = router.RetryGRPCResourceExhausted
+	case grpcUnavailable:
+		need = router.RetryGRPCUnavailable
+	default:
+		return false
+	}
+	return p.On&need != 0
+}

@@ -1,0 +1,165 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/straitproxy/strait/internal/testutil"
+)
+
+// grpcInteropCases are the grpc-go interop cases the proxy must carry
+// (issue 4); pick_first_unary and the ORCA cases fail without a proxy too.
+var grpcInteropCases = []string{
+	"empty_unary", "large_unary", "client_streaming", "server_streaming", "ping_pong",
+	"empty_stream", "timeout_on_sleeping_server", "cancel_after_begin",
+	"cancel_after_first_response", "custom_metadata", "status_code_and_message",
+	"special_status_message", "unimplemented_method", "unimplemented_service",
+}
+
+// TestGRPCInterop runs grpc-go's interop client through the proxy (an
+// AUTO listener) to grpc-go's interop server (an HTTP/2 cluster).
+func TestGRPCInterop(t *testing.T) {
+	client := tool(t, "grpc-interop-client")
+	server := tool(t, "grpc-interop-server")
+	port := freePort(t)
+	srv := exec.Command(server, "--port", port)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	addr := "127.0.0.1:" + port
+	testutil.Eventually(t, 10*time.Second, "interop server to listen", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	p := startProxy(t, httpBootstrap(addr, routeCfg{}, h2Upstream))
+	host, pport, _ := net.SplitHostPort(p.addr("ingress"))
+	for _, tc := range grpcInteropCases {
+		t.Run(tc, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, client, "--server_host", host, "--server_port", pport, "--use_tls=false", "--test_case", tc)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", tc, err, out)
+			}
+		})
+	}
+}
+
+// grpcCall posts an empty gRPC message and returns the response with its
+// body read (trailers filled in).
+func grpcCall(t *testing.T, url string, hdr map[string]string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader("\x00\x00\x00\x00\x00"))
+	req.Header.Set("content-type", "application/grpc")
+	req.Header.Set("te", "trailers")
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := h2cClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// grpcStatus is the call's grpc-status, from the headers of a
+// trailers-only answer or from the trailers.
+func grpcStatus(r *http.Response) string {
+	if s := r.Header.Get("grpc-status"); s != "" {
+		return s
+	}
+	return r.Trailer.Get("grpc-status")
+}
+
+func deadPort(t *testing.T) string {
+	_, port, _ := net.SplitHostPort(closedPort(t))
+	return port
+}
+
+// TestGRPCLocalRepliesAndTimeout: the proxy's own answers to gRPC calls
+// are gRPC statuses, and grpc-timeout caps the route timeout.
+func TestGRPCLocalRepliesAndTimeout(t *testing.T) {
+	up := testutil.StartUpstreamH2C(t)
+	routes := `              - match: { prefix: "/dead" }
+                route: { cluster: dead }
+              - match: { prefix: "/" }
+                route: { cluster: backend, timeout: 10s }`
+	yaml := httpBootstrap(up.Addr, routeCfg{routes: routes}, h2Upstream) + fmt.Sprintf(`
+  - name: dead
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: dead
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %s } } }
+`, deadPort(t))
+	p := startProxy(t, yaml)
+	base := p.url("ingress")
+
+	r := grpcCall(t, base+"/dead/x", nil)
+	if r.StatusCode != 200 || grpcStatus(r) != "14" || r.Header.Get("grpc-message") == "" {
+		t.Fatalf("connect failure: %d grpc-status %q message %q", r.StatusCode, grpcStatus(r), r.Header.Get("grpc-message"))
+	}
+
+	start := time.Now()
+	r = grpcCall(t, base+"/slow/3000", map[string]string{"grpc-timeout": "200m"})
+	if took := time.Since(start); grpcStatus(r) != "4" || took > 2*time.Second {
+		t.Fatalf("grpc-timeout 200m: grpc-status %q after %v (route timeout is 10s)", grpcStatus(r), took)
+	}
+
+	r = grpcCall(t, base+"/trailers", nil)
+	if r.StatusCode != 200 || grpcStatus(r) != "0" {
+		t.Fatalf("passed-through call: %d grpc-status %q", r.StatusCode, grpcStatus(r))
+	}
+}
+
+// TestGRPCRetryOnStatus retries a trailers-only UNAVAILABLE answer under
+// retry_on: unavailable.
+func TestGRPCRetryOnStatus(t *testing.T) {
+	var calls atomic.Int32
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("content-type", "application/grpc")
+		if calls.Add(1) == 1 {
+			w.Header().Set("grpc-status", "14")
+			w.WriteHeader(200)
+			return
+		}
+		w.Header().Set("Trailer", "grpc-status")
+		w.WriteHeader(200)
+		w.Write([]byte("\x00\x00\x00\x00\x00"))
+		w.Header().Set("grpc-status", "0")
+	})}
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	routes := `              - match: { prefix: "/" }
+                route:
+                  cluster: backend
+                  retry_policy: { retry_on: "unavailable", num_retries: 2 }`
+	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{routes: routes}, h2Upstream))
+	r := grpcCall(t, p.url("ingress")+"/svc/Method", nil)
+	if grpcStatus(r) != "0" || calls.Load() != 2 {
+		t.Fatalf("grpc-status %q after %d calls, want 0 after 2", grpcStatus(r), calls.Load())
+	}
+}
