@@ -51,7 +51,18 @@ func stalledAt(n *atomic.Int64) int64 {
 // stops the client's upload: the proxy buffers no more than its bounded
 // pipe (the rest sits in the kernels' socket buffers), and once the
 // upstream reads, the whole body arrives.
-func TestUploadBackpressure(t *testing.T) {
+func TestUploadBackpressure(t *testing.T) { checkUploadBackpressure(t, http.DefaultClient, false) }
+
+// TestUploadBackpressureH2 is the same across protocol translation: an
+// HTTP/2 client to an HTTP/1.1 upstream, and an HTTP/1.1 client to an
+// HTTP/2 upstream (flow-control windows credited only as the other side
+// takes the bytes).
+func TestUploadBackpressureH2(t *testing.T) {
+	t.Run("h2-to-h1", func(t *testing.T) { checkUploadBackpressure(t, h2cClient(), false) })
+	t.Run("h1-to-h2", func(t *testing.T) { checkUploadBackpressure(t, h1Client(), true) })
+}
+
+func checkUploadBackpressure(t *testing.T, client *http.Client, h2Up bool) {
 	release := make(chan struct{})
 	var got atomic.Int64
 	var started atomic.Bool
@@ -66,10 +77,16 @@ func TestUploadBackpressure(t *testing.T) {
 		got.Store(n)
 		io.WriteString(w, strconv.FormatInt(n, 10))
 	})}
+	opts := ""
+	if h2Up {
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+		opts = h2Upstream
+	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{routes: `              - match: { prefix: "/" }
-                route: { cluster: backend, timeout: 0s }`}, ""))
+                route: { cluster: backend, timeout: 0s }`}, opts))
 
 	const size = 256 << 20
 	var taken atomic.Int64
@@ -77,7 +94,7 @@ func TestUploadBackpressure(t *testing.T) {
 	go func() {
 		req, _ := http.NewRequest("POST", p.url("ingress")+"/upload", &countingZeros{left: size, taken: &taken})
 		req.ContentLength = size
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()

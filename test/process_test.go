@@ -271,3 +271,43 @@ func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// TestGigabyteUploadTranslated sends 1 GiB through the proxy process
+// across protocol translation, HTTP/2 to HTTP/1.1 and back; flow control
+// must keep its peak RSS under 64 MiB.
+func TestGigabyteUploadTranslated(t *testing.T) {
+	if testing.Short() {
+		t.Skip("streams 2 GiB")
+	}
+	const size = 1 << 30
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+		h2Up   bool
+	}{{"h2-to-h1", h2cClient(), false}, {"h1-to-h2", h1Client(), true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			up, opts := testutil.StartUpstream(t), ""
+			if tc.h2Up {
+				up, opts = testutil.StartUpstreamH2C(t), h2Upstream
+			}
+			p := runStrait(t, httpBootstrap(up.Addr, routeCfg{routes: `              - match: { prefix: "/" }
+                route: { cluster: backend, timeout: 0s }`}, opts), 1)
+			req, _ := http.NewRequest("POST", "http://"+p.addrs["ingress"]+"/sink", io.LimitReader(zeros{}, size))
+			req.ContentLength = size
+			resp, err := tc.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != strconv.Itoa(size) {
+				t.Fatalf("upload: upstream counted %q bytes", b)
+			}
+			rss := p.peakRSS(t)
+			t.Logf("peak RSS after 1 GiB uploaded: %d KiB", rss)
+			if rss > 64<<10 {
+				t.Fatalf("peak RSS %d KiB > 64 MiB", rss)
+			}
+		})
+	}
+}

@@ -52,12 +52,13 @@ type serverConn struct {
 	resetsSince time.Time
 
 	// Guarded by mu.
-	streams   map[uint32]*serverStream
-	maxSeen   uint32
-	recent    [recentClosed]closedStream // recently closed streams
-	recentPos int
-	goingAway bool
-	lastID    uint32
+	streams    map[uint32]*serverStream
+	maxSeen    uint32
+	recent     [recentClosed]closedStream // recently closed streams
+	recentPos  int
+	goingAway  bool
+	lastID     uint32
+	asyncFlush bool // a goroutine is about to flush the reader's frames
 	// pendingStream is the request whose header block is being decoded.
 	pendingStream *serverStream
 }
@@ -142,12 +143,29 @@ func (sc *serverConn) Decode(data []byte) int {
 		}
 	}
 	sc.mu.Lock()
-	sc.flushLocked()
+	sc.flushAsyncLocked()
 	sc.mu.Unlock()
 	if sc.dead {
 		return len(data)
 	}
 	return n
+}
+
+// flushAsyncLocked has the frames the reader queued (acknowledgements,
+// resets) written by a goroutine: the reader never blocks on a client that
+// does not read (under epoll it is a shared poller), and what such a client
+// keeps provoking piles up until controlFrame calls it a flood. mu held.
+func (sc *serverConn) flushAsyncLocked() {
+	if len(sc.ob.b) == 0 || sc.flushing || sc.asyncFlush {
+		return
+	}
+	sc.asyncFlush = true
+	go func() {
+		sc.mu.Lock()
+		sc.asyncFlush = false
+		sc.flushLocked()
+		sc.mu.Unlock()
+	}()
 }
 
 func (sc *serverConn) badPreface() {
@@ -260,12 +278,16 @@ func (sc *serverConn) connError(code http2.ErrCode, reason string) {
 	sc.fr.WriteGoAway(sc.maxSeen, code, []byte(reason))
 	sc.failStreams(protocol.ErrDownstreamReset)
 	c := sc.c
+	// The close is armed first: a peer that does not read would hold the
+	// flush (and the half-close behind it) forever.
+	time.AfterFunc(goAwayLinger, func() { c.Close() })
 	go func() {
 		sc.mu.Lock()
-		sc.flushLocked()
+		err := sc.flushLocked()
 		sc.mu.Unlock()
-		c.CloseWrite()
-		time.AfterFunc(goAwayLinger, func() { c.Close() })
+		if err == nil {
+			c.CloseWrite()
+		}
 	}()
 }
 

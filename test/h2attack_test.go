@@ -1,0 +1,247 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/straitproxy/strait/internal/testutil"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// h2Raw is a hand-driven HTTP/2 client connection for attack tests.
+type h2Raw struct {
+	t    *testing.T
+	c    net.Conn
+	fr   *http2.Framer
+	hbuf bytes.Buffer
+	enc  *hpack.Encoder
+	dec  *hpack.Decoder
+}
+
+func dialH2(t *testing.T, addr string) *h2Raw {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	r := &h2Raw{t: t, c: c, fr: http2.NewFramer(c, c)}
+	r.enc = hpack.NewEncoder(&r.hbuf)
+	r.dec = hpack.NewDecoder(4096, nil)
+	io.WriteString(c, http2.ClientPreface)
+	r.fr.WriteSettings()
+	return r
+}
+
+// block encodes a GET for path plus extra fields.
+func (r *h2Raw) block(path string, extra ...hpack.HeaderField) []byte {
+	r.hbuf.Reset()
+	for _, f := range append([]hpack.HeaderField{
+		{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "http"},
+		{Name: ":authority", Value: "test"}, {Name: ":path", Value: path},
+	}, extra...) {
+		r.enc.WriteField(f)
+	}
+	return r.hbuf.Bytes()
+}
+
+// waitGoAway reads frames until a GOAWAY (returning its code) or the
+// connection closes (ok=false).
+func (r *h2Raw) waitGoAway(within time.Duration) (code http2.ErrCode, ok bool) {
+	r.c.SetReadDeadline(time.Now().Add(within))
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			return 0, false
+		}
+		if ga, isGA := f.(*http2.GoAwayFrame); isGA {
+			return ga.ErrCode, true
+		}
+	}
+}
+
+// response reads frames until the response headers of stream id and
+// returns its :status.
+func (r *h2Raw) response(id uint32) string {
+	r.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	dec := r.dec
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			r.t.Fatalf("waiting for stream %d: %v", id, err)
+		}
+		if h, ok := f.(*http2.HeadersFrame); ok && h.StreamID == id {
+			fields, err := dec.DecodeFull(h.HeaderBlockFragment())
+			if err != nil {
+				r.t.Fatal(err)
+			}
+			for _, hf := range fields {
+				if hf.Name == ":status" {
+					return hf.Value
+				}
+			}
+		} else if h, ok := f.(*http2.HeadersFrame); ok {
+			dec.DecodeFull(h.HeaderBlockFragment())
+		}
+	}
+}
+
+// stillServes checks that a fresh client gets answers while (or after)
+// another connection attacks.
+func stillServes(t *testing.T, base string) {
+	t.Helper()
+	resp, err := h2cClient().Get(base + "/ok")
+	if err != nil {
+		t.Fatalf("other clients: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "ok /ok" {
+		t.Fatalf("other clients: %q", b)
+	}
+}
+
+func attackProxy(t *testing.T) (*proxy, string) {
+	up := testutil.StartUpstream(t)
+	p := startProxy(t, httpBootstrap(up.Addr, routeCfg{}, ""))
+	return p, p.addr("ingress")
+}
+
+// TestH2RapidReset (CVE-2023-44487): a client that opens and resets
+// streams as fast as it can is told ENHANCE_YOUR_CALM and dropped.
+func TestH2RapidReset(t *testing.T) {
+	p, addr := attackProxy(t)
+	r := dialH2(t, addr)
+	go func() {
+		for id := uint32(1); id < 20000; id += 2 {
+			if r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.block("/slow/1000"), EndStream: true, EndHeaders: true}) != nil {
+				return
+			}
+			if r.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+				return
+			}
+		}
+	}()
+	code, ok := r.waitGoAway(10 * time.Second)
+	if !ok || code != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("rapid reset: GOAWAY %v (seen %v), want ENHANCE_YOUR_CALM", code, ok)
+	}
+	stillServes(t, p.url("ingress"))
+}
+
+// TestH2ContinuationFlood (CVE-2024-27316): a header block that never
+// ends is cut off, not buffered.
+func TestH2ContinuationFlood(t *testing.T) {
+	p, addr := attackProxy(t)
+	r := dialH2(t, addr)
+	go func() {
+		r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: r.block("/x"), EndHeaders: false})
+		junk := bytes.Repeat([]byte{0x40, 0x01, 'a', 0x01, 'b'}, 100) // literal fields, tiny each
+		for range 100000 {
+			if r.fr.WriteContinuation(1, false, junk) != nil {
+				return
+			}
+		}
+	}()
+	code, ok := r.waitGoAway(10 * time.Second)
+	if !ok || (code != http2.ErrCodeEnhanceYourCalm && code != http2.ErrCodeProtocol) {
+		t.Fatalf("CONTINUATION flood: GOAWAY %v (seen %v)", code, ok)
+	}
+	stillServes(t, p.url("ingress"))
+}
+
+// TestH2HPACKBomb: a small header block that decodes to a huge header
+// list (one large dynamic-table entry referenced many times) is refused
+// with 431, and the connection goes on serving.
+func TestH2HPACKBomb(t *testing.T) {
+	p, addr := attackProxy(t)
+	r := dialH2(t, addr)
+	big := strings.Repeat("b", 4000)
+	// Stream 1 puts the big field in the dynamic table (it fits the limit).
+	r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: r.block("/a", hpack.HeaderField{Name: "x-big", Value: big}), EndStream: true, EndHeaders: true})
+	if s := r.response(1); s != "200" {
+		t.Fatalf("seed request: %s", s)
+	}
+	// Stream 3 references it 500 times: ~2 MB decoded from ~1 KB.
+	var extra []hpack.HeaderField
+	for range 500 {
+		extra = append(extra, hpack.HeaderField{Name: "x-big", Value: big})
+	}
+	frag := r.block("/b", extra...)
+	if len(frag) > 16384 {
+		t.Fatalf("bomb block is %d bytes; expected it to compress", len(frag))
+	}
+	r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: frag, EndStream: true, EndHeaders: true})
+	if s := r.response(3); s != "431" {
+		t.Fatalf("HPACK bomb: status %s, want 431", s)
+	}
+	r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, BlockFragment: r.block("/c"), EndStream: true, EndHeaders: true})
+	if s := r.response(5); s != "200" {
+		t.Fatalf("after the bomb, same connection: %s", s)
+	}
+	stillServes(t, p.url("ingress"))
+}
+
+// TestH2PingFlood: a client that sends PINGs and SETTINGS without reading
+// the acknowledgements is cut off with ENHANCE_YOUR_CALM once the queue
+// of answers it provoked outgrows its bound, while other clients are
+// served.
+func TestH2PingFlood(t *testing.T) {
+	p, addr := attackProxy(t)
+	r := dialH2(t, addr)
+	bw := bufio.NewWriterSize(r.c, 64<<10)
+	fr := http2.NewFramer(bw, r.c)
+	r.c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+	var ping [8]byte
+	var err error
+	sent := 0
+	for ; sent < 500_000_000 && err == nil; sent++ {
+		if sent%2 == 0 {
+			err = fr.WritePing(false, ping)
+		} else {
+			err = fr.WriteSettings()
+		}
+		if err == nil && sent%4096 == 0 {
+			err = bw.Flush()
+		}
+		if sent == 100_000 {
+			stillServes(t, p.url("ingress"))
+		}
+	}
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("sent %d control frames without reading; the proxy did not cut the connection off (%v)", sent, err)
+	}
+	t.Logf("flood cut off after %d frames: %v", sent, err)
+	stillServes(t, p.url("ingress"))
+}
+
+// TestH2ZeroWindowStall: a client that opens a zero window never lets the
+// response through; stream_idle_timeout resets the stream and frees the
+// worker.
+func TestH2ZeroWindowStall(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	p := startProxy(t, httpBootstrap(up.Addr, routeCfg{hcmOpts: "          stream_idle_timeout: 0.5s"}, ""))
+	r := dialH2(t, p.addr("ingress"))
+	r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: r.block("/size/100000"), EndStream: true, EndHeaders: true})
+	r.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no reset of the stalled stream: %v", err)
+		}
+		if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.StreamID == 1 {
+			break
+		}
+	}
+	p.settle()
+	stillServes(t, p.url("ingress"))
+}
