@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh http1|tcp [rounds] [seconds]
+# bench/run.sh http1|h2|tcp|grpc [rounds] [seconds]
 # bench/run.sh idle [connections] [wake]
 #
 # http1, tcp: runs Strait (netpoll and epoll I/O models), nginx (1 worker)
@@ -8,6 +8,15 @@
 # and as medians: req/s, p50/p99 latency, proxy CPU time per request
 # (user+system from /proc, the fair figure on a shared machine) and proxy
 # RSS; then Strait's ratio to each peer.
+#
+# h2: the same four proxies take HTTP/2 without TLS (Strait's AUTO
+# listener, nginx "listen ... http2", HAProxy "bind ... proto h2") and
+# speak HTTP/1.1 to the origin; h2load drives 10 connections x 10
+# streams. h2load reports mean and max latency, not percentiles, so those
+# two columns are mean and max in this mode.
+#
+# grpc: unary gRPC calls through Strait against the same calls made
+# directly (bench/grpc.sh).
 #
 # idle: for each I/O model, opens N (default 10,000) keep-alive connections
 # through Strait with one request each, leaves them idle, and prints the
@@ -30,6 +39,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
+[ "$mode" = h2 ] && ! command -v h2load >/dev/null && need+=(nghttp2-client)
 command -v nginx >/dev/null || need+=(nginx)
 command -v haproxy >/dev/null || need+=(haproxy)
 [ "$mode" = tcp ] && [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ] && need+=(libnginx-mod-stream)
@@ -46,12 +56,15 @@ go build -o "$work/upstream" ./bench/upstream
 if [ "$mode" = idle ]; then
   exec "$root/bench/idle.sh" "$work" "${2:-10000}" "${3:-1000}"
 fi
+if [ "$mode" = grpc ]; then
+  exec "$root/bench/grpc.sh" "$work" "$rounds" "$secs"
+fi
 
 up=$(freeport); p_strait=$(freeport); p_epoll=$(freeport); p_nginx=$(freeport); p_haproxy=$(freeport)
 "$work/upstream" -addr 127.0.0.1:$up -size 128 & waitport $up
 
 # --- Strait
-if [ "$mode" = http1 ]; then
+if [ "$mode" = http1 ] || [ "$mode" = h2 ]; then
   filter='- name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
@@ -86,7 +99,8 @@ sed "s/port_value: $p_strait /port_value: $p_epoll /" "$work/strait.yaml" > "$wo
 
 # --- nginx, one worker
 mkdir -p "$work/nginx"
-if [ "$mode" = http1 ]; then
+if [ "$mode" = http1 ] || [ "$mode" = h2 ]; then
+h2=$([ "$mode" = h2 ] && echo " http2" || true)
 cat > "$work/nginx/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $work/nginx/pid; error_log $work/nginx/error.log error;
 events { worker_connections 4096; }
@@ -94,7 +108,7 @@ http {
   access_log off;
   client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
   upstream origin { server 127.0.0.1:$up; keepalive 64; }
-  server { listen 127.0.0.1:$p_nginx;
+  server { listen 127.0.0.1:$p_nginx$h2;
     location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 CONF
@@ -109,7 +123,8 @@ fi
 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" & pid_nginx=$!
 
 # --- HAProxy, one thread
-hmode=$([ "$mode" = http1 ] && echo http || echo tcp)
+hmode=$([ "$mode" = tcp ] && echo tcp || echo http)
+hproto=$([ "$mode" = h2 ] && echo " proto h2" || true)
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread 1
@@ -119,9 +134,9 @@ defaults
   timeout connect 5s
   timeout client 30s
   timeout server 30s
-$([ "$mode" = http1 ] && echo "  http-reuse always")
+$([ "$mode" != tcp ] && echo "  http-reuse always")
 frontend fe
-  bind 127.0.0.1:$p_haproxy
+  bind 127.0.0.1:$p_haproxy$hproto
   default_backend be
 backend be
   server origin 127.0.0.1:$up
@@ -147,7 +162,11 @@ hz=$(getconf CLK_TCK)
 # Warm up each proxy (connections to the origin, page cache).
 # PROXIES limits the rotation, e.g. PROXIES="strait strait-epoll".
 proxies=${PROXIES:-strait strait-epoll nginx haproxy}
-for name in $proxies; do wrk -t1 -c$conns -d1s http://127.0.0.1:$(port_of $name)/ >/dev/null; done
+load() { # load NAME SECONDS: one load run, printed as wrk prints it or as h2load does
+  if [ "$mode" = h2 ]; then h2load -t1 -c10 -m10 -D "$2" http://127.0.0.1:$(port_of $1)/
+  else wrk -t1 -c$conns -d${2}s --latency http://127.0.0.1:$(port_of $1)/; fi
+}
+for name in $proxies; do load $name 1 >/dev/null; done
 
 results="$work/results.tsv"
 : > "$results"
@@ -156,13 +175,21 @@ for r in $(seq "$rounds"); do
   for name in $proxies; do
     pids=$(pids_of $name)
     c0=$(cpu_ticks $pids)
-    o=$(wrk -t1 -c$conns -d${secs}s --latency http://127.0.0.1:$(port_of $name)/)
+    o=$(load $name $secs)
     c1=$(cpu_ticks $pids)
-    reqs=$(echo "$o" | awk '/requests in/{print $1}')
-    rps=$(echo "$o" | awk '/Requests\/sec/{print $2}')
-    p50=$(to_us "$(echo "$o" | awk '$1=="50%"{print $2}')")
-    p99=$(to_us "$(echo "$o" | awk '$1=="99%"{print $2}')")
-    errs=$(echo "$o" | awk '/Non-2xx|Socket errors/{print}' | tr '\n' ' ')
+    if [ "$mode" = h2 ]; then
+      reqs=$(echo "$o" | awk '/^requests:/{print $8}')
+      rps=$(echo "$o" | awk '/^finished in/{print $4}')
+      p50=$(to_us "$(echo "$o" | awk '/^time for request:/{print $6}')")
+      p99=$(to_us "$(echo "$o" | awk '/^time for request:/{print $5}')")
+      errs=$(echo "$o" | awk '/^requests:/ && ($10 != 0 || $12 != 0){print "failed " $10 " errored " $12}')
+    else
+      reqs=$(echo "$o" | awk '/requests in/{print $1}')
+      rps=$(echo "$o" | awk '/Requests\/sec/{print $2}')
+      p50=$(to_us "$(echo "$o" | awk '$1=="50%"{print $2}')")
+      p99=$(to_us "$(echo "$o" | awk '$1=="99%"{print $2}')")
+      errs=$(echo "$o" | awk '/Non-2xx|Socket errors/{print}' | tr '\n' ' ')
+    fi
     cpu_us=$(awk -v d=$((c1 - c0)) -v hz=$hz -v n=$reqs 'BEGIN{printf "%.1f", d/hz*1e6/n}')
     rss=$(rss_kib $pids)
     printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$r" "$name" "$rps" "$p50" "$p99" "$cpu_us" "$((rss/1024))" "$errs" | tee -a "$results"
@@ -171,12 +198,14 @@ done
 
 echo
 echo "mode=$mode rounds=$rounds secs=$secs conns=$conns date=$(date -u +%F) cpus=$(nproc) go=$(go version | awk '{print $3}') nginx=$(nginx -v 2>&1 | sed 's/.*\///') haproxy=$(haproxy -v | awk 'NR==1{print $3}')"
-awk -F'\t' '
+lat=$([ "$mode" = h2 ] && echo "mean max" || echo "p50 p99")
+awk -F'\t' -v lat="$lat" '
 function median(arr, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (arr[j] < arr[i]) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
   return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2 }
 { n[$2]++; k = n[$2]; rps[$2, k] = $3; p50[$2, k] = $4; p99[$2, k] = $5; cpu[$2, k] = $6; rss[$2, k] = $7 }
 END {
-  printf "%-13s %10s %10s %10s %14s %8s\n", "proxy", "req/s", "p50 us", "p99 us", "cpu us/req", "RSS MiB"
+  split(lat, L, " ")
+  printf "%-13s %10s %10s %10s %14s %8s\n", "proxy", "req/s", L[1] " us", L[2] " us", "cpu us/req", "RSS MiB"
   split("strait strait-epoll nginx haproxy", names, " ")
   for (i = 1; i <= 4; i++) { p = names[i]; m = n[p]; if (m == 0) continue
     for (k = 1; k <= m; k++) { a[k] = rps[p, k] }; R[p] = median(a, m)
@@ -186,6 +215,6 @@ END {
     for (k = 1; k <= m; k++) { a[k] = rss[p, k] }; S[p] = median(a, m)
     printf "%-13s %10.0f %10.0f %10.0f %14.1f %8.0f\n", p, R[p], P5[p], P9[p], C[p], S[p] }
   for (i = 3; i <= 4; i++) { p = names[i]; if (n[p] == 0) continue
-    printf "strait/%s: req/s %.2fx, p99 %.2fx, cpu per request %.2fx\n", p, R["strait"] / R[p], P9["strait"] / P9[p], C["strait"] / C[p] }
-  if (n["strait-epoll"] > 0) printf "strait-epoll/strait (netpoll): req/s %.2fx, p99 %.2fx, cpu per request %.2fx\n", R["strait-epoll"] / R["strait"], P9["strait-epoll"] / P9["strait"], C["strait-epoll"] / C["strait"]
+    printf "strait/%s: req/s %.2fx, %s %.2fx, cpu per request %.2fx\n", p, R["strait"] / R[p], L[2], P9["strait"] / P9[p], C["strait"] / C[p] }
+  if (n["strait-epoll"] > 0) printf "strait-epoll/strait (netpoll): req/s %.2fx, %s %.2fx, cpu per request %.2fx\n", R["strait-epoll"] / R["strait"], L[2], P9["strait-epoll"] / P9["strait"], C["strait-epoll"] / C["strait"]
 }' "$results" | tee "$out/$mode-summary.txt"
