@@ -108,6 +108,7 @@ http {
   access_log off;
   client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
   upstream origin { server 127.0.0.1:$up; keepalive 64; }
+  keepalive_requests 100000000; keepalive_timeout 300s;
   server { listen 127.0.0.1:$p_nginx$h2;
     location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }

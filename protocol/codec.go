@@ -125,7 +125,7 @@ type ClientStream interface {
 	// EndStream reports, after ReadHeaders, that no body follows.
 	EndStream() bool
 	// ReadData returns the next piece of the response body, valid until the
-	// next call; io.EOF after the last.
+	// next call; io.EOF after the last. The last piece may come with io.EOF.
 	ReadData() ([]byte, error)
 	// Trailers returns the response trailers after ReadData's io.EOF.
 	Trailers() *Headers
@@ -134,6 +134,19 @@ type ClientStream interface {
 	// Close releases the stream; it reports whether the connection may
 	// carry another request.
 	Close() (reusable bool)
+}
+
+// Buffered is implemented by client streams that can tell whether
+// ReadData would return without waiting.
+type Buffered interface {
+	Buffered() bool
+}
+
+// HeaderHolder is implemented by server streams whose response headers
+// may wait for the body write that follows at once (one socket write for
+// both). HoldHeaders applies to the next WriteHeaders without endStream.
+type HeaderHolder interface {
+	HoldHeaders()
 }
 
 // Aborter is implemented by client streams that can be failed from

@@ -349,6 +349,11 @@ func (s *Stream) respond() {
 	}
 	end := s.us.EndStream()
 	s.respStarted = true
+	if hh, ok := s.ds.(protocol.HeaderHolder); ok && !end {
+		if b, ok := s.us.(protocol.Buffered); ok && b.Buffered() {
+			hh.HoldHeaders() // the body is at hand: one write for both
+		}
+	}
 	err := s.ds.WriteHeaders(resp, end)
 	if err == nil && !end {
 		err = s.relayBody()
@@ -367,7 +372,8 @@ func (s *Stream) relayBody() error {
 		}
 		data, err := s.us.ReadData()
 		if len(data) > 0 {
-			if werr := s.ds.WriteData(data, false); werr != nil {
+			last := err == io.EOF && s.us.Trailers() == nil
+			if werr := s.ds.WriteData(data, last); werr != nil || last {
 				return werr
 			}
 		}

@@ -45,6 +45,13 @@ type Conn struct {
 	raw    syscall.RawConn
 	peekFn func(uintptr) bool
 	alive  bool
+
+	// State of ReadWhenReady, whose read function is bound once.
+	readFn  func(uintptr) bool
+	rbuf    []byte
+	rn      int
+	rerr    error
+	rwaited bool
 }
 
 // Host returns the host c is connected to.
@@ -236,15 +243,22 @@ func (p *Pool) wakeOne() {
 	w <- nil
 }
 
+// peekAfterIdle: a connection idle for less is reused without the peek
+// (a syscall per request under load). An upstream that closes a connection
+// so soon after answering on it is rare, and the request is then retried
+// as any request that meets a pooled connection closed under it.
+const peekAfterIdle = 100 * time.Millisecond
+
 // usable reports whether an idle connection may carry a request: not past
 // the idle timeout, and not closed by the peer meanwhile (a non-blocking
 // peek: end of file means the peer closed it; waiting data means the peer
 // sent something unasked, which also disqualifies it).
 func (p *Pool) usable(c *Conn) bool {
-	if it := p.host.cluster.IdleTimeout; it > 0 && time.Since(c.lastUsed) > it {
+	idle := time.Since(c.lastUsed)
+	if it := p.host.cluster.IdleTimeout; it > 0 && idle > it {
 		return false
 	}
-	if c.raw == nil {
+	if c.raw == nil || idle < peekAfterIdle {
 		return true
 	}
 	c.alive = false

@@ -86,7 +86,9 @@ func TestPoolReusesAndDetectsDeadConnections(t *testing.T) {
 	p.Release(c2, true)
 
 	server1.Close() // the upstream closes the idle connection
-	time.Sleep(20 * time.Millisecond)
+	// Connections idle for less than peekAfterIdle are reused unchecked
+	// (the proxy retries a request that meets one closed under it).
+	time.Sleep(peekAfterIdle + 20*time.Millisecond)
 	c3, err := p.Acquire(ctx, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -281,6 +281,9 @@ func (cs *clientStream) ReadData() ([]byte, error) {
 				cs.respDone = true
 				cs.hasTrailer = cs.body.Trailers.Len() > 0
 			}
+			if len(d) > 0 && done && !cs.hasTrailer {
+				return d, io.EOF
+			}
 			if len(d) > 0 {
 				return d, nil
 			}
@@ -301,6 +304,9 @@ func (cs *clientStream) ReadData() ([]byte, error) {
 		}
 	}
 }
+
+// Buffered reports whether ReadData has body bytes at hand.
+func (cs *clientStream) Buffered() bool { return cs.respDone || cs.rend > cs.rstart }
 
 func (cs *clientStream) Trailers() *protocol.Headers {
 	if cs.hasTrailer {

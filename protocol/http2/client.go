@@ -388,6 +388,7 @@ func (cc *clientConn) onHeaders(id uint32, frag []byte, endHeaders, endStream, f
 		cs.endOnHeaders = b.endStream
 	} else {
 		cs.hasTrailers = true
+		cs.in.trailers = true
 	}
 	if b.endStream {
 		cs.respDone = true
@@ -561,7 +562,14 @@ func (cs *clientStream) ReadHeaders(h *protocol.Headers) error {
 func (cs *clientStream) EndStream() bool { return cs.endOnHeaders }
 
 func (cs *clientStream) ReadData() ([]byte, error) {
-	return cs.cc.read(cs.id, &cs.flow, &cs.in)
+	return cs.cc.read(cs.id, &cs.flow, &cs.in, true)
+}
+
+// Buffered reports whether ReadData has data or the end at hand.
+func (cs *clientStream) Buffered() bool {
+	cs.cc.mu.Lock()
+	defer cs.cc.mu.Unlock()
+	return len(cs.in.buf) > 0 || cs.in.eof || cs.in.err != nil
 }
 
 func (cs *clientStream) Trailers() *protocol.Headers {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"runtime"
 	"sync"
 	"time"
 
@@ -86,6 +87,9 @@ type core struct {
 	streamWindow int64
 
 	closed bool
+	// busy reports, mu held, whether several streams are in flight (the
+	// server's table; nil on the client side).
+	busy func() bool
 }
 
 func (c *core) init(sock io.Writer, streamWindow, connWindow int64) {
@@ -102,6 +106,7 @@ func (c *core) init(sock io.Writer, streamWindow, connWindow int64) {
 	c.streamWindow = streamWindow
 	c.connWindow = connWindow
 	c.recvAvail = max(connWindow, defaultWindow)
+	c.busy = func() bool { return false }
 }
 
 // flushLocked writes the queued frames unless another goroutine is doing
@@ -127,6 +132,18 @@ func (c *core) flushLocked() error {
 		c.ob.b = nil
 	}
 	return c.werr
+}
+
+// flushSoonLocked flushes after letting other runnable writers of the
+// same connection queue their frames first (one socket write for many
+// streams' answers), when others are in flight. mu held.
+func (c *core) flushSoonLocked(others bool) error {
+	if others && !c.flushing {
+		c.mu.Unlock()
+		runtime.Gosched()
+		c.mu.Lock()
+	}
+	return c.flushLocked()
 }
 
 // waitQueueLocked holds a writer of bulk data while the queue is over its
@@ -248,6 +265,9 @@ type inbox struct {
 	rbuf []byte
 	eof  bool
 	err  error
+	// trailers: the end came with trailers (so the last piece of data is
+	// not returned with io.EOF).
+	trailers bool
 	// pending is what the consumer took last and has not yet credited.
 	pending int
 }
@@ -292,9 +312,9 @@ func (c *core) creditStream(id uint32, fl *flow, n int64) {
 }
 
 // read hands the consumer what arrived, crediting what it consumed
-// before; io.EOF after the end. open reports whether more DATA may come
-// (credit for the stream is pointless otherwise). mu is taken.
-func (c *core) read(id uint32, fl *flow, in *inbox) ([]byte, error) {
+// before; io.EOF after the end, or with the last piece when withEOF is set.
+// mu is taken.
+func (c *core) read(id uint32, fl *flow, in *inbox, withEOF bool) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if n := int64(in.pending); n > 0 {
@@ -316,6 +336,9 @@ func (c *core) read(id uint32, fl *flow, in *inbox) ([]byte, error) {
 	}
 	in.rbuf, in.buf = in.buf, in.rbuf[:0]
 	in.pending = len(in.rbuf)
+	if withEOF && in.eof && !in.trailers {
+		return in.rbuf, io.EOF
+	}
 	return in.rbuf, nil
 }
 
@@ -369,7 +392,7 @@ func (c *core) sendData(id uint32, fl *flow, p []byte, end bool, idle time.Durat
 				s.ended()
 			}
 			if last || len(p) == 0 {
-				return c.flushLocked()
+				return c.flushSoonLocked(last && c.busy())
 			}
 			if len(c.ob.b) >= maxPendingOut/2 {
 				c.flushLocked()

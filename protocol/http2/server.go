@@ -79,6 +79,7 @@ func newServer(c protocol.Conn, opts protocol.ServerOptions, cb protocol.ServerC
 	sc.init(c, int64(orDefault(o.InitialStreamWindowSize, DefaultStreamWindow)), int64(orDefault(o.InitialConnectionWindowSize, DefaultConnWindow)))
 	sc.hdec = hpack.NewDecoder(4096, nil)
 	sc.hdec.SetEmitFunc(sc.emit)
+	sc.busy = func() bool { return len(sc.streams) > 1 }
 	sc.mu.Lock()
 	sc.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: sc.maxStreams},

@@ -26,6 +26,9 @@ type serverStream struct {
 	gen uint64
 
 	recvDone, sendDone, reset, finished bool
+	// hold: the next WriteHeaders without endStream is not flushed (the
+	// body write that follows flushes both).
+	hold bool
 }
 
 var _ protocol.ServerStream = (*serverStream)(nil)
@@ -59,7 +62,7 @@ func (st *serverStream) HeadersOnly() bool          { return st.headersOnly }
 func (st *serverStream) Protocol() string           { return "HTTP/2" }
 
 func (st *serverStream) ReadData() ([]byte, error) {
-	return st.sc.read(st.id, &st.flow, &st.in)
+	return st.sc.read(st.id, &st.flow, &st.in, false)
 }
 
 func (st *serverStream) RequestTrailers() *protocol.Headers {
@@ -88,10 +91,18 @@ func (st *serverStream) WriteHeaders(h *protocol.Headers, endStream bool) error 
 	sc.encodeHeaders(h, false)
 	sc.writeHeaderBlock(st.id, endStream)
 	if endStream {
+		others := len(sc.streams) > 1
 		st.ended()
+		return sc.flushSoonLocked(others)
+	} else if st.hold {
+		st.hold = false
+		return sc.werr
 	}
 	return sc.flushLocked()
 }
+
+// HoldHeaders lets the next WriteHeaders wait for the body write after it.
+func (st *serverStream) HoldHeaders() { st.hold = true }
 
 func (st *serverStream) WriteData(p []byte, endStream bool) error {
 	sc := st.sc
