@@ -31,7 +31,8 @@ type ServerStream interface {
 	// HeadersOnly reports whether the request has no body at all.
 	HeadersOnly() bool
 	// ReadData returns the next piece of the request body, valid until the
-	// next call; io.EOF (with no data) after the last piece.
+	// next call; io.EOF after the last piece (the last piece may come with
+	// it).
 	ReadData() ([]byte, error)
 	// RequestTrailers returns the trailers once ReadData returned io.EOF;
 	// nil when there were none.
@@ -142,11 +143,12 @@ type Buffered interface {
 	Buffered() bool
 }
 
-// HeaderHolder is implemented by server streams whose response headers
-// may wait for the body write that follows at once (one socket write for
-// both). HoldHeaders applies to the next WriteHeaders without endStream.
-type HeaderHolder interface {
-	HoldHeaders()
+// Holder is implemented by streams whose writes are queued for a socket
+// shared by many streams (HTTP/2): Hold lets the next WriteHeaders or
+// WriteData without endStream wait for the write that follows at once,
+// so both leave in one socket write.
+type Holder interface {
+	Hold()
 }
 
 // Aborter is implemented by client streams that can be failed from

@@ -212,22 +212,36 @@ func (s *Stream) responseDeadline() time.Time {
 // HTTP/1.1 the body is sent before the response is awaited.
 func (s *Stream) sendRequest() error {
 	us := s.us
+	s.sentEnd = false
 	if s.ds.HeadersOnly() {
 		return us.WriteHeaders(s.req, true)
+	}
+	if h, ok := us.(protocol.Holder); ok && (len(s.body) > 0 || s.bodyAtHand()) {
+		h.Hold() // body bytes follow at once: one write for both
 	}
 	if err := us.WriteHeaders(s.req, false); err != nil {
 		return err
 	}
 	if len(s.body) > 0 {
-		if err := us.WriteData(s.body, false); err != nil {
+		s.sentEnd = s.bodyDone && s.reqTrailer == nil
+		if err := us.WriteData(s.body, s.sentEnd); err != nil {
 			return err
 		}
 	}
 	if ab, ok := us.(protocol.Aborter); ok && !s.bodyDone {
-		s.pumping = true
-		s.pumpDone = make(chan struct{})
-		go s.pump(us, ab)
-		return nil
+		// What has arrived goes now; only a body still coming needs the
+		// pump (a unary gRPC call usually arrives whole).
+		for !s.bodyDone && s.bodyAtHand() {
+			if err := s.sendBodyPiece(us); err != nil {
+				return err
+			}
+		}
+		if !s.bodyDone {
+			s.pumping = true
+			s.pumpDone = make(chan struct{})
+			go s.pump(us, ab)
+			return nil
+		}
 	}
 	idle := s.cfg.StreamIdleTimeout
 	s.armBodyTimer()
@@ -244,6 +258,24 @@ func (s *Stream) sendRequest() error {
 	return s.endBody(us)
 }
 
+// holdIfMore lets dst's next write wait for the one after it when src
+// has more at hand.
+func (s *Stream) holdIfMore(dst any, src any) {
+	h, ok := dst.(protocol.Holder)
+	if !ok {
+		return
+	}
+	if b, ok := src.(protocol.Buffered); ok && b.Buffered() {
+		h.Hold()
+	}
+}
+
+// bodyAtHand reports whether the next body read would not wait.
+func (s *Stream) bodyAtHand() bool {
+	b, ok := s.ds.(protocol.Buffered)
+	return ok && b.Buffered()
+}
+
 // sendBodyPiece relays the next piece of the request body.
 func (s *Stream) sendBodyPiece(us protocol.ClientStream) error {
 	data, err := s.readBody()
@@ -255,13 +287,20 @@ func (s *Stream) sendBodyPiece(us protocol.ClientStream) error {
 		return protocol.ErrDownstreamReset
 	}
 	if len(data) > 0 {
-		return us.WriteData(data, false)
+		end := err == io.EOF && s.reqTrailer == nil
+		if werr := us.WriteData(data, end); werr != nil {
+			return werr
+		}
+		s.sentEnd = end
 	}
 	return nil
 }
 
 // endBody ends the request: trailers, or an empty end of stream.
 func (s *Stream) endBody(us protocol.ClientStream) error {
+	if s.sentEnd {
+		return nil
+	}
 	if s.reqTrailer != nil {
 		return us.WriteTrailers(s.reqTrailer)
 	}
@@ -349,10 +388,8 @@ func (s *Stream) respond() {
 	}
 	end := s.us.EndStream()
 	s.respStarted = true
-	if hh, ok := s.ds.(protocol.HeaderHolder); ok && !end {
-		if b, ok := s.us.(protocol.Buffered); ok && b.Buffered() {
-			hh.HoldHeaders() // the body is at hand: one write for both
-		}
+	if !end {
+		s.holdIfMore(s.ds, s.us) // the body at hand: one write for both
 	}
 	err := s.ds.WriteHeaders(resp, end)
 	if err == nil && !end {
@@ -373,6 +410,9 @@ func (s *Stream) relayBody() error {
 		data, err := s.us.ReadData()
 		if len(data) > 0 {
 			last := err == io.EOF && s.us.Trailers() == nil
+			if !last {
+				s.holdIfMore(s.ds, s.us) // more (or the trailers) at hand
+			}
 			if werr := s.ds.WriteData(data, last); werr != nil || last {
 				return werr
 			}

@@ -53,6 +53,7 @@ type Stream struct {
 	// pumping: the request body streams on a goroutine until pumpDone.
 	pumping  bool
 	pumpDone chan struct{}
+	sentEnd  bool // this attempt's request end went upstream with its last data
 	upgrade  bool
 
 	start    time.Time

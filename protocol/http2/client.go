@@ -49,6 +49,7 @@ func newMux(nc net.Conn, opts protocol.MuxOptions) protocol.MuxConn {
 	cc := &clientConn{nc: nc, opts: opts, streams: map[uint32]*clientStream{}, nextID: 1, lastActive: time.Now()}
 	cc.init(nc, int64(orDefault(o.InitialStreamWindowSize, DefaultStreamWindow)), int64(orDefault(o.InitialConnectionWindowSize, DefaultConnWindow)))
 	cc.peerMaxStreams = 100 // until the server's SETTINGS say otherwise
+	cc.busy = func() bool { return len(cc.streams) > 1 }
 	cc.hdec = hpack.NewDecoder(4096, nil)
 	cc.hdec.SetEmitFunc(cc.emit)
 	cc.mu.Lock()
@@ -467,7 +468,7 @@ type clientStream struct {
 	hasTrailers bool
 
 	gotHeaders, endOnHeaders, respDone bool
-	sentEnd, reset, closed             bool
+	sentEnd, reset, closed, hold       bool
 	deadline                           *time.Timer
 	timedOut                           bool
 }
@@ -520,9 +521,21 @@ func (cs *clientStream) WriteHeaders(h *protocol.Headers, end bool) error {
 	cc.writeHeaderBlock(cs.id, end)
 	if end {
 		cs.sentEnd = true
+	} else if cs.hold {
+		cs.hold = false
+		return cc.werr
 	}
 	return cc.flushLocked()
 }
+
+func (cs *clientStream) held() bool {
+	h := cs.hold
+	cs.hold = false
+	return h
+}
+
+// Hold lets the next write without end of stream wait for the one after it.
+func (cs *clientStream) Hold() { cs.hold = true }
 
 func (cs *clientStream) WriteData(p []byte, end bool) error {
 	return cs.cc.sendData(cs.id, &cs.flow, p, end, 0, cs)

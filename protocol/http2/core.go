@@ -357,6 +357,8 @@ func (c *core) dropInbox(in *inbox) {
 type sender interface {
 	stopErr() error
 	ended()
+	// held reports and clears a Hold: the write is queued, not flushed.
+	held() bool
 }
 
 // sendData writes p as DATA frames as the windows allow, waiting for
@@ -390,6 +392,9 @@ func (c *core) sendData(id uint32, fl *flow, p []byte, end bool, idle time.Durat
 			p = p[n:]
 			if last {
 				s.ended()
+			}
+			if !last && len(p) == 0 && s.held() {
+				return c.werr
 			}
 			if last || len(p) == 0 {
 				return c.flushSoonLocked(last && c.busy())

@@ -504,6 +504,7 @@ func (sc *serverConn) endBlock() *serverStream {
 			sc.resetStream(b.id, http2.ErrCodeProtocol)
 		default:
 			t.hasTrailers = true
+			t.in.trailers = true
 			sc.endRequest(t)
 		}
 		return nil

@@ -62,7 +62,14 @@ func (st *serverStream) HeadersOnly() bool          { return st.headersOnly }
 func (st *serverStream) Protocol() string           { return "HTTP/2" }
 
 func (st *serverStream) ReadData() ([]byte, error) {
-	return st.sc.read(st.id, &st.flow, &st.in, false)
+	return st.sc.read(st.id, &st.flow, &st.in, true)
+}
+
+// Buffered reports whether ReadData would return without waiting.
+func (st *serverStream) Buffered() bool {
+	st.sc.mu.Lock()
+	defer st.sc.mu.Unlock()
+	return len(st.in.buf) > 0 || st.in.eof || st.in.err != nil
 }
 
 func (st *serverStream) RequestTrailers() *protocol.Headers {
@@ -101,8 +108,14 @@ func (st *serverStream) WriteHeaders(h *protocol.Headers, endStream bool) error 
 	return sc.flushLocked()
 }
 
-// HoldHeaders lets the next WriteHeaders wait for the body write after it.
-func (st *serverStream) HoldHeaders() { st.hold = true }
+func (st *serverStream) held() bool {
+	h := st.hold
+	st.hold = false
+	return h
+}
+
+// Hold lets the next write without end of stream wait for the one after it.
+func (st *serverStream) Hold() { st.hold = true }
 
 func (st *serverStream) WriteData(p []byte, endStream bool) error {
 	sc := st.sc
