@@ -164,6 +164,7 @@ func (s *Stream) tryOnce() error {
 	if err := s.openStream(h, wait); err != nil {
 		return err
 	}
+	s.us.SetDeadline(s.responseDeadline()) // bounds sending too
 	if err := s.sendRequest(); err != nil {
 		return err
 	}
@@ -336,10 +337,25 @@ func (s *Stream) stopPump() {
 	if rc, ok := s.ds.(protocol.ReadCanceler); ok {
 		rc.ReadCancel()(errPumpStopped)
 	}
+	if ab, ok := s.us.(protocol.Aborter); ok && !s.pumpFinished() {
+		// The pump may wait for window the upstream will never give now
+		// that its answer is complete.
+		ab.Abort(errPumpStopped)
+	}
 	<-s.pumpDone
 	s.pumping = false
 	if !s.bodyDone {
 		s.replayable = false
+	}
+}
+
+// pumpFinished reports, without waiting, whether the pump is done.
+func (s *Stream) pumpFinished() bool {
+	select {
+	case <-s.pumpDone:
+		return true
+	default:
+		return false
 	}
 }
 

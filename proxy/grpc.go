@@ -60,8 +60,14 @@ func grpcTimeout(h *protocol.Headers) (time.Duration, bool) {
 	default:
 		return 0, false
 	}
+	if n > int64(maxGRPCTimeout/unit) {
+		return maxGRPCTimeout, true // a deadline beyond any route timeout
+	}
 	return time.Duration(n) * unit, true
 }
+
+// maxGRPCTimeout clamps grpc-timeout values that overflow a Duration.
+const maxGRPCTimeout = 100 * 365 * 24 * time.Hour
 
 // capByGRPCTimeout lets a gRPC client's deadline shorten the route
 // timeout (or stand for it when the route has none).

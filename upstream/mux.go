@@ -190,16 +190,18 @@ func (p *MuxPool) dial(ctx context.Context) error {
 	mc := &muxConn{}
 	opts := p.opts
 	opts.OnCapacity = p.notify
-	opts.OnClose = func() { p.remove(mc) }
-	mc.MuxConn = p.codec.NewMux(raw, opts)
+	opts.OnClose = func() { p.remove(mc) } // called on a goroutine of its own
 	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	// Added under mu before its reader starts, so that a close right away
+	// finds it to remove.
+	mc.MuxConn = p.codec.NewMux(raw, opts)
+	p.conns = append(p.conns, mc)
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
 		mc.Close()
 		return ErrPoolClosed
 	}
-	p.conns = append(p.conns, mc)
-	p.mu.Unlock()
 	return nil
 }
 

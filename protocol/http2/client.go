@@ -39,6 +39,9 @@ type clientConn struct {
 
 var _ protocol.MuxConn = (*clientConn)(nil)
 
+// maxStreamID is the last stream id a client may use.
+const maxStreamID = 1<<31 - 1
+
 // errGoingAway fails streams the server will not process (above its
 // GOAWAY's last stream id, or refused): safe to retry on another
 // connection.
@@ -63,10 +66,10 @@ func newMux(nc net.Conn, opts protocol.MuxOptions) protocol.MuxConn {
 	}
 	cc.flushLocked()
 	cc.mu.Unlock()
-	go cc.readLoop()
 	if opts.KeepaliveInterval > 0 {
 		cc.pingTimer = time.AfterFunc(opts.KeepaliveInterval, cc.keepalive)
 	}
+	go cc.readLoop()
 	return cc
 }
 
@@ -160,7 +163,7 @@ func (cc *clientConn) fail(err error) {
 		cc.werr = err
 	}
 	for _, cs := range cc.streams {
-		cs.failLocked(err)
+		cs.failLocked(err) // a complete answer is still read to its end
 	}
 	cc.wcond.Broadcast()
 	if cc.pingTimer != nil {
@@ -280,7 +283,11 @@ func (cc *clientConn) frame() error {
 				err = errGoingAway
 			}
 			if f.ErrCode == http2.ErrCodeNo && cs.respDone {
-				return nil // the server stops our upload after a full answer
+				// The server answered in full and wants no more of the
+				// request: stop sending, keep the answer.
+				cs.stopSend = true
+				cc.wcond.Broadcast()
+				return nil
 			}
 			cs.failLocked(err)
 			cs.reset = true
@@ -298,6 +305,11 @@ func (cc *clientConn) frame() error {
 			if id > f.LastStreamID {
 				cs.failLocked(errGoingAway)
 			}
+		}
+		if len(cc.streams)+cc.reserved == 0 {
+			go cc.Close()
+		} else if cc.opts.OnCapacity != nil {
+			go cc.opts.OnCapacity() // waiters may dial a new connection
 		}
 	case *http2.WindowUpdateFrame:
 		if f.StreamID == 0 {
@@ -469,6 +481,7 @@ type clientStream struct {
 
 	gotHeaders, endOnHeaders, respDone bool
 	sentEnd, reset, closed, hold       bool
+	stopSend                           bool // the server reset with NO_ERROR after answering
 	deadline                           *time.Timer
 	timedOut                           bool
 }
@@ -488,7 +501,7 @@ func (cs *clientStream) stopErr() error {
 		return os.ErrDeadlineExceeded
 	case cs.in.err != nil:
 		return cs.in.err
-	case cs.reset || cs.sentEnd:
+	case cs.reset || cs.sentEnd || cs.stopSend:
 		return protocol.ErrUpstreamReset
 	}
 	return nil
@@ -504,16 +517,21 @@ func (cs *clientStream) WriteHeaders(h *protocol.Headers, end bool) error {
 	if cs.id != 0 {
 		return errors.New("http2: headers sent twice")
 	}
+	// Wait for queue room before taking an id: ids must go out in order
+	// (RFC 9113 §5.1.1), so nothing releases mu between here and the write.
+	cc.waitQueueLocked()
 	if cc.dead != nil || cc.goingAway {
 		return errGoingAway
 	}
 	cs.id = cc.nextID
 	cc.nextID += 2
+	if cc.nextID > maxStreamID {
+		cc.goingAway = true // ids run out: this is the last stream here
+	}
 	cc.reserved--
 	cc.streams[cs.id] = cs
 	cs.sendWindow = cc.peerInitWindow
 	cs.recvAvail = max(cc.streamWindow, defaultWindow)
-	cc.waitQueueLocked()
 	if !h.Has(protocol.Scheme) {
 		h.Set(protocol.Scheme, "http")
 	}

@@ -27,6 +27,10 @@ const (
 	// peer provoked (PING and SETTINGS acknowledgements, resets, window
 	// updates), beyond which the peer is flooding without reading.
 	maxQueuedControl = 1 << 20
+	// maxDataFrame caps the DATA frames we send whatever the peer's
+	// SETTINGS_MAX_FRAME_SIZE, so that the queue stays far below
+	// maxQueuedControl.
+	maxDataFrame = 64 << 10
 	// maxSpare bounds the output buffer kept between flushes.
 	maxSpare = 64 << 10
 )
@@ -328,7 +332,7 @@ func (c *core) read(id uint32, fl *flow, in *inbox, withEOF bool) ([]byte, error
 	for len(in.buf) == 0 && !in.eof && in.err == nil {
 		in.cond.Wait()
 	}
-	if in.err != nil {
+	if in.err != nil && !in.eof {
 		return nil, in.err
 	}
 	if len(in.buf) == 0 {
@@ -370,6 +374,8 @@ func (c *core) sendData(id uint32, fl *flow, p []byte, end bool, idle time.Durat
 	var st *stallTimer
 	defer func() { st.stop() }()
 	for {
+		// The queue wait releases mu: windows and state are read after it.
+		c.waitQueueLocked()
 		if err := s.stopErr(); err != nil {
 			return err
 		}
@@ -379,13 +385,12 @@ func (c *core) sendData(id uint32, fl *flow, p []byte, end bool, idle time.Durat
 		if len(p) == 0 && !end {
 			return nil
 		}
-		avail := min(fl.sendWindow, c.sendWindow, int64(c.peerMaxFrame))
+		avail := min(fl.sendWindow, c.sendWindow, int64(c.peerMaxFrame), maxDataFrame)
 		if len(p) == 0 || avail > 0 {
 			st.stop() // progress: the idle clock starts again
 			st = nil
 			n := min(int64(len(p)), max(avail, 0))
 			last := end && n == int64(len(p))
-			c.waitQueueLocked()
 			c.fr.WriteData(id, last, p[:n])
 			fl.sendWindow -= n
 			c.sendWindow -= n

@@ -26,7 +26,10 @@ const (
 	// goAwayLinger is how long a connection stays half-open after a
 	// GOAWAY for a connection error, so the peer reads it before the close.
 	goAwayLinger = time.Second
-	recentClosed = 64
+	// drainCloseWait bounds how long a drained connection waits for its
+	// last frames to be written.
+	drainCloseWait = 5 * time.Second
+	recentClosed   = 64
 )
 
 var clientPreface = []byte(http2.ClientPreface)
@@ -284,7 +287,8 @@ func (sc *serverConn) connError(code http2.ErrCode, reason string) {
 	time.AfterFunc(goAwayLinger, func() { c.Close() })
 	go func() {
 		sc.mu.Lock()
-		err := sc.flushLocked()
+		sc.drainQueueLocked()
+		err := sc.werr
 		sc.mu.Unlock()
 		if err == nil {
 			c.CloseWrite()
@@ -324,6 +328,11 @@ func (sc *serverConn) forgetAs(st *serverStream, reset bool) {
 	}
 	delete(sc.streams, st.id)
 	sc.remember(st.id, reset)
+	if sc.inBlock && sc.blk.id == st.id && sc.blk.kind == blkTrailers {
+		// Its trailers are still arriving in CONTINUATION frames: decode
+		// the rest only to keep HPACK in step.
+		sc.blk.kind, sc.blk.h = blkDiscard, nil
+	}
 	sc.dropInbox(&st.in)
 	sc.closeIfDoneLocked()
 }
@@ -498,6 +507,8 @@ func (sc *serverConn) endBlock() *serverStream {
 	case blkTrailers:
 		t := sc.streams[b.id]
 		switch {
+		case t == nil:
+			// The stream ended while its trailers arrived.
 		case b.bad != "" || !b.endStream:
 			sc.resetStream(b.id, http2.ErrCodeProtocol)
 		case b.tooLarge:
@@ -645,7 +656,7 @@ func (sc *serverConn) Drain() {
 	sc.goingAway = true
 	sc.lastID = sc.maxSeen
 	sc.fr.WriteGoAway(sc.lastID, http2.ErrCodeNo, nil)
-	sc.flushLocked()
+	sc.flushAsyncLocked() // Drain may run on the reader
 	sc.closeIfDoneLocked()
 }
 
@@ -653,12 +664,26 @@ func (sc *serverConn) closeIfDoneLocked() {
 	if sc.goingAway && len(sc.streams) == 0 && !sc.closed {
 		sc.closed = true
 		c := sc.c
+		// A client that does not read cannot hold the connection open.
+		time.AfterFunc(drainCloseWait, func() { c.Close() })
 		go func() {
 			sc.mu.Lock()
-			sc.flushLocked()
+			sc.drainQueueLocked()
 			sc.mu.Unlock()
 			c.Close()
 		}()
+	}
+}
+
+// drainQueueLocked returns once everything queued was written (or the
+// connection failed), whoever was flushing. mu held.
+func (sc *serverConn) drainQueueLocked() {
+	for sc.werr == nil && (sc.flushing || len(sc.ob.b) > 0) {
+		if sc.flushing {
+			sc.wcond.Wait()
+			continue
+		}
+		sc.flushLocked()
 	}
 }
 

@@ -2,7 +2,6 @@ package http2
 
 import (
 	"strconv"
-	"sync"
 
 	"github.com/straitproxy/strait/protocol"
 	"golang.org/x/net/http2"
@@ -21,9 +20,6 @@ type serverStream struct {
 	headersOnly bool
 	clen        int64
 	received    int64
-	// gen tells a ReadCancel function of an earlier use of this pooled
-	// stream from the current one.
-	gen uint64
 
 	recvDone, sendDone, reset, finished bool
 	// hold: the next WriteHeaders without endStream is not flushed (the
@@ -33,28 +29,21 @@ type serverStream struct {
 
 var _ protocol.ServerStream = (*serverStream)(nil)
 
-var streamPool = sync.Pool{New: func() any { return new(serverStream) }}
-
-// newServerStream takes a stream from the pool. mu held.
+// newServerStream makes a stream. (Streams are not pooled: a late body
+// timer may still hold one after its request ended.) mu held.
 func newServerStream(sc *serverConn, id uint32) *serverStream {
-	st := streamPool.Get().(*serverStream)
-	gen := st.gen + 1
-	buf, rbuf := st.in.buf[:0], st.in.rbuf[:0]
-	*st = serverStream{sc: sc, id: id, gen: gen, clen: -1}
-	st.in.buf, st.in.rbuf = buf, rbuf
+	st := &serverStream{sc: sc, id: id, clen: -1}
 	st.in.cond.L = &sc.mu
 	st.sendWindow = sc.peerInitWindow
 	st.recvAvail = max(sc.streamWindow, defaultWindow)
 	return st
 }
 
-// release returns a stream that never reached a worker. mu held.
+// release gives back a stream's header storage. mu held.
 func (st *serverStream) release() {
 	st.req.Recycle()
 	st.trailers.Recycle()
 	st.in.buf, st.in.rbuf = nil, nil
-	st.gen++
-	streamPool.Put(st)
 }
 
 func (st *serverStream) Request() *protocol.Headers { return &st.req }
@@ -91,10 +80,10 @@ func (st *serverStream) WriteHeaders(h *protocol.Headers, endStream bool) error 
 	sc := st.sc
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
+	sc.waitQueueLocked()
 	if err := st.stopErr(); err != nil {
 		return err
 	}
-	sc.waitQueueLocked()
 	sc.encodeHeaders(h, false)
 	sc.writeHeaderBlock(st.id, endStream)
 	if endStream {
@@ -179,10 +168,10 @@ func (st *serverStream) Finish(reset bool) {
 
 // ReadCancel returns a function that fails this request's body reads.
 func (st *serverStream) ReadCancel() func(err error) {
-	sc, gen := st.sc, st.gen
+	sc := st.sc
 	return func(err error) {
 		sc.mu.Lock()
-		if st.gen == gen && !st.finished {
+		if !st.finished {
 			st.in.fail(err)
 		}
 		sc.mu.Unlock()
