@@ -6,8 +6,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -244,4 +246,69 @@ func TestH2ZeroWindowStall(t *testing.T) {
 	}
 	p.settle()
 	stillServes(t, p.url("ingress"))
+}
+
+// TestH2TrailersAfterAnswer: the request's trailers are split across
+// HEADERS and CONTINUATION, and the stream is answered and ended between
+// the two; the rest of the block is decoded and dropped (a regression: the
+// reader dereferenced the ended stream and crashed the process).
+func TestH2TrailersAfterAnswer(t *testing.T) {
+	p := startProxy(t, httpBootstrap(earlyAnswerUpstream(t), routeCfg{routes: `              - match: { prefix: "/" }
+                route: { cluster: backend, timeout: 0s }`}, h2Upstream))
+	r := dialH2(t, p.addr("ingress"))
+	r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: r.block("/up"), EndHeaders: true})
+	r.hbuf.Reset()
+	r.enc.WriteField(hpack.HeaderField{Name: "x-trailer", Value: strings.Repeat("t", 100)})
+	blk := append([]byte(nil), r.hbuf.Bytes()...)
+	r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: blk[:10], EndStream: true, EndHeaders: false})
+	if s := r.response(1); s != "413" {
+		t.Fatalf("status %s", s)
+	}
+	time.Sleep(50 * time.Millisecond) // the worker finishes the stream
+	r.fr.WriteContinuation(1, true, blk[10:])
+	r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: r.block("/after"), EndStream: true, EndHeaders: true})
+	if s := r.response(3); s != "413" {
+		t.Fatalf("next stream on the same connection: %s", s)
+	}
+}
+
+// earlyAnswerUpstream is an HTTP/2 upstream that answers 413 without
+// reading the request body.
+func earlyAnswerUpstream(t *testing.T) string {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+	})}
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// TestH2UpstreamAnswersEarly: an HTTP/2 upstream that answers before
+// reading the request body (and resets the upload with NO_ERROR) ends the
+// exchange at once; the proxy does not wait for window on the upload.
+func TestH2UpstreamAnswersEarly(t *testing.T) {
+	p := startProxy(t, httpBootstrap(earlyAnswerUpstream(t), routeCfg{routes: `              - match: { prefix: "/" }
+                route: { cluster: backend, timeout: 0s }`}, h2Upstream))
+	var taken atomic.Int64
+	req, _ := http.NewRequest("POST", p.url("ingress")+"/up", &countingZeros{left: 64 << 20, taken: &taken})
+	req.ContentLength = 64 << 20
+	c := h2cClient()
+	c.Timeout = 10 * time.Second
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("after %v: %v", time.Since(start), err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 413 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	p.settle()
+	t.Logf("answered after %v, %d KiB of the upload taken", time.Since(start), taken.Load()>>10)
 }
