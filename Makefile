@@ -49,6 +49,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzBodyDecoder$$' -fuzztime=150000x -parallel 2 ./protocol/http1/
 	$(GO) test -run='^$$' -fuzz='^FuzzChunkRoundTrip$$' -fuzztime=100000x -parallel 2 ./protocol/http1/
 	$(GO) test -run='^$$' -fuzz='^FuzzServerConn$$' -fuzztime=80000x -parallel 2 ./protocol/http1/
+	$(GO) test -run='^$$' -fuzz='^FuzzServerConn$$' -fuzztime=150000x -parallel 2 ./protocol/http2/
 
 bench:
 	./bench/run.sh http1
