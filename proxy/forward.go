@@ -166,7 +166,16 @@ func (s *Stream) tryOnce() error {
 	}
 	s.us.SetDeadline(s.responseDeadline()) // bounds sending too
 	if err := s.sendRequest(); err != nil {
-		return err
+		if !upstreamSendError(err) {
+			return err
+		}
+		// The upstream may have answered before it stopped taking the
+		// body (an early 413, a trailers-only gRPC status): relay that.
+		if s.us.ReadHeaders(&s.resp) != nil {
+			return err
+		}
+		s.replayable = false
+		return nil
 	}
 	s.us.SetDeadline(s.responseDeadline())
 	return s.us.ReadHeaders(&s.resp)
@@ -192,6 +201,13 @@ func (s *Stream) openStream(h *upstream.Host, wait time.Duration) error {
 	s.prevConnReused = conn.Reused
 	s.us = codec.NewClient(conn)
 	return nil
+}
+
+// upstreamSendError reports a failure to send that came from the upstream
+// side (not the client going away, not a malformed request body).
+func upstreamSendError(err error) bool {
+	var re *protocol.RequestError
+	return !errors.Is(err, protocol.ErrDownstreamReset) && !errors.As(err, &re)
 }
 
 // responseDeadline is the earlier of the route timeout and the per-try
