@@ -235,10 +235,3 @@ func (p *MuxPool) Close() {
 		mc.Shutdown()
 	}
 }
-
-// Conns reports the open connections.
-func (p *MuxPool) Conns() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.conns)
-}

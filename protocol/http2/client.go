@@ -20,16 +20,14 @@ type clientConn struct {
 	opts protocol.MuxOptions
 
 	// Guarded by mu.
-	streams     map[uint32]*clientStream
-	nextID      uint32
-	reserved    int // streams handed out that have not sent HEADERS yet
-	goingAway   bool
-	lastID      uint32
-	dead        error
-	sawSettings bool
-	lastActive  time.Time
-	pingSent    bool
-	pingTimer   *time.Timer
+	streams    map[uint32]*clientStream
+	nextID     uint32
+	reserved   int // streams handed out that have not sent HEADERS yet
+	goingAway  bool
+	dead       error
+	lastActive time.Time
+	pingSent   bool
+	pingTimer  *time.Timer
 
 	// Reader-only.
 	blk     block
@@ -259,7 +257,6 @@ func (cc *clientConn) frame() error {
 	switch f := f.(type) {
 	case *http2.SettingsFrame:
 		if !f.IsAck() {
-			cc.sawSettings = true
 			if err := cc.applySettings(f, cc.adjustWindows); err != nil {
 				cc.mu.Unlock()
 				err = cc.connError(http2.ErrCodeFlowControl, "bad SETTINGS")
@@ -300,7 +297,6 @@ func (cc *clientConn) frame() error {
 		}
 	case *http2.GoAwayFrame:
 		cc.goingAway = true
-		cc.lastID = f.LastStreamID
 		for id, cs := range cc.streams {
 			if id > f.LastStreamID {
 				cs.failLocked(errGoingAway)
