@@ -184,6 +184,14 @@ func TestProtocolDetection(t *testing.T) {
 			t.Fatalf("%s: %q", resp.Proto, b)
 		}
 	}
+	// An HTTP/1.1 request asking to upgrade to h2c is served as HTTP/1.1,
+	// as Envoy and HAProxy do (RFC 9113 deprecates the h2c upgrade); the
+	// upgrade fields do not reach the upstream.
+	out, _ := rawExchange(t, p.addr("ingress"), "GET /headers HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"+
+		"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nConnection: close\r\n\r\n")
+	if !strings.HasPrefix(out, "HTTP/1.1 200") || strings.Contains(strings.ToLower(out), "http2-settings") || strings.Contains(strings.ToLower(out), "upgrade:") {
+		t.Fatalf("h2c upgrade request: %q", out)
+	}
 	// Garbage is answered as HTTP/1.1 would answer it.
 	out, closed := rawExchange(t, p.addr("ingress"), "PRX * HTTP/2.0\r\n\r\n")
 	if !strings.HasPrefix(out, "HTTP/1.1 505") || !closed {
