@@ -312,3 +312,23 @@ func TestH2UpstreamAnswersEarly(t *testing.T) {
 	p.settle()
 	t.Logf("answered after %v, %d KiB of the upload taken", time.Since(start), taken.Load()>>10)
 }
+
+// TestH2EmptyFrameFlood (CVE-2019-9518): a stream of empty DATA frames
+// is cut off.
+func TestH2EmptyFrameFlood(t *testing.T) {
+	p, addr := attackProxy(t)
+	r := dialH2(t, addr)
+	r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: r.block("/sink"), EndHeaders: true})
+	go func() {
+		for range 100000 {
+			if r.fr.WriteData(1, false, nil) != nil {
+				return
+			}
+		}
+	}()
+	code, ok := r.waitGoAway(10 * time.Second)
+	if !ok || code != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("empty frames flood: GOAWAY %v (seen %v)", code, ok)
+	}
+	stillServes(t, p.url("ingress"))
+}

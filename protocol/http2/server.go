@@ -30,6 +30,10 @@ const (
 	// last frames to be written.
 	drainCloseWait = 5 * time.Second
 	recentClosed   = 64
+	// maxEmptyFrames bounds consecutive DATA frames with no payload and no
+	// END_STREAM (Envoy's max_consecutive_inbound_frames_with_empty_payload
+	// defaults to 1; we allow a little slack).
+	maxEmptyFrames = 16
 )
 
 var clientPreface = []byte(http2.ClientPreface)
@@ -53,6 +57,7 @@ type serverConn struct {
 	dead        bool // a connection error was sent: input is ignored
 	resets      int
 	resetsSince time.Time
+	emptyFrames int // consecutive empty DATA frames without END_STREAM
 
 	// Guarded by mu.
 	streams    map[uint32]*serverStream
@@ -373,6 +378,16 @@ func (sc *serverConn) closedOrIdle(id uint32, what string) {
 func (sc *serverConn) onData(f *http2.DataFrame) {
 	id := f.StreamID
 	n := int64(f.Length)
+	// DATA frames that carry nothing and end nothing cost work and give no
+	// progress (CVE-2019-9518, "empty frames flood").
+	if n == 0 && !f.StreamEnded() {
+		if sc.emptyFrames++; sc.emptyFrames > maxEmptyFrames {
+			sc.connError(http2.ErrCodeEnhanceYourCalm, "too many empty DATA frames")
+			return
+		}
+	} else {
+		sc.emptyFrames = 0
+	}
 	if n > sc.recvAvail {
 		sc.connError(http2.ErrCodeFlowControl, "DATA beyond the connection window")
 		return
