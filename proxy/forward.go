@@ -166,7 +166,9 @@ func (s *Stream) tryOnce() error {
 	}
 	s.us.SetDeadline(s.responseDeadline()) // bounds sending too
 	if err := s.sendRequest(); err != nil {
-		if !upstreamSendError(err) {
+		if !upstreamSendError(err) || s.conn != nil && s.prevConnReused {
+			// (On a reused HTTP/1.1 connection an answer before the request
+			// is a stale one, e.g. an idle 408: the safe retry is right.)
 			return err
 		}
 		// The upstream may have answered before it stopped taking the

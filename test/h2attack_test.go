@@ -332,3 +332,39 @@ func TestH2EmptyFrameFlood(t *testing.T) {
 	}
 	stillServes(t, p.url("ingress"))
 }
+
+// TestH2ResetBodyNotPassedAsWhole: a client that sends its whole body and
+// then resets the stream must not have a shortened body delivered
+// upstream as complete (a regression: the dropped body read as a clean end).
+func TestH2ResetBodyNotPassedAsWhole(t *testing.T) {
+	var bad atomic.Int32
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err == nil && len(b) != 3 {
+			bad.Add(1)
+		}
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{}, ""))
+	r := dialH2(t, p.addr("ingress"))
+	for id := uint32(1); id < 200; id += 2 {
+		r.hbuf.Reset()
+		for _, f := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+			{Name: ":authority", Value: "t"}, {Name: ":path", Value: "/sink"}} {
+			r.enc.WriteField(f)
+		}
+		r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.hbuf.Bytes(), EndHeaders: true})
+		r.fr.WriteData(id, true, []byte("abc"))
+		r.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	}
+	p.settle()
+	time.Sleep(100 * time.Millisecond)
+	if n := bad.Load(); n > 0 {
+		t.Fatalf("%d requests reached the upstream as complete with a shortened body", n)
+	}
+}

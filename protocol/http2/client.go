@@ -283,6 +283,7 @@ func (cc *clientConn) frame() error {
 				// The server answered in full and wants no more of the
 				// request: stop sending, keep the answer.
 				cs.stopSend = true
+				cs.reset = true // closed by the server: never answered with a reset
 				cc.wcond.Broadcast()
 				return nil
 			}
@@ -517,6 +518,8 @@ func (cs *clientStream) WriteHeaders(h *protocol.Headers, end bool) error {
 	// (RFC 9113 §5.1.1), so nothing releases mu between here and the write.
 	cc.waitQueueLocked()
 	if cc.dead != nil || cc.goingAway {
+		// Never opened: fail it whole, so that no read waits on it.
+		cs.in.fail(errGoingAway)
 		return errGoingAway
 	}
 	cs.id = cc.nextID

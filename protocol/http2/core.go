@@ -352,6 +352,10 @@ func (c *core) dropInbox(in *inbox) {
 	c.creditConn(int64(in.pending + len(in.buf)))
 	in.pending = 0
 	in.buf, in.rbuf = nil, nil
+	if in.err != nil {
+		// Data was dropped: a read must report the failure, not an end.
+		in.eof = false
+	}
 }
 
 // sender is the stream sendData writes for: stopErr says why it can no

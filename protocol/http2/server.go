@@ -380,7 +380,7 @@ func (sc *serverConn) onData(f *http2.DataFrame) {
 	n := int64(f.Length)
 	// DATA frames that carry nothing and end nothing cost work and give no
 	// progress (CVE-2019-9518, "empty frames flood").
-	if n == 0 && !f.StreamEnded() {
+	if len(f.Data()) == 0 && !f.StreamEnded() { // padding alone counts as empty
 		if sc.emptyFrames++; sc.emptyFrames > maxEmptyFrames {
 			sc.connError(http2.ErrCodeEnhanceYourCalm, "too many empty DATA frames")
 			return
