@@ -100,39 +100,10 @@ func TestH2ToH1(t *testing.T) {
 	resp.Body.Close()
 
 	// An 8 MiB body of unknown length: DATA frames become a chunked upload.
-	body := make([]byte, 8<<20)
-	rand.Read(body)
-	pr, pw := io.Pipe()
-	go func() {
-		for off := 0; off < len(body); off += 100 << 10 {
-			pw.Write(body[off:min(off+100<<10, len(body))])
-		}
-		pw.Close()
-	}()
-	resp, err = c.Post(base+"/echo", "application/octet-stream", pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || !bytes.Equal(got, body) {
-		t.Fatalf("echo: %v, %d bytes back of %d", err, len(got), len(body))
-	}
-
+	checkEcho(t, c, base, 8<<20)
 	// Trailers both ways: HTTP/2 trailers become chunked trailers upstream
 	// and back.
-	req, _ := http.NewRequest("POST", base+"/trailers", io.NopCloser(strings.NewReader("with trailers")))
-	req.Trailer = http.Header{"X-Req": {"req-trailer-value"}}
-	req.ContentLength = -1
-	resp, err = c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(got) != "with trailers" || resp.Trailer.Get("x-echo") != "req-trailer-value" || resp.Trailer.Get("grpc-status") != "0" {
-		t.Fatalf("trailers: body %q trailer %v", got, resp.Trailer)
-	}
+	checkTrailers(t, c, base)
 
 	// 100 concurrent streams (the proxy's limit) over the client's one
 	// connection, three requests each. (More goroutines than the limit
@@ -165,6 +136,48 @@ func TestH2ToH1(t *testing.T) {
 	}
 	if n := p.stat("http.ingress.downstream_cx_total"); n != 1 {
 		t.Fatalf("%d downstream connections, want 1 (multiplexed)", n)
+	}
+}
+
+// checkEcho streams size random bytes of unknown length to /echo and
+// checks that they come back unchanged.
+func checkEcho(t *testing.T, c *http.Client, base string, size int) {
+	t.Helper()
+	body := make([]byte, size)
+	rand.Read(body)
+	pr, pw := io.Pipe()
+	go func() {
+		for off := 0; off < len(body); off += 64 << 10 {
+			pw.Write(body[off:min(off+64<<10, len(body))])
+		}
+		pw.Close()
+	}()
+	resp, err := c.Post(base+"/echo", "application/octet-stream", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("%s echo: %v, %d of %d bytes back", resp.Proto, err, len(got), len(body))
+	}
+}
+
+// checkTrailers sends a request trailer to /trailers and checks the
+// response trailers that answer it.
+func checkTrailers(t *testing.T, c *http.Client, base string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", base+"/trailers", io.NopCloser(strings.NewReader("with trailers")))
+	req.Trailer = http.Header{"X-Req": {"req-trailer-value"}}
+	req.ContentLength = -1
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(got) != "with trailers" || resp.Trailer.Get("x-echo") != "req-trailer-value" || resp.Trailer.Get("grpc-status") != "0" {
+		t.Fatalf("%s trailers: body %q trailer %v", resp.Proto, got, resp.Trailer)
 	}
 }
 
@@ -249,37 +262,8 @@ func TestToH2Upstream(t *testing.T) {
 			t.Fatalf("%s client: upstream saw %q", resp.Proto, b)
 		}
 
-		body := make([]byte, 3<<20+17)
-		rand.Read(body)
-		pr, pw := io.Pipe()
-		go func() {
-			for off := 0; off < len(body); off += 64 << 10 {
-				pw.Write(body[off:min(off+64<<10, len(body))])
-			}
-			pw.Close()
-		}()
-		resp, err = c.Post(base+"/echo", "application/octet-stream", pr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || !bytes.Equal(got, body) {
-			t.Fatalf("%s echo: %v, %d of %d bytes", resp.Proto, err, len(got), len(body))
-		}
-
-		req, _ := http.NewRequest("POST", base+"/trailers", io.NopCloser(strings.NewReader("tt")))
-		req.Trailer = http.Header{"X-Req": {"v1"}}
-		req.ContentLength = -1
-		resp, err = c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, _ = io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if string(got) != "tt" || resp.Trailer.Get("x-echo") != "v1" || resp.Trailer.Get("grpc-status") != "0" {
-			t.Fatalf("%s trailers: body %q trailer %v", resp.Proto, got, resp.Trailer)
-		}
+		checkEcho(t, c, base, 3<<20+17)
+		checkTrailers(t, c, base)
 	}
 
 	// Many concurrent HTTP/1.1 clients share few upstream connections.

@@ -237,19 +237,9 @@ func TestGigabyteBodiesStream(t *testing.T) {
 	const size = 1 << 30
 	base := "http://" + p.addrs["ingress"]
 
-	req, _ := http.NewRequest("POST", base+"/sink", io.LimitReader(zeros{}, size))
-	req.ContentLength = size
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(b) != strconv.Itoa(size) {
-		t.Fatalf("upload: upstream counted %q bytes", b)
-	}
+	uploadToSink(t, http.DefaultClient, base, size)
 
-	resp, err = http.Get(base + "/size/" + strconv.Itoa(size))
+	resp, err := http.Get(base + "/size/" + strconv.Itoa(size))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,6 +252,23 @@ func TestGigabyteBodiesStream(t *testing.T) {
 	t.Logf("peak RSS after 2 GiB streamed: %d KiB", rss)
 	if rss > 64<<10 {
 		t.Fatalf("peak RSS %d KiB > 64 MiB", rss)
+	}
+}
+
+// uploadToSink posts size zero bytes to /sink and checks that the
+// upstream counted them all.
+func uploadToSink(t *testing.T, c *http.Client, base string, size int) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", base+"/sink", io.LimitReader(zeros{}, int64(size)))
+	req.ContentLength = int64(size)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != strconv.Itoa(size) {
+		t.Fatalf("upload: upstream counted %q bytes", b)
 	}
 }
 
@@ -292,17 +299,7 @@ func TestGigabyteUploadTranslated(t *testing.T) {
 			}
 			p := runStrait(t, httpBootstrap(up.Addr, routeCfg{routes: `              - match: { prefix: "/" }
                 route: { cluster: backend, timeout: 0s }`}, opts), 1)
-			req, _ := http.NewRequest("POST", "http://"+p.addrs["ingress"]+"/sink", io.LimitReader(zeros{}, size))
-			req.ContentLength = size
-			resp, err := tc.client.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if string(b) != strconv.Itoa(size) {
-				t.Fatalf("upload: upstream counted %q bytes", b)
-			}
+			uploadToSink(t, tc.client, "http://"+p.addrs["ingress"], size)
 			rss := p.peakRSS(t)
 			t.Logf("peak RSS after 1 GiB uploaded: %d KiB", rss)
 			if rss > 64<<10 {

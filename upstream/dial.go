@@ -26,6 +26,32 @@ func (h *Host) Dial(ctx context.Context) (net.Conn, error) {
 	return &dedicated{Conn: c.Conn, host: h}, nil
 }
 
+// connect dials h with the cluster's connect timeout, counting the attempt
+// in the stats. On failure it gives back the connection slot the caller
+// took and reports a *ConnectError; on success the connection counts as
+// active.
+func (h *Host) connect(ctx context.Context) (net.Conn, error) {
+	cl := h.cluster
+	cl.Stats.CxTotal.Inc()
+	h.CxTotal.Add(1)
+	d := net.Dialer{Timeout: cl.ConnectTimeout}
+	raw, err := d.DialContext(ctx, "tcp", h.Addr)
+	if err != nil {
+		cl.Breaker.Connections.Add(-1)
+		h.CxFail.Add(1)
+		cl.Stats.CxConnectFail.Inc()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+			cl.Stats.CxConnectTimeout.Inc()
+			return nil, &ConnectError{Addr: h.Addr, Err: ErrConnectTimeout}
+		}
+		return nil, &ConnectError{Addr: h.Addr, Err: err}
+	}
+	cl.Stats.CxActive.Inc()
+	h.CxActive.Add(1)
+	return raw, nil
+}
+
 type dedicated struct {
 	net.Conn
 	host *Host

@@ -3,7 +3,6 @@ package upstream
 import (
 	"context"
 	"errors"
-	"net"
 	"sync"
 	"time"
 
@@ -168,25 +167,10 @@ func (p *MuxPool) reapLocked() {
 
 // dial opens a connection and adds it to the pool.
 func (p *MuxPool) dial(ctx context.Context) error {
-	h := p.host
-	cl := h.cluster
-	cl.Stats.CxTotal.Inc()
-	h.CxTotal.Add(1)
-	d := net.Dialer{Timeout: cl.ConnectTimeout}
-	raw, err := d.DialContext(ctx, "tcp", h.Addr)
+	raw, err := p.host.connect(ctx)
 	if err != nil {
-		cl.Breaker.Connections.Add(-1)
-		h.CxFail.Add(1)
-		cl.Stats.CxConnectFail.Inc()
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
-			cl.Stats.CxConnectTimeout.Inc()
-			return &ConnectError{Addr: h.Addr, Err: ErrConnectTimeout}
-		}
-		return &ConnectError{Addr: h.Addr, Err: err}
+		return err
 	}
-	cl.Stats.CxActive.Inc()
-	h.CxActive.Add(1)
 	mc := &muxConn{}
 	opts := p.opts
 	opts.OnCapacity = p.notify

@@ -162,25 +162,11 @@ func (p *Pool) wait(ctx context.Context, ch chan *Conn, wait time.Duration) (*Co
 
 func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 	h := p.host
-	cl := h.cluster
-	cl.Stats.CxTotal.Inc()
-	h.CxTotal.Add(1)
-	d := net.Dialer{Timeout: cl.ConnectTimeout}
-	raw, err := d.DialContext(ctx, "tcp", h.Addr)
+	raw, err := h.connect(ctx)
 	if err != nil {
-		cl.Breaker.Connections.Add(-1)
-		h.CxFail.Add(1)
-		cl.Stats.CxConnectFail.Inc()
 		p.wakeOne()
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
-			cl.Stats.CxConnectTimeout.Inc()
-			return nil, &ConnectError{Addr: h.Addr, Err: ErrConnectTimeout}
-		}
-		return nil, &ConnectError{Addr: h.Addr, Err: err}
+		return nil, err
 	}
-	cl.Stats.CxActive.Inc()
-	h.CxActive.Add(1)
 	c := &Conn{Conn: raw, host: h, lastUsed: time.Now()}
 	if sc, ok := raw.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
