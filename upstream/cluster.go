@@ -252,9 +252,9 @@ func (c *Cluster) protocolOptions(cl *clusterv3.Cluster) error {
 	return nil
 }
 
-// mux applies an upstream http2_protocol_options.
-func (c *Cluster) mux(o *corev3.Http2ProtocolOptions) {
-	h := &c.Mux.HTTP2
+// ApplyHTTP2Options copies what the codec honours of an
+// http2_protocol_options (clusters' and the connection manager's alike).
+func ApplyHTTP2Options(h *protocol.HTTP2Options, o *corev3.Http2ProtocolOptions) {
 	if v := o.GetMaxConcurrentStreams(); v != nil {
 		h.MaxConcurrentStreams = v.GetValue()
 	}
@@ -264,6 +264,11 @@ func (c *Cluster) mux(o *corev3.Http2ProtocolOptions) {
 	if v := o.GetInitialConnectionWindowSize(); v != nil {
 		h.InitialConnectionWindowSize = v.GetValue()
 	}
+}
+
+// mux applies an upstream http2_protocol_options.
+func (c *Cluster) mux(o *corev3.Http2ProtocolOptions) {
+	ApplyHTTP2Options(&c.Mux.HTTP2, o)
 	if ka := o.GetConnectionKeepalive(); ka != nil {
 		c.Mux.KeepaliveInterval = ka.GetInterval().AsDuration()
 	}

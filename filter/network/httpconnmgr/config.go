@@ -11,6 +11,7 @@ import (
 	"github.com/straitproxy/strait/protocol"
 	"github.com/straitproxy/strait/proxy"
 	"github.com/straitproxy/strait/router"
+	"github.com/straitproxy/strait/upstream"
 )
 
 // Defaults, as Envoy's.
@@ -62,7 +63,7 @@ func build(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (*proxy.Conf
 		cfg.Codecs.BodyBufferLimit = bc.BufferLimit
 	}
 	applyTimeouts(cfg, m)
-	http2Options(cfg, m)
+	upstream.ApplyHTTP2Options(&cfg.Codecs.HTTP2, m.GetHttp2ProtocolOptions())
 	switch m.GetServerHeaderTransformation() {
 	case hcmv3.HttpConnectionManager_PASS_THROUGH:
 		cfg.ServerName = ""
@@ -140,21 +141,6 @@ func codecFor(t hcmv3.HttpConnectionManager_CodecType) (*protocol.Codec, error) 
 		return protocol.Auto(h2, h1), nil
 	}
 	return nil, fmt.Errorf("%s is not supported yet (supported: AUTO, HTTP1, HTTP2)", t)
-}
-
-// http2Options applies http2_protocol_options.
-func http2Options(cfg *proxy.Config, m *hcmv3.HttpConnectionManager) {
-	o := m.GetHttp2ProtocolOptions()
-	h := &cfg.Codecs.HTTP2
-	if v := o.GetMaxConcurrentStreams(); v != nil {
-		h.MaxConcurrentStreams = v.GetValue()
-	}
-	if v := o.GetInitialStreamWindowSize(); v != nil {
-		h.InitialStreamWindowSize = v.GetValue()
-	}
-	if v := o.GetInitialConnectionWindowSize(); v != nil {
-		h.InitialConnectionWindowSize = v.GetValue()
-	}
 }
 
 func upgrades(cfg *proxy.Config, m *hcmv3.HttpConnectionManager) error {
