@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -66,26 +65,18 @@ func checkUploadBackpressure(t *testing.T, client *http.Client, h2Up bool) {
 	release := make(chan struct{})
 	var got atomic.Int64
 	var started atomic.Bool
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
 		started.Store(true)
 		<-release
 		n, _ := io.Copy(io.Discard, r.Body)
 		got.Store(n)
 		io.WriteString(w, strconv.FormatInt(n, 10))
-	})}
+	}, h2Up)
 	opts := ""
 	if h2Up {
-		srv.Protocols = new(http.Protocols)
-		srv.Protocols.SetUnencryptedHTTP2(true)
 		opts = h2Upstream
 	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{routes: `              - match: { prefix: "/" }
+	p := startProxy(t, httpBootstrap(addr, routeCfg{routes: `              - match: { prefix: "/" }
                 route: { cluster: backend, timeout: 0s }`}, opts))
 
 	const size = 256 << 20
@@ -129,11 +120,7 @@ func checkUploadBackpressure(t *testing.T, client *http.Client, h2Up bool) {
 func TestDownloadBackpressure(t *testing.T) {
 	const size = 256 << 20
 	var written atomic.Int64
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("content-length", strconv.Itoa(size))
 		buf := make([]byte, 64<<10)
 		for left := size; left > 0; left -= len(buf) {
@@ -143,10 +130,8 @@ func TestDownloadBackpressure(t *testing.T) {
 				return
 			}
 		}
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{routes: `              - match: { prefix: "/" }
+	}, false)
+	p := startProxy(t, httpBootstrap(addr, routeCfg{routes: `              - match: { prefix: "/" }
                 route: { cluster: backend, timeout: 0s }`}, ""))
 
 	resp, err := http.Get(p.url("ingress") + "/download")

@@ -132,7 +132,7 @@ func TestGRPCLocalRepliesAndTimeout(t *testing.T) {
 // retry_on: unavailable.
 func TestGRPCRetryOnStatus(t *testing.T) {
 	var calls atomic.Int32
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("content-type", "application/grpc")
 		if calls.Add(1) == 1 {
@@ -144,20 +144,12 @@ func TestGRPCRetryOnStatus(t *testing.T) {
 		w.WriteHeader(200)
 		w.Write([]byte("\x00\x00\x00\x00\x00"))
 		w.Header().Set("grpc-status", "0")
-	})}
-	srv.Protocols = new(http.Protocols)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	}, true)
 	routes := `              - match: { prefix: "/" }
                 route:
                   cluster: backend
                   retry_policy: { retry_on: "unavailable", num_retries: 2 }`
-	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{routes: routes}, h2Upstream))
+	p := startProxy(t, httpBootstrap(addr, routeCfg{routes: routes}, h2Upstream))
 	r := grpcCall(t, p.url("ingress")+"/svc/Method", nil)
 	if grpcStatus(r) != "0" || calls.Load() != 2 {
 		t.Fatalf("grpc-status %q after %d calls, want 0 after 2", grpcStatus(r), calls.Load())

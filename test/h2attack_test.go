@@ -275,18 +275,9 @@ func TestH2TrailersAfterAnswer(t *testing.T) {
 // earlyAnswerUpstream is an HTTP/2 upstream that answers 413 without
 // reading the request body.
 func earlyAnswerUpstream(t *testing.T) string {
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusRequestEntityTooLarge)
-	})}
-	srv.Protocols = new(http.Protocols)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+	}, true)
 }
 
 // TestH2UpstreamAnswersEarly: an HTTP/2 upstream that answers before
@@ -338,19 +329,13 @@ func TestH2EmptyFrameFlood(t *testing.T) {
 // upstream as complete (a regression: the dropped body read as a clean end).
 func TestH2ResetBodyNotPassedAsWhole(t *testing.T) {
 	var bad atomic.Int32
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		if err == nil && len(b) != 3 {
 			bad.Add(1)
 		}
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{}, ""))
+	}, false)
+	p := startProxy(t, httpBootstrap(addr, routeCfg{}, ""))
 	r := dialH2(t, p.addr("ingress"))
 	for id := uint32(1); id < 200; id += 2 {
 		r.hbuf.Reset()

@@ -158,6 +158,26 @@ static_resources:
 `, rc.hcmOpts, rc.routes, clusterOpts, host, port)
 }
 
+// serveHTTP runs handler on a loopback HTTP/1.1 server (also HTTP/2 with
+// prior knowledge when h2c is set), closed by t.Cleanup; it returns the
+// server's address.
+func serveHTTP(t testing.TB, handler http.HandlerFunc, h2c bool) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: handler}
+	if h2c {
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
 // get fetches url with a fresh client and returns status and body.
 func get(t testing.TB, url string) (int, string) {
 	t.Helper()

@@ -139,24 +139,18 @@ func TestMalformedUpstream(t *testing.T) {
 // flakyUpstream fails the first `fail` requests with 503, then answers 200.
 func TestRetries(t *testing.T) {
 	var n atomic.Int64
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
 		if n.Add(1) <= 2 {
 			w.WriteHeader(503)
 			return
 		}
 		fmt.Fprint(w, "finally")
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	}, false)
 	routes := `              - match: { prefix: "/" }
                 route:
                   cluster: backend
                   retry_policy: { retry_on: "5xx", num_retries: 3, retry_back_off: { base_interval: 0.001s } }`
-	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{routes: routes}, ""))
+	p := startProxy(t, httpBootstrap(addr, routeCfg{routes: routes}, ""))
 	resp, err := http.Post(p.url("ingress")+"/", "text/plain", strings.NewReader("replay me"))
 	if err != nil {
 		t.Fatal(err)

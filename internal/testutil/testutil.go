@@ -195,3 +195,58 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() boo
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// FakeConn is an in-memory connection for codec tests (it satisfies
+// protocol.Conn): it counts what is written and records whether reading
+// was paused and whether it was closed. Writes after Close fail.
+type FakeConn struct {
+	mu      sync.Mutex
+	written int
+	paused  bool
+	closed  bool
+}
+
+func (c *FakeConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return 0, net.ErrClosed
+	}
+	c.written += len(p)
+	return len(p), nil
+}
+
+// Writev writes the buffers in order.
+func (c *FakeConn) Writev(bufs ...[]byte) (int64, error) {
+	var n int64
+	for _, b := range bufs {
+		k, err := c.Write(b)
+		n += int64(k)
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (c *FakeConn) PauseRead()  { c.mu.Lock(); c.paused = true; c.mu.Unlock() }
+func (c *FakeConn) ResumeRead() { c.mu.Lock(); c.paused = false; c.mu.Unlock() }
+
+func (c *FakeConn) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *FakeConn) CloseWrite() error    { return nil }
+func (c *FakeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+func (c *FakeConn) LocalAddr() net.Addr  { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2} }
+
+// State reports whether reading is paused and whether the connection was
+// closed.
+func (c *FakeConn) State() (paused, closed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.paused, c.closed
+}

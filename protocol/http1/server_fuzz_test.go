@@ -1,60 +1,13 @@
 package http1
 
 import (
-	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/straitproxy/strait/internal/testutil"
 	"github.com/straitproxy/strait/protocol"
 )
-
-// fakeConn records what the codec writes and whether it paused reading.
-type fakeConn struct {
-	mu     sync.Mutex
-	out    []byte
-	paused bool
-	closed bool
-}
-
-func (c *fakeConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return 0, net.ErrClosed
-	}
-	c.out = append(c.out, p...)
-	return len(p), nil
-}
-
-func (c *fakeConn) Writev(bufs ...[]byte) (int64, error) {
-	var n int64
-	for _, b := range bufs {
-		k, err := c.Write(b)
-		n += int64(k)
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
-func (c *fakeConn) PauseRead()  { c.mu.Lock(); c.paused = true; c.mu.Unlock() }
-func (c *fakeConn) ResumeRead() { c.mu.Lock(); c.paused = false; c.mu.Unlock() }
-func (c *fakeConn) Close() error {
-	c.mu.Lock()
-	c.closed = true
-	c.mu.Unlock()
-	return nil
-}
-func (c *fakeConn) CloseWrite() error    { return nil }
-func (c *fakeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
-func (c *fakeConn) LocalAddr() net.Addr  { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2} }
-func (c *fakeConn) state() (paused, closed bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.paused, c.closed
-}
 
 // echoWorker answers each request after reading its body, as a worker
 // would.
@@ -92,7 +45,7 @@ func FuzzServerConn(f *testing.F) {
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n"), uint8(0))
 	f.Add([]byte("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi"), uint8(5))
 	f.Fuzz(func(t *testing.T, data []byte, split uint8) {
-		fc := &fakeConn{}
+		fc := &testutil.FakeConn{}
 		w := &echoWorker{}
 		sc := newServer(fc, protocol.ServerOptions{BodyBufferLimit: 16}, w).(*serverConn)
 		step := int(split)%13 + 1
@@ -109,7 +62,7 @@ func FuzzServerConn(f *testing.F) {
 				t.Fatalf("consumed %d of %d", n, len(buf))
 			}
 			buf = buf[n:]
-			if _, closed := fc.state(); closed || (off == len(data) && len(buf) == 0) {
+			if _, closed := fc.State(); closed || (off == len(data) && len(buf) == 0) {
 				break
 			}
 			if off < len(data) || n > 0 {
@@ -119,12 +72,12 @@ func FuzzServerConn(f *testing.F) {
 			// incomplete message that needs bytes that never come. Paused
 			// (a pipelined request, a full pipe): the worker must make
 			// progress and resume reading.
-			if paused, _ := fc.state(); !paused {
+			if paused, _ := fc.State(); !paused {
 				break
 			}
 			deadline := time.Now().Add(2 * time.Second)
 			for {
-				paused, closed := fc.state()
+				paused, closed := fc.State()
 				if !paused || closed {
 					break
 				}
@@ -154,7 +107,7 @@ func BenchmarkHeadByteByByte(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		fc := &fakeConn{}
+		fc := &testutil.FakeConn{}
 		w := &echoWorker{}
 		sc := newServer(fc, protocol.ServerOptions{}, w).(*serverConn)
 		for i := 1; i <= len(head); i++ {

@@ -3,49 +3,15 @@ package http2
 import (
 	"bytes"
 	"io"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/straitproxy/strait/internal/testutil"
 	"github.com/straitproxy/strait/protocol"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
-
-// sinkConn is a protocol.Conn that keeps nothing it is sent.
-type sinkConn struct {
-	mu     sync.Mutex
-	n      int
-	closed bool
-}
-
-func (c *sinkConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return 0, net.ErrClosed
-	}
-	c.n += len(p)
-	return len(p), nil
-}
-func (c *sinkConn) Writev(bufs ...[]byte) (int64, error) {
-	var n int64
-	for _, b := range bufs {
-		k, err := c.Write(b)
-		n += int64(k)
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-func (c *sinkConn) PauseRead()           {}
-func (c *sinkConn) ResumeRead()          {}
-func (c *sinkConn) Close() error         { c.mu.Lock(); c.closed = true; c.mu.Unlock(); return nil }
-func (c *sinkConn) CloseWrite() error    { return nil }
-func (c *sinkConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
-func (c *sinkConn) LocalAddr() net.Addr  { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2} }
 
 // answerer answers every stream as a worker would: reads the body, writes
 // headers, a little data and trailers, finishes.
@@ -104,7 +70,7 @@ func FuzzServerConn(f *testing.F) {
 	f.Add(seedFrames(), uint8(7))
 	f.Add([]byte(http2.ClientPreface+"\x00\x00\x00\x04\x00\x00\x00\x00\x00"), uint8(1))
 	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
-		c := &sinkConn{}
+		c := &testutil.FakeConn{}
 		a := &answerer{}
 		sc := newServer(c, protocol.ServerOptions{MaxHeaderBytes: 4096, MaxHeaders: 50, StreamIdleTimeout: 50 * time.Millisecond}, a)
 		if !bytes.HasPrefix(data, []byte(http2.ClientPreface)) {
