@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/protocol"
@@ -34,7 +36,25 @@ type BuildContext struct {
 	Log         *slog.Logger
 	// Draining reports whether the listener is draining.
 	Draining func() bool
+	// Routes delivers route configurations by name (RDS); nil when the
+	// configuration has no xDS.
+	Routes RouteSource
 }
+
+// RouteSource delivers RDS route configurations by name.
+type RouteSource interface {
+	// Subscribe asks for the route configuration named name. update is
+	// called with each version, at once if one is known: it builds the
+	// version and returns a commit that installs it, or an error that
+	// refuses the version (which is then NACKed and changes nothing).
+	// fetchTimeout is the config source's initial_fetch_timeout. cancel
+	// ends the subscription.
+	Subscribe(name string, fetchTimeout time.Duration, update RouteUpdate) (cancel func(), err error)
+}
+
+// RouteUpdate builds one version of a route configuration; nil means the
+// configuration was removed.
+type RouteUpdate func(rc *routev3.RouteConfiguration) (commit func(), err error)
 
 // NetworkFactory is a built network filter, shared by every connection.
 type NetworkFactory interface {

@@ -28,9 +28,7 @@ type Listener struct {
 	bufferLimit int
 	log         *slog.Logger
 
-	acc      network.Acceptor
-	ctx      context.Context
-	cancel   context.CancelFunc
+	bind     *binding
 	draining atomic.Bool
 
 	mu    sync.Mutex
@@ -47,6 +45,8 @@ type Options struct {
 	Pool     *network.Pool
 	Log      *slog.Logger
 	IOModel  network.IOModel
+	// Routes is the RDS source (nil without xDS).
+	Routes filter.RouteSource
 }
 
 // Build validates and builds l without binding it.
@@ -86,7 +86,7 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 		ln.bufferLimit = int(v.GetValue())
 	}
 	bc := &filter.BuildContext{Listener: ln.Name, Port: port, Clusters: o.Clusters, Stats: o.Stats,
-		Pool: o.Pool, Log: ln.log, Draining: ln.draining.Load}
+		Pool: o.Pool, Log: ln.log, Draining: ln.draining.Load, Routes: o.Routes}
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
 		bc.BufferLimit = int(v.GetValue())
 	}
@@ -118,25 +118,73 @@ func (l *Listener) ConfiguredAddress() string { return l.addr }
 
 // Addr is the bound address; nil before Start.
 func (l *Listener) Addr() net.Addr {
-	if l.acc == nil {
+	if l.bind == nil {
 		return nil
 	}
-	return l.acc.Addr()
+	return l.bind.acc.Addr()
 }
 
 // IOModel is the listener's I/O model.
 func (l *Listener) IOModel() network.IOModel { return l.io }
 
+// binding is a listening socket. It outlives the listener that bound it
+// when an update takes it over: new connections go to whichever listener
+// is current, and the socket never closes in between.
+type binding struct {
+	acc    network.Acceptor
+	ctx    context.Context
+	cancel context.CancelFunc
+	cur    atomic.Pointer[Listener]
+}
+
+func (b *binding) accept(c *network.Conn) { b.cur.Load().serveConn(c) }
+
+// owns reports whether l is the listener the socket serves.
+func (l *Listener) owns() bool { return l.bind != nil && l.bind.cur.Load() == l }
+
 // Start binds the listener with its I/O model and starts accepting.
 func (l *Listener) Start(ctx context.Context) error {
-	l.ctx, l.cancel = context.WithCancel(ctx)
-	acc, err := l.io.Listen(l.ctx, l.addr, l.serveConn)
+	b := &binding{}
+	b.ctx, b.cancel = context.WithCancel(ctx)
+	b.cur.Store(l)
+	acc, err := l.io.Listen(b.ctx, l.addr, b.accept)
 	if err != nil {
-		l.cancel()
+		b.cancel()
 		return fmt.Errorf("listener %q: %w", l.Name, err)
 	}
-	l.acc = acc
+	b.acc = acc
+	l.bind = b
 	return nil
+}
+
+// CanTakeOver reports whether l can take old's listening socket: same
+// address and I/O model.
+func (l *Listener) CanTakeOver(old *Listener) bool {
+	return old.owns() && !old.draining.Load() && old.addr == l.addr && old.io == l.io
+}
+
+// TakeOver makes l serve old's listening socket and drains old's
+// connections: new connections get l's filter chains at once, and the port
+// is never closed. The caller has checked CanTakeOver.
+func (l *Listener) TakeOver(old *Listener) {
+	l.bind = old.bind
+	l.bind.cur.Store(l)
+	old.Drain()
+}
+
+// CheckBind reports whether the listener's address can be bound, by
+// binding it and letting it go at once (an update checks its new
+// addresses before it is accepted; the real bind happens when the
+// listener is warm). Port 0 always passes.
+func (l *Listener) CheckBind() error {
+	if _, port, _ := net.SplitHostPort(l.addr); port == "0" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		return fmt.Errorf("cannot bind %s: %w", l.addr, err)
+	}
+	return ln.Close()
 }
 
 // serveConn runs on the I/O model's accepting goroutine for each new
@@ -218,8 +266,8 @@ func (l *Listener) Drain() {
 	if l.draining.Swap(true) {
 		return
 	}
-	if l.acc != nil {
-		l.acc.Close()
+	if l.owns() {
+		l.bind.acc.Close()
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -244,11 +292,9 @@ func (l *Listener) Active() int {
 // Close closes the listening socket and every connection.
 func (l *Listener) Close() {
 	l.draining.Store(true)
-	if l.acc != nil {
-		l.acc.Close()
-	}
-	if l.cancel != nil {
-		l.cancel()
+	if l.owns() {
+		l.bind.acc.Close()
+		l.bind.cancel()
 	}
 	l.mu.Lock()
 	conns := make([]*network.Conn, 0, len(l.conns))

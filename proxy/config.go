@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/straitproxy/strait/filter"
@@ -15,14 +16,16 @@ import (
 // connections and streams.
 type Config struct {
 	StatPrefix string
-	Routes     *router.Table
-	Filters    []filter.HTTPFactory
-	Clusters   filter.Clusters
-	Pool       *network.Pool
-	Log        *slog.Logger
-	Stats      *Stats
-	Codec      *protocol.Codec
-	Draining   func() bool
+	// Routes holds the route table; RDS swaps it. An empty holder (RDS
+	// not arrived) routes nothing: every request gets 404.
+	Routes   *atomic.Pointer[router.Table]
+	Filters  []filter.HTTPFactory
+	Clusters filter.Clusters
+	Pool     *network.Pool
+	Log      *slog.Logger
+	Stats    *Stats
+	Codec    *protocol.Codec
+	Draining func() bool
 
 	ServerName        string // "" leaves the upstream's server header
 	UseRemoteAddress  bool

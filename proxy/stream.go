@@ -125,7 +125,10 @@ func (s *Stream) requestFilters() bool {
 // route, a direct response, a redirect, a missing cluster.
 func (s *Stream) routeRequest() bool {
 	st := s.cfg.Stats
-	r := s.cfg.Routes.Match(s.req)
+	var r *router.Route
+	if t := s.cfg.Routes.Load(); t != nil {
+		r = t.Match(s.req)
+	}
 	if r == nil {
 		st.NoRoute.Inc()
 		s.localReply(404, "route not found", false)

@@ -26,7 +26,11 @@ func (s *Server) ConfigDump() proto.Message {
 		cs.StaticClusters = append(cs.StaticClusters, &adminv3.ClustersConfigDump_StaticCluster{Cluster: a, LastUpdated: ts})
 	}
 	dump := &adminv3.ConfigDump{}
-	for _, m := range []proto.Message{boot, cs, ls} {
+	msgs := []proto.Message{boot, cs, ls}
+	if s.dyn != nil {
+		msgs = append(msgs, s.dyn.dump(cs, ls)...)
+	}
+	for _, m := range msgs {
 		a, _ := anypb.New(m)
 		dump.Configs = append(dump.Configs, a)
 	}

@@ -9,18 +9,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/straitproxy/strait/admin"
 	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/listener"
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/stats"
 	"github.com/straitproxy/strait/upstream"
+	"google.golang.org/protobuf/proto"
 )
 
 // Options are the command line's settings.
@@ -32,6 +36,8 @@ type Options struct {
 	ServiceCluster   string
 	IOModel          network.IOModel
 	Workers          int
+	// Version is what the node reports to a management server.
+	Version string
 }
 
 // Server is one running configuration.
@@ -42,11 +48,17 @@ type Server struct {
 	store     *stats.Store
 	clusters  clusterSet
 	listeners []*listener.Listener
-	admin     *admin.Server
-	adminAddr string
-	pool      *network.Pool
-	ready     atomic.Bool
-	loaded    time.Time
+	// static are the bootstrap's clusters; staticNames the names of its
+	// listeners. xDS may not replace either.
+	static          map[string]*upstream.Cluster
+	staticNames     map[string]bool
+	staticListeners []*listener.Listener
+	dyn             *dynamic
+	admin           *admin.Server
+	adminAddr       string
+	pool            *network.Pool
+	ready           atomic.Bool
+	loaded          time.Time
 }
 
 // clusterSet is the current cluster manager, swapped whole on change.
@@ -74,10 +86,21 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 		return nil, config.At("static_resources", err)
 	}
 	s.clusters.m.Store(cm)
+	s.static = map[string]*upstream.Cluster{}
+	for _, n := range cm.Names() {
+		s.static[n], _ = cm.Get(n)
+	}
+	if dr := b.GetDynamicResources(); dr != nil {
+		if s.dyn, err = newDynamic(s, dr); err != nil {
+			cm.Stop()
+			return nil, config.At("dynamic_resources", err)
+		}
+	}
 	if err := s.buildListeners(); err != nil {
 		cm.Stop()
 		return nil, err
 	}
+	s.staticListeners = s.listeners
 	s.admin = admin.New(s, s.store, s.log.With("component", "admin"))
 	s.serverStats(root)
 	return s, nil
@@ -86,8 +109,10 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 func (s *Server) checkBootstrap() error {
 	b := s.boot
 	var errs []error
-	if dr := b.GetDynamicResources(); dr != nil && (dr.GetAdsConfig() != nil || dr.GetLdsConfig() != nil || dr.GetCdsConfig() != nil) {
-		errs = append(errs, config.At("dynamic_resources", errors.New("xDS is not supported yet")))
+	if b.GetDynamicResources() != nil {
+		if err := checkDynamic(b); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if sa := b.GetAdmin().GetAddress().GetSocketAddress(); sa != nil {
 		if err := admin.CheckAddress(sa.GetAddress(), s.opts.AdminAllowRemote); err != nil {
@@ -109,8 +134,14 @@ func (s *Server) buildListeners() error {
 	var errs []error
 	names := map[string]bool{}
 	addrs := map[string]string{}
-	o := listener.Options{Clusters: &s.clusters, Stats: s.store.Root(), Pool: s.pool, Log: s.log, IOModel: s.opts.IOModel}
+	s.staticNames = names
 	for i, l := range s.boot.GetStaticResources().GetListeners() {
+		var rec *routeRecorder
+		o := s.listenerOptions(nil)
+		if s.dyn != nil {
+			rec = &routeRecorder{d: s.dyn}
+			o.Routes = rec
+		}
 		path := fmt.Sprintf("static_resources.listeners[%d]", i)
 		if names[l.GetName()] {
 			errs = append(errs, config.At(path+".name", fmt.Errorf("duplicate listener name %q", l.GetName())))
@@ -131,8 +162,52 @@ func (s *Server) buildListeners() error {
 			addrs[a] = l.GetName()
 		}
 		s.listeners = append(s.listeners, ln)
+		if rec != nil {
+			// A static listener may use RDS: it serves at once, and
+			// answers 404 until its routes arrive.
+			s.dyn.register(rec.subs)
+		}
 	}
 	return config.Join(errs)
+}
+
+// listenerOptions are what every listener is built with.
+func (s *Server) listenerOptions(routes filter.RouteSource) listener.Options {
+	o := listener.Options{Clusters: &s.clusters, Stats: s.store.Root(), Pool: s.pool, Log: s.log, IOModel: s.opts.IOModel}
+	if routes != nil {
+		o.Routes = routes
+	}
+	return o
+}
+
+// node is the identity sent to the management server: the bootstrap's
+// node, with --service-node and --service-cluster over it.
+func (s *Server) node() *corev3.Node {
+	n := &corev3.Node{}
+	if bn := s.boot.GetNode(); bn != nil {
+		n = proto.Clone(bn).(*corev3.Node)
+	}
+	if s.opts.ServiceNode != "" {
+		n.Id = s.opts.ServiceNode
+	}
+	if s.opts.ServiceCluster != "" {
+		n.Cluster = s.opts.ServiceCluster
+	}
+	n.UserAgentName = "strait"
+	n.UserAgentVersionType = &corev3.Node_UserAgentVersion{UserAgentVersion: s.opts.Version}
+	return n
+}
+
+// dialStatic connects to a host of a static cluster (the management
+// server's), within the cluster's connect timeout.
+func (s *Server) dialStatic(ctx context.Context, name string) (net.Conn, error) {
+	c := s.static[name]
+	h := c.Pick(&upstream.PickHint{Random: rand.Uint64()})
+	if h == nil {
+		return nil, fmt.Errorf("cluster %q has no host", name)
+	}
+	d := net.Dialer{Timeout: c.ConnectTimeout}
+	return d.DialContext(ctx, "tcp", h.Addr)
 }
 
 func (s *Server) serverStats(root *stats.Scope) {
@@ -180,6 +255,9 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		s.log.Info("admin listening", "address", s.admin.Addr().String())
 	}
+	if s.dyn != nil {
+		s.dyn.start()
+	}
 	s.ready.Store(true)
 	return nil
 }
@@ -189,7 +267,10 @@ func (s *Server) Start(ctx context.Context) error {
 // closed when ctx ends or the drain time passes.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.ready.Store(false)
-	for _, l := range s.listeners {
+	if s.dyn != nil {
+		s.dyn.stop()
+	}
+	for _, l := range s.allListeners() {
 		l.Drain()
 	}
 	deadline := time.NewTimer(s.opts.DrainTime)
@@ -211,14 +292,34 @@ wait:
 
 func (s *Server) activeConns() int {
 	n := 0
-	for _, l := range s.listeners {
+	for _, l := range s.allListeners() {
 		n += l.Active()
 	}
 	return n
 }
 
+// allListeners are the static listeners, then the dynamic ones (active,
+// then draining).
+func (s *Server) allListeners() []*listener.Listener {
+	out := append([]*listener.Listener(nil), s.listeners...)
+	if d := s.dyn; d != nil {
+		d.mu.Lock()
+		for _, name := range sortedKeys(d.listeners) {
+			out = append(out, d.listeners[name].l)
+		}
+		for l := range d.retiring {
+			out = append(out, l)
+		}
+		d.mu.Unlock()
+	}
+	return out
+}
+
 func (s *Server) closeAll() {
-	for _, l := range s.listeners {
+	if s.dyn != nil {
+		s.dyn.stop()
+	}
+	for _, l := range s.allListeners() {
 		l.Close()
 	}
 	if s.admin != nil {
@@ -236,6 +337,13 @@ func (s *Server) ListenerAddr(name string) net.Addr {
 	for _, l := range s.listeners {
 		if l.Name == name {
 			return l.Addr()
+		}
+	}
+	if d := s.dyn; d != nil {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if dl := d.listeners[name]; dl != nil {
+			return dl.l.Addr()
 		}
 	}
 	return nil

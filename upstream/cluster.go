@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,12 +39,20 @@ type Cluster struct {
 	Stats   *ClusterStats
 	LBName  string
 
-	lb      LoadBalancer
-	hosts   atomic.Pointer[HostSet]
-	dns     *dnsResolver
-	stopped chan struct{}
-	once    sync.Once
-	log     *slog.Logger
+	// EDSName is the assignment an EDS cluster waits for (its
+	// eds_cluster_config.service_name, else its name); empty otherwise.
+	EDSName string
+	// EDSFetchTimeout is its eds_config.initial_fetch_timeout (0: none).
+	EDSFetchTimeout time.Duration
+
+	lb               LoadBalancer
+	localityWeighted bool
+	endpointsSet     atomic.Bool
+	hosts            atomic.Pointer[HostSet]
+	dns              *dnsResolver
+	stopped          chan struct{}
+	once             sync.Once
+	log              *slog.Logger
 }
 
 // Hosts returns the current host set.
@@ -58,6 +65,13 @@ func (c *Cluster) Pick(hint *PickHint) *Host {
 		c.Stats.CxNoneHealthy.Inc()
 		return nil
 	}
+	if hs.levels != nil {
+		var r uint64
+		if hint != nil {
+			r = hint.Random
+		}
+		hs = hs.pickLevel(r)
+	}
 	return c.lb.Pick(hs, hint)
 }
 
@@ -66,26 +80,30 @@ func (c *Cluster) Pick(hint *PickHint) *Host {
 func (c *Cluster) Stop() {
 	c.once.Do(func() {
 		close(c.stopped)
-		for _, h := range c.hosts.Load().Hosts {
+		for _, h := range c.hosts.Load().All {
 			h.removed.Store(true)
 			h.closePools()
 		}
 	})
 }
 
-func (c *Cluster) setHosts(hosts []*Host) {
+func (c *Cluster) setHosts(hosts []*Host) { c.swapHosts(newHostSet(hosts)) }
+
+// swapHosts installs hs; hosts of the old set that are not in hs close
+// their idle connections (in-flight requests finish on theirs).
+func (c *Cluster) swapHosts(hs *HostSet) {
 	old := c.hosts.Load()
-	c.hosts.Store(newHostSet(hosts))
-	c.Stats.MembershipTotal.Set(int64(len(hosts)))
-	c.Stats.MembershipHealthy.Set(int64(len(hosts)))
+	c.hosts.Store(hs)
+	c.Stats.MembershipTotal.Set(int64(len(hs.All)))
+	c.Stats.MembershipHealthy.Set(int64(len(hs.Hosts)))
 	if old == nil {
 		return
 	}
-	keep := map[*Host]bool{}
-	for _, h := range hosts {
+	keep := make(map[*Host]bool, len(hs.All))
+	for _, h := range hs.All {
 		keep[h] = true
 	}
-	for _, h := range old.Hosts {
+	for _, h := range old.All {
 		if !keep[h] {
 			h.removed.Store(true)
 			h.closePools()
@@ -166,25 +184,38 @@ func BuildCluster(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Cl
 	c.LBName = lbName
 	c.lb = ext.Factory.(LBFactory)()
 	c.Stats = newClusterStats(sc.Scope("cluster", "envoy_cluster_name", c.Name))
-	eps, err := endpoints(cl)
-	if err != nil {
-		return nil, err
-	}
+	c.localityWeighted = localityWeighted(cl)
 	switch cl.GetType() {
 	case clusterv3.Cluster_STATIC:
-		var hosts []*Host
-		for _, ep := range eps {
-			if net.ParseIP(ep.host) == nil {
-				return nil, config.At(ep.path, fmt.Errorf("STATIC cluster needs an IP address, got %q (use type STRICT_DNS for names)", ep.host))
-			}
-			hosts = append(hosts, c.newHost(net.JoinHostPort(ep.host, strconv.Itoa(ep.port)), ep.weight, ep.hostname))
+		if err := c.staticHosts(cl); err != nil {
+			return nil, err
 		}
-		c.setHosts(hosts)
 	case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
+		eps, err := endpoints(cl)
+		if err != nil {
+			return nil, err
+		}
 		c.setHosts(nil)
 		c.dns = newDNSResolver(c, eps, dnsRefresh(cl), dnsFamily(cl.GetDnsLookupFamily()))
+	case clusterv3.Cluster_EDS:
+		if cl.GetLoadAssignment() != nil {
+			return nil, config.At("load_assignment", fmt.Errorf("an EDS cluster takes its endpoints from EDS"))
+		}
+		ec := cl.GetEdsClusterConfig()
+		if ec.GetEdsConfig().GetAds() == nil {
+			return nil, config.At("eds_cluster_config.eds_config", fmt.Errorf("only ads: {} is supported as the config source"))
+		}
+		c.EDSName = ec.GetServiceName()
+		if c.EDSName == "" {
+			c.EDSName = c.Name
+		}
+		c.EDSFetchTimeout = 15 * time.Second
+		if d := ec.GetEdsConfig().GetInitialFetchTimeout(); d != nil {
+			c.EDSFetchTimeout = d.AsDuration()
+		}
+		c.setHosts(nil)
 	default:
-		return nil, config.At("type", fmt.Errorf("cluster type %s is not supported yet (supported: STATIC, STRICT_DNS, LOGICAL_DNS)", cl.GetType()))
+		return nil, config.At("type", fmt.Errorf("cluster type %s is not supported yet (supported: STATIC, STRICT_DNS, LOGICAL_DNS, EDS)", cl.GetType()))
 	}
 	return c, nil
 }
@@ -205,8 +236,8 @@ func unsupportedClusterFields(cl *clusterv3.Cluster) error {
 		return config.At("health_checks", fmt.Errorf("active health checking is not supported yet"))
 	case cl.GetOutlierDetection() != nil:
 		return config.At("outlier_detection", fmt.Errorf("outlier detection is not supported yet"))
-	case cl.GetEdsClusterConfig() != nil:
-		return config.At("eds_cluster_config", fmt.Errorf("EDS needs xDS, which is not supported yet"))
+	case cl.GetEdsClusterConfig() != nil && cl.GetType() != clusterv3.Cluster_EDS:
+		return config.At("eds_cluster_config", fmt.Errorf("only for type EDS"))
 	case cl.GetLoadBalancingPolicy() != nil:
 		return config.At("load_balancing_policy", fmt.Errorf("not supported yet: use lb_policy"))
 	}
@@ -342,6 +373,26 @@ func endpoints(cl *clusterv3.Cluster) ([]endpoint, error) {
 		}
 	}
 	return out, nil
+}
+
+// staticHosts takes a STATIC cluster's endpoints (IP addresses) from its
+// load_assignment, priorities and locality weights included.
+func (c *Cluster) staticHosts(cl *clusterv3.Cluster) error {
+	cla := cl.GetLoadAssignment()
+	levels, factor, err := parseAssignment(cla, c.localityWeighted)
+	if err != nil {
+		return config.At("load_assignment", err)
+	}
+	for i, le := range cla.GetEndpoints() {
+		for j, lb := range le.GetLbEndpoints() {
+			if a := lb.GetEndpoint().GetAddress().GetSocketAddress().GetAddress(); net.ParseIP(a) == nil {
+				return config.At(fmt.Sprintf("load_assignment.endpoints[%d].lb_endpoints[%d]", i, j),
+					fmt.Errorf("STATIC cluster needs an IP address, got %q (use type STRICT_DNS for names)", a))
+			}
+		}
+	}
+	c.assign(levels, factor)
+	return nil
 }
 
 func dnsRefresh(cl *clusterv3.Cluster) time.Duration {

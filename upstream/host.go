@@ -52,15 +52,37 @@ func (h *Host) Mux() *MuxPool { return h.mux }
 // HostSet is an immutable snapshot of a cluster's hosts; a new set is
 // swapped in whole when membership changes.
 type HostSet struct {
+	// Hosts are the hosts that may be picked (every priority).
 	Hosts []*Host
+	// All adds the hosts that are excluded by their health status.
+	All []*Host
 	// TotalWeight is the sum of the hosts' weights.
 	TotalWeight uint64
 	// Weighted reports whether any host's weight differs from the others.
 	Weighted bool
+
+	// levels are the priorities when there is more than one; load is the
+	// cumulative share of traffic of each, in parts per loadScale.
+	levels []*HostSet
+	load   []uint32
+}
+
+// pickLevel chooses the priority for one request from its random number.
+func (hs *HostSet) pickLevel(r uint64) *HostSet {
+	if hs.levels == nil {
+		return hs
+	}
+	x := uint32((r >> 40) % loadScale)
+	for i, cum := range hs.load {
+		if x < cum && len(hs.levels[i].Hosts) > 0 {
+			return hs.levels[i]
+		}
+	}
+	return hs
 }
 
 func newHostSet(hosts []*Host) *HostSet {
-	hs := &HostSet{Hosts: hosts}
+	hs := &HostSet{Hosts: hosts, All: hosts}
 	for i, h := range hosts {
 		hs.TotalWeight += uint64(h.Weight)
 		if i > 0 && h.Weight != hosts[0].Weight {

@@ -44,6 +44,18 @@ func Build(cls []*clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Manage
 	return m, nil
 }
 
+// NewManager makes a manager of clusters already built (an xDS update
+// mixes the static clusters with the dynamic ones).
+func NewManager(cls []*Cluster) *Manager {
+	m := &Manager{clusters: make(map[string]*Cluster, len(cls))}
+	for _, c := range cls {
+		m.clusters[c.Name] = c
+		m.names = append(m.names, c.Name)
+	}
+	sort.Strings(m.names)
+	return m
+}
+
 // Start resolves DNS clusters (waiting for the first answers up to ctx).
 func (m *Manager) Start(ctx context.Context) {
 	for _, c := range m.clusters {

@@ -162,7 +162,8 @@ func TestConnectFailureIsClassified(t *testing.T) {
 func TestBuildClusterErrors(t *testing.T) {
 	tests := []struct{ name, js, want string }{
 		{"static needs ip", `{"name":"c","type":"STATIC","load_assignment":{"cluster_name":"c","endpoints":[{"lb_endpoints":[{"endpoint":{"address":{"socket_address":{"address":"example.com","port_value":80}}}}]}]}}`, "load_assignment.endpoints[0].lb_endpoints[0]: STATIC cluster needs an IP address"},
-		{"eds", `{"name":"c","type":"EDS"}`, "type: cluster type EDS is not supported yet"},
+		{"eds not ads", `{"name":"c","type":"EDS","eds_cluster_config":{"eds_config":{"path_config_source":{"path":"/x"}}}}`, "eds_cluster_config.eds_config.path_config_source: not supported yet"},
+		{"eds with hosts", `{"name":"c","type":"EDS","eds_cluster_config":{"eds_config":{"ads":{}}},"load_assignment":{"cluster_name":"c"}}`, "load_assignment: an EDS cluster takes its endpoints from EDS"},
 		{"ring hash", `{"name":"c","lb_policy":"RING_HASH"}`, "lb_policy: RING_HASH is not supported yet"},
 		{"health checks", `{"name":"c","health_checks":[{"timeout":"1s","interval":"1s","healthy_threshold":1,"unhealthy_threshold":1,"tcp_health_check":{}}]}`, "health_checks: active health checking is not supported yet"},
 	}

@@ -7,14 +7,18 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.config.cluster.v3.Cluster": `name type connect_timeout lb_policy
 		load_assignment circuit_breakers dns_refresh_rate dns_lookup_family
 		per_connection_buffer_limit_bytes max_requests_per_connection
-		typed_extension_protocol_options -metadata`,
-	"envoy.config.endpoint.v3.ClusterLoadAssignment": `cluster_name endpoints`,
-	"envoy.config.endpoint.v3.LocalityLbEndpoints":   `lb_endpoints -locality`,
-	"envoy.config.endpoint.v3.LbEndpoint":            `endpoint health_status load_balancing_weight -metadata`,
-	"envoy.config.endpoint.v3.Endpoint":              `address hostname`,
-	"envoy.config.core.v3.Address":                   `socket_address`,
-	"envoy.config.core.v3.SocketAddress":             `address port_value protocol`,
-	"envoy.config.cluster.v3.CircuitBreakers":        `thresholds`,
+		typed_extension_protocol_options eds_cluster_config common_lb_config -metadata`,
+	"envoy.config.cluster.v3.Cluster.EdsClusterConfig":      `eds_config service_name`,
+	"envoy.config.core.v3.ConfigSource":                     `ads initial_fetch_timeout resource_api_version`,
+	"envoy.config.cluster.v3.Cluster.CommonLbConfig":        `locality_weighted_lb_config`,
+	"envoy.config.endpoint.v3.ClusterLoadAssignment":        `cluster_name endpoints policy`,
+	"envoy.config.endpoint.v3.ClusterLoadAssignment.Policy": `overprovisioning_factor`,
+	"envoy.config.endpoint.v3.LocalityLbEndpoints":          `lb_endpoints priority load_balancing_weight -locality`,
+	"envoy.config.endpoint.v3.LbEndpoint":                   `endpoint health_status load_balancing_weight -metadata`,
+	"envoy.config.endpoint.v3.Endpoint":                     `address hostname`,
+	"envoy.config.core.v3.Address":                          `socket_address`,
+	"envoy.config.core.v3.SocketAddress":                    `address port_value protocol`,
+	"envoy.config.cluster.v3.CircuitBreakers":               `thresholds`,
 	"envoy.config.cluster.v3.CircuitBreakers.Thresholds": `priority max_connections
 		max_pending_requests max_requests max_retries -track_remaining`,
 	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": `common_http_protocol_options

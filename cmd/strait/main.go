@@ -132,6 +132,7 @@ func build(f *flags, log *slog.Logger) (*server.Server, error) {
 		DrainTime:        time.Duration(f.drainTimeS) * time.Second,
 		AdminAllowRemote: f.adminAllowRemote,
 		Workers:          f.workers,
+		Version:          version,
 	})
 }
 

@@ -3,8 +3,10 @@ package httpconnmgr
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
@@ -78,26 +80,73 @@ func build(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (*proxy.Conf
 	if err := upgrades(cfg, m); err != nil {
 		return nil, err
 	}
-	rc := m.GetRouteConfig()
-	if rc == nil {
-		return nil, config.At("route_config", fmt.Errorf("required (rds needs xDS, not supported yet)"))
-	}
-	cfg.Routes, err = router.Compile(rc, router.Options{
+	ropt := router.Options{
 		StripAnyHostPort:      m.GetStripAnyHostPort(),
 		StripMatchingHostPort: m.GetStripMatchingHostPort(),
 		ListenerPort:          bc.Port,
-	})
-	if err != nil {
-		return nil, config.At("route_config", err)
 	}
-	if err := checkClusters(bc, cfg.Routes); err != nil {
-		return nil, err
-	}
+	cfg.Routes = new(atomic.Pointer[router.Table])
 	if cfg.Filters, err = httpFilters(bc, m); err != nil {
 		return nil, err
 	}
 	cfg.Stats = proxy.NewStats(bc.Stats, m.GetStatPrefix())
+	if rds := m.GetRds(); rds != nil {
+		if err := subscribeRoutes(bc, rds, ropt, cfg.Routes); err != nil {
+			return nil, config.At("rds", err)
+		}
+		return cfg, nil
+	}
+	rc := m.GetRouteConfig()
+	if rc == nil {
+		return nil, config.At("route_config", fmt.Errorf("required: give route_config or rds"))
+	}
+	t, err := router.Compile(rc, ropt)
+	if err != nil {
+		return nil, config.At("route_config", err)
+	}
+	if v, set := t.ValidateClusters(); v || !set {
+		if err := checkClusters(bc, t); err != nil {
+			return nil, err
+		}
+	}
+	cfg.Routes.Store(t)
 	return cfg, nil
+}
+
+// subscribeRoutes asks the RDS source for the named route configuration.
+// Each version is compiled for this connection manager (its port
+// stripping) before it is accepted; until the first arrives, requests get
+// 404. As in Envoy, clusters named by RDS routes are looked up per request
+// (503 when missing) unless the route configuration sets
+// validate_clusters.
+func subscribeRoutes(bc *filter.BuildContext, rds *hcmv3.Rds, opt router.Options, dst *atomic.Pointer[router.Table]) error {
+	if bc.Routes == nil {
+		return fmt.Errorf("RDS needs dynamic_resources with an ADS config source")
+	}
+	cs := rds.GetConfigSource()
+	if cs.GetAds() == nil {
+		return config.At("config_source", fmt.Errorf("only ads: {} is supported"))
+	}
+	timeout := 15 * time.Second
+	if d := cs.GetInitialFetchTimeout(); d != nil {
+		timeout = d.AsDuration()
+	}
+	_, err := bc.Routes.Subscribe(rds.GetRouteConfigName(), timeout, func(rc *routev3.RouteConfiguration) (func(), error) {
+		if rc == nil {
+			return func() { dst.Store(nil) }, nil
+		}
+		t, err := router.Compile(rc, opt)
+		if err != nil {
+			return nil, err
+		}
+		if v, _ := t.ValidateClusters(); v {
+			if err := checkClusters(bc, t); err != nil {
+				return nil, err
+			}
+		}
+		return func() { dst.Store(t) }, nil
+	})
+	return err
 }
 
 func applyTimeouts(cfg *proxy.Config, m *hcmv3.HttpConnectionManager) {
@@ -162,8 +211,6 @@ func upgrades(cfg *proxy.Config, m *hcmv3.HttpConnectionManager) error {
 
 func unsupported(m *hcmv3.HttpConnectionManager) error {
 	switch {
-	case m.GetRds() != nil:
-		return config.At("rds", fmt.Errorf("RDS needs xDS, which is not supported yet: use route_config"))
 	case m.GetScopedRoutes() != nil:
 		return config.At("scoped_routes", fmt.Errorf("not supported yet"))
 	case len(m.GetAccessLog()) > 0:

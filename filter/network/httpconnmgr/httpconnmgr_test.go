@@ -47,7 +47,7 @@ func TestBuild(t *testing.T) {
 		{"minimal", "stat_prefix: s" + routes + routerFilter, ""},
 		{"http3 codec", "stat_prefix: s\ncodec_type: HTTP3" + routes + routerFilter, "codec_type: HTTP3 is not supported yet"},
 		{"http2 codec", "stat_prefix: s\ncodec_type: HTTP2" + routes + routerFilter, ""},
-		{"rds", "stat_prefix: s\nrds: { route_config_name: r, config_source: { ads: {} } }" + routerFilter, "rds: RDS needs xDS"},
+		{"rds", "stat_prefix: s\nrds: { route_config_name: r, config_source: { ads: {} } }" + routerFilter, "rds: RDS needs dynamic_resources"},
 		{"no filters", "stat_prefix: s" + routes, "http_filters: empty"},
 		{"missing cluster", "stat_prefix: s\nroute_config: { virtual_hosts: [ { name: a, domains: ['*'], routes: [ { match: { prefix: '/' }, route: { cluster: nope } } ] } ] }" + routerFilter,
 			`route_config: route names cluster "nope", which does not exist`},

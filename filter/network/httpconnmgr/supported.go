@@ -7,7 +7,7 @@ import "github.com/straitproxy/strait/config"
 // typed_config by that filter.
 var supported = config.NewSupport(map[string]string{
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": `codec_type
-		stat_prefix route_config http_filters server_name server_header_transformation
+		stat_prefix route_config rds http_filters server_name server_header_transformation
 		use_remote_address generate_request_id max_request_headers_kb
 		common_http_protocol_options stream_idle_timeout request_timeout upgrade_configs
 		strip_any_host_port strip_matching_host_port -xff_num_trusted_hops
@@ -15,7 +15,9 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": `name typed_config disabled`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig": `upgrade_type
 		enabled`,
-	"envoy.config.core.v3.HttpProtocolOptions": `idle_timeout max_headers_count max_requests_per_connection`,
+	"envoy.extensions.filters.network.http_connection_manager.v3.Rds": `config_source route_config_name`,
+	"envoy.config.core.v3.ConfigSource":                               `ads initial_fetch_timeout resource_api_version`,
+	"envoy.config.core.v3.HttpProtocolOptions":                        `idle_timeout max_headers_count max_requests_per_connection`,
 	"envoy.config.core.v3.Http2ProtocolOptions": `max_concurrent_streams initial_stream_window_size
 		initial_connection_window_size`,
 })

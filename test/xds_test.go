@@ -1,0 +1,428 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/straitproxy/strait/internal/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// controlPlane is go-control-plane's snapshot cache and ADS server on a
+// loopback port, recording what Strait sends.
+type controlPlane struct {
+	t     *testing.T
+	cache cache.SnapshotCache
+	addr  string
+	grpc  *grpc.Server
+
+	mu    sync.Mutex
+	nacks []string            // error_detail messages, in order
+	acks  map[string][]string // type URL → version_info (SotW) or nonce (delta) acknowledged
+	// firstVersions: per stream, the version_info or
+	// initial_resource_versions of its first request per type.
+	firstReqs []string
+}
+
+func startControlPlane(t *testing.T, addr string) *controlPlane {
+	t.Helper()
+	cp := &controlPlane{t: t, acks: map[string][]string{}}
+	cp.cache = cache.NewSnapshotCache(false, cache.IDHash{}, nil)
+	cp.serve(addr)
+	return cp
+}
+
+// serve starts the gRPC server on addr ("" for a fresh port).
+func (cp *controlPlane) serve(addr string) {
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	var ln net.Listener
+	var err error
+	for range 50 { // the port of a killed server may take a moment
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		cp.t.Fatal(err)
+	}
+	cp.addr = ln.Addr().String()
+	cb := xdsserver.CallbackFuncs{
+		StreamRequestFunc: func(_ int64, r *discoverygrpc.DiscoveryRequest) error {
+			cp.record(r.GetTypeUrl(), r.GetErrorDetail().GetMessage(), r.GetResponseNonce(), "v="+r.GetVersionInfo())
+			return nil
+		},
+		StreamDeltaRequestFunc: func(_ int64, r *discoverygrpc.DeltaDiscoveryRequest) error {
+			first := ""
+			if len(r.GetInitialResourceVersions()) > 0 {
+				first = fmt.Sprintf("irv=%d", len(r.GetInitialResourceVersions()))
+			}
+			cp.record(r.GetTypeUrl(), r.GetErrorDetail().GetMessage(), r.GetResponseNonce(), first)
+			return nil
+		},
+	}
+	srv := xdsserver.NewServer(context.Background(), cp.cache, cb)
+	cp.grpc = grpc.NewServer()
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(cp.grpc, srv)
+	go cp.grpc.Serve(ln)
+	cp.t.Cleanup(cp.grpc.Stop)
+}
+
+func (cp *controlPlane) record(url, nack, nonce, first string) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	switch {
+	case nack != "":
+		cp.nacks = append(cp.nacks, nack)
+	case nonce != "":
+		cp.acks[url] = append(cp.acks[url], nonce)
+	default:
+		cp.firstReqs = append(cp.firstReqs, url+" "+first)
+	}
+}
+
+func (cp *controlPlane) nackCount() int {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return len(cp.nacks)
+}
+
+// set publishes a snapshot for node "strait-test".
+func (cp *controlPlane) set(version string, res map[resource.Type][]types.Resource) {
+	cp.t.Helper()
+	snap, err := cache.NewSnapshot(version, res)
+	if err != nil {
+		cp.t.Fatal(err)
+	}
+	if err := cp.cache.SetSnapshot(context.Background(), "strait-test", snap); err != nil {
+		cp.t.Fatal(err)
+	}
+}
+
+func fromJSON[T proto.Message](t testing.TB, m T, js string) T {
+	t.Helper()
+	if err := protojson.Unmarshal([]byte(js), m); err != nil {
+		t.Fatalf("%v\n%s", err, js)
+	}
+	return m
+}
+
+func xdsListener(t testing.TB, name, addr, route string, fetchTimeout string) *listenerv3.Listener {
+	host, port, _ := net.SplitHostPort(addr)
+	ift := ""
+	if fetchTimeout != "" {
+		ift = `,"initial_fetch_timeout":"` + fetchTimeout + `"`
+	}
+	return fromJSON(t, &listenerv3.Listener{}, `{"name":"`+name+`","address":{"socket_address":{"address":"`+host+`","port_value":`+port+`}},
+	  "filter_chains":[{"filters":[{"name":"hcm","typed_config":{
+	    "@type":"type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+	    "stat_prefix":"`+name+`","rds":{"route_config_name":"`+route+`","config_source":{"ads":{},"resource_api_version":"V3"`+ift+`}},
+	    "http_filters":[{"name":"envoy.filters.http.router","typed_config":{"@type":"type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}`)
+}
+
+func xdsRoute(t testing.TB, name, cluster, extra string) *routev3.RouteConfiguration {
+	return fromJSON(t, &routev3.RouteConfiguration{}, `{"name":"`+name+`","virtual_hosts":[{"name":"all","domains":["*"],"routes":[`+extra+
+		`{"match":{"prefix":"/"},"route":{"cluster":"`+cluster+`","timeout":"3s"}}]}]}`)
+}
+
+func xdsCluster(t testing.TB, name string) *clusterv3.Cluster {
+	return fromJSON(t, &clusterv3.Cluster{}, `{"name":"`+name+`","type":"EDS","connect_timeout":"1s",
+	  "eds_cluster_config":{"eds_config":{"ads":{},"resource_api_version":"V3"}}}`)
+}
+
+func xdsEndpoints(t testing.TB, cluster string, addrs ...string) *endpointv3.ClusterLoadAssignment {
+	var eps []string
+	for _, a := range addrs {
+		host, port, _ := net.SplitHostPort(a)
+		eps = append(eps, `{"endpoint":{"address":{"socket_address":{"address":"`+host+`","port_value":`+port+`}}}}`)
+	}
+	return fromJSON(t, &endpointv3.ClusterLoadAssignment{}, `{"cluster_name":"`+cluster+`","endpoints":[{"lb_endpoints":[`+strings.Join(eps, ",")+`]}]}`)
+}
+
+// named is an upstream that answers with its name.
+func named(t testing.TB, name string) string {
+	return serveHTTP(t, func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, name) }, false)
+}
+
+func xdsBootstrap(cpAddr string, delta bool) string {
+	api := "GRPC"
+	if delta {
+		api = "DELTA_GRPC"
+	}
+	host, port, _ := net.SplitHostPort(cpAddr)
+	return `
+node: { id: strait-test, cluster: test }
+admin: { address: { socket_address: { address: 127.0.0.1, port_value: 0 } } }
+dynamic_resources:
+  ads_config:
+    api_type: ` + api + `
+    transport_api_version: V3
+    grpc_services: [ { envoy_grpc: { cluster_name: xds_cluster } } ]
+  cds_config: { ads: {}, resource_api_version: V3 }
+  lds_config: { ads: {}, resource_api_version: V3 }
+static_resources:
+  clusters:
+  - name: xds_cluster
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }
+    load_assignment:
+      cluster_name: xds_cluster
+      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: ` + host + `, port_value: ` + port + ` } } } } ] } ]
+`
+}
+
+// body fetches url; it returns the status and body, or status 0 when the
+// request failed.
+func body(c *http.Client, url string) (int, string) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	var sb strings.Builder
+	buf := make([]byte, 512)
+	for {
+		n, err := resp.Body.Read(buf)
+		sb.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return resp.StatusCode, sb.String()
+}
+
+// waitBody polls url until it answers want (status 200), up to d.
+func waitBody(t *testing.T, url, want string, d time.Duration) time.Duration {
+	t.Helper()
+	c := &http.Client{Timeout: 2 * time.Second}
+	start := time.Now()
+	var code int
+	var got string
+	for time.Since(start) < d {
+		if code, got = body(c, url); code == 200 && got == want {
+			return time.Since(start)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("%s: still %d %q after %v, want %q", url, code, got, d, want)
+	return 0
+}
+
+func TestXDS(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		name := "sotw"
+		if delta {
+			name = "delta"
+		}
+		t.Run(name, func(t *testing.T) { testXDS(t, delta) })
+	}
+}
+
+func testXDS(t *testing.T, delta bool) {
+	cp := startControlPlane(t, "")
+	a, b, c := named(t, "a"), named(t, "b"), named(t, "c")
+	laddr := "127.0.0.1:" + freePort(t)
+	lis := xdsListener(t, "ingress", laddr, "r1", "")
+	snap := func(v string, route *routev3.RouteConfiguration, cls []types.Resource, eps []types.Resource) {
+		cp.set(v, map[resource.Type][]types.Resource{
+			resource.ListenerType: {lis}, resource.RouteType: {route},
+			resource.ClusterType: cls, resource.EndpointType: eps,
+		})
+	}
+	snap("1", xdsRoute(t, "r1", "c1", ""), []types.Resource{xdsCluster(t, "c1"), xdsCluster(t, "c2")},
+		[]types.Resource{xdsEndpoints(t, "c1", a), xdsEndpoints(t, "c2", b)})
+	p := startProxy(t, xdsBootstrap(cp.addr, delta))
+	url := "http://" + laddr + "/"
+
+	// Pushed: traffic flows.
+	waitBody(t, url, "a", 10*time.Second)
+	if v := p.stat("control_plane.connected_state"); v != 1 {
+		t.Fatalf("connected_state %d", v)
+	}
+
+	// Route changed: traffic follows within a second.
+	snap("2", xdsRoute(t, "r1", "c2", ""), []types.Resource{xdsCluster(t, "c1"), xdsCluster(t, "c2")},
+		[]types.Resource{xdsEndpoints(t, "c1", a), xdsEndpoints(t, "c2", b)})
+	if d := waitBody(t, url, "b", time.Second); d > time.Second {
+		t.Fatalf("route change took %v", d)
+	}
+
+	// Endpoints replaced under 200 req/s: no request fails.
+	stop := make(chan struct{})
+	var sent, failed atomic.Int64
+	var lastFail atomic.Value
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		cl := &http.Client{Timeout: 3 * time.Second}
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; i < 2000; i++ { // bounded: 10 s at most
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			sent.Add(1)
+			if code, got := body(cl, url); code != 200 || (got != "b" && got != "c") {
+				failed.Add(1)
+				lastFail.Store(fmt.Sprintf("%d %q", code, got))
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	snap("3", xdsRoute(t, "r1", "c2", ""), []types.Resource{xdsCluster(t, "c1"), xdsCluster(t, "c2")},
+		[]types.Resource{xdsEndpoints(t, "c1", a), xdsEndpoints(t, "c2", c)})
+	waitBody(t, url, "c", 2*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 || sent.Load() < 50 {
+		t.Fatalf("endpoint swap: %d of %d requests failed (last: %v)", failed.Load(), sent.Load(), lastFail.Load())
+	}
+
+	// Cluster removed: its route gets 503; a new cluster: traffic recovers.
+	snap("4", xdsRoute(t, "r1", "c2", ""), []types.Resource{xdsCluster(t, "c1")},
+		[]types.Resource{xdsEndpoints(t, "c1", a)})
+	testutil.Eventually(t, 2*time.Second, "503 for the removed cluster", func() bool {
+		code, _ := body(http.DefaultClient, url)
+		return code == 503
+	})
+	snap("5", xdsRoute(t, "r1", "c3", ""), []types.Resource{xdsCluster(t, "c1"), xdsCluster(t, "c3")},
+		[]types.Resource{xdsEndpoints(t, "c1", a), xdsEndpoints(t, "c3", b)})
+	waitBody(t, url, "b", 2*time.Second)
+	good5 := func() []types.Resource { return []types.Resource{xdsCluster(t, "c1"), xdsCluster(t, "c3")} }
+	eps5 := func() []types.Resource { return []types.Resource{xdsEndpoints(t, "c1", a), xdsEndpoints(t, "c3", b)} }
+
+	// A bad route: NACKed with the reason; the old config keeps serving.
+	n := cp.nackCount()
+	snap("6", xdsRoute(t, "r1", "c1", `{"match":{"safe_regex":{"regex":"(unclosed"}},"route":{"cluster":"c1"}},`), good5(), eps5())
+	testutil.Eventually(t, 2*time.Second, "the bad route's NACK", func() bool { return cp.nackCount() > n })
+	cp.mu.Lock()
+	reason := cp.nacks[len(cp.nacks)-1]
+	cp.mu.Unlock()
+	if !strings.Contains(reason, `route configuration "r1"`) || !strings.Contains(reason, "regex") {
+		t.Fatalf("NACK reason %q does not name the route and the regex", reason)
+	}
+	if code, got := body(http.DefaultClient, url); code != 200 || got != "b" {
+		t.Fatalf("after the NACK: %d %q, want the old config's b", code, got)
+	}
+	if p.stat("xds.rds.update_rejected") == 0 {
+		t.Fatal("xds.rds.update_rejected not counted")
+	}
+
+	// A listener on an address in use: NACKed, and the good listener
+	// keeps serving.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	n = cp.nackCount()
+	cp.set("7", map[resource.Type][]types.Resource{
+		resource.ListenerType: {lis, xdsListener(t, "busy", busy.Addr().String(), "r1", "")},
+		resource.RouteType:    {xdsRoute(t, "r1", "c3", "")}, resource.ClusterType: good5(), resource.EndpointType: eps5(),
+	})
+	testutil.Eventually(t, 2*time.Second, "the busy listener's NACK", func() bool {
+		cp.mu.Lock()
+		defer cp.mu.Unlock()
+		for _, r := range cp.nacks[n:] {
+			if strings.Contains(r, `listener "busy"`) && strings.Contains(r, "address already in use") {
+				return true
+			}
+		}
+		return false
+	})
+	// A later good version is ACKed and applied.
+	snap("8", xdsRoute(t, "r1", "c1", ""), good5(), eps5())
+	waitBody(t, url, "a", 2*time.Second)
+
+	// Control plane killed: the last config keeps serving; restarted on
+	// the same address, Strait reconnects and updates resume.
+	cpAddr := cp.addr
+	cp.grpc.Stop()
+	testutil.Eventually(t, 3*time.Second, "connected_state 0", func() bool { return p.stat("control_plane.connected_state") == 0 })
+	waitBody(t, url, "a", time.Second)
+	cp.mu.Lock()
+	cp.firstReqs = nil
+	cp.mu.Unlock()
+	cp.serve(cpAddr)
+	// The new server starts empty, as a restarted one would, then gets
+	// the next version.
+	snap("9", xdsRoute(t, "r1", "c3", ""), good5(), eps5())
+	waitBody(t, url, "b", 10*time.Second)
+	cp.mu.Lock()
+	firsts := strings.Join(cp.firstReqs, "\n")
+	cp.mu.Unlock()
+	want := "v=8" // SotW resends the accepted version
+	if delta {
+		want = "irv=" // delta sends the versions it holds
+	}
+	if !strings.Contains(firsts, resource.ClusterType+" "+want) {
+		t.Fatalf("first requests after reconnecting:\n%s\nwant a CDS request with %s", firsts, want)
+	}
+	if p.stat("control_plane.connected_state") != 1 {
+		t.Fatal("not connected after the restart")
+	}
+}
+
+// TestXDSListenerWarming: a listener whose routes never arrive does not
+// accept connections until initial_fetch_timeout; then it opens and
+// answers 404 (no route) until they do.
+func TestXDSListenerWarming(t *testing.T) {
+	cp := startControlPlane(t, "")
+	a := named(t, "a")
+	laddr := "127.0.0.1:" + freePort(t)
+	cp.set("1", map[resource.Type][]types.Resource{
+		resource.ListenerType: {xdsListener(t, "ingress", laddr, "never", "1s")},
+		resource.ClusterType:  {xdsCluster(t, "c1")}, resource.EndpointType: {xdsEndpoints(t, "c1", a)},
+	})
+	p := startProxy(t, xdsBootstrap(cp.addr, false))
+	start := time.Now()
+	time.Sleep(500 * time.Millisecond)
+	if c, err := net.Dial("tcp", laddr); err == nil {
+		c.Close()
+		t.Fatal("a warming listener accepted a connection")
+	}
+	url := "http://" + laddr + "/"
+	testutil.Eventually(t, 3*time.Second, "the listener to open after the fetch timeout", func() bool {
+		code, _ := body(http.DefaultClient, url)
+		return code == 404
+	})
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("opened after %v, before the 1 s fetch timeout", d)
+	}
+	// The route arrives later and is used.
+	cp.set("2", map[resource.Type][]types.Resource{
+		resource.ListenerType: {xdsListener(t, "ingress", laddr, "never", "1s")},
+		resource.RouteType:    {xdsRoute(t, "never", "c1", "")},
+		resource.ClusterType:  {xdsCluster(t, "c1")}, resource.EndpointType: {xdsEndpoints(t, "c1", a)},
+	})
+	waitBody(t, url, "a", 2*time.Second)
+	_ = p
+}

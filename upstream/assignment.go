@@ -1,0 +1,230 @@
+package upstream
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"github.com/straitproxy/strait/config"
+)
+
+// defaultOverprovisioning is Envoy's overprovisioning_factor default (1.4,
+// given in percent).
+const defaultOverprovisioning = 140
+
+// loadScale is the resolution of priority load: parts per 10,000.
+const loadScale = 10000
+
+// epEntry is one endpoint of an assignment before it becomes a Host.
+type epEntry struct {
+	addr     string
+	weight   uint32
+	hostname string
+	healthy  bool
+}
+
+// level is one priority of an assignment.
+type level struct {
+	eps     []epEntry
+	total   int
+	healthy int
+}
+
+// parseAssignment validates a ClusterLoadAssignment (from the cluster's
+// load_assignment or from EDS) into priority levels. Endpoints whose
+// health_status is UNHEALTHY or DRAINING are counted but never picked.
+// With localityWeighted, a locality's load_balancing_weight is folded into
+// its endpoints' weights: a locality gets its weight's share of the
+// priority's traffic, scaled by the share of its endpoints that are
+// healthy, and its endpoints split that share by their own weights. This
+// is the traffic split of Envoy's two-stage locality pick, for every
+// balancer that honours host weights.
+func parseAssignment(cla *endpointv3.ClusterLoadAssignment, localityWeighted bool) ([]level, uint32, error) {
+	factor := uint32(defaultOverprovisioning)
+	if v := cla.GetPolicy().GetOverprovisioningFactor(); v != nil {
+		factor = v.GetValue()
+	}
+	var levels []level
+	for i, le := range cla.GetEndpoints() {
+		path := fmt.Sprintf("endpoints[%d]", i)
+		p := int(le.GetPriority())
+		if p > 127 {
+			return nil, 0, config.At(path+".priority", fmt.Errorf("priority %d is above 127", p))
+		}
+		for len(levels) <= p {
+			levels = append(levels, level{})
+		}
+		var eps []epEntry
+		var sumW uint64
+		healthy := 0
+		for j, lb := range le.GetLbEndpoints() {
+			epath := fmt.Sprintf("%s.lb_endpoints[%d]", path, j)
+			if lb.GetEndpointName() != "" {
+				return nil, 0, config.At(epath+".endpoint_name", fmt.Errorf("named endpoints are not supported"))
+			}
+			sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
+			if sa == nil {
+				return nil, 0, config.At(epath+".endpoint.address", fmt.Errorf("a socket_address is required"))
+			}
+			if sa.GetProtocol() != corev3.SocketAddress_TCP {
+				return nil, 0, config.At(epath+".endpoint.address.socket_address.protocol", fmt.Errorf("only TCP is supported"))
+			}
+			if _, ok := sa.GetPortSpecifier().(*corev3.SocketAddress_PortValue); !ok {
+				return nil, 0, config.At(epath+".endpoint.address.socket_address.port_value", fmt.Errorf("required"))
+			}
+			w := uint32(1)
+			if v := lb.GetLoadBalancingWeight(); v != nil {
+				w = v.GetValue()
+			}
+			hs := lb.GetHealthStatus()
+			ok := hs != corev3.HealthStatus_UNHEALTHY && hs != corev3.HealthStatus_DRAINING && hs != corev3.HealthStatus_TIMEOUT
+			if ok {
+				healthy++
+				sumW += uint64(w)
+			}
+			eps = append(eps, epEntry{addr: net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))),
+				weight: w, hostname: lb.GetEndpoint().GetHostname(), healthy: ok})
+		}
+		if localityWeighted {
+			lw := le.GetLoadBalancingWeight().GetValue()
+			if lw == 0 || healthy == 0 {
+				// Envoy gives a locality without a weight no traffic.
+				for k := range eps {
+					eps[k].healthy = false
+				}
+			} else {
+				avail := min(1.0, float64(factor)/100*float64(healthy)/float64(len(eps)))
+				for k := range eps {
+					f := float64(lw) * avail * float64(eps[k].weight) / float64(sumW) * 1000
+					eps[k].weight = uint32(min(max(f, 1), 1<<31))
+				}
+			}
+		}
+		lv := &levels[p]
+		lv.eps = append(lv.eps, eps...)
+		lv.total += len(eps)
+		for _, e := range eps {
+			if e.healthy {
+				lv.healthy++
+			}
+		}
+	}
+	return levels, factor, nil
+}
+
+// priorityLoad spreads traffic over priorities as Envoy does: a priority's
+// health is min(100%, factor × healthy/total); priority 0 takes its
+// health's worth of traffic, the next priority takes the rest up to its
+// own health, and so on. When the total health is below 100% the loads
+// are scaled up so that they still add up to everything. The result is
+// cumulative, in parts per loadScale.
+func priorityLoad(levels []level, factor uint32) []uint32 {
+	health := make([]uint64, len(levels))
+	var sum uint64
+	for i, lv := range levels {
+		if lv.total > 0 {
+			health[i] = min(loadScale, uint64(factor)*loadScale/100*uint64(lv.healthy)/uint64(lv.total))
+		}
+		sum += health[i]
+	}
+	cum := make([]uint32, len(levels))
+	if sum == 0 {
+		return cum
+	}
+	norm := min(loadScale, sum)
+	var given uint64
+	for i := range levels {
+		share := min(loadScale-given, health[i]*loadScale/norm)
+		given += share
+		cum[i] = uint32(given)
+	}
+	// Rounding: the last priority with any health takes what is left.
+	for i := len(levels) - 1; i >= 0; i-- {
+		if health[i] > 0 {
+			for j := i; j < len(levels); j++ {
+				cum[j] = loadScale
+			}
+			break
+		}
+	}
+	return cum
+}
+
+// assign turns parsed levels into a host set, reusing the hosts (and so
+// the pooled connections and counters) of endpoints that are unchanged.
+func (c *Cluster) assign(levels []level, factor uint32) {
+	old := map[string]*Host{}
+	if hs := c.hosts.Load(); hs != nil {
+		for _, h := range hs.All {
+			old[h.Addr] = h
+		}
+	}
+	var all, healthyAll []*Host
+	var sets []*HostSet
+	for _, lv := range levels {
+		var pick []*Host
+		for _, e := range lv.eps {
+			h := old[e.addr]
+			if h == nil || h.Weight != e.weight || h.Hostname != e.hostname {
+				h = c.newHost(e.addr, e.weight, e.hostname)
+			}
+			delete(old, e.addr) // a duplicate address gets its own host
+			all = append(all, h)
+			if e.healthy {
+				pick = append(pick, h)
+				healthyAll = append(healthyAll, h)
+			}
+		}
+		sets = append(sets, newHostSet(pick))
+	}
+	hs := newHostSet(healthyAll)
+	hs.All = all
+	if len(levels) > 1 {
+		hs.levels = sets
+		hs.load = priorityLoad(levels, factor)
+	}
+	c.swapHosts(hs)
+}
+
+// localityWeighted reports whether the cluster asks for locality weights.
+func localityWeighted(cl *clusterv3.Cluster) bool {
+	return cl.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
+}
+
+// Assignment is a validated ClusterLoadAssignment, ready to apply.
+type Assignment struct {
+	levels []level
+	factor uint32
+}
+
+// PrepareAssignment validates an EDS ClusterLoadAssignment for this
+// cluster without applying it (an update applies only when every cluster
+// it names accepts it).
+func (c *Cluster) PrepareAssignment(cla *endpointv3.ClusterLoadAssignment) (*Assignment, error) {
+	if errs := config.ValidationErrors(cla.ValidateAll()); len(errs) > 0 {
+		return nil, config.Join(errs)
+	}
+	if err := supported.Check(cla); err != nil {
+		return nil, err
+	}
+	levels, factor, err := parseAssignment(cla, c.localityWeighted)
+	if err != nil {
+		return nil, err
+	}
+	return &Assignment{levels: levels, factor: factor}, nil
+}
+
+// ApplyAssignment swaps a prepared assignment in. Requests already holding
+// a host finish on it; hosts that left close their idle connections. The
+// new set is built before the swap, so requests never wait for it.
+func (c *Cluster) ApplyAssignment(a *Assignment) {
+	c.assign(a.levels, a.factor)
+	c.endpointsSet.Store(true)
+}
+
+// HasEndpoints reports whether an EDS cluster has received its first
+// assignment (always true for other clusters).
+func (c *Cluster) HasEndpoints() bool { return c.EDSName == "" || c.endpointsSet.Load() }

@@ -1,0 +1,595 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/straitproxy/strait/stats"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+)
+
+// Handler applies what the management server sends. Apply receives, for
+// one type, the complete set of resources the client would hold after
+// the response: for LDS and CDS exactly the response's set, for the other
+// types the previous set with the response's resources replaced or added
+// (and, in delta, its removals removed). A nil error accepts (ACK) and
+// the client keeps the set; an error refuses the whole response (NACK,
+// with the error as error_detail) and the previous set stays. Apply is
+// called from the client's goroutine, one call at a time; it may call
+// Watch.
+type Handler interface {
+	Apply(typeURL string, set map[string]*Resource) error
+}
+
+// Options configure a Client.
+type Options struct {
+	Node *corev3.Node
+	// Delta selects the incremental protocol (DELTA_GRPC).
+	Delta bool
+	// Dial connects to the management server (a host of the static
+	// cluster named by envoy_grpc.cluster_name).
+	Dial    func(ctx context.Context) (net.Conn, error)
+	Handler Handler
+	Log     *slog.Logger
+	Stats   *stats.Scope
+	// Backoff bounds the wait between reconnections (defaults 500 ms and
+	// 30 s, with jitter).
+	BackoffBase, BackoffMax time.Duration
+}
+
+// Client is one ADS stream's client side. It keeps its subscriptions and
+// accepted resources across reconnections.
+type Client struct {
+	o      Options
+	log    *slog.Logger
+	cc     *grpc.ClientConn
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	types map[string]*typeState
+	order []string // types in the order first watched: requests go out so
+	kick  chan struct{}
+
+	connected                    *stats.Gauge
+	streamsTotal, streamFailures *stats.Counter
+}
+
+// typeState is one resource type's subscription and accepted resources.
+type typeState struct {
+	url      string
+	wildcard bool
+	names    map[string]bool
+	set      map[string]*Resource
+	version  string // last accepted version_info (SotW)
+	// Per stream:
+	nonce   string          // last response's nonce
+	sent    map[string]bool // delta: names the server knows we want
+	pending bool            // a request is due
+	nack    string          // error_detail for the due request
+	first   bool            // the first request on this stream is not sent yet
+	// nackedVersion is the last version refused; nackRepeats counts
+	// refusals of it in a row.
+	nackedVersion string
+	nackRepeats   int
+
+	attempt, success, rejected *stats.Counter
+	ver                        *stats.Gauge
+}
+
+// New makes a client; nothing connects until Start.
+func New(o Options) (*Client, error) {
+	if o.BackoffBase == 0 {
+		o.BackoffBase = 500 * time.Millisecond
+	}
+	if o.BackoffMax == 0 {
+		o.BackoffMax = 30 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	c := &Client{o: o, log: o.Log.With("component", "xds"), types: map[string]*typeState{}, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	cp := o.Stats.Scope("control_plane", "", "")
+	c.connected = cp.Gauge("connected_state")
+	c.streamsTotal = cp.Counter("streams_total")
+	c.streamFailures = cp.Counter("stream_failures")
+	cc, err := grpc.NewClient("passthrough:///xds",
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return o.Dial(ctx) }),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)),
+	)
+	if err != nil {
+		return nil, err
+	}
+	c.cc = cc
+	return c, nil
+}
+
+// statPrefix is where each type's update stats live, as Envoy names them.
+func statPrefix(url string) (string, string) {
+	switch url {
+	case ClusterType:
+		return "cluster_manager", "cds"
+	case ListenerType:
+		return "listener_manager", "lds"
+	case RouteType:
+		return "xds", "rds"
+	case EndpointType:
+		return "xds", "eds"
+	}
+	return "xds", "sds"
+}
+
+// Watch sets the names subscribed for a type (the full set: names no
+// longer given are unsubscribed and their resources forgotten). wildcard
+// asks for every resource of the type (LDS and CDS). A change sends a
+// request.
+func (c *Client) Watch(url string, wildcard bool, names []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ts := c.types[url]
+	if ts == nil {
+		a, b := statPrefix(url)
+		sc := c.o.Stats.Scope(a, "", "").Scope(b, "", "")
+		ts = &typeState{url: url, names: map[string]bool{}, set: map[string]*Resource{}, sent: map[string]bool{}, first: true,
+			attempt: sc.Counter("update_attempt"), success: sc.Counter("update_success"),
+			rejected: sc.Counter("update_rejected"), ver: sc.Gauge("version")}
+		c.types[url] = ts
+		c.order = append(c.order, url)
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	if ts.wildcard == wildcard && sameSet(ts.names, want) && !ts.first {
+		return
+	}
+	ts.wildcard = wildcard
+	ts.names = want
+	if !wildcard {
+		for n := range ts.set {
+			if !want[n] {
+				delete(ts.set, n)
+			}
+		}
+	}
+	ts.pending = true
+	c.signal()
+}
+
+func sameSet(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Client) signal() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs the stream until Stop, reconnecting with backoff.
+func (c *Client) Start() {
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	go c.run()
+}
+
+// Stop ends the stream and waits for the client's goroutines.
+func (c *Client) Stop() {
+	if c.cancel == nil {
+		return
+	}
+	c.cancel()
+	<-c.done
+	c.cc.Close()
+}
+
+func (c *Client) run() {
+	defer close(c.done)
+	attempt := 0
+	for c.ctx.Err() == nil {
+		c.streamsTotal.Inc()
+		got, err := c.stream()
+		c.connected.Set(0)
+		if c.ctx.Err() != nil {
+			return
+		}
+		c.streamFailures.Inc()
+		if got {
+			attempt = 0
+		}
+		wait := backoff(c.o.BackoffBase, c.o.BackoffMax, attempt)
+		attempt++
+		c.log.Warn("xDS stream ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// backoff is exponential with full jitter in its upper half:
+// base·2^attempt capped at max, then a random point in [d/2, d).
+func backoff(base, max time.Duration, attempt int) time.Duration {
+	d := base << min(attempt, 20)
+	if d > max || d <= 0 {
+		d = max
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// stream runs one ADS stream; got reports whether any response arrived.
+func (c *Client) stream() (got bool, err error) {
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(c.cc)
+	var s session
+	if c.o.Delta {
+		st, err := ads.DeltaAggregatedResources(ctx, grpc.WaitForReady(true))
+		if err != nil {
+			return false, err
+		}
+		s = &deltaSession{c: c, st: st}
+	} else {
+		st, err := ads.StreamAggregatedResources(ctx, grpc.WaitForReady(true))
+		if err != nil {
+			return false, err
+		}
+		s = &sotwSession{c: c, st: st}
+	}
+	c.mu.Lock()
+	for _, ts := range c.types {
+		ts.nonce, ts.sent, ts.nack, ts.first, ts.pending = "", map[string]bool{}, "", true, true
+	}
+	c.mu.Unlock()
+	c.signal()
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- c.sendLoop(ctx, s) }()
+	for {
+		err := s.recv()
+		if err != nil {
+			cancel()
+			if se := <-sendErr; se != nil && !errors.Is(se, context.Canceled) {
+				err = errors.Join(err, se)
+			}
+			return got, err
+		}
+		if !got {
+			got = true
+			c.connected.Set(1)
+		}
+	}
+}
+
+// sendLoop sends each type's due request, in the order the types were
+// first watched (CDS before LDS as Strait watches them).
+func (c *Client) sendLoop(ctx context.Context, s session) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.kick:
+		}
+		for {
+			c.mu.Lock()
+			var ts *typeState
+			for _, url := range c.order {
+				if t := c.types[url]; t.pending {
+					ts = t
+					break
+				}
+			}
+			if ts == nil {
+				c.mu.Unlock()
+				break
+			}
+			ts.pending = false
+			err := s.send(ts) // builds the request under mu, sends it after
+			if err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// session is one stream of either protocol.
+type session interface {
+	// send is called with c.mu held and must release it.
+	send(ts *typeState) error
+	recv() error
+}
+
+// apply runs the handler on a type's candidate set and records the
+// outcome; it returns the NACK reason ("" for ACK).
+func (c *Client) apply(ts *typeState, set map[string]*Resource, version string) string {
+	ts.attempt.Inc()
+	if err := c.o.Handler.Apply(ts.url, set); err != nil {
+		ts.rejected.Inc()
+		c.log.Warn("xDS update rejected", "type", ts.url, "version", version, "err", err)
+		return err.Error()
+	}
+	ts.success.Inc()
+	h := fnv.New64a()
+	h.Write([]byte(version))
+	ts.ver.Set(int64(h.Sum64() >> 1))
+	return ""
+}
+
+// Version returns a type's last accepted version_info (delta: the
+// system_version_info, often empty).
+func (c *Client) Version(url string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ts := c.types[url]; ts != nil {
+		return ts.version
+	}
+	return ""
+}
+
+// Known returns, for a type, the accepted resources by name.
+func (c *Client) Known(url string) map[string]*Resource {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]*Resource{}
+	if ts := c.types[url]; ts != nil {
+		for k, v := range ts.set {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// ---- state of the world ----
+
+type sotwSession struct {
+	c  *Client
+	st grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
+}
+
+func (s *sotwSession) send(ts *typeState) error {
+	req := &discoveryv3.DiscoveryRequest{
+		Node:          s.c.o.Node,
+		TypeUrl:       ts.url,
+		VersionInfo:   ts.version,
+		ResponseNonce: ts.nonce,
+	}
+	if !ts.first {
+		req.Node = nil // only the first request of a stream carries it
+	}
+	ts.first = false
+	if !ts.wildcard {
+		req.ResourceNames = sortedNames(ts.names)
+	}
+	if ts.nack != "" {
+		req.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: ts.nack}
+		ts.nack = ""
+	}
+	s.c.mu.Unlock()
+	return s.st.Send(req)
+}
+
+func sortedNames(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for n := range m {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (s *sotwSession) recv() error {
+	resp, err := s.st.Recv()
+	if err != nil {
+		return err
+	}
+	c := s.c
+	c.mu.Lock()
+	ts := c.types[resp.GetTypeUrl()]
+	if ts == nil {
+		c.mu.Unlock()
+		c.log.Warn("xDS response for a type never requested", "type", resp.GetTypeUrl())
+		return nil
+	}
+	ts.nonce = resp.GetNonce()
+	set := map[string]*Resource{}
+	if !ts.wildcard {
+		for k, v := range ts.set {
+			set[k] = v
+		}
+	}
+	wildcard := ts.wildcard
+	names := ts.names
+	c.mu.Unlock()
+
+	var reason string
+	seen := map[string]bool{}
+	for i, a := range resp.GetResources() {
+		r, err := decode(ts.url, a, "", resp.GetVersionInfo())
+		if err != nil {
+			reason = fmt.Sprintf("resources[%d]: %v", i, err)
+			break
+		}
+		if seen[r.Name] {
+			reason = fmt.Sprintf("resources[%d]: duplicate resource name %q", i, r.Name)
+			break
+		}
+		seen[r.Name] = true
+		if !wildcard && !names[r.Name] {
+			continue // not (or no longer) subscribed
+		}
+		if old := set[r.Name]; old != nil && proto.Equal(old.Message, r.Message) {
+			r = old // unchanged: keeps its version and time
+		}
+		set[r.Name] = r
+	}
+	if reason == "" {
+		reason = c.apply(ts, set, resp.GetVersionInfo())
+	}
+	c.finish(ts, set, resp.GetVersionInfo(), reason)
+	return nil
+}
+
+// finish records a response's outcome and schedules its ACK or NACK. A
+// server that resends a version we refused (go-control-plane's snapshot
+// cache does, at once, in state of the world) would make a hot loop of
+// builds and NACKs: a repeated refusal of the same version waits, 100 ms
+// doubling to 30 s, before it is sent.
+func (c *Client) finish(ts *typeState, set map[string]*Resource, version, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if reason == "" {
+		ts.set = set
+		ts.version = version
+		ts.nackedVersion, ts.nackRepeats = "", 0
+		ts.pending = true
+		c.signal()
+		return
+	}
+	ts.nack = reason
+	if version != ts.nackedVersion {
+		ts.nackedVersion, ts.nackRepeats = version, 0
+		ts.pending = true
+		c.signal()
+		return
+	}
+	ts.nackRepeats++
+	d := min(100*time.Millisecond<<min(ts.nackRepeats-1, 10), 30*time.Second)
+	time.AfterFunc(d, func() {
+		c.mu.Lock()
+		ts.pending = true
+		c.mu.Unlock()
+		c.signal()
+	})
+}
+
+// ---- delta ----
+
+type deltaSession struct {
+	c  *Client
+	st grpc.BidiStreamingClient[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]
+	// acks are the nonces to acknowledge per type, in arrival order.
+}
+
+func (s *deltaSession) send(ts *typeState) error {
+	req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: ts.url, ResponseNonce: ts.nonce}
+	if ts.first {
+		req.Node = s.c.o.Node
+		// A new stream: say what we hold, so the server sends only what
+		// changed since.
+		if len(ts.set) > 0 {
+			req.InitialResourceVersions = map[string]string{}
+			for n, r := range ts.set {
+				req.InitialResourceVersions[n] = r.Version
+			}
+		}
+		ts.first = false
+		ts.nonce = ""
+		req.ResponseNonce = ""
+	}
+	if !ts.wildcard {
+		for n := range ts.names {
+			if !ts.sent[n] {
+				req.ResourceNamesSubscribe = append(req.ResourceNamesSubscribe, n)
+				ts.sent[n] = true
+			}
+		}
+		for n := range ts.sent {
+			if !ts.names[n] {
+				req.ResourceNamesUnsubscribe = append(req.ResourceNamesUnsubscribe, n)
+				delete(ts.sent, n)
+			}
+		}
+		sort.Strings(req.ResourceNamesSubscribe)
+		sort.Strings(req.ResourceNamesUnsubscribe)
+	}
+	if ts.nack != "" {
+		req.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: ts.nack}
+		ts.nack = ""
+	}
+	s.c.mu.Unlock()
+	return s.st.Send(req)
+}
+
+func (s *deltaSession) recv() error {
+	resp, err := s.st.Recv()
+	if err != nil {
+		return err
+	}
+	c := s.c
+	c.mu.Lock()
+	ts := c.types[resp.GetTypeUrl()]
+	if ts == nil {
+		c.mu.Unlock()
+		c.log.Warn("xDS response for a type never requested", "type", resp.GetTypeUrl())
+		return nil
+	}
+	ts.nonce = resp.GetNonce()
+	set := map[string]*Resource{}
+	for k, v := range ts.set {
+		set[k] = v
+	}
+	wildcard := ts.wildcard
+	names := ts.names
+	c.mu.Unlock()
+
+	var reason string
+	seen := map[string]bool{}
+	for i, dr := range resp.GetResources() {
+		if dr.GetResource() == nil {
+			// A resource that the server says does not exist.
+			delete(set, dr.GetName())
+			continue
+		}
+		r, err := decode(ts.url, dr.GetResource(), dr.GetName(), dr.GetVersion())
+		if err != nil {
+			reason = fmt.Sprintf("resources[%d]: %v", i, err)
+			break
+		}
+		if seen[r.Name] {
+			reason = fmt.Sprintf("resources[%d]: duplicate resource name %q", i, r.Name)
+			break
+		}
+		seen[r.Name] = true
+		if !wildcard && !names[r.Name] {
+			continue
+		}
+		set[r.Name] = r
+	}
+	for _, n := range resp.GetRemovedResources() {
+		if seen[n] && reason == "" {
+			reason = fmt.Sprintf("removed_resources: %q is also in resources", n)
+		}
+		delete(set, n)
+	}
+	if reason == "" {
+		reason = c.apply(ts, set, resp.GetSystemVersionInfo())
+	}
+	c.finish(ts, set, resp.GetSystemVersionInfo(), reason)
+	return nil
+}

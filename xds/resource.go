@@ -1,0 +1,117 @@
+// Package xds is the ADS client: one gRPC stream to a management server,
+// state of the world (GRPC) or incremental (DELTA_GRPC), carrying LDS,
+// RDS, CDS, EDS and SDS. It keeps each type's subscription, version and
+// nonce, hands every response's resulting set to a Handler (the server,
+// which builds it with the same builders as the static config), and ACKs
+// or NACKs by the Handler's answer. It knows nothing of listeners or
+// clusters beyond their names.
+package xds
+
+import (
+	"fmt"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// The resource types, by type URL.
+const (
+	ListenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
+	RouteType    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+	ClusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	SecretType   = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+	resourceType = "type.googleapis.com/envoy.service.discovery.v3.Resource"
+)
+
+// Resource is one named resource as accepted.
+type Resource struct {
+	Name string
+	// Version is the resource's version (delta) or the version_info of the
+	// response that last changed it (state of the world).
+	Version string
+	Message proto.Message
+	Any     *anypb.Any
+	// Updated is when it last changed.
+	Updated time.Time
+}
+
+func newMessage(url string) (proto.Message, error) {
+	switch url {
+	case ListenerType:
+		return &listenerv3.Listener{}, nil
+	case RouteType:
+		return &routev3.RouteConfiguration{}, nil
+	case ClusterType:
+		return &clusterv3.Cluster{}, nil
+	case EndpointType:
+		return &endpointv3.ClusterLoadAssignment{}, nil
+	case SecretType:
+		return &tlsv3.Secret{}, nil
+	}
+	return nil, fmt.Errorf("unknown resource type %q", url)
+}
+
+// nameOf is the name a resource is known by.
+func nameOf(m proto.Message) string {
+	switch r := m.(type) {
+	case *listenerv3.Listener:
+		return r.GetName()
+	case *routev3.RouteConfiguration:
+		return r.GetName()
+	case *clusterv3.Cluster:
+		return r.GetName()
+	case *endpointv3.ClusterLoadAssignment:
+		return r.GetClusterName()
+	case *tlsv3.Secret:
+		return r.GetName()
+	}
+	return ""
+}
+
+// decode unpacks one resource of type url (unwrapping a discovery
+// Resource wrapper); name is the delta resource's name, "" to take it from
+// the message.
+func decode(url string, a *anypb.Any, name, version string) (*Resource, error) {
+	if a.GetTypeUrl() == resourceType {
+		var w discoveryv3.Resource
+		if err := a.UnmarshalTo(&w); err != nil {
+			return nil, err
+		}
+		if name == "" {
+			name = w.GetName()
+		}
+		if w.GetVersion() != "" {
+			version = w.GetVersion()
+		}
+		a = w.GetResource()
+	}
+	if a.GetTypeUrl() != url {
+		return nil, fmt.Errorf("type %q in a response for %q", a.GetTypeUrl(), url)
+	}
+	m, err := newMessage(url)
+	if err != nil {
+		return nil, err
+	}
+	if err := proto.Unmarshal(a.GetValue(), m); err != nil {
+		return nil, fmt.Errorf("cannot decode %s: %w", url, err)
+	}
+	own := nameOf(m)
+	if name == "" {
+		name = own
+	}
+	if name == "" {
+		return nil, fmt.Errorf("resource without a name")
+	}
+	if own != name {
+		return nil, fmt.Errorf("resource named %q carries %q", name, own)
+	}
+	return &Resource{Name: name, Version: version, Message: m, Any: a, Updated: time.Now()}, nil
+}
