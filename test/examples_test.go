@@ -13,11 +13,13 @@ import (
 // the binary, so that none rots.
 func TestExamplesBuild(t *testing.T) {
 	files, _ := filepath.Glob("../examples/*.yaml")
+	more, _ := filepath.Glob("../examples/*/*.yaml")
+	files = append(files, more...)
 	if len(files) == 0 {
 		t.Fatal("no examples found")
 	}
 	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) {
+		t.Run(strings.TrimPrefix(f, "../examples/"), func(t *testing.T) {
 			b, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)

@@ -63,7 +63,11 @@ func buildServer(yaml string) (*server.Server, error) {
 	if err := config.Validate(b); err != nil {
 		return nil, err
 	}
-	return server.New(b, server.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), DrainTime: 2 * time.Second,
+	var logTo io.Writer = io.Discard
+	if os.Getenv("STRAIT_TEST_LOG") != "" {
+		logTo = os.Stderr
+	}
+	return server.New(b, server.Options{Log: slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug})), DrainTime: 2 * time.Second,
 		IOModel: ioModel()})
 }
 

@@ -1,10 +1,16 @@
 package test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -263,6 +269,20 @@ func testXDS(t *testing.T, delta bool) {
 	if v := p.stat("control_plane.connected_state"); v != 1 {
 		t.Fatalf("connected_state %d", v)
 	}
+	for _, st := range []string{"cluster_manager.cds.update_success", "listener_manager.lds.update_success", "xds.rds.update_success", "xds.eds.update_success"} {
+		if p.stat(st) < 1 {
+			t.Errorf("%s = %d", st, p.stat(st))
+		}
+	}
+	want := []string{
+		`"dynamicActiveClusters"`, `"name":"c1"`, `"dynamicListeners"`, `"activeState"`,
+		`"dynamicRouteConfigs"`, `"dynamicEndpointConfigs"`, `"lastUpdated"`, `"versionInfo"`,
+		`"name":"xds_cluster"`, // static beside dynamic
+	}
+	if !delta {
+		want = append(want, `"versionInfo":"1"`) // delta versions are per resource
+	}
+	checkDump(t, p, want)
 
 	// Route changed: traffic follows within a second.
 	snap("2", xdsRoute(t, "r1", "c2", ""), []types.Resource{xdsCluster(t, "c1"), xdsCluster(t, "c2")},
@@ -379,15 +399,30 @@ func testXDS(t *testing.T, delta bool) {
 	cp.mu.Lock()
 	firsts := strings.Join(cp.firstReqs, "\n")
 	cp.mu.Unlock()
-	want := "v=8" // SotW resends the accepted version
+	resend := "v=8" // SotW resends the accepted version
 	if delta {
-		want = "irv=" // delta sends the versions it holds
+		resend = "irv=" // delta sends the versions it holds
 	}
-	if !strings.Contains(firsts, resource.ClusterType+" "+want) {
-		t.Fatalf("first requests after reconnecting:\n%s\nwant a CDS request with %s", firsts, want)
+	if !strings.Contains(firsts, resource.ClusterType+" "+resend) {
+		t.Fatalf("first requests after reconnecting:\n%s\nwant a CDS request with %s", firsts, resend)
 	}
 	if p.stat("control_plane.connected_state") != 1 {
 		t.Fatal("not connected after the restart")
+	}
+}
+
+// checkDump fetches /config_dump and checks that it has each of want.
+func checkDump(t *testing.T, p *proxy, want []string) {
+	t.Helper()
+	code, dump := get(t, p.admin()+"/config_dump")
+	if code != 200 {
+		t.Fatalf("config_dump: %d", code)
+	}
+	dump = regexp.MustCompile(`":\s+`).ReplaceAllString(dump, `":`) // protojson varies its spacing
+	for _, w := range want {
+		if !strings.Contains(dump, w) {
+			t.Errorf("config_dump lacks %s", w)
+		}
 	}
 }
 
@@ -409,6 +444,7 @@ func TestXDSListenerWarming(t *testing.T) {
 		c.Close()
 		t.Fatal("a warming listener accepted a connection")
 	}
+	checkDump(t, p, []string{`"warmingState"`})
 	url := "http://" + laddr + "/"
 	testutil.Eventually(t, 3*time.Second, "the listener to open after the fetch timeout", func() bool {
 		code, _ := body(http.DefaultClient, url)
@@ -424,5 +460,148 @@ func TestXDSListenerWarming(t *testing.T) {
 		resource.ClusterType:  {xdsCluster(t, "c1")}, resource.EndpointType: {xdsEndpoints(t, "c1", a)},
 	})
 	waitBody(t, url, "a", 2*time.Second)
-	_ = p
+}
+
+// TestXDSBootstrapErrors: a dynamic_resources Strait cannot serve names
+// the field and refuses to start.
+func TestXDSBootstrapErrors(t *testing.T) {
+	base := xdsBootstrap("127.0.0.1:1", false)
+	tests := []struct{ name, from, to, want string }{
+		{"rest", "api_type: GRPC", "api_type: REST", "dynamic_resources.ads_config.api_type: REST is not supported"},
+		{"not static", "cluster_name: xds_cluster", "cluster_name: nope", `grpc_services[0].envoy_grpc.cluster_name: "nope" is not a static cluster`},
+		{"lds not ads", "lds_config: { ads: {}, resource_api_version: V3 }", "lds_config: { path_config_source: { path: /tmp/x } }", "dynamic_resources.lds_config: only ads: {} is supported"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			y := strings.Replace(base, tc.from, tc.to, 1)
+			if y == base {
+				t.Fatalf("%q not in the bootstrap", tc.from)
+			}
+			_, err := buildServer(y)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestXDSListenerUpdate: a changed listener takes over the socket: a
+// connection made before the change finishes its request on the old
+// version and is closed (HTTP/1.1: Connection: close), new connections
+// get the new version, and the port never refuses. An update that leaves
+// the listener unchanged does not touch its connections.
+func TestXDSListenerUpdate(t *testing.T) {
+	cp := startControlPlane(t, "")
+	release := make(chan struct{})
+	a := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		fmt.Fprint(w, "a")
+	}, false)
+	b := named(t, "b")
+	laddr := "127.0.0.1:" + freePort(t)
+	res := func(route string, extraCluster bool) map[resource.Type][]types.Resource {
+		cls := []types.Resource{xdsCluster(t, "c1"), xdsCluster(t, "c2")}
+		if extraCluster {
+			cls = append(cls, xdsCluster(t, "c3"))
+		}
+		return map[resource.Type][]types.Resource{
+			resource.ListenerType: {xdsListener(t, "ingress", laddr, route, "")},
+			resource.RouteType:    {xdsRoute(t, "r1", "c1", ""), xdsRoute(t, "r2", "c2", "")},
+			resource.ClusterType:  cls,
+			resource.EndpointType: {xdsEndpoints(t, "c1", a), xdsEndpoints(t, "c2", b), xdsEndpoints(t, "c3", b)},
+		}
+	}
+	cp.set("1", res("r1", false))
+	p := startProxy(t, xdsBootstrap(cp.addr, false))
+	url := "http://" + laddr + "/"
+	waitBody(t, url, "a", 10*time.Second)
+
+	conn, err := net.Dial("tcp", laddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	send := func(path string) {
+		t.Helper()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write([]byte("GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func() (*http.Response, string) {
+		t.Helper()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	exchange := func() *http.Response {
+		t.Helper()
+		send("/")
+		resp, _ := read()
+		return resp
+	}
+	exchange()
+	// An update that does not change the listener (a cluster added).
+	cp.set("2", res("r1", true))
+	testutil.Eventually(t, 2*time.Second, "the cluster update", func() bool { return p.stat("cluster_manager.cds.update_success") >= 2 })
+	if resp := exchange(); resp.Close {
+		t.Fatal("an unchanged listener's connection was told to close")
+	}
+	// The listener changes (other route name) while a request is in
+	// flight on the old connection.
+	send("/slow")
+	time.Sleep(50 * time.Millisecond)
+	cp.set("3", res("r2", true))
+	waitBody(t, url, "b", 2*time.Second)
+	close(release)
+	resp, got := read()
+	if got != "a" || !resp.Close { // Close: the response said Connection: close
+		t.Fatalf("in-flight request across the listener change: body %q Close=%v Connection=%q, want the old route's a and close", got, resp.Close, resp.Header.Get("Connection"))
+	}
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("old connection not closed after its last response: %v", err)
+	}
+	if v := p.stat("listener_manager.lds.update_success"); v < 2 {
+		t.Fatalf("lds update_success %d", v)
+	}
+}
+
+// TestXDSExample runs examples/xds as its README does: the example
+// control plane (built from source) drives an in-process Strait started
+// from examples/xds/bootstrap.yaml, ports swapped for free ones.
+func TestXDSExample(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the example")
+	}
+	bin := filepath.Join(t.TempDir(), "xds-example")
+	if out, err := exec.Command("go", "build", "-o", bin, "../examples/xds").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	up := named(t, "through the example")
+	cpPort, lPort := freePort(t), freePort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-addr", "127.0.0.1:"+cpPort, "-listen", "127.0.0.1:"+lPort, "-upstream", up)
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); cmd.Wait() }()
+	b, err := os.ReadFile("../examples/xds/bootstrap.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := strings.ReplaceAll(string(b), "port_value: 18000", "port_value: "+cpPort)
+	y = strings.ReplaceAll(y, "port_value: 9901", "port_value: 0")
+	startProxy(t, y)
+	waitBody(t, "http://127.0.0.1:"+lPort+"/", "through the example", 15*time.Second)
 }
