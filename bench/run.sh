@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh http1|h2|tcp|grpc [rounds] [seconds]
 # bench/run.sh idle [connections] [wake]
+# bench/run.sh xds [updates] [endpoints]
 #
 # http1, tcp: runs Strait (netpoll and epoll I/O models), nginx (1 worker)
 # and HAProxy (1 thread) in front of the same loopback origin, interleaved
@@ -17,6 +18,11 @@
 #
 # grpc: unary gRPC calls through Strait against the same calls made
 # directly (bench/grpc.sh).
+#
+# xds: an in-process go-control-plane drives the Strait binary: time from
+# a snapshot set to the first request on the new route (p50/p99 of 100
+# route flips), and an EDS update of 10,000 endpoints applied under
+# requests; state of the world, then delta (bench/xds).
 #
 # idle: for each I/O model, opens N (default 10,000) keep-alive connections
 # through Strait with one request each, leaves them idle, and prints the
@@ -43,6 +49,7 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx)
 command -v haproxy >/dev/null || need+=(haproxy)
 [ "$mode" = tcp ] && [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ] && need+=(libnginx-mod-stream)
+[ "$mode" = xds ] && need=() # no peer to install: go-control-plane runs in process
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -55,6 +62,13 @@ go build -o "$work/upstream" ./bench/upstream
 
 if [ "$mode" = idle ]; then
   exec "$root/bench/idle.sh" "$work" "${2:-10000}" "${3:-1000}"
+fi
+if [ "$mode" = xds ]; then
+  go build -o "$work/xdsbench" ./bench/xds
+  for flag in "" -delta; do
+    timeout 300 "$work/xdsbench" -strait "$work/strait" -updates "${2:-100}" -endpoints "${3:-10000}" $flag
+  done
+  exit 0
 fi
 if [ "$mode" = grpc ]; then
   exec "$root/bench/grpc.sh" "$work" "$rounds" "$secs"
