@@ -113,7 +113,11 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusServiceUnavailable)
-	fmt.Fprintln(w, "DRAINING")
+	state := "DRAINING"
+	if st, ok := s.src.(interface{ ReadyState() string }); ok {
+		state = st.ReadyState()
+	}
+	fmt.Fprintln(w, state)
 }
 
 func (s *Server) statsPage(w http.ResponseWriter, r *http.Request) {

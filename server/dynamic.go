@@ -64,6 +64,8 @@ type dynamic struct {
 
 	ldsCreateFail *stats.Counter
 	stopped       bool
+	ldsApplied    bool // a first LDS response was accepted
+	initialized   bool
 }
 
 type dynCluster struct {
@@ -172,6 +174,7 @@ func (d *dynamic) start() {
 	d.client.Start()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.routesChanged() // static listeners' RDS
 	if d.cds {
 		d.client.Watch(xds.ClusterType, true, nil)
 		if d.cdsTimeout > 0 {
@@ -189,9 +192,38 @@ func (d *dynamic) start() {
 // finishCDS asks for listeners once (mu held).
 func (d *dynamic) finishCDS() {
 	d.cdsDone = true
-	if d.lds && !d.ldsAsked && !d.stopped {
+	if !d.lds {
+		d.initDone()
+		return
+	}
+	if !d.ldsAsked && !d.stopped {
 		d.ldsAsked = true
 		d.client.Watch(xds.ListenerType, true, nil)
+		if d.ldsTimeout > 0 {
+			time.AfterFunc(d.ldsTimeout, func() {
+				d.mu.Lock()
+				defer d.mu.Unlock()
+				d.initDone()
+			})
+		}
+	}
+}
+
+// initDone ends initialization (mu held): the first clusters and
+// listeners are warm, or their initial_fetch_timeout passed; /ready
+// turns LIVE.
+func (d *dynamic) initDone() {
+	if !d.initialized {
+		d.initialized = true
+		d.s.initializing.Store(false)
+	}
+}
+
+// checkInit ends initialization once the first LDS response's listeners
+// are all warm (mu held).
+func (d *dynamic) checkInit() {
+	if d.ldsApplied && len(d.warmingL) == 0 {
+		d.initDone()
 	}
 }
 
@@ -297,7 +329,23 @@ func (d *dynamic) applyClusters(set map[string]*xds.Resource) error {
 	}
 	for _, name := range sortedKeys(fresh) {
 		dc := fresh[name]
-		go dc.c.Start(context.Background()) // DNS clusters resolve
+		if dc.c.Resolves() {
+			// A DNS cluster warms until its first answers (5 s at most),
+			// so that an update never leaves it without hosts.
+			d.warmingC[name] = dc
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				dc.c.Start(ctx)
+				cancel()
+				d.mu.Lock()
+				defer d.mu.Unlock()
+				if d.warmingC[name] == dc && !d.stopped {
+					d.activateCluster(dc)
+					d.clustersChanged()
+				}
+			}()
+			continue
+		}
 		if dc.c.HasEndpoints() || d.claGone[dc.c.EDSName] {
 			d.activateCluster(dc)
 			continue
@@ -472,9 +520,15 @@ func (r *routeRecorder) Subscribe(name string, timeout time.Duration, update fil
 func (d *dynamic) applyListeners(set map[string]*xds.Resource) error {
 	var errs []error
 	fresh := map[string]*dynListener{}
+	// addrs: who keeps serving each address after this update.
 	addrs := map[string]string{}
 	for _, l := range d.s.staticListeners {
 		addrs[l.ConfiguredAddress()] = l.Name
+	}
+	for name, r := range set {
+		if cur := d.currentListener(name); cur != nil && proto.Equal(cur.res.Message, r.Message) {
+			addrs[cur.l.ConfiguredAddress()] = name
+		}
 	}
 	for _, name := range sortedKeys(set) {
 		r := set[name]
@@ -484,7 +538,6 @@ func (d *dynamic) applyListeners(set map[string]*xds.Resource) error {
 			continue
 		}
 		if cur := d.currentListener(name); cur != nil && proto.Equal(cur.res.Message, cfg) {
-			addrs[cur.l.ConfiguredAddress()] = name
 			continue
 		}
 		rec := &routeRecorder{d: d}
@@ -496,17 +549,14 @@ func (d *dynamic) applyListeners(set map[string]*xds.Resource) error {
 		dl := &dynListener{res: r, l: l, subs: rec.subs}
 		a := l.ConfiguredAddress()
 		if _, port, _ := net.SplitHostPort(a); port != "0" {
-			if other, dup := addrs[a]; dup {
+			if other, dup := addrs[a]; dup && other != name {
 				errs = append(errs, fmt.Errorf("listener %q: address %s is used by listener %q", name, a, other))
 				continue
 			}
 			addrs[a] = name
-			old := d.listeners[name]
-			if old == nil || old.l.ConfiguredAddress() != a {
-				if err := d.bindFree(a, l); err != nil {
-					errs = append(errs, fmt.Errorf("listener %q: %w", name, err))
-					continue
-				}
+			if err := d.bindFree(name, a, l, set); err != nil {
+				errs = append(errs, fmt.Errorf("listener %q: %w", name, err))
+				continue
 			}
 		}
 		fresh[name] = dl
@@ -547,22 +597,31 @@ func (d *dynamic) applyListeners(set map[string]*xds.Resource) error {
 					d.s.log.Warn("RDS initial fetch timed out; listener opens without its routes (404 until they arrive)", "listener", name)
 					dl.timedOut = true
 					d.activateListener(dl)
+					d.checkInit()
 				}
 			})
 		}
 	}
+	d.ldsApplied = true
 	d.routesChanged()
 	d.activateWarmListeners()
+	d.checkInit()
 	return nil
 }
 
-// bindFree checks that a new listener address can be bound, unless one of
-// our listeners that is about to leave holds it.
-func (d *dynamic) bindFree(addr string, l *listener.Listener) error {
-	for _, dl := range d.listeners {
-		if dl.l.ConfiguredAddress() == addr {
-			return nil // freed when that listener is replaced or removed
+// bindFree checks that a listener's address can be bound: its own
+// serving version's address is taken over; the address of a listener
+// this update removes is freed when it drains; an address another
+// listener keeps serving is refused; any other address is test-bound.
+func (d *dynamic) bindFree(name, addr string, l *listener.Listener, set map[string]*xds.Resource) error {
+	for other, dl := range d.listeners {
+		if dl.l.ConfiguredAddress() != addr {
+			continue
 		}
+		if other == name || set[other] == nil {
+			return nil
+		}
+		return fmt.Errorf("address %s is in use by listener %q", addr, other)
 	}
 	return l.CheckBind()
 }

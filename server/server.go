@@ -58,7 +58,9 @@ type Server struct {
 	adminAddr       string
 	pool            *network.Pool
 	ready           atomic.Bool
-	loaded          time.Time
+	// initializing: xDS has not delivered its first config yet.
+	initializing atomic.Bool
+	loaded       time.Time
 }
 
 // clusterSet is the current cluster manager, swapped whole on change.
@@ -256,6 +258,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.log.Info("admin listening", "address", s.admin.Addr().String())
 	}
 	if s.dyn != nil {
+		s.initializing.Store(true)
 		s.dyn.start()
 	}
 	s.ready.Store(true)
@@ -329,8 +332,21 @@ func (s *Server) closeAll() {
 	s.pool.Close()
 }
 
-// Ready implements admin.Source.
-func (s *Server) Ready() bool { return s.ready.Load() }
+// Ready implements admin.Source: serving, with its first xDS config
+// warm (or timed out).
+func (s *Server) Ready() bool { return s.ready.Load() && !s.initializing.Load() }
+
+// ReadyState names the state for /ready: LIVE, INITIALIZING (waiting for
+// the first xDS config) or DRAINING.
+func (s *Server) ReadyState() string {
+	switch {
+	case s.Ready():
+		return "LIVE"
+	case s.ready.Load():
+		return "INITIALIZING"
+	}
+	return "DRAINING"
+}
 
 // ListenerAddr returns the bound address of the named listener.
 func (s *Server) ListenerAddr(name string) net.Addr {

@@ -445,6 +445,9 @@ func TestXDSListenerWarming(t *testing.T) {
 		t.Fatal("a warming listener accepted a connection")
 	}
 	checkDump(t, p, []string{`"warmingState"`})
+	if code, body := get(t, p.admin()+"/ready"); code != 503 || !strings.Contains(body, "INITIALIZING") {
+		t.Fatalf("/ready while the first listener warms: %d %q", code, body)
+	}
 	url := "http://" + laddr + "/"
 	testutil.Eventually(t, 3*time.Second, "the listener to open after the fetch timeout", func() bool {
 		code, _ := body(http.DefaultClient, url)
@@ -452,6 +455,9 @@ func TestXDSListenerWarming(t *testing.T) {
 	})
 	if d := time.Since(start); d < 900*time.Millisecond {
 		t.Fatalf("opened after %v, before the 1 s fetch timeout", d)
+	}
+	if code, body := get(t, p.admin()+"/ready"); code != 200 || !strings.Contains(body, "LIVE") {
+		t.Fatalf("/ready after the fetch timeout: %d %q", code, body)
 	}
 	// The route arrives later and is used.
 	cp.set("2", map[resource.Type][]types.Resource{
@@ -604,4 +610,55 @@ func TestXDSExample(t *testing.T) {
 	y = strings.ReplaceAll(y, "port_value: 9901", "port_value: 0")
 	startProxy(t, y)
 	waitBody(t, "http://127.0.0.1:"+lPort+"/", "through the example", 15*time.Second)
+}
+
+// TestXDSStaticListenerRDSAndDNSCluster: a static listener takes its
+// routes from RDS (with CDS and no LDS), and a STRICT_DNS cluster pushed
+// by CDS is used only once resolved, so updating it fails no request.
+func TestXDSStaticListenerRDSAndDNSCluster(t *testing.T) {
+	cp := startControlPlane(t, "")
+	a := named(t, "a")
+	_, port, _ := net.SplitHostPort(a)
+	dnsCluster := func(timeout string) *clusterv3.Cluster {
+		return fromJSON(t, &clusterv3.Cluster{}, `{"name":"dns","type":"STRICT_DNS","connect_timeout":"`+timeout+`","dns_lookup_family":"V4_ONLY",
+		  "load_assignment":{"cluster_name":"dns","endpoints":[{"lb_endpoints":[{"endpoint":{"address":{"socket_address":{"address":"localhost","port_value":`+port+`}}}}]}]}}`)
+	}
+	cp.set("1", map[resource.Type][]types.Resource{
+		resource.ClusterType: {dnsCluster("1s")},
+		resource.RouteType:   {xdsRoute(t, "r1", "dns", "")},
+	})
+	y := xdsBootstrap(cp.addr, false)
+	y = strings.Replace(y, "  lds_config: { ads: {}, resource_api_version: V3 }\n", "", 1)
+	y += `  listeners:
+  - name: ingress
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          rds: { route_config_name: r1, config_source: { ads: {}, resource_api_version: V3 } }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+`
+	p := startProxy(t, y)
+	url := p.url("ingress") + "/"
+	waitBody(t, url, "a", 10*time.Second)
+	// The DNS cluster changes while requests flow: none fails.
+	c := &http.Client{Timeout: 2 * time.Second}
+	cp.set("2", map[resource.Type][]types.Resource{
+		resource.ClusterType: {dnsCluster("2s")},
+		resource.RouteType:   {xdsRoute(t, "r1", "dns", "")},
+	})
+	deadline := time.Now().Add(time.Second)
+	for n := 0; time.Now().Before(deadline) && n < 1000; n++ {
+		if code, got := body(c, url); code != 200 || got != "a" {
+			t.Fatalf("request %d during the DNS cluster update: %d %q", n, code, got)
+		}
+	}
+	if p.stat("cluster_manager.cds.update_success") < 2 {
+		t.Fatal("the cluster update was not applied")
+	}
 }

@@ -21,10 +21,15 @@ const loadScale = 10000
 // epEntry is one endpoint of an assignment before it becomes a Host.
 type epEntry struct {
 	addr     string
-	weight   uint32
+	weight   uint32 // the endpoint's load_balancing_weight
+	eff      uint32 // the weight balancers use (locality share folded in)
 	hostname string
 	healthy  bool
 }
+
+// localityScale is the resolution of folded locality weights: a
+// priority's traffic is split in parts per million.
+const localityScale = 1_000_000
 
 // level is one priority of an assignment.
 type level struct {
@@ -48,6 +53,13 @@ func parseAssignment(cla *endpointv3.ClusterLoadAssignment, localityWeighted boo
 		factor = v.GetValue()
 	}
 	var levels []level
+	// locs are each priority's localities, for locality weighting.
+	type locality struct {
+		eps, n int     // where its endpoints start in the level, how many
+		eff    float64 // locality weight × availability
+		sumW   uint64  // its healthy endpoints' weights
+	}
+	locs := map[int][]locality{}
 	for i, le := range cla.GetEndpoints() {
 		path := fmt.Sprintf("endpoints[%d]", i)
 		p := int(le.GetPriority())
@@ -88,27 +100,45 @@ func parseAssignment(cla *endpointv3.ClusterLoadAssignment, localityWeighted boo
 			eps = append(eps, epEntry{addr: net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))),
 				weight: w, hostname: lb.GetEndpoint().GetHostname(), healthy: ok})
 		}
+		for k := range eps {
+			eps[k].eff = eps[k].weight
+		}
 		if localityWeighted {
 			lw := le.GetLoadBalancingWeight().GetValue()
-			if lw == 0 || healthy == 0 {
-				// Envoy gives a locality without a weight no traffic.
-				for k := range eps {
-					eps[k].healthy = false
-				}
-			} else {
-				avail := min(1.0, float64(factor)/100*float64(healthy)/float64(len(eps)))
-				for k := range eps {
-					f := float64(lw) * avail * float64(eps[k].weight) / float64(sumW) * 1000
-					eps[k].weight = uint32(min(max(f, 1), 1<<31))
-				}
+			avail := 0.0
+			if healthy > 0 {
+				avail = min(1.0, float64(factor)/100*float64(healthy)/float64(len(eps)))
 			}
+			locs[p] = append(locs[p], locality{eps: len(levels[p].eps), n: len(eps), eff: float64(lw) * avail, sumW: sumW})
 		}
 		lv := &levels[p]
 		lv.eps = append(lv.eps, eps...)
 		lv.total += len(eps)
-		for _, e := range eps {
+	}
+	// A locality gets its weight's share of its priority's traffic, scaled
+	// by its healthy share (Envoy gives a locality without weight or
+	// without healthy hosts nothing); its hosts split that by weight.
+	for p, ls := range locs {
+		var total float64
+		for _, l := range ls {
+			total += l.eff
+		}
+		for _, l := range ls {
+			for k := l.eps; k < l.eps+l.n; k++ {
+				e := &levels[p].eps[k]
+				if l.eff == 0 || total == 0 || !e.healthy {
+					e.healthy = e.healthy && l.eff > 0
+					continue
+				}
+				e.eff = uint32(max(1, l.eff/total*float64(e.weight)/float64(l.sumW)*localityScale+0.5))
+			}
+		}
+	}
+	for i := range levels {
+		levels[i].healthy = 0
+		for _, e := range levels[i].eps {
 			if e.healthy {
-				lv.healthy++
+				levels[i].healthy++
 			}
 		}
 	}
@@ -163,9 +193,11 @@ func (c *Cluster) assign(levels []level, factor uint32) {
 		}
 	}
 	var all, healthyAll []*Host
+	var allW []uint32
 	var sets []*HostSet
 	for _, lv := range levels {
 		var pick []*Host
+		var w []uint32
 		for _, e := range lv.eps {
 			h := old[e.addr]
 			if h == nil || h.Weight != e.weight || h.Hostname != e.hostname {
@@ -175,12 +207,14 @@ func (c *Cluster) assign(levels []level, factor uint32) {
 			all = append(all, h)
 			if e.healthy {
 				pick = append(pick, h)
+				w = append(w, e.eff)
 				healthyAll = append(healthyAll, h)
+				allW = append(allW, e.eff)
 			}
 		}
-		sets = append(sets, newHostSet(pick))
+		sets = append(sets, newWeightedSet(pick, w))
 	}
-	hs := newHostSet(healthyAll)
+	hs := newWeightedSet(healthyAll, allW)
 	hs.All = all
 	if len(levels) > 1 {
 		hs.levels = sets

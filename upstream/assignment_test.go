@@ -18,14 +18,7 @@ import (
 type weightedLB struct{}
 
 func (weightedLB) Pick(hs *HostSet, hint *PickHint) *Host {
-	x := (hint.Random & 0xFFFFFFFF) % hs.TotalWeight
-	for _, h := range hs.Hosts {
-		if x < uint64(h.Weight) {
-			return h
-		}
-		x -= uint64(h.Weight)
-	}
-	return nil
+	return hs.Hosts[hs.PickByWeight((hint.Random&0xFFFFFFFF)%hs.TotalWeight)]
 }
 
 func edsCluster(t *testing.T, extra string) *Cluster {
@@ -169,6 +162,32 @@ func TestEDSLocalityWeights(t *testing.T) {
 	got := picks(c, 8000)
 	if near := func(v, want int) bool { return v > want*9/10 && v < want*11/10 }; !near(got["127.0.0.1:3"], 6000) || !near(got["127.0.0.1:1"], 1000) || !near(got["127.0.0.1:2"], 1000) {
 		t.Fatalf("picks %v, want :3 about 6000, :1 and :2 about 1000 each", got)
+	}
+}
+
+// TestEDSLocalityShares: locality shares do not depend on how many
+// endpoints a locality has, and a health change does not replace the
+// hosts (their connections stay).
+func TestEDSLocalityShares(t *testing.T) {
+	c := edsCluster(t, `,"common_lb_config":{"locality_weighted_lb_config":{}}`)
+	var many []string
+	for i := range 50 {
+		many = append(many, ep("127.0.0.2", 1000+i, ""))
+	}
+	apply(t, c, cla(t, `{"cluster_name":"c","endpoints":[`+
+		`{"locality":{"zone":"a"},"load_balancing_weight":1,"lb_endpoints":[`+strings.Join(many, ",")+`]},`+
+		`{"locality":{"zone":"b"},"load_balancing_weight":1,"lb_endpoints":[`+ep("127.0.0.1", 3, "")+`]}]}`))
+	got := picks(c, 10000)
+	if v := got["127.0.0.1:3"]; v < 4700 || v > 5300 {
+		t.Fatalf("the one-host locality got %d of 10000, want about half", v)
+	}
+	h := c.Hosts().All[0]
+	many[1] = ep("127.0.0.2", 1001, `,"health_status":"UNHEALTHY"`)
+	apply(t, c, cla(t, `{"cluster_name":"c","endpoints":[`+
+		`{"locality":{"zone":"a"},"load_balancing_weight":1,"lb_endpoints":[`+strings.Join(many, ",")+`]},`+
+		`{"locality":{"zone":"b"},"load_balancing_weight":1,"lb_endpoints":[`+ep("127.0.0.1", 3, "")+`]}]}`))
+	if c.Hosts().All[0] != h {
+		t.Fatal("a health change elsewhere in the locality replaced a host")
 	}
 }
 

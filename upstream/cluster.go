@@ -220,6 +220,9 @@ func BuildCluster(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Cl
 	return c, nil
 }
 
+// Resolves reports whether the cluster's hosts come from DNS.
+func (c *Cluster) Resolves() bool { return c.dns != nil }
+
 // Start begins DNS resolution for DNS clusters; it waits for the first
 // answer up to ctx's deadline so that a fresh config serves at once.
 func (c *Cluster) Start(ctx context.Context) {

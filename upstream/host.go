@@ -1,6 +1,8 @@
 package upstream
 
 import (
+	"sort"
+	"sync"
 	"sync/atomic"
 )
 
@@ -56,10 +58,18 @@ type HostSet struct {
 	Hosts []*Host
 	// All adds the hosts that are excluded by their health status.
 	All []*Host
-	// TotalWeight is the sum of the hosts' weights.
+	// Weights are the hosts' effective weights, by index in Hosts: the
+	// endpoint's weight, or with locality weighting the locality's share
+	// folded in. Balancers read these, not Host.Weight.
+	Weights []uint32
+	// TotalWeight is the sum of Weights.
 	TotalWeight uint64
 	// Weighted reports whether any host's weight differs from the others.
 	Weighted bool
+
+	cum     []uint64 // cumulative Weights, for PickByWeight
+	lbOnce  sync.Once
+	lbState any
 
 	// levels are the priorities when there is more than one; load is the
 	// cumulative share of traffic of each, in parts per loadScale.
@@ -82,14 +92,49 @@ func (hs *HostSet) pickLevel(r uint64) *HostSet {
 }
 
 func newHostSet(hosts []*Host) *HostSet {
-	hs := &HostSet{Hosts: hosts, All: hosts}
+	w := make([]uint32, len(hosts))
 	for i, h := range hosts {
-		hs.TotalWeight += uint64(h.Weight)
-		if i > 0 && h.Weight != hosts[0].Weight {
+		w[i] = h.Weight
+	}
+	return newWeightedSet(hosts, w)
+}
+
+func newWeightedSet(hosts []*Host, weights []uint32) *HostSet {
+	hs := &HostSet{Hosts: hosts, All: hosts, Weights: weights}
+	for i, w := range weights {
+		hs.TotalWeight += uint64(w)
+		if i > 0 && w != weights[0] {
 			hs.Weighted = true
 		}
 	}
+	if hs.Weighted {
+		hs.cum = make([]uint64, len(weights))
+		var sum uint64
+		for i, w := range weights {
+			sum += uint64(w)
+			hs.cum[i] = sum
+		}
+	}
 	return hs
+}
+
+// PickByWeight returns the index of the host that owns point x of
+// [0, TotalWeight) (a binary search: weighted picks stay cheap with
+// thousands of hosts).
+func (hs *HostSet) PickByWeight(x uint64) int {
+	if hs.cum == nil {
+		return int(x % uint64(len(hs.Hosts)))
+	}
+	return sort.Search(len(hs.cum), func(i int) bool { return hs.cum[i] > x })
+}
+
+// BalancerState returns the balancer's state for this set, made by init
+// on first use. A set belongs to one cluster and so to one balancer; each
+// priority level is its own set, so per-set state survives picks that
+// alternate between levels.
+func (hs *HostSet) BalancerState(init func() any) any {
+	hs.lbOnce.Do(func() { hs.lbState = init() })
+	return hs.lbState
 }
 
 // LoadBalancer picks a host for a request. Implementations are safe for

@@ -55,12 +55,13 @@ type Options struct {
 // Client is one ADS stream's client side. It keeps its subscriptions and
 // accepted resources across reconnections.
 type Client struct {
-	o      Options
-	log    *slog.Logger
-	cc     *grpc.ClientConn
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
+	o        Options
+	log      *slog.Logger
+	cc       *grpc.ClientConn
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopOnce sync.Once
 
 	mu    sync.Mutex
 	types map[string]*typeState
@@ -84,10 +85,16 @@ type typeState struct {
 	pending bool            // a request is due
 	nack    string          // error_detail for the due request
 	first   bool            // the first request on this stream is not sent yet
-	// nackedVersion is the last version refused; nackRepeats counts
-	// refusals of it in a row.
-	nackedVersion string
-	nackRepeats   int
+	// dropped are names unsubscribed since the last request of this
+	// stream: a name watched again before that request went out must be
+	// unsubscribed and subscribed again, or the server, which thinks we
+	// still hold it, would not send it.
+	dropped map[string]bool
+	// lastReason is the last refusal; nackRepeats counts it in a row. gen
+	// counts responses (a delayed NACK of an older one is dropped).
+	lastReason  string
+	nackRepeats int
+	gen         int
 
 	attempt, success, rejected *stats.Counter
 	ver                        *stats.Gauge
@@ -148,7 +155,7 @@ func (c *Client) Watch(url string, wildcard bool, names []string) {
 	if ts == nil {
 		a, b := statPrefix(url)
 		sc := c.o.Stats.Scope(a, "", "").Scope(b, "", "")
-		ts = &typeState{url: url, names: map[string]bool{}, set: map[string]*Resource{}, sent: map[string]bool{}, first: true,
+		ts = &typeState{url: url, names: map[string]bool{}, set: map[string]*Resource{}, sent: map[string]bool{}, dropped: map[string]bool{}, first: true,
 			attempt: sc.Counter("update_attempt"), success: sc.Counter("update_success"),
 			rejected: sc.Counter("update_rejected"), ver: sc.Gauge("version")}
 		c.types[url] = ts
@@ -167,6 +174,11 @@ func (c *Client) Watch(url string, wildcard bool, names []string) {
 		for n := range ts.set {
 			if !want[n] {
 				delete(ts.set, n)
+			}
+		}
+		for n := range ts.sent {
+			if !want[n] {
+				ts.dropped[n] = true
 			}
 		}
 	}
@@ -201,12 +213,13 @@ func (c *Client) Start() {
 
 // Stop ends the stream and waits for the client's goroutines.
 func (c *Client) Stop() {
-	if c.cancel == nil {
-		return
-	}
-	c.cancel()
-	<-c.done
-	c.cc.Close()
+	c.stopOnce.Do(func() {
+		if c.cancel != nil {
+			c.cancel()
+			<-c.done
+		}
+		c.cc.Close()
+	})
 }
 
 func (c *Client) run() {
@@ -265,7 +278,8 @@ func (c *Client) stream() (got bool, err error) {
 	}
 	c.mu.Lock()
 	for _, ts := range c.types {
-		ts.nonce, ts.sent, ts.nack, ts.first, ts.pending = "", map[string]bool{}, "", true, true
+		ts.nonce, ts.sent, ts.dropped, ts.nack, ts.first, ts.pending = "", map[string]bool{}, map[string]bool{}, "", true, true
+		ts.gen++ // a delayed NACK from the old stream is void
 	}
 	c.mu.Unlock()
 	c.signal()
@@ -310,6 +324,12 @@ func (c *Client) sendLoop(ctx context.Context, s session) error {
 				break
 			}
 			ts.pending = false
+			if !ts.wildcard && len(ts.names) == 0 && ts.first {
+				// Nothing to ask for yet: an empty first request would
+				// mean "everything" (legacy wildcard).
+				c.mu.Unlock()
+				continue
+			}
 			err := s.send(ts) // builds the request under mu, sends it after
 			if err != nil {
 				return err
@@ -384,7 +404,9 @@ func (s *sotwSession) send(ts *typeState) error {
 	}
 	ts.first = false
 	if !ts.wildcard {
-		req.ResourceNames = sortedNames(ts.names)
+		names := ts.requestNames()
+		req.ResourceNames = sortedNames(names)
+		ts.sent = names
 	}
 	if ts.nack != "" {
 		req.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: ts.nack}
@@ -392,6 +414,31 @@ func (s *sotwSession) send(ts *typeState) error {
 	}
 	s.c.mu.Unlock()
 	return s.st.Send(req)
+}
+
+// requestNames are the names the next request asks for (mu held): the
+// watched names, minus those to subscribe again, which go in the request
+// after (see dropped).
+func (ts *typeState) requestNames() map[string]bool {
+	resub := false
+	for n := range ts.dropped {
+		if ts.names[n] {
+			resub = true
+			break
+		}
+	}
+	names := ts.names
+	if resub {
+		names = map[string]bool{}
+		for n := range ts.names {
+			if !ts.dropped[n] {
+				names[n] = true
+			}
+		}
+		ts.pending = true // the second request re-subscribes
+	}
+	clear(ts.dropped)
+	return names
 }
 
 func sortedNames(m map[string]bool) []string {
@@ -417,9 +464,13 @@ func (s *sotwSession) recv() error {
 		return nil
 	}
 	ts.nonce = resp.GetNonce()
+	prev := make(map[string]*Resource, len(ts.set))
+	for k, v := range ts.set {
+		prev[k] = v
+	}
 	set := map[string]*Resource{}
 	if !ts.wildcard {
-		for k, v := range ts.set {
+		for k, v := range prev {
 			set[k] = v
 		}
 	}
@@ -435,6 +486,14 @@ func (s *sotwSession) recv() error {
 			reason = fmt.Sprintf("resources[%d]: %v", i, err)
 			break
 		}
+		if r.Message == nil {
+			// A TTL heartbeat: the resource stands as it is.
+			if old := prev[r.Name]; old != nil && !seen[r.Name] {
+				set[r.Name] = old
+			}
+			seen[r.Name] = true
+			continue
+		}
 		if seen[r.Name] {
 			reason = fmt.Sprintf("resources[%d]: duplicate resource name %q", i, r.Name)
 			break
@@ -443,7 +502,7 @@ func (s *sotwSession) recv() error {
 		if !wildcard && !names[r.Name] {
 			continue // not (or no longer) subscribed
 		}
-		if old := set[r.Name]; old != nil && proto.Equal(old.Message, r.Message) {
+		if old := prev[r.Name]; old != nil && proto.Equal(old.Message, r.Message) {
 			r = old // unchanged: keeps its version and time
 		}
 		set[r.Name] = r
@@ -456,33 +515,45 @@ func (s *sotwSession) recv() error {
 }
 
 // finish records a response's outcome and schedules its ACK or NACK. A
-// server that resends a version we refused (go-control-plane's snapshot
-// cache does, at once, in state of the world) would make a hot loop of
-// builds and NACKs: a repeated refusal of the same version waits, 100 ms
-// doubling to 30 s, before it is sent.
+// server that resends what we refused (go-control-plane's snapshot cache
+// does, at once, in state of the world) would make a hot loop of builds
+// and NACKs: the same refusal again waits, 100 ms doubling to 30 s,
+// before its NACK is sent. A response that comes meanwhile supersedes it.
 func (c *Client) finish(ts *typeState, set map[string]*Resource, version, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	ts.gen++
 	if reason == "" {
+		if !ts.wildcard {
+			// Names unwatched while the handler ran are gone.
+			for n := range set {
+				if !ts.names[n] {
+					delete(set, n)
+				}
+			}
+		}
 		ts.set = set
 		ts.version = version
-		ts.nackedVersion, ts.nackRepeats = "", 0
+		ts.nack, ts.lastReason, ts.nackRepeats = "", "", 0
 		ts.pending = true
 		c.signal()
 		return
 	}
 	ts.nack = reason
-	if version != ts.nackedVersion {
-		ts.nackedVersion, ts.nackRepeats = version, 0
+	if reason != ts.lastReason {
+		ts.lastReason, ts.nackRepeats = reason, 0
 		ts.pending = true
 		c.signal()
 		return
 	}
 	ts.nackRepeats++
 	d := min(100*time.Millisecond<<min(ts.nackRepeats-1, 10), 30*time.Second)
+	gen := ts.gen
 	time.AfterFunc(d, func() {
 		c.mu.Lock()
-		ts.pending = true
+		if ts.gen == gen {
+			ts.pending = true
+		}
 		c.mu.Unlock()
 		c.signal()
 	})
@@ -513,14 +584,15 @@ func (s *deltaSession) send(ts *typeState) error {
 		req.ResponseNonce = ""
 	}
 	if !ts.wildcard {
-		for n := range ts.names {
+		names := ts.requestNames()
+		for n := range names {
 			if !ts.sent[n] {
 				req.ResourceNamesSubscribe = append(req.ResourceNamesSubscribe, n)
 				ts.sent[n] = true
 			}
 		}
 		for n := range ts.sent {
-			if !ts.names[n] {
+			if !names[n] {
 				req.ResourceNamesUnsubscribe = append(req.ResourceNamesUnsubscribe, n)
 				delete(ts.sent, n)
 			}
@@ -562,9 +634,11 @@ func (s *deltaSession) recv() error {
 	seen := map[string]bool{}
 	for i, dr := range resp.GetResources() {
 		if dr.GetResource() == nil {
-			// A resource that the server says does not exist.
-			delete(set, dr.GetName())
-			continue
+			if dr.GetTtl() == nil {
+				// A resource that the server says does not exist.
+				delete(set, dr.GetName())
+			}
+			continue // else a TTL heartbeat: keep what we have
 		}
 		r, err := decode(ts.url, dr.GetResource(), dr.GetName(), dr.GetVersion())
 		if err != nil {

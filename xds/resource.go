@@ -91,6 +91,12 @@ func decode(url string, a *anypb.Any, name, version string) (*Resource, error) {
 		if w.GetVersion() != "" {
 			version = w.GetVersion()
 		}
+		if w.GetResource() == nil {
+			if w.GetTtl() == nil || name == "" {
+				return nil, fmt.Errorf("a Resource wrapper without a resource or a TTL")
+			}
+			return &Resource{Name: name, Version: version}, nil // a TTL heartbeat
+		}
 		a = w.GetResource()
 	}
 	if a.GetTypeUrl() != url {

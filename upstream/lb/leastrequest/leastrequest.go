@@ -24,11 +24,11 @@ func (Balancer) Pick(hs *upstream.HostSet, hint *upstream.PickHint) *upstream.Ho
 		return hs.Hosts[0]
 	}
 	r := hint.Random
-	a := hs.Hosts[r%n]
-	b := hs.Hosts[(r/n)%(n-1)]
-	if b == a {
-		b = hs.Hosts[n-1]
+	ai, bi := r%n, (r/n)%(n-1)
+	if bi == ai {
+		bi = n - 1
 	}
+	a, b := hs.Hosts[ai], hs.Hosts[bi]
 	if hint.Avoid == a {
 		return b
 	}
@@ -36,7 +36,7 @@ func (Balancer) Pick(hs *upstream.HostSet, hint *upstream.PickHint) *upstream.Ho
 		return a
 	}
 	// a.Active/a.Weight < b.Active/b.Weight without division.
-	if (a.Active.Load()+1)*int64(b.Weight) <= (b.Active.Load()+1)*int64(a.Weight) {
+	if (a.Active.Load()+1)*int64(hs.Weights[bi]) <= (b.Active.Load()+1)*int64(hs.Weights[ai]) {
 		return a
 	}
 	return b

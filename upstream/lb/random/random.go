@@ -24,12 +24,5 @@ func (Balancer) Pick(hs *upstream.HostSet, hint *upstream.PickHint) *upstream.Ho
 		}
 		return h
 	}
-	x := hint.Random % hs.TotalWeight
-	for _, h := range hs.Hosts {
-		if x < uint64(h.Weight) {
-			return h
-		}
-		x -= uint64(h.Weight)
-	}
-	return hs.Hosts[n-1]
+	return hs.Hosts[hs.PickByWeight(hint.Random%hs.TotalWeight)]
 }

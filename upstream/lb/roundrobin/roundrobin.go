@@ -13,9 +13,11 @@ import (
 // Balancer is safe for concurrent use.
 type Balancer struct {
 	next atomic.Uint64
+}
 
+// wrr is smooth weighted round robin's credit per host of one host set.
+type wrr struct {
 	mu      sync.Mutex
-	set     *upstream.HostSet
 	current []int64
 }
 
@@ -36,19 +38,16 @@ func (b *Balancer) Pick(hs *upstream.HostSet, hint *upstream.PickHint) *upstream
 		}
 		return h
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.set != hs {
-		b.set = hs
-		b.current = make([]int64, len(hs.Hosts))
-	}
+	st := hs.BalancerState(func() any { return &wrr{current: make([]int64, len(hs.Hosts))} }).(*wrr)
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	best := 0
-	for i, h := range hs.Hosts {
-		b.current[i] += int64(h.Weight)
-		if b.current[i] > b.current[best] {
+	for i, w := range hs.Weights {
+		st.current[i] += int64(w)
+		if st.current[i] > st.current[best] {
 			best = i
 		}
 	}
-	b.current[best] -= int64(hs.TotalWeight)
+	st.current[best] -= int64(hs.TotalWeight)
 	return hs.Hosts[best]
 }

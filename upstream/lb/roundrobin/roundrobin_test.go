@@ -54,3 +54,19 @@ func BenchmarkPick(b *testing.B) {
 		lb.Pick(hs, nil)
 	}
 }
+
+// TestWeightedStatePerSet: picks that alternate between two host sets
+// (priority levels) keep each set's weighted order.
+func TestWeightedStatePerSet(t *testing.T) {
+	b := New()
+	s1 := upstream.NewTestHostSet([]uint32{3, 1})
+	s2 := upstream.NewTestHostSet([]uint32{1, 1})
+	got := map[*upstream.Host]int{}
+	for range 400 {
+		got[b.Pick(s1, &upstream.PickHint{})]++
+		b.Pick(s2, &upstream.PickHint{})
+	}
+	if got[s1.Hosts[0]] != 300 || got[s1.Hosts[1]] != 100 {
+		t.Fatalf("weights 3:1 gave %d:%d when picks alternate with another set", got[s1.Hosts[0]], got[s1.Hosts[1]])
+	}
+}
