@@ -662,3 +662,44 @@ func TestXDSStaticListenerRDSAndDNSCluster(t *testing.T) {
 		t.Fatal("the cluster update was not applied")
 	}
 }
+
+// TestXDSClusterRemovedInFlight: a request in flight to a cluster that
+// CDS removes finishes; new requests get 503.
+func TestXDSClusterRemovedInFlight(t *testing.T) {
+	cp := startControlPlane(t, "")
+	release := make(chan struct{})
+	slow := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		fmt.Fprint(w, "finished")
+	}, false)
+	laddr := "127.0.0.1:" + freePort(t)
+	lis := xdsListener(t, "ingress", laddr, "r1", "")
+	cp.set("1", map[resource.Type][]types.Resource{
+		resource.ListenerType: {lis}, resource.RouteType: {xdsRoute(t, "r1", "c1", "")},
+		resource.ClusterType: {xdsCluster(t, "c1")}, resource.EndpointType: {xdsEndpoints(t, "c1", slow)},
+	})
+	p := startProxy(t, xdsBootstrap(cp.addr, true))
+	url := "http://" + laddr + "/"
+	testutil.Eventually(t, 10*time.Second, "the listener", func() bool { return p.srv.ListenerAddr("ingress") != nil })
+	type result struct {
+		code int
+		body string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, b := body(&http.Client{Timeout: 5 * time.Second}, url)
+		done <- result{code, b}
+	}()
+	testutil.Eventually(t, 2*time.Second, "the request upstream", func() bool { return p.stat("cluster.c1.upstream_rq_active") == 1 })
+	cp.set("2", map[resource.Type][]types.Resource{
+		resource.ListenerType: {lis}, resource.RouteType: {xdsRoute(t, "r1", "c1", "")},
+	})
+	testutil.Eventually(t, 2*time.Second, "503 for new requests", func() bool {
+		code, _ := body(http.DefaultClient, url)
+		return code == 503
+	})
+	close(release)
+	if r := <-done; r.code != 200 || r.body != "finished" {
+		t.Fatalf("the in-flight request: %d %q", r.code, r.body)
+	}
+}

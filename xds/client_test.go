@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +19,9 @@ import (
 	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/straitproxy/strait/stats"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // handlerFunc adapts a function to Handler.
@@ -171,5 +175,95 @@ func TestBackoffBounds(t *testing.T) {
 		if d < want/2 || d > want {
 			t.Fatalf("attempt %d: %v outside [%v, %v]", attempt, d, want/2, want)
 		}
+	}
+}
+
+// rawADS is a hand-written ADS server that sends fixed responses, for
+// what a snapshot cache cannot send (duplicates, heartbeats).
+type rawADS struct {
+	discoverygrpc.UnimplementedAggregatedDiscoveryServiceServer
+	responses []*discoverygrpc.DiscoveryResponse
+	reqs      chan *discoverygrpc.DiscoveryRequest
+}
+
+func (r *rawADS) StreamAggregatedResources(st grpc.BidiStreamingServer[discoverygrpc.DiscoveryRequest, discoverygrpc.DiscoveryResponse]) error {
+	if _, err := st.Recv(); err != nil {
+		return err
+	}
+	for _, resp := range r.responses {
+		if err := st.Send(resp); err != nil {
+			return err
+		}
+		req, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		r.reqs <- req
+	}
+	<-st.Context().Done()
+	return nil
+}
+
+func anyOf(t *testing.T, m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// TestDuplicateNamesAndHeartbeats: a response naming a resource twice is
+// NACKed and nothing is applied; a TTL heartbeat (a Resource wrapper
+// without a body) keeps the resource as it is.
+func TestDuplicateNamesAndHeartbeats(t *testing.T) {
+	r1 := anyOf(t, &routev3.RouteConfiguration{Name: "r1"})
+	hb := anyOf(t, &discoverygrpc.Resource{Name: "r1", Ttl: durationpb.New(time.Minute)})
+	srv := &rawADS{reqs: make(chan *discoverygrpc.DiscoveryRequest, 4), responses: []*discoverygrpc.DiscoveryResponse{
+		{VersionInfo: "1", TypeUrl: RouteType, Nonce: "a", Resources: []*anypb.Any{r1, r1}},
+		{VersionInfo: "2", TypeUrl: RouteType, Nonce: "b", Resources: []*anypb.Any{r1}},
+		{VersionInfo: "3", TypeUrl: RouteType, Nonce: "c", Resources: []*anypb.Any{hb}},
+	}}
+	gs := grpc.NewServer()
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, srv)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(ln)
+	defer gs.Stop()
+	var applied []int
+	var mu sync.Mutex
+	c := newClient(t, &fakeServer{addr: ln.Addr().String()}, false, handlerFunc(func(_ string, set map[string]*Resource) error {
+		mu.Lock()
+		applied = append(applied, len(set))
+		mu.Unlock()
+		return nil
+	}))
+	c.Watch(RouteType, false, []string{"r1"})
+	next := func() *discoverygrpc.DiscoveryRequest {
+		select {
+		case r := <-srv.reqs:
+			return r
+		case <-time.After(5 * time.Second):
+			t.Fatal("no request")
+			return nil
+		}
+	}
+	if r := next(); r.GetErrorDetail() == nil || !strings.Contains(r.GetErrorDetail().GetMessage(), `duplicate resource name "r1"`) {
+		t.Fatalf("duplicates: %v", r)
+	}
+	if r := next(); r.GetErrorDetail() != nil || r.GetVersionInfo() != "2" {
+		t.Fatalf("good version: %v", r)
+	}
+	if r := next(); r.GetErrorDetail() != nil || r.GetVersionInfo() != "3" {
+		t.Fatalf("heartbeat: %v", r)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(applied) != 2 || applied[0] != 1 || applied[1] != 1 {
+		t.Fatalf("applied sets %v, want [1 1] (nothing for the duplicates, r1 kept by the heartbeat)", applied)
+	}
+	if got := c.Known(RouteType)["r1"]; got == nil || got.Message == nil {
+		t.Fatal("the heartbeat lost r1")
 	}
 }
