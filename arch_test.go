@@ -13,7 +13,7 @@ const module = "github.com/straitproxy/strait/"
 func layer(pkg string) int {
 	p := strings.TrimPrefix(pkg, module)
 	switch {
-	case p == "test" || strings.HasPrefix(p, "test/") || strings.HasPrefix(p, "bench"):
+	case p == "test" || strings.HasPrefix(p, "test/") || strings.HasPrefix(p, "bench") || strings.HasPrefix(p, "examples/"):
 		return -1
 	case p == "config" || strings.HasPrefix(p, "internal/"):
 		return 0
