@@ -134,14 +134,14 @@ func main() {
 		}
 	}
 	big := bigCLA("c1", a, *endpoints)
-	stop := make(chan struct{})
-	reqLat := make(chan []time.Duration)
-	go func() {
+	// The same request loop runs before the update (the baseline) and
+	// across it.
+	load := func(stop chan struct{}, out chan []time.Duration) {
 		var l []time.Duration
 		for i := 0; i < 100000; i++ {
 			select {
 			case <-stop:
-				reqLat <- l
+				out <- l
 				return
 			default:
 			}
@@ -152,8 +152,17 @@ func main() {
 			l = append(l, time.Since(t))
 			time.Sleep(2 * time.Millisecond)
 		}
-		reqLat <- l
-	}()
+		out <- l
+	}
+	stop := make(chan struct{})
+	reqLat := make(chan []time.Duration)
+	go load(stop, reqLat)
+	time.Sleep(400 * time.Millisecond)
+	close(stop)
+	base := <-reqLat
+	sort.Slice(base, func(i, j int) bool { return base[i] < base[j] })
+	stop = make(chan struct{})
+	go load(stop, reqLat)
 	time.Sleep(200 * time.Millisecond)
 	start := time.Now()
 	set("c1", []*endpointv3.ClusterLoadAssignment{big, cla("c2", b)})
@@ -169,8 +178,9 @@ func main() {
 	close(stop)
 	l := <-reqLat
 	sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
-	fmt.Printf("EDS update of %d endpoints: applied (membership_total seen) in %v; %d requests meanwhile, p50 %v p99 %v max %v, none failed\n",
-		*endpoints+1, applied.Round(time.Millisecond), len(l), l[len(l)/2].Round(10*time.Microsecond), l[len(l)*99/100].Round(10*time.Microsecond), l[len(l)-1].Round(10*time.Microsecond))
+	fmt.Printf("EDS update of %d endpoints: applied (membership_total seen) in %v; %d requests across it, p50 %v p99 %v max %v, none failed; baseline without an update (%d requests): p50 %v p99 %v max %v\n",
+		*endpoints+1, applied.Round(time.Millisecond), len(l), l[len(l)/2].Round(10*time.Microsecond), l[len(l)*99/100].Round(10*time.Microsecond), l[len(l)-1].Round(10*time.Microsecond),
+		len(base), base[len(base)/2].Round(10*time.Microsecond), base[len(base)*99/100].Round(10*time.Microsecond), base[len(base)-1].Round(10*time.Microsecond))
 }
 
 func mode(delta bool) string {
