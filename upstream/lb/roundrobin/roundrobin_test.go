@@ -70,3 +70,40 @@ func TestWeightedStatePerSet(t *testing.T) {
 		t.Fatalf("weights 3:1 gave %d:%d when picks alternate with another set", got[s1.Hosts[0]], got[s1.Hosts[1]])
 	}
 }
+
+// TestLargeWeightedSet: a set too large for smooth weighted round robin
+// (EDF) still follows the weights.
+func TestLargeWeightedSet(t *testing.T) {
+	w := make([]uint32, 1000)
+	for i := range w {
+		w[i] = 1
+	}
+	w[0] = 999 // half of all weight (1998)
+	hs := upstream.NewTestHostSet(w)
+	b := New()
+	got := map[*upstream.Host]int{}
+	for range 19980 { // ten rounds
+		got[b.Pick(hs, nil)]++
+	}
+	if v := got[hs.Hosts[0]]; v < 9980 || v > 10000 {
+		t.Fatalf("the heavy host got %d of 19980, want 9990", v)
+	}
+	for _, h := range hs.Hosts[1:] {
+		if v := got[h]; v < 9 || v > 11 {
+			t.Fatalf("host %s got %d, want 10", h.Addr, v)
+		}
+	}
+}
+
+func BenchmarkPickWeighted10k(b *testing.B) {
+	w := make([]uint32, 10000)
+	for i := range w {
+		w[i] = uint32(1 + i%7)
+	}
+	hs := upstream.NewTestHostSet(w)
+	lb := New()
+	b.ReportAllocs()
+	for b.Loop() {
+		lb.Pick(hs, nil)
+	}
+}
