@@ -43,7 +43,7 @@ type Conn struct {
 	State any
 
 	raw    syscall.RawConn
-	peekFn func(uintptr) bool
+	peekFn func(uintptr)
 	alive  bool
 
 	// State of ReadWhenReady, whose read function is bound once.
@@ -248,18 +248,19 @@ func (p *Pool) usable(c *Conn) bool {
 		return true
 	}
 	c.alive = false
-	if err := c.raw.Read(c.peekFn); err != nil {
+	// Control, not Read: a deadline left by the last stream must not
+	// fail the probe.
+	if err := c.raw.Control(c.peekFn); err != nil {
 		return false
 	}
 	return c.alive
 }
 
 // peek is Conn's non-blocking MSG_PEEK probe, bound once per connection.
-func (c *Conn) peek(fd uintptr) bool {
+func (c *Conn) peek(fd uintptr) {
 	var b [1]byte
 	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 	c.alive = errno == unix.EAGAIN
-	return true
 }
 
 // Close closes the idle connections and refuses new idle ones; connections

@@ -102,6 +102,29 @@ func TestPoolReusesAndDetectsDeadConnections(t *testing.T) {
 	p.Release(c3, false)
 }
 
+// TestPoolProbeIgnoresStaleDeadline: a stream leaves its deadline on the
+// connection (clearing it costs a timer update per request); the probe of
+// an idle connection must not mistake the expired deadline for a dead
+// peer.
+func TestPoolProbeIgnoresStaleDeadline(t *testing.T) {
+	s := newSink(t)
+	c := testCluster(t, s.ln.Addr().String(), "")
+	p := c.Hosts().Hosts[0].Pool()
+	c1, err := p.Acquire(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-s.conns
+	c1.Conn.SetDeadline(time.Now().Add(time.Millisecond))
+	p.Release(c1, true)
+	time.Sleep(peekAfterIdle + 20*time.Millisecond)
+	c2, err := p.Acquire(context.Background(), 0)
+	if err != nil || c2 != c1 {
+		t.Fatalf("a live idle connection with an expired deadline was not reused (err %v)", err)
+	}
+	p.Release(c2, false)
+}
+
 func TestPoolPendingAndOverflow(t *testing.T) {
 	s := newSink(t)
 	c := testCluster(t, s.ln.Addr().String(), `"circuit_breakers":{"thresholds":[{"max_connections":1,"max_pending_requests":1}]},`)

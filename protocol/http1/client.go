@@ -43,7 +43,7 @@ type clientStream struct {
 	upgraded   bool
 	failed     bool
 	hasTrailer bool
-	deadline   bool
+	deadline   time.Time // as last set on the socket
 }
 
 var _ protocol.ClientStream = (*clientStream)(nil)
@@ -65,13 +65,15 @@ func (cs *clientStream) reset() {
 	cs.rstart, cs.rend = 0, 0
 }
 
-// SetDeadline bounds reads and writes; it touches the socket only when the
-// deadline changes from or to none.
+// SetDeadline bounds reads and writes; it touches the socket (a runtime
+// timer update) only when the deadline changes. The deadline outlives the
+// stream: the next stream on the connection sets its own before it reads
+// or writes, and the pool's liveness probe ignores deadlines.
 func (cs *clientStream) SetDeadline(t time.Time) {
-	if t.IsZero() && !cs.deadline {
+	if t.Equal(cs.deadline) {
 		return
 	}
-	cs.deadline = !t.IsZero()
+	cs.deadline = t
 	cs.conn.SetDeadline(t)
 }
 
@@ -326,6 +328,5 @@ func (cs *clientStream) Close() bool {
 		cs.rbp = nil
 	}
 	cs.rstart, cs.rend = 0, 0
-	cs.SetDeadline(time.Time{})
 	return reusable
 }
