@@ -253,19 +253,28 @@ func (d *dynamic) Apply(url string, set map[string]*xds.Resource) error {
 	if d.stopped {
 		return errors.New("shutting down")
 	}
+	var err error
 	switch url {
 	case xds.ClusterType:
-		return d.applyClusters(set)
+		if err = d.applyClusters(set); err != nil && !d.cdsDone {
+			// As Envoy: a refused first response does not hold start-up
+			// back (the static config serves; a good version follows).
+			d.finishCDS()
+		}
 	case xds.EndpointType:
-		return d.applyEndpoints(set)
+		err = d.applyEndpoints(set)
 	case xds.ListenerType:
-		return d.applyListeners(set)
+		if err = d.applyListeners(set); err != nil {
+			d.initDone()
+		}
 	case xds.RouteType:
-		return d.applyRoutes(set)
+		err = d.applyRoutes(set)
 	case xds.SecretType:
-		return d.applySecrets(set)
+		err = d.applySecrets(set)
+	default:
+		err = fmt.Errorf("unsupported type %s", url)
 	}
-	return fmt.Errorf("unsupported type %s", url)
+	return err
 }
 
 // ---- clusters ----
@@ -483,7 +492,8 @@ func (d *dynamic) applyEndpoints(set map[string]*xds.Resource) error {
 	}
 	warmed := false
 	for _, name := range sortedKeys(d.warmingC) {
-		if dc := d.warmingC[name]; dc.c.HasEndpoints() {
+		// (A DNS cluster is put in service by its first lookup only.)
+		if dc := d.warmingC[name]; !dc.c.Resolves() && dc.c.HasEndpoints() {
 			d.activateCluster(dc)
 			warmed = true
 		}
@@ -692,6 +702,7 @@ func (d *dynamic) activateListener(dl *dynListener) {
 			}
 			delete(d.listeners, name)
 			d.routesChanged()
+			d.checkInit()
 			return
 		}
 	}
@@ -701,6 +712,7 @@ func (d *dynamic) activateListener(dl *dynListener) {
 	d.listeners[name] = dl
 	d.s.log.Info("listening", "listener", name, "address", dl.l.Addr().String(), "version", dl.res.Version)
 	d.routesChanged()
+	d.checkInit()
 }
 
 // retire drains a listener that left; it is closed when its connections

@@ -99,6 +99,9 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 		}
 	}
 	if err := s.buildListeners(); err != nil {
+		if s.dyn != nil {
+			s.dyn.stop()
+		}
 		cm.Stop()
 		return nil, err
 	}

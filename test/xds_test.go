@@ -264,8 +264,13 @@ func testXDS(t *testing.T, delta bool) {
 	p := startProxy(t, xdsBootstrap(cp.addr, delta))
 	url := "http://" + laddr + "/"
 
-	// Pushed: traffic flows.
+	// Pushed: traffic flows, and the server is ready (its first
+	// listener warmed on RDS), long before the 15 s fetch timeouts.
 	waitBody(t, url, "a", 10*time.Second)
+	testutil.Eventually(t, time.Second, "/ready LIVE", func() bool {
+		code, _ := get(t, p.admin()+"/ready")
+		return code == 200
+	})
 	if v := p.stat("control_plane.connected_state"); v != 1 {
 		t.Fatalf("connected_state %d", v)
 	}

@@ -463,7 +463,11 @@ func (s *sotwSession) recv() error {
 		c.log.Warn("xDS response for a type never requested", "type", resp.GetTypeUrl())
 		return nil
 	}
-	ts.nonce = resp.GetNonce()
+	// A response supersedes a refusal not yet sent. Its nonce is taken
+	// when it is answered (finish): a request sent while it is applied
+	// still names the previous one, so it cannot read as its ACK or NACK.
+	ts.gen++
+	ts.nack = ""
 	prev := make(map[string]*Resource, len(ts.set))
 	for k, v := range ts.set {
 		prev[k] = v
@@ -510,7 +514,7 @@ func (s *sotwSession) recv() error {
 	if reason == "" {
 		reason = c.apply(ts, set, resp.GetVersionInfo())
 	}
-	c.finish(ts, set, resp.GetVersionInfo(), reason)
+	c.finish(ts, resp.GetNonce(), set, resp.GetVersionInfo(), reason)
 	return nil
 }
 
@@ -519,10 +523,11 @@ func (s *sotwSession) recv() error {
 // does, at once, in state of the world) would make a hot loop of builds
 // and NACKs: the same refusal again waits, 100 ms doubling to 30 s,
 // before its NACK is sent. A response that comes meanwhile supersedes it.
-func (c *Client) finish(ts *typeState, set map[string]*Resource, version, reason string) {
+func (c *Client) finish(ts *typeState, nonce string, set map[string]*Resource, version, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ts.gen++
+	ts.nonce = nonce
 	if reason == "" {
 		if !ts.wildcard {
 			// Names unwatched while the handler ran are gone.
@@ -621,7 +626,11 @@ func (s *deltaSession) recv() error {
 		c.log.Warn("xDS response for a type never requested", "type", resp.GetTypeUrl())
 		return nil
 	}
-	ts.nonce = resp.GetNonce()
+	// A response supersedes a refusal not yet sent. Its nonce is taken
+	// when it is answered (finish): a request sent while it is applied
+	// still names the previous one, so it cannot read as its ACK or NACK.
+	ts.gen++
+	ts.nack = ""
 	set := map[string]*Resource{}
 	for k, v := range ts.set {
 		set[k] = v
@@ -664,6 +673,6 @@ func (s *deltaSession) recv() error {
 	if reason == "" {
 		reason = c.apply(ts, set, resp.GetSystemVersionInfo())
 	}
-	c.finish(ts, set, resp.GetSystemVersionInfo(), reason)
+	c.finish(ts, resp.GetNonce(), set, resp.GetSystemVersionInfo(), reason)
 	return nil
 }
