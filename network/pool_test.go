@@ -89,3 +89,33 @@ func BenchmarkPoolGo(b *testing.B) {
 		wg.Wait()
 	}
 }
+
+// TestPoolIdleWorkersRetire: workers parked for idleFor exit (the janitor
+// retires them), and the pool starts new ones for later work.
+func TestPoolIdleWorkersRetire(t *testing.T) {
+	p := NewPool(4)
+	p.idleFor = 5 * time.Millisecond
+	defer p.Close()
+	release := make(chan struct{})
+	var started sync.WaitGroup
+	started.Add(4)
+	for range 4 {
+		p.Go(func() { started.Done(); <-release })
+	}
+	started.Wait()
+	close(release)
+	deadline := time.Now().Add(2 * time.Second)
+	for p.Workers() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle workers never retired", p.Workers())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	done := make(chan struct{})
+	p.Go(func() { close(done) })
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("no worker for a task after the others retired")
+	}
+}
