@@ -61,6 +61,9 @@ type dynamic struct {
 	secrets   map[string]*xds.Resource
 	retiring  map[*listener.Listener]bool
 	retiredC  []*upstream.Cluster
+	// failed are the resources the last refused update of each type
+	// could not build, for the config dump's error_state.
+	failed map[string]map[string]*adminv3.UpdateFailureState
 
 	ldsCreateFail *stats.Counter
 	stopped       bool
@@ -99,7 +102,8 @@ func newDynamic(s *Server, dr *bootstrapv3.Bootstrap_DynamicResources) (*dynamic
 		cdsTimeout: fetchTimeout(dr.GetCdsConfig()), ldsTimeout: fetchTimeout(dr.GetLdsConfig()),
 		clusters: map[string]*dynCluster{}, warmingC: map[string]*dynCluster{}, cla: map[string]*xds.Resource{},
 		claGone: map[string]bool{}, listeners: map[string]*dynListener{}, warmingL: map[string]*dynListener{},
-		routes: map[string]*routeEntry{}, secrets: map[string]*xds.Resource{}, retiring: map[*listener.Listener]bool{}}
+		routes: map[string]*routeEntry{}, secrets: map[string]*xds.Resource{}, retiring: map[*listener.Listener]bool{},
+		failed: map[string]map[string]*adminv3.UpdateFailureState{}}
 	d.ldsCreateFail = s.store.Root().Scope("listener_manager", "", "").Counter("listener_create_failure")
 	ads := dr.GetAdsConfig()
 	name := ads.GetGrpcServices()[0].GetEnvoyGrpc().GetClusterName()
@@ -253,6 +257,7 @@ func (d *dynamic) Apply(url string, set map[string]*xds.Resource) error {
 	if d.stopped {
 		return errors.New("shutting down")
 	}
+	clear(d.failed[url]) // error_state shows the last attempt's failures
 	var err error
 	switch url {
 	case xds.ClusterType:
@@ -277,6 +282,19 @@ func (d *dynamic) Apply(url string, set map[string]*xds.Resource) error {
 	return err
 }
 
+// reject records why a resource could not be built (mu held) and returns
+// the error.
+func (d *dynamic) reject(url string, r *xds.Resource, err error) error {
+	m := d.failed[url]
+	if m == nil {
+		m = map[string]*adminv3.UpdateFailureState{}
+		d.failed[url] = m
+	}
+	m[r.Name] = &adminv3.UpdateFailureState{FailedConfiguration: r.Any, LastUpdateAttempt: timestamppb.Now(),
+		Details: err.Error(), VersionInfo: r.Version}
+	return err
+}
+
 // ---- clusters ----
 
 func (d *dynamic) current(name string) *dynCluster {
@@ -292,7 +310,7 @@ func (d *dynamic) applyClusters(set map[string]*xds.Resource) error {
 	for _, name := range sortedKeys(set) {
 		r := set[name]
 		if _, ok := d.s.static[name]; ok {
-			errs = append(errs, fmt.Errorf("cluster %q: a static cluster has this name", name))
+			errs = append(errs, d.reject(xds.ClusterType, r, fmt.Errorf("cluster %q: a static cluster has this name", name)))
 			continue
 		}
 		if cur := d.current(name); cur != nil && proto.Equal(cur.res.Message, r.Message) {
@@ -300,14 +318,14 @@ func (d *dynamic) applyClusters(set map[string]*xds.Resource) error {
 		}
 		c, err := upstream.BuildCluster(r.Message.(*clusterv3.Cluster), d.s.store.Root(), d.s.log)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("cluster %q: %w", name, err))
+			errs = append(errs, d.reject(xds.ClusterType, r, fmt.Errorf("cluster %q: %w", name, err)))
 			continue
 		}
 		if c.EDSName != "" {
 			if cla := d.cla[c.EDSName]; cla != nil {
 				a, err := c.PrepareAssignment(cla.Message.(*endpointv3.ClusterLoadAssignment))
 				if err != nil {
-					errs = append(errs, fmt.Errorf("cluster %q: its endpoints %q: %w", name, c.EDSName, err))
+					errs = append(errs, d.reject(xds.ClusterType, r, fmt.Errorf("cluster %q: its endpoints %q: %w", name, c.EDSName, err)))
 					c.Stop()
 					continue
 				}
@@ -544,7 +562,7 @@ func (d *dynamic) applyListeners(set map[string]*xds.Resource) error {
 		r := set[name]
 		cfg := r.Message.(*listenerv3.Listener)
 		if d.s.staticNames[name] {
-			errs = append(errs, fmt.Errorf("listener %q: a static listener has this name", name))
+			errs = append(errs, d.reject(xds.ListenerType, r, fmt.Errorf("listener %q: a static listener has this name", name)))
 			continue
 		}
 		if cur := d.currentListener(name); cur != nil && proto.Equal(cur.res.Message, cfg) {
@@ -553,19 +571,19 @@ func (d *dynamic) applyListeners(set map[string]*xds.Resource) error {
 		rec := &routeRecorder{d: d}
 		l, err := listener.Build(cfg, d.s.listenerOptions(rec))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("listener %q: %w", name, err))
+			errs = append(errs, d.reject(xds.ListenerType, r, fmt.Errorf("listener %q: %w", name, err)))
 			continue
 		}
 		dl := &dynListener{res: r, l: l, subs: rec.subs}
 		a := l.ConfiguredAddress()
 		if _, port, _ := net.SplitHostPort(a); port != "0" {
 			if other, dup := addrs[a]; dup && other != name {
-				errs = append(errs, fmt.Errorf("listener %q: address %s is used by listener %q", name, a, other))
+				errs = append(errs, d.reject(xds.ListenerType, r, fmt.Errorf("listener %q: address %s is used by listener %q", name, a, other)))
 				continue
 			}
 			addrs[a] = name
 			if err := d.bindFree(name, a, l, set); err != nil {
-				errs = append(errs, fmt.Errorf("listener %q: %w", name, err))
+				errs = append(errs, d.reject(xds.ListenerType, r, fmt.Errorf("listener %q: %w", name, err)))
 				continue
 			}
 		}
@@ -772,13 +790,13 @@ func (d *dynamic) applyRoutes(set map[string]*xds.Resource) error {
 		}
 		rc := r.Message.(*routev3.RouteConfiguration)
 		if errs2 := config.ValidationErrors(rc.ValidateAll()); len(errs2) > 0 {
-			errs = append(errs, fmt.Errorf("route configuration %q: %w", name, config.Join(errs2)))
+			errs = append(errs, d.reject(xds.RouteType, r, fmt.Errorf("route configuration %q: %w", name, config.Join(errs2))))
 			continue
 		}
 		for sub := range e.subs {
 			commit, err := sub.update(rc)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("route configuration %q: %w", name, err))
+				errs = append(errs, d.reject(xds.RouteType, r, fmt.Errorf("route configuration %q: %w", name, err)))
 				break
 			}
 			commits = append(commits, commit)
@@ -917,7 +935,16 @@ func (d *dynamic) dump(cs *adminv3.ClustersConfigDump, ls *adminv3.ListenersConf
 		return &adminv3.ClustersConfigDump_DynamicCluster{VersionInfo: r.Version, Cluster: r.Any, LastUpdated: timestamppb.New(r.Updated)}
 	}
 	for _, name := range sortedKeys(d.clusters) {
-		cs.DynamicActiveClusters = append(cs.DynamicActiveClusters, dc(d.clusters[name].res))
+		e := dc(d.clusters[name].res)
+		e.ErrorState = d.failed[xds.ClusterType][name]
+		cs.DynamicActiveClusters = append(cs.DynamicActiveClusters, e)
+	}
+	for _, name := range sortedKeys(d.failed[xds.ClusterType]) {
+		if d.clusters[name] == nil {
+			// A cluster never accepted: its entry carries only the error.
+			cs.DynamicActiveClusters = append(cs.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{
+				ErrorState: d.failed[xds.ClusterType][name]})
+		}
 	}
 	for _, name := range sortedKeys(d.warmingC) {
 		cs.DynamicWarmingClusters = append(cs.DynamicWarmingClusters, dc(d.warmingC[name].res))
@@ -932,8 +959,11 @@ func (d *dynamic) dump(cs *adminv3.ClustersConfigDump, ls *adminv3.ListenersConf
 	for n := range d.warmingL {
 		names[n] = true
 	}
+	for n := range d.failed[xds.ListenerType] {
+		names[n] = true
+	}
 	for _, name := range sortedKeys(names) {
-		dl := &adminv3.ListenersConfigDump_DynamicListener{Name: name}
+		dl := &adminv3.ListenersConfigDump_DynamicListener{Name: name, ErrorState: d.failed[xds.ListenerType][name]}
 		if a := d.listeners[name]; a != nil {
 			dl.ActiveState = state(a.res)
 		}
@@ -944,9 +974,12 @@ func (d *dynamic) dump(cs *adminv3.ClustersConfigDump, ls *adminv3.ListenersConf
 	}
 	rs := &adminv3.RoutesConfigDump{}
 	for _, name := range sortedKeys(d.routes) {
+		fail := d.failed[xds.RouteType][name]
 		if r := d.routes[name].res; r != nil {
 			rs.DynamicRouteConfigs = append(rs.DynamicRouteConfigs, &adminv3.RoutesConfigDump_DynamicRouteConfig{
-				VersionInfo: r.Version, RouteConfig: r.Any, LastUpdated: timestamppb.New(r.Updated)})
+				VersionInfo: r.Version, RouteConfig: r.Any, LastUpdated: timestamppb.New(r.Updated), ErrorState: fail})
+		} else if fail != nil {
+			rs.DynamicRouteConfigs = append(rs.DynamicRouteConfigs, &adminv3.RoutesConfigDump_DynamicRouteConfig{ErrorState: fail})
 		}
 	}
 	es := &adminv3.EndpointsConfigDump{}

@@ -360,6 +360,7 @@ func testXDS(t *testing.T, delta bool) {
 	if p.stat("xds.rds.update_rejected") == 0 {
 		t.Fatal("xds.rds.update_rejected not counted")
 	}
+	checkDump(t, p, []string{`"errorState"`, `missing closing )`})
 
 	// A listener on an address in use: NACKed, and the good listener
 	// keeps serving.
@@ -386,6 +387,10 @@ func testXDS(t *testing.T, delta bool) {
 	// A later good version is ACKed and applied.
 	snap("8", xdsRoute(t, "r1", "c1", ""), good5(), eps5())
 	waitBody(t, url, "a", 2*time.Second)
+	testutil.Eventually(t, 2*time.Second, "error_state cleared by the good version", func() bool {
+		_, dump := get(t, p.admin()+"/config_dump")
+		return !strings.Contains(dump, "errorState")
+	})
 
 	// Control plane killed: the last config keeps serving; restarted on
 	// the same address, Strait reconnects and updates resume.
