@@ -45,13 +45,6 @@ type Conn struct {
 	raw    syscall.RawConn
 	peekFn func(uintptr)
 	alive  bool
-
-	// State of ReadWhenReady, whose read function is bound once.
-	readFn  func(uintptr) bool
-	rbuf    []byte
-	rn      int
-	rerr    error
-	rwaited bool
 }
 
 // Host returns the host c is connected to.
