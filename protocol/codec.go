@@ -113,6 +113,17 @@ type HTTP2Options struct {
 	InitialConnectionWindowSize uint32
 	// MaxResetsPerSecond caps the streams a peer may reset per second.
 	MaxResetsPerSecond uint32
+	// Flood bounds, as Envoy's http2_protocol_options name them (0: the
+	// codec's default). MaxOutboundControlFrames: control frames the peer
+	// provoked (PING and SETTINGS acknowledgements) waiting for the
+	// socket. MaxConsecutiveEmptyFrames: DATA frames in a row that carry
+	// nothing. MaxPriorityFramesPerStream: PRIORITY frames per opened
+	// stream. MaxWindowUpdatesPerDataFrame: WINDOW_UPDATE frames per DATA
+	// frame sent.
+	MaxOutboundControlFrames     uint32
+	MaxConsecutiveEmptyFrames    uint32
+	MaxPriorityFramesPerStream   uint32
+	MaxWindowUpdatesPerDataFrame uint32
 }
 
 // ClientStream is one request on an upstream connection, used by one worker.

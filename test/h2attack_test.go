@@ -353,3 +353,81 @@ func TestH2ResetBodyNotPassedAsWhole(t *testing.T) {
 		t.Fatalf("%d requests reached the upstream as complete with a shortened body", n)
 	}
 }
+
+// TestH2WindowUpdateFlood: WINDOW_UPDATE frames that no data of ours
+// calls for are bounded as Envoy bounds them (5 + 2 × (streams +
+// 10 × DATA frames sent)): the flooder gets ENHANCE_YOUR_CALM.
+func TestH2WindowUpdateFlood(t *testing.T) {
+	p, addr := attackProxy(t)
+	r := dialH2(t, addr)
+	go func() {
+		for range 100000 {
+			if r.fr.WriteWindowUpdate(0, 1) != nil {
+				return
+			}
+		}
+	}()
+	code, ok := r.waitGoAway(10 * time.Second)
+	if !ok || code != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("WINDOW_UPDATE flood: GOAWAY %v (seen %v)", code, ok)
+	}
+	stillServes(t, p.url("ingress"))
+}
+
+// TestH2PriorityFlood (CVE-2019-9513): PRIORITY frames are bounded per
+// opened stream (100 by default, max_inbound_priority_frames_per_stream).
+func TestH2PriorityFlood(t *testing.T) {
+	p, addr := attackProxy(t)
+	r := dialH2(t, addr)
+	go func() {
+		for i := range 100000 {
+			if r.fr.WritePriority(uint32(2*i+1), http2.PriorityParam{StreamDep: 0, Weight: 15}) != nil {
+				return
+			}
+		}
+	}()
+	code, ok := r.waitGoAway(10 * time.Second)
+	if !ok || code != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("PRIORITY flood: GOAWAY %v (seen %v)", code, ok)
+	}
+	stillServes(t, p.url("ingress"))
+}
+
+// TestH2FloodLimitsConfigurable: http2_protocol_options' flood bounds
+// apply: with max_inbound_priority_frames_per_stream 2, a third PRIORITY
+// frame before any stream is too many, while the default allows it.
+func TestH2FloodLimitsConfigurable(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	strict := startProxy(t, httpBootstrap(up.Addr, routeCfg{hcmOpts: `          http2_protocol_options: { max_inbound_priority_frames_per_stream: 2, max_outbound_control_frames: 10 }`}, ""))
+	lenient := startProxy(t, httpBootstrap(up.Addr, routeCfg{}, ""))
+	for _, tc := range []struct {
+		p    *proxy
+		goes bool
+	}{{strict, true}, {lenient, false}} {
+		r := dialH2(t, tc.p.addr("ingress"))
+		for i := range 3 {
+			r.fr.WritePriority(uint32(2*i+1), http2.PriorityParam{Weight: 15})
+		}
+		r.fr.WritePing(false, [8]byte{1})
+		// The PING's answer comes after any GOAWAY the PRIORITY frames
+		// caused.
+		r.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var goaway bool
+		for {
+			f, err := r.fr.ReadFrame()
+			if err != nil {
+				break
+			}
+			if ga, ok := f.(*http2.GoAwayFrame); ok && ga.ErrCode == http2.ErrCodeEnhanceYourCalm {
+				goaway = true
+				break
+			}
+			if pf, ok := f.(*http2.PingFrame); ok && pf.IsAck() {
+				break
+			}
+		}
+		if goaway != tc.goes {
+			t.Fatalf("3 PRIORITY frames with limit 2 (strict=%v): GOAWAY %v", tc.p == strict, goaway)
+		}
+	}
+}

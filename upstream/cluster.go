@@ -298,6 +298,18 @@ func ApplyHTTP2Options(h *protocol.HTTP2Options, o *corev3.Http2ProtocolOptions)
 	if v := o.GetInitialConnectionWindowSize(); v != nil {
 		h.InitialConnectionWindowSize = v.GetValue()
 	}
+	if v := o.GetMaxOutboundControlFrames(); v != nil {
+		h.MaxOutboundControlFrames = v.GetValue()
+	}
+	if v := o.GetMaxConsecutiveInboundFramesWithEmptyPayload(); v != nil {
+		h.MaxConsecutiveEmptyFrames = max(v.GetValue(), 1)
+	}
+	if v := o.GetMaxInboundPriorityFramesPerStream(); v != nil {
+		h.MaxPriorityFramesPerStream = max(v.GetValue(), 1)
+	}
+	if v := o.GetMaxInboundWindowUpdateFramesPerDataFrameSent(); v != nil {
+		h.MaxWindowUpdatesPerDataFrame = v.GetValue()
+	}
 }
 
 // mux applies an upstream http2_protocol_options.

@@ -293,7 +293,7 @@ func (cc *clientConn) frame() error {
 	case *http2.PingFrame:
 		if f.IsAck() {
 			cc.pingSent = false
-		} else if !cc.controlQueuedLocked() {
+		} else if !cc.provokedLocked() {
 			cc.fr.WritePing(true, f.Data)
 		}
 	case *http2.GoAwayFrame:

@@ -72,6 +72,11 @@ type core struct {
 	spare    []byte
 	flushing bool
 	werr     error
+	// provoked counts the frames the peer provoked since the last flush
+	// took the queue; maxControl bounds them (0: only the byte bound).
+	provoked, maxControl int
+	// dataFrames counts the DATA frames sent (for the WINDOW_UPDATE bound).
+	dataFrames uint64
 
 	fr   *http2.Framer
 	rd   sliceReader
@@ -120,6 +125,7 @@ func (c *core) flushLocked() error {
 		c.flushing = true
 		buf := c.ob.b
 		c.ob.b, c.spare = c.spare[:0], nil
+		c.provoked = 0
 		c.mu.Unlock()
 		_, err := c.sock.Write(buf)
 		c.mu.Lock()
@@ -158,10 +164,13 @@ func (c *core) waitQueueLocked() {
 	}
 }
 
-// controlQueuedLocked reports a control-frame flood: the queue of frames
-// the peer provoked outgrew its bound because the peer does not read.
-func (c *core) controlQueuedLocked() bool {
-	return len(c.ob.b) > maxQueuedControl
+// provokedLocked counts a frame the peer provoked and reports a flood:
+// more such frames are waiting for the socket than maxControl (since the
+// last flush took the queue), or the queue outgrew its bound, because the
+// peer does not read.
+func (c *core) provokedLocked() bool {
+	c.provoked++
+	return (c.maxControl > 0 && c.provoked > c.maxControl) || len(c.ob.b) > maxQueuedControl
 }
 
 // encodeHeaders HPACK-encodes h into c.hbuf, skipping the fields HTTP/2
@@ -396,6 +405,7 @@ func (c *core) sendData(id uint32, fl *flow, p []byte, end bool, idle time.Durat
 			n := min(int64(len(p)), max(avail, 0))
 			last := end && n == int64(len(p))
 			c.fr.WriteData(id, last, p[:n])
+			c.dataFrames++
 			fl.sendWindow -= n
 			c.sendWindow -= n
 			p = p[n:]

@@ -30,10 +30,20 @@ const (
 	// last frames to be written.
 	drainCloseWait = 5 * time.Second
 	recentClosed   = 64
-	// maxEmptyFrames bounds consecutive DATA frames with no payload and no
-	// END_STREAM (Envoy's max_consecutive_inbound_frames_with_empty_payload
-	// defaults to 1; we allow a little slack).
-	maxEmptyFrames = 16
+	// DefaultMaxEmptyFrames bounds consecutive DATA frames with no payload
+	// and no END_STREAM (Envoy's
+	// max_consecutive_inbound_frames_with_empty_payload defaults to 1; we
+	// allow a little slack).
+	DefaultMaxEmptyFrames = 16
+	// DefaultMaxControlFrames bounds the PING and SETTINGS acknowledgements
+	// queued for a peer that does not read (Envoy's
+	// max_outbound_control_frames).
+	DefaultMaxControlFrames = 1000
+	// DefaultMaxPriorityPerStream and DefaultMaxWindowUpdatesPerData are
+	// Envoy's max_inbound_priority_frames_per_stream and
+	// max_inbound_window_update_frames_per_data_frame_sent.
+	DefaultMaxPriorityPerStream    = 100
+	DefaultMaxWindowUpdatesPerData = 10
 )
 
 var clientPreface = []byte(http2.ClientPreface)
@@ -58,6 +68,10 @@ type serverConn struct {
 	resets      int
 	resetsSince time.Time
 	emptyFrames int // consecutive empty DATA frames without END_STREAM
+	// Flood accounting (Envoy's formulas): streams opened, PRIORITY and
+	// WINDOW_UPDATE frames received.
+	opened, priorities, windowUpdates            uint64
+	maxEmpty, maxPriorityPerStream, maxWUPerData uint64
 
 	// Guarded by mu.
 	streams    map[uint32]*serverStream
@@ -78,6 +92,10 @@ func newServer(c protocol.Conn, opts protocol.ServerOptions, cb protocol.ServerC
 	sc := &serverConn{c: c, opts: opts, cb: cb, streams: map[uint32]*serverStream{}}
 	sc.maxStreams = orDefault(o.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
 	sc.maxResets = int(orDefault(o.MaxResetsPerSecond, DefaultMaxResetsPerSecond))
+	sc.maxEmpty = uint64(orDefault(o.MaxConsecutiveEmptyFrames, DefaultMaxEmptyFrames))
+	sc.maxPriorityPerStream = uint64(orDefault(o.MaxPriorityFramesPerStream, DefaultMaxPriorityPerStream))
+	sc.maxWUPerData = uint64(orDefault(o.MaxWindowUpdatesPerDataFrame, DefaultMaxWindowUpdatesPerData))
+	sc.maxControl = int(orDefault(o.MaxOutboundControlFrames, DefaultMaxControlFrames))
 	if sc.opts.MaxHeaderBytes <= 0 {
 		sc.opts.MaxHeaderBytes = 60 << 10
 	}
@@ -234,7 +252,12 @@ func (sc *serverConn) frame() *serverStream {
 		sc.connError(http2.ErrCodeProtocol, "PUSH_PROMISE from a client")
 	case *http2.PriorityFrame:
 		// Priorities are advisory (RFC 9113 deprecates them), but a stream
-		// may not depend on itself (RFC 9113 §5.3.1).
+		// may not depend on itself (RFC 9113 §5.3.1). Their number is
+		// bounded per opened stream (CVE-2019-9513).
+		if sc.priorities++; sc.priorities > sc.maxPriorityPerStream*(1+sc.opened) {
+			sc.connError(http2.ErrCodeEnhanceYourCalm, "too many PRIORITY frames")
+			return nil
+		}
 		if f.StreamDep == f.StreamID {
 			sc.resetStream(f.StreamID, http2.ErrCodeProtocol)
 		}
@@ -245,7 +268,7 @@ func (sc *serverConn) frame() *serverStream {
 // controlFrame is called before answering a frame the peer provoked: a
 // peer that never reads our answers is flooding.
 func (sc *serverConn) controlFrame() {
-	if sc.controlQueuedLocked() {
+	if sc.provokedLocked() {
 		sc.connError(http2.ErrCodeEnhanceYourCalm, errFlood.Error())
 	}
 }
@@ -381,7 +404,7 @@ func (sc *serverConn) onData(f *http2.DataFrame) {
 	// DATA frames that carry nothing and end nothing cost work and give no
 	// progress (CVE-2019-9518, "empty frames flood").
 	if len(f.Data()) == 0 && !f.StreamEnded() { // padding alone counts as empty
-		if sc.emptyFrames++; sc.emptyFrames > maxEmptyFrames {
+		if sc.emptyFrames++; uint64(sc.emptyFrames) > sc.maxEmpty {
 			sc.connError(http2.ErrCodeEnhanceYourCalm, "too many empty DATA frames")
 			return
 		}
@@ -553,6 +576,7 @@ func (sc *serverConn) endBlock() *serverStream {
 	st.clen = b.clen
 	st.headersOnly = b.endStream
 	sc.streams[b.id] = st
+	sc.opened++
 	if b.tooLarge {
 		sc.localReply(st, 431)
 		return nil
@@ -606,6 +630,13 @@ func (sc *serverConn) onReset(f *http2.RSTStreamFrame) {
 }
 
 func (sc *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) {
+	// A peer sending window updates that no data of ours calls for is
+	// flooding (CVE-2019-9517 class); Envoy's bound, over the connection's
+	// life: 5 + 2 × (streams opened + per-DATA limit × DATA frames sent).
+	if sc.windowUpdates++; sc.windowUpdates > 5+2*(sc.opened+sc.maxWUPerData*sc.dataFrames) {
+		sc.connError(http2.ErrCodeEnhanceYourCalm, "too many WINDOW_UPDATE frames")
+		return
+	}
 	id := f.StreamID
 	if id == 0 {
 		if err := sc.connWindowUpdate(f.Increment); err != nil {

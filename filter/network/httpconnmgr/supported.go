@@ -19,5 +19,7 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.config.core.v3.ConfigSource":                               `ads initial_fetch_timeout resource_api_version`,
 	"envoy.config.core.v3.HttpProtocolOptions":                        `idle_timeout max_headers_count max_requests_per_connection`,
 	"envoy.config.core.v3.Http2ProtocolOptions": `max_concurrent_streams initial_stream_window_size
-		initial_connection_window_size`,
+		initial_connection_window_size max_outbound_control_frames
+		max_consecutive_inbound_frames_with_empty_payload max_inbound_priority_frames_per_stream
+		max_inbound_window_update_frames_per_data_frame_sent`,
 })
