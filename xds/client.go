@@ -385,6 +385,37 @@ func (c *Client) Known(url string) map[string]*Resource {
 	return out
 }
 
+// response is a response being applied, with its type's state as the
+// response found it.
+type response struct {
+	ts       *typeState
+	prev     map[string]*Resource // a copy of the accepted set
+	wildcard bool
+	names    map[string]bool
+}
+
+// begin starts applying a response of type url; nil when the type was
+// never requested. A response supersedes a refusal not yet sent. Its
+// nonce is taken when it is answered (finish): a request sent while it is
+// applied still names the previous one, so it cannot read as its ACK or
+// NACK.
+func (c *Client) begin(url string) *response {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ts := c.types[url]
+	if ts == nil {
+		c.log.Warn("xDS response for a type never requested", "type", url)
+		return nil
+	}
+	ts.gen++
+	ts.nack = ""
+	prev := make(map[string]*Resource, len(ts.set))
+	for k, v := range ts.set {
+		prev[k] = v
+	}
+	return &response{ts: ts, prev: prev, wildcard: ts.wildcard, names: ts.names}
+}
+
 // ---- state of the world ----
 
 type sotwSession struct {
@@ -456,31 +487,17 @@ func (s *sotwSession) recv() error {
 		return err
 	}
 	c := s.c
-	c.mu.Lock()
-	ts := c.types[resp.GetTypeUrl()]
-	if ts == nil {
-		c.mu.Unlock()
-		c.log.Warn("xDS response for a type never requested", "type", resp.GetTypeUrl())
+	r := c.begin(resp.GetTypeUrl())
+	if r == nil {
 		return nil
 	}
-	// A response supersedes a refusal not yet sent. Its nonce is taken
-	// when it is answered (finish): a request sent while it is applied
-	// still names the previous one, so it cannot read as its ACK or NACK.
-	ts.gen++
-	ts.nack = ""
-	prev := make(map[string]*Resource, len(ts.set))
-	for k, v := range ts.set {
-		prev[k] = v
-	}
+	ts, prev, wildcard, names := r.ts, r.prev, r.wildcard, r.names
 	set := map[string]*Resource{}
-	if !ts.wildcard {
+	if !wildcard {
 		for k, v := range prev {
 			set[k] = v
 		}
 	}
-	wildcard := ts.wildcard
-	names := ts.names
-	c.mu.Unlock()
 
 	var reason string
 	seen := map[string]bool{}
@@ -619,25 +636,11 @@ func (s *deltaSession) recv() error {
 		return err
 	}
 	c := s.c
-	c.mu.Lock()
-	ts := c.types[resp.GetTypeUrl()]
-	if ts == nil {
-		c.mu.Unlock()
-		c.log.Warn("xDS response for a type never requested", "type", resp.GetTypeUrl())
+	r := c.begin(resp.GetTypeUrl())
+	if r == nil {
 		return nil
 	}
-	// A response supersedes a refusal not yet sent. Its nonce is taken
-	// when it is answered (finish): a request sent while it is applied
-	// still names the previous one, so it cannot read as its ACK or NACK.
-	ts.gen++
-	ts.nack = ""
-	set := map[string]*Resource{}
-	for k, v := range ts.set {
-		set[k] = v
-	}
-	wildcard := ts.wildcard
-	names := ts.names
-	c.mu.Unlock()
+	ts, set, wildcard, names := r.ts, r.prev, r.wildcard, r.names
 
 	var reason string
 	seen := map[string]bool{}
