@@ -111,6 +111,27 @@ func stillServes(t *testing.T, base string) {
 	}
 }
 
+// floodIsCalmed sends frames with send (its argument counts from 0) until
+// it fails or n are sent, expects GOAWAY ENHANCE_YOUR_CALM, and checks
+// that other clients are still served.
+func floodIsCalmed(t *testing.T, what string, n int, send func(r *h2Raw, i int) error) {
+	t.Helper()
+	p, addr := attackProxy(t)
+	r := dialH2(t, addr)
+	go func() {
+		for i := range n {
+			if send(r, i) != nil {
+				return
+			}
+		}
+	}()
+	code, ok := r.waitGoAway(10 * time.Second)
+	if !ok || code != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("%s: GOAWAY %v (seen %v), want ENHANCE_YOUR_CALM", what, code, ok)
+	}
+	stillServes(t, p.url("ingress"))
+}
+
 func attackProxy(t *testing.T) (*proxy, string) {
 	up := testutil.StartUpstream(t)
 	p := startProxy(t, httpBootstrap(up.Addr, routeCfg{}, ""))
@@ -120,23 +141,13 @@ func attackProxy(t *testing.T) (*proxy, string) {
 // TestH2RapidReset (CVE-2023-44487): a client that opens and resets
 // streams as fast as it can is told ENHANCE_YOUR_CALM and dropped.
 func TestH2RapidReset(t *testing.T) {
-	p, addr := attackProxy(t)
-	r := dialH2(t, addr)
-	go func() {
-		for id := uint32(1); id < 20000; id += 2 {
-			if r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.block("/slow/1000"), EndStream: true, EndHeaders: true}) != nil {
-				return
-			}
-			if r.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
-				return
-			}
+	floodIsCalmed(t, "rapid reset", 10000, func(r *h2Raw, i int) error {
+		id := uint32(2*i + 1)
+		if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.block("/slow/1000"), EndStream: true, EndHeaders: true}); err != nil {
+			return err
 		}
-	}()
-	code, ok := r.waitGoAway(10 * time.Second)
-	if !ok || code != http2.ErrCodeEnhanceYourCalm {
-		t.Fatalf("rapid reset: GOAWAY %v (seen %v), want ENHANCE_YOUR_CALM", code, ok)
-	}
-	stillServes(t, p.url("ingress"))
+		return r.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	})
 }
 
 // TestH2ContinuationFlood (CVE-2024-27316): a header block that never
@@ -307,21 +318,12 @@ func TestH2UpstreamAnswersEarly(t *testing.T) {
 // TestH2EmptyFrameFlood (CVE-2019-9518): a stream of empty DATA frames
 // is cut off.
 func TestH2EmptyFrameFlood(t *testing.T) {
-	p, addr := attackProxy(t)
-	r := dialH2(t, addr)
-	r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: r.block("/sink"), EndHeaders: true})
-	go func() {
-		for range 100000 {
-			if r.fr.WriteData(1, false, nil) != nil {
-				return
-			}
+	floodIsCalmed(t, "empty frames flood", 100000, func(r *h2Raw, i int) error {
+		if i == 0 {
+			return r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: r.block("/sink"), EndHeaders: true})
 		}
-	}()
-	code, ok := r.waitGoAway(10 * time.Second)
-	if !ok || code != http2.ErrCodeEnhanceYourCalm {
-		t.Fatalf("empty frames flood: GOAWAY %v (seen %v)", code, ok)
-	}
-	stillServes(t, p.url("ingress"))
+		return r.fr.WriteData(1, false, nil)
+	})
 }
 
 // TestH2ResetBodyNotPassedAsWhole: a client that sends its whole body and
@@ -358,39 +360,17 @@ func TestH2ResetBodyNotPassedAsWhole(t *testing.T) {
 // calls for are bounded as Envoy bounds them (5 + 2 × (streams +
 // 10 × DATA frames sent)): the flooder gets ENHANCE_YOUR_CALM.
 func TestH2WindowUpdateFlood(t *testing.T) {
-	p, addr := attackProxy(t)
-	r := dialH2(t, addr)
-	go func() {
-		for range 100000 {
-			if r.fr.WriteWindowUpdate(0, 1) != nil {
-				return
-			}
-		}
-	}()
-	code, ok := r.waitGoAway(10 * time.Second)
-	if !ok || code != http2.ErrCodeEnhanceYourCalm {
-		t.Fatalf("WINDOW_UPDATE flood: GOAWAY %v (seen %v)", code, ok)
-	}
-	stillServes(t, p.url("ingress"))
+	floodIsCalmed(t, "WINDOW_UPDATE flood", 100000, func(r *h2Raw, _ int) error {
+		return r.fr.WriteWindowUpdate(0, 1)
+	})
 }
 
 // TestH2PriorityFlood (CVE-2019-9513): PRIORITY frames are bounded per
 // opened stream (100 by default, max_inbound_priority_frames_per_stream).
 func TestH2PriorityFlood(t *testing.T) {
-	p, addr := attackProxy(t)
-	r := dialH2(t, addr)
-	go func() {
-		for i := range 100000 {
-			if r.fr.WritePriority(uint32(2*i+1), http2.PriorityParam{StreamDep: 0, Weight: 15}) != nil {
-				return
-			}
-		}
-	}()
-	code, ok := r.waitGoAway(10 * time.Second)
-	if !ok || code != http2.ErrCodeEnhanceYourCalm {
-		t.Fatalf("PRIORITY flood: GOAWAY %v (seen %v)", code, ok)
-	}
-	stillServes(t, p.url("ingress"))
+	floodIsCalmed(t, "PRIORITY flood", 100000, func(r *h2Raw, i int) error {
+		return r.fr.WritePriority(uint32(2*i+1), http2.PriorityParam{StreamDep: 0, Weight: 15})
+	})
 }
 
 // TestH2FloodLimitsConfigurable: http2_protocol_options' flood bounds

@@ -18,8 +18,6 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -133,72 +131,13 @@ func fromJSON[T proto.Message](t testing.TB, m T, js string) T {
 	return m
 }
 
-func xdsListener(t testing.TB, name, addr, route string, fetchTimeout string) *listenerv3.Listener {
-	host, port, _ := net.SplitHostPort(addr)
-	ift := ""
-	if fetchTimeout != "" {
-		ift = `,"initial_fetch_timeout":"` + fetchTimeout + `"`
-	}
-	return fromJSON(t, &listenerv3.Listener{}, `{"name":"`+name+`","address":{"socket_address":{"address":"`+host+`","port_value":`+port+`}},
-	  "filter_chains":[{"filters":[{"name":"hcm","typed_config":{
-	    "@type":"type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-	    "stat_prefix":"`+name+`","rds":{"route_config_name":"`+route+`","config_source":{"ads":{},"resource_api_version":"V3"`+ift+`}},
-	    "http_filters":[{"name":"envoy.filters.http.router","typed_config":{"@type":"type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}`)
-}
-
-func xdsRoute(t testing.TB, name, cluster, extra string) *routev3.RouteConfiguration {
-	return fromJSON(t, &routev3.RouteConfiguration{}, `{"name":"`+name+`","virtual_hosts":[{"name":"all","domains":["*"],"routes":[`+extra+
-		`{"match":{"prefix":"/"},"route":{"cluster":"`+cluster+`","timeout":"3s"}}]}]}`)
-}
-
-func xdsCluster(t testing.TB, name string) *clusterv3.Cluster {
-	return fromJSON(t, &clusterv3.Cluster{}, `{"name":"`+name+`","type":"EDS","connect_timeout":"1s",
-	  "eds_cluster_config":{"eds_config":{"ads":{},"resource_api_version":"V3"}}}`)
-}
-
-func xdsEndpoints(t testing.TB, cluster string, addrs ...string) *endpointv3.ClusterLoadAssignment {
-	var eps []string
-	for _, a := range addrs {
-		host, port, _ := net.SplitHostPort(a)
-		eps = append(eps, `{"endpoint":{"address":{"socket_address":{"address":"`+host+`","port_value":`+port+`}}}}`)
-	}
-	return fromJSON(t, &endpointv3.ClusterLoadAssignment{}, `{"cluster_name":"`+cluster+`","endpoints":[{"lb_endpoints":[`+strings.Join(eps, ",")+`]}]}`)
-}
-
 // named is an upstream that answers with its name.
 func named(t testing.TB, name string) string {
 	return serveHTTP(t, func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, name) }, false)
 }
 
 func xdsBootstrap(cpAddr string, delta bool) string {
-	api := "GRPC"
-	if delta {
-		api = "DELTA_GRPC"
-	}
-	host, port, _ := net.SplitHostPort(cpAddr)
-	return `
-node: { id: strait-test, cluster: test }
-admin: { address: { socket_address: { address: 127.0.0.1, port_value: 0 } } }
-dynamic_resources:
-  ads_config:
-    api_type: ` + api + `
-    transport_api_version: V3
-    grpc_services: [ { envoy_grpc: { cluster_name: xds_cluster } } ]
-  cds_config: { ads: {}, resource_api_version: V3 }
-  lds_config: { ads: {}, resource_api_version: V3 }
-static_resources:
-  clusters:
-  - name: xds_cluster
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: { http2_protocol_options: {} }
-    load_assignment:
-      cluster_name: xds_cluster
-      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: ` + host + `, port_value: ` + port + ` } } } } ] } ]
-`
+	return testutil.XDSBootstrap("strait-test", cpAddr, "127.0.0.1:0", delta)
 }
 
 // body fetches url; it returns the status and body, or status 0 when the
@@ -252,15 +191,15 @@ func testXDS(t *testing.T, delta bool) {
 	cp := startControlPlane(t, "")
 	a, b, c := named(t, "a"), named(t, "b"), named(t, "c")
 	laddr := "127.0.0.1:" + freePort(t)
-	lis := xdsListener(t, "ingress", laddr, "r1", "")
+	lis := testutil.XDSListener("ingress", laddr, "r1", "")
 	snap := func(v string, route *routev3.RouteConfiguration, cls []types.Resource, eps []types.Resource) {
 		cp.set(v, map[resource.Type][]types.Resource{
 			resource.ListenerType: {lis}, resource.RouteType: {route},
 			resource.ClusterType: cls, resource.EndpointType: eps,
 		})
 	}
-	snap("1", xdsRoute(t, "r1", "c1", ""), []types.Resource{xdsCluster(t, "c1"), xdsCluster(t, "c2")},
-		[]types.Resource{xdsEndpoints(t, "c1", a), xdsEndpoints(t, "c2", b)})
+	snap("1", testutil.XDSRoute("r1", "c1", ""), []types.Resource{testutil.XDSCluster("c1"), testutil.XDSCluster("c2")},
+		[]types.Resource{testutil.XDSEndpoints("c1", a), testutil.XDSEndpoints("c2", b)})
 	p := startProxy(t, xdsBootstrap(cp.addr, delta))
 	url := "http://" + laddr + "/"
 
@@ -290,8 +229,8 @@ func testXDS(t *testing.T, delta bool) {
 	checkDump(t, p, want)
 
 	// Route changed: traffic follows within a second.
-	snap("2", xdsRoute(t, "r1", "c2", ""), []types.Resource{xdsCluster(t, "c1"), xdsCluster(t, "c2")},
-		[]types.Resource{xdsEndpoints(t, "c1", a), xdsEndpoints(t, "c2", b)})
+	snap("2", testutil.XDSRoute("r1", "c2", ""), []types.Resource{testutil.XDSCluster("c1"), testutil.XDSCluster("c2")},
+		[]types.Resource{testutil.XDSEndpoints("c1", a), testutil.XDSEndpoints("c2", b)})
 	if d := waitBody(t, url, "b", time.Second); d > time.Second {
 		t.Fatalf("route change took %v", d)
 	}
@@ -321,8 +260,8 @@ func testXDS(t *testing.T, delta bool) {
 		}
 	}()
 	time.Sleep(300 * time.Millisecond)
-	snap("3", xdsRoute(t, "r1", "c2", ""), []types.Resource{xdsCluster(t, "c1"), xdsCluster(t, "c2")},
-		[]types.Resource{xdsEndpoints(t, "c1", a), xdsEndpoints(t, "c2", c)})
+	snap("3", testutil.XDSRoute("r1", "c2", ""), []types.Resource{testutil.XDSCluster("c1"), testutil.XDSCluster("c2")},
+		[]types.Resource{testutil.XDSEndpoints("c1", a), testutil.XDSEndpoints("c2", c)})
 	waitBody(t, url, "c", 2*time.Second)
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
@@ -332,21 +271,23 @@ func testXDS(t *testing.T, delta bool) {
 	}
 
 	// Cluster removed: its route gets 503; a new cluster: traffic recovers.
-	snap("4", xdsRoute(t, "r1", "c2", ""), []types.Resource{xdsCluster(t, "c1")},
-		[]types.Resource{xdsEndpoints(t, "c1", a)})
+	snap("4", testutil.XDSRoute("r1", "c2", ""), []types.Resource{testutil.XDSCluster("c1")},
+		[]types.Resource{testutil.XDSEndpoints("c1", a)})
 	testutil.Eventually(t, 2*time.Second, "503 for the removed cluster", func() bool {
 		code, _ := body(http.DefaultClient, url)
 		return code == 503
 	})
-	snap("5", xdsRoute(t, "r1", "c3", ""), []types.Resource{xdsCluster(t, "c1"), xdsCluster(t, "c3")},
-		[]types.Resource{xdsEndpoints(t, "c1", a), xdsEndpoints(t, "c3", b)})
+	snap("5", testutil.XDSRoute("r1", "c3", ""), []types.Resource{testutil.XDSCluster("c1"), testutil.XDSCluster("c3")},
+		[]types.Resource{testutil.XDSEndpoints("c1", a), testutil.XDSEndpoints("c3", b)})
 	waitBody(t, url, "b", 2*time.Second)
-	good5 := func() []types.Resource { return []types.Resource{xdsCluster(t, "c1"), xdsCluster(t, "c3")} }
-	eps5 := func() []types.Resource { return []types.Resource{xdsEndpoints(t, "c1", a), xdsEndpoints(t, "c3", b)} }
+	good5 := func() []types.Resource { return []types.Resource{testutil.XDSCluster("c1"), testutil.XDSCluster("c3")} }
+	eps5 := func() []types.Resource {
+		return []types.Resource{testutil.XDSEndpoints("c1", a), testutil.XDSEndpoints("c3", b)}
+	}
 
 	// A bad route: NACKed with the reason; the old config keeps serving.
 	n := cp.nackCount()
-	snap("6", xdsRoute(t, "r1", "c1", `{"match":{"safe_regex":{"regex":"(unclosed"}},"route":{"cluster":"c1"}},`), good5(), eps5())
+	snap("6", testutil.XDSRoute("r1", "c1", `{"match":{"safe_regex":{"regex":"(unclosed"}},"route":{"cluster":"c1"}},`), good5(), eps5())
 	testutil.Eventually(t, 2*time.Second, "the bad route's NACK", func() bool { return cp.nackCount() > n })
 	cp.mu.Lock()
 	reason := cp.nacks[len(cp.nacks)-1]
@@ -371,8 +312,8 @@ func testXDS(t *testing.T, delta bool) {
 	defer busy.Close()
 	n = cp.nackCount()
 	cp.set("7", map[resource.Type][]types.Resource{
-		resource.ListenerType: {lis, xdsListener(t, "busy", busy.Addr().String(), "r1", "")},
-		resource.RouteType:    {xdsRoute(t, "r1", "c3", "")}, resource.ClusterType: good5(), resource.EndpointType: eps5(),
+		resource.ListenerType: {lis, testutil.XDSListener("busy", busy.Addr().String(), "r1", "")},
+		resource.RouteType:    {testutil.XDSRoute("r1", "c3", "")}, resource.ClusterType: good5(), resource.EndpointType: eps5(),
 	})
 	testutil.Eventually(t, 2*time.Second, "the busy listener's NACK", func() bool {
 		cp.mu.Lock()
@@ -385,7 +326,7 @@ func testXDS(t *testing.T, delta bool) {
 		return false
 	})
 	// A later good version is ACKed and applied.
-	snap("8", xdsRoute(t, "r1", "c1", ""), good5(), eps5())
+	snap("8", testutil.XDSRoute("r1", "c1", ""), good5(), eps5())
 	waitBody(t, url, "a", 2*time.Second)
 	testutil.Eventually(t, 2*time.Second, "error_state cleared by the good version", func() bool {
 		_, dump := get(t, p.admin()+"/config_dump")
@@ -404,7 +345,7 @@ func testXDS(t *testing.T, delta bool) {
 	cp.serve(cpAddr)
 	// The new server starts empty, as a restarted one would, then gets
 	// the next version.
-	snap("9", xdsRoute(t, "r1", "c3", ""), good5(), eps5())
+	snap("9", testutil.XDSRoute("r1", "c3", ""), good5(), eps5())
 	waitBody(t, url, "b", 10*time.Second)
 	cp.mu.Lock()
 	firsts := strings.Join(cp.firstReqs, "\n")
@@ -444,8 +385,8 @@ func TestXDSListenerWarming(t *testing.T) {
 	a := named(t, "a")
 	laddr := "127.0.0.1:" + freePort(t)
 	cp.set("1", map[resource.Type][]types.Resource{
-		resource.ListenerType: {xdsListener(t, "ingress", laddr, "never", "1s")},
-		resource.ClusterType:  {xdsCluster(t, "c1")}, resource.EndpointType: {xdsEndpoints(t, "c1", a)},
+		resource.ListenerType: {testutil.XDSListener("ingress", laddr, "never", "1s")},
+		resource.ClusterType:  {testutil.XDSCluster("c1")}, resource.EndpointType: {testutil.XDSEndpoints("c1", a)},
 	})
 	p := startProxy(t, xdsBootstrap(cp.addr, false))
 	start := time.Now()
@@ -471,9 +412,9 @@ func TestXDSListenerWarming(t *testing.T) {
 	}
 	// The route arrives later and is used.
 	cp.set("2", map[resource.Type][]types.Resource{
-		resource.ListenerType: {xdsListener(t, "ingress", laddr, "never", "1s")},
-		resource.RouteType:    {xdsRoute(t, "never", "c1", "")},
-		resource.ClusterType:  {xdsCluster(t, "c1")}, resource.EndpointType: {xdsEndpoints(t, "c1", a)},
+		resource.ListenerType: {testutil.XDSListener("ingress", laddr, "never", "1s")},
+		resource.RouteType:    {testutil.XDSRoute("never", "c1", "")},
+		resource.ClusterType:  {testutil.XDSCluster("c1")}, resource.EndpointType: {testutil.XDSEndpoints("c1", a)},
 	})
 	waitBody(t, url, "a", 2*time.Second)
 }
@@ -518,15 +459,15 @@ func TestXDSListenerUpdate(t *testing.T) {
 	b := named(t, "b")
 	laddr := "127.0.0.1:" + freePort(t)
 	res := func(route string, extraCluster bool) map[resource.Type][]types.Resource {
-		cls := []types.Resource{xdsCluster(t, "c1"), xdsCluster(t, "c2")}
+		cls := []types.Resource{testutil.XDSCluster("c1"), testutil.XDSCluster("c2")}
 		if extraCluster {
-			cls = append(cls, xdsCluster(t, "c3"))
+			cls = append(cls, testutil.XDSCluster("c3"))
 		}
 		return map[resource.Type][]types.Resource{
-			resource.ListenerType: {xdsListener(t, "ingress", laddr, route, "")},
-			resource.RouteType:    {xdsRoute(t, "r1", "c1", ""), xdsRoute(t, "r2", "c2", "")},
+			resource.ListenerType: {testutil.XDSListener("ingress", laddr, route, "")},
+			resource.RouteType:    {testutil.XDSRoute("r1", "c1", ""), testutil.XDSRoute("r2", "c2", "")},
 			resource.ClusterType:  cls,
-			resource.EndpointType: {xdsEndpoints(t, "c1", a), xdsEndpoints(t, "c2", b), xdsEndpoints(t, "c3", b)},
+			resource.EndpointType: {testutil.XDSEndpoints("c1", a), testutil.XDSEndpoints("c2", b), testutil.XDSEndpoints("c3", b)},
 		}
 	}
 	cp.set("1", res("r1", false))
@@ -635,7 +576,7 @@ func TestXDSStaticListenerRDSAndDNSCluster(t *testing.T) {
 	}
 	cp.set("1", map[resource.Type][]types.Resource{
 		resource.ClusterType: {dnsCluster("1s")},
-		resource.RouteType:   {xdsRoute(t, "r1", "dns", "")},
+		resource.RouteType:   {testutil.XDSRoute("r1", "dns", "")},
 	})
 	y := xdsBootstrap(cp.addr, false)
 	y = strings.Replace(y, "  lds_config: { ads: {}, resource_api_version: V3 }\n", "", 1)
@@ -660,7 +601,7 @@ func TestXDSStaticListenerRDSAndDNSCluster(t *testing.T) {
 	c := &http.Client{Timeout: 2 * time.Second}
 	cp.set("2", map[resource.Type][]types.Resource{
 		resource.ClusterType: {dnsCluster("2s")},
-		resource.RouteType:   {xdsRoute(t, "r1", "dns", "")},
+		resource.RouteType:   {testutil.XDSRoute("r1", "dns", "")},
 	})
 	deadline := time.Now().Add(time.Second)
 	for n := 0; time.Now().Before(deadline) && n < 1000; n++ {
@@ -683,10 +624,10 @@ func TestXDSClusterRemovedInFlight(t *testing.T) {
 		fmt.Fprint(w, "finished")
 	}, false)
 	laddr := "127.0.0.1:" + freePort(t)
-	lis := xdsListener(t, "ingress", laddr, "r1", "")
+	lis := testutil.XDSListener("ingress", laddr, "r1", "")
 	cp.set("1", map[resource.Type][]types.Resource{
-		resource.ListenerType: {lis}, resource.RouteType: {xdsRoute(t, "r1", "c1", "")},
-		resource.ClusterType: {xdsCluster(t, "c1")}, resource.EndpointType: {xdsEndpoints(t, "c1", slow)},
+		resource.ListenerType: {lis}, resource.RouteType: {testutil.XDSRoute("r1", "c1", "")},
+		resource.ClusterType: {testutil.XDSCluster("c1")}, resource.EndpointType: {testutil.XDSEndpoints("c1", slow)},
 	})
 	p := startProxy(t, xdsBootstrap(cp.addr, true))
 	url := "http://" + laddr + "/"
@@ -702,7 +643,7 @@ func TestXDSClusterRemovedInFlight(t *testing.T) {
 	}()
 	testutil.Eventually(t, 2*time.Second, "the request upstream", func() bool { return p.stat("cluster.c1.upstream_rq_active") == 1 })
 	cp.set("2", map[resource.Type][]types.Resource{
-		resource.ListenerType: {lis}, resource.RouteType: {xdsRoute(t, "r1", "c1", "")},
+		resource.ListenerType: {lis}, resource.RouteType: {testutil.XDSRoute("r1", "c1", "")},
 	})
 	testutil.Eventually(t, 2*time.Second, "503 for new requests", func() bool {
 		code, _ := body(http.DefaultClient, url)

@@ -23,22 +23,14 @@ import (
 	"strings"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/straitproxy/strait/internal/testutil"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
-
-	// The typed configs the resources carry.
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 )
 
 func main() {
@@ -63,9 +55,9 @@ func main() {
 	set := func(cluster string, eps []*endpointv3.ClusterLoadAssignment) {
 		version++
 		res := map[resource.Type][]types.Resource{
-			resource.ListenerType: {listenerRes(lAddr)},
-			resource.RouteType:    {routeRes(cluster)},
-			resource.ClusterType:  {clusterRes("c1"), clusterRes("c2")},
+			resource.ListenerType: {testutil.XDSListener("ingress", lAddr, "r", "")},
+			resource.RouteType:    {testutil.XDSRoute("r", cluster, "")},
+			resource.ClusterType:  {testutil.XDSCluster("c1"), testutil.XDSCluster("c2")},
 		}
 		for _, e := range eps {
 			res[resource.EndpointType] = append(res[resource.EndpointType], e)
@@ -78,7 +70,7 @@ func main() {
 			log.Fatal(err)
 		}
 	}
-	small := []*endpointv3.ClusterLoadAssignment{cla("c1", a), cla("c2", b)}
+	small := []*endpointv3.ClusterLoadAssignment{testutil.XDSEndpoints("c1", a), testutil.XDSEndpoints("c2", b)}
 	set("c1", small)
 
 	dir, err := os.MkdirTemp("", "strait-xds-bench")
@@ -88,7 +80,7 @@ func main() {
 	defer os.RemoveAll(dir)
 	adminAddr := freeAddr()
 	boot := filepath.Join(dir, "bootstrap.yaml")
-	os.WriteFile(boot, []byte(bootstrap(cpLn.Addr().String(), adminAddr, *delta)), 0o644)
+	os.WriteFile(boot, []byte(testutil.XDSBootstrap("bench", cpLn.Addr().String(), adminAddr, *delta)), 0o644)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, *straitBin, "-c", boot, "--log-level", "warning")
@@ -165,7 +157,7 @@ func main() {
 	go load(stop, reqLat)
 	time.Sleep(200 * time.Millisecond)
 	start := time.Now()
-	set("c1", []*endpointv3.ClusterLoadAssignment{big, cla("c2", b)})
+	set("c1", []*endpointv3.ClusterLoadAssignment{big, testutil.XDSEndpoints("c2", b)})
 	want := strconv.Itoa(*endpoints + 1)
 	for time.Since(start) < 60*time.Second {
 		if v := stat(adminAddr, "cluster.c1.membership_total"); v == want {
@@ -243,75 +235,17 @@ func freeAddr() string {
 	return ln.Addr().String()
 }
 
-func must[T proto.Message](m T, js string) T {
-	if err := protojson.Unmarshal([]byte(js), m); err != nil {
-		log.Fatalf("%v\n%s", err, js)
-	}
-	return m
-}
-
-func hostPort(a string) (string, string) {
-	h, p, _ := net.SplitHostPort(a)
-	return h, p
-}
-
-func listenerRes(addr string) *listenerv3.Listener {
-	h, p := hostPort(addr)
-	return must(&listenerv3.Listener{}, `{"name":"ingress","address":{"socket_address":{"address":"`+h+`","port_value":`+p+`}},
-	  "filter_chains":[{"filters":[{"name":"hcm","typed_config":{
-	    "@type":"type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-	    "stat_prefix":"ingress","rds":{"route_config_name":"r","config_source":{"ads":{},"resource_api_version":"V3"}},
-	    "http_filters":[{"name":"envoy.filters.http.router","typed_config":{"@type":"type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}`)
-}
-
-func routeRes(cluster string) *routev3.RouteConfiguration {
-	return must(&routev3.RouteConfiguration{}, `{"name":"r","virtual_hosts":[{"name":"all","domains":["*"],"routes":[{"match":{"prefix":"/"},"route":{"cluster":"`+cluster+`"}}]}]}`)
-}
-
-func clusterRes(name string) *clusterv3.Cluster {
-	return must(&clusterv3.Cluster{}, `{"name":"`+name+`","type":"EDS","connect_timeout":"1s","eds_cluster_config":{"eds_config":{"ads":{},"resource_api_version":"V3"}}}`)
-}
-
-func lbEndpoint(addr string) *endpointv3.LbEndpoint {
-	h, p := hostPort(addr)
-	return must(&endpointv3.LbEndpoint{}, `{"endpoint":{"address":{"socket_address":{"address":"`+h+`","port_value":`+p+`}}}}`)
-}
-
-func cla(name, addr string) *endpointv3.ClusterLoadAssignment {
-	return &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(addr)}}}}
-}
-
 // bigCLA is the live origin at priority 0 and n more endpoints at
 // priority 1 (10.100.0.0 and up, never picked while priority 0 is
 // healthy).
 func bigCLA(name, live string, n int) *endpointv3.ClusterLoadAssignment {
-	c := cla(name, live)
-	p1 := &endpointv3.LocalityLbEndpoints{Priority: 1}
-	for i := 0; i < n; i++ {
-		p1.LbEndpoints = append(p1.LbEndpoints, lbEndpoint(fmt.Sprintf("10.%d.%d.%d:80", 100+i>>16&63, i>>8&255, i&255)))
+	c := testutil.XDSEndpoints(name, live)
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("10.%d.%d.%d:80", 100+i>>16&63, i>>8&255, i&255)
 	}
+	p1 := testutil.XDSEndpoints(name, addrs...).Endpoints[0]
+	p1.Priority = 1
 	c.Endpoints = append(c.Endpoints, p1)
 	return c
-}
-
-func bootstrap(cp, admin string, delta bool) string {
-	api := "GRPC"
-	if delta {
-		api = "DELTA_GRPC"
-	}
-	ch, cpp := hostPort(cp)
-	ah, ap := hostPort(admin)
-	return `node: { id: bench, cluster: bench }
-admin: { address: { socket_address: { address: ` + ah + `, port_value: ` + ap + ` } } }
-dynamic_resources:
-  ads_config: { api_type: ` + api + `, transport_api_version: V3, grpc_services: [ { envoy_grpc: { cluster_name: xds } } ] }
-  cds_config: { ads: {}, resource_api_version: V3 }
-  lds_config: { ads: {}, resource_api_version: V3 }
-static_resources:
-  clusters:
-  - name: xds
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment: { cluster_name: xds, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: ` + ch + `, port_value: ` + cpp + ` } } } } ] } ] }
-`
 }
