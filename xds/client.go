@@ -439,10 +439,7 @@ func (s *sotwSession) send(ts *typeState) error {
 		req.ResourceNames = sortedNames(names)
 		ts.sent = names
 	}
-	if ts.nack != "" {
-		req.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: ts.nack}
-		ts.nack = ""
-	}
+	req.ErrorDetail = ts.takeNack()
 	s.c.mu.Unlock()
 	return s.st.Send(req)
 }
@@ -470,6 +467,17 @@ func (ts *typeState) requestNames() map[string]bool {
 	}
 	clear(ts.dropped)
 	return names
+}
+
+// takeNack returns the refusal to send with the next request, once (mu
+// held); nil for an ACK.
+func (ts *typeState) takeNack() *status.Status {
+	if ts.nack == "" {
+		return nil
+	}
+	st := &status.Status{Code: int32(codes.InvalidArgument), Message: ts.nack}
+	ts.nack = ""
+	return st
 }
 
 func sortedNames(m map[string]bool) []string {
@@ -622,10 +630,7 @@ func (s *deltaSession) send(ts *typeState) error {
 		sort.Strings(req.ResourceNamesSubscribe)
 		sort.Strings(req.ResourceNamesUnsubscribe)
 	}
-	if ts.nack != "" {
-		req.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: ts.nack}
-		ts.nack = ""
-	}
+	req.ErrorDetail = ts.takeNack()
 	s.c.mu.Unlock()
 	return s.st.Send(req)
 }
