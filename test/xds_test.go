@@ -274,7 +274,7 @@ func testXDS(t *testing.T, delta bool) {
 	snap("4", testutil.XDSRoute("r1", "c2", ""), []types.Resource{testutil.XDSCluster("c1")},
 		[]types.Resource{testutil.XDSEndpoints("c1", a)})
 	testutil.Eventually(t, 2*time.Second, "503 for the removed cluster", func() bool {
-		code, _ := body(http.DefaultClient, url)
+		code, _ := body(&http.Client{Timeout: 2 * time.Second}, url)
 		return code == 503
 	})
 	snap("5", testutil.XDSRoute("r1", "c3", ""), []types.Resource{testutil.XDSCluster("c1"), testutil.XDSCluster("c3")},
@@ -295,7 +295,7 @@ func testXDS(t *testing.T, delta bool) {
 	if !strings.Contains(reason, `route configuration "r1"`) || !strings.Contains(reason, "regex") {
 		t.Fatalf("NACK reason %q does not name the route and the regex", reason)
 	}
-	if code, got := body(http.DefaultClient, url); code != 200 || got != "b" {
+	if code, got := body(&http.Client{Timeout: 2 * time.Second}, url); code != 200 || got != "b" {
 		t.Fatalf("after the NACK: %d %q, want the old config's b", code, got)
 	}
 	if p.stat("xds.rds.update_rejected") == 0 {
@@ -401,7 +401,7 @@ func TestXDSListenerWarming(t *testing.T) {
 	}
 	url := "http://" + laddr + "/"
 	testutil.Eventually(t, 3*time.Second, "the listener to open after the fetch timeout", func() bool {
-		code, _ := body(http.DefaultClient, url)
+		code, _ := body(&http.Client{Timeout: 2 * time.Second}, url)
 		return code == 404
 	})
 	if d := time.Since(start); d < 900*time.Millisecond {
@@ -645,8 +645,11 @@ func TestXDSClusterRemovedInFlight(t *testing.T) {
 	cp.set("2", map[resource.Type][]types.Resource{
 		resource.ListenerType: {lis}, resource.RouteType: {testutil.XDSRoute("r1", "c1", "")},
 	})
-	testutil.Eventually(t, 2*time.Second, "503 for new requests", func() bool {
-		code, _ := body(http.DefaultClient, url)
+	// A probe sent before the removal lands reaches the slow upstream:
+	// it gives up quickly and the next one tries.
+	probe := &http.Client{Timeout: 300 * time.Millisecond}
+	testutil.Eventually(t, 3*time.Second, "503 for new requests", func() bool {
+		code, _ := body(probe, url)
 		return code == 503
 	})
 	close(release)
