@@ -25,6 +25,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/straitproxy/strait/internal/testutil"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -511,12 +512,21 @@ func TestXDSListenerUpdate(t *testing.T) {
 	if resp := exchange(); resp.Close {
 		t.Fatal("an unchanged listener's connection was told to close")
 	}
+	// An HTTP/2 connection of the old version, too.
+	h2 := dialH2(t, laddr)
+	h2.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h2.block("/"), EndStream: true, EndHeaders: true})
+	if st := h2.response(1); st != "200" {
+		t.Fatalf("HTTP/2 before the change: %s", st)
+	}
 	// The listener changes (other route name) while a request is in
 	// flight on the old connection.
 	send("/slow")
 	time.Sleep(50 * time.Millisecond)
 	cp.set("3", res("r2", true))
 	waitBody(t, url, "b", 2*time.Second)
+	if code, ok := h2.waitGoAway(3 * time.Second); !ok || code != http2.ErrCodeNo {
+		t.Fatalf("old HTTP/2 connection after the listener changed: GOAWAY %v (seen %v), want NO_ERROR", code, ok)
+	}
 	close(release)
 	resp, got := read()
 	if got != "a" || !resp.Close { // Close: the response said Connection: close
