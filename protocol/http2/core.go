@@ -7,6 +7,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/straitproxy/strait/protocol"
@@ -77,6 +78,8 @@ type core struct {
 	provoked, maxControl int
 	// dataFrames counts the DATA frames sent (for the WINDOW_UPDATE bound).
 	dataFrames uint64
+	// written counts socket writes done (progress, read without mu).
+	written atomic.Uint64
 
 	fr   *http2.Framer
 	rd   sliceReader
@@ -127,7 +130,7 @@ func (c *core) flushLocked() error {
 		c.ob.b, c.spare = c.spare[:0], nil
 		c.provoked = 0
 		c.mu.Unlock()
-		_, err := c.sock.Write(buf)
+		err := c.write(buf)
 		c.mu.Lock()
 		c.flushing = false
 		if cap(buf) <= maxSpare {
@@ -142,6 +145,24 @@ func (c *core) flushLocked() error {
 		c.ob.b = nil
 	}
 	return c.werr
+}
+
+// flushChunk is the most one socket write carries: a long queue goes out
+// in pieces, so that a drained connection can tell a slow reader (pieces
+// keep going) from one that stopped.
+const flushChunk = 64 << 10
+
+// write writes buf in pieces of at most flushChunk, counting each.
+func (c *core) write(buf []byte) error {
+	for len(buf) > 0 {
+		n := min(len(buf), flushChunk)
+		if _, err := c.sock.Write(buf[:n]); err != nil {
+			return err
+		}
+		c.written.Add(1)
+		buf = buf[n:]
+	}
+	return nil
 }
 
 // flushSoonLocked flushes after letting other runnable writers of the

@@ -26,10 +26,7 @@ const (
 	// goAwayLinger is how long a connection stays half-open after a
 	// GOAWAY for a connection error, so the peer reads it before the close.
 	goAwayLinger = time.Second
-	// drainCloseWait bounds how long a drained connection waits for its
-	// last frames to be written.
-	drainCloseWait = 5 * time.Second
-	recentClosed   = 64
+	recentClosed = 64
 	// DefaultMaxEmptyFrames bounds consecutive DATA frames with no payload
 	// and no END_STREAM (Envoy's
 	// max_consecutive_inbound_frames_with_empty_payload defaults to 1; we
@@ -47,6 +44,14 @@ const (
 )
 
 var clientPreface = []byte(http2.ClientPreface)
+
+// A drained connection whose last frames are still going out is closed
+// when a drainCloseWait passes without a socket write completing (the
+// client stopped reading), and in any case after drainCloseChecks of them.
+var (
+	drainCloseWait   = 5 * time.Second
+	drainCloseChecks = 12
+)
 
 // serverConn is one downstream HTTP/2 connection. The connection's reader
 // runs Decode; each request's worker runs its serverStream's methods.
@@ -710,8 +715,21 @@ func (sc *serverConn) closeIfDoneLocked() {
 	if sc.goingAway && len(sc.streams) == 0 && !sc.closed {
 		sc.closed = true
 		c := sc.c
-		// A client that does not read cannot hold the connection open.
-		time.AfterFunc(drainCloseWait, func() { c.Close() })
+		// A client that does not read cannot hold the connection open;
+		// a slow one that keeps reading gets its last answer.
+		last, checks := sc.written.Load(), 0
+		wait, most := drainCloseWait, drainCloseChecks
+		var watch func()
+		watch = func() {
+			now := sc.written.Load()
+			if checks++; now == last || checks >= most {
+				c.Close()
+				return
+			}
+			last = now
+			time.AfterFunc(wait, watch)
+		}
+		time.AfterFunc(wait, watch)
 		go func() {
 			sc.mu.Lock()
 			sc.drainQueueLocked()
