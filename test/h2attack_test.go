@@ -411,3 +411,59 @@ func TestH2FloodLimitsConfigurable(t *testing.T) {
 		}
 	}
 }
+
+// TestH2FramesAfterOurResetIgnored: DATA a client had in flight when we
+// ended its stream early (the upstream answered before the body was
+// sent) is ignored, not answered with a reset per frame, so it never
+// counts as a flood of provoked frames (here bounded at 10) and the
+// connection goes on.
+func TestH2FramesAfterOurResetIgnored(t *testing.T) {
+	p := startProxy(t, httpBootstrap(earlyAnswerUpstream(t), routeCfg{
+		routes: `              - match: { prefix: "/" }
+                route: { cluster: backend, timeout: 0s }`,
+		hcmOpts: `          http2_protocol_options: { max_outbound_control_frames: 10 }`}, h2Upstream))
+	r := dialH2(t, p.addr("ingress"))
+	post := func(id uint32) {
+		r.hbuf.Reset()
+		for _, f := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+			{Name: ":authority", Value: "test"}, {Name: ":path", Value: "/up"}} {
+			r.enc.WriteField(f)
+		}
+		r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.hbuf.Bytes(), EndHeaders: true})
+	}
+	post(1)
+	r.fr.WriteData(1, false, []byte("x"))
+	if st := r.response(1); st != "413" {
+		t.Fatalf("early answer: %s", st)
+	}
+	// The stream is over for us: the client's body keeps coming.
+	for range 200 {
+		if err := r.fr.WriteData(1, false, make([]byte, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: r.block("/ok"), EndStream: true, EndHeaders: true})
+	r.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resets := 0
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("connection lost after the late DATA (%d resets seen): %v", resets, err)
+		}
+		switch f := f.(type) {
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY %v after DATA that crossed our reset (%d resets seen)", f.ErrCode, resets)
+		case *http2.RSTStreamFrame:
+			if f.StreamID == 1 {
+				resets++
+			}
+		case *http2.HeadersFrame:
+			if f.StreamID == 3 {
+				if resets > 1 {
+					t.Fatalf("%d resets for stream 1, want at most the one that ended it", resets)
+				}
+				return
+			}
+		}
+	}
+}

@@ -264,7 +264,7 @@ func (sc *serverConn) frame() *serverStream {
 			return nil
 		}
 		if f.StreamDep == f.StreamID {
-			sc.resetStream(f.StreamID, http2.ErrCodeProtocol)
+			sc.refuse(f.StreamID, http2.ErrCodeProtocol)
 		}
 	}
 	return nil
@@ -283,7 +283,7 @@ func (sc *serverConn) frameError(fh http2.FrameHeader, err error) {
 	var se http2.StreamError
 	switch {
 	case errors.As(err, &se) && fh.Type != http2.FrameHeaders && fh.Type != http2.FrameContinuation:
-		sc.resetStream(se.StreamID, se.Code)
+		sc.refuse(se.StreamID, se.Code)
 	case errors.As(err, &se):
 		// The header block was not decoded, so HPACK state is lost.
 		sc.connError(se.Code, "malformed HEADERS frame")
@@ -337,18 +337,26 @@ func (sc *serverConn) failStreams(err error) {
 	sc.wcond.Broadcast()
 }
 
-// resetStream sends RST_STREAM and forgets the stream. mu held.
+// resetStream sends RST_STREAM and forgets the stream. mu held. Workers
+// call it for their own streams; the reader calls refuse.
 func (sc *serverConn) resetStream(id uint32, code http2.ErrCode) {
-	sc.controlFrame()
 	sc.fr.WriteRSTStream(id, code)
 	if st := sc.streams[id]; st != nil {
-		st.reset = true
+		st.reset, st.sentReset = true, true
 		st.in.fail(protocol.ErrDownstreamReset)
 		sc.wcond.Broadcast()
 		sc.forgetAs(st, true)
 	} else if found, _ := sc.closedBy(id); !found {
-		sc.remember(id, true)
+		sc.remember(id, true, true)
 	}
+}
+
+// refuse resets a stream for something the peer sent: such resets count
+// toward the provoked-frames bound (a peer that provokes them without
+// reading is flooding). Reader only, mu held.
+func (sc *serverConn) refuse(id uint32, code http2.ErrCode) {
+	sc.controlFrame()
+	sc.resetStream(id, code)
 }
 
 // forget removes a stream from the table; its connection-window credit
@@ -360,7 +368,7 @@ func (sc *serverConn) forgetAs(st *serverStream, reset bool) {
 		return
 	}
 	delete(sc.streams, st.id)
-	sc.remember(st.id, reset)
+	sc.remember(st.id, reset, st.sentReset)
 	if sc.inBlock && sc.blk.id == st.id && sc.blk.kind == blkTrailers {
 		// Its trailers are still arriving in CONTINUATION frames: decode
 		// the rest only to keep HPACK in step.
@@ -370,17 +378,44 @@ func (sc *serverConn) forgetAs(st *serverStream, reset bool) {
 	sc.closeIfDoneLocked()
 }
 
+// emptyFlood counts a frame that carries nothing and ends nothing (DATA,
+// HEADERS or CONTINUATION, as Envoy counts them): too many in a row is a
+// flood (CVE-2019-9518). Any other frame of those kinds resets the count.
+func (sc *serverConn) emptyFlood(empty bool) bool {
+	if !empty {
+		sc.emptyFrames = 0
+		return false
+	}
+	if sc.emptyFrames++; uint64(sc.emptyFrames) > sc.maxEmpty {
+		sc.connError(http2.ErrCodeEnhanceYourCalm, "too many empty frames")
+		return true
+	}
+	return false
+}
+
 // closedStream remembers how a stream closed: frames the peer sends
 // after our RST_STREAM may have crossed it and get a stream error; after a
 // normal close they are a connection error (RFC 9113 §5.1).
 type closedStream struct {
 	id    uint32
 	reset bool
+	ours  bool // we sent the RST_STREAM
 }
 
-func (sc *serverConn) remember(id uint32, reset bool) {
-	sc.recent[sc.recentPos] = closedStream{id, reset}
+func (sc *serverConn) remember(id uint32, reset, ours bool) {
+	sc.recent[sc.recentPos] = closedStream{id, reset, ours}
 	sc.recentPos = (sc.recentPos + 1) % recentClosed
+}
+
+// resetByUs reports whether we reset id recently: frames that crossed our
+// RST_STREAM are ignored (RFC 9113 §5.1), never answered.
+func (sc *serverConn) resetByUs(id uint32) bool {
+	for _, r := range sc.recent {
+		if r.id == id {
+			return r.ours
+		}
+	}
+	return false
 }
 
 // closedBy reports whether id closed recently and whether by a reset.
@@ -400,7 +435,10 @@ func (sc *serverConn) closedOrIdle(id uint32, what string) {
 		sc.connError(http2.ErrCodeProtocol, what+" on an idle stream")
 		return
 	}
-	sc.resetStream(id, http2.ErrCodeStreamClosed)
+	if sc.resetByUs(id) {
+		return
+	}
+	sc.refuse(id, http2.ErrCodeStreamClosed)
 }
 
 func (sc *serverConn) onData(f *http2.DataFrame) {
@@ -408,13 +446,8 @@ func (sc *serverConn) onData(f *http2.DataFrame) {
 	n := int64(f.Length)
 	// DATA frames that carry nothing and end nothing cost work and give no
 	// progress (CVE-2019-9518, "empty frames flood").
-	if len(f.Data()) == 0 && !f.StreamEnded() { // padding alone counts as empty
-		if sc.emptyFrames++; uint64(sc.emptyFrames) > sc.maxEmpty {
-			sc.connError(http2.ErrCodeEnhanceYourCalm, "too many empty DATA frames")
-			return
-		}
-	} else {
-		sc.emptyFrames = 0
+	if sc.emptyFlood(len(f.Data()) == 0 && !f.StreamEnded()) { // padding alone counts as empty
+		return
 	}
 	if n > sc.recvAvail {
 		sc.connError(http2.ErrCodeFlowControl, "DATA beyond the connection window")
@@ -425,19 +458,19 @@ func (sc *serverConn) onData(f *http2.DataFrame) {
 	if st == nil || st.recvDone {
 		sc.creditConn(n)
 		if st != nil {
-			sc.resetStream(id, http2.ErrCodeStreamClosed)
+			sc.refuse(id, http2.ErrCodeStreamClosed)
 			return
 		}
 		sc.closedOrIdle(id, "DATA")
 		return
 	}
 	if code := sc.recvData(id, &st.flow, &st.in, n, f.Data()); code != 0 {
-		sc.resetStream(id, code)
+		sc.refuse(id, code)
 		return
 	}
 	st.received += int64(len(f.Data()))
 	if st.clen >= 0 && st.received > st.clen {
-		sc.resetStream(id, http2.ErrCodeProtocol)
+		sc.refuse(id, http2.ErrCodeProtocol)
 		return
 	}
 	if f.StreamEnded() {
@@ -448,7 +481,7 @@ func (sc *serverConn) onData(f *http2.DataFrame) {
 // endRequest marks the request fully received. mu held.
 func (sc *serverConn) endRequest(st *serverStream) {
 	if st.clen >= 0 && st.received != st.clen {
-		sc.resetStream(st.id, http2.ErrCodeProtocol)
+		sc.refuse(st.id, http2.ErrCodeProtocol)
 		return
 	}
 	st.recvDone = true
@@ -461,6 +494,9 @@ func (sc *serverConn) endRequest(st *serverStream) {
 
 func (sc *serverConn) onHeaders(f *http2.HeadersFrame) *serverStream {
 	id := f.StreamID
+	if sc.emptyFlood(len(f.HeaderBlockFragment()) == 0 && !f.HeadersEnded() && !f.StreamEnded()) {
+		return nil
+	}
 	if id%2 == 0 {
 		sc.connError(http2.ErrCodeProtocol, "client stream with an even identifier")
 		return nil
@@ -496,6 +532,9 @@ func (sc *serverConn) onHeaders(f *http2.HeadersFrame) *serverStream {
 }
 
 func (sc *serverConn) onContinuation(f *http2.ContinuationFrame) *serverStream {
+	if sc.emptyFlood(len(f.HeaderBlockFragment()) == 0 && !f.HeadersEnded()) {
+		return nil
+	}
 	return sc.fragment(f.HeaderBlockFragment(), f.HeadersEnded())
 }
 
@@ -544,7 +583,7 @@ func (sc *serverConn) endBlock() *serverStream {
 		case b.closed:
 			sc.connError(http2.ErrCodeStreamClosed, "HEADERS on a closed stream")
 		default:
-			sc.resetStream(b.id, http2.ErrCodeStreamClosed)
+			sc.refuse(b.id, http2.ErrCodeStreamClosed)
 		}
 		return nil
 	case blkTrailers:
@@ -553,9 +592,9 @@ func (sc *serverConn) endBlock() *serverStream {
 		case t == nil:
 			// The stream ended while its trailers arrived.
 		case b.bad != "" || !b.endStream:
-			sc.resetStream(b.id, http2.ErrCodeProtocol)
+			sc.refuse(b.id, http2.ErrCodeProtocol)
 		case b.tooLarge:
-			sc.resetStream(b.id, http2.ErrCodeProtocol)
+			sc.refuse(b.id, http2.ErrCodeProtocol)
 		default:
 			t.hasTrailers = true
 			t.in.trailers = true
@@ -571,11 +610,11 @@ func (sc *serverConn) endBlock() *serverStream {
 	switch {
 	case b.bad != "":
 		st.release()
-		sc.resetStream(b.id, http2.ErrCodeProtocol)
+		sc.refuse(b.id, http2.ErrCodeProtocol)
 		return nil
 	case uint32(len(sc.streams)) >= sc.maxStreams:
 		st.release()
-		sc.resetStream(b.id, http2.ErrCodeRefusedStream)
+		sc.refuse(b.id, http2.ErrCodeRefusedStream)
 		return nil
 	}
 	st.clen = b.clen
@@ -588,7 +627,7 @@ func (sc *serverConn) endBlock() *serverStream {
 	}
 	if b.endStream {
 		if st.clen > 0 {
-			sc.resetStream(b.id, http2.ErrCodeProtocol)
+			sc.refuse(b.id, http2.ErrCodeProtocol)
 			return nil
 		}
 		st.recvDone = true
@@ -607,7 +646,7 @@ func (sc *serverConn) localReply(st *serverStream, status int) {
 	if st.recvDone || st.headersOnly {
 		sc.forget(st)
 	} else {
-		sc.resetStream(st.id, http2.ErrCodeNo)
+		sc.refuse(st.id, http2.ErrCodeNo)
 	}
 }
 
@@ -657,7 +696,7 @@ func (sc *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) {
 		return
 	}
 	if st.sendWindow+int64(f.Increment) > maxWindow {
-		sc.resetStream(id, http2.ErrCodeFlowControl)
+		sc.refuse(id, http2.ErrCodeFlowControl)
 		return
 	}
 	st.sendWindow += int64(f.Increment)
@@ -734,7 +773,12 @@ func (sc *serverConn) closeIfDoneLocked() {
 			sc.mu.Lock()
 			sc.drainQueueLocked()
 			sc.mu.Unlock()
-			c.Close()
+			// Half-close, not close: the client still has up to a
+			// socket buffer of our answer to read, and its window
+			// updates arriving at a closed socket would draw a reset
+			// that discards it. Its own close (read as EOF) or the
+			// watchdog ends the connection.
+			c.CloseWrite()
 		}()
 	}
 }

@@ -10,6 +10,9 @@ import (
 // serverStream is one request on a downstream connection. The reader
 // fills it (under the connection's mu); one worker answers it.
 type serverStream struct {
+	// sentReset: we reset it (frames crossing our RST_STREAM are ignored).
+	sentReset bool
+
 	sc *serverConn
 	id uint32
 	flow
