@@ -47,9 +47,10 @@ type RouteSource interface {
 	// called with each version, at once if one is known: it builds the
 	// version and returns a commit that installs it, or an error that
 	// refuses the version (which is then NACKed and changes nothing).
-	// fetchTimeout is the config source's initial_fetch_timeout. cancel
-	// ends the subscription.
-	Subscribe(name string, fetchTimeout time.Duration, update RouteUpdate) (cancel func(), err error)
+	// fetchTimeout is the config source's initial_fetch_timeout. The
+	// subscription lasts as long as the listener being built: the source
+	// ends it when that listener leaves.
+	Subscribe(name string, fetchTimeout time.Duration, update RouteUpdate) error
 }
 
 // RouteUpdate builds one version of a route configuration; nil means the

@@ -532,17 +532,17 @@ type routeRecorder struct {
 	subs []*routeSub
 }
 
-func (r *routeRecorder) Subscribe(name string, timeout time.Duration, update filter.RouteUpdate) (func(), error) {
+func (r *routeRecorder) Subscribe(name string, timeout time.Duration, update filter.RouteUpdate) error {
 	sub := &routeSub{name: name, timeout: timeout, update: update}
 	if e := r.d.routes[name]; e != nil && e.res != nil {
 		commit, err := update(e.res.Message.(*routev3.RouteConfiguration))
 		if err != nil {
-			return nil, fmt.Errorf("route configuration %q: %w", name, err)
+			return fmt.Errorf("route configuration %q: %w", name, err)
 		}
 		commit()
 	}
 	r.subs = append(r.subs, sub)
-	return func() {}, nil
+	return nil
 }
 
 func (d *dynamic) applyListeners(set map[string]*xds.Resource) error {

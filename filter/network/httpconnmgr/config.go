@@ -131,7 +131,7 @@ func subscribeRoutes(bc *filter.BuildContext, rds *hcmv3.Rds, opt router.Options
 	if d := cs.GetInitialFetchTimeout(); d != nil {
 		timeout = d.AsDuration()
 	}
-	_, err := bc.Routes.Subscribe(rds.GetRouteConfigName(), timeout, func(rc *routev3.RouteConfiguration) (func(), error) {
+	return bc.Routes.Subscribe(rds.GetRouteConfigName(), timeout, func(rc *routev3.RouteConfiguration) (func(), error) {
 		if rc == nil {
 			return func() { dst.Store(nil) }, nil
 		}
@@ -146,7 +146,6 @@ func subscribeRoutes(bc *filter.BuildContext, rds *hcmv3.Rds, opt router.Options
 		}
 		return func() { dst.Store(t) }, nil
 	})
-	return err
 }
 
 func applyTimeouts(cfg *proxy.Config, m *hcmv3.HttpConnectionManager) {
