@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,9 +43,10 @@ type controlPlane struct {
 	mu    sync.Mutex
 	nacks []string            // error_detail messages, in order
 	acks  map[string][]string // type URL → version_info (SotW) or nonce (delta) acknowledged
-	// firstVersions: per stream, the version_info or
-	// initial_resource_versions of its first request per type.
+	// firstReqs: each stream's first request per type, with its
+	// version_info (SotW) or the count of initial_resource_versions.
 	firstReqs []string
+	gen       int // counts serve calls: a stopped server's handlers may still run
 }
 
 func startControlPlane(t *testing.T, addr string) *controlPlane {
@@ -72,17 +74,21 @@ func (cp *controlPlane) serve(addr string) {
 		cp.t.Fatal(err)
 	}
 	cp.addr = ln.Addr().String()
+	cp.mu.Lock()
+	cp.gen++
+	gen := cp.gen
+	cp.mu.Unlock()
 	cb := xdsserver.CallbackFuncs{
-		StreamRequestFunc: func(_ int64, r *discoverygrpc.DiscoveryRequest) error {
-			cp.record(r.GetTypeUrl(), r.GetErrorDetail().GetMessage(), r.GetResponseNonce(), "v="+r.GetVersionInfo())
+		StreamRequestFunc: func(id int64, r *discoverygrpc.DiscoveryRequest) error {
+			cp.record(gen, id, r.GetTypeUrl(), r.GetErrorDetail().GetMessage(), r.GetResponseNonce(), "v="+r.GetVersionInfo())
 			return nil
 		},
-		StreamDeltaRequestFunc: func(_ int64, r *discoverygrpc.DeltaDiscoveryRequest) error {
+		StreamDeltaRequestFunc: func(id int64, r *discoverygrpc.DeltaDiscoveryRequest) error {
 			first := ""
 			if len(r.GetInitialResourceVersions()) > 0 {
 				first = fmt.Sprintf("irv=%d", len(r.GetInitialResourceVersions()))
 			}
-			cp.record(r.GetTypeUrl(), r.GetErrorDetail().GetMessage(), r.GetResponseNonce(), first)
+			cp.record(gen, id, r.GetTypeUrl(), r.GetErrorDetail().GetMessage(), r.GetResponseNonce(), first)
 			return nil
 		},
 	}
@@ -93,7 +99,7 @@ func (cp *controlPlane) serve(addr string) {
 	cp.t.Cleanup(cp.grpc.Stop)
 }
 
-func (cp *controlPlane) record(url, nack, nonce, first string) {
+func (cp *controlPlane) record(gen int, stream int64, url, nack, nonce, first string) {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
 	switch {
@@ -102,7 +108,7 @@ func (cp *controlPlane) record(url, nack, nonce, first string) {
 	case nonce != "":
 		cp.acks[url] = append(cp.acks[url], nonce)
 	default:
-		cp.firstReqs = append(cp.firstReqs, url+" "+first)
+		cp.firstReqs = append(cp.firstReqs, fmt.Sprintf("server %d stream %d: %s %s", gen, stream, url, first))
 	}
 }
 
@@ -340,23 +346,22 @@ func testXDS(t *testing.T, delta bool) {
 	cp.grpc.Stop()
 	testutil.Eventually(t, 3*time.Second, "connected_state 0", func() bool { return p.stat("control_plane.connected_state") == 0 })
 	waitBody(t, url, "a", time.Second)
-	cp.mu.Lock()
-	cp.firstReqs = nil
-	cp.mu.Unlock()
 	cp.serve(cpAddr)
-	// The new server starts empty, as a restarted one would, then gets
-	// the next version.
+	// The restarted server gets the next version.
 	snap("9", testutil.XDSRoute("r1", "c3", ""), good5(), eps5())
 	waitBody(t, url, "b", 10*time.Second)
-	cp.mu.Lock()
-	firsts := strings.Join(cp.firstReqs, "\n")
-	cp.mu.Unlock()
-	resend := "v=8" // SotW resends the accepted version
+	resend := " v=8" // SotW resends the accepted version
 	if delta {
-		resend = "irv=" // delta sends the versions it holds
+		resend = " irv=" // delta sends the versions it holds
 	}
-	if !strings.Contains(firsts, resource.ClusterType+" "+resend) {
-		t.Fatalf("first requests after reconnecting:\n%s\nwant a CDS request with %s", firsts, resend)
+	// Clusters come first, so that no listener or route names a cluster
+	// not yet asked for.
+	cp.mu.Lock()
+	firsts := cp.firstReqs
+	cp.mu.Unlock()
+	i := slices.IndexFunc(firsts, func(l string) bool { return strings.HasPrefix(l, "server 2 ") })
+	if i < 0 || !strings.Contains(firsts[i], resource.ClusterType+resend) {
+		t.Fatalf("first requests per stream:\n%s\nwant the first to the restarted server: CDS with%s", strings.Join(firsts, "\n"), resend)
 	}
 	if p.stat("control_plane.connected_state") != 1 {
 		t.Fatal("not connected after the restart")

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -65,7 +66,7 @@ type Client struct {
 
 	mu    sync.Mutex
 	types map[string]*typeState
-	order []string // types in the order first watched: requests go out so
+	order []string // types in sending order (see sendRank)
 	kick  chan struct{}
 
 	connected                    *stats.Gauge
@@ -159,7 +160,11 @@ func (c *Client) Watch(url string, wildcard bool, names []string) {
 			attempt: sc.Counter("update_attempt"), success: sc.Counter("update_success"),
 			rejected: sc.Counter("update_rejected"), ver: sc.Gauge("version")}
 		c.types[url] = ts
-		c.order = append(c.order, url)
+		i := len(c.order)
+		for i > 0 && sendRank(c.order[i-1]) > sendRank(url) {
+			i--
+		}
+		c.order = slices.Insert(c.order, i, url)
 	}
 	want := map[string]bool{}
 	for _, n := range names {
@@ -294,15 +299,29 @@ func (c *Client) stream() (got bool, err error) {
 			}
 			return got, err
 		}
-		if !got {
-			got = true
-			c.connected.Set(1)
-		}
+		got = true
 	}
 }
 
-// sendLoop sends each type's due request, in the order the types were
-// first watched (CDS before LDS as Strait watches them).
+// sendRank orders the requests of a new stream as Envoy's warming does:
+// clusters and their endpoints before the listeners and routes that use
+// them, so that a reconnect never names a cluster before asking for it.
+// Other types follow in the order first watched.
+func sendRank(url string) int {
+	switch url {
+	case ClusterType:
+		return 0
+	case EndpointType:
+		return 1
+	case ListenerType:
+		return 2
+	case RouteType:
+		return 3
+	}
+	return 4
+}
+
+// sendLoop sends each type's due request in sendRank order.
 func (c *Client) sendLoop(ctx context.Context, s session) error {
 	for {
 		select {
@@ -495,6 +514,7 @@ func (s *sotwSession) recv() error {
 		return err
 	}
 	c := s.c
+	c.connected.Set(1) // before the update applies: whoever sees it sees this
 	r := c.begin(resp.GetTypeUrl())
 	if r == nil {
 		return nil
@@ -641,6 +661,7 @@ func (s *deltaSession) recv() error {
 		return err
 	}
 	c := s.c
+	c.connected.Set(1) // before the update applies: whoever sees it sees this
 	r := c.begin(resp.GetTypeUrl())
 	if r == nil {
 		return nil
