@@ -122,7 +122,7 @@ func (a *netAcceptor) loop(ctx context.Context, accept func(*Conn)) {
 			continue
 		}
 		backoff = 0
-		c := NewConn(ctx, raw.(*net.TCPConn))
+		c := NewConn(ctx, NewTCPConn(raw).(Socket))
 		c.wake = make(chan struct{}, 1) // before anyone can resume it
 		accept(c)
 	}

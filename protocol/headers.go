@@ -125,17 +125,21 @@ func add[N, V string | []byte](h *Headers, name N, value V) {
 	}
 	var f field
 	f.ns = int32(len(h.buf))
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		h.buf = append(h.buf, c)
-	}
+	h.buf = append(h.buf, name...)
 	f.ne = int32(len(h.buf))
+	lower(h.buf[f.ns:f.ne])
 	h.buf = append(h.buf, value...)
 	f.vs, f.ve = f.ne, int32(len(h.buf))
 	h.fields = append(h.fields, f)
+}
+
+// lower lowercases ASCII letters in place.
+func lower(b []byte) {
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
 }
 
 // Set replaces every field named name with one field holding value. A

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"sync"
+
+	"github.com/straitproxy/strait/network"
 )
 
 // ErrConnectionOverflow: the cluster is at max_connections.
@@ -49,7 +51,7 @@ func (h *Host) connect(ctx context.Context) (net.Conn, error) {
 	}
 	cl.Stats.CxActive.Inc()
 	h.CxActive.Add(1)
-	return raw, nil
+	return network.NewTCPConn(raw), nil
 }
 
 type dedicated struct {

@@ -3,6 +3,9 @@ package epoll
 import (
 	"net"
 	"sync"
+	"syscall"
+
+	"github.com/straitproxy/strait/network"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,8 +31,14 @@ func (s *fdSocket) Read(p []byte) (int, error) {
 	if s.fd < 0 {
 		return 0, net.ErrClosed
 	}
-	n, err := unix.Read(s.fd, p)
-	return max(n, 0), err
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, e := network.RawRead(s.fd, p)
+	if e != 0 {
+		return 0, e
+	}
+	return n, nil
 }
 
 // Write writes all of p, waiting for EPOLLOUT whenever the socket buffer
@@ -63,7 +72,7 @@ func (s *fdSocket) Writev(bufs [][]byte) (int64, error) {
 			s.fdmu.RUnlock()
 			return total, net.ErrClosed
 		}
-		n, err := unix.Writev(s.fd, bufs)
+		n, err := rawErr(network.RawWritev(s.fd, bufs))
 		s.fdmu.RUnlock()
 		if n > 0 {
 			total += int64(n)
@@ -89,7 +98,7 @@ func (s *fdSocket) write(p []byte) (int, error) {
 			s.fdmu.RUnlock()
 			return 0, net.ErrClosed
 		}
-		n, err := unix.Write(s.fd, p)
+		n, err := rawErr(network.RawWrite(s.fd, p))
 		s.fdmu.RUnlock()
 		if n > 0 {
 			return n, nil
@@ -98,6 +107,14 @@ func (s *fdSocket) write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
+}
+
+// rawErr turns a raw call's result into (n, error): n is 0 on error.
+func rawErr(n int, e syscall.Errno) (int, error) {
+	if e != 0 {
+		return 0, e
+	}
+	return n, nil
 }
 
 // afterWrite turns EAGAIN into a wait for EPOLLOUT and EINTR into a retry.

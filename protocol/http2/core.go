@@ -205,7 +205,13 @@ func (c *core) encodeHeaders(h *protocol.Headers, request bool) {
 		if request && string(name) == "host" && h.Has(protocol.Authority) {
 			return true
 		}
-		c.henc.WriteField(hpack.HeaderField{Name: internName(name), Value: string(value)})
+		f := hpack.HeaderField{Name: internName(name)}
+		if secret(f.Name) {
+			f.Value = string(value) // not kept in the process-wide cache
+		} else {
+			f.Value = intern(value)
+		}
+		c.henc.WriteField(f)
 		return true
 	})
 }

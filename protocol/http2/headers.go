@@ -1,7 +1,9 @@
 package http2
 
 import (
+	"hash/maphash"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/straitproxy/strait/protocol"
 	"golang.org/x/net/http/httpguts"
@@ -233,5 +235,41 @@ func internName(b []byte) string {
 	if s, ok := common[string(b)]; ok {
 		return s
 	}
-	return string(b)
+	return intern(b)
+}
+
+// recent is a process-wide cache of short strings recently handed to the
+// HPACK encoder (header values such as "200", "128", "text/plain", the
+// date of this second), so that encoding a response allocates only on a
+// miss. A slot holds one string; a colliding string replaces it.
+var (
+	recent     [1024]atomic.Pointer[string]
+	recentSeed = maphash.MakeSeed()
+)
+
+// maxInterned bounds the strings the cache takes.
+const maxInterned = 64
+
+// secret names fields whose values are credentials: they stay out of the
+// cache of recent values.
+func secret(name string) bool {
+	switch name {
+	case "authorization", "proxy-authorization", "cookie", "set-cookie":
+		return true
+	}
+	return false
+}
+
+// intern returns b as a string, from the cache when it holds it.
+func intern(b []byte) string {
+	if len(b) == 0 || len(b) > maxInterned {
+		return string(b)
+	}
+	slot := &recent[maphash.Bytes(recentSeed, b)%uint64(len(recent))]
+	if p := slot.Load(); p != nil && *p == string(b) {
+		return *p
+	}
+	s := string(b)
+	slot.Store(&s)
+	return s
 }
