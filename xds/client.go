@@ -413,12 +413,13 @@ type response struct {
 	names    map[string]bool
 }
 
-// begin starts applying a response of type url; nil when the type was
-// never requested. A response supersedes a refusal not yet sent. Its
-// nonce is taken when it is answered (finish): a request sent while it is
-// applied still names the previous one, so it cannot read as its ACK or
-// NACK.
+// begin starts applying a response of type url (and marks the stream
+// connected); nil when the type was never requested. A response
+// supersedes a refusal not yet sent. Its nonce is taken when it is
+// answered (finish): a request sent while it is applied still names the
+// previous one, so it cannot read as its ACK or NACK.
 func (c *Client) begin(url string) *response {
+	c.connected.Set(1) // before the update applies: whoever sees it sees this
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ts := c.types[url]
@@ -514,7 +515,6 @@ func (s *sotwSession) recv() error {
 		return err
 	}
 	c := s.c
-	c.connected.Set(1) // before the update applies: whoever sees it sees this
 	r := c.begin(resp.GetTypeUrl())
 	if r == nil {
 		return nil
@@ -661,7 +661,6 @@ func (s *deltaSession) recv() error {
 		return err
 	}
 	c := s.c
-	c.connected.Set(1) // before the update applies: whoever sees it sees this
 	r := c.begin(resp.GetTypeUrl())
 	if r == nil {
 		return nil
