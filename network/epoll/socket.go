@@ -34,11 +34,7 @@ func (s *fdSocket) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, e := network.RawRead(s.fd, p)
-	if e != 0 {
-		return 0, e
-	}
-	return n, nil
+	return rawErr(network.RawRead(s.fd, p))
 }
 
 // Write writes all of p, waiting for EPOLLOUT whenever the socket buffer
