@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -22,20 +23,27 @@ import (
 // hand-off that wakes a thread only for it to find nothing to do.
 // Deadlines, Close and everything else are the net.TCPConn's.
 //
-// One goroutine reads and one writes at a time, as the poller's locks
-// enforce; the buffers below are theirs for the call.
+// The fields below carry a call's buffer and outcome to and from its
+// callback (a closure would allocate per call). rmu and wmu make them one
+// reader's and one writer's at a time, as net.Conn promises callers.
 type TCPConn struct {
 	*net.TCPConn
 	rc syscall.RawConn
 
-	rbuf    []byte
-	rn      int
-	rerr    syscall.Errno
-	readFn  func(uintptr) bool
-	wbuf    []byte
-	wn      int
-	werr    syscall.Errno
-	writeFn func(uintptr) bool
+	rmu    sync.Mutex
+	rbuf   []byte
+	rn     int
+	rerr   syscall.Errno
+	readFn func(uintptr) bool
+
+	wmu      sync.Mutex
+	wbuf     []byte
+	wn       int
+	werr     syscall.Errno
+	writeFn  func(uintptr) bool
+	vbufs    [][]byte
+	vn       int64
+	writevFn func(uintptr) bool
 }
 
 // NewTCPConn wraps c; c is returned unchanged when it is not TCP.
@@ -49,7 +57,7 @@ func NewTCPConn(c net.Conn) net.Conn {
 		return c
 	}
 	r := &TCPConn{TCPConn: tc, rc: rc}
-	r.readFn, r.writeFn = r.doRead, r.doWrite
+	r.readFn, r.writeFn, r.writevFn = r.doRead, r.doWrite, r.doWritev
 	return r
 }
 
@@ -60,6 +68,8 @@ func (c *TCPConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
 	c.rbuf, c.rn, c.rerr = p, 0, 0
 	err := c.rc.Read(c.readFn)
 	c.rbuf = nil
@@ -91,6 +101,8 @@ func (c *TCPConn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	c.wbuf, c.wn, c.werr = p, 0, 0
 	err := c.rc.Write(c.writeFn)
 	n := c.wn
@@ -118,6 +130,60 @@ func (c *TCPConn) doWrite(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// Writev writes the buffers in order, all of them, with writev(2) (see
+// network.Conn.Writev). It consumes bufs.
+func (c *TCPConn) Writev(bufs [][]byte) (int64, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.vbufs, c.vn, c.werr = bufs, 0, 0
+	err := c.rc.Write(c.writevFn)
+	n := c.vn
+	c.vbufs = nil
+	switch {
+	case err != nil:
+		return n, c.wrap("writev", err)
+	case c.werr != 0:
+		return n, c.wrap("writev", os.NewSyscallError("writev", c.werr))
+	}
+	return n, nil
+}
+
+func (c *TCPConn) doWritev(fd uintptr) bool {
+	for {
+		for len(c.vbufs) > 0 && len(c.vbufs[0]) == 0 {
+			c.vbufs = c.vbufs[1:]
+		}
+		if len(c.vbufs) == 0 {
+			return true
+		}
+		n, e := RawWritev(int(fd), c.vbufs)
+		switch e {
+		case 0:
+		case unix.EAGAIN:
+			return false
+		default:
+			c.werr = e
+			return true
+		}
+		c.vn += int64(n)
+		c.vbufs = Consume(c.vbufs, n)
+	}
+}
+
+// Consume drops the first n bytes written from bufs (a partial writev),
+// in place, and returns what is left to write.
+func Consume(bufs [][]byte, n int) [][]byte {
+	for n > 0 {
+		k := min(n, len(bufs[0]))
+		bufs[0] = bufs[0][k:]
+		n -= k
+		if len(bufs[0]) == 0 {
+			bufs = bufs[1:]
+		}
+	}
+	return bufs
 }
 
 // wrap makes err a *net.OpError as net.Conn's own errors are; a RawConn

@@ -71,6 +71,39 @@ func TestTCPConnReadWrite(t *testing.T) {
 		t.Fatal("the bytes read differ from those written")
 	}
 
+	// Writev: many buffers, more than one call's worth and more than the
+	// socket buffers hold, with empty ones among them.
+	var bufs [][]byte
+	var want []byte
+	for i := range 40 {
+		b := bytes.Repeat([]byte{byte('a' + i%26)}, (i%7)*37<<10)
+		bufs = append(bufs, b)
+		want = append(want, b...)
+	}
+	var _ vectorWriter = c // network.Conn gathers through it
+	go func() {
+		n, err := c.Writev(bufs)
+		if err == nil && n != int64(len(want)) {
+			err = io.ErrShortWrite
+		}
+		werr <- err
+	}()
+	got = got[:0]
+	for len(got) < len(want) {
+		time.Sleep(time.Millisecond)
+		n, err := s.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("the bytes read differ from those written with Writev")
+	}
+
 	// The reader parks until data comes, then reads it; end of file is
 	// io.EOF.
 	go func() {

@@ -70,17 +70,8 @@ func (s *fdSocket) Writev(bufs [][]byte) (int64, error) {
 		}
 		n, err := rawErr(network.RawWritev(s.fd, bufs))
 		s.fdmu.RUnlock()
-		if n > 0 {
-			total += int64(n)
-			for n > 0 {
-				k := min(n, len(bufs[0]))
-				bufs[0] = bufs[0][k:]
-				n -= k
-				if len(bufs[0]) == 0 {
-					bufs = bufs[1:]
-				}
-			}
-		}
+		total += int64(n)
+		bufs = network.Consume(bufs, n)
 		if err := s.afterWrite(err); err != nil {
 			return total, err
 		}

@@ -66,13 +66,14 @@ func (cs *clientStream) reset() {
 }
 
 // SetDeadline bounds reads and writes. It touches the socket (a runtime
-// timer update) only when it must: a deadline is set up to 1/64 of its
-// distance late (a 15 s timeout fires within 235 ms after it is due), and
-// a later call whose deadline falls in that slack keeps the one set. A
-// busy connection so updates its timer about once per 1/64 of the
-// timeout rather than once per request. The deadline outlives the stream:
-// the next stream on the connection sets its own before it reads or
-// writes, and the pool's liveness probe ignores deadlines.
+// timer update) only when it must: a deadline is set late by 1/64 of its
+// distance, at most maxSlack (a 15 s timeout fires within 235 ms after it
+// is due, a 300 s one within 250 ms), and a later call whose deadline
+// falls in that slack keeps the one set. A busy connection so updates its
+// timer about once per slack rather than once per request. The deadline
+// outlives the stream: the next stream on the connection sets its own
+// before it reads or writes, and the pool's liveness probe ignores
+// deadlines.
 func (cs *clientStream) SetDeadline(t time.Time) {
 	if t.IsZero() {
 		if !cs.deadline.IsZero() {
@@ -81,13 +82,16 @@ func (cs *clientStream) SetDeadline(t time.Time) {
 		}
 		return
 	}
-	left := time.Until(t)
-	if !cs.deadline.IsZero() && !cs.deadline.Before(t) && cs.deadline.Sub(t) <= left/64 {
+	slack := min(time.Until(t)/64, maxSlack)
+	if !cs.deadline.IsZero() && !cs.deadline.Before(t) && cs.deadline.Sub(t) <= slack {
 		return
 	}
-	cs.deadline = t.Add(left / 64)
+	cs.deadline = t.Add(slack)
 	cs.conn.SetDeadline(cs.deadline)
 }
+
+// maxSlack bounds how late SetDeadline lets a deadline fire.
+const maxSlack = 250 * time.Millisecond
 
 // WriteHeaders encodes the request head: no body when end is set,
 // Content-Length framing when the request has one, else chunked.

@@ -40,9 +40,14 @@ func TestSetDeadlineSlack(t *testing.T) {
 	if len(c.set) != 3 || c.set[2].Before(now.Add(time.Second)) || c.set[2].After(now.Add(time.Second+time.Second/64)) {
 		t.Fatalf("deadlines set %v, want 3 with the last at 1 s (+1/64)", c.set)
 	}
+	// A long timeout is late by maxSlack at most.
+	cs.SetDeadline(now.Add(time.Hour))
+	if late := c.set[3].Sub(now.Add(time.Hour)); late <= 0 || late > maxSlack {
+		t.Fatalf("a 1 h deadline set %v late, want at most %v", late, maxSlack)
+	}
 	cs.SetDeadline(time.Time{})
 	cs.SetDeadline(time.Time{})
-	if len(c.set) != 4 || !c.set[3].IsZero() {
+	if len(c.set) != 5 || !c.set[4].IsZero() {
 		t.Fatalf("clearing: %v, want one zero deadline", c.set)
 	}
 }

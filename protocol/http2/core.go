@@ -206,8 +206,10 @@ func (c *core) encodeHeaders(h *protocol.Headers, request bool) {
 			return true
 		}
 		f := hpack.HeaderField{Name: internName(name)}
-		if secret(f.Name) {
-			f.Value = string(value) // not kept in the process-wide cache
+		if request || secret(f.Name) {
+			// Request values (paths, tokens, ids) are mostly unique and
+			// may be credentials: not for the process-wide cache.
+			f.Value = string(value)
 		} else {
 			f.Value = intern(value)
 		}

@@ -239,9 +239,10 @@ func internName(b []byte) string {
 }
 
 // recent is a process-wide cache of short strings recently handed to the
-// HPACK encoder (header values such as "200", "128", "text/plain", the
-// date of this second), so that encoding a response allocates only on a
-// miss. A slot holds one string; a colliding string replaces it.
+// HPACK encoder (response header values such as "200", "128",
+// "text/plain", the date of this second), so that encoding a response
+// allocates only on a miss. A slot holds one string; a colliding string
+// replaces it.
 var (
 	recent     [1024]atomic.Pointer[string]
 	recentSeed = maphash.MakeSeed()
