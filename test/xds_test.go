@@ -672,3 +672,51 @@ func TestXDSClusterRemovedInFlight(t *testing.T) {
 		t.Fatalf("the in-flight request: %d %q", r.code, r.body)
 	}
 }
+
+// TestXDSResourceTTL: a route configuration pushed with a TTL serves
+// while go-control-plane's heartbeats renew it; when the control plane
+// stops heartbeating (it forgot the resource, or is gone), the route
+// expires and the listener answers 404, as Envoy does when a route
+// configuration is removed. The listener, cluster and endpoints, pushed
+// without a TTL, stay.
+func TestXDSResourceTTL(t *testing.T) {
+	ctx, stopBeats := context.WithCancel(context.Background())
+	defer stopBeats()
+	cp := &controlPlane{t: t, acks: map[string][]string{}}
+	cp.cache = cache.NewSnapshotCacheWithHeartbeating(ctx, false, cache.IDHash{}, nil, 100*time.Millisecond)
+	cp.serve("")
+	a := named(t, "a")
+	laddr := "127.0.0.1:" + freePort(t)
+	ttl := time.Second
+	snap, err := cache.NewSnapshotWithTTLs("1", map[resource.Type][]types.ResourceWithTTL{
+		resource.ListenerType: {{Resource: testutil.XDSListener("ingress", laddr, "r1", "")}},
+		resource.RouteType:    {{Resource: testutil.XDSRoute("r1", "c1", ""), TTL: &ttl}},
+		resource.ClusterType:  {{Resource: testutil.XDSCluster("c1")}},
+		resource.EndpointType: {{Resource: testutil.XDSEndpoints("c1", a)}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.cache.SetSnapshot(context.Background(), "strait-test", snap); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, xdsBootstrap(cp.addr, false))
+	url := "http://" + laddr + "/"
+	waitBody(t, url, "a", 10*time.Second)
+	applied := p.stat("xds.rds.update_success")
+	time.Sleep(2 * ttl) // heartbeats keep it, and apply nothing
+	waitBody(t, url, "a", time.Second)
+	if n := p.stat("xds.rds.update_success"); n != applied {
+		t.Fatalf("rds update_success %d after heartbeats, want %d (a heartbeat renews, it does not apply)", n, applied)
+	}
+	stopBeats()
+	c := &http.Client{Timeout: time.Second}
+	testutil.Eventually(t, 4*ttl, "the route to expire (404)", func() bool {
+		code, _ := body(c, url)
+		return code == 404
+	})
+	_, dump := get(t, p.admin()+"/config_dump")
+	if strings.Contains(dump, `"dynamicRouteConfigs"`) || !strings.Contains(dump, `"dynamicActiveClusters"`) {
+		t.Fatalf("config_dump after expiry: want no route configuration and the cluster kept:\n%s", dump)
+	}
+}

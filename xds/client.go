@@ -64,6 +64,10 @@ type Client struct {
 	done     chan struct{}
 	stopOnce sync.Once
 
+	// applyMu makes the Handler's calls one at a time: a response's
+	// (begin to finish) and a TTL expiry's.
+	applyMu sync.Mutex
+
 	mu    sync.Mutex
 	types map[string]*typeState
 	order []string // types in sending order (see sendRank)
@@ -96,6 +100,10 @@ type typeState struct {
 	lastReason  string
 	nackRepeats int
 	gen         int
+	// expires is when each accepted resource with a TTL runs out;
+	// expiry fires at the earliest.
+	expires map[string]time.Time
+	expiry  *time.Timer
 
 	attempt, success, rejected *stats.Counter
 	ver                        *stats.Gauge
@@ -156,7 +164,7 @@ func (c *Client) Watch(url string, wildcard bool, names []string) {
 	if ts == nil {
 		a, b := statPrefix(url)
 		sc := c.o.Stats.Scope(a, "", "").Scope(b, "", "")
-		ts = &typeState{url: url, names: map[string]bool{}, set: map[string]*Resource{}, sent: map[string]bool{}, dropped: map[string]bool{}, first: true,
+		ts = &typeState{url: url, names: map[string]bool{}, set: map[string]*Resource{}, sent: map[string]bool{}, dropped: map[string]bool{}, expires: map[string]time.Time{}, first: true,
 			attempt: sc.Counter("update_attempt"), success: sc.Counter("update_success"),
 			rejected: sc.Counter("update_rejected"), ver: sc.Gauge("version")}
 		c.types[url] = ts
@@ -515,6 +523,8 @@ func (s *sotwSession) recv() error {
 		return err
 	}
 	c := s.c
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
 	r := c.begin(resp.GetTypeUrl())
 	if r == nil {
 		return nil
@@ -529,12 +539,15 @@ func (s *sotwSession) recv() error {
 
 	var reason string
 	seen := map[string]bool{}
+	ttls := map[string]time.Duration{}
+	beatsOnly := len(resp.GetResources()) > 0
 	for i, a := range resp.GetResources() {
-		r, err := decode(ts.url, a, "", resp.GetVersionInfo())
+		r, err := decode(ts.url, a, "", resp.GetVersionInfo(), 0)
 		if err != nil {
 			reason = fmt.Sprintf("resources[%d]: %v", i, err)
 			break
 		}
+		ttls[r.Name] = r.TTL
 		if r.Message == nil {
 			// A TTL heartbeat: the resource stands as it is.
 			if old := prev[r.Name]; old != nil && !seen[r.Name] {
@@ -543,6 +556,7 @@ func (s *sotwSession) recv() error {
 			seen[r.Name] = true
 			continue
 		}
+		beatsOnly = false
 		if seen[r.Name] {
 			reason = fmt.Sprintf("resources[%d]: duplicate resource name %q", i, r.Name)
 			break
@@ -551,15 +565,21 @@ func (s *sotwSession) recv() error {
 		if !wildcard && !names[r.Name] {
 			continue // not (or no longer) subscribed
 		}
-		if old := prev[r.Name]; old != nil && proto.Equal(old.Message, r.Message) {
+		if old := prev[r.Name]; old != nil && old.TTL == r.TTL && proto.Equal(old.Message, r.Message) {
 			r = old // unchanged: keeps its version and time
 		}
 		set[r.Name] = r
 	}
-	if reason == "" {
+	switch {
+	case reason == "" && beatsOnly:
+		// Heartbeats alone only renew TTLs: the rest of a complete set
+		// (LDS, CDS) is not in such a response and stands (as Envoy
+		// does).
+		set = prev
+	case reason == "":
 		reason = c.apply(ts, set, resp.GetVersionInfo())
 	}
-	c.finish(ts, resp.GetNonce(), set, resp.GetVersionInfo(), reason)
+	c.finish(ts, resp.GetNonce(), set, resp.GetVersionInfo(), reason, ttls)
 	return nil
 }
 
@@ -568,7 +588,7 @@ func (s *sotwSession) recv() error {
 // does, at once, in state of the world) would make a hot loop of builds
 // and NACKs: the same refusal again waits, 100 ms doubling to 30 s,
 // before its NACK is sent. A response that comes meanwhile supersedes it.
-func (c *Client) finish(ts *typeState, nonce string, set map[string]*Resource, version, reason string) {
+func (c *Client) finish(ts *typeState, nonce string, set map[string]*Resource, version, reason string, ttls map[string]time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ts.gen++
@@ -584,6 +604,7 @@ func (c *Client) finish(ts *typeState, nonce string, set map[string]*Resource, v
 		}
 		ts.set = set
 		ts.version = version
+		c.renewTTLs(ts, ttls)
 		ts.nack, ts.lastReason, ts.nackRepeats = "", "", 0
 		ts.pending = true
 		c.signal()
@@ -607,6 +628,94 @@ func (c *Client) finish(ts *typeState, nonce string, set map[string]*Resource, v
 		c.mu.Unlock()
 		c.signal()
 	})
+}
+
+// renewTTLs records the TTLs an accepted response gave (0 takes a
+// resource's TTL away) and sets the expiry timer for the earliest (mu
+// held).
+func (c *Client) renewTTLs(ts *typeState, ttls map[string]time.Duration) {
+	now := time.Now()
+	for n, d := range ttls {
+		if d > 0 {
+			ts.expires[n] = now.Add(d)
+		} else {
+			delete(ts.expires, n)
+		}
+	}
+	for n := range ts.expires {
+		if ts.set[n] == nil {
+			delete(ts.expires, n)
+		}
+	}
+	c.armExpiry(ts)
+}
+
+// armExpiry sets ts's timer for its earliest expiry (mu held).
+func (c *Client) armExpiry(ts *typeState) {
+	var first time.Time
+	for _, t := range ts.expires {
+		if first.IsZero() || t.Before(first) {
+			first = t
+		}
+	}
+	switch {
+	case first.IsZero():
+		if ts.expiry != nil {
+			ts.expiry.Stop()
+		}
+	case ts.expiry == nil:
+		ts.expiry = time.AfterFunc(time.Until(first), func() { c.expire(ts) })
+	default:
+		ts.expiry.Reset(time.Until(first))
+	}
+}
+
+// expire removes the resources whose TTL ran out without a heartbeat or
+// an update, as if the server had removed them: the management server is
+// gone or has forgotten them (a fault injection that must not outlive
+// its controller, say). The handler gets the set without them; if it
+// refuses that, they stay, and are not expired again.
+func (c *Client) expire(ts *typeState) {
+	if c.ctx != nil && c.ctx.Err() != nil {
+		return
+	}
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	c.mu.Lock()
+	now := time.Now()
+	var gone []string
+	set := make(map[string]*Resource, len(ts.set))
+	for n, r := range ts.set {
+		set[n] = r
+	}
+	for n, t := range ts.expires {
+		if !t.After(now) {
+			delete(ts.expires, n)
+			if set[n] != nil {
+				delete(set, n)
+				gone = append(gone, n)
+			}
+		}
+	}
+	if len(gone) == 0 {
+		c.armExpiry(ts)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	sort.Strings(gone)
+	err := c.o.Handler.Apply(ts.url, set)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.log.Warn("xDS resources expired (TTL) but their removal was refused; kept", "type", ts.url, "names", gone, "err", err)
+	} else {
+		c.log.Info("xDS resources expired (TTL)", "type", ts.url, "names", gone)
+		for _, n := range gone {
+			delete(ts.set, n)
+		}
+	}
+	c.armExpiry(ts)
 }
 
 // ---- delta ----
@@ -661,6 +770,8 @@ func (s *deltaSession) recv() error {
 		return err
 	}
 	c := s.c
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
 	r := c.begin(resp.GetTypeUrl())
 	if r == nil {
 		return nil
@@ -669,19 +780,26 @@ func (s *deltaSession) recv() error {
 
 	var reason string
 	seen := map[string]bool{}
+	ttls := map[string]time.Duration{}
+	beatsOnly := len(resp.GetResources()) > 0 && len(resp.GetRemovedResources()) == 0
 	for i, dr := range resp.GetResources() {
 		if dr.GetResource() == nil {
 			if dr.GetTtl() == nil {
 				// A resource that the server says does not exist.
 				delete(set, dr.GetName())
+				beatsOnly = false
+			} else {
+				ttls[dr.GetName()] = dr.GetTtl().AsDuration() // a TTL heartbeat: keep what we have
 			}
-			continue // else a TTL heartbeat: keep what we have
+			continue
 		}
-		r, err := decode(ts.url, dr.GetResource(), dr.GetName(), dr.GetVersion())
+		beatsOnly = false
+		r, err := decode(ts.url, dr.GetResource(), dr.GetName(), dr.GetVersion(), dr.GetTtl().AsDuration())
 		if err != nil {
 			reason = fmt.Sprintf("resources[%d]: %v", i, err)
 			break
 		}
+		ttls[r.Name] = r.TTL
 		if seen[r.Name] {
 			reason = fmt.Sprintf("resources[%d]: duplicate resource name %q", i, r.Name)
 			break
@@ -698,9 +816,9 @@ func (s *deltaSession) recv() error {
 		}
 		delete(set, n)
 	}
-	if reason == "" {
+	if reason == "" && !beatsOnly {
 		reason = c.apply(ts, set, resp.GetSystemVersionInfo())
 	}
-	c.finish(ts, resp.GetNonce(), set, resp.GetSystemVersionInfo(), reason)
+	c.finish(ts, resp.GetNonce(), set, resp.GetSystemVersionInfo(), reason, ttls)
 	return nil
 }

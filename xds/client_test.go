@@ -214,7 +214,8 @@ func anyOf(t *testing.T, m proto.Message) *anypb.Any {
 
 // TestDuplicateNamesAndHeartbeats: a response naming a resource twice is
 // NACKed and nothing is applied; a TTL heartbeat (a Resource wrapper
-// without a body) keeps the resource as it is.
+// without a body) is ACKed and keeps the resource as it is, applying
+// nothing.
 func TestDuplicateNamesAndHeartbeats(t *testing.T) {
 	r1 := anyOf(t, &routev3.RouteConfiguration{Name: "r1"})
 	hb := anyOf(t, &discoverygrpc.Resource{Name: "r1", Ttl: durationpb.New(time.Minute)})
@@ -260,10 +261,153 @@ func TestDuplicateNamesAndHeartbeats(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(applied) != 2 || applied[0] != 1 || applied[1] != 1 {
-		t.Fatalf("applied sets %v, want [1 1] (nothing for the duplicates, r1 kept by the heartbeat)", applied)
+	if len(applied) != 1 || applied[0] != 1 {
+		t.Fatalf("applied sets %v, want [1] (nothing for the duplicates nor for the heartbeat)", applied)
 	}
 	if got := c.Known(RouteType)["r1"]; got == nil || got.Message == nil {
 		t.Fatal("the heartbeat lost r1")
+	}
+}
+
+// recorder is a Handler that keeps the last set applied per call.
+type recorder struct {
+	mu   sync.Mutex
+	sets []map[string]*Resource
+}
+
+func (r *recorder) Apply(_ string, set map[string]*Resource) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sets = append(r.sets, set)
+	return nil
+}
+
+func (r *recorder) calls() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.sets)
+}
+
+// TestTTLExpirySotW drives the client with go-control-plane's
+// heartbeating snapshot cache: a route with a 1 s TTL stays while
+// heartbeats (every 100 ms) renew it, without being applied again; once
+// they stop, it expires and the handler gets the set without it.
+func TestTTLExpirySotW(t *testing.T) {
+	ctx, stopBeats := context.WithCancel(context.Background())
+	defer stopBeats()
+	fs := &fakeServer{cache: cache.NewSnapshotCacheWithHeartbeating(ctx, false, cache.IDHash{}, nil, 100*time.Millisecond)}
+	gs := grpc.NewServer()
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xdsserver.NewServer(context.Background(), fs.cache, nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs.addr = ln.Addr().String()
+	go gs.Serve(ln)
+	defer gs.Stop()
+	ttl := time.Second
+	snap, err := cache.NewSnapshotWithTTLs("1", map[resource.Type][]types.ResourceWithTTL{
+		resource.RouteType: {{Resource: &routev3.RouteConfiguration{Name: "r1"}, TTL: &ttl}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.cache.SetSnapshot(context.Background(), "n", snap); err != nil {
+		t.Fatal(err)
+	}
+	h := &recorder{}
+	c := newClient(t, fs, false, h)
+	c.Watch(RouteType, false, []string{"r1"})
+	eventually(t, "r1 applied", func() bool { return c.Known(RouteType)["r1"] != nil })
+	if got := c.Known(RouteType)["r1"].TTL; got != ttl {
+		t.Fatalf("TTL %v, want %v", got, ttl)
+	}
+	time.Sleep(2 * ttl) // heartbeats renew it
+	if c.Known(RouteType)["r1"] == nil {
+		t.Fatal("r1 expired although heartbeats came")
+	}
+	if n := h.calls(); n != 1 {
+		t.Fatalf("%d applies, want 1: heartbeats apply nothing", n)
+	}
+	stopBeats()
+	start := time.Now()
+	eventually(t, "r1 expired", func() bool { return c.Known(RouteType)["r1"] == nil })
+	if d := time.Since(start); d > 2*ttl {
+		t.Fatalf("expired %v after the last heartbeat, want about %v", d, ttl)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if last := h.sets[len(h.sets)-1]; len(h.sets) != 2 || len(last) != 0 {
+		t.Fatalf("applied %d sets, the last %v; want a second, empty one", len(h.sets), last)
+	}
+}
+
+// rawDelta is a hand-written delta ADS server playing a script.
+type rawDelta struct {
+	discoverygrpc.UnimplementedAggregatedDiscoveryServiceServer
+	script func(send func(*discoverygrpc.DeltaDiscoveryResponse))
+}
+
+func (r *rawDelta) DeltaAggregatedResources(st grpc.BidiStreamingServer[discoverygrpc.DeltaDiscoveryRequest, discoverygrpc.DeltaDiscoveryResponse]) error {
+	if _, err := st.Recv(); err != nil {
+		return err
+	}
+	go func() { // ACKs
+		for {
+			if _, err := st.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	r.script(func(resp *discoverygrpc.DeltaDiscoveryResponse) { st.Send(resp) })
+	<-st.Context().Done()
+	return nil
+}
+
+// TestTTLExpiryDelta: in delta, a resource's ttl is renewed by a
+// heartbeat (the name and a ttl without a body), taken away by an update
+// without one, and otherwise expires.
+func TestTTLExpiryDelta(t *testing.T) {
+	r1 := anyOf(t, &routev3.RouteConfiguration{Name: "r1"})
+	r2 := anyOf(t, &routev3.RouteConfiguration{Name: "r2"})
+	ttl := durationpb.New(2 * time.Second)
+	srv := &rawDelta{script: func(send func(*discoverygrpc.DeltaDiscoveryResponse)) {
+		send(&discoverygrpc.DeltaDiscoveryResponse{TypeUrl: RouteType, Nonce: "a", Resources: []*discoverygrpc.Resource{
+			{Name: "r1", Version: "1", Resource: r1, Ttl: ttl},
+			{Name: "r2", Version: "1", Resource: r2, Ttl: ttl},
+		}})
+		time.Sleep(time.Second)
+		// r1: a heartbeat (renewed to 3 s); r2: an update without a TTL.
+		send(&discoverygrpc.DeltaDiscoveryResponse{TypeUrl: RouteType, Nonce: "b", Resources: []*discoverygrpc.Resource{
+			{Name: "r1", Version: "1", Ttl: ttl},
+		}})
+		send(&discoverygrpc.DeltaDiscoveryResponse{TypeUrl: RouteType, Nonce: "c", Resources: []*discoverygrpc.Resource{
+			{Name: "r2", Version: "2", Resource: r2},
+		}})
+	}}
+	gs := grpc.NewServer()
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, srv)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(ln)
+	defer gs.Stop()
+	h := &recorder{}
+	c := newClient(t, &fakeServer{addr: ln.Addr().String()}, true, h)
+	c.Watch(RouteType, false, []string{"r1", "r2"})
+	eventually(t, "r1 and r2", func() bool { return len(c.Known(RouteType)) == 2 })
+	start := time.Now()
+	time.Sleep(2400 * time.Millisecond) // past the first TTL: the heartbeat kept r1
+	if len(c.Known(RouteType)) != 2 {
+		t.Fatalf("known %v after 2.4 s, want r1 (renewed) and r2 (no TTL now)", c.Known(RouteType))
+	}
+	eventually(t, "r1 expired", func() bool { return c.Known(RouteType)["r1"] == nil })
+	if d := time.Since(start); d < 2400*time.Millisecond {
+		t.Fatalf("r1 expired %v after it came, before its renewed TTL", d)
+	}
+	time.Sleep(time.Second)
+	if c.Known(RouteType)["r2"] == nil {
+		t.Fatal("r2 expired although its update took its TTL away")
 	}
 }

@@ -41,6 +41,9 @@ type Resource struct {
 	Any     *anypb.Any
 	// Updated is when it last changed.
 	Updated time.Time
+	// TTL is the time to live the server gave it (0: none): the resource
+	// expires unless a heartbeat or an update comes within it.
+	TTL time.Duration
 }
 
 func newMessage(url string) (proto.Message, error) {
@@ -77,9 +80,10 @@ func nameOf(m proto.Message) string {
 }
 
 // decode unpacks one resource of type url (unwrapping a discovery
-// Resource wrapper); name is the delta resource's name, "" to take it from
-// the message.
-func decode(url string, a *anypb.Any, name, version string) (*Resource, error) {
+// Resource wrapper, whose TTL overrides ttl); name is the delta resource's
+// name, "" to take it from the message. A heartbeat (a wrapper with a TTL
+// and no resource) has no Message.
+func decode(url string, a *anypb.Any, name, version string, ttl time.Duration) (*Resource, error) {
 	if a.GetTypeUrl() == resourceType {
 		var w discoveryv3.Resource
 		if err := a.UnmarshalTo(&w); err != nil {
@@ -91,11 +95,12 @@ func decode(url string, a *anypb.Any, name, version string) (*Resource, error) {
 		if w.GetVersion() != "" {
 			version = w.GetVersion()
 		}
+		ttl = w.GetTtl().AsDuration()
 		if w.GetResource() == nil {
-			if w.GetTtl() == nil || name == "" {
+			if ttl <= 0 || name == "" {
 				return nil, fmt.Errorf("a Resource wrapper without a resource or a TTL")
 			}
-			return &Resource{Name: name, Version: version}, nil // a TTL heartbeat
+			return &Resource{Name: name, Version: version, TTL: ttl}, nil // a TTL heartbeat
 		}
 		a = w.GetResource()
 	}
@@ -119,5 +124,5 @@ func decode(url string, a *anypb.Any, name, version string) (*Resource, error) {
 	if own != name {
 		return nil, fmt.Errorf("resource named %q carries %q", name, own)
 	}
-	return &Resource{Name: name, Version: version, Message: m, Any: a, Updated: time.Now()}, nil
+	return &Resource{Name: name, Version: version, Message: m, Any: a, Updated: time.Now(), TTL: ttl}, nil
 }
