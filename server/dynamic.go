@@ -337,6 +337,7 @@ func (d *dynamic) applyClusters(set map[string]*xds.Resource) error {
 	if len(errs) > 0 {
 		for _, f := range fresh {
 			f.c.Stop()
+			d.forgetIfGone(f.c)
 		}
 		return errors.Join(errs...)
 	}
@@ -401,6 +402,21 @@ func (d *dynamic) applyClusters(set map[string]*xds.Resource) error {
 	return nil
 }
 
+// forgetIfGone drops a stopped cluster's stats when no cluster of its
+// name is left, static, active or warming (mu held): a removed cluster's
+// stats go, as in Envoy, while an updated one's carry on.
+func (d *dynamic) forgetIfGone(c *upstream.Cluster) {
+	if d.clusters[c.Name] != nil || d.warmingC[c.Name] != nil {
+		return
+	}
+	for _, sc := range d.s.static {
+		if sc.Name == c.Name {
+			return
+		}
+	}
+	c.ForgetStats()
+}
+
 // activateCluster moves a warm cluster into service (mu held); the one it
 // replaces stops once the new manager is in place (clustersChanged).
 func (d *dynamic) activateCluster(dc *dynCluster) {
@@ -430,6 +446,7 @@ func (d *dynamic) clustersChanged() {
 	d.s.clusters.m.Store(upstream.NewManager(all))
 	for _, c := range d.retiredC {
 		c.Stop() // in-flight requests finish on the connections they hold
+		d.forgetIfGone(c)
 	}
 	d.retiredC = nil
 	names := map[string]bool{}

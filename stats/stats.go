@@ -10,6 +10,7 @@ package stats
 
 import (
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -128,8 +129,9 @@ type meta struct {
 // Label is one Prometheus label.
 type Label struct{ Name, Value string }
 
-// Store owns every metric of the process. Metrics are kept forever once
-// created, so that a config reload finds and keeps the same counters.
+// Store owns every metric of the process. Metrics are kept once created,
+// so that a config reload finds and keeps the same counters, until their
+// scope is forgotten (Scope.Forget: a cluster removed for good).
 type Store struct {
 	mu    sync.Mutex
 	ctrs  map[string]*Counter
@@ -231,6 +233,41 @@ func (sc *Scope) Histogram(name string) *Histogram {
 	h := &Histogram{m: sc.meta(name)}
 	sc.store.hists[full] = h
 	return h
+}
+
+// Forget removes every metric of sc and its child scopes from the store
+// (they stop being listed; whoever still holds one may go on counting
+// into it). A scope is told from a sibling whose name extends its own
+// ("c1" and "c1.x") by its labels: a metric belongs to sc when its name
+// has sc's prefix and its labels begin with sc's.
+func (sc *Scope) Forget() {
+	s := sc.store
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, c := range s.ctrs {
+		if sc.owns(c.m) {
+			delete(s.ctrs, name)
+		}
+	}
+	for name, g := range s.gs {
+		if sc.owns(g.m) {
+			delete(s.gs, name)
+		}
+	}
+	for name, h := range s.hists {
+		if sc.owns(h.m) {
+			delete(s.hists, name)
+		}
+	}
+	for name, f := range s.funcs {
+		if sc.owns(f.m) {
+			delete(s.funcs, name)
+		}
+	}
+}
+
+func (sc *Scope) owns(m meta) bool {
+	return strings.HasPrefix(m.name, sc.prefix) && len(m.labels) >= len(sc.labels) && slices.Equal(m.labels[:len(sc.labels)], sc.labels)
 }
 
 // meta derives the Prometheus form. Response-class counters

@@ -277,13 +277,23 @@ func testXDS(t *testing.T, delta bool) {
 		t.Fatalf("endpoint swap: %d of %d requests failed (last: %v)", failed.Load(), sent.Load(), lastFail.Load())
 	}
 
-	// Cluster removed: its route gets 503; a new cluster: traffic recovers.
+	// Cluster removed: its route gets 503 and its stats go (the kept
+	// cluster's stay); a new cluster: traffic recovers.
+	if _, ok := p.srv.Stats().Lookup("cluster.c2.upstream_rq_total"); !ok {
+		t.Fatal("no stats for c2 while it serves")
+	}
 	snap("4", testutil.XDSRoute("r1", "c2", ""), []types.Resource{testutil.XDSCluster("c1")},
 		[]types.Resource{testutil.XDSEndpoints("c1", a)})
 	testutil.Eventually(t, 2*time.Second, "503 for the removed cluster", func() bool {
 		code, _ := body(&http.Client{Timeout: 2 * time.Second}, url)
 		return code == 503
 	})
+	if _, ok := p.srv.Stats().Lookup("cluster.c2.upstream_rq_total"); ok {
+		t.Fatal("the removed cluster c2 still has stats")
+	}
+	if _, ok := p.srv.Stats().Lookup("cluster.c1.upstream_rq_total"); !ok {
+		t.Fatal("the kept cluster c1 lost its stats")
+	}
 	snap("5", testutil.XDSRoute("r1", "c3", ""), []types.Resource{testutil.XDSCluster("c1"), testutil.XDSCluster("c3")},
 		[]types.Resource{testutil.XDSEndpoints("c1", a), testutil.XDSEndpoints("c3", b)})
 	waitBody(t, url, "b", 2*time.Second)

@@ -34,10 +34,11 @@ type Cluster struct {
 	Downstream bool
 	H2         *protocol.Codec
 	// Mux configures multiplexed connections (http2_protocol_options).
-	Mux     protocol.MuxOptions
-	Breaker *Breaker
-	Stats   *ClusterStats
-	LBName  string
+	Mux        protocol.MuxOptions
+	Breaker    *Breaker
+	Stats      *ClusterStats
+	statsScope *stats.Scope // Stats' scope, forgotten when the cluster is removed
+	LBName     string
 
 	// EDSName is the assignment an EDS cluster waits for (its
 	// eds_cluster_config.service_name, else its name); empty otherwise.
@@ -85,6 +86,15 @@ func (c *Cluster) Stop() {
 			h.closePools()
 		}
 	})
+}
+
+// ForgetStats drops the cluster's stats from the store: it was removed
+// for good (a cluster of the same name that comes later starts from
+// zero, as in Envoy). In-flight requests go on counting unseen.
+func (c *Cluster) ForgetStats() {
+	if c.statsScope != nil {
+		c.statsScope.Forget()
+	}
 }
 
 func (c *Cluster) setHosts(hosts []*Host) { c.swapHosts(newHostSet(hosts)) }
@@ -183,7 +193,8 @@ func BuildCluster(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Cl
 	}
 	c.LBName = lbName
 	c.lb = ext.Factory.(LBFactory)()
-	c.Stats = newClusterStats(sc.Scope("cluster", "envoy_cluster_name", c.Name))
+	c.statsScope = sc.Scope("cluster", "envoy_cluster_name", c.Name)
+	c.Stats = newClusterStats(c.statsScope)
 	c.localityWeighted = localityWeighted(cl)
 	switch cl.GetType() {
 	case clusterv3.Cluster_STATIC:
