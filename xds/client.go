@@ -539,7 +539,7 @@ func (s *sotwSession) recv() error {
 
 	var reason string
 	seen := map[string]bool{}
-	ttls := map[string]time.Duration{}
+	var ttls map[string]time.Duration
 	beatsOnly := len(resp.GetResources()) > 0
 	for i, a := range resp.GetResources() {
 		r, err := decode(ts.url, a, "", resp.GetVersionInfo(), 0)
@@ -547,7 +547,7 @@ func (s *sotwSession) recv() error {
 			reason = fmt.Sprintf("resources[%d]: %v", i, err)
 			break
 		}
-		ttls[r.Name] = r.TTL
+		ttls = addTTL(ttls, r.Name, r.TTL)
 		if r.Message == nil {
 			// A TTL heartbeat: the resource stands as it is.
 			if old := prev[r.Name]; old != nil && !seen[r.Name] {
@@ -630,24 +630,34 @@ func (c *Client) finish(ts *typeState, nonce string, set map[string]*Resource, v
 	})
 }
 
-// renewTTLs records the TTLs an accepted response gave (0 takes a
-// resource's TTL away) and sets the expiry timer for the earliest (mu
-// held).
+// renewTTLs restarts the TTLs an accepted response gave (resources and
+// heartbeats), drops the expiry of resources gone or updated without a
+// TTL, and sets the timer for the earliest (mu held).
 func (c *Client) renewTTLs(ts *typeState, ttls map[string]time.Duration) {
-	now := time.Now()
-	for n, d := range ttls {
-		if d > 0 {
-			ts.expires[n] = now.Add(d)
-		} else {
+	for n := range ts.expires {
+		if r := ts.set[n]; r == nil || r.TTL == 0 && ttls[n] == 0 {
 			delete(ts.expires, n)
 		}
 	}
-	for n := range ts.expires {
-		if ts.set[n] == nil {
-			delete(ts.expires, n)
+	now := time.Now()
+	for n, d := range ttls {
+		if ts.set[n] != nil {
+			ts.expires[n] = now.Add(d)
 		}
 	}
 	c.armExpiry(ts)
+}
+
+// addTTL notes a TTL a response gives, in a map made on the first.
+func addTTL(ttls map[string]time.Duration, name string, d time.Duration) map[string]time.Duration {
+	if d <= 0 {
+		return ttls
+	}
+	if ttls == nil {
+		ttls = map[string]time.Duration{}
+	}
+	ttls[name] = d
+	return ttls
 }
 
 // armExpiry sets ts's timer for its earliest expiry (mu held).
@@ -780,7 +790,7 @@ func (s *deltaSession) recv() error {
 
 	var reason string
 	seen := map[string]bool{}
-	ttls := map[string]time.Duration{}
+	var ttls map[string]time.Duration
 	beatsOnly := len(resp.GetResources()) > 0 && len(resp.GetRemovedResources()) == 0
 	for i, dr := range resp.GetResources() {
 		if dr.GetResource() == nil {
@@ -789,7 +799,7 @@ func (s *deltaSession) recv() error {
 				delete(set, dr.GetName())
 				beatsOnly = false
 			} else {
-				ttls[dr.GetName()] = dr.GetTtl().AsDuration() // a TTL heartbeat: keep what we have
+				ttls = addTTL(ttls, dr.GetName(), dr.GetTtl().AsDuration()) // a TTL heartbeat: keep what we have
 			}
 			continue
 		}
@@ -799,7 +809,7 @@ func (s *deltaSession) recv() error {
 			reason = fmt.Sprintf("resources[%d]: %v", i, err)
 			break
 		}
-		ttls[r.Name] = r.TTL
+		ttls = addTTL(ttls, r.Name, r.TTL)
 		if seen[r.Name] {
 			reason = fmt.Sprintf("resources[%d]: duplicate resource name %q", i, r.Name)
 			break
