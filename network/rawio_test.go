@@ -46,30 +46,10 @@ func TestTCPConnReadWrite(t *testing.T) {
 	// A write bigger than the socket buffers: the writer meets EAGAIN
 	// and parks until the slow reader makes room.
 	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
-	werr := make(chan error, 1)
-	go func() {
+	slowRead(t, s, big, func() (int64, error) {
 		n, err := c.Write(big)
-		if err == nil && n != len(big) {
-			err = io.ErrShortWrite
-		}
-		werr <- err
-	}()
-	got := make([]byte, 0, len(big))
-	buf := make([]byte, 32<<10)
-	for len(got) < len(big) {
-		time.Sleep(time.Millisecond)
-		n, err := s.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, buf[:n]...)
-	}
-	if err := <-werr; err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, big) {
-		t.Fatal("the bytes read differ from those written")
-	}
+		return int64(n), err
+	})
 
 	// Writev: many buffers, more than one call's worth and more than the
 	// socket buffers hold, with empty ones among them.
@@ -81,14 +61,39 @@ func TestTCPConnReadWrite(t *testing.T) {
 		want = append(want, b...)
 	}
 	var _ vectorWriter = c // network.Conn gathers through it
+	slowRead(t, s, want, func() (int64, error) { return c.Writev(bufs) })
+
+	// The reader parks until data comes, then reads it; end of file is
+	// io.EOF.
+	buf := make([]byte, 32<<10)
 	go func() {
-		n, err := c.Writev(bufs)
+		time.Sleep(20 * time.Millisecond)
+		s.Write([]byte("hello"))
+		s.CloseWrite()
+	}()
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	if n, err := c.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("at end: %d, %v; want 0, EOF", n, err)
+	}
+}
+
+// slowRead runs write on a goroutine while s reads slowly, and checks
+// that s got want and that write wrote it all.
+func slowRead(t *testing.T, s net.Conn, want []byte, write func() (int64, error)) {
+	t.Helper()
+	werr := make(chan error, 1)
+	go func() {
+		n, err := write()
 		if err == nil && n != int64(len(want)) {
 			err = io.ErrShortWrite
 		}
 		werr <- err
 	}()
-	got = got[:0]
+	got := make([]byte, 0, len(want))
+	buf := make([]byte, 32<<10)
 	for len(got) < len(want) {
 		time.Sleep(time.Millisecond)
 		n, err := s.Read(buf)
@@ -101,22 +106,7 @@ func TestTCPConnReadWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Fatal("the bytes read differ from those written with Writev")
-	}
-
-	// The reader parks until data comes, then reads it; end of file is
-	// io.EOF.
-	go func() {
-		time.Sleep(20 * time.Millisecond)
-		s.Write([]byte("hello"))
-		s.CloseWrite()
-	}()
-	n, err := c.Read(buf)
-	if err != nil || string(buf[:n]) != "hello" {
-		t.Fatalf("read %q, %v", buf[:n], err)
-	}
-	if n, err := c.Read(buf); n != 0 || err != io.EOF {
-		t.Fatalf("at end: %d, %v; want 0, EOF", n, err)
+		t.Fatal("the bytes read differ from those written")
 	}
 }
 

@@ -244,24 +244,16 @@ func (sc *Scope) Forget() {
 	s := sc.store
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for name, c := range s.ctrs {
-		if sc.owns(c.m) {
-			delete(s.ctrs, name)
-		}
-	}
-	for name, g := range s.gs {
-		if sc.owns(g.m) {
-			delete(s.gs, name)
-		}
-	}
-	for name, h := range s.hists {
-		if sc.owns(h.m) {
-			delete(s.hists, name)
-		}
-	}
-	for name, f := range s.funcs {
-		if sc.owns(f.m) {
-			delete(s.funcs, name)
+	forget(s.ctrs, sc, func(c *Counter) meta { return c.m })
+	forget(s.gs, sc, func(g *Gauge) meta { return g.m })
+	forget(s.hists, sc, func(h *Histogram) meta { return h.m })
+	forget(s.funcs, sc, func(f *funcStat) meta { return f.m })
+}
+
+func forget[T any](m map[string]T, sc *Scope, metaOf func(T) meta) {
+	for name, v := range m {
+		if sc.owns(metaOf(v)) {
+			delete(m, name)
 		}
 	}
 }

@@ -38,7 +38,12 @@ type fakeServer struct {
 }
 
 func startServer(t *testing.T) *fakeServer {
-	fs := &fakeServer{cache: cache.NewSnapshotCache(false, cache.IDHash{}, nil)}
+	return startServerWith(t, cache.NewSnapshotCache(false, cache.IDHash{}, nil))
+}
+
+// startServerWith serves c (go-control-plane's ADS server) on a fresh port.
+func startServerWith(t *testing.T, c cache.SnapshotCache) *fakeServer {
+	fs := &fakeServer{cache: c}
 	cb := xdsserver.CallbackFuncs{
 		StreamRequestFunc: func(_ int64, r *discoverygrpc.DiscoveryRequest) error {
 			fs.mu.Lock()
@@ -295,16 +300,7 @@ func (r *recorder) calls() int {
 func TestTTLExpirySotW(t *testing.T) {
 	ctx, stopBeats := context.WithCancel(context.Background())
 	defer stopBeats()
-	fs := &fakeServer{cache: cache.NewSnapshotCacheWithHeartbeating(ctx, false, cache.IDHash{}, nil, 100*time.Millisecond)}
-	gs := grpc.NewServer()
-	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xdsserver.NewServer(context.Background(), fs.cache, nil))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fs.addr = ln.Addr().String()
-	go gs.Serve(ln)
-	defer gs.Stop()
+	fs := startServerWith(t, cache.NewSnapshotCacheWithHeartbeating(ctx, false, cache.IDHash{}, nil, 100*time.Millisecond))
 	ttl := time.Second
 	snap, err := cache.NewSnapshotWithTTLs("1", map[resource.Type][]types.ResourceWithTTL{
 		resource.RouteType: {{Resource: &routev3.RouteConfiguration{Name: "r1"}, TTL: &ttl}},
