@@ -58,16 +58,23 @@ func startServerWith(t *testing.T, c cache.SnapshotCache) *fakeServer {
 			return nil
 		},
 	}
+	fs.addr = serveADS(t, xdsserver.NewServer(context.Background(), fs.cache, cb))
+	return fs
+}
+
+// serveADS serves an ADS implementation on a fresh loopback port until
+// the test ends, and returns the address.
+func serveADS(t *testing.T, ads discoverygrpc.AggregatedDiscoveryServiceServer) string {
+	t.Helper()
 	gs := grpc.NewServer()
-	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xdsserver.NewServer(context.Background(), fs.cache, cb))
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, ads)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs.addr = ln.Addr().String()
 	go gs.Serve(ln)
 	t.Cleanup(gs.Stop)
-	return fs
+	return ln.Addr().String()
 }
 
 func (fs *fakeServer) set(t *testing.T, v string, res ...types.Resource) {
@@ -229,17 +236,10 @@ func TestDuplicateNamesAndHeartbeats(t *testing.T) {
 		{VersionInfo: "2", TypeUrl: RouteType, Nonce: "b", Resources: []*anypb.Any{r1}},
 		{VersionInfo: "3", TypeUrl: RouteType, Nonce: "c", Resources: []*anypb.Any{hb}},
 	}}
-	gs := grpc.NewServer()
-	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, srv)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(ln)
-	defer gs.Stop()
+	addr := serveADS(t, srv)
 	var applied []int
 	var mu sync.Mutex
-	c := newClient(t, &fakeServer{addr: ln.Addr().String()}, false, handlerFunc(func(_ string, set map[string]*Resource) error {
+	c := newClient(t, &fakeServer{addr: addr}, false, handlerFunc(func(_ string, set map[string]*Resource) error {
 		mu.Lock()
 		applied = append(applied, len(set))
 		mu.Unlock()
@@ -381,16 +381,9 @@ func TestTTLExpiryDelta(t *testing.T) {
 			{Name: "r2", Version: "2", Resource: r2},
 		}})
 	}}
-	gs := grpc.NewServer()
-	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, srv)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(ln)
-	defer gs.Stop()
+	addr := serveADS(t, srv)
 	h := &recorder{}
-	c := newClient(t, &fakeServer{addr: ln.Addr().String()}, true, h)
+	c := newClient(t, &fakeServer{addr: addr}, true, h)
 	c.Watch(RouteType, false, []string{"r1", "r2"})
 	eventually(t, "r1 and r2", func() bool { return len(c.Known(RouteType)) == 2 })
 	start := time.Now()
