@@ -18,6 +18,10 @@ import (
 	"github.com/straitproxy/strait/stats"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/dynamicpb"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // Source is what the admin pages read from the running server.
@@ -139,7 +143,7 @@ func (s *Server) prometheus(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) configDump(w http.ResponseWriter, _ *http.Request) {
 	dump := proto.Clone(s.src.ConfigDump())
 	Redact(dump)
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(dump)
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", Resolver: opaqueUnknown{}}.Marshal(dump)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -151,4 +155,29 @@ func (s *Server) configDump(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) clusters(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("content-type", "text/plain")
 	s.src.WriteClusters(w)
+}
+
+// opaqueUnknown resolves the types of Any values for the config dump; a
+// type this binary does not know (a refused resource's unknown filter,
+// say) is shown as its "@type" alone instead of failing the whole dump.
+type opaqueUnknown struct{}
+
+func (opaqueUnknown) FindMessageByURL(url string) (protoreflect.MessageType, error) {
+	mt, err := protoregistry.GlobalTypes.FindMessageByURL(url)
+	if errors.Is(err, protoregistry.NotFound) {
+		return dynamicpb.NewMessageType((&emptypb.Empty{}).ProtoReflect().Descriptor()), nil
+	}
+	return mt, err
+}
+
+func (opaqueUnknown) FindMessageByName(name protoreflect.FullName) (protoreflect.MessageType, error) {
+	return protoregistry.GlobalTypes.FindMessageByName(name)
+}
+
+func (opaqueUnknown) FindExtensionByName(field protoreflect.FullName) (protoreflect.ExtensionType, error) {
+	return protoregistry.GlobalTypes.FindExtensionByName(field)
+}
+
+func (opaqueUnknown) FindExtensionByNumber(message protoreflect.FullName, field protoreflect.FieldNumber) (protoreflect.ExtensionType, error) {
+	return protoregistry.GlobalTypes.FindExtensionByNumber(message, field)
 }

@@ -18,7 +18,16 @@ import (
 
 // Clusters finds a cluster by name in the current configuration.
 type Clusters interface {
+	// Get returns the serving cluster named name.
 	Get(name string) (*upstream.Cluster, bool)
+	// Known reports whether a cluster of that name is serving or warming:
+	// what validate_clusters checks at build time.
+	Known(name string) bool
+	// Dynamic reports whether clusters may still arrive (CDS is
+	// configured). Filters then resolve the clusters they name when a
+	// connection or request comes, as Envoy does, and do not refuse a
+	// config whose cluster is not there yet.
+	Dynamic() bool
 }
 
 // BuildContext is what a filter factory may use while it is built and

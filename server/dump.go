@@ -2,9 +2,12 @@ package server
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/xds"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -40,7 +43,7 @@ func (s *Server) ConfigDump() proto.Message {
 // WriteClusters implements admin.Source in Envoy's text form:
 // "cluster::host::stat::value".
 func (s *Server) WriteClusters(w http.ResponseWriter) {
-	cm := s.clusters.m.Load()
+	cm := s.clusters.Current()
 	for _, name := range cm.Names() {
 		c, _ := cm.Get(name)
 		b := c.Breaker
@@ -55,4 +58,75 @@ func (s *Server) WriteClusters(w http.ResponseWriter) {
 			fmt.Fprintf(w, "%sweight::%d\n%shealth_flags::healthy\n", p, h.Weight, p)
 		}
 	}
+}
+
+// dump adds the dynamic resources to Envoy's config dump shapes: active
+// and warming clusters and listeners, then the route, endpoint and secret
+// dumps. A resource the last update refused carries its error_state; one
+// never accepted appears with the error alone.
+func (d *dynamic) dump(cs *adminv3.ClustersConfigDump, ls *adminv3.ListenersConfigDump) []proto.Message {
+	d.mu.Lock()
+	failed := map[string]map[string]*adminv3.UpdateFailureState{}
+	for url, m := range d.failed {
+		failed[url] = maps.Clone(m)
+	}
+	d.mu.Unlock()
+	cs.VersionInfo = d.client.Version(xds.ClusterType)
+	ls.VersionInfo = d.client.Version(xds.ListenerType)
+
+	cd := d.clusters.Dump()
+	fc := failed[xds.ClusterType]
+	for _, r := range cd.Active {
+		cs.DynamicActiveClusters = append(cs.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{
+			VersionInfo: r.Version, Cluster: r.Any, LastUpdated: timestamppb.New(r.Updated), ErrorState: fc[r.Name]})
+		delete(fc, r.Name)
+	}
+	for _, r := range cd.Warming {
+		cs.DynamicWarmingClusters = append(cs.DynamicWarmingClusters, &adminv3.ClustersConfigDump_DynamicCluster{
+			VersionInfo: r.Version, Cluster: r.Any, LastUpdated: timestamppb.New(r.Updated), ErrorState: fc[r.Name]})
+		delete(fc, r.Name)
+	}
+	for _, name := range sortedKeys(fc) {
+		cs.DynamicActiveClusters = append(cs.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{ErrorState: fc[name]})
+	}
+
+	lstates, routes, routeNames := d.listeners.Dump()
+	fl := failed[xds.ListenerType]
+	state := func(r *config.Resource) *adminv3.ListenersConfigDump_DynamicListenerState {
+		if r == nil {
+			return nil
+		}
+		return &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: r.Version, Listener: r.Any, LastUpdated: timestamppb.New(r.Updated)}
+	}
+	for _, st := range lstates {
+		ls.DynamicListeners = append(ls.DynamicListeners, &adminv3.ListenersConfigDump_DynamicListener{
+			Name: st.Name, ActiveState: state(st.Active), WarmingState: state(st.Warming), ErrorState: fl[st.Name]})
+		delete(fl, st.Name)
+	}
+	for _, name := range sortedKeys(fl) {
+		ls.DynamicListeners = append(ls.DynamicListeners, &adminv3.ListenersConfigDump_DynamicListener{Name: name, ErrorState: fl[name]})
+	}
+
+	rs := &adminv3.RoutesConfigDump{}
+	fr := failed[xds.RouteType]
+	for i, r := range routes {
+		fail := fr[routeNames[i]]
+		if r != nil {
+			rs.DynamicRouteConfigs = append(rs.DynamicRouteConfigs, &adminv3.RoutesConfigDump_DynamicRouteConfig{
+				VersionInfo: r.Version, RouteConfig: r.Any, LastUpdated: timestamppb.New(r.Updated), ErrorState: fail})
+		} else if fail != nil {
+			rs.DynamicRouteConfigs = append(rs.DynamicRouteConfigs, &adminv3.RoutesConfigDump_DynamicRouteConfig{ErrorState: fail})
+		}
+	}
+	es := &adminv3.EndpointsConfigDump{}
+	for _, r := range cd.Endpoints {
+		es.DynamicEndpointConfigs = append(es.DynamicEndpointConfigs, &adminv3.EndpointsConfigDump_DynamicEndpointConfig{
+			VersionInfo: r.Version, EndpointConfig: r.Any, LastUpdated: timestamppb.New(r.Updated)})
+	}
+	ss := &adminv3.SecretsConfigDump{}
+	for _, r := range d.secrets.Dump() {
+		ss.DynamicActiveSecrets = append(ss.DynamicActiveSecrets, &adminv3.SecretsConfigDump_DynamicSecret{
+			Name: r.Name, VersionInfo: r.Version, Secret: r.Any, LastUpdated: timestamppb.New(r.Updated)})
+	}
+	return []proto.Message{rs, es, ss}
 }

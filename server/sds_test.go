@@ -122,11 +122,7 @@ static_resources:
 	defer s.Shutdown(context.Background())
 	// What a TLS context will do: ask for its secrets by name.
 	s.dyn.client.Watch(xds.SecretType, false, []string{"ca", "cert"})
-	waitFor(t, "both secrets", func() bool {
-		s.dyn.mu.Lock()
-		defer s.dyn.mu.Unlock()
-		return len(s.dyn.secrets) == 2
-	})
+	waitFor(t, "both secrets", func() bool { return len(s.dyn.secrets.Dump()) == 2 })
 	dump := s.ConfigDump()
 	admin.Redact(dump)
 	js := protojson.Format(dump)
@@ -148,10 +144,7 @@ static_resources:
 	case <-time.After(5 * time.Second):
 		t.Fatal("no NACK for a mismatched key")
 	}
-	s.dyn.mu.Lock()
-	v := s.dyn.secrets["cert"].Version
-	s.dyn.mu.Unlock()
-	if v != "1" {
+	if v := s.dyn.secrets.Get("cert").Version; v != "1" {
 		t.Fatalf("cert version %q after the NACK, want 1", v)
 	}
 	if st, _ := s.Stats().Lookup("xds.sds.update_rejected"); st == 0 {

@@ -42,33 +42,23 @@ type Options struct {
 
 // Server is one running configuration.
 type Server struct {
-	boot      *bootstrapv3.Bootstrap
-	opts      Options
-	log       *slog.Logger
-	store     *stats.Store
-	clusters  clusterSet
+	boot  *bootstrapv3.Bootstrap
+	opts  Options
+	log   *slog.Logger
+	store *stats.Store
+	// clusters is the cluster manager (static clusters, and CDS's).
+	clusters *upstream.Clusters
+	// listeners are the bootstrap's; xDS may not replace them.
 	listeners []*listener.Listener
-	// static are the bootstrap's clusters; staticNames the names of its
-	// listeners. xDS may not replace either.
-	static          map[string]*upstream.Cluster
-	staticNames     map[string]bool
-	staticListeners []*listener.Listener
-	dyn             *dynamic
-	admin           *admin.Server
-	adminAddr       string
-	pool            *network.Pool
-	ready           atomic.Bool
+	dyn       *dynamic
+	admin     *admin.Server
+	adminAddr string
+	pool      *network.Pool
+	ready     atomic.Bool
 	// initializing: xDS has not delivered its first config yet.
 	initializing atomic.Bool
 	loaded       time.Time
 }
-
-// clusterSet is the current cluster manager, swapped whole on change.
-type clusterSet struct {
-	m atomic.Pointer[upstream.Manager]
-}
-
-func (c *clusterSet) Get(name string) (*upstream.Cluster, bool) { return c.m.Load().Get(name) }
 
 // New validates b and builds everything without opening a port. The error
 // lists every problem found, each with its field path.
@@ -87,16 +77,13 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 	if err != nil {
 		return nil, config.At("static_resources", err)
 	}
-	s.clusters.m.Store(cm)
-	s.static = map[string]*upstream.Cluster{}
-	for _, n := range cm.Names() {
-		s.static[n], _ = cm.Get(n)
-	}
 	if dr := b.GetDynamicResources(); dr != nil {
-		if s.dyn, err = newDynamic(s, dr); err != nil {
+		if s.dyn, err = newDynamic(s, dr, cm); err != nil {
 			cm.Stop()
 			return nil, config.At("dynamic_resources", err)
 		}
+	} else {
+		s.clusters = upstream.NewClusters(cm, root, s.log, upstream.ClustersOptions{})
 	}
 	if err := s.buildListeners(); err != nil {
 		if s.dyn != nil {
@@ -105,7 +92,9 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 		cm.Stop()
 		return nil, err
 	}
-	s.staticListeners = s.listeners
+	if s.dyn != nil {
+		s.dyn.listeners.SetStatic(s.listeners)
+	}
 	s.admin = admin.New(s, s.store, s.log.With("component", "admin"))
 	s.serverStats(root)
 	return s, nil
@@ -139,12 +128,11 @@ func (s *Server) buildListeners() error {
 	var errs []error
 	names := map[string]bool{}
 	addrs := map[string]string{}
-	s.staticNames = names
 	for i, l := range s.boot.GetStaticResources().GetListeners() {
-		var rec *routeRecorder
+		var rec *listener.StaticRoutes
 		o := s.listenerOptions(nil)
 		if s.dyn != nil {
-			rec = &routeRecorder{d: s.dyn}
+			rec = s.dyn.listeners.StaticRoutes()
 			o.Routes = rec
 		}
 		path := fmt.Sprintf("static_resources.listeners[%d]", i)
@@ -170,7 +158,7 @@ func (s *Server) buildListeners() error {
 		if rec != nil {
 			// A static listener may use RDS: it serves at once, and
 			// answers 404 until its routes arrive.
-			s.dyn.register(rec.subs)
+			s.dyn.listeners.RegisterStatic(rec)
 		}
 	}
 	return config.Join(errs)
@@ -178,7 +166,7 @@ func (s *Server) buildListeners() error {
 
 // listenerOptions are what every listener is built with.
 func (s *Server) listenerOptions(routes filter.RouteSource) listener.Options {
-	o := listener.Options{Clusters: &s.clusters, Stats: s.store.Root(), Pool: s.pool, Log: s.log, IOModel: s.opts.IOModel}
+	o := listener.Options{Clusters: s.clusters, Stats: s.store.Root(), Pool: s.pool, Log: s.log, IOModel: s.opts.IOModel}
 	if routes != nil {
 		o.Routes = routes
 	}
@@ -206,7 +194,7 @@ func (s *Server) node() *corev3.Node {
 // dialStatic connects to a host of a static cluster (the management
 // server's), within the cluster's connect timeout.
 func (s *Server) dialStatic(ctx context.Context, name string) (net.Conn, error) {
-	c := s.static[name]
+	c := s.clusters.Static(name)
 	h := c.Pick(&upstream.PickHint{Random: rand.Uint64()})
 	if h == nil {
 		return nil, fmt.Errorf("cluster %q has no host", name)
@@ -244,7 +232,7 @@ func (s *Server) serverStats(root *stats.Scope) {
 // If any bind fails, what was bound is closed again.
 func (s *Server) Start(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	s.clusters.m.Load().Start(dctx)
+	s.clusters.Current().Start(dctx)
 	cancel()
 	for _, l := range s.listeners {
 		if err := l.Start(context.Background()); err != nil {
@@ -308,15 +296,8 @@ func (s *Server) activeConns() int {
 // then draining).
 func (s *Server) allListeners() []*listener.Listener {
 	out := append([]*listener.Listener(nil), s.listeners...)
-	if d := s.dyn; d != nil {
-		d.mu.Lock()
-		for _, name := range sortedKeys(d.listeners) {
-			out = append(out, d.listeners[name].l)
-		}
-		for l := range d.retiring {
-			out = append(out, l)
-		}
-		d.mu.Unlock()
+	if s.dyn != nil {
+		out = append(out, s.dyn.listeners.Listeners()...)
 	}
 	return out
 }
@@ -331,7 +312,7 @@ func (s *Server) closeAll() {
 	if s.admin != nil {
 		s.admin.Close()
 	}
-	s.clusters.m.Load().Stop()
+	s.clusters.Stop()
 	s.pool.Close()
 }
 
@@ -358,11 +339,9 @@ func (s *Server) ListenerAddr(name string) net.Addr {
 			return l.Addr()
 		}
 	}
-	if d := s.dyn; d != nil {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if dl := d.listeners[name]; dl != nil {
-			return dl.l.Addr()
+	if s.dyn != nil {
+		if a := s.dyn.listeners.Addr(name); a != nil {
+			return a
 		}
 	}
 	return nil

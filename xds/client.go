@@ -29,12 +29,45 @@ import (
 // the response: for LDS and CDS exactly the response's set, for the other
 // types the previous set with the response's resources replaced or added
 // (and, in delta, its removals removed). A nil error accepts (ACK) and
-// the client keeps the set; an error refuses the whole response (NACK,
-// with the error as error_detail) and the previous set stays. Apply is
-// called from the client's goroutine, one call at a time; it may call
-// Watch.
+// the client keeps the set. An error made only of *ResourceError values
+// (one, or several joined with errors.Join) says the handler applied the
+// rest and refused those resources, as Envoy does: the client keeps the
+// previous version of each refused resource (or none, if it is new) and
+// NACKs the response with every reason. Any other error refuses the
+// whole response (NACK) and the previous set stays. Apply is called from
+// the client's goroutine, one call at a time; it may call Watch.
 type Handler interface {
 	Apply(typeURL string, set map[string]*Resource) error
+}
+
+// ResourceError refuses one resource of an update whose other resources
+// were applied.
+type ResourceError struct {
+	Name string
+	Err  error
+}
+
+func (e *ResourceError) Error() string { return e.Err.Error() }
+
+func (e *ResourceError) Unwrap() error { return e.Err }
+
+// refusedNames returns the names err refuses when it is made only of
+// *ResourceError values; ok is false for any other error.
+func refusedNames(err error) (names []string, ok bool) {
+	switch e := err.(type) {
+	case *ResourceError:
+		return []string{e.Name}, true
+	case interface{ Unwrap() []error }:
+		for _, sub := range e.Unwrap() {
+			n, ok := refusedNames(sub)
+			if !ok {
+				return nil, false
+			}
+			names = append(names, n...)
+		}
+		return names, len(names) > 0
+	}
+	return nil, false
 }
 
 // Options configure a Client.
@@ -373,19 +406,37 @@ type session interface {
 }
 
 // apply runs the handler on a type's candidate set and records the
-// outcome; it returns the NACK reason ("" for ACK).
-func (c *Client) apply(ts *typeState, set map[string]*Resource, version string) string {
+// outcome; it returns the NACK reason ("" for ACK) and, when the handler
+// refused only some resources, keep: set now holds what was applied (the
+// refused resources at their previous version, or absent).
+func (c *Client) apply(ts *typeState, set map[string]*Resource, version string) (reason string, keep bool) {
 	ts.attempt.Inc()
-	if err := c.o.Handler.Apply(ts.url, set); err != nil {
-		ts.rejected.Inc()
-		c.log.Warn("xDS update rejected", "type", ts.url, "version", version, "err", err)
-		return err.Error()
+	err := c.o.Handler.Apply(ts.url, set)
+	if err == nil {
+		ts.success.Inc()
+		h := fnv.New64a()
+		h.Write([]byte(version))
+		ts.ver.Set(int64(h.Sum64() >> 1))
+		c.log.Debug("xDS update accepted", "type", ts.url, "version", version, "resources", len(set))
+		return "", false
 	}
-	ts.success.Inc()
-	h := fnv.New64a()
-	h.Write([]byte(version))
-	ts.ver.Set(int64(h.Sum64() >> 1))
-	return ""
+	ts.rejected.Inc()
+	names, keep := refusedNames(err)
+	c.mu.Lock()
+	for _, n := range names {
+		if old := ts.set[n]; old != nil {
+			set[n] = old
+		} else {
+			delete(set, n)
+		}
+	}
+	c.mu.Unlock()
+	if keep {
+		c.log.Warn("xDS update partly rejected; the other resources apply", "type", ts.url, "version", version, "rejected", names, "err", err)
+	} else {
+		c.log.Warn("xDS update rejected", "type", ts.url, "version", version, "err", err)
+	}
+	return err.Error(), keep
 }
 
 // Version returns a type's last accepted version_info (delta: the
@@ -538,6 +589,7 @@ func (s *sotwSession) recv() error {
 	}
 
 	var reason string
+	var keep bool
 	seen := map[string]bool{}
 	var ttls map[string]time.Duration
 	beatsOnly := len(resp.GetResources()) > 0
@@ -577,23 +629,25 @@ func (s *sotwSession) recv() error {
 		// does).
 		set = prev
 	case reason == "":
-		reason = c.apply(ts, set, resp.GetVersionInfo())
+		reason, keep = c.apply(ts, set, resp.GetVersionInfo())
 	}
-	c.finish(ts, resp.GetNonce(), set, resp.GetVersionInfo(), reason, ttls)
+	c.finish(ts, resp.GetNonce(), set, resp.GetVersionInfo(), reason, keep, ttls)
 	return nil
 }
 
-// finish records a response's outcome and schedules its ACK or NACK. A
-// server that resends what we refused (go-control-plane's snapshot cache
-// does, at once, in state of the world) would make a hot loop of builds
-// and NACKs: the same refusal again waits, 100 ms doubling to 30 s,
-// before its NACK is sent. A response that comes meanwhile supersedes it.
-func (c *Client) finish(ts *typeState, nonce string, set map[string]*Resource, version, reason string, ttls map[string]time.Duration) {
+// finish records a response's outcome and schedules its ACK or NACK.
+// keep: the handler applied set though it refused some of its resources
+// (the NACK keeps the previous version_info, as Envoy's does). A server
+// that resends what we refused (go-control-plane's snapshot cache does,
+// at once, in state of the world) would make a hot loop of builds and
+// NACKs: the same refusal again waits, 100 ms doubling to 30 s, before
+// its NACK is sent. A response that comes meanwhile supersedes it.
+func (c *Client) finish(ts *typeState, nonce string, set map[string]*Resource, version, reason string, keep bool, ttls map[string]time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ts.gen++
 	ts.nonce = nonce
-	if reason == "" {
+	if reason == "" || keep {
 		if !ts.wildcard {
 			// Names unwatched while the handler ran are gone.
 			for n := range set {
@@ -603,8 +657,10 @@ func (c *Client) finish(ts *typeState, nonce string, set map[string]*Resource, v
 			}
 		}
 		ts.set = set
-		ts.version = version
 		c.renewTTLs(ts, ttls)
+	}
+	if reason == "" {
+		ts.version = version
 		ts.nack, ts.lastReason, ts.nackRepeats = "", "", 0
 		ts.pending = true
 		c.signal()
@@ -789,6 +845,7 @@ func (s *deltaSession) recv() error {
 	ts, set, wildcard, names := r.ts, r.prev, r.wildcard, r.names
 
 	var reason string
+	var keep bool
 	seen := map[string]bool{}
 	var ttls map[string]time.Duration
 	beatsOnly := len(resp.GetResources()) > 0 && len(resp.GetRemovedResources()) == 0
@@ -827,8 +884,8 @@ func (s *deltaSession) recv() error {
 		delete(set, n)
 	}
 	if reason == "" && !beatsOnly {
-		reason = c.apply(ts, set, resp.GetSystemVersionInfo())
+		reason, keep = c.apply(ts, set, resp.GetSystemVersionInfo())
 	}
-	c.finish(ts, resp.GetNonce(), set, resp.GetSystemVersionInfo(), reason, ttls)
+	c.finish(ts, resp.GetNonce(), set, resp.GetSystemVersionInfo(), reason, keep, ttls)
 	return nil
 }

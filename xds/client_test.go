@@ -400,3 +400,58 @@ func TestTTLExpiryDelta(t *testing.T) {
 		t.Fatal("r2 expired although its update took its TTL away")
 	}
 }
+
+// TestPartialRejection: a handler that refuses one resource of a response
+// keeps the others: the client holds the accepted ones, the refused one at
+// its previous version (or not at all when it is new), and NACKs with the
+// refusal's reason and, in state of the world, the previous version_info.
+func TestPartialRejection(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sotw", true: "delta"}[delta], func(t *testing.T) {
+			fs := startServer(t)
+			fs.set(t, "1", &routev3.RouteConfiguration{Name: "r1"}, &routev3.RouteConfiguration{Name: "r2"})
+			bad := func(rc *routev3.RouteConfiguration) bool { return len(rc.GetVirtualHosts()) > 0 }
+			c := newClient(t, fs, delta, handlerFunc(func(_ string, set map[string]*Resource) error {
+				var errs []error
+				for n, r := range set {
+					if bad(r.Message.(*routev3.RouteConfiguration)) {
+						errs = append(errs, &ResourceError{Name: n, Err: errors.New("route " + n + " is bad")})
+					}
+				}
+				return errors.Join(errs...)
+			}))
+			c.Watch(RouteType, false, []string{"r1", "r2", "r3"})
+			eventually(t, "version 1", func() bool { return len(c.Known(RouteType)) == 2 })
+			// r2 turns bad, r1 changes, r3 is new and bad.
+			vh := []*routev3.VirtualHost{{Name: "x", Domains: []string{"*"}}}
+			fs.set(t, "2", &routev3.RouteConfiguration{Name: "r1", ValidateClusters: nil, RequestHeadersToRemove: []string{"x"}},
+				&routev3.RouteConfiguration{Name: "r2", VirtualHosts: vh}, &routev3.RouteConfiguration{Name: "r3", VirtualHosts: vh})
+			eventually(t, "r1 updated", func() bool {
+				r := c.Known(RouteType)["r1"]
+				return r != nil && len(r.Message.(*routev3.RouteConfiguration).GetRequestHeadersToRemove()) == 1
+			})
+			known := c.Known(RouteType)
+			if r2 := known["r2"]; r2 == nil || bad(r2.Message.(*routev3.RouteConfiguration)) {
+				t.Fatalf("r2 should stay at its previous version, got %v", r2)
+			}
+			if known["r3"] != nil {
+				t.Fatal("the refused new r3 is held")
+			}
+			eventually(t, "a NACK naming r2 and r3", func() bool {
+				fs.mu.Lock()
+				defer fs.mu.Unlock()
+				var msg, version string
+				for _, r := range fs.reqs {
+					msg, version = r.GetErrorDetail().GetMessage(), r.GetVersionInfo()
+				}
+				for _, r := range fs.dreqs {
+					msg = r.GetErrorDetail().GetMessage()
+				}
+				return strings.Contains(msg, "route r2 is bad") && strings.Contains(msg, "route r3 is bad") && (delta || version == "1")
+			})
+			if v := c.Version(RouteType); !delta && v != "1" {
+				t.Fatalf("version %q after a partial NACK, want the previous one", v)
+			}
+		})
+	}
+}

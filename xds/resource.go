@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/straitproxy/strait/config"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -31,20 +33,9 @@ const (
 	resourceType = "type.googleapis.com/envoy.service.discovery.v3.Resource"
 )
 
-// Resource is one named resource as accepted.
-type Resource struct {
-	Name string
-	// Version is the resource's version (delta) or the version_info of the
-	// response that last changed it (state of the world).
-	Version string
-	Message proto.Message
-	Any     *anypb.Any
-	// Updated is when it last changed.
-	Updated time.Time
-	// TTL is the time to live the server gave it (0: none): the resource
-	// expires unless a heartbeat or an update comes within it.
-	TTL time.Duration
-}
+// Resource is one named resource as accepted (config.Resource, which the
+// managers below xds keep).
+type Resource = config.Resource
 
 func newMessage(url string) (proto.Message, error) {
 	switch url {

@@ -224,7 +224,7 @@ func unsupported(m *hcmv3.HttpConnectionManager) error {
 // must exist when the listener is built.
 func checkClusters(bc *filter.BuildContext, t *router.Table) error {
 	for _, name := range t.ClusterNames() {
-		if _, ok := bc.Clusters.Get(name); !ok {
+		if !bc.Clusters.Known(name) {
 			return config.At("route_config", fmt.Errorf("route names cluster %q, which does not exist", name))
 		}
 	}

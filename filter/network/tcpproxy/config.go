@@ -61,7 +61,10 @@ func build(bc *filter.BuildContext, m *tcpv3.TcpProxy) (*Config, error) {
 	}
 	for i, w := range c.clusters {
 		c.totalWeight += w.weight
-		if _, ok := bc.Clusters.Get(w.name); !ok {
+		// With CDS, the cluster is looked up per connection (as Envoy
+		// does: downstream_cx_no_route while it is missing); a static
+		// config has no way for it to appear.
+		if !bc.Clusters.Dynamic() && !bc.Clusters.Known(w.name) {
 			path := "cluster"
 			if m.GetCluster() == "" {
 				path = fmt.Sprintf("weighted_clusters.clusters[%d].name", i)

@@ -16,6 +16,10 @@ import (
 
 type clusters map[string]bool
 
+func (c clusters) Known(name string) bool { return c[name] }
+
+func (c clusters) Dynamic() bool { return false }
+
 func (c clusters) Get(name string) (*upstream.Cluster, bool) {
 	if c[name] {
 		return &upstream.Cluster{Name: name}, true

@@ -1,0 +1,24 @@
+package config
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Resource is one named xDS resource as accepted: what the managers keep
+// of it to build, compare and dump it.
+type Resource struct {
+	Name string
+	// Version is the resource's version (delta) or the version_info of the
+	// response that last changed it (state of the world).
+	Version string
+	Message proto.Message
+	Any     *anypb.Any
+	// Updated is when it last changed.
+	Updated time.Time
+	// TTL is the time to live the server gave it (0: none): the resource
+	// expires unless a heartbeat or an update comes within it.
+	TTL time.Duration
+}

@@ -1,0 +1,450 @@
+package upstream
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/stats"
+	"google.golang.org/protobuf/proto"
+)
+
+// Clusters is the cluster manager: the bootstrap's static clusters and
+// the ones CDS delivers, their warming, and the EDS assignments they
+// take. Requests read the current set without a lock (Get); updates
+// build under mu and swap in a new immutable Manager.
+//
+// Updates are per resource, as Envoy applies them: a cluster that fails
+// to build is refused (its error is returned by name) and its serving
+// version, if any, stays; the rest of the update applies. A new or
+// changed cluster warms before it serves: an EDS cluster until its first
+// assignment (or its eds_config initial_fetch_timeout), a DNS cluster
+// until its first lookup (5 s at most). The version it replaces serves
+// until then.
+type Clusters struct {
+	cur    atomic.Pointer[Manager]
+	static map[string]*Cluster
+	scope  *stats.Scope
+	log    *slog.Logger
+	o      ClustersOptions
+
+	mu       sync.Mutex
+	active   map[string]*dynCluster
+	warming  map[string]*dynCluster
+	cla      map[string]*config.Resource
+	claGone  map[string]bool // assignments whose initial fetch timed out
+	retired  []*Cluster
+	applied  bool // a CDS update was applied
+	initDone bool
+	stopped  bool
+	initOnce sync.Once
+}
+
+// ClustersOptions are the cluster manager's links to the xDS client.
+type ClustersOptions struct {
+	// CDS: clusters come from CDS too, so a name not known yet may still
+	// arrive (Dynamic).
+	CDS bool
+	// WatchEndpoints sets the EDS names the clusters wait for. It is
+	// called with the manager's lock held, so calls come in order; it
+	// must not call back into the manager.
+	WatchEndpoints func(names []string)
+	// Initialized is called once, without the lock, when the first CDS
+	// update's clusters are warm (or their warming timed out).
+	Initialized func()
+}
+
+type dynCluster struct {
+	res   *config.Resource
+	c     *Cluster
+	timer *time.Timer
+}
+
+// NewClusters makes the cluster manager over the static clusters.
+func NewClusters(static *Manager, sc *stats.Scope, log *slog.Logger, o ClustersOptions) *Clusters {
+	m := &Clusters{static: map[string]*Cluster{}, scope: sc, log: log, o: o,
+		active: map[string]*dynCluster{}, warming: map[string]*dynCluster{},
+		cla: map[string]*config.Resource{}, claGone: map[string]bool{}}
+	for _, n := range static.Names() {
+		m.static[n], _ = static.Get(n)
+	}
+	m.cur.Store(static)
+	return m
+}
+
+// Get returns the serving cluster named name.
+func (m *Clusters) Get(name string) (*Cluster, bool) { return m.cur.Load().Get(name) }
+
+// Current is the serving set.
+func (m *Clusters) Current() *Manager { return m.cur.Load() }
+
+// Known reports whether a cluster of that name is static, serving or
+// warming: what Envoy's validate_clusters accepts.
+func (m *Clusters) Known(name string) bool {
+	if _, ok := m.Get(name); ok {
+		return true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.warming[name] != nil
+}
+
+// Dynamic reports whether clusters may still arrive by CDS.
+func (m *Clusters) Dynamic() bool { return m.o.CDS }
+
+// Static returns the static cluster named name.
+func (m *Clusters) Static(name string) *Cluster { return m.static[name] }
+
+// unlock releases mu and, once the first update's clusters are warm,
+// reports the end of initialization (outside the lock).
+func (m *Clusters) unlock() {
+	done := !m.initDone && m.applied && len(m.warming) == 0
+	if done {
+		m.initDone = true
+	}
+	m.mu.Unlock()
+	if done {
+		m.markInitialized()
+	}
+}
+
+func (m *Clusters) markInitialized() {
+	m.initOnce.Do(func() {
+		if m.o.Initialized != nil {
+			m.o.Initialized()
+		}
+	})
+}
+
+// ApplyCDS applies the complete set of dynamic clusters: clusters absent
+// from set are removed (in-flight requests finish on the connections they
+// hold), new and changed ones are built and warm. It returns the clusters
+// refused, by name; each keeps its serving version.
+func (m *Clusters) ApplyCDS(set map[string]*config.Resource) map[string]error {
+	m.mu.Lock()
+	defer m.unlock()
+	errs := map[string]error{}
+	if m.stopped {
+		for n := range set {
+			errs[n] = fmt.Errorf("cluster %q: shutting down", n)
+		}
+		return errs
+	}
+	fresh := map[string]*dynCluster{}
+	for _, name := range sortedKeys(set) {
+		r := set[name]
+		if m.static[name] != nil {
+			errs[name] = fmt.Errorf("cluster %q: a static cluster has this name", name)
+			continue
+		}
+		if cur := m.current(name); cur != nil && (cur.res == r || proto.Equal(cur.res.Message, r.Message)) {
+			continue
+		}
+		dc, err := m.build(r)
+		if err != nil {
+			errs[name] = fmt.Errorf("cluster %q: %w", name, err)
+			continue
+		}
+		fresh[name] = dc
+	}
+	for name, dc := range m.active {
+		if set[name] == nil {
+			delete(m.active, name)
+			m.retired = append(m.retired, dc.c)
+			m.log.Debug("cluster removed", "cluster", name)
+		}
+	}
+	for name, w := range m.warming {
+		if set[name] == nil || fresh[name] != nil {
+			stopTimer(w.timer)
+			w.c.Stop()
+			delete(m.warming, name)
+			m.forgetIfGone(w.c)
+		}
+	}
+	for _, name := range sortedKeys(fresh) {
+		m.warm(fresh[name])
+	}
+	m.applied = true
+	m.changed()
+	return errs
+}
+
+// build builds one cluster and gives it the assignment it names, if known.
+func (m *Clusters) build(r *config.Resource) (*dynCluster, error) {
+	c, err := BuildCluster(r.Message.(*clusterv3.Cluster), m.scope, m.log)
+	if err != nil {
+		return nil, err
+	}
+	if c.EDSName != "" {
+		if cla := m.cla[c.EDSName]; cla != nil {
+			a, err := c.PrepareAssignment(cla.Message.(*endpointv3.ClusterLoadAssignment))
+			if err != nil {
+				c.Stop()
+				m.forgetIfGone(c)
+				return nil, fmt.Errorf("its endpoints %q: %w", c.EDSName, err)
+			}
+			c.ApplyAssignment(a)
+		}
+	}
+	return &dynCluster{res: r, c: c}, nil
+}
+
+// warm puts a new cluster in service if it is ready, else makes it wait
+// for its first lookup or assignment (mu held).
+func (m *Clusters) warm(dc *dynCluster) {
+	name := dc.c.Name
+	if dc.c.Resolves() {
+		m.warming[name] = dc
+		m.log.Debug("cluster warming on its first DNS lookup", "cluster", name, "version", dc.res.Version)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			dc.c.Start(ctx)
+			cancel()
+			m.mu.Lock()
+			defer m.unlock()
+			if m.warming[name] == dc && !m.stopped {
+				m.activate(dc)
+				m.changed()
+			}
+		}()
+		return
+	}
+	if dc.c.HasEndpoints() || m.claGone[dc.c.EDSName] {
+		m.activate(dc)
+		return
+	}
+	m.warming[name] = dc
+	m.log.Debug("cluster warming on its endpoints", "cluster", name, "eds", dc.c.EDSName, "version", dc.res.Version)
+	if t := dc.c.EDSFetchTimeout; t > 0 {
+		dc.timer = time.AfterFunc(t, func() {
+			m.mu.Lock()
+			defer m.unlock()
+			if m.warming[name] == dc && !m.stopped {
+				m.log.Warn("EDS initial fetch timed out; cluster in use without endpoints", "cluster", name, "eds", dc.c.EDSName)
+				m.claGone[dc.c.EDSName] = true
+				m.activate(dc)
+				m.changed()
+			}
+		})
+	}
+}
+
+func (m *Clusters) current(name string) *dynCluster {
+	if w := m.warming[name]; w != nil {
+		return w
+	}
+	return m.active[name]
+}
+
+// activate moves a warm cluster into service (mu held); the one it
+// replaces stops once the new set is in place (changed).
+func (m *Clusters) activate(dc *dynCluster) {
+	name := dc.c.Name
+	if m.warming[name] == dc {
+		delete(m.warming, name)
+	}
+	stopTimer(dc.timer)
+	if old := m.active[name]; old != nil {
+		m.retired = append(m.retired, old.c)
+		m.log.Debug("cluster updated", "cluster", name, "version", dc.res.Version)
+	} else {
+		m.log.Debug("cluster added", "cluster", name, "version", dc.res.Version)
+	}
+	m.active[name] = dc
+}
+
+// changed swaps in the serving set (static and active clusters), stops
+// the retired ones and asks for the endpoints the clusters wait for (mu
+// held).
+func (m *Clusters) changed() {
+	all := make([]*Cluster, 0, len(m.static)+len(m.active))
+	for _, c := range m.static {
+		all = append(all, c)
+	}
+	for _, dc := range m.active {
+		all = append(all, dc.c)
+	}
+	m.cur.Store(NewManager(all))
+	for _, c := range m.retired {
+		c.Stop() // in-flight requests finish on the connections they hold
+		m.forgetIfGone(c)
+	}
+	m.retired = nil
+	names := map[string]bool{}
+	for _, dm := range []map[string]*dynCluster{m.active, m.warming} {
+		for _, dc := range dm {
+			if dc.c.EDSName != "" {
+				names[dc.c.EDSName] = true
+			}
+		}
+	}
+	for n := range m.cla {
+		if !names[n] {
+			delete(m.cla, n)
+			delete(m.claGone, n)
+		}
+	}
+	if m.o.WatchEndpoints != nil {
+		m.o.WatchEndpoints(sortedKeys(names))
+	}
+}
+
+// forgetIfGone drops a stopped cluster's stats when no cluster of its
+// name is left, static, active or warming (mu held): a removed cluster's
+// stats go, as in Envoy, while an updated one's carry on.
+func (m *Clusters) forgetIfGone(c *Cluster) {
+	if m.active[c.Name] != nil || m.warming[c.Name] != nil || m.static[c.Name] != nil {
+		return
+	}
+	c.ForgetStats()
+}
+
+// ApplyEDS applies the complete set of assignments: each changed one goes
+// to every cluster that takes it; one that a cluster cannot use is
+// refused (returned by name) and its previous version stays; one that is
+// gone leaves its clusters without endpoints.
+func (m *Clusters) ApplyEDS(set map[string]*config.Resource) map[string]error {
+	m.mu.Lock()
+	defer m.unlock()
+	errs := map[string]error{}
+	type job struct {
+		c *Cluster
+		a *Assignment
+	}
+	var jobs []job
+	for _, name := range sortedKeys(set) {
+		r := set[name]
+		if m.cla[name] == r {
+			continue // unchanged
+		}
+		var mine []job
+		for _, c := range m.takers(name) {
+			a, err := c.PrepareAssignment(r.Message.(*endpointv3.ClusterLoadAssignment))
+			if err != nil {
+				errs[name] = fmt.Errorf("cluster load assignment %q: %w", name, err)
+				break
+			}
+			mine = append(mine, job{c, a})
+		}
+		if errs[name] == nil {
+			jobs = append(jobs, mine...)
+		}
+	}
+	for name := range m.cla {
+		if set[name] == nil {
+			// Removed (delta): its clusters lose their endpoints.
+			for _, c := range m.takers(name) {
+				a, _ := c.PrepareAssignment(&endpointv3.ClusterLoadAssignment{ClusterName: name})
+				jobs = append(jobs, job{c, a})
+			}
+		}
+	}
+	for _, j := range jobs {
+		j.c.ApplyAssignment(j.a)
+	}
+	next := map[string]*config.Resource{}
+	for k, v := range set {
+		if errs[k] != nil {
+			if old := m.cla[k]; old != nil {
+				next[k] = old
+			}
+			continue
+		}
+		next[k] = v
+		delete(m.claGone, k)
+	}
+	m.cla = next
+	warmed := false
+	for _, name := range sortedKeys(m.warming) {
+		// (A DNS cluster is put in service by its first lookup only.)
+		if dc := m.warming[name]; !dc.c.Resolves() && dc.c.HasEndpoints() {
+			m.activate(dc)
+			warmed = true
+		}
+	}
+	if warmed {
+		m.changed()
+	}
+	return errs
+}
+
+// takers are the active and warming clusters that take assignment name
+// (mu held).
+func (m *Clusters) takers(name string) []*Cluster {
+	var out []*Cluster
+	for _, dm := range []map[string]*dynCluster{m.active, m.warming} {
+		for _, cn := range sortedKeys(dm) {
+			if c := dm[cn].c; c.EDSName == name {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// InitTimeout ends initialization when the first CDS response has not
+// come (or not warmed) within the initial fetch timeout.
+func (m *Clusters) InitTimeout() {
+	m.mu.Lock()
+	m.initDone = true
+	m.mu.Unlock()
+	m.markInitialized()
+}
+
+// ClustersDump is what the config dump shows of the dynamic clusters.
+type ClustersDump struct {
+	Active, Warming, Endpoints []*config.Resource
+}
+
+// Dump returns the dynamic clusters and the assignments they hold, sorted
+// by name.
+func (m *Clusters) Dump() ClustersDump {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var d ClustersDump
+	for _, n := range sortedKeys(m.active) {
+		d.Active = append(d.Active, m.active[n].res)
+	}
+	for _, n := range sortedKeys(m.warming) {
+		d.Warming = append(d.Warming, m.warming[n].res)
+	}
+	for _, n := range sortedKeys(m.cla) {
+		d.Endpoints = append(d.Endpoints, m.cla[n])
+	}
+	return d
+}
+
+// Stop stops every cluster, serving or warming; later updates are refused.
+func (m *Clusters) Stop() {
+	m.mu.Lock()
+	m.stopped = true
+	for _, w := range m.warming {
+		stopTimer(w.timer)
+		w.c.Stop()
+	}
+	m.mu.Unlock()
+	m.cur.Load().Stop()
+}
+
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
