@@ -29,7 +29,7 @@ func layer(pkg string) int {
 		return 5
 	case p == "xds" || p == "admin" || p == "listener":
 		return 6
-	case p == "server":
+	case p == "server" || p == "extensions":
 		return 7
 	case strings.HasPrefix(p, "cmd/"):
 		return 8

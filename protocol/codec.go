@@ -69,8 +69,9 @@ type ReadCanceler interface {
 // ServerCallbacks is what a server codec calls when it decodes.
 type ServerCallbacks interface {
 	// OnStream is called from the connection's reader for each new
-	// request once its headers are decoded. It may block (worker pool
-	// full): the reader then stops reading.
+	// request once its headers are decoded. It does not block: the
+	// request goes to the worker pool, which queues it when full (the
+	// codec bounds how many of a connection's requests may wait).
 	OnStream(s ServerStream)
 }
 

@@ -58,7 +58,9 @@ func (cm *connManager) Drain() {
 	cm.codec.Drain()
 }
 
-// OnStream runs from the reader: it blocks while the worker pool is full.
+// OnStream runs from the reader; it never blocks: the stream is handed to
+// the worker pool, which queues it when every worker is busy (the codec
+// then stops reading: one waiting request per HTTP/1.1 connection).
 func (cm *connManager) OnStream(ds protocol.ServerStream) {
 	n := cm.requests.Add(1)
 	h2 := ds.Protocol() == "HTTP/2"

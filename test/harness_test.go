@@ -19,16 +19,8 @@ import (
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/server"
 
-	// The same extensions as cmd/strait/extensions.go.
-	_ "github.com/straitproxy/strait/filter/http/router"
-	_ "github.com/straitproxy/strait/filter/network/httpconnmgr"
-	_ "github.com/straitproxy/strait/filter/network/tcpproxy"
-	_ "github.com/straitproxy/strait/network/epoll"
-	_ "github.com/straitproxy/strait/protocol/http1"
-	_ "github.com/straitproxy/strait/protocol/http2"
-	_ "github.com/straitproxy/strait/upstream/lb/leastrequest"
-	_ "github.com/straitproxy/strait/upstream/lb/random"
-	_ "github.com/straitproxy/strait/upstream/lb/roundrobin"
+	// The same extensions as the binary.
+	_ "github.com/straitproxy/strait/extensions"
 )
 
 // proxy is a running in-process Strait.

@@ -1,15 +1,5 @@
 package main
 
-// The one list of compiled-in extensions. Adding an extension is one line
-// here plus its own folder.
-import (
-	_ "github.com/straitproxy/strait/filter/http/router"
-	_ "github.com/straitproxy/strait/filter/network/httpconnmgr"
-	_ "github.com/straitproxy/strait/filter/network/tcpproxy"
-	_ "github.com/straitproxy/strait/network/epoll"
-	_ "github.com/straitproxy/strait/protocol/http1"
-	_ "github.com/straitproxy/strait/protocol/http2"
-	_ "github.com/straitproxy/strait/upstream/lb/leastrequest"
-	_ "github.com/straitproxy/strait/upstream/lb/random"
-	_ "github.com/straitproxy/strait/upstream/lb/roundrobin"
-)
+// The compiled-in extensions are listed once, in package extensions, which
+// the end-to-end tests import too.
+import _ "github.com/straitproxy/strait/extensions"

@@ -1,0 +1,17 @@
+// Package extensions is the one list of compiled-in extensions: the
+// binary (cmd/strait) and the end-to-end tests both import it, so they
+// always run the same set. Adding an extension is one line here plus its
+// own folder. Nothing but cmd and tests imports this package.
+package extensions
+
+import (
+	_ "github.com/straitproxy/strait/filter/http/router"
+	_ "github.com/straitproxy/strait/filter/network/httpconnmgr"
+	_ "github.com/straitproxy/strait/filter/network/tcpproxy"
+	_ "github.com/straitproxy/strait/network/epoll"
+	_ "github.com/straitproxy/strait/protocol/http1"
+	_ "github.com/straitproxy/strait/protocol/http2"
+	_ "github.com/straitproxy/strait/upstream/lb/leastrequest"
+	_ "github.com/straitproxy/strait/upstream/lb/random"
+	_ "github.com/straitproxy/strait/upstream/lb/roundrobin"
+)
