@@ -42,6 +42,8 @@ type Server struct {
 	log   *slog.Logger
 	srv   *http.Server
 	ln    net.Listener
+	// access is the admin access log (nil: none).
+	access *accessLog
 }
 
 // New makes an admin server; it binds nothing until Start.
@@ -102,7 +104,11 @@ func (s *Server) Addr() net.Addr {
 func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	return s.srv.Shutdown(ctx)
+	err := s.srv.Shutdown(ctx)
+	if s.access != nil {
+		s.access.close()
+	}
+	return err
 }
 
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {

@@ -64,11 +64,14 @@ func Parse(data []byte, isYAML bool) (*bootstrapv3.Bootstrap, error) {
 	if err := json.Compact(&compact, js); err != nil {
 		return nil, fmt.Errorf("json: %w", err)
 	}
-	js = compact.Bytes()
+	b := &bootstrapv3.Bootstrap{}
+	js, err := normalizeJSON(compact.Bytes(), b.ProtoReflect().Descriptor())
+	if err != nil {
+		return nil, err
+	}
 	if err := checkTypeURLs(js); err != nil {
 		return nil, err
 	}
-	b := &bootstrapv3.Bootstrap{}
 	if err := protojson.Unmarshal(js, b); err != nil {
 		return nil, decodeError(js, err)
 	}

@@ -56,12 +56,13 @@ func newDynamic(s *Server, dr *bootstrapv3.Bootstrap_DynamicResources, static *u
 	ads := dr.GetAdsConfig()
 	name := ads.GetGrpcServices()[0].GetEnvoyGrpc().GetClusterName()
 	c, err := xds.New(xds.Options{
-		Node:    s.node(),
-		Delta:   ads.GetApiType() == corev3.ApiConfigSource_DELTA_GRPC,
-		Dial:    func(ctx context.Context) (net.Conn, error) { return s.dialStatic(ctx, name) },
-		Handler: d,
-		Log:     s.log,
-		Stats:   s.store.Root(),
+		Node:               s.node(),
+		NodeOnEveryRequest: !ads.GetSetNodeOnFirstMessageOnly(),
+		Delta:              ads.GetApiType() == corev3.ApiConfigSource_DELTA_GRPC,
+		Dial:               func(ctx context.Context) (net.Conn, error) { return s.dialStatic(ctx, name) },
+		Handler:            d,
+		Log:                s.log,
+		Stats:              s.store.Root(),
 	})
 	if err != nil {
 		return nil, err
@@ -104,8 +105,9 @@ func checkDynamic(b *bootstrapv3.Bootstrap) error {
 	default:
 		errs = append(errs, config.At("dynamic_resources.ads_config.api_type", fmt.Errorf("%s is not supported (supported: GRPC, DELTA_GRPC)", ads.GetApiType())))
 	}
-	if ads.GetTransportApiVersion() != corev3.ApiVersion_V3 {
-		errs = append(errs, config.At("dynamic_resources.ads_config.transport_api_version", errors.New("must be V3")))
+	if ads.GetTransportApiVersion() == corev3.ApiVersion_V2 { //nolint:staticcheck
+		// Unset (AUTO) means V3, as in Envoy since V2 was removed.
+		errs = append(errs, config.At("dynamic_resources.ads_config.transport_api_version", errors.New("V2 was removed from the xDS API: use V3")))
 	}
 	if len(ads.GetGrpcServices()) != 1 || ads.GetGrpcServices()[0].GetEnvoyGrpc() == nil {
 		errs = append(errs, config.At("dynamic_resources.ads_config.grpc_services", errors.New("exactly one envoy_grpc service is required")))
@@ -130,6 +132,9 @@ func checkDynamic(b *bootstrapv3.Bootstrap) error {
 	}
 	if dr.GetLdsResourcesLocator() != "" || dr.GetCdsResourcesLocator() != "" {
 		errs = append(errs, config.At("dynamic_resources", errors.New("xdstp resource locators are not supported")))
+	}
+	if len(errs) == 0 {
+		errs = append(errs, config.At("dynamic_resources", supportedDynamic.Check(dr)))
 	}
 	return config.Join(errs)
 }

@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/straitproxy/strait/admin"
 	"github.com/straitproxy/strait/config"
@@ -96,6 +98,16 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 		s.dyn.listeners.SetStatic(s.listeners)
 	}
 	s.admin = admin.New(s, s.store, s.log.With("component", "admin"))
+	//nolint:staticcheck // deprecated in v3, still in Envoy's examples
+	if p := b.GetAdmin().GetAccessLogPath(); p != "" {
+		s.log.Warn("deprecated field admin.access_log_path; Envoy's replacement is admin.access_log")
+		f, err := admin.OpenAccessLog(p)
+		if err != nil {
+			s.closeAll()
+			return nil, config.At("admin.access_log_path", err)
+		}
+		s.admin.SetAccessLog(f)
+	}
 	s.serverStats(root)
 	return s, nil
 }
@@ -117,7 +129,7 @@ func (s *Server) checkBootstrap() error {
 		errs = append(errs, config.At("admin.address", errors.New("a socket_address is required")))
 	}
 	if len(b.GetAdmin().GetAccessLog()) > 0 {
-		errs = append(errs, config.At("admin.access_log", errors.New("access logs are not supported yet")))
+		errs = append(errs, config.At("admin.access_log", errors.New("access logs are not supported yet (admin.access_log_path is)")))
 	} else if err := supported.Check(b); err != nil {
 		errs = append(errs, err)
 	}
@@ -136,6 +148,11 @@ func (s *Server) buildListeners() error {
 			o.Routes = rec
 		}
 		path := fmt.Sprintf("static_resources.listeners[%d]", i)
+		if l.GetName() == "" {
+			// As Envoy: a listener without a name gets a unique one.
+			l = proto.Clone(l).(*listenerv3.Listener)
+			l.Name = newUUID()
+		}
 		if names[l.GetName()] {
 			errs = append(errs, config.At(path+".name", fmt.Errorf("duplicate listener name %q", l.GetName())))
 			continue
@@ -347,6 +364,16 @@ func (s *Server) ListenerAddr(name string) net.Addr {
 	return nil
 }
 
+// StaticListenerNames lists the bootstrap's listeners by name (Strait's
+// name for those that have none), in config order.
+func (s *Server) StaticListenerNames() []string {
+	out := make([]string, len(s.listeners))
+	for i, l := range s.listeners {
+		out[i] = l.Name
+	}
+	return out
+}
+
 // AdminAddr returns the admin server's bound address (nil without admin).
 func (s *Server) AdminAddr() net.Addr { return s.admin.Addr() }
 
@@ -355,3 +382,13 @@ func (s *Server) Stats() *stats.Store { return s.store }
 
 // Pool returns the worker pool.
 func (s *Server) Pool() *network.Pool { return s.pool }
+
+// newUUID returns a random (version 4) UUID, the name Envoy gives a
+// listener that has none.
+func newUUID() string {
+	var b [16]byte
+	crand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}

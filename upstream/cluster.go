@@ -145,6 +145,10 @@ func BuildCluster(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Cl
 	if errs := config.ValidationErrors(cl.ValidateAll()); len(errs) > 0 {
 		return nil, config.Join(errs)
 	}
+	cl, err := upgradeCluster(cl, log)
+	if err != nil {
+		return nil, err
+	}
 	c := &Cluster{
 		Name:           cl.GetName(),
 		ConnectTimeout: 5 * time.Second,

@@ -73,6 +73,10 @@ func refusedNames(err error) (names []string, ok bool) {
 // Options configure a Client.
 type Options struct {
 	Node *corev3.Node
+	// NodeOnEveryRequest sends the node in every state-of-the-world
+	// request, not only a stream's first (Envoy's default, unless
+	// set_node_on_first_message_only). Delta sends it in the first only.
+	NodeOnEveryRequest bool
 	// Delta selects the incremental protocol (DELTA_GRPC).
 	Delta bool
 	// Dial connects to the management server (a host of the static
@@ -509,7 +513,7 @@ func (s *sotwSession) send(ts *typeState) error {
 		VersionInfo:   ts.version,
 		ResponseNonce: ts.nonce,
 	}
-	if !ts.first {
+	if !ts.first && !s.c.o.NodeOnEveryRequest {
 		req.Node = nil // only the first request of a stream carries it
 	}
 	ts.first = false
