@@ -62,7 +62,7 @@ func upgradeCluster(cl *clusterv3.Cluster, log *slog.Logger) (*clusterv3.Cluster
 		return nil, err
 	}
 	out := proto.Clone(cl).(*clusterv3.Cluster)
-	out.HttpProtocolOptions, out.Http2ProtocolOptions, out.CommonHttpProtocolOptions = nil, nil, nil //nolint:staticcheck
+	out.HttpProtocolOptions, out.Http2ProtocolOptions, out.CommonHttpProtocolOptions = nil, nil, nil        //nolint:staticcheck
 	out.UpstreamHttpProtocolOptions, out.ProtocolSelection = nil, clusterv3.Cluster_USE_CONFIGURED_PROTOCOL //nolint:staticcheck
 	if out.TypedExtensionProtocolOptions == nil {
 		out.TypedExtensionProtocolOptions = map[string]*anypb.Any{}
