@@ -13,6 +13,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/internal/tracelog"
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/stats"
 )
@@ -208,6 +209,9 @@ func (l *Listener) serveConn(c *network.Conn) {
 		h = next
 	}
 	l.cxActive.Inc()
+	if tracelog.On(l.log) {
+		tracelog.Log(l.log, "connection accepted", "remote", c.RemoteAddr(), "local", c.LocalAddr())
+	}
 	l.mu.Lock()
 	l.conns[c] = h
 	l.mu.Unlock()
@@ -227,6 +231,9 @@ type tracked struct {
 
 func (t *tracked) OnClose(err error) {
 	t.Handler.OnClose(err)
+	if tracelog.On(t.l.log) {
+		tracelog.Log(t.l.log, "connection closed", "remote", t.c.RemoteAddr(), "err", err)
+	}
 	t.l.mu.Lock()
 	delete(t.l.conns, t.c)
 	t.l.mu.Unlock()

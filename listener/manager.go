@@ -76,7 +76,7 @@ type managed struct {
 
 // NewManager makes a listener manager.
 func NewManager(o ManagerOptions) *Manager {
-	m := &Manager{o: o, log: o.Build.Log.With("component", "listener_manager"),
+	m := &Manager{o: o, log: o.Build.Log,
 		active: map[string]*managed{}, warming: map[string]*managed{},
 		routes: map[string]*routeEntry{}, retiring: map[*Listener]bool{}}
 	m.createFail = o.Build.Stats.Scope("listener_manager", "", "").Counter("listener_create_failure")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/internal/tracelog"
 	"github.com/straitproxy/strait/protocol"
 	"github.com/straitproxy/strait/router"
 	"github.com/straitproxy/strait/upstream"
@@ -267,9 +268,23 @@ func (s *Stream) finish() {
 	st.RqTime.Observe(float64(time.Since(s.start).Microseconds()) / 1000)
 	st.RqActive.Dec()
 	st.RqCompleted.Inc()
+	if tracelog.On(s.cfg.Log) {
+		s.traceRequest()
+	}
 	s.ds.Finish(s.closeAfter)
 	s.cm.streamDone()
 	s.release()
+}
+
+// traceRequest logs the finished request at trace level.
+func (s *Stream) traceRequest() {
+	upstream := "-"
+	if s.host != nil {
+		upstream = s.host.Addr
+	}
+	tracelog.Log(s.cfg.Log, "request", "method", string(s.req.Method()), "path", string(s.req.Path()),
+		"protocol", s.ds.Protocol(), "status", s.status, "upstream", upstream, "remote", s.info.RemoteAddr,
+		"duration", time.Since(s.start))
 }
 
 // responseFilters runs the filters that watch responses, in config order.

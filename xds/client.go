@@ -3,25 +3,20 @@ package xds
 import (
 	"context"
 	"errors"
-	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/straitproxy/strait/stats"
-	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/protobuf/proto"
 )
 
 // Handler applies what the management server sends. Apply receives, for
@@ -421,7 +416,7 @@ func (c *Client) apply(ts *typeState, set map[string]*Resource, version string) 
 		h := fnv.New64a()
 		h.Write([]byte(version))
 		ts.ver.Set(int64(h.Sum64() >> 1))
-		c.log.Debug("xDS update accepted", "type", ts.url, "version", version, "resources", len(set))
+		c.log.Debug("xDS update accepted", "type", shortType(ts.url), "version", version, "resources", len(set))
 		return "", false
 	}
 	ts.rejected.Inc()
@@ -436,9 +431,9 @@ func (c *Client) apply(ts *typeState, set map[string]*Resource, version string) 
 	}
 	c.mu.Unlock()
 	if keep {
-		c.log.Warn("xDS update partly rejected; the other resources apply", "type", ts.url, "version", version, "rejected", names, "err", err)
+		c.log.Warn("xDS update partly rejected; the other resources apply", "type", shortType(ts.url), "version", version, "rejected", names, "err", err)
 	} else {
-		c.log.Warn("xDS update rejected", "type", ts.url, "version", version, "err", err)
+		c.log.Warn("xDS update rejected", "type", shortType(ts.url), "version", version, "err", err)
 	}
 	return err.Error(), keep
 }
@@ -499,146 +494,6 @@ func (c *Client) begin(url string) *response {
 	return &response{ts: ts, prev: prev, wildcard: ts.wildcard, names: ts.names}
 }
 
-// ---- state of the world ----
-
-type sotwSession struct {
-	c  *Client
-	st grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
-}
-
-func (s *sotwSession) send(ts *typeState) error {
-	req := &discoveryv3.DiscoveryRequest{
-		Node:          s.c.o.Node,
-		TypeUrl:       ts.url,
-		VersionInfo:   ts.version,
-		ResponseNonce: ts.nonce,
-	}
-	if !ts.first && !s.c.o.NodeOnEveryRequest {
-		req.Node = nil // only the first request of a stream carries it
-	}
-	ts.first = false
-	if !ts.wildcard {
-		names := ts.requestNames()
-		req.ResourceNames = sortedNames(names)
-		ts.sent = names
-	}
-	req.ErrorDetail = ts.takeNack()
-	s.c.mu.Unlock()
-	return s.st.Send(req)
-}
-
-// requestNames are the names the next request asks for (mu held): the
-// watched names, minus those to subscribe again, which go in the request
-// after (see dropped).
-func (ts *typeState) requestNames() map[string]bool {
-	resub := false
-	for n := range ts.dropped {
-		if ts.names[n] {
-			resub = true
-			break
-		}
-	}
-	names := ts.names
-	if resub {
-		names = map[string]bool{}
-		for n := range ts.names {
-			if !ts.dropped[n] {
-				names[n] = true
-			}
-		}
-		ts.pending = true // the second request re-subscribes
-	}
-	clear(ts.dropped)
-	return names
-}
-
-// takeNack returns the refusal to send with the next request, once (mu
-// held); nil for an ACK.
-func (ts *typeState) takeNack() *status.Status {
-	if ts.nack == "" {
-		return nil
-	}
-	st := &status.Status{Code: int32(codes.InvalidArgument), Message: ts.nack}
-	ts.nack = ""
-	return st
-}
-
-func sortedNames(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for n := range m {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func (s *sotwSession) recv() error {
-	resp, err := s.st.Recv()
-	if err != nil {
-		return err
-	}
-	c := s.c
-	c.applyMu.Lock()
-	defer c.applyMu.Unlock()
-	r := c.begin(resp.GetTypeUrl())
-	if r == nil {
-		return nil
-	}
-	ts, prev, wildcard, names := r.ts, r.prev, r.wildcard, r.names
-	set := map[string]*Resource{}
-	if !wildcard {
-		for k, v := range prev {
-			set[k] = v
-		}
-	}
-
-	var reason string
-	var keep bool
-	seen := map[string]bool{}
-	var ttls map[string]time.Duration
-	beatsOnly := len(resp.GetResources()) > 0
-	for i, a := range resp.GetResources() {
-		r, err := decode(ts.url, a, "", resp.GetVersionInfo(), 0)
-		if err != nil {
-			reason = fmt.Sprintf("resources[%d]: %v", i, err)
-			break
-		}
-		ttls = addTTL(ttls, r.Name, r.TTL)
-		if r.Message == nil {
-			// A TTL heartbeat: the resource stands as it is.
-			if old := prev[r.Name]; old != nil && !seen[r.Name] {
-				set[r.Name] = old
-			}
-			seen[r.Name] = true
-			continue
-		}
-		beatsOnly = false
-		if seen[r.Name] {
-			reason = fmt.Sprintf("resources[%d]: duplicate resource name %q", i, r.Name)
-			break
-		}
-		seen[r.Name] = true
-		if !wildcard && !names[r.Name] {
-			continue // not (or no longer) subscribed
-		}
-		if old := prev[r.Name]; old != nil && old.TTL == r.TTL && proto.Equal(old.Message, r.Message) {
-			r = old // unchanged: keeps its version and time
-		}
-		set[r.Name] = r
-	}
-	switch {
-	case reason == "" && beatsOnly:
-		// Heartbeats alone only renew TTLs: the rest of a complete set
-		// (LDS, CDS) is not in such a response and stands (as Envoy
-		// does).
-		set = prev
-	case reason == "":
-		reason, keep = c.apply(ts, set, resp.GetVersionInfo())
-	}
-	c.finish(ts, resp.GetNonce(), set, resp.GetVersionInfo(), reason, keep, ttls)
-	return nil
-}
-
 // finish records a response's outcome and schedules its ACK or NACK.
 // keep: the handler applied set though it refused some of its resources
 // (the NACK keeps the previous version_info, as Envoy's does). A server
@@ -688,208 +543,4 @@ func (c *Client) finish(ts *typeState, nonce string, set map[string]*Resource, v
 		c.mu.Unlock()
 		c.signal()
 	})
-}
-
-// renewTTLs restarts the TTLs an accepted response gave (resources and
-// heartbeats), drops the expiry of resources gone or updated without a
-// TTL, and sets the timer for the earliest (mu held).
-func (c *Client) renewTTLs(ts *typeState, ttls map[string]time.Duration) {
-	for n := range ts.expires {
-		if r := ts.set[n]; r == nil || r.TTL == 0 && ttls[n] == 0 {
-			delete(ts.expires, n)
-		}
-	}
-	now := time.Now()
-	for n, d := range ttls {
-		if ts.set[n] != nil {
-			ts.expires[n] = now.Add(d)
-		}
-	}
-	c.armExpiry(ts)
-}
-
-// addTTL notes a TTL a response gives, in a map made on the first.
-func addTTL(ttls map[string]time.Duration, name string, d time.Duration) map[string]time.Duration {
-	if d <= 0 {
-		return ttls
-	}
-	if ttls == nil {
-		ttls = map[string]time.Duration{}
-	}
-	ttls[name] = d
-	return ttls
-}
-
-// armExpiry sets ts's timer for its earliest expiry (mu held).
-func (c *Client) armExpiry(ts *typeState) {
-	var first time.Time
-	for _, t := range ts.expires {
-		if first.IsZero() || t.Before(first) {
-			first = t
-		}
-	}
-	switch {
-	case first.IsZero():
-		if ts.expiry != nil {
-			ts.expiry.Stop()
-		}
-	case ts.expiry == nil:
-		ts.expiry = time.AfterFunc(time.Until(first), func() { c.expire(ts) })
-	default:
-		ts.expiry.Reset(time.Until(first))
-	}
-}
-
-// expire removes the resources whose TTL ran out without a heartbeat or
-// an update, as if the server had removed them: the management server is
-// gone or has forgotten them (a fault injection that must not outlive
-// its controller, say). The handler gets the set without them; if it
-// refuses that, they stay, and are not expired again.
-func (c *Client) expire(ts *typeState) {
-	if c.ctx != nil && c.ctx.Err() != nil {
-		return
-	}
-	c.applyMu.Lock()
-	defer c.applyMu.Unlock()
-	c.mu.Lock()
-	now := time.Now()
-	var gone []string
-	set := make(map[string]*Resource, len(ts.set))
-	for n, r := range ts.set {
-		set[n] = r
-	}
-	for n, t := range ts.expires {
-		if !t.After(now) {
-			delete(ts.expires, n)
-			if set[n] != nil {
-				delete(set, n)
-				gone = append(gone, n)
-			}
-		}
-	}
-	if len(gone) == 0 {
-		c.armExpiry(ts)
-		c.mu.Unlock()
-		return
-	}
-	c.mu.Unlock()
-	sort.Strings(gone)
-	err := c.o.Handler.Apply(ts.url, set)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err != nil {
-		c.log.Warn("xDS resources expired (TTL) but their removal was refused; kept", "type", ts.url, "names", gone, "err", err)
-	} else {
-		c.log.Info("xDS resources expired (TTL)", "type", ts.url, "names", gone)
-		for _, n := range gone {
-			delete(ts.set, n)
-		}
-	}
-	c.armExpiry(ts)
-}
-
-// ---- delta ----
-
-type deltaSession struct {
-	c  *Client
-	st grpc.BidiStreamingClient[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]
-	// acks are the nonces to acknowledge per type, in arrival order.
-}
-
-func (s *deltaSession) send(ts *typeState) error {
-	req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: ts.url, ResponseNonce: ts.nonce}
-	if ts.first {
-		req.Node = s.c.o.Node
-		// A new stream: say what we hold, so the server sends only what
-		// changed since.
-		if len(ts.set) > 0 {
-			req.InitialResourceVersions = map[string]string{}
-			for n, r := range ts.set {
-				req.InitialResourceVersions[n] = r.Version
-			}
-		}
-		ts.first = false
-		ts.nonce = ""
-		req.ResponseNonce = ""
-	}
-	if !ts.wildcard {
-		names := ts.requestNames()
-		for n := range names {
-			if !ts.sent[n] {
-				req.ResourceNamesSubscribe = append(req.ResourceNamesSubscribe, n)
-				ts.sent[n] = true
-			}
-		}
-		for n := range ts.sent {
-			if !names[n] {
-				req.ResourceNamesUnsubscribe = append(req.ResourceNamesUnsubscribe, n)
-				delete(ts.sent, n)
-			}
-		}
-		sort.Strings(req.ResourceNamesSubscribe)
-		sort.Strings(req.ResourceNamesUnsubscribe)
-	}
-	req.ErrorDetail = ts.takeNack()
-	s.c.mu.Unlock()
-	return s.st.Send(req)
-}
-
-func (s *deltaSession) recv() error {
-	resp, err := s.st.Recv()
-	if err != nil {
-		return err
-	}
-	c := s.c
-	c.applyMu.Lock()
-	defer c.applyMu.Unlock()
-	r := c.begin(resp.GetTypeUrl())
-	if r == nil {
-		return nil
-	}
-	ts, set, wildcard, names := r.ts, r.prev, r.wildcard, r.names
-
-	var reason string
-	var keep bool
-	seen := map[string]bool{}
-	var ttls map[string]time.Duration
-	beatsOnly := len(resp.GetResources()) > 0 && len(resp.GetRemovedResources()) == 0
-	for i, dr := range resp.GetResources() {
-		if dr.GetResource() == nil {
-			if dr.GetTtl() == nil {
-				// A resource that the server says does not exist.
-				delete(set, dr.GetName())
-				beatsOnly = false
-			} else {
-				ttls = addTTL(ttls, dr.GetName(), dr.GetTtl().AsDuration()) // a TTL heartbeat: keep what we have
-			}
-			continue
-		}
-		beatsOnly = false
-		r, err := decode(ts.url, dr.GetResource(), dr.GetName(), dr.GetVersion(), dr.GetTtl().AsDuration())
-		if err != nil {
-			reason = fmt.Sprintf("resources[%d]: %v", i, err)
-			break
-		}
-		ttls = addTTL(ttls, r.Name, r.TTL)
-		if seen[r.Name] {
-			reason = fmt.Sprintf("resources[%d]: duplicate resource name %q", i, r.Name)
-			break
-		}
-		seen[r.Name] = true
-		if !wildcard && !names[r.Name] {
-			continue
-		}
-		set[r.Name] = r
-	}
-	for _, n := range resp.GetRemovedResources() {
-		if seen[n] && reason == "" {
-			reason = fmt.Sprintf("removed_resources: %q is also in resources", n)
-		}
-		delete(set, n)
-	}
-	if reason == "" && !beatsOnly {
-		reason, keep = c.apply(ts, set, resp.GetSystemVersionInfo())
-	}
-	c.finish(ts, resp.GetNonce(), set, resp.GetSystemVersionInfo(), reason, keep, ttls)
-	return nil
 }

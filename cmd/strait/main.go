@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/internal/tracelog"
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/server"
 )
@@ -59,7 +60,9 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 
 func logLevel(s string) (slog.Level, error) {
 	switch strings.ToLower(s) {
-	case "trace", "debug":
+	case "trace":
+		return tracelog.Level, nil
+	case "debug":
 		return slog.LevelDebug, nil
 	case "info":
 		return slog.LevelInfo, nil
@@ -93,7 +96,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl, ReplaceAttr: tracelog.ReplaceAttr}))
 	srv, err := build(f, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "invalid configuration:\n%s\n", indent(err.Error()))
