@@ -17,6 +17,9 @@ const (
 	ListenerFilter Kind = "listener filter"
 	Protocol       Kind = "protocol"
 	LoadBalancer   Kind = "load balancer"
+	// HTTPPerRoute is the per-route config type of an HTTP filter
+	// (typed_per_filter_config), registered under the filter's name.
+	HTTPPerRoute Kind = "http filter per-route config"
 )
 
 // Extension is one registered extension: its canonical name

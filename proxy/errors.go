@@ -35,6 +35,9 @@ const (
 	KindMalformed
 	KindDownstreamReset
 	KindNoCluster
+	// KindStreamIdleTimeout: nothing moved on the stream for the stream
+	// idle timeout (the route's idle_timeout, else stream_idle_timeout).
+	KindStreamIdleTimeout
 )
 
 // Error is a classified data-plane error.
@@ -75,6 +78,8 @@ func replyFor(e *Error) reply {
 		return reply{503, prefix + "connection termination", false}
 	case KindTimeout, KindPerTryTimeout:
 		return reply{504, "upstream request timeout", false}
+	case KindStreamIdleTimeout:
+		return reply{504, "stream timeout", false}
 	case KindMalformed:
 		return reply{502, "upstream sent a malformed response", false}
 	case KindNoCluster:

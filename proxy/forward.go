@@ -72,7 +72,7 @@ func (s *Stream) forward() {
 			s.localReply(re.Status, re.Reason, false)
 			return
 		}
-		e := classify(err, policy != nil && policy.PerTryTimeout > 0)
+		e := s.classifyTimeout(classify(err, s.timer == timerPerTry || s.timer == timerPerTryIdle))
 		if e.Kind == KindDownstreamReset {
 			s.resetDownstream()
 			return
@@ -86,9 +86,17 @@ func (s *Stream) forward() {
 			retrying = true
 			continue
 		}
-		if e.Kind == KindTimeout || e.Kind == KindPerTryTimeout {
+		switch e.Kind {
+		case KindTimeout, KindPerTryTimeout:
 			cl.Stats.RqTimeout.Inc()
 			s.cfg.Stats.RqTimeout.Inc()
+		case KindStreamIdleTimeout:
+			if !s.bodyDone && !s.ds.HeadersOnly() {
+				// The request is not complete: 408, as Envoy answers.
+				s.closeAfter = true
+				s.localReply(errStreamTimeout.Status, errStreamTimeout.Reason, false)
+				return
+			}
 		}
 		s.replyError(e)
 		return
@@ -212,16 +220,107 @@ func upstreamSendError(err error) bool {
 	return !errors.Is(err, protocol.ErrDownstreamReset) && !errors.As(err, &re)
 }
 
-// responseDeadline is the earlier of the route timeout and the per-try
-// timeout, both counted from now that the request is sent.
+// responseDeadline is the earliest of the route timeout, the per-try
+// timeout, the per-try idle timeout and the stream idle timeout, the
+// others counted from now; s.timer records which one it is.
 func (s *Stream) responseDeadline() time.Time {
-	d := s.deadline
-	if p := s.route.Retry; p != nil && p.PerTryTimeout > 0 {
-		if t := time.Now().Add(p.PerTryTimeout); d.IsZero() || t.Before(d) {
-			d = t
+	now := time.Now()
+	d, which := s.deadline, timerRoute
+	if d.IsZero() {
+		which = timerNone
+	}
+	earlier := func(after time.Duration, w timerKind) {
+		if after <= 0 {
+			return
+		}
+		if t := now.Add(after); d.IsZero() || t.Before(d) {
+			d, which = t, w
 		}
 	}
+	if p := s.route.Retry; p != nil {
+		earlier(p.PerTryTimeout, timerPerTry)
+		earlier(p.PerTryIdleTimeout, timerPerTryIdle)
+	}
+	if !s.pumping {
+		// (While a body is pumped up, bytes move: the stream is not idle.)
+		earlier(s.streamIdle(), timerStreamIdle)
+	}
+	s.timer = which
 	return d
+}
+
+// bodyDeadline bounds the next read of the response body: the route
+// timeout, the stream idle timeout and the per-try idle timeout (per-try
+// timeouts end with the response headers).
+func (s *Stream) bodyDeadline() time.Time {
+	now := time.Now()
+	d, which := s.deadline, timerRoute
+	if d.IsZero() {
+		which = timerNone
+	}
+	for _, t := range []struct {
+		after time.Duration
+		w     timerKind
+	}{{s.streamIdle(), timerStreamIdle}, {s.perTryIdle(), timerPerTryIdle}} {
+		if t.after > 0 {
+			if at := now.Add(t.after); d.IsZero() || at.Before(d) {
+				d, which = at, t.w
+			}
+		}
+	}
+	s.timer = which
+	return d
+}
+
+// timerKind names the deadline in effect on the upstream stream.
+type timerKind uint8
+
+const (
+	timerNone timerKind = iota
+	timerRoute
+	timerPerTry
+	timerPerTryIdle
+	timerStreamIdle
+)
+
+// streamIdle is the stream idle timeout of this request: the route's
+// idle_timeout (0 there disables it), else the connection manager's
+// stream_idle_timeout.
+func (s *Stream) streamIdle() time.Duration {
+	if s.route != nil {
+		switch d := s.route.IdleTimeout; {
+		case d == router.IdleTimeoutDisabled:
+			return 0
+		case d > 0:
+			return d
+		}
+	}
+	return s.cfg.StreamIdleTimeout
+}
+
+func (s *Stream) perTryIdle() time.Duration {
+	if p := s.route.Retry; p != nil {
+		return p.PerTryIdleTimeout
+	}
+	return 0
+}
+
+// classifyTimeout names a timeout by the deadline that fired and counts
+// the per-try ones (each time one fires, retried or not, as Envoy).
+func (s *Stream) classifyTimeout(e *Error) *Error {
+	if e.Kind != KindTimeout && e.Kind != KindPerTryTimeout {
+		return e
+	}
+	switch s.timer {
+	case timerStreamIdle:
+		s.cfg.Stats.RqIdleTimeout.Inc()
+		return &Error{Kind: KindStreamIdleTimeout, Source: Upstream, Err: e.Err}
+	case timerPerTryIdle:
+		s.cluster.Stats.RqPerTryIdleTimeout.Inc()
+	case timerPerTry:
+		s.cluster.Stats.RqPerTryTimeout.Inc()
+	}
+	return e
 }
 
 // sendRequest writes the headers, replays the buffered body, then streams
@@ -262,7 +361,7 @@ func (s *Stream) sendRequest() error {
 			return nil
 		}
 	}
-	idle := s.cfg.StreamIdleTimeout
+	idle := s.streamIdle()
 	s.armBodyTimer()
 	defer s.stopBodyTimer()
 	for !s.bodyDone {
@@ -436,10 +535,10 @@ func (s *Stream) respond() {
 }
 
 func (s *Stream) relayBody() error {
-	idle := s.cfg.StreamIdleTimeout
+	timed := !s.deadline.IsZero() || s.streamIdle() > 0 || s.perTryIdle() > 0
 	for {
-		if idle > 0 && s.deadline.IsZero() {
-			s.us.SetDeadline(time.Now().Add(idle))
+		if timed {
+			s.us.SetDeadline(s.bodyDeadline())
 		}
 		data, err := s.us.ReadData()
 		if len(data) > 0 {
@@ -458,8 +557,25 @@ func (s *Stream) relayBody() error {
 			return s.ds.WriteData(nil, true)
 		}
 		if err != nil {
+			s.countBodyTimeout(err)
 			return err
 		}
+	}
+}
+
+// countBodyTimeout counts a timeout that cut a response under way.
+func (s *Stream) countBodyTimeout(err error) {
+	if e := classify(err, false); e.Kind != KindTimeout {
+		return
+	}
+	switch s.timer {
+	case timerStreamIdle:
+		s.cfg.Stats.RqIdleTimeout.Inc()
+	case timerPerTryIdle:
+		s.cluster.Stats.RqPerTryIdleTimeout.Inc()
+	case timerRoute:
+		s.cluster.Stats.RqTimeout.Inc()
+		s.cfg.Stats.RqTimeout.Inc()
 	}
 }
 

@@ -60,6 +60,7 @@ type Stream struct {
 	start    time.Time
 	upStart  time.Time
 	deadline time.Time // route timeout, set once the request is sent
+	timer    timerKind // the deadline in effect on the upstream stream
 	random   uint64
 	scratch  []byte
 

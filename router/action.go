@@ -6,7 +6,7 @@ import (
 	"time"
 
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/proto"
 )
 
 // DefaultTimeout is the route timeout when route.timeout is unset, as in
@@ -50,9 +50,11 @@ type Route struct {
 	// Retry is the route's retry policy, else its virtual host's, else nil.
 	Retry *RetryPolicy
 	// PerFilterConfig is typed_per_filter_config of the route
-	// configuration, the virtual host and the route merged by filter name;
-	// the most specific wins. The values are opaque to this package.
-	PerFilterConfig map[string]*anypb.Any
+	// configuration, the virtual host and the route merged by filter name
+	// (the most specific wins), decoded and validated. The values are
+	// opaque to this package: each is the per-route config type its
+	// filter registered (config.HTTPPerRoute).
+	PerFilterConfig map[string]proto.Message
 
 	match        routeMatch
 	rewrite      pathRewrite

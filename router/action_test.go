@@ -250,9 +250,9 @@ func checkFilters(t *testing.T, name string, r *Route, want map[string]string) {
 		t.Errorf("%s: PerFilterConfig has %d entries, want %d", name, len(r.PerFilterConfig), len(want))
 	}
 	for k, v := range want {
-		var s wrapperspb.StringValue
-		if err := r.PerFilterConfig[k].UnmarshalTo(&s); err != nil || s.GetValue() != v {
-			t.Errorf("%s: filter %s = %q (%v), want %q", name, k, s.GetValue(), err, v)
+		s, ok := r.PerFilterConfig[k].(*wrapperspb.StringValue)
+		if !ok || s.GetValue() != v {
+			t.Errorf("%s: filter %s = %v, want %q", name, k, r.PerFilterConfig[k], v)
 		}
 	}
 }

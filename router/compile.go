@@ -11,7 +11,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/straitproxy/strait/protocol"
@@ -116,6 +116,8 @@ type compiler struct {
 	mostSpecific bool
 	maxBody      int
 	clusters     map[string]struct{}
+	// filters is the route configuration's own typed_per_filter_config.
+	filters map[string]proto.Message
 }
 
 func newCompiler(rc *routev3.RouteConfiguration) (*compiler, error) {
@@ -130,6 +132,9 @@ func newCompiler(rc *routev3.RouteConfiguration) (*compiler, error) {
 		maxBody: defaultMaxBody, clusters: map[string]struct{}{}}
 	if m := rc.GetMaxDirectResponseBodySizeBytes(); m != nil {
 		c.maxBody = int(m.GetValue())
+	}
+	if c.filters, err = compileFilterConfigs(rc.GetTypedPerFilterConfig(), ""); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -175,9 +180,14 @@ func (c *compiler) virtualHost(cfg *routev3.VirtualHost, path string) (*VirtualH
 			return nil, err
 		}
 	}
-	filters := mergeFilters(c.rc.GetTypedPerFilterConfig(), cfg.GetTypedPerFilterConfig())
+	vhFilters, err := compileFilterConfigs(cfg.GetTypedPerFilterConfig(), path)
+	if err != nil {
+		return nil, err
+	}
+	filters := mergeFilters(c.filters, vhFilters)
 	for i, rcfg := range cfg.GetRoutes() {
-		r, err := c.route(rcfg, indexPath(path, "routes", i))
+		rpath := indexPath(path, "routes", i)
+		r, err := c.route(rcfg, rpath)
 		if err != nil {
 			return nil, err
 		}
@@ -185,7 +195,11 @@ func (c *compiler) virtualHost(cfg *routev3.VirtualHost, path string) (*VirtualH
 		if r.Retry == nil {
 			r.Retry = retry
 		}
-		r.PerFilterConfig = mergeFilters(filters, rcfg.GetTypedPerFilterConfig())
+		rf, err := compileFilterConfigs(rcfg.GetTypedPerFilterConfig(), rpath)
+		if err != nil {
+			return nil, err
+		}
+		r.PerFilterConfig = mergeFilters(filters, rf)
 		// Until now headerLevels[0] held the route's own mutation.
 		r.headerLevels = c.levels(r.headerLevels[0], own)
 		vh.routes = append(vh.routes, r)
@@ -201,20 +215,6 @@ func (c *compiler) levels(route, vhost *mutation) levels {
 		return levels{c.global, vhost, route}
 	}
 	return levels{route, vhost, c.global}
-}
-
-// mergeFilters returns base overlaid with over; it shares base when over is
-// empty.
-func mergeFilters(base, over map[string]*anypb.Any) map[string]*anypb.Any {
-	if len(over) == 0 {
-		return base
-	}
-	out := maps.Clone(base)
-	if out == nil {
-		out = make(map[string]*anypb.Any, len(over))
-	}
-	maps.Copy(out, over)
-	return out
 }
 
 func (c *compiler) route(cfg *routev3.Route, path string) (*Route, error) {
