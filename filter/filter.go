@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/network"
@@ -48,18 +48,22 @@ type BuildContext struct {
 	// Routes delivers route configurations by name (RDS); nil when the
 	// configuration has no xDS.
 	Routes RouteSource
+	// CheckSource refuses a config source this process cannot subscribe
+	// to (nil: only ads: {} is accepted).
+	CheckSource func(src *corev3.ConfigSource) error
 }
 
 // RouteSource delivers RDS route configurations by name.
 type RouteSource interface {
-	// Subscribe asks for the route configuration named name. update is
-	// called with each version, at once if one is known: it builds the
+	// Subscribe asks for the route configuration named name from the
+	// config source src (rds.config_source; its initial_fetch_timeout
+	// bounds how long a new listener waits for it, default 15 s). update
+	// is called with each version, at once if one is known: it builds the
 	// version and returns a commit that installs it, or an error that
-	// refuses the version (which is then NACKed and changes nothing).
-	// fetchTimeout is the config source's initial_fetch_timeout. The
+	// refuses the version (which is then NACKed and changes nothing). The
 	// subscription lasts as long as the listener being built: the source
 	// ends it when that listener leaves.
-	Subscribe(name string, fetchTimeout time.Duration, update RouteUpdate) error
+	Subscribe(name string, src *corev3.ConfigSource, update RouteUpdate) error
 }
 
 // RouteUpdate builds one version of a route configuration; nil means the

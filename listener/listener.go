@@ -48,6 +48,8 @@ type Options struct {
 	IOModel  network.IOModel
 	// Routes is the RDS source (nil without xDS).
 	Routes filter.RouteSource
+	// CheckSource refuses config sources that cannot be subscribed to.
+	CheckSource func(src *corev3.ConfigSource) error
 }
 
 // Build validates and builds l without binding it.
@@ -87,7 +89,7 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 		ln.bufferLimit = int(v.GetValue())
 	}
 	bc := &filter.BuildContext{Listener: ln.Name, Port: port, Clusters: o.Clusters, Stats: o.Stats,
-		Pool: o.Pool, Log: ln.log, Draining: ln.draining.Load, Routes: o.Routes}
+		Pool: o.Pool, Log: ln.log, Draining: ln.draining.Load, Routes: o.Routes, CheckSource: o.CheckSource}
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
 		bc.BufferLimit = int(v.GetValue())
 	}

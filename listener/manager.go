@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/stats"
@@ -35,7 +36,8 @@ type Manager struct {
 	warming  map[string]*managed
 	routes   map[string]*routeEntry
 	retiring map[*Listener]bool
-	applied  bool // an LDS update was applied
+	rdsSrc   map[string]*corev3.ConfigSource // RDS sources watched, by config.SourceKey
+	applied  bool                            // an LDS update was applied
 	initDone bool
 	stopped  bool
 	initOnce sync.Once
@@ -56,10 +58,11 @@ type ManagerOptions struct {
 	// LDS: listeners come from LDS (RDS names are then always watched,
 	// even when none is used).
 	LDS bool
-	// WatchRoutes sets the route configuration names wanted. It is called
-	// with the manager's lock held, so calls come in order; it must not
-	// call back into the manager.
-	WatchRoutes func(names []string)
+	// WatchRoutes sets the route configuration names wanted from one
+	// config source (nil names: none any more). It is called with the
+	// manager's lock held, so calls come in order; it must not call back
+	// into the manager.
+	WatchRoutes func(src *corev3.ConfigSource, names []string)
 	// Initialized is called once, without the lock, when the first LDS
 	// update's listeners are warm (or their warming timed out).
 	Initialized func()
@@ -78,7 +81,7 @@ type managed struct {
 func NewManager(o ManagerOptions) *Manager {
 	m := &Manager{o: o, log: o.Build.Log,
 		active: map[string]*managed{}, warming: map[string]*managed{},
-		routes: map[string]*routeEntry{}, retiring: map[*Listener]bool{}}
+		routes: map[string]*routeEntry{}, retiring: map[*Listener]bool{}, rdsSrc: map[string]*corev3.ConfigSource{}}
 	m.createFail = o.Build.Stats.Scope("listener_manager", "", "").Counter("listener_create_failure")
 	return m
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
@@ -18,8 +19,18 @@ type routeEntry struct {
 
 type routeSub struct {
 	name    string
+	source  *corev3.ConfigSource
 	timeout time.Duration
 	update  filter.RouteUpdate
+}
+
+// fetchTimeout is a config source's initial_fetch_timeout (default 15 s;
+// 0 waits for ever).
+func fetchTimeout(cs *corev3.ConfigSource) time.Duration {
+	if d := cs.GetInitialFetchTimeout(); d != nil {
+		return d.AsDuration()
+	}
+	return 15 * time.Second
 }
 
 // routeRecorder is the RDS source a listener is built with: it records
@@ -31,8 +42,8 @@ type routeRecorder struct {
 	subs []*routeSub
 }
 
-func (r *routeRecorder) Subscribe(name string, timeout time.Duration, update filter.RouteUpdate) error {
-	sub := &routeSub{name: name, timeout: timeout, update: update}
+func (r *routeRecorder) Subscribe(name string, src *corev3.ConfigSource, update filter.RouteUpdate) error {
+	sub := &routeSub{name: name, source: src, timeout: fetchTimeout(src), update: update}
 	if e := r.m.routes[name]; e != nil && e.res != nil {
 		commit, err := update(e.res.Message.(*routev3.RouteConfiguration))
 		if err != nil {
@@ -52,8 +63,8 @@ func (m *Manager) StaticRoutes() *StaticRoutes { return &StaticRoutes{rec: route
 type StaticRoutes struct{ rec routeRecorder }
 
 // Subscribe implements filter.RouteSource.
-func (s *StaticRoutes) Subscribe(name string, timeout time.Duration, update filter.RouteUpdate) error {
-	return s.rec.Subscribe(name, timeout, update)
+func (s *StaticRoutes) Subscribe(name string, src *corev3.ConfigSource, update filter.RouteUpdate) error {
+	return s.rec.Subscribe(name, src, update)
 }
 
 // RegisterStatic starts a static listener's route subscriptions (before
@@ -92,19 +103,46 @@ func (m *Manager) unsubscribe(dl *managed) {
 }
 
 // routesChanged subscribes to exactly the route configurations that
-// listeners use (mu held).
+// listeners use, from each config source (mu held).
 func (m *Manager) routesChanged() {
-	var names []string
-	for name, e := range m.routes {
+	bySource := map[string][]string{}
+	sources := map[string]*corev3.ConfigSource{}
+	for _, name := range sortedKeys(m.routes) {
+		e := m.routes[name]
 		if len(e.subs) == 0 {
 			delete(m.routes, name)
 			continue
 		}
-		names = append(names, name)
+		src := e.source()
+		k := config.SourceKey(src)
+		bySource[k] = append(bySource[k], name)
+		sources[k] = src
 	}
-	if (m.o.LDS || len(names) > 0) && m.o.WatchRoutes != nil {
-		m.o.WatchRoutes(sortedKeys(m.routes))
+	if m.o.WatchRoutes == nil {
+		return
 	}
+	for k, src := range m.rdsSrc {
+		if sources[k] == nil {
+			m.o.WatchRoutes(src, nil) // a source no listener uses any more
+			delete(m.rdsSrc, k)
+		}
+	}
+	if len(sources) == 0 && m.o.LDS {
+		m.o.WatchRoutes(nil, nil) // ADS: nothing yet
+	}
+	for _, k := range sortedKeys(sources) {
+		m.rdsSrc[k] = sources[k]
+		m.o.WatchRoutes(sources[k], bySource[k])
+	}
+}
+
+// source is where a route configuration comes from: its first user's
+// config source.
+func (e *routeEntry) source() *corev3.ConfigSource {
+	for s := range e.subs {
+		return s.source
+	}
+	return nil
 }
 
 // ApplyRDS applies the set of route configurations: each changed one is

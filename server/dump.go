@@ -71,8 +71,8 @@ func (d *dynamic) dump(cs *adminv3.ClustersConfigDump, ls *adminv3.ListenersConf
 		failed[url] = maps.Clone(m)
 	}
 	d.mu.Unlock()
-	cs.VersionInfo = d.client.Version(xds.ClusterType)
-	ls.VersionInfo = d.client.Version(xds.ListenerType)
+	cs.VersionInfo = d.version(d.cdsSource, xds.ClusterType)
+	ls.VersionInfo = d.version(d.ldsSource, xds.ListenerType)
 
 	cd := d.clusters.Dump()
 	fc := failed[xds.ClusterType]

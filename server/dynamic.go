@@ -1,10 +1,8 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sort"
 	"sync"
 	"time"
@@ -31,13 +29,12 @@ import (
 // are warm (or each step's initial_fetch_timeout passed).
 type dynamic struct {
 	s         *Server
-	client    *xds.Client
+	src       *sources
 	clusters  *upstream.Clusters
 	listeners *listener.Manager
 	secrets   *tlsconfig.Secrets
-	lds, cds  bool // lds_config, cds_config are set
-	// cdsTimeout, ldsTimeout are the initial_fetch_timeouts.
-	cdsTimeout, ldsTimeout time.Duration
+	// cdsSource, ldsSource are cds_config, lds_config (nil when unset).
+	cdsSource, ldsSource *corev3.ConfigSource
 
 	mu       sync.Mutex
 	ldsAsked bool
@@ -47,43 +44,73 @@ type dynamic struct {
 	failed map[string]map[string]*adminv3.UpdateFailureState
 }
 
-// newDynamic makes the xDS client and the managers; the cluster manager
+// newDynamic makes the xDS clients and the managers; the cluster manager
 // starts with the static clusters.
 func newDynamic(s *Server, dr *bootstrapv3.Bootstrap_DynamicResources, static *upstream.Manager) (*dynamic, error) {
-	d := &dynamic{s: s, lds: dr.GetLdsConfig() != nil, cds: dr.GetCdsConfig() != nil,
-		cdsTimeout: fetchTimeout(dr.GetCdsConfig()), ldsTimeout: fetchTimeout(dr.GetLdsConfig()),
+	d := &dynamic{s: s, cdsSource: dr.GetCdsConfig(), ldsSource: dr.GetLdsConfig(),
 		secrets: tlsconfig.NewSecrets(), failed: map[string]map[string]*adminv3.UpdateFailureState{}}
-	ads := dr.GetAdsConfig()
-	name := ads.GetGrpcServices()[0].GetEnvoyGrpc().GetClusterName()
-	c, err := xds.New(xds.Options{
-		Node:               s.node(),
-		NodeOnEveryRequest: !ads.GetSetNodeOnFirstMessageOnly(),
-		Delta:              ads.GetApiType() == corev3.ApiConfigSource_DELTA_GRPC,
-		Dial:               func(ctx context.Context) (net.Conn, error) { return s.dialStatic(ctx, name) },
-		Handler:            d,
-		Log:                s.log,
-		Stats:              s.store.Root(),
-	})
-	if err != nil {
-		return nil, err
+	d.src = &sources{d: d, clients: map[string]*xds.Client{}, sets: map[string]map[*xds.Client]map[string]*xds.Resource{}}
+	if ads := dr.GetAdsConfig(); ads != nil {
+		c, err := d.src.newClient(ads, "")
+		if err != nil {
+			return nil, err
+		}
+		d.src.ads = c
 	}
-	d.client = c
+	check := func(cs *corev3.ConfigSource) error { return checkSource(s.boot, cs) }
 	d.clusters = upstream.NewClusters(static, s.store.Root(), s.log, upstream.ClustersOptions{
-		CDS:            d.cds,
-		WatchEndpoints: func(names []string) { c.Watch(xds.EndpointType, false, names) },
+		CDS:            d.cdsSource != nil,
+		WatchEndpoints: func(cs *corev3.ConfigSource, names []string) { d.src.watch(cs, xds.EndpointType, false, names) },
+		CheckSource:    check,
 		Initialized:    d.finishCDS,
 	})
 	s.clusters = d.clusters // before the listener options take it
+	o := s.listenerOptions(nil)
+	o.CheckSource = check
 	d.listeners = listener.NewManager(listener.ManagerOptions{
-		Build:       s.listenerOptions(nil),
+		Build:       o,
 		DrainTime:   s.opts.DrainTime,
-		LDS:         d.lds,
-		WatchRoutes: func(names []string) { c.Watch(xds.RouteType, false, names) },
+		LDS:         d.ldsSource != nil,
+		WatchRoutes: func(cs *corev3.ConfigSource, names []string) { d.src.watch(cs, xds.RouteType, false, names) },
 		Initialized: d.initDone,
 	})
 	return d, nil
 }
 
+// checkDynamic validates dynamic_resources: ads_config (if set) and the
+// CDS and LDS config sources.
+func checkDynamic(b *bootstrapv3.Bootstrap) error {
+	dr := b.GetDynamicResources()
+	var errs []error
+	if err := supportedDynamic.Check(dr); err != nil {
+		return config.At("dynamic_resources", err)
+	}
+	if ads := dr.GetAdsConfig(); ads != nil {
+		if t := ads.GetApiType(); t != corev3.ApiConfigSource_GRPC && t != corev3.ApiConfigSource_DELTA_GRPC {
+			errs = append(errs, config.At("dynamic_resources.ads_config.api_type", fmt.Errorf("%s is not supported (supported: GRPC, DELTA_GRPC)", t)))
+		} else if err := checkAPISource(b, ads); err != nil {
+			errs = append(errs, config.At("dynamic_resources.ads_config", err))
+		}
+	}
+	for _, f := range []struct {
+		path string
+		cs   *corev3.ConfigSource
+	}{{"lds_config", dr.GetLdsConfig()}, {"cds_config", dr.GetCdsConfig()}} {
+		if f.cs == nil {
+			continue
+		}
+		if err := checkSource(b, f.cs); err != nil {
+			errs = append(errs, config.At("dynamic_resources."+f.path, err))
+		}
+	}
+	if dr.GetLdsResourcesLocator() != "" || dr.GetCdsResourcesLocator() != "" {
+		errs = append(errs, config.At("dynamic_resources", errors.New("xdstp resource locators are not supported")))
+	}
+	return config.Join(errs)
+}
+
+// fetchTimeout is a config source's initial_fetch_timeout (default 15 s;
+// 0 waits for ever).
 func fetchTimeout(cs *corev3.ConfigSource) time.Duration {
 	if d := cs.GetInitialFetchTimeout(); d != nil {
 		return d.AsDuration()
@@ -91,72 +118,36 @@ func fetchTimeout(cs *corev3.ConfigSource) time.Duration {
 	return 15 * time.Second
 }
 
-// checkDynamic validates dynamic_resources: ADS over gRPC to a static
-// cluster; every config source is ads.
-func checkDynamic(b *bootstrapv3.Bootstrap) error {
-	dr := b.GetDynamicResources()
-	var errs []error
-	ads := dr.GetAdsConfig()
-	if ads == nil {
-		return config.At("dynamic_resources.ads_config", errors.New("required: Strait gets xDS over ADS only"))
+// version is the last accepted version_info of url from cs ("" when
+// never subscribed).
+func (d *dynamic) version(cs *corev3.ConfigSource, url string) string {
+	if cs == nil {
+		return ""
 	}
-	switch ads.GetApiType() {
-	case corev3.ApiConfigSource_GRPC, corev3.ApiConfigSource_DELTA_GRPC:
-	default:
-		errs = append(errs, config.At("dynamic_resources.ads_config.api_type", fmt.Errorf("%s is not supported (supported: GRPC, DELTA_GRPC)", ads.GetApiType())))
+	if c := d.src.client(cs, url); c != nil {
+		return c.Version(url)
 	}
-	if ads.GetTransportApiVersion() == corev3.ApiVersion_V2 { //nolint:staticcheck
-		// Unset (AUTO) means V3, as in Envoy since V2 was removed.
-		errs = append(errs, config.At("dynamic_resources.ads_config.transport_api_version", errors.New("V2 was removed from the xDS API: use V3")))
-	}
-	if len(ads.GetGrpcServices()) != 1 || ads.GetGrpcServices()[0].GetEnvoyGrpc() == nil {
-		errs = append(errs, config.At("dynamic_resources.ads_config.grpc_services", errors.New("exactly one envoy_grpc service is required")))
-	} else {
-		name := ads.GetGrpcServices()[0].GetEnvoyGrpc().GetClusterName()
-		found := false
-		for _, c := range b.GetStaticResources().GetClusters() {
-			found = found || c.GetName() == name
-		}
-		if !found {
-			errs = append(errs, config.At("dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name",
-				fmt.Errorf("%q is not a static cluster", name)))
-		}
-	}
-	for _, f := range []struct {
-		path string
-		cs   *corev3.ConfigSource
-	}{{"lds_config", dr.GetLdsConfig()}, {"cds_config", dr.GetCdsConfig()}} {
-		if f.cs != nil && f.cs.GetAds() == nil {
-			errs = append(errs, config.At("dynamic_resources."+f.path, errors.New("only ads: {} is supported")))
-		}
-	}
-	if dr.GetLdsResourcesLocator() != "" || dr.GetCdsResourcesLocator() != "" {
-		errs = append(errs, config.At("dynamic_resources", errors.New("xdstp resource locators are not supported")))
-	}
-	if len(errs) == 0 {
-		errs = append(errs, config.At("dynamic_resources", supportedDynamic.Check(dr)))
-	}
-	return config.Join(errs)
+	return ""
 }
 
-// start opens the ADS stream: CDS first; LDS once the clusters are warm.
+// start opens the xDS streams: CDS first; LDS once the clusters are warm.
 func (d *dynamic) start() {
-	d.client.Start()
+	d.src.start()
 	d.listeners.WatchStaticRoutes()
-	if !d.cds {
+	if d.cdsSource == nil {
 		d.finishCDS()
 		return
 	}
-	d.client.Watch(xds.ClusterType, true, nil)
-	if d.cdsTimeout > 0 {
-		time.AfterFunc(d.cdsTimeout, d.clusters.InitTimeout)
+	d.src.watch(d.cdsSource, xds.ClusterType, true, nil)
+	if t := fetchTimeout(d.cdsSource); t > 0 {
+		time.AfterFunc(t, d.clusters.InitTimeout)
 	}
 }
 
 // finishCDS asks for listeners, once: the first clusters are warm, or
 // their initial fetch timed out.
 func (d *dynamic) finishCDS() {
-	if !d.lds {
+	if d.ldsSource == nil {
 		d.initDone()
 		return
 	}
@@ -166,9 +157,9 @@ func (d *dynamic) finishCDS() {
 		return
 	}
 	d.ldsAsked = true
-	d.client.Watch(xds.ListenerType, true, nil)
-	if d.ldsTimeout > 0 {
-		time.AfterFunc(d.ldsTimeout, d.listeners.InitTimeout)
+	d.src.watch(d.ldsSource, xds.ListenerType, true, nil)
+	if t := fetchTimeout(d.ldsSource); t > 0 {
+		time.AfterFunc(t, d.listeners.InitTimeout)
 	}
 }
 
@@ -181,34 +172,31 @@ func (d *dynamic) stop() {
 	d.stopped = true
 	d.mu.Unlock()
 	d.listeners.Stop()
-	d.client.Stop()
+	d.src.stop()
 }
 
-// Apply implements xds.Handler: the managers apply what they can; each
-// refusal is NACKed by name.
-func (d *dynamic) Apply(url string, set map[string]*xds.Resource) error {
+// applyType has the manager of url apply the complete set; it returns
+// the resources refused, by name.
+func (d *dynamic) applyType(url string, set map[string]*xds.Resource) (map[string]error, error) {
 	d.mu.Lock()
 	stopped := d.stopped
 	d.mu.Unlock()
 	if stopped {
-		return errors.New("shutting down")
+		return nil, errors.New("shutting down")
 	}
-	var refused map[string]error
 	switch url {
 	case xds.ClusterType:
-		refused = d.clusters.ApplyCDS(set)
+		return d.clusters.ApplyCDS(set), nil
 	case xds.EndpointType:
-		refused = d.clusters.ApplyEDS(set)
+		return d.clusters.ApplyEDS(set), nil
 	case xds.ListenerType:
-		refused = d.listeners.ApplyLDS(set)
+		return d.listeners.ApplyLDS(set), nil
 	case xds.RouteType:
-		refused = d.listeners.ApplyRDS(set)
+		return d.listeners.ApplyRDS(set), nil
 	case xds.SecretType:
-		refused = d.secrets.Apply(set)
-	default:
-		return fmt.Errorf("unsupported type %s", url)
+		return d.secrets.Apply(set), nil
 	}
-	return d.record(url, set, refused)
+	return nil, fmt.Errorf("unsupported type %s", url)
 }
 
 // record keeps each refusal for the config dump (error_state shows the

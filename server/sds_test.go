@@ -121,7 +121,7 @@ static_resources:
 	}
 	defer s.Shutdown(context.Background())
 	// What a TLS context will do: ask for its secrets by name.
-	s.dyn.client.Watch(xds.SecretType, false, []string{"ca", "cert"})
+	s.dyn.src.ads.Watch(xds.SecretType, false, []string{"ca", "cert"})
 	waitFor(t, "both secrets", func() bool { return len(s.dyn.secrets.Dump()) == 2 })
 	dump := s.ConfigDump()
 	admin.Redact(dump)

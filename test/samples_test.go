@@ -22,11 +22,11 @@ func TestGoControlPlaneSamples(t *testing.T) {
 	want := map[string]string{
 		"bootstrap-ads.yaml":       "",
 		"bootstrap-delta-ads.yaml": "",
-		// Separate per-type streams (api_config_source), REST polling
-		// and RTDS: not yet (issue 10, items 3 and 5).
-		"bootstrap-xds.yaml":   "dynamic_resources.ads_config: required",
-		"bootstrap-delta.yaml": "dynamic_resources.ads_config: required",
-		"bootstrap-rest.yaml":  "dynamic_resources.ads_config: required",
+		// Runtime (layered_runtime with an RTDS layer): not yet (issue
+		// 10, item 5). Their per-type gRPC and REST config sources are.
+		"bootstrap-xds.yaml":   "layered_runtime: not supported yet",
+		"bootstrap-delta.yaml": "layered_runtime: not supported yet",
+		"bootstrap-rest.yaml":  "layered_runtime: not supported yet",
 	}
 	files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if len(files) != len(want) {

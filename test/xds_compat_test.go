@@ -11,23 +11,17 @@ import (
 	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/straitproxy/strait/internal/testutil"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 )
 
-// eachProtocol runs f over state of the world and delta.
-func eachProtocol(t *testing.T, f func(t *testing.T, delta bool)) {
-	for _, delta := range []bool{false, true} {
-		name := "sotw"
-		if delta {
-			name = "delta"
-		}
-		t.Run(name, func(t *testing.T) { f(t, delta) })
-	}
-}
+// allModes are ADS and per-type streams, both protocols, and REST.
+var allModes = append(xdsModes[:len(xdsModes):len(xdsModes)], xdsMode{"rest", false, "REST"})
 
 // tcpListener is a tcp_proxy listener (stat prefix name) to cluster.
 func tcpListener(t *testing.T, name, addr, cluster string) *listenerv3.Listener {
@@ -64,8 +58,7 @@ func tcpGet(addr string) string {
 // counts downstream_cx_no_route, the HTTP one answers 503 and counts
 // no_cluster; once the cluster arrives, both carry traffic.
 func TestXDSLateClusters(t *testing.T) {
-	eachProtocol(t, func(t *testing.T, delta bool) {
-		cp := startControlPlane(t, "")
+	eachMode(t, allModes, func(t *testing.T, cp *controlPlane, boot string) {
 		a := named(t, "a")
 		haddr, taddr := "127.0.0.1:"+freePort(t), "127.0.0.1:"+freePort(t)
 		listeners := []types.Resource{testutil.XDSListener("web", haddr, "r1", ""), tcpListener(t, "raw", taddr, "late")}
@@ -74,7 +67,7 @@ func TestXDSLateClusters(t *testing.T) {
 			resource.RouteType:    {testutil.XDSRoute("r1", "late", "")},
 			resource.ClusterType:  {testutil.XDSCluster("other")}, resource.EndpointType: {testutil.XDSEndpoints("other", a)},
 		})
-		p := startProxy(t, xdsBootstrap(cp.addr, delta))
+		p := startProxy(t, boot)
 		url := "http://" + haddr + "/"
 		testutil.Eventually(t, 10*time.Second, "503 for the missing cluster", func() bool {
 			code, _ := body(&http.Client{Timeout: 2 * time.Second}, url)
@@ -110,8 +103,7 @@ func TestXDSLateClusters(t *testing.T) {
 // error_state; a new bad listener is not opened. A later good version
 // clears the error.
 func TestXDSOneBadListener(t *testing.T) {
-	eachProtocol(t, func(t *testing.T, delta bool) {
-		cp := startControlPlane(t, "")
+	eachMode(t, allModes, func(t *testing.T, cp *controlPlane, boot string) {
 		a, b := named(t, "a"), named(t, "b")
 		var addrs []string
 		for range 5 {
@@ -127,7 +119,7 @@ func TestXDSOneBadListener(t *testing.T) {
 		}
 		cp.set("1", map[resource.Type][]types.Resource{resource.ListenerType: v1, resource.RouteType: routes,
 			resource.ClusterType: clusters, resource.EndpointType: eps})
-		p := startProxy(t, xdsBootstrap(cp.addr, delta))
+		p := startProxy(t, boot)
 		for _, addr := range addrs {
 			waitBody(t, "http://"+addr+"/", "a", 10*time.Second)
 		}
@@ -137,13 +129,31 @@ func TestXDSOneBadListener(t *testing.T) {
 		for i, addr := range addrs[:4] {
 			v2 = append(v2, testutil.XDSListener(fmt.Sprintf("l%d", i+1), addr, "r2", ""))
 		}
-		bad := func(name, addr string) *listenerv3.Listener {
+		rest := strings.Contains(boot, "REST")
+		// l5 fails validation (an empty stat_prefix); l6 names a filter
+		// type Strait does not know (REST's JSON cannot carry that: there
+		// it fails validation too).
+		badPrefix := func(name, addr string) *listenerv3.Listener {
+			l := testutil.XDSListener(name, addr, "r2", "")
+			var hcm hcmv3.HttpConnectionManager
+			if err := l.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+				t.Fatal(err)
+			}
+			hcm.StatPrefix = ""
+			a, _ := anypb.New(&hcm)
+			l.FilterChains[0].Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
+			return l
+		}
+		badType := func(name, addr string) *listenerv3.Listener {
+			if rest {
+				return badPrefix(name, addr)
+			}
 			l := testutil.XDSListener(name, addr, "r2", "")
 			l.FilterChains[0].Filters[0].Name = "no-such-filter"
 			l.FilterChains[0].Filters[0].GetTypedConfig().TypeUrl = "type.googleapis.com/strait.test.NoSuchFilter"
 			return l
 		}
-		v2 = append(v2, bad("l5", addrs[4]), bad("l6", newAddr))
+		v2 = append(v2, badPrefix("l5", addrs[4]), badType("l6", newAddr))
 		n := cp.nackCount()
 		cp.set("2", map[resource.Type][]types.Resource{resource.ListenerType: v2, resource.RouteType: routes,
 			resource.ClusterType: clusters, resource.EndpointType: eps})
@@ -162,7 +172,7 @@ func TestXDSOneBadListener(t *testing.T) {
 			}
 			return false
 		})
-		if !strings.Contains(reason, "NoSuchFilter") {
+		if !strings.Contains(reason, "stat_prefix") || !rest && !strings.Contains(reason, "NoSuchFilter") {
 			t.Errorf("NACK %q does not say why", reason)
 		}
 		if code, got := body(&http.Client{Timeout: 2 * time.Second}, "http://"+addrs[4]+"/"); code != 200 || got != "a" {
@@ -172,7 +182,11 @@ func TestXDSOneBadListener(t *testing.T) {
 			c.Close()
 			t.Fatal("the refused new listener l6 is open")
 		}
-		checkDump(t, p, []string{`"errorState"`, `"name":"l5"`, `"name":"l6"`, `NoSuchFilter`})
+		want := []string{`"errorState"`, `"name":"l5"`, `"name":"l6"`, `stat_prefix`}
+		if !rest {
+			want = append(want, `NoSuchFilter`)
+		}
+		checkDump(t, p, want)
 		if p.stat("listener_manager.lds.update_rejected") == 0 {
 			t.Fatal("listener_manager.lds.update_rejected not counted")
 		}
@@ -193,8 +207,7 @@ func TestXDSOneBadListener(t *testing.T) {
 // cluster and route configuration (and so changing the listener): each
 // version serves right after it is pushed, and nothing is NACKed.
 func TestXDSRenameEverything(t *testing.T) {
-	eachProtocol(t, func(t *testing.T, delta bool) {
-		cp := startControlPlane(t, "")
+	eachMode(t, allModes, func(t *testing.T, cp *controlPlane, boot string) {
 		laddr := "127.0.0.1:" + freePort(t)
 		ups := []string{named(t, "u0"), named(t, "u1")}
 		push := func(v int) {
@@ -206,7 +219,7 @@ func TestXDSRenameEverything(t *testing.T) {
 			})
 		}
 		push(0)
-		startProxy(t, xdsBootstrap(cp.addr, delta))
+		startProxy(t, boot)
 		waitBody(t, "http://"+laddr+"/", "u0", 10*time.Second)
 		for v := 1; v <= 10; v++ {
 			push(v)

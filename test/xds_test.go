@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,8 +20,15 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -30,6 +38,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"sigs.k8s.io/yaml"
 )
 
 // controlPlane is go-control-plane's snapshot cache and ADS server on a
@@ -47,6 +57,11 @@ type controlPlane struct {
 	// version_info (SotW) or the count of initial_resource_versions.
 	firstReqs []string
 	gen       int // counts serve calls: a stopped server's handlers may still run
+	// restAddr serves go-control-plane's REST gateway (api_type REST).
+	restAddr string
+	// source, when set, is the api_config_source that set() puts in the
+	// resources' EDS and RDS config sources instead of ads: {}.
+	source *corev3.ConfigSource
 }
 
 func startControlPlane(t *testing.T, addr string) *controlPlane {
@@ -92,11 +107,32 @@ func (cp *controlPlane) serve(addr string) {
 			return nil
 		},
 	}
+	cb.FetchRequestFunc = func(_ context.Context, r *discoverygrpc.DiscoveryRequest) error {
+		cp.record(gen, -1, r.GetTypeUrl(), r.GetErrorDetail().GetMessage(), r.GetResponseNonce(), "v="+r.GetVersionInfo())
+		return nil
+	}
 	srv := xdsserver.NewServer(context.Background(), cp.cache, cb)
 	cp.grpc = grpc.NewServer()
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(cp.grpc, srv)
+	clusterservice.RegisterClusterDiscoveryServiceServer(cp.grpc, srv)
+	listenerservice.RegisterListenerDiscoveryServiceServer(cp.grpc, srv)
+	routeservice.RegisterRouteDiscoveryServiceServer(cp.grpc, srv)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(cp.grpc, srv)
 	go cp.grpc.Serve(ln)
 	cp.t.Cleanup(cp.grpc.Stop)
+	if cp.restAddr == "" {
+		rest := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, code, err := (&xdsserver.HTTPGateway{Server: srv}).ServeHTTP(r)
+			if err != nil {
+				http.Error(w, err.Error(), code)
+				return
+			}
+			w.WriteHeader(code)
+			w.Write(b)
+		}))
+		cp.restAddr = rest.Listener.Addr().String()
+		cp.t.Cleanup(rest.Close)
+	}
 }
 
 func (cp *controlPlane) record(gen int, stream int64, url, nack, nonce, first string) {
@@ -121,6 +157,16 @@ func (cp *controlPlane) nackCount() int {
 // set publishes a snapshot for node "strait-test".
 func (cp *controlPlane) set(version string, res map[resource.Type][]types.Resource) {
 	cp.t.Helper()
+	if cp.source != nil {
+		for _, r := range res[resource.ClusterType] {
+			if c := r.(*clusterv3.Cluster); c.GetEdsClusterConfig() != nil {
+				c.EdsClusterConfig.EdsConfig = cp.source
+			}
+		}
+		for _, r := range res[resource.ListenerType] {
+			setRDSSource(cp.t, r.(*listenerv3.Listener), cp.source)
+		}
+	}
 	snap, err := cache.NewSnapshot(version, res)
 	if err != nil {
 		cp.t.Fatal(err)
@@ -136,6 +182,78 @@ func fromJSON[T proto.Message](t testing.TB, m T, js string) T {
 		t.Fatalf("%v\n%s", err, js)
 	}
 	return m
+}
+
+// setRDSSource points the connection managers of l at src for RDS.
+func setRDSSource(t *testing.T, l *listenerv3.Listener, src *corev3.ConfigSource) {
+	for _, fc := range l.GetFilterChains() {
+		for _, f := range fc.GetFilters() {
+			var hcm hcmv3.HttpConnectionManager
+			if f.GetTypedConfig().UnmarshalTo(&hcm) != nil || hcm.GetRds() == nil {
+				continue
+			}
+			hcm.GetRds().ConfigSource = src
+			a, err := anypb.New(&hcm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
+		}
+	}
+}
+
+// xdsMode is how Strait gets its config from the control plane.
+type xdsMode struct {
+	name string
+	ads  bool
+	api  string // GRPC, DELTA_GRPC or REST
+}
+
+// xdsModes are ADS (state of the world and delta) and separate per-type
+// streams (GRPC, DELTA_GRPC).
+var xdsModes = []xdsMode{{"ads", true, "GRPC"}, {"ads-delta", true, "DELTA_GRPC"}, {"grpc", false, "GRPC"}, {"delta", false, "DELTA_GRPC"}}
+
+// eachMode runs f over the modes, each with its own control plane
+// (resources pointed at the mode's config source), and returns the
+// bootstrap that makes Strait use it.
+func eachMode(t *testing.T, modes []xdsMode, f func(t *testing.T, cp *controlPlane, boot string)) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			cp := startControlPlane(t, "")
+			if m.ads {
+				f(t, cp, xdsBootstrap(cp.addr, m.api == "DELTA_GRPC"))
+				return
+			}
+			f(t, cp, cp.useSources(m.api))
+		})
+	}
+}
+
+// useSources makes the control plane's resources name api_config_source
+// (api: GRPC, DELTA_GRPC or REST) and returns the bootstrap that gets
+// CDS and LDS from the same kind of source.
+func (cp *controlPlane) useSources(api string) string {
+	addr, svc, extra := cp.addr, `grpc_services: [ { envoy_grpc: { cluster_name: xds_cluster } } ]`, ""
+	if api == "REST" {
+		addr, svc, extra = cp.restAddr, `cluster_names: [ xds_cluster ]`, `, refresh_delay: 0.1s`
+	}
+	src := `{ api_config_source: { api_type: ` + api + `, transport_api_version: V3, ` + svc + extra + ` }, resource_api_version: V3 }`
+	cp.source = fromJSON(cp.t, &corev3.ConfigSource{}, mustJSON(cp.t, src))
+	boot := testutil.XDSBootstrap("strait-test", addr, "127.0.0.1:0", false)
+	i, j := strings.Index(boot, "dynamic_resources:"), strings.Index(boot, "static_resources:")
+	boot = boot[:i] + "dynamic_resources:\n  cds_config: " + src + "\n  lds_config: " + src + "\n" + boot[j:]
+	if api == "REST" {
+		boot = strings.Replace(boot, "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: { http2_protocol_options: {} }\n", "", 1)
+	}
+	return boot
+}
+
+func mustJSON(t *testing.T, y string) string {
+	js, err := yaml.YAMLToJSON([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(js)
 }
 
 // named is an upstream that answers with its name.
@@ -442,7 +560,7 @@ func TestXDSBootstrapErrors(t *testing.T) {
 	tests := []struct{ name, from, to, want string }{
 		{"rest", "api_type: GRPC", "api_type: REST", "dynamic_resources.ads_config.api_type: REST is not supported"},
 		{"not static", "cluster_name: xds_cluster", "cluster_name: nope", `grpc_services[0].envoy_grpc.cluster_name: "nope" is not a static cluster`},
-		{"lds not ads", "lds_config: { ads: {}, resource_api_version: V3 }", "lds_config: { path_config_source: { path: /tmp/x } }", "dynamic_resources.lds_config: only ads: {} is supported"},
+		{"lds not ads", "lds_config: { ads: {}, resource_api_version: V3 }", "lds_config: { path_config_source: { path: /tmp/x } }", "dynamic_resources.lds_config.path_config_source: not supported yet"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

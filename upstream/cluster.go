@@ -45,6 +45,8 @@ type Cluster struct {
 	EDSName string
 	// EDSFetchTimeout is its eds_config.initial_fetch_timeout (0: none).
 	EDSFetchTimeout time.Duration
+	// EDSSource is its eds_config: where the assignment comes from.
+	EDSSource *corev3.ConfigSource
 
 	lb               LoadBalancer
 	localityWeighted bool
@@ -217,9 +219,10 @@ func BuildCluster(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Cl
 			return nil, config.At("load_assignment", fmt.Errorf("an EDS cluster takes its endpoints from EDS"))
 		}
 		ec := cl.GetEdsClusterConfig()
-		if ec.GetEdsConfig().GetAds() == nil {
-			return nil, config.At("eds_cluster_config.eds_config", fmt.Errorf("only ads: {} is supported as the config source"))
+		if ec.GetEdsConfig().GetAds() == nil && ec.GetEdsConfig().GetApiConfigSource() == nil {
+			return nil, config.At("eds_cluster_config.eds_config", fmt.Errorf("give ads: {} or an api_config_source"))
 		}
+		c.EDSSource = ec.GetEdsConfig()
 		c.EDSName = ec.GetServiceName()
 		if c.EDSName == "" {
 			c.EDSName = c.Name

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/stats"
@@ -41,7 +42,8 @@ type Clusters struct {
 	cla      map[string]*config.Resource
 	claGone  map[string]bool // assignments whose initial fetch timed out
 	retired  []*Cluster
-	applied  bool // a CDS update was applied
+	edsSrc   map[string]*corev3.ConfigSource // EDS sources watched, by config.SourceKey
+	applied  bool                            // a CDS update was applied
 	initDone bool
 	stopped  bool
 	initOnce sync.Once
@@ -52,10 +54,14 @@ type ClustersOptions struct {
 	// CDS: clusters come from CDS too, so a name not known yet may still
 	// arrive (Dynamic).
 	CDS bool
-	// WatchEndpoints sets the EDS names the clusters wait for. It is
-	// called with the manager's lock held, so calls come in order; it
-	// must not call back into the manager.
-	WatchEndpoints func(names []string)
+	// WatchEndpoints sets the EDS names the clusters wait for from one
+	// config source (nil names: none any more). It is called with the
+	// manager's lock held, so calls come in order; it must not call back
+	// into the manager.
+	WatchEndpoints func(src *corev3.ConfigSource, names []string)
+	// CheckSource refuses an eds_config this process cannot subscribe
+	// to (nil: only ADS).
+	CheckSource func(src *corev3.ConfigSource) error
 	// Initialized is called once, without the lock, when the first CDS
 	// update's clusters are warm (or their warming timed out).
 	Initialized func()
@@ -71,7 +77,7 @@ type dynCluster struct {
 func NewClusters(static *Manager, sc *stats.Scope, log *slog.Logger, o ClustersOptions) *Clusters {
 	m := &Clusters{static: map[string]*Cluster{}, scope: sc, log: log, o: o,
 		active: map[string]*dynCluster{}, warming: map[string]*dynCluster{},
-		cla: map[string]*config.Resource{}, claGone: map[string]bool{}}
+		cla: map[string]*config.Resource{}, claGone: map[string]bool{}, edsSrc: map[string]*corev3.ConfigSource{}}
 	for _, n := range static.Names() {
 		m.static[n], _ = static.Get(n)
 	}
@@ -183,6 +189,11 @@ func (m *Clusters) build(r *config.Resource) (*dynCluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := m.checkSource(c); err != nil {
+		c.Stop()
+		m.forgetIfGone(c)
+		return nil, err
+	}
 	if c.EDSName != "" {
 		if cla := m.cla[c.EDSName]; cla != nil {
 			a, err := c.PrepareAssignment(cla.Message.(*endpointv3.ClusterLoadAssignment))
@@ -279,11 +290,19 @@ func (m *Clusters) changed() {
 	}
 	m.retired = nil
 	names := map[string]bool{}
+	bySource := map[string]map[string]bool{}
+	sources := map[string]*corev3.ConfigSource{}
 	for _, dm := range []map[string]*dynCluster{m.active, m.warming} {
 		for _, dc := range dm {
-			if dc.c.EDSName != "" {
-				names[dc.c.EDSName] = true
+			if dc.c.EDSName == "" {
+				continue
 			}
+			names[dc.c.EDSName] = true
+			k := config.SourceKey(dc.c.EDSSource)
+			if bySource[k] == nil {
+				bySource[k], sources[k] = map[string]bool{}, dc.c.EDSSource
+			}
+			bySource[k][dc.c.EDSName] = true
 		}
 	}
 	for n := range m.cla {
@@ -292,9 +311,36 @@ func (m *Clusters) changed() {
 			delete(m.claGone, n)
 		}
 	}
-	if m.o.WatchEndpoints != nil {
-		m.o.WatchEndpoints(sortedKeys(names))
+	if m.o.WatchEndpoints == nil {
+		return
 	}
+	for k, src := range m.edsSrc {
+		if sources[k] == nil {
+			m.o.WatchEndpoints(src, nil) // a source no cluster uses any more
+			delete(m.edsSrc, k)
+		}
+	}
+	if len(sources) == 0 && len(m.edsSrc) == 0 {
+		m.o.WatchEndpoints(nil, nil) // ADS: nothing yet
+	}
+	for _, k := range sortedKeys(sources) {
+		m.edsSrc[k] = sources[k]
+		m.o.WatchEndpoints(sources[k], sortedKeys(bySource[k]))
+	}
+}
+
+// checkSource refuses a cluster whose eds_config cannot be subscribed to.
+func (m *Clusters) checkSource(c *Cluster) error {
+	if c.EDSSource == nil {
+		return nil
+	}
+	if m.o.CheckSource == nil {
+		if c.EDSSource.GetAds() == nil {
+			return config.At("eds_cluster_config.eds_config", fmt.Errorf("only ads: {} is supported here"))
+		}
+		return nil
+	}
+	return config.At("eds_cluster_config.eds_config", m.o.CheckSource(c.EDSSource))
 }
 
 // forgetIfGone drops a stopped cluster's stats when no cluster of its

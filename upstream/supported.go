@@ -9,7 +9,7 @@ var supported = config.NewSupport(map[string]string{
 		per_connection_buffer_limit_bytes max_requests_per_connection
 		typed_extension_protocol_options eds_cluster_config common_lb_config -metadata`,
 	"envoy.config.cluster.v3.Cluster.EdsClusterConfig":      `eds_config service_name`,
-	"envoy.config.core.v3.ConfigSource":                     `ads initial_fetch_timeout resource_api_version`,
+	"envoy.config.core.v3.ConfigSource":                     `ads api_config_source initial_fetch_timeout resource_api_version`,
 	"envoy.config.cluster.v3.Cluster.CommonLbConfig":        `locality_weighted_lb_config`,
 	"envoy.config.endpoint.v3.ClusterLoadAssignment":        `cluster_name endpoints policy`,
 	"envoy.config.endpoint.v3.ClusterLoadAssignment.Policy": `overprovisioning_factor`,

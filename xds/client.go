@@ -12,7 +12,6 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/straitproxy/strait/stats"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -74,6 +73,14 @@ type Options struct {
 	NodeOnEveryRequest bool
 	// Delta selects the incremental protocol (DELTA_GRPC).
 	Delta bool
+	// Type, when set, makes the client a single-type one on that type's
+	// own discovery service (api_config_source) instead of ADS.
+	Type string
+	// REST polls Type's discovery path over HTTP/1.1 instead of a gRPC
+	// stream (api_type REST), every RefreshDelay (default 1 s), each poll
+	// bounded by RESTTimeout (default 1 s), as Envoy's defaults.
+	REST                      bool
+	RefreshDelay, RESTTimeout time.Duration
 	// Dial connects to the management server (a host of the static
 	// cluster named by envoy_grpc.cluster_name).
 	Dial    func(ctx context.Context) (net.Conn, error)
@@ -151,6 +158,12 @@ func New(o Options) (*Client, error) {
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
+	}
+	if o.RefreshDelay <= 0 {
+		o.RefreshDelay = time.Second
+	}
+	if o.RESTTimeout <= 0 {
+		o.RESTTimeout = time.Second
 	}
 	c := &Client{o: o, log: o.Log.With("component", "xds"), types: map[string]*typeState{}, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	cp := o.Stats.Scope("control_plane", "", "")
@@ -306,16 +319,22 @@ func backoff(base, max time.Duration, attempt int) time.Duration {
 func (c *Client) stream() (got bool, err error) {
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
-	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(c.cc)
 	var s session
-	if c.o.Delta {
-		st, err := ads.DeltaAggregatedResources(ctx, grpc.WaitForReady(true))
+	switch {
+	case c.o.REST:
+		rs, err := newRESTSession(c, ctx)
+		if err != nil {
+			return false, err
+		}
+		s = rs
+	case c.o.Delta:
+		st, err := c.openDelta(ctx)
 		if err != nil {
 			return false, err
 		}
 		s = &deltaSession{c: c, st: st}
-	} else {
-		st, err := ads.StreamAggregatedResources(ctx, grpc.WaitForReady(true))
+	default:
+		st, err := c.openSotW(ctx)
 		if err != nil {
 			return false, err
 		}

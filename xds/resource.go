@@ -19,6 +19,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	runtimev3 "github.com/envoyproxy/go-control-plane/envoy/service/runtime/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -30,6 +31,7 @@ const (
 	ClusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 	SecretType   = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+	RuntimeType  = "type.googleapis.com/envoy.service.runtime.v3.Runtime"
 	resourceType = "type.googleapis.com/envoy.service.discovery.v3.Resource"
 )
 
@@ -49,6 +51,8 @@ func newMessage(url string) (proto.Message, error) {
 		return &endpointv3.ClusterLoadAssignment{}, nil
 	case SecretType:
 		return &tlsv3.Secret{}, nil
+	case RuntimeType:
+		return &runtimev3.Runtime{}, nil
 	}
 	return nil, fmt.Errorf("unknown resource type %q", url)
 }
@@ -65,6 +69,8 @@ func nameOf(m proto.Message) string {
 	case *endpointv3.ClusterLoadAssignment:
 		return r.GetClusterName()
 	case *tlsv3.Secret:
+		return r.GetName()
+	case *runtimev3.Runtime:
 		return r.GetName()
 	}
 	return ""

@@ -22,13 +22,21 @@ type sotwSession struct {
 }
 
 func (s *sotwSession) send(ts *typeState) error {
+	req := s.c.sotwRequest(ts)
+	s.c.mu.Unlock()
+	return s.st.Send(req)
+}
+
+// sotwRequest builds a type's next state-of-the-world request (mu held):
+// its version, the nonce it answers, its names and any refusal.
+func (c *Client) sotwRequest(ts *typeState) *discoveryv3.DiscoveryRequest {
 	req := &discoveryv3.DiscoveryRequest{
-		Node:          s.c.o.Node,
+		Node:          c.o.Node,
 		TypeUrl:       ts.url,
 		VersionInfo:   ts.version,
 		ResponseNonce: ts.nonce,
 	}
-	if !ts.first && !s.c.o.NodeOnEveryRequest {
+	if !ts.first && !c.o.NodeOnEveryRequest {
 		req.Node = nil // only the first request of a stream carries it
 	}
 	ts.first = false
@@ -38,9 +46,8 @@ func (s *sotwSession) send(ts *typeState) error {
 		ts.sent = names
 	}
 	req.ErrorDetail = ts.takeNack()
-	s.c.logRequest(ts.url, req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail(), "names", req.GetResourceNames())
-	s.c.mu.Unlock()
-	return s.st.Send(req)
+	c.logRequest(ts.url, req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail(), "names", req.GetResourceNames())
+	return req
 }
 
 // requestNames are the names the next request asks for (mu held): the
@@ -93,7 +100,13 @@ func (s *sotwSession) recv() error {
 	if err != nil {
 		return err
 	}
-	c := s.c
+	s.c.applySotW(resp)
+	return nil
+}
+
+// applySotW applies a state-of-the-world response (a stream's or a REST
+// poll's) and schedules its ACK or NACK.
+func (c *Client) applySotW(resp *discoveryv3.DiscoveryResponse) {
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
 	if c.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -101,7 +114,7 @@ func (s *sotwSession) recv() error {
 	}
 	r := c.begin(resp.GetTypeUrl())
 	if r == nil {
-		return nil
+		return
 	}
 	ts, prev, wildcard, names := r.ts, r.prev, r.wildcard, r.names
 	set := map[string]*Resource{}
@@ -155,5 +168,4 @@ func (s *sotwSession) recv() error {
 		reason, keep = c.apply(ts, set, resp.GetVersionInfo())
 	}
 	c.finish(ts, resp.GetNonce(), set, resp.GetVersionInfo(), reason, keep, ttls)
-	return nil
 }

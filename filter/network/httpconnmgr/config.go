@@ -124,14 +124,15 @@ func subscribeRoutes(bc *filter.BuildContext, rds *hcmv3.Rds, opt router.Options
 		return fmt.Errorf("RDS needs dynamic_resources with an ADS config source")
 	}
 	cs := rds.GetConfigSource()
-	if cs.GetAds() == nil {
+	switch {
+	case bc.CheckSource != nil:
+		if err := bc.CheckSource(cs); err != nil {
+			return config.At("config_source", err)
+		}
+	case cs.GetAds() == nil:
 		return config.At("config_source", fmt.Errorf("only ads: {} is supported"))
 	}
-	timeout := 15 * time.Second
-	if d := cs.GetInitialFetchTimeout(); d != nil {
-		timeout = d.AsDuration()
-	}
-	return bc.Routes.Subscribe(rds.GetRouteConfigName(), timeout, func(rc *routev3.RouteConfiguration) (func(), error) {
+	return bc.Routes.Subscribe(rds.GetRouteConfigName(), cs, func(rc *routev3.RouteConfiguration) (func(), error) {
 		if rc == nil {
 			return func() { dst.Store(nil) }, nil
 		}

@@ -16,7 +16,7 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig": `upgrade_type
 		enabled`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.Rds": `config_source route_config_name`,
-	"envoy.config.core.v3.ConfigSource":                               `ads initial_fetch_timeout resource_api_version`,
+	"envoy.config.core.v3.ConfigSource":                               `ads api_config_source initial_fetch_timeout resource_api_version`,
 	"envoy.config.core.v3.HttpProtocolOptions":                        `idle_timeout max_headers_count max_requests_per_connection`,
 	"envoy.config.core.v3.Http2ProtocolOptions": `max_concurrent_streams initial_stream_window_size
 		initial_connection_window_size max_outbound_control_frames
