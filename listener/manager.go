@@ -360,6 +360,25 @@ func (m *Manager) retireDrained(l *Listener) {
 	}()
 }
 
+// ClusterNames returns the clusters that the dynamic listeners (serving
+// and warming) and the route configurations in use name.
+func (m *Manager) ClusterNames() map[string]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	names := map[string]bool{}
+	for _, dm := range []map[string]*managed{m.active, m.warming} {
+		for _, dl := range dm {
+			config.ClusterNames(dl.res.Message, names)
+		}
+	}
+	for _, e := range m.routes {
+		if e.res != nil {
+			config.ClusterNames(e.res.Message, names)
+		}
+	}
+	return names
+}
+
 // Listeners are the serving dynamic listeners, by name, then the
 // draining ones.
 func (m *Manager) Listeners() []*Listener {

@@ -103,6 +103,11 @@ type ServerOptions struct {
 	// StreamIdleTimeout bounds a response writer's wait for the client's
 	// flow-control window (HTTP/2's zero-window stall).
 	StreamIdleTimeout time.Duration
+	// DrainGrace is how long a drained HTTP/1.1 connection that is idle
+	// stays open: a request already on its way is still answered (with
+	// Connection: close) instead of meeting a closed socket. 0 closes
+	// idle connections at once.
+	DrainGrace time.Duration
 	// HTTP2 tunes the HTTP/2 codec; zero values take its defaults.
 	HTTP2 HTTP2Options
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"math/rand/v2"
 	"strconv"
@@ -150,6 +151,9 @@ func (s *Stream) routeRequest() bool {
 	name := r.PickCluster(s.random)
 	cl, ok := s.cfg.Clusters.Get(name)
 	if !ok {
+		cl, ok = s.awaitCluster(name)
+	}
+	if !ok {
 		st.NoCluster.Inc()
 		code := r.ClusterNotFoundStatus
 		if code == 0 {
@@ -162,6 +166,24 @@ func (s *Stream) routeRequest() bool {
 	s.rewrite(r)
 	r.ApplyRequestHeaders(s.req, s.varsFor())
 	return true
+}
+
+// awaitCluster waits for a cluster that is warming: an update may move a
+// route to a cluster it adds before the cluster's endpoints arrive. The
+// wait is bounded by the route timeout (15 s when it has none) and ends
+// when the client leaves.
+func (s *Stream) awaitCluster(name string) (*upstream.Cluster, bool) {
+	w, ok := s.cfg.Clusters.(interface {
+		Await(ctx context.Context, name string, max time.Duration) (*upstream.Cluster, bool)
+	})
+	if !ok {
+		return nil, false
+	}
+	max := s.route.Timeout
+	if max <= 0 {
+		max = router.DefaultTimeout
+	}
+	return w.Await(s.cm.conn.Context(), name, max)
 }
 
 func (s *Stream) varsFor() *router.Vars {

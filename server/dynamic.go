@@ -44,6 +44,10 @@ type dynamic struct {
 	failed map[string]map[string]*adminv3.UpdateFailureState
 }
 
+// maxLinger bounds how long a cluster CDS removed serves on while routes
+// still name it.
+const maxLinger = 15 * time.Second
+
 // newDynamic makes the xDS clients and the managers; the cluster manager
 // starts with the static clusters.
 func newDynamic(s *Server, dr *bootstrapv3.Bootstrap_DynamicResources, static *upstream.Manager) (*dynamic, error) {
@@ -63,6 +67,7 @@ func newDynamic(s *Server, dr *bootstrapv3.Bootstrap_DynamicResources, static *u
 		WatchEndpoints: func(cs *corev3.ConfigSource, names []string) { d.src.watch(cs, xds.EndpointType, false, names) },
 		CheckSource:    check,
 		Initialized:    d.finishCDS,
+		Linger:         min(s.opts.DrainTime, maxLinger),
 	})
 	s.clusters = d.clusters // before the listener options take it
 	o := s.listenerOptions(nil)
@@ -175,6 +180,16 @@ func (d *dynamic) stop() {
 	d.src.stop()
 }
 
+// clustersInUse are the clusters the listeners and routes name now,
+// static ones included: a cluster CDS removes serves on while they do.
+func (d *dynamic) clustersInUse() map[string]bool {
+	names := d.listeners.ClusterNames()
+	for _, l := range d.s.boot.GetStaticResources().GetListeners() {
+		config.ClusterNames(l, names)
+	}
+	return names
+}
+
 // applyType has the manager of url apply the complete set; it returns
 // the resources refused, by name.
 func (d *dynamic) applyType(url string, set map[string]*xds.Resource) (map[string]error, error) {
@@ -186,13 +201,17 @@ func (d *dynamic) applyType(url string, set map[string]*xds.Resource) (map[strin
 	}
 	switch url {
 	case xds.ClusterType:
-		return d.clusters.ApplyCDS(set), nil
+		return d.clusters.ApplyCDS(set, d.clustersInUse()), nil
 	case xds.EndpointType:
 		return d.clusters.ApplyEDS(set), nil
 	case xds.ListenerType:
-		return d.listeners.ApplyLDS(set), nil
+		refused := d.listeners.ApplyLDS(set)
+		d.clusters.Release(d.clustersInUse())
+		return refused, nil
 	case xds.RouteType:
-		return d.listeners.ApplyRDS(set), nil
+		refused := d.listeners.ApplyRDS(set)
+		d.clusters.Release(d.clustersInUse())
+		return refused, nil
 	case xds.SecretType:
 		return d.secrets.Apply(set), nil
 	}

@@ -40,7 +40,9 @@ func startProxy(t testing.TB, yaml string) *proxy {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		// Short: idle keep-alive connections would hold a graceful
+		// shutdown for their drain grace (drain_timeout, 5 s).
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
 		srv.Shutdown(ctx)
 	})

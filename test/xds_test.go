@@ -66,8 +66,15 @@ type controlPlane struct {
 
 func startControlPlane(t *testing.T, addr string) *controlPlane {
 	t.Helper()
-	cp := &controlPlane{t: t, acks: map[string][]string{}}
-	cp.cache = cache.NewSnapshotCache(false, cache.IDHash{}, nil)
+	return startControlPlaneWith(t, addr, cache.NewSnapshotCache(false, cache.IDHash{}, nil))
+}
+
+// startControlPlaneWith serves c; cache.NewSnapshotCache(true, ...) is
+// go-control-plane's ADS mode, which sends a snapshot's responses in
+// Envoy's order (CDS, EDS, LDS, RDS).
+func startControlPlaneWith(t *testing.T, addr string, c cache.SnapshotCache) *controlPlane {
+	t.Helper()
+	cp := &controlPlane{t: t, acks: map[string][]string{}, cache: c}
 	cp.serve(addr)
 	return cp
 }
@@ -395,17 +402,27 @@ func testXDS(t *testing.T, delta bool) {
 		t.Fatalf("endpoint swap: %d of %d requests failed (last: %v)", failed.Load(), sent.Load(), lastFail.Load())
 	}
 
-	// Cluster removed: its route gets 503 and its stats go (the kept
-	// cluster's stay); a new cluster: traffic recovers.
+	// Cluster removed while its route still names it: it serves on for
+	// the linger bound (the drain time, 2 s here), then the route gets
+	// 503 and its stats go (the kept cluster's stay); a new cluster:
+	// traffic recovers.
 	if _, ok := p.srv.Stats().Lookup("cluster.c2.upstream_rq_total"); !ok {
 		t.Fatal("no stats for c2 while it serves")
 	}
+	removed := time.Now()
 	snap("4", testutil.XDSRoute("r1", "c2", ""), []types.Resource{testutil.XDSCluster("c1")},
 		[]types.Resource{testutil.XDSEndpoints("c1", a)})
-	testutil.Eventually(t, 2*time.Second, "503 for the removed cluster", func() bool {
+	time.Sleep(500 * time.Millisecond)
+	if code, got := body(&http.Client{Timeout: 2 * time.Second}, url); code != 200 || got != "c" {
+		t.Fatalf("a removed cluster its route names: %d %q, want it serving on", code, got)
+	}
+	testutil.Eventually(t, 5*time.Second, "503 for the removed cluster", func() bool {
 		code, _ := body(&http.Client{Timeout: 2 * time.Second}, url)
 		return code == 503
 	})
+	if d := time.Since(removed); d < 1500*time.Millisecond {
+		t.Fatalf("the removed cluster went after %v, before its linger bound", d)
+	}
 	if _, ok := p.srv.Stats().Lookup("cluster.c2.upstream_rq_total"); ok {
 		t.Fatal("the removed cluster c2 still has stats")
 	}

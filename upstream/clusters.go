@@ -36,17 +36,22 @@ type Clusters struct {
 	log    *slog.Logger
 	o      ClustersOptions
 
-	mu       sync.Mutex
-	active   map[string]*dynCluster
-	warming  map[string]*dynCluster
-	cla      map[string]*config.Resource
-	claGone  map[string]bool // assignments whose initial fetch timed out
-	retired  []*Cluster
-	edsSrc   map[string]*corev3.ConfigSource // EDS sources watched, by config.SourceKey
-	applied  bool                            // a CDS update was applied
-	initDone bool
-	stopped  bool
-	initOnce sync.Once
+	mu      sync.Mutex
+	active  map[string]*dynCluster
+	warming map[string]*dynCluster
+	cla     map[string]*config.Resource
+	claGone map[string]bool // assignments whose initial fetch timed out
+	retired []*Cluster
+	// lingering are clusters CDS removed while routes still named them:
+	// they serve until no route does, or their timer ends them.
+	lingering map[string]*dynCluster
+	// changedCh is closed (and replaced) when the serving set changes.
+	changedCh chan struct{}
+	edsSrc    map[string]*corev3.ConfigSource // EDS sources watched, by config.SourceKey
+	applied   bool                            // a CDS update was applied
+	initDone  bool
+	stopped   bool
+	initOnce  sync.Once
 }
 
 // ClustersOptions are the cluster manager's links to the xDS client.
@@ -65,19 +70,25 @@ type ClustersOptions struct {
 	// Initialized is called once, without the lock, when the first CDS
 	// update's clusters are warm (or their warming timed out).
 	Initialized func()
+	// Linger bounds how long a removed cluster that routes still name
+	// keeps serving (0: it goes at once).
+	Linger time.Duration
 }
 
 type dynCluster struct {
 	res   *config.Resource
 	c     *Cluster
 	timer *time.Timer
+	// released: a lingering cluster no route names any more.
+	released bool
 }
 
 // NewClusters makes the cluster manager over the static clusters.
 func NewClusters(static *Manager, sc *stats.Scope, log *slog.Logger, o ClustersOptions) *Clusters {
 	m := &Clusters{static: map[string]*Cluster{}, scope: sc, log: log, o: o,
 		active: map[string]*dynCluster{}, warming: map[string]*dynCluster{},
-		cla: map[string]*config.Resource{}, claGone: map[string]bool{}, edsSrc: map[string]*corev3.ConfigSource{}}
+		cla: map[string]*config.Resource{}, claGone: map[string]bool{}, edsSrc: map[string]*corev3.ConfigSource{},
+		lingering: map[string]*dynCluster{}, changedCh: make(chan struct{})}
 	for _, n := range static.Names() {
 		m.static[n], _ = static.Get(n)
 	}
@@ -131,9 +142,10 @@ func (m *Clusters) markInitialized() {
 
 // ApplyCDS applies the complete set of dynamic clusters: clusters absent
 // from set are removed (in-flight requests finish on the connections they
-// hold), new and changed ones are built and warm. It returns the clusters
-// refused, by name; each keeps its serving version.
-func (m *Clusters) ApplyCDS(set map[string]*config.Resource) map[string]error {
+// hold; one that routes still name, in inUse, serves on until they no
+// longer do: see Release), new and changed ones are built and warm. It
+// returns the clusters refused, by name; each keeps its serving version.
+func (m *Clusters) ApplyCDS(set map[string]*config.Resource, inUse map[string]bool) map[string]error {
 	m.mu.Lock()
 	defer m.unlock()
 	errs := map[string]error{}
@@ -163,6 +175,10 @@ func (m *Clusters) ApplyCDS(set map[string]*config.Resource) map[string]error {
 	for name, dc := range m.active {
 		if set[name] == nil {
 			delete(m.active, name)
+			if inUse[name] && m.o.Linger > 0 {
+				m.linger(dc)
+				continue
+			}
 			m.retired = append(m.retired, dc.c)
 			m.log.Debug("cluster removed", "cluster", name)
 		}
@@ -263,6 +279,11 @@ func (m *Clusters) activate(dc *dynCluster) {
 		delete(m.warming, name)
 	}
 	stopTimer(dc.timer)
+	if l := m.lingering[name]; l != nil {
+		delete(m.lingering, name)
+		stopTimer(l.timer)
+		m.retired = append(m.retired, l.c)
+	}
 	if old := m.active[name]; old != nil {
 		m.retired = append(m.retired, old.c)
 		m.log.Debug("cluster updated", "cluster", name, "version", dc.res.Version)
@@ -276,14 +297,19 @@ func (m *Clusters) activate(dc *dynCluster) {
 // the retired ones and asks for the endpoints the clusters wait for (mu
 // held).
 func (m *Clusters) changed() {
-	all := make([]*Cluster, 0, len(m.static)+len(m.active))
+	all := make([]*Cluster, 0, len(m.static)+len(m.active)+len(m.lingering))
 	for _, c := range m.static {
 		all = append(all, c)
 	}
 	for _, dc := range m.active {
 		all = append(all, dc.c)
 	}
+	for _, dc := range m.lingering {
+		all = append(all, dc.c)
+	}
 	m.cur.Store(NewManager(all))
+	close(m.changedCh)
+	m.changedCh = make(chan struct{})
 	for _, c := range m.retired {
 		c.Stop() // in-flight requests finish on the connections they hold
 		m.forgetIfGone(c)
@@ -329,6 +355,87 @@ func (m *Clusters) changed() {
 	}
 }
 
+// linger keeps a removed cluster serving while routes name it, up to
+// o.Linger (mu held).
+func (m *Clusters) linger(dc *dynCluster) {
+	name := dc.c.Name
+	m.lingering[name] = dc
+	m.log.Debug("cluster removed; serving on while routes name it", "cluster", name, "for at most", m.o.Linger)
+	dc.timer = time.AfterFunc(m.o.Linger, func() {
+		m.mu.Lock()
+		defer m.unlock()
+		if m.lingering[name] == dc && !m.stopped {
+			m.drop(name)
+			m.changed()
+		}
+	})
+}
+
+// drop retires a lingering cluster (mu held).
+func (m *Clusters) drop(name string) {
+	dc := m.lingering[name]
+	delete(m.lingering, name)
+	stopTimer(dc.timer)
+	m.retired = append(m.retired, dc.c)
+	m.log.Debug("cluster removed", "cluster", name)
+}
+
+// releaseGrace is how long a lingering cluster serves once no route
+// names it: requests routed by the previous route table may still be
+// about to look it up.
+const releaseGrace = time.Second
+
+// Release lets go of the lingering clusters that no route names any more
+// (inUse: the names routes use now): each is retired after releaseGrace.
+func (m *Clusters) Release(inUse map[string]bool) {
+	m.mu.Lock()
+	defer m.unlock()
+	for name, dc := range m.lingering {
+		if !inUse[name] && !dc.released {
+			dc.released = true
+			dc.timer.Reset(min(releaseGrace, m.o.Linger))
+		}
+	}
+}
+
+// Await returns the cluster named name once it serves, waiting (up to
+// max, or until ctx ends) while it warms: a route may be moved to a
+// cluster in the same update that adds it, before the cluster's
+// endpoints arrive. It returns at once when no cluster of that name
+// serves or warms.
+func (m *Clusters) Await(ctx context.Context, name string, max time.Duration) (*Cluster, bool) {
+	var timer *time.Timer
+	for {
+		if c, ok := m.Get(name); ok {
+			if timer != nil {
+				timer.Stop()
+			}
+			return c, true
+		}
+		m.mu.Lock()
+		c, serving := m.Get(name) // it may have gone into service meanwhile
+		warming, ch := m.warming[name] != nil, m.changedCh
+		m.mu.Unlock()
+		if serving {
+			return c, true
+		}
+		if !warming || max <= 0 {
+			return nil, false
+		}
+		if timer == nil {
+			timer = time.NewTimer(max)
+			defer timer.Stop()
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, false
+		case <-timer.C:
+			return nil, false
+		}
+	}
+}
+
 // checkSource refuses a cluster whose eds_config cannot be subscribed to.
 func (m *Clusters) checkSource(c *Cluster) error {
 	if c.EDSSource == nil {
@@ -347,7 +454,7 @@ func (m *Clusters) checkSource(c *Cluster) error {
 // name is left, static, active or warming (mu held): a removed cluster's
 // stats go, as in Envoy, while an updated one's carry on.
 func (m *Clusters) forgetIfGone(c *Cluster) {
-	if m.active[c.Name] != nil || m.warming[c.Name] != nil || m.static[c.Name] != nil {
+	if m.active[c.Name] != nil || m.warming[c.Name] != nil || m.static[c.Name] != nil || m.lingering[c.Name] != nil {
 		return
 	}
 	c.ForgetStats()
@@ -475,6 +582,9 @@ func (m *Clusters) Stop() {
 	for _, w := range m.warming {
 		stopTimer(w.timer)
 		w.c.Stop()
+	}
+	for _, l := range m.lingering {
+		stopTimer(l.timer)
 	}
 	m.mu.Unlock()
 	m.cur.Load().Stop()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/straitproxy/strait/protocol"
 )
@@ -231,7 +232,7 @@ func (sc *serverConn) closeNow() {
 func (sc *serverConn) nextRequest() {
 	sc.active = false
 	sc.discarded = 0
-	if sc.draining || sc.eof {
+	if sc.eof || sc.draining && sc.opts.DrainGrace <= 0 {
 		sc.state = stClosed
 		sc.c.Close()
 		return
@@ -239,6 +240,11 @@ func (sc *serverConn) nextRequest() {
 	sc.state = stHead
 	sc.st.releaseRead()
 	sc.c.ResumeRead()
+	if sc.draining {
+		// Drained while answering with keep-alive: the next request is
+		// answered with Connection: close, or the connection closes idle.
+		time.AfterFunc(sc.opts.DrainGrace, sc.closeIfIdle)
+	}
 }
 
 func (sc *serverConn) OnEOF() {
@@ -267,14 +273,47 @@ func (sc *serverConn) OnClose(error) {
 	sc.st.pipe.close(protocol.ErrDownstreamReset)
 }
 
+// Drain makes the connection close after the answer in flight, which
+// carries Connection: close. An idle connection stays open for
+// DrainGrace: a request the client sent before it could know is
+// answered (with Connection: close) rather than met by a closed socket;
+// then, still idle with no request begun, it closes.
 func (sc *serverConn) Drain() {
 	sc.mu.Lock()
+	if sc.draining {
+		sc.mu.Unlock()
+		return
+	}
 	sc.draining = true
 	idle := !sc.active
+	sc.mu.Unlock()
+	switch {
+	case !idle:
+	case sc.opts.DrainGrace <= 0:
+		sc.c.Close()
+	default:
+		time.AfterFunc(sc.opts.DrainGrace, sc.closeIfIdle)
+	}
+}
+
+// closeIfIdle ends a drained connection on which no request has begun.
+func (sc *serverConn) closeIfIdle() {
+	sc.mu.Lock()
+	idle := !sc.active && sc.scanned == 0 && sc.state == stHead
+	if idle {
+		sc.state = stClosed
+	}
 	sc.mu.Unlock()
 	if idle {
 		sc.c.Close()
 	}
+}
+
+// drained reports whether the connection is draining.
+func (sc *serverConn) drained() bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return sc.draining
 }
 
 func (sc *serverConn) Active() int {
@@ -296,7 +335,10 @@ func (sc *serverConn) finish(reset bool) {
 	}
 	st.finished = true
 	st.releaseWrite()
-	keep := !reset && st.keepAlive && st.respDone && !st.upgraded && !sc.draining &&
+	// (A drain that began after the head went out with keep-alive does
+	// not close here: the client was told the connection stays; it gets
+	// the drained-idle grace of nextRequest.)
+	keep := !reset && st.keepAlive && st.respDone && !st.upgraded &&
 		!sc.eof && sc.state != stClosed
 	switch {
 	case !keep:

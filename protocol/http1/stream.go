@@ -101,7 +101,7 @@ func (st *serverStream) RequestTrailers() *protocol.Headers {
 func (st *serverStream) WriteHeaders(h *protocol.Headers, end bool) error {
 	code := h.StatusCode()
 	cl, hasCL := contentLength(h)
-	st.keepAlive = st.keepAlive && !h.HasToken("connection", "close")
+	st.keepAlive = st.keepAlive && !h.HasToken("connection", "close") && !st.sc.drained()
 	switch {
 	case code == 101:
 		st.framing = FramingNone

@@ -20,6 +20,7 @@ import (
 const (
 	defaultIdleTimeout       = time.Hour
 	defaultStreamIdleTimeout = 5 * time.Minute
+	defaultDrainTimeout      = 5 * time.Second
 	defaultMaxHeadersKB      = 60
 	defaultMaxHeaders        = 100
 	defaultServerName        = "strait"
@@ -165,6 +166,12 @@ func applyTimeouts(cfg *proxy.Config, m *hcmv3.HttpConnectionManager) {
 		cfg.StreamIdleTimeout = d.AsDuration()
 	}
 	cfg.Codecs.StreamIdleTimeout = cfg.StreamIdleTimeout
+	// drain_timeout (Envoy's default 5 s): how long a drained idle
+	// HTTP/1.1 connection stays open for a request already sent.
+	cfg.Codecs.DrainGrace = defaultDrainTimeout
+	if d := m.GetDrainTimeout(); d != nil {
+		cfg.Codecs.DrainGrace = d.AsDuration()
+	}
 	if d := m.GetRequestTimeout(); d != nil {
 		cfg.RequestTimeout = d.AsDuration()
 	}

@@ -10,6 +10,7 @@ var supported = config.NewSupport(map[string]string{
 		stat_prefix route_config rds http_filters server_name server_header_transformation
 		use_remote_address generate_request_id max_request_headers_kb
 		common_http_protocol_options stream_idle_timeout request_timeout upgrade_configs
+		drain_timeout
 		strip_any_host_port strip_matching_host_port -xff_num_trusted_hops
 		http2_protocol_options`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": `name typed_config disabled`,
