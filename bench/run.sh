@@ -22,7 +22,11 @@
 # xds: an in-process go-control-plane drives the Strait binary: time from
 # a snapshot set to the first request on the new route (p50/p99 of 100
 # route flips), and an EDS update of 10,000 endpoints applied under
-# requests; state of the world, then delta (bench/xds).
+# requests; state of the world, then delta (bench/xds). Then churn: wrk
+# (50 keep-alive connections, 8 s) through each I/O model while 20
+# updates each add a cluster and move the route to it, 5 of them also
+# replacing the listener on the same address; wrk's request, non-2xx and
+# socket error counts are the figures (zero failures is the goal).
 #
 # idle: for each I/O model, opens N (default 10,000) keep-alive connections
 # through Strait with one request each, leaves them idle, and prints the
@@ -49,7 +53,9 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx)
 command -v haproxy >/dev/null || need+=(haproxy)
 [ "$mode" = tcp ] && [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ] && need+=(libnginx-mod-stream)
-[ "$mode" = xds ] && need=() # no peer to install: go-control-plane runs in process
+if [ "$mode" = xds ]; then # go-control-plane runs in process; wrk loads the churn runs
+  need=(); command -v wrk >/dev/null || need+=(wrk)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -67,6 +73,11 @@ if [ "$mode" = xds ]; then
   go build -o "$work/xdsbench" ./bench/xds
   for flag in "" -delta; do
     timeout 300 "$work/xdsbench" -strait "$work/strait" -updates "${2:-100}" -endpoints "${3:-10000}" $flag
+  done
+  for model in netpoll epoll; do
+    for flag in "" -delta; do
+      timeout 120 "$work/xdsbench" -strait "$work/strait" -churn $model $flag
+    done
   done
   exit 0
 fi

@@ -38,9 +38,14 @@ func main() {
 	updates := flag.Int("updates", 100, "route flips to time")
 	endpoints := flag.Int("endpoints", 10000, "endpoints in the large EDS update")
 	delta := flag.Bool("delta", false, "use DELTA_GRPC")
+	churnModel := flag.String("churn", "", "instead: updates under wrk load through this I/O model (netpoll or epoll)")
 	flag.Parse()
 	if *straitBin == "" {
 		log.Fatal("-strait is required")
+	}
+	if *churnModel != "" {
+		churn(*straitBin, *churnModel, *delta)
+		return
 	}
 	a, b := origin("a"), origin("b")
 	snaps := cache.NewSnapshotCache(false, cache.IDHash{}, nil)
@@ -190,6 +195,10 @@ func waitFor(c *http.Client, url, want string, limit time.Duration) (time.Durati
 		}
 	}
 	return 0, fmt.Errorf("%s never answered %q", url, want)
+}
+
+func httpClient() *http.Client {
+	return &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 }
 
 func fetch(c *http.Client, url string) (int, string) {

@@ -222,6 +222,11 @@ func unsupported(m *hcmv3.HttpConnectionManager) error {
 		return config.At("scoped_routes", fmt.Errorf("not supported yet"))
 	case len(m.GetAccessLog()) > 0:
 		return config.At("access_log", fmt.Errorf("access logs are not supported yet"))
+	case m.GetXffNumTrustedHops() != 0:
+		// Nothing derives a trusted client address from x-forwarded-for
+		// yet (access logs, RBAC): only the default, which changes
+		// nothing, is accepted.
+		return config.At("xff_num_trusted_hops", fmt.Errorf("only 0 is supported yet"))
 	case m.GetTracing() != nil:
 		return config.At("tracing", fmt.Errorf("not supported yet"))
 	}

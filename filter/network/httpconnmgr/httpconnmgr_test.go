@@ -60,6 +60,8 @@ func TestBuild(t *testing.T) {
   typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }`, `http_filters[0]: filter "envoy.filters.http.router" is terminal and must be last`},
 		{"bad route", "stat_prefix: s\nroute_config: { virtual_hosts: [ { name: a, domains: ['*'], routes: [ { match: { safe_regex: { regex: '(' } }, route: { cluster: backend } } ] } ] }" + routerFilter, "route_config:"},
 		{"access log", "stat_prefix: s\naccess_log: [ { name: x } ]" + routes + routerFilter, "access_log: access logs are not supported yet"},
+		{"trusted hops", "stat_prefix: s\nxff_num_trusted_hops: 1" + routes + routerFilter, "xff_num_trusted_hops: only 0 is supported yet"},
+		{"no trusted hops", "stat_prefix: s\nxff_num_trusted_hops: 0\ndrain_timeout: 1s" + routes + routerFilter, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

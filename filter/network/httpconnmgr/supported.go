@@ -11,7 +11,7 @@ var supported = config.NewSupport(map[string]string{
 		use_remote_address generate_request_id max_request_headers_kb
 		common_http_protocol_options stream_idle_timeout request_timeout upgrade_configs
 		drain_timeout
-		strip_any_host_port strip_matching_host_port -xff_num_trusted_hops
+		strip_any_host_port strip_matching_host_port xff_num_trusted_hops
 		http2_protocol_options`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": `name typed_config disabled`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig": `upgrade_type
