@@ -55,6 +55,8 @@ func New(src Source, st *stats.Store, log *slog.Logger) *Server {
 	mux.HandleFunc("GET /stats/prometheus", s.prometheus)
 	mux.HandleFunc("GET /config_dump", s.configDump)
 	mux.HandleFunc("GET /clusters", s.clusters)
+	mux.HandleFunc("GET /runtime", s.runtimePage)
+	mux.HandleFunc("POST /runtime_modify", s.runtimeModify)
 	mux.HandleFunc("GET /{$}", s.index)
 	// Go's profiler (CPU, heap, goroutines), as Envoy's /cpuprofiler and
 	// /heapprofiler; the admin server is loopback-only by default.
@@ -113,7 +115,7 @@ func (s *Server) Close() error {
 
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("content-type", "text/plain")
-	fmt.Fprint(w, "strait admin\n  /ready\n  /stats (?format=json, ?filter=substring)\n  /stats/prometheus\n  /config_dump\n  /clusters\n  /debug/pprof/\n")
+	fmt.Fprint(w, "strait admin\n  /ready\n  /stats (?format=json, ?filter=substring)\n  /stats/prometheus\n  /config_dump\n  /clusters\n  /runtime\n  POST /runtime_modify?key=value\n  /debug/pprof/\n")
 }
 
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {

@@ -51,6 +51,9 @@ type BuildContext struct {
 	// CheckSource refuses a config source this process cannot subscribe
 	// to (nil: only ads: {} is accepted).
 	CheckSource func(src *corev3.ConfigSource) error
+	// Runtime is the layered runtime, read by features that take a
+	// runtime key (nil: their defaults).
+	Runtime *config.Runtime
 }
 
 // RouteSource delivers RDS route configurations by name.

@@ -50,6 +50,8 @@ type Options struct {
 	Routes filter.RouteSource
 	// CheckSource refuses config sources that cannot be subscribed to.
 	CheckSource func(src *corev3.ConfigSource) error
+	// Runtime is the layered runtime (runtime_fraction and the like).
+	Runtime *config.Runtime
 }
 
 // Build validates and builds l without binding it.
@@ -89,7 +91,7 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 		ln.bufferLimit = int(v.GetValue())
 	}
 	bc := &filter.BuildContext{Listener: ln.Name, Port: port, Clusters: o.Clusters, Stats: o.Stats,
-		Pool: o.Pool, Log: ln.log, Draining: ln.draining.Load, Routes: o.Routes, CheckSource: o.CheckSource}
+		Pool: o.Pool, Log: ln.log, Draining: ln.draining.Load, Routes: o.Routes, CheckSource: o.CheckSource, Runtime: o.Runtime}
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
 		bc.BufferLimit = int(v.GetValue())
 	}

@@ -130,7 +130,7 @@ func (s *Stream) routeRequest() bool {
 	st := s.cfg.Stats
 	var r *router.Route
 	if t := s.cfg.Routes.Load(); t != nil {
-		r = t.Match(s.req)
+		r = t.MatchRandom(s.req, s.random)
 	}
 	if r == nil {
 		st.NoRoute.Inc()

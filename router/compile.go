@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/protocol"
 )
 
@@ -29,6 +30,8 @@ type Options struct {
 	// ListenerPort is the port the listener accepts on; required by
 	// StripMatchingHostPort.
 	ListenerPort int
+	// Runtime gives runtime_fraction its values (nil: the defaults).
+	Runtime *config.Runtime
 }
 
 // Table is a compiled RouteConfiguration. It is immutable and safe for
@@ -67,6 +70,7 @@ func Compile(rc *routev3.RouteConfiguration, opt Options) (*Table, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.rt = opt.Runtime
 	t := &Table{name: rc.GetName(), strip: strip}
 	if v := rc.GetValidateClusters(); v != nil {
 		t.validateClusters, t.validateSet = v.GetValue(), true
@@ -95,14 +99,18 @@ func (t *Table) ValidateClusters() (validate, set bool) {
 // route matches (the proxy answers 404). It does not modify h and does not
 // allocate for prefix, path and exact-domain matches or header matches on
 // single-valued headers.
-func (t *Table) Match(h *protocol.Headers) *Route {
+func (t *Table) Match(h *protocol.Headers) *Route { return t.MatchRandom(h, 0) }
+
+// MatchRandom is Match with the request's random number, which routes
+// with a runtime_fraction sample.
+func (t *Table) MatchRandom(h *protocol.Headers, random uint64) *Route {
 	vh := t.virtualHost(h.Host())
 	if vh == nil {
 		return nil
 	}
 	path := h.Path()
 	for _, r := range vh.routes {
-		if r.match.matches(h, path) {
+		if r.match.matches(h, path, random) {
 			return r
 		}
 	}
@@ -118,6 +126,7 @@ type compiler struct {
 	clusters     map[string]struct{}
 	// filters is the route configuration's own typed_per_filter_config.
 	filters map[string]proto.Message
+	rt      *config.Runtime
 }
 
 func newCompiler(rc *routev3.RouteConfiguration) (*compiler, error) {
@@ -219,6 +228,7 @@ func (c *compiler) levels(route, vhost *mutation) levels {
 
 func (c *compiler) route(cfg *routev3.Route, path string) (*Route, error) {
 	m, err := compileRouteMatch(cfg.GetMatch(), joinPath(path, "match"))
+	m.rt = c.rt
 	if err != nil {
 		return nil, err
 	}

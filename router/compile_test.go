@@ -247,10 +247,6 @@ request_headers_to_add:
   - match: {prefix: "/", grpc: {}}
     route: {cluster: a}
 `), Options{}, "virtual_hosts[0].routes[0].match.grpc: not supported yet"},
-	{"runtime_fraction", vh(`
-  - match: {prefix: "/", runtime_fraction: {default_value: {numerator: 1}}}
-    route: {cluster: a}
-`), Options{}, "routes[0].match.runtime_fraction: not supported yet"},
 	{"dynamic_metadata", vh(`
   - match: {prefix: "/", dynamic_metadata: [{filter: f, path: [{key: k}], value: {present_match: true}}]}
     route: {cluster: a}

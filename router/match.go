@@ -7,6 +7,8 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/straitproxy/strait/config"
 
 	"github.com/straitproxy/strait/protocol"
 )
@@ -28,10 +30,16 @@ type routeMatch struct {
 	re      *regexp.Regexp
 	headers []headerMatch
 	query   []queryMatch
+	// fraction is runtime_fraction: the share of matching requests the
+	// route takes, the runtime value of runtimeKey over the default.
+	fraction   *typev3.FractionalPercent
+	runtimeKey string
+	rt         *config.Runtime
 }
 
-// matches reports whether the request matches; path is its :path.
-func (m *routeMatch) matches(h *protocol.Headers, path []byte) bool {
+// matches reports whether the request matches; path is its :path and
+// random the request's random number (for runtime_fraction).
+func (m *routeMatch) matches(h *protocol.Headers, path []byte, random uint64) bool {
 	if m.kind == pathPrefix && !m.fold {
 		// The common case, kept inline: a case-sensitive prefix.
 		if len(path) < len(m.value) || string(path[:len(m.value)]) != m.value {
@@ -53,7 +61,7 @@ func (m *routeMatch) matches(h *protocol.Headers, path []byte) bool {
 			}
 		}
 	}
-	return true
+	return m.fraction == nil || m.rt.Snapshot().FeatureEnabled(m.runtimeKey, m.fraction, random)
 }
 
 func (m *routeMatch) matchPath(path []byte) bool {
@@ -88,6 +96,12 @@ func compileRouteMatch(cfg *routev3.RouteMatch, path string) (routeMatch, error)
 		m.kind, m.re = pathRegex, re
 	default:
 		return m, fmt.Errorf("%s: no path specifier", path)
+	}
+	if rf := cfg.GetRuntimeFraction(); rf != nil {
+		m.fraction, m.runtimeKey = rf.GetDefaultValue(), rf.GetRuntimeKey()
+		if m.fraction == nil {
+			m.fraction = &typev3.FractionalPercent{}
+		}
 	}
 	for i, hc := range cfg.GetHeaders() {
 		hm, err := compileHeaderMatch(hc, indexPath(path, "headers", i))

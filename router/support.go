@@ -33,7 +33,8 @@ var supportedFields = map[string]string{
 		response_headers_to_add response_headers_to_remove
 		typed_per_filter_config -metadata -decorator -tracing -stat_prefix`,
 	"envoy.config.route.v3.RouteMatch": `prefix path safe_regex
-		path_separated_prefix case_sensitive headers query_parameters`,
+		path_separated_prefix case_sensitive headers query_parameters runtime_fraction`,
+	"envoy.config.core.v3.RuntimeFractionalPercent": `default_value runtime_key`,
 	"envoy.config.route.v3.HeaderMatcher": `name exact_match safe_regex_match
 		range_match present_match prefix_match suffix_match contains_match
 		string_match invert_match treat_missing_header_as_empty`,

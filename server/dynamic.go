@@ -139,6 +139,7 @@ func (d *dynamic) version(cs *corev3.ConfigSource, url string) string {
 func (d *dynamic) start() {
 	d.src.start()
 	d.listeners.WatchStaticRoutes()
+	d.watchRuntime()
 	if d.cdsSource == nil {
 		d.finishCDS()
 		return
@@ -146,6 +147,21 @@ func (d *dynamic) start() {
 	d.src.watch(d.cdsSource, xds.ClusterType, true, nil)
 	if t := fetchTimeout(d.cdsSource); t > 0 {
 		time.AfterFunc(t, d.clusters.InitTimeout)
+	}
+}
+
+// watchRuntime subscribes to the RTDS layers' resources, by source.
+func (d *dynamic) watchRuntime() {
+	bySource := map[string][]string{}
+	sources := map[string]*corev3.ConfigSource{}
+	for name, l := range d.s.rtLayers.rtds {
+		k := config.SourceKey(l.source)
+		bySource[k] = append(bySource[k], name)
+		sources[k] = l.source
+	}
+	for k, names := range bySource {
+		sort.Strings(names)
+		d.src.watch(sources[k], xds.RuntimeType, false, names)
 	}
 }
 
@@ -214,6 +230,8 @@ func (d *dynamic) applyType(url string, set map[string]*xds.Resource) (map[strin
 		return refused, nil
 	case xds.SecretType:
 		return d.secrets.Apply(set), nil
+	case xds.RuntimeType:
+		return d.applyRTDS(set), nil
 	}
 	return nil, fmt.Errorf("unsupported type %s", url)
 }

@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,6 +54,10 @@ type Server struct {
 	// listeners are the bootstrap's; xDS may not replace them.
 	listeners []*listener.Listener
 	dyn       *dynamic
+	// runtime is layered_runtime's merged values; rtLayers what keeps its
+	// disk and RTDS layers current.
+	runtime   *config.Runtime
+	rtLayers  *runtimeLayers
 	admin     *admin.Server
 	adminAddr string
 	pool      *network.Pool
@@ -60,6 +65,7 @@ type Server struct {
 	// initializing: xDS has not delivered its first config yet.
 	initializing atomic.Bool
 	loaded       time.Time
+	stopOnce     sync.Once
 }
 
 // New validates b and builds everything without opening a port. The error
@@ -79,7 +85,11 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 	if err != nil {
 		return nil, config.At("static_resources", err)
 	}
-	if dr := b.GetDynamicResources(); dr != nil {
+	if s.runtime, s.rtLayers, err = buildRuntime(b, s.node().GetCluster()); err != nil {
+		cm.Stop()
+		return nil, err
+	}
+	if dr := b.GetDynamicResources(); dr != nil || len(s.rtLayers.rtds) > 0 {
 		if s.dyn, err = newDynamic(s, dr, cm); err != nil {
 			cm.Stop()
 			return nil, config.At("dynamic_resources", err)
@@ -183,7 +193,7 @@ func (s *Server) buildListeners() error {
 
 // listenerOptions are what every listener is built with.
 func (s *Server) listenerOptions(routes filter.RouteSource) listener.Options {
-	o := listener.Options{Clusters: s.clusters, Stats: s.store.Root(), Pool: s.pool, Log: s.log, IOModel: s.opts.IOModel}
+	o := listener.Options{Clusters: s.clusters, Stats: s.store.Root(), Pool: s.pool, Log: s.log, IOModel: s.opts.IOModel, Runtime: s.runtime}
 	if routes != nil {
 		o.Routes = routes
 	}
@@ -265,6 +275,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		s.log.Info("admin listening", "address", s.admin.Addr().String())
 	}
+	go s.watchDisk(s.rtLayers)
 	if s.dyn != nil {
 		s.initializing.Store(true)
 		s.dyn.start()
@@ -320,6 +331,7 @@ func (s *Server) allListeners() []*listener.Listener {
 }
 
 func (s *Server) closeAll() {
+	s.stopOnce.Do(func() { close(s.rtLayers.stop) })
 	if s.dyn != nil {
 		s.dyn.stop()
 	}
@@ -373,6 +385,9 @@ func (s *Server) StaticListenerNames() []string {
 	}
 	return out
 }
+
+// Runtime implements admin's runtime source: the layered runtime.
+func (s *Server) Runtime() *config.Runtime { return s.runtime }
 
 // AdminAddr returns the admin server's bound address (nil without admin).
 func (s *Server) AdminAddr() net.Addr { return s.admin.Addr() }

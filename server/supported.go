@@ -6,7 +6,11 @@ import "github.com/straitproxy/strait/config"
 // listeners, clusters and extensions check their own parts.
 var supported = config.NewSupport(map[string]string{
 	"envoy.config.bootstrap.v3.Bootstrap": `static_resources admin
-		-node -watchdogs -dynamic_resources`,
+		-node -watchdogs -dynamic_resources layered_runtime`,
+	"envoy.config.bootstrap.v3.LayeredRuntime":            `layers`,
+	"envoy.config.bootstrap.v3.RuntimeLayer":              `name static_layer disk_layer admin_layer rtds_layer`,
+	"envoy.config.bootstrap.v3.RuntimeLayer.DiskLayer":    `symlink_root subdirectory append_service_cluster`,
+	"envoy.config.bootstrap.v3.RuntimeLayer.RtdsLayer":    `name rtds_config`,
 	"envoy.config.bootstrap.v3.Bootstrap.StaticResources": `listeners clusters -secrets`,
 	"envoy.config.bootstrap.v3.Admin":                     `address access_log_path`,
 	"envoy.config.core.v3.Address":                        `socket_address`,

@@ -22,11 +22,9 @@ func TestGoControlPlaneSamples(t *testing.T) {
 	want := map[string]string{
 		"bootstrap-ads.yaml":       "",
 		"bootstrap-delta-ads.yaml": "",
-		// Runtime (layered_runtime with an RTDS layer): not yet (issue
-		// 10, item 5). Their per-type gRPC and REST config sources are.
-		"bootstrap-xds.yaml":   "layered_runtime: not supported yet",
-		"bootstrap-delta.yaml": "layered_runtime: not supported yet",
-		"bootstrap-rest.yaml":  "layered_runtime: not supported yet",
+		"bootstrap-xds.yaml":       "", // per-type gRPC streams, RTDS
+		"bootstrap-delta.yaml":     "", // per-type delta streams, RTDS
+		"bootstrap-rest.yaml":      "", // REST polling, RTDS over REST
 	}
 	files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if len(files) != len(want) {

@@ -85,6 +85,7 @@ func build(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (*proxy.Conf
 		StripAnyHostPort:      m.GetStripAnyHostPort(),
 		StripMatchingHostPort: m.GetStripMatchingHostPort(),
 		ListenerPort:          bc.Port,
+		Runtime:               bc.Runtime,
 	}
 	cfg.Routes = new(atomic.Pointer[router.Table])
 	if cfg.Filters, err = httpFilters(bc, m); err != nil {
