@@ -67,7 +67,28 @@ type RouteSource interface {
 	// subscription lasts as long as the listener being built: the source
 	// ends it when that listener leaves.
 	Subscribe(name string, src *corev3.ConfigSource, update RouteUpdate) error
+	// SubscribeScopes asks for scoped routes (scoped_routes): the scopes
+	// given inline or by SRDS, and the route configuration each scope
+	// names, by RDS. The subscription lasts as long as Subscribe's.
+	SubscribeScopes(s ScopeSubscription) error
 }
+
+// ScopeSubscription is a connection manager's scoped routes.
+type ScopeSubscription struct {
+	// Inline are scoped_route_configurations_list's scopes; else SRDS is
+	// where the scopes come from (every scope of the source).
+	Inline []*routev3.ScopedRouteConfiguration
+	SRDS   *corev3.ConfigSource
+	// RDS is where the scopes' route configurations come from.
+	RDS *corev3.ConfigSource
+	// Update builds one version of the scopes with the route
+	// configurations known (a scope whose routes have not arrived yet is
+	// left out: 404), and returns a commit or an error that refuses it.
+	Update ScopesUpdate
+}
+
+// ScopesUpdate builds a version of scoped routes; routes are by name.
+type ScopesUpdate func(scopes []*routev3.ScopedRouteConfiguration, routes map[string]*routev3.RouteConfiguration) (commit func(), err error)
 
 // RouteUpdate builds one version of a route configuration; nil means the
 // configuration was removed.

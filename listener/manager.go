@@ -37,10 +37,17 @@ type Manager struct {
 	routes   map[string]*routeEntry
 	retiring map[*Listener]bool
 	rdsSrc   map[string]*corev3.ConfigSource // RDS sources watched, by config.SourceKey
-	applied  bool                            // an LDS update was applied
-	initDone bool
-	stopped  bool
-	initOnce sync.Once
+	// srds is the SRDS set (scoped route configurations by name);
+	// scoped the scoped routes subscriptions in service; srdsSrc the SRDS
+	// sources watched.
+	srds        map[string]*config.Resource
+	srdsArrived bool
+	scoped      map[*scopeSub]bool
+	srdsSrc     map[string]*corev3.ConfigSource
+	applied     bool // an LDS update was applied
+	initDone    bool
+	stopped     bool
+	initOnce    sync.Once
 
 	createFail *stats.Counter
 }
@@ -63,16 +70,20 @@ type ManagerOptions struct {
 	// manager's lock held, so calls come in order; it must not call back
 	// into the manager.
 	WatchRoutes func(src *corev3.ConfigSource, names []string)
+	// WatchScopes subscribes to (or, with false, leaves) every scoped
+	// route configuration of an SRDS source, under the lock as WatchRoutes.
+	WatchScopes func(src *corev3.ConfigSource, on bool)
 	// Initialized is called once, without the lock, when the first LDS
 	// update's listeners are warm (or their warming timed out).
 	Initialized func()
 }
 
 type managed struct {
-	res   *config.Resource
-	l     *Listener
-	subs  []*routeSub
-	timer *time.Timer
+	res    *config.Resource
+	l      *Listener
+	subs   []*routeSub
+	scopes []*scopeSub
+	timer  *time.Timer
 	// timedOut: its routes' initial fetch timed out; it opens without them.
 	timedOut bool
 }
@@ -81,7 +92,8 @@ type managed struct {
 func NewManager(o ManagerOptions) *Manager {
 	m := &Manager{o: o, log: o.Build.Log,
 		active: map[string]*managed{}, warming: map[string]*managed{},
-		routes: map[string]*routeEntry{}, retiring: map[*Listener]bool{}, rdsSrc: map[string]*corev3.ConfigSource{}}
+		routes: map[string]*routeEntry{}, retiring: map[*Listener]bool{}, rdsSrc: map[string]*corev3.ConfigSource{},
+		srds: map[string]*config.Resource{}, scoped: map[*scopeSub]bool{}, srdsSrc: map[string]*corev3.ConfigSource{}}
 	m.createFail = o.Build.Stats.Scope("listener_manager", "", "").Counter("listener_create_failure")
 	return m
 }
@@ -218,7 +230,7 @@ func (m *Manager) build(name string, r *config.Resource, set map[string]*config.
 		}
 		addrs[a] = name
 	}
-	return &managed{res: r, l: l, subs: rec.subs}, nil
+	return &managed{res: r, l: l, subs: rec.subs, scopes: rec.scopes}, nil
 }
 
 // bindFree checks that a listener's address can be bound: its own
@@ -245,6 +257,7 @@ func (m *Manager) startWarming(dl *managed) {
 	for _, sub := range dl.subs {
 		m.entry(sub.name).subs[sub] = true
 	}
+	m.registerScopes(dl.scopes)
 	m.warming[name] = dl
 	m.log.Debug("listener warming", "listener", name, "version", dl.res.Version, "routes", len(dl.subs))
 	if t := dl.fetchTimeout(); t > 0 {
@@ -277,6 +290,15 @@ func (dl *managed) fetchTimeout() time.Duration {
 		}
 		t = max(t, s.timeout)
 	}
+	for _, ss := range dl.scopes {
+		if ss.sub.SRDS == nil {
+			continue
+		}
+		if ss.timeout == 0 {
+			return 0
+		}
+		t = max(t, ss.timeout)
+	}
 	return t
 }
 
@@ -289,7 +311,7 @@ func (m *Manager) warm(dl *managed) bool {
 			return false
 		}
 	}
-	return true
+	return m.scopesReady(dl.scopes)
 }
 
 func (m *Manager) activateWarm() {

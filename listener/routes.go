@@ -15,6 +15,8 @@ import (
 type routeEntry struct {
 	res  *config.Resource
 	subs map[*routeSub]bool
+	// scoped are the scoped routes subscriptions whose scopes name it.
+	scoped map[*scopeSub]bool
 }
 
 type routeSub struct {
@@ -38,8 +40,9 @@ func fetchTimeout(cs *corev3.ConfigSource) time.Duration {
 // configuration already known (the manager's lock is held by the caller
 // of Build).
 type routeRecorder struct {
-	m    *Manager
-	subs []*routeSub
+	m      *Manager
+	subs   []*routeSub
+	scopes []*scopeSub
 }
 
 func (r *routeRecorder) Subscribe(name string, src *corev3.ConfigSource, update filter.RouteUpdate) error {
@@ -75,6 +78,7 @@ func (m *Manager) RegisterStatic(s *StaticRoutes) {
 	for _, sub := range s.rec.subs {
 		m.entry(sub.name).subs[sub] = true
 	}
+	m.registerScopes(s.rec.scopes)
 }
 
 // WatchStaticRoutes asks for the route configurations the static
@@ -88,7 +92,7 @@ func (m *Manager) WatchStaticRoutes() {
 func (m *Manager) entry(name string) *routeEntry {
 	e := m.routes[name]
 	if e == nil {
-		e = &routeEntry{subs: map[*routeSub]bool{}}
+		e = &routeEntry{subs: map[*routeSub]bool{}, scoped: map[*scopeSub]bool{}}
 		m.routes[name] = e
 	}
 	return e
@@ -100,16 +104,18 @@ func (m *Manager) unsubscribe(dl *managed) {
 			delete(e.subs, s)
 		}
 	}
+	m.unregisterScopes(dl.scopes)
 }
 
 // routesChanged subscribes to exactly the route configurations that
 // listeners use, from each config source (mu held).
 func (m *Manager) routesChanged() {
+	m.scopeSourcesChanged()
 	bySource := map[string][]string{}
 	sources := map[string]*corev3.ConfigSource{}
 	for _, name := range sortedKeys(m.routes) {
 		e := m.routes[name]
-		if len(e.subs) == 0 {
+		if len(e.subs) == 0 && len(e.scoped) == 0 {
 			delete(m.routes, name)
 			continue
 		}
@@ -142,6 +148,9 @@ func (e *routeEntry) source() *corev3.ConfigSource {
 	for s := range e.subs {
 		return s.source
 	}
+	for ss := range e.scoped {
+		return ss.sub.RDS
+	}
 	return nil
 }
 
@@ -161,7 +170,7 @@ func (m *Manager) ApplyRDS(set map[string]*config.Resource) map[string]error {
 		if e == nil || e.res == r {
 			continue
 		}
-		if err := e.install(r); err != nil {
+		if err := m.install(e, name, r); err != nil {
 			errs[name] = fmt.Errorf("route configuration %q: %w", name, err)
 			continue
 		}
@@ -176,6 +185,9 @@ func (m *Manager) ApplyRDS(set map[string]*config.Resource) map[string]error {
 					commit()
 				}
 			}
+			for ss := range e.scoped {
+				m.buildScoped(ss, "", nil, true)
+			}
 			m.log.Debug("route configuration removed", "route_config", name)
 		}
 	}
@@ -183,8 +195,9 @@ func (m *Manager) ApplyRDS(set map[string]*config.Resource) map[string]error {
 	return errs
 }
 
-// install compiles r for every user and commits it to all, or to none.
-func (e *routeEntry) install(r *config.Resource) error {
+// install compiles r for every user (scoped routes too) and commits it to
+// all, or to none (mu held).
+func (m *Manager) install(e *routeEntry, name string, r *config.Resource) error {
 	rc := r.Message.(*routev3.RouteConfiguration)
 	if errs := config.ValidationErrors(rc.ValidateAll()); len(errs) > 0 {
 		return config.Join(errs)
@@ -197,9 +210,17 @@ func (e *routeEntry) install(r *config.Resource) error {
 		}
 		commits = append(commits, commit)
 	}
+	for ss := range e.scoped {
+		if err := m.buildScoped(ss, name, rc, false); err != nil {
+			return err
+		}
+	}
 	for _, c := range commits {
 		c()
 	}
 	e.res = r
+	for ss := range e.scoped {
+		m.buildScoped(ss, "", nil, true) // checked above
+	}
 	return nil
 }

@@ -19,6 +19,9 @@ type Config struct {
 	// Routes holds the route table; RDS swaps it. An empty holder (RDS
 	// not arrived) routes nothing: every request gets 404.
 	Routes   *atomic.Pointer[router.Table]
+	// Scopes, when set, holds scoped routes (scoped_routes): the request's
+	// scope key picks the route table. Routes is then unused.
+	Scopes *atomic.Pointer[router.Scopes]
 	Filters  []filter.HTTPFactory
 	Clusters filter.Clusters
 	Pool     *network.Pool

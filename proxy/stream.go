@@ -129,7 +129,15 @@ func (s *Stream) requestFilters() bool {
 func (s *Stream) routeRequest() bool {
 	st := s.cfg.Stats
 	var r *router.Route
-	if t := s.cfg.Routes.Load(); t != nil {
+	var t *router.Table
+	if sc := s.cfg.Scopes; sc != nil {
+		if scopes := sc.Load(); scopes != nil {
+			t = scopes.Table(s.req)
+		}
+	} else {
+		t = s.cfg.Routes.Load()
+	}
+	if t != nil {
 		r = t.MatchRandom(s.req, s.random)
 	}
 	if r == nil {

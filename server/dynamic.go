@@ -77,6 +77,7 @@ func newDynamic(s *Server, dr *bootstrapv3.Bootstrap_DynamicResources, static *u
 		DrainTime:   s.opts.DrainTime,
 		LDS:         d.ldsSource != nil,
 		WatchRoutes: func(cs *corev3.ConfigSource, names []string) { d.src.watch(cs, xds.RouteType, false, names) },
+		WatchScopes: func(cs *corev3.ConfigSource, on bool) { d.src.watch(cs, xds.ScopedRouteType, on, nil) },
 		Initialized: d.initDone,
 	})
 	return d, nil
@@ -232,6 +233,10 @@ func (d *dynamic) applyType(url string, set map[string]*xds.Resource) (map[strin
 		return d.secrets.Apply(set), nil
 	case xds.RuntimeType:
 		return d.applyRTDS(set), nil
+	case xds.ScopedRouteType:
+		refused := d.listeners.ApplySRDS(set)
+		d.clusters.Release(d.clustersInUse())
+		return refused, nil
 	}
 	return nil, fmt.Errorf("unsupported type %s", url)
 }

@@ -29,6 +29,7 @@ import (
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	runtimeservice "github.com/envoyproxy/go-control-plane/envoy/service/runtime/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -125,6 +126,8 @@ func (cp *controlPlane) serve(addr string) {
 	listenerservice.RegisterListenerDiscoveryServiceServer(cp.grpc, srv)
 	routeservice.RegisterRouteDiscoveryServiceServer(cp.grpc, srv)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(cp.grpc, srv)
+	routeservice.RegisterScopedRoutesDiscoveryServiceServer(cp.grpc, srv)
+	runtimeservice.RegisterRuntimeDiscoveryServiceServer(cp.grpc, srv)
 	go cp.grpc.Serve(ln)
 	cp.t.Cleanup(cp.grpc.Stop)
 	if cp.restAddr == "" {

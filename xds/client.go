@@ -194,6 +194,10 @@ func statPrefix(url string) (string, string) {
 		return "xds", "rds"
 	case EndpointType:
 		return "xds", "eds"
+	case RuntimeType:
+		return "xds", "rtds"
+	case ScopedRouteType:
+		return "xds", "srds"
 	}
 	return "xds", "sds"
 }

@@ -32,7 +32,9 @@ const (
 	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 	SecretType   = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 	RuntimeType  = "type.googleapis.com/envoy.service.runtime.v3.Runtime"
-	resourceType = "type.googleapis.com/envoy.service.discovery.v3.Resource"
+	// ScopedRouteType is SRDS.
+	ScopedRouteType = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
+	resourceType    = "type.googleapis.com/envoy.service.discovery.v3.Resource"
 )
 
 // Resource is one named resource as accepted (config.Resource, which the
@@ -53,6 +55,8 @@ func newMessage(url string) (proto.Message, error) {
 		return &tlsv3.Secret{}, nil
 	case RuntimeType:
 		return &runtimev3.Runtime{}, nil
+	case ScopedRouteType:
+		return &routev3.ScopedRouteConfiguration{}, nil
 	}
 	return nil, fmt.Errorf("unknown resource type %q", url)
 }
@@ -71,6 +75,8 @@ func nameOf(m proto.Message) string {
 	case *tlsv3.Secret:
 		return r.GetName()
 	case *runtimev3.Runtime:
+		return r.GetName()
+	case *routev3.ScopedRouteConfiguration:
 		return r.GetName()
 	}
 	return ""

@@ -51,6 +51,8 @@ func (c *Client) openSotW(ctx context.Context) (sotwStream, error) {
 		return secretservice.NewSecretDiscoveryServiceClient(c.cc).StreamSecrets(ctx, wait)
 	case RuntimeType:
 		return runtimeservice.NewRuntimeDiscoveryServiceClient(c.cc).StreamRuntime(ctx, wait)
+	case ScopedRouteType:
+		return routeservice.NewScopedRoutesDiscoveryServiceClient(c.cc).StreamScopedRoutes(ctx, wait)
 	}
 	return nil, fmt.Errorf("no discovery service for %s", c.o.Type)
 }
@@ -73,6 +75,8 @@ func (c *Client) openDelta(ctx context.Context) (deltaStream, error) {
 		return secretservice.NewSecretDiscoveryServiceClient(c.cc).DeltaSecrets(ctx, wait)
 	case RuntimeType:
 		return runtimeservice.NewRuntimeDiscoveryServiceClient(c.cc).DeltaRuntime(ctx, wait)
+	case ScopedRouteType:
+		return routeservice.NewScopedRoutesDiscoveryServiceClient(c.cc).DeltaScopedRoutes(ctx, wait)
 	}
 	return nil, fmt.Errorf("no discovery service for %s", c.o.Type)
 }
@@ -82,6 +86,7 @@ var restPaths = map[string]string{
 	ClusterType: "/v3/discovery:clusters", ListenerType: "/v3/discovery:listeners",
 	RouteType: "/v3/discovery:routes", EndpointType: "/v3/discovery:endpoints",
 	SecretType: "/v3/discovery:secrets", RuntimeType: "/v3/discovery:runtime",
+	ScopedRouteType: "/v3/discovery:scoped-routes",
 }
 
 // restSession polls the management server over HTTP/1.1 (api_type REST):

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/straitproxy/strait/config"
@@ -92,6 +93,13 @@ func build(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (*proxy.Conf
 		return nil, err
 	}
 	cfg.Stats = proxy.NewStats(bc.Stats, m.GetStatPrefix())
+	if sr := m.GetScopedRoutes(); sr != nil {
+		cfg.Scopes = &atomic.Pointer[router.Scopes]{}
+		if err := subscribeScopes(bc, sr, ropt, cfg.Scopes); err != nil {
+			return nil, config.At("scoped_routes", err)
+		}
+		return cfg, nil
+	}
 	if rds := m.GetRds(); rds != nil {
 		if err := subscribeRoutes(bc, rds, ropt, cfg.Routes); err != nil {
 			return nil, config.At("rds", err)
@@ -219,8 +227,6 @@ func upgrades(cfg *proxy.Config, m *hcmv3.HttpConnectionManager) error {
 
 func unsupported(m *hcmv3.HttpConnectionManager) error {
 	switch {
-	case m.GetScopedRoutes() != nil:
-		return config.At("scoped_routes", fmt.Errorf("not supported yet"))
 	case len(m.GetAccessLog()) > 0:
 		return config.At("access_log", fmt.Errorf("access logs are not supported yet"))
 	case m.GetXffNumTrustedHops() != 0:
@@ -273,4 +279,113 @@ func httpFilters(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) ([]fil
 		}
 	}
 	return out, nil
+}
+
+// subscribeScopes asks the RDS source for scoped routes: the key builder
+// is compiled now; each version of the scopes (inline, or from SRDS) and
+// of their route configurations (RDS) is compiled into a scope map for
+// this connection manager before it is accepted. A request in no scope,
+// or in a scope whose routes have not arrived, gets 404.
+func subscribeScopes(bc *filter.BuildContext, sr *hcmv3.ScopedRoutes, opt router.Options, dst *atomic.Pointer[router.Scopes]) error {
+	kb, err := router.CompileKeyBuilder(sr.GetScopeKeyBuilder())
+	if err != nil {
+		return config.At("scope_key_builder", err)
+	}
+	check := func(path string, cs *corev3.ConfigSource) error {
+		switch {
+		case bc.CheckSource != nil:
+			return config.At(path, bc.CheckSource(cs))
+		case cs.GetAds() == nil:
+			return config.At(path, fmt.Errorf("only ads: {} is supported"))
+		}
+		return nil
+	}
+	sub := filter.ScopeSubscription{RDS: sr.GetRdsConfigSource()}
+	if sub.RDS != nil || sr.GetScopedRds() != nil {
+		if err := check("rds_config_source", sub.RDS); err != nil {
+			return err
+		}
+	}
+	switch {
+	case sr.GetScopedRouteConfigurationsList() != nil:
+		sub.Inline = sr.GetScopedRouteConfigurationsList().GetScopedRouteConfigurations()
+		if _, err := scopeKeys(sub.Inline); err != nil {
+			return config.At("scoped_route_configurations_list", err)
+		}
+	case sr.GetScopedRds() != nil:
+		if sr.GetScopedRds().GetSrdsResourcesLocator() != "" {
+			return config.At("scoped_rds.srds_resources_locator", fmt.Errorf("not supported yet"))
+		}
+		sub.SRDS = sr.GetScopedRds().GetScopedRdsConfigSource()
+		if err := check("scoped_rds.scoped_rds_config_source", sub.SRDS); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("give scoped_route_configurations_list or scoped_rds")
+	}
+	sub.Update = func(scopes []*routev3.ScopedRouteConfiguration, routes map[string]*routev3.RouteConfiguration) (func(), error) {
+		if _, err := scopeKeys(scopes); err != nil {
+			return nil, err
+		}
+		tables := map[string]*router.Table{}
+		for _, sc := range scopes {
+			rc := sc.GetRouteConfiguration()
+			if rc == nil {
+				rc = routes[sc.GetRouteConfigurationName()]
+			}
+			if rc == nil {
+				continue // its routes have not arrived: 404 meanwhile
+			}
+			t, err := router.Compile(rc, opt)
+			if err != nil {
+				return nil, config.At(fmt.Sprintf("scope %q", sc.GetName()), err)
+			}
+			tables[router.ScopeKey(sc)] = t
+		}
+		s := router.NewScopes(kb, tables)
+		return func() { dst.Store(s) }, nil
+	}
+	if sub.Inline != nil && allInline(sub.Inline) {
+		// Nothing to fetch: built now, as a static route_config is.
+		commit, err := sub.Update(sub.Inline, nil)
+		if err != nil {
+			return config.At("scoped_route_configurations_list", err)
+		}
+		commit()
+		return nil
+	}
+	if bc.Routes == nil {
+		return fmt.Errorf("scopes naming route configurations need dynamic_resources (RDS)")
+	}
+	return bc.Routes.SubscribeScopes(sub)
+}
+
+// allInline reports whether every scope carries its route configuration.
+func allInline(scopes []*routev3.ScopedRouteConfiguration) bool {
+	for _, sc := range scopes {
+		if sc.GetRouteConfiguration() == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// scopeKeys checks a set of scopes: each valid, none on demand, no two
+// with the same key.
+func scopeKeys(scopes []*routev3.ScopedRouteConfiguration) (map[string]string, error) {
+	keys := map[string]string{}
+	for _, sc := range scopes {
+		if errs := config.ValidationErrors(sc.ValidateAll()); len(errs) > 0 {
+			return nil, config.At(fmt.Sprintf("scope %q", sc.GetName()), config.Join(errs))
+		}
+		if sc.GetOnDemand() {
+			return nil, config.At(fmt.Sprintf("scope %q: on_demand", sc.GetName()), fmt.Errorf("not supported yet"))
+		}
+		k := router.ScopeKey(sc)
+		if other, dup := keys[k]; dup {
+			return nil, fmt.Errorf("scopes %q and %q have the same key", other, sc.GetName())
+		}
+		keys[k] = sc.GetName()
+	}
+	return keys, nil
 }
