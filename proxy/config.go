@@ -18,10 +18,10 @@ type Config struct {
 	StatPrefix string
 	// Routes holds the route table; RDS swaps it. An empty holder (RDS
 	// not arrived) routes nothing: every request gets 404.
-	Routes   *atomic.Pointer[router.Table]
+	Routes *atomic.Pointer[router.Table]
 	// Scopes, when set, holds scoped routes (scoped_routes): the request's
 	// scope key picks the route table. Routes is then unused.
-	Scopes *atomic.Pointer[router.Scopes]
+	Scopes   *atomic.Pointer[router.Scopes]
 	Filters  []filter.HTTPFactory
 	Clusters filter.Clusters
 	Pool     *network.Pool
