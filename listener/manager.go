@@ -4,14 +4,16 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/internal/warmup"
 	"github.com/straitproxy/strait/stats"
 	"google.golang.org/protobuf/proto"
 )
@@ -36,7 +38,7 @@ type Manager struct {
 	warming  map[string]*managed
 	routes   map[string]*routeEntry
 	retiring map[*Listener]bool
-	rdsSrc   map[string]*corev3.ConfigSource // RDS sources watched, by config.SourceKey
+	rds      config.Watches // RDS names by source
 	// srds is the SRDS set (scoped route configurations by name);
 	// scoped the scoped routes subscriptions in service; srdsSrc the SRDS
 	// sources watched.
@@ -44,10 +46,8 @@ type Manager struct {
 	srdsArrived bool
 	scoped      map[*scopeSub]bool
 	srdsSrc     map[string]*corev3.ConfigSource
-	applied     bool // an LDS update was applied
-	initDone    bool
+	init        warmup.Latch
 	stopped     bool
-	initOnce    sync.Once
 
 	createFail *stats.Counter
 }
@@ -90,9 +90,9 @@ type managed struct {
 
 // NewManager makes a listener manager.
 func NewManager(o ManagerOptions) *Manager {
-	m := &Manager{o: o, log: o.Build.Log,
+	m := &Manager{o: o, log: o.Build.Log, init: warmup.Latch{Done: o.Initialized},
 		active: map[string]*managed{}, warming: map[string]*managed{},
-		routes: map[string]*routeEntry{}, retiring: map[*Listener]bool{}, rdsSrc: map[string]*corev3.ConfigSource{},
+		routes: map[string]*routeEntry{}, retiring: map[*Listener]bool{},
 		srds: map[string]*config.Resource{}, scoped: map[*scopeSub]bool{}, srdsSrc: map[string]*corev3.ConfigSource{}}
 	m.createFail = o.Build.Stats.Scope("listener_manager", "", "").Counter("listener_create_failure")
 	return m
@@ -109,31 +109,20 @@ func (m *Manager) SetStatic(ls []*Listener) {
 // unlock releases mu and, once the first LDS update's listeners are all
 // warm, reports the end of initialization (outside the lock).
 func (m *Manager) unlock() {
-	done := !m.initDone && m.applied && len(m.warming) == 0
-	if done {
-		m.initDone = true
-	}
+	done := m.init.Check(len(m.warming))
 	m.mu.Unlock()
 	if done {
-		m.markInitialized()
+		m.init.Fire()
 	}
-}
-
-func (m *Manager) markInitialized() {
-	m.initOnce.Do(func() {
-		if m.o.Initialized != nil {
-			m.o.Initialized()
-		}
-	})
 }
 
 // InitTimeout ends initialization when the first LDS response has not
 // come (or not warmed) within the initial fetch timeout.
 func (m *Manager) InitTimeout() {
 	m.mu.Lock()
-	m.initDone = true
+	m.init.End()
 	m.mu.Unlock()
-	m.markInitialized()
+	m.init.Fire()
 }
 
 // ApplyLDS applies the complete set of dynamic listeners: listeners
@@ -152,7 +141,7 @@ func (m *Manager) ApplyLDS(set map[string]*config.Resource) map[string]error {
 	}
 	fresh := map[string]*managed{}
 	addrs := m.keptAddresses(set)
-	for _, name := range sortedKeys(set) {
+	for _, name := range slices.Sorted(maps.Keys(set)) {
 		dl, err := m.build(name, set[name], set, addrs)
 		if err != nil {
 			errs[name] = fmt.Errorf("listener %q: %w", name, err)
@@ -177,10 +166,10 @@ func (m *Manager) ApplyLDS(set map[string]*config.Resource) map[string]error {
 			delete(m.warming, name)
 		}
 	}
-	for _, name := range sortedKeys(fresh) {
+	for _, name := range slices.Sorted(maps.Keys(fresh)) {
 		m.startWarming(fresh[name])
 	}
-	m.applied = true
+	m.init.Applied()
 	m.routesChanged()
 	m.activateWarm()
 	return errs
@@ -315,7 +304,7 @@ func (m *Manager) warm(dl *managed) bool {
 }
 
 func (m *Manager) activateWarm() {
-	for _, name := range sortedKeys(m.warming) {
+	for _, name := range slices.Sorted(maps.Keys(m.warming)) {
 		if dl := m.warming[name]; m.warm(dl) {
 			m.activate(dl)
 		}
@@ -407,7 +396,7 @@ func (m *Manager) Listeners() []*Listener {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []*Listener
-	for _, name := range sortedKeys(m.active) {
+	for _, name := range slices.Sorted(maps.Keys(m.active)) {
 		out = append(out, m.active[name].l)
 	}
 	for l := range m.retiring {
@@ -444,7 +433,7 @@ func (m *Manager) Dump() (ls []ListenerState, routes []*config.Resource, routeNa
 	for n := range m.warming {
 		names[n] = true
 	}
-	for _, n := range sortedKeys(names) {
+	for _, n := range slices.Sorted(maps.Keys(names)) {
 		s := ListenerState{Name: n}
 		if a := m.active[n]; a != nil {
 			s.Active = a.res
@@ -454,7 +443,7 @@ func (m *Manager) Dump() (ls []ListenerState, routes []*config.Resource, routeNa
 		}
 		ls = append(ls, s)
 	}
-	for _, n := range sortedKeys(m.routes) {
+	for _, n := range slices.Sorted(maps.Keys(m.routes)) {
 		routeNames = append(routeNames, n)
 		routes = append(routes, m.routes[n].res)
 	}
@@ -476,13 +465,4 @@ func stopTimer(t *time.Timer) {
 	if t != nil {
 		t.Stop()
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -2,6 +2,8 @@ package listener
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -111,34 +113,16 @@ func (m *Manager) unsubscribe(dl *managed) {
 // listeners use, from each config source (mu held).
 func (m *Manager) routesChanged() {
 	m.scopeSourcesChanged()
-	bySource := map[string][]string{}
-	sources := map[string]*corev3.ConfigSource{}
-	for _, name := range sortedKeys(m.routes) {
-		e := m.routes[name]
+	names := map[string]*corev3.ConfigSource{}
+	for name, e := range m.routes {
 		if len(e.subs) == 0 && len(e.scoped) == 0 {
 			delete(m.routes, name)
 			continue
 		}
-		src := e.source()
-		k := config.SourceKey(src)
-		bySource[k] = append(bySource[k], name)
-		sources[k] = src
+		names[name] = e.source()
 	}
-	if m.o.WatchRoutes == nil {
-		return
-	}
-	for k, src := range m.rdsSrc {
-		if sources[k] == nil {
-			m.o.WatchRoutes(src, nil) // a source no listener uses any more
-			delete(m.rdsSrc, k)
-		}
-	}
-	if len(sources) == 0 && m.o.LDS {
-		m.o.WatchRoutes(nil, nil) // ADS: nothing yet
-	}
-	for _, k := range sortedKeys(sources) {
-		m.rdsSrc[k] = sources[k]
-		m.o.WatchRoutes(sources[k], bySource[k])
+	if m.o.WatchRoutes != nil {
+		m.rds.Set(names, m.o.LDS, m.o.WatchRoutes)
 	}
 }
 
@@ -164,7 +148,7 @@ func (m *Manager) ApplyRDS(set map[string]*config.Resource) map[string]error {
 	m.mu.Lock()
 	defer m.unlock()
 	errs := map[string]error{}
-	for _, name := range sortedKeys(set) {
+	for _, name := range slices.Sorted(maps.Keys(set)) {
 		r := set[name]
 		e := m.routes[name]
 		if e == nil || e.res == r {

@@ -2,6 +2,8 @@ package listener
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -49,7 +51,7 @@ func (m *Manager) scopesOf(ss *scopeSub) []*routev3.ScopedRouteConfiguration {
 		return ss.sub.Inline
 	}
 	out := make([]*routev3.ScopedRouteConfiguration, 0, len(m.srds))
-	for _, n := range sortedKeys(m.srds) {
+	for _, n := range slices.Sorted(maps.Keys(m.srds)) {
 		out = append(out, m.srds[n].Message.(*routev3.ScopedRouteConfiguration))
 	}
 	return out
@@ -154,7 +156,7 @@ func (m *Manager) scopeSourcesChanged() {
 			delete(m.srdsSrc, k)
 		}
 	}
-	for _, k := range sortedKeys(sources) {
+	for _, k := range slices.Sorted(maps.Keys(sources)) {
 		if m.srdsSrc[k] == nil {
 			m.srdsSrc[k] = sources[k]
 			m.o.WatchScopes(sources[k], true)
@@ -173,7 +175,7 @@ func (m *Manager) ApplySRDS(set map[string]*config.Resource) map[string]error {
 	errs := map[string]error{}
 	keys := map[string]string{}
 	next := map[string]*config.Resource{}
-	names := sortedKeys(set)
+	names := slices.Sorted(maps.Keys(set))
 	sort.Strings(names)
 	for _, name := range names {
 		r := set[name]

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"slices"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	"github.com/straitproxy/strait/config"
@@ -86,7 +87,7 @@ func (d *dynamic) dump(cs *adminv3.ClustersConfigDump, ls *adminv3.ListenersConf
 			VersionInfo: r.Version, Cluster: r.Any, LastUpdated: timestamppb.New(r.Updated), ErrorState: fc[r.Name]})
 		delete(fc, r.Name)
 	}
-	for _, name := range sortedKeys(fc) {
+	for _, name := range slices.Sorted(maps.Keys(fc)) {
 		cs.DynamicActiveClusters = append(cs.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{ErrorState: fc[name]})
 	}
 
@@ -103,7 +104,7 @@ func (d *dynamic) dump(cs *adminv3.ClustersConfigDump, ls *adminv3.ListenersConf
 			Name: st.Name, ActiveState: state(st.Active), WarmingState: state(st.Warming), ErrorState: fl[st.Name]})
 		delete(fl, st.Name)
 	}
-	for _, name := range sortedKeys(fl) {
+	for _, name := range slices.Sorted(maps.Keys(fl)) {
 		ls.DynamicListeners = append(ls.DynamicListeners, &adminv3.ListenersConfigDump_DynamicListener{Name: name, ErrorState: fl[name]})
 	}
 

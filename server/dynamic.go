@@ -3,7 +3,8 @@ package server
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -161,7 +162,7 @@ func (d *dynamic) watchRuntime() {
 		sources[k] = l.source
 	}
 	for k, names := range bySource {
-		sort.Strings(names)
+		slices.Sort(names)
 		d.src.watch(sources[k], xds.RuntimeType, false, names)
 	}
 }
@@ -249,20 +250,11 @@ func (d *dynamic) record(url string, set map[string]*xds.Resource, refused map[s
 	m := map[string]*adminv3.UpdateFailureState{}
 	d.failed[url] = m
 	var errs []error
-	for _, name := range sortedKeys(refused) {
+	for _, name := range slices.Sorted(maps.Keys(refused)) {
 		r, err := set[name], refused[name]
 		m[name] = &adminv3.UpdateFailureState{FailedConfiguration: r.Any, LastUpdateAttempt: timestamppb.Now(),
 			Details: err.Error(), VersionInfo: r.Version}
 		errs = append(errs, &xds.ResourceError{Name: name, Err: err})
 	}
 	return errors.Join(errs...)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

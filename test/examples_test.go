@@ -2,9 +2,11 @@ package test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -31,15 +33,23 @@ func TestExamplesBuild(t *testing.T) {
 	}
 }
 
-// freePort returns a port that was free a moment ago.
+// freePort returns a port that was free a moment ago, for a listener
+// that binds it later. It is drawn below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range, 32768 and up by default), from which
+// every ":0" bind (admin, upstreams) and outgoing connection takes its
+// port: one of those can never have taken it meanwhile.
 func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return strconv.Itoa(port)
 	}
-	defer ln.Close()
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
-	return p
+	t.Fatal("no free port below the ephemeral range")
+	return ""
 }
 
 // TestQuickstartServes runs examples/quickstart.yaml as the README does,

@@ -4,7 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/internal/warmup"
 	"github.com/straitproxy/strait/stats"
 	"google.golang.org/protobuf/proto"
 )
@@ -47,11 +49,9 @@ type Clusters struct {
 	lingering map[string]*dynCluster
 	// changedCh is closed (and replaced) when the serving set changes.
 	changedCh chan struct{}
-	edsSrc    map[string]*corev3.ConfigSource // EDS sources watched, by config.SourceKey
-	applied   bool                            // a CDS update was applied
-	initDone  bool
+	eds       config.Watches // EDS names by source
+	init      warmup.Latch
 	stopped   bool
-	initOnce  sync.Once
 }
 
 // ClustersOptions are the cluster manager's links to the xDS client.
@@ -85,9 +85,9 @@ type dynCluster struct {
 
 // NewClusters makes the cluster manager over the static clusters.
 func NewClusters(static *Manager, sc *stats.Scope, log *slog.Logger, o ClustersOptions) *Clusters {
-	m := &Clusters{static: map[string]*Cluster{}, scope: sc, log: log, o: o,
+	m := &Clusters{static: map[string]*Cluster{}, scope: sc, log: log, o: o, init: warmup.Latch{Done: o.Initialized},
 		active: map[string]*dynCluster{}, warming: map[string]*dynCluster{},
-		cla: map[string]*config.Resource{}, claGone: map[string]bool{}, edsSrc: map[string]*corev3.ConfigSource{},
+		cla: map[string]*config.Resource{}, claGone: map[string]bool{},
 		lingering: map[string]*dynCluster{}, changedCh: make(chan struct{})}
 	for _, n := range static.Names() {
 		m.static[n], _ = static.Get(n)
@@ -122,22 +122,11 @@ func (m *Clusters) Static(name string) *Cluster { return m.static[name] }
 // unlock releases mu and, once the first update's clusters are warm,
 // reports the end of initialization (outside the lock).
 func (m *Clusters) unlock() {
-	done := !m.initDone && m.applied && len(m.warming) == 0
-	if done {
-		m.initDone = true
-	}
+	done := m.init.Check(len(m.warming))
 	m.mu.Unlock()
 	if done {
-		m.markInitialized()
+		m.init.Fire()
 	}
-}
-
-func (m *Clusters) markInitialized() {
-	m.initOnce.Do(func() {
-		if m.o.Initialized != nil {
-			m.o.Initialized()
-		}
-	})
 }
 
 // ApplyCDS applies the complete set of dynamic clusters: clusters absent
@@ -156,7 +145,7 @@ func (m *Clusters) ApplyCDS(set map[string]*config.Resource, inUse map[string]bo
 		return errs
 	}
 	fresh := map[string]*dynCluster{}
-	for _, name := range sortedKeys(set) {
+	for _, name := range slices.Sorted(maps.Keys(set)) {
 		r := set[name]
 		if m.static[name] != nil {
 			errs[name] = fmt.Errorf("cluster %q: a static cluster has this name", name)
@@ -191,10 +180,10 @@ func (m *Clusters) ApplyCDS(set map[string]*config.Resource, inUse map[string]bo
 			m.forgetIfGone(w.c)
 		}
 	}
-	for _, name := range sortedKeys(fresh) {
+	for _, name := range slices.Sorted(maps.Keys(fresh)) {
 		m.warm(fresh[name])
 	}
-	m.applied = true
+	m.init.Applied()
 	m.changed()
 	return errs
 }
@@ -315,43 +304,22 @@ func (m *Clusters) changed() {
 		m.forgetIfGone(c)
 	}
 	m.retired = nil
-	names := map[string]bool{}
-	bySource := map[string]map[string]bool{}
-	sources := map[string]*corev3.ConfigSource{}
+	names := map[string]*corev3.ConfigSource{}
 	for _, dm := range []map[string]*dynCluster{m.active, m.warming} {
 		for _, dc := range dm {
-			if dc.c.EDSName == "" {
-				continue
+			if dc.c.EDSName != "" {
+				names[dc.c.EDSName] = dc.c.EDSSource
 			}
-			names[dc.c.EDSName] = true
-			k := config.SourceKey(dc.c.EDSSource)
-			if bySource[k] == nil {
-				bySource[k], sources[k] = map[string]bool{}, dc.c.EDSSource
-			}
-			bySource[k][dc.c.EDSName] = true
 		}
 	}
 	for n := range m.cla {
-		if !names[n] {
+		if _, ok := names[n]; !ok {
 			delete(m.cla, n)
 			delete(m.claGone, n)
 		}
 	}
-	if m.o.WatchEndpoints == nil {
-		return
-	}
-	for k, src := range m.edsSrc {
-		if sources[k] == nil {
-			m.o.WatchEndpoints(src, nil) // a source no cluster uses any more
-			delete(m.edsSrc, k)
-		}
-	}
-	if len(sources) == 0 && len(m.edsSrc) == 0 {
-		m.o.WatchEndpoints(nil, nil) // ADS: nothing yet
-	}
-	for _, k := range sortedKeys(sources) {
-		m.edsSrc[k] = sources[k]
-		m.o.WatchEndpoints(sources[k], sortedKeys(bySource[k]))
+	if m.o.WatchEndpoints != nil {
+		m.eds.Set(names, true, m.o.WatchEndpoints)
 	}
 }
 
@@ -473,7 +441,7 @@ func (m *Clusters) ApplyEDS(set map[string]*config.Resource) map[string]error {
 		a *Assignment
 	}
 	var jobs []job
-	for _, name := range sortedKeys(set) {
+	for _, name := range slices.Sorted(maps.Keys(set)) {
 		r := set[name]
 		if m.cla[name] == r {
 			continue // unchanged
@@ -516,7 +484,7 @@ func (m *Clusters) ApplyEDS(set map[string]*config.Resource) map[string]error {
 	}
 	m.cla = next
 	warmed := false
-	for _, name := range sortedKeys(m.warming) {
+	for _, name := range slices.Sorted(maps.Keys(m.warming)) {
 		// (A DNS cluster is put in service by its first lookup only.)
 		if dc := m.warming[name]; !dc.c.Resolves() && dc.c.HasEndpoints() {
 			m.activate(dc)
@@ -534,7 +502,7 @@ func (m *Clusters) ApplyEDS(set map[string]*config.Resource) map[string]error {
 func (m *Clusters) takers(name string) []*Cluster {
 	var out []*Cluster
 	for _, dm := range []map[string]*dynCluster{m.active, m.warming} {
-		for _, cn := range sortedKeys(dm) {
+		for _, cn := range slices.Sorted(maps.Keys(dm)) {
 			if c := dm[cn].c; c.EDSName == name {
 				out = append(out, c)
 			}
@@ -547,9 +515,9 @@ func (m *Clusters) takers(name string) []*Cluster {
 // come (or not warmed) within the initial fetch timeout.
 func (m *Clusters) InitTimeout() {
 	m.mu.Lock()
-	m.initDone = true
+	m.init.End()
 	m.mu.Unlock()
-	m.markInitialized()
+	m.init.Fire()
 }
 
 // ClustersDump is what the config dump shows of the dynamic clusters.
@@ -563,13 +531,13 @@ func (m *Clusters) Dump() ClustersDump {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var d ClustersDump
-	for _, n := range sortedKeys(m.active) {
+	for _, n := range slices.Sorted(maps.Keys(m.active)) {
 		d.Active = append(d.Active, m.active[n].res)
 	}
-	for _, n := range sortedKeys(m.warming) {
+	for _, n := range slices.Sorted(maps.Keys(m.warming)) {
 		d.Warming = append(d.Warming, m.warming[n].res)
 	}
-	for _, n := range sortedKeys(m.cla) {
+	for _, n := range slices.Sorted(maps.Keys(m.cla)) {
 		d.Endpoints = append(d.Endpoints, m.cla[n])
 	}
 	return d
@@ -594,13 +562,4 @@ func stopTimer(t *time.Timer) {
 	if t != nil {
 		t.Stop()
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
