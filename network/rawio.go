@@ -29,6 +29,10 @@ import (
 type TCPConn struct {
 	*net.TCPConn
 	rc syscall.RawConn
+	// ReadLimit, when positive, caps the bytes one Read takes (a
+	// cluster's per_connection_buffer_limit_bytes: what is read is
+	// handed on before the next read, so it bounds the bytes held).
+	ReadLimit int
 
 	rmu    sync.Mutex
 	rbuf   []byte
@@ -67,6 +71,9 @@ func (c *TCPConn) Unwrap() *net.TCPConn { return c.TCPConn }
 func (c *TCPConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if c.ReadLimit > 0 && len(p) > c.ReadLimit {
+		p = p[:c.ReadLimit]
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()

@@ -167,3 +167,25 @@ func TestTCPConnNoAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per exchange, want 0", n)
 	}
 }
+
+// TestTCPConnReadLimit: with a ReadLimit, one Read takes at most that
+// many bytes, whatever the buffer and however much is waiting.
+func TestTCPConnReadLimit(t *testing.T) {
+	c, s := tcpPair(t)
+	c.ReadLimit = 100
+	if _, err := s.Write(bytes.Repeat([]byte("x"), 1000)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	got := 0
+	for got < 1000 {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 100 {
+			t.Fatalf("read %d bytes with a limit of 100", n)
+		}
+		got += n
+	}
+}

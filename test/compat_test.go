@@ -105,3 +105,19 @@ func TestADSWithoutTransportAPIVersion(t *testing.T) {
 		t.Fatalf("an unimplemented ads_config field: err %v", err)
 	}
 }
+
+// TestClusterBufferLimit: a cluster's per_connection_buffer_limit_bytes
+// bounds each upstream read; a head and body far larger than it still
+// arrive whole.
+func TestClusterBufferLimit(t *testing.T) {
+	big := strings.Repeat("0123456789", 10000)
+	up := serveHTTP(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("x-long", strings.Repeat("h", 2000))
+		fmt.Fprint(w, big)
+	}, false)
+	p := startProxy(t, httpBootstrap(up, routeCfg{routes: `              - match: { prefix: "/" }
+                route: { cluster: backend }`}, "    per_connection_buffer_limit_bytes: 64"))
+	if code, got := get(t, p.url("ingress")+"/"); code != 200 || got != big {
+		t.Fatalf("%d, %d bytes, want 200 and %d bytes", code, len(got), len(big))
+	}
+}

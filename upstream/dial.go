@@ -51,7 +51,11 @@ func (h *Host) connect(ctx context.Context) (net.Conn, error) {
 	}
 	cl.Stats.CxActive.Inc()
 	h.CxActive.Add(1)
-	return network.NewTCPConn(raw), nil
+	c := network.NewTCPConn(raw)
+	if tc, ok := c.(*network.TCPConn); ok {
+		tc.ReadLimit = cl.BufferLimit
+	}
+	return c, nil
 }
 
 type dedicated struct {

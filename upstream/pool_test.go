@@ -11,6 +11,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/stats"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -247,5 +248,25 @@ func TestHostWithoutConnectionsMayConnect(t *testing.T) {
 	hosts[1].Pool().Release(cb, false)
 	if got := c.Breaker.Connections.Load(); got != 1 {
 		t.Fatalf("connection count drifted to %d", got)
+	}
+}
+
+// TestBufferLimitBoundsReads: the cluster's per_connection_buffer_limit_bytes
+// becomes its connections' read limit.
+func TestBufferLimitBoundsReads(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c := testCluster(t, ln.Addr().String(), `"per_connection_buffer_limit_bytes":512,`)
+	conn, err := c.Hosts().Hosts[0].Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tc, ok := conn.(*dedicated).Conn.(*network.TCPConn)
+	if !ok || tc.ReadLimit != 512 {
+		t.Fatalf("read limit %v, want 512", tc)
 	}
 }
