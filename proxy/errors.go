@@ -61,6 +61,8 @@ type reply struct {
 	status     int
 	body       string
 	overloaded bool
+	// flag is Envoy's response flag for the cause (access logs' %RESPONSE_FLAGS%).
+	flag string
 }
 
 // replyFor is the one place that maps errors to local replies, in Envoy's
@@ -69,25 +71,25 @@ func replyFor(e *Error) reply {
 	const prefix = "upstream connect error or disconnect/reset before headers. reset reason: "
 	switch e.Kind {
 	case KindConnectFailure:
-		return reply{503, prefix + "connection failure", false}
+		return reply{503, prefix + "connection failure", false, "UF"}
 	case KindOverflow:
-		return reply{503, prefix + "overflow", true}
+		return reply{503, prefix + "overflow", true, "UO"}
 	case KindNoHealthy:
-		return reply{503, "no healthy upstream", false}
+		return reply{503, "no healthy upstream", false, "UH"}
 	case KindResetBeforeHeaders, KindReset:
-		return reply{503, prefix + "connection termination", false}
+		return reply{503, prefix + "connection termination", false, "UC"}
 	case KindTimeout, KindPerTryTimeout:
-		return reply{504, "upstream request timeout", false}
+		return reply{504, "upstream request timeout", false, "UT"}
 	case KindStreamIdleTimeout:
-		return reply{504, "stream timeout", false}
+		return reply{504, "stream timeout", false, "SI"}
 	case KindMalformed:
-		return reply{502, "upstream sent a malformed response", false}
+		return reply{502, "upstream sent a malformed response", false, "UPE"}
 	case KindNoCluster:
-		return reply{503, "cluster not found", false}
+		return reply{503, "cluster not found", false, "NC"}
 	case KindDownstreamReset:
-		return reply{499, "client disconnected", false}
+		return reply{499, "client disconnected", false, "DC"}
 	}
-	return reply{500, "internal error", false}
+	return reply{500, "internal error", false, ""}
 }
 
 // classify turns an upstream-side error into an *Error.

@@ -93,6 +93,7 @@ func (s *Stream) forward() {
 		case KindStreamIdleTimeout:
 			if !s.bodyDone && !s.ds.HeadersOnly() {
 				// The request is not complete: 408, as Envoy answers.
+				s.flags = "SI"
 				s.closeAfter = true
 				s.localReply(errStreamTimeout.Status, errStreamTimeout.Reason, false)
 				return
@@ -571,11 +572,14 @@ func (s *Stream) countBodyTimeout(err error) {
 	switch s.timer {
 	case timerStreamIdle:
 		s.cfg.Stats.RqIdleTimeout.Inc()
+		s.flags = "SI"
 	case timerPerTryIdle:
 		s.cluster.Stats.RqPerTryIdleTimeout.Inc()
+		s.flags = "UT"
 	case timerRoute:
 		s.cluster.Stats.RqTimeout.Inc()
 		s.cfg.Stats.RqTimeout.Inc()
+		s.flags = "UT"
 	}
 }
 
@@ -605,5 +609,6 @@ func (s *Stream) replyError(e *Error) {
 	if e.Kind == KindConnectFailure || e.Kind == KindResetBeforeHeaders || e.Kind == KindReset || e.Kind == KindMalformed {
 		s.cluster.Stats.RqRxReset.Inc()
 	}
+	s.flags = r.flag
 	s.localReply(r.status, r.body, r.overloaded)
 }

@@ -62,8 +62,10 @@ type Stream struct {
 	upStart  time.Time
 	deadline time.Time // route timeout, set once the request is sent
 	timer    timerKind // the deadline in effect on the upstream stream
-	random   uint64
-	scratch  []byte
+	// flags are Envoy's response flags of the answer ("" for none).
+	flags   string
+	random  uint64
+	scratch []byte
 
 	bodyTimer *time.Timer
 }
@@ -142,6 +144,7 @@ func (s *Stream) routeRequest() bool {
 	}
 	if r == nil {
 		st.NoRoute.Inc()
+		s.flags = "NR"
 		s.localReply(404, "route not found", false)
 		return false
 	}
@@ -163,6 +166,7 @@ func (s *Stream) routeRequest() bool {
 	}
 	if !ok {
 		st.NoCluster.Inc()
+		s.flags = "NC"
 		code := r.ClusterNotFoundStatus
 		if code == 0 {
 			code = 503
@@ -313,8 +317,12 @@ func (s *Stream) traceRequest() {
 	if s.host != nil {
 		upstream = s.host.Addr
 	}
+	flags := s.flags
+	if flags == "" {
+		flags = "-"
+	}
 	tracelog.Log(s.cfg.Log, "request", "method", string(s.req.Method()), "path", string(s.req.Path()),
-		"protocol", s.ds.Protocol(), "status", s.status, "upstream", upstream, "remote", s.info.RemoteAddr,
+		"protocol", s.ds.Protocol(), "status", s.status, "flags", flags, "upstream", upstream, "remote", s.info.RemoteAddr,
 		"duration", time.Since(s.start))
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/internal/tracelog"
 	"github.com/straitproxy/strait/internal/testutil"
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/server"
@@ -50,6 +51,14 @@ func startProxy(t testing.TB, yaml string) *proxy {
 }
 
 func buildServer(yaml string) (*server.Server, error) {
+	var logTo io.Writer = io.Discard
+	if os.Getenv("STRAIT_TEST_LOG") != "" {
+		logTo = os.Stderr
+	}
+	return buildServerLog(yaml, slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug})))
+}
+
+func buildServerLog(yaml string, log *slog.Logger) (*server.Server, error) {
 	b, err := config.Parse([]byte(yaml), true)
 	if err != nil {
 		return nil, err
@@ -57,12 +66,27 @@ func buildServer(yaml string) (*server.Server, error) {
 	if err := config.Validate(b); err != nil {
 		return nil, err
 	}
-	var logTo io.Writer = io.Discard
-	if os.Getenv("STRAIT_TEST_LOG") != "" {
-		logTo = os.Stderr
+	return server.New(b, server.Options{Log: log, DrainTime: 2 * time.Second, IOModel: ioModel()})
+}
+
+// startProxyTraced is startProxy logging at trace level into the
+// returned buffer.
+func startProxyTraced(t testing.TB, yaml string) (*proxy, *syncBuffer) {
+	t.Helper()
+	buf := &syncBuffer{}
+	srv, err := buildServerLog(yaml, slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: tracelog.Level, ReplaceAttr: tracelog.ReplaceAttr})))
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, yaml)
 	}
-	return server.New(b, server.Options{Log: slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug})), DrainTime: 2 * time.Second,
-		IOModel: ioModel()})
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	return &proxy{t: t, srv: srv}, buf
 }
 
 // ioModel is the I/O model the suite runs under: STRAIT_IO_MODEL, else

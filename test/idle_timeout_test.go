@@ -33,7 +33,7 @@ func silent(t *testing.T, d time.Duration) string {
 // a response body resets the stream.
 func TestRouteIdleTimeout(t *testing.T) {
 	up := silent(t, 1500*time.Millisecond)
-	p := startProxy(t, httpBootstrap(up, routeCfg{
+	p, trace := startProxyTraced(t, httpBootstrap(up, routeCfg{
 		hcmOpts: "          stream_idle_timeout: 0.3s",
 		routes: `              - match: { prefix: "/patient" }
                 route: { cluster: backend, timeout: 10s, idle_timeout: 0s }
@@ -53,6 +53,9 @@ func TestRouteIdleTimeout(t *testing.T) {
 	}
 	if n := p.stat("http.ingress.downstream_rq_timeout"); n != 0 {
 		t.Fatalf("downstream_rq_timeout = %d: counted as the route timeout", n)
+	}
+	if !strings.Contains(trace.String(), `method=GET path=/quiet protocol=HTTP/1.1 status=504 flags=SI`) {
+		t.Fatalf("no request line with Envoy's SI flag:\n%s", trace.String())
 	}
 	// idle_timeout 0s: the 0.3 s stream_idle_timeout does not apply.
 	if code, got := get(t, p.url("ingress")+"/patient"); code != 200 || got != "late" {
@@ -88,7 +91,7 @@ func TestRouteIdleTimeout(t *testing.T) {
 // timeout", counted in upstream_rq_per_try_idle_timeout.
 func TestPerTryIdleTimeout(t *testing.T) {
 	up := silent(t, 2*time.Second)
-	p := startProxy(t, httpBootstrap(up, routeCfg{routes: `              - match: { prefix: "/" }
+	p, trace := startProxyTraced(t, httpBootstrap(up, routeCfg{routes: `              - match: { prefix: "/" }
                 route:
                   cluster: backend
                   timeout: 10s
@@ -102,6 +105,9 @@ func TestPerTryIdleTimeout(t *testing.T) {
 		t.Fatalf("answered after %v", d)
 	}
 	p.settle()
+	if !strings.Contains(trace.String(), `status=504 flags=UT`) {
+		t.Fatalf("no request line with Envoy's UT flag:\n%s", trace.String())
+	}
 	for name, want := range map[string]int64{
 		"cluster.backend.upstream_rq_per_try_idle_timeout": 2, "cluster.backend.upstream_rq_retry": 1,
 		"cluster.backend.upstream_rq_timeout": 1, "http.ingress.downstream_rq_idle_timeout": 0,
