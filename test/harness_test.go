@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/config"
-	"github.com/straitproxy/strait/internal/tracelog"
 	"github.com/straitproxy/strait/internal/testutil"
+	"github.com/straitproxy/strait/internal/tracelog"
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/server"
 
