@@ -851,6 +851,8 @@ func TestXDSResourceTTL(t *testing.T) {
 	p := startProxy(t, xdsBootstrap(cp.addr, false))
 	url := "http://" + laddr + "/"
 	waitBody(t, url, "a", 10*time.Second)
+	// (The counter moves just after the route commits.)
+	testutil.Eventually(t, time.Second, "the RDS update counted", func() bool { return p.stat("xds.rds.update_success") >= 1 })
 	applied := p.stat("xds.rds.update_success")
 	time.Sleep(2 * ttl) // heartbeats keep it, and apply nothing
 	waitBody(t, url, "a", time.Second)

@@ -431,7 +431,7 @@ func (m *Clusters) forgetIfGone(c *Cluster) {
 // ApplyEDS applies the complete set of assignments: each changed one goes
 // to every cluster that takes it; one that a cluster cannot use is
 // refused (returned by name) and its previous version stays; one that is
-// gone leaves its clusters without endpoints.
+// gone leaves its clusters with the endpoints they had (update_empty).
 func (m *Clusters) ApplyEDS(set map[string]*config.Resource) map[string]error {
 	m.mu.Lock()
 	defer m.unlock()
@@ -461,10 +461,12 @@ func (m *Clusters) ApplyEDS(set map[string]*config.Resource) map[string]error {
 	}
 	for name := range m.cla {
 		if set[name] == nil {
-			// Removed (delta): its clusters lose their endpoints.
+			// Removed (delta, or its TTL ran out): as Envoy, its clusters
+			// keep the endpoints they have and count update_empty (a
+			// cluster removed in the same update may still serve routes
+			// that name it, and the order of the two is not fixed).
 			for _, c := range m.takers(name) {
-				a, _ := c.PrepareAssignment(&endpointv3.ClusterLoadAssignment{ClusterName: name})
-				jobs = append(jobs, job{c, a})
+				c.Stats.UpdateEmpty.Inc()
 			}
 		}
 	}

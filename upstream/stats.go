@@ -9,7 +9,7 @@ type ClusterStats struct {
 	CxActive                                                                       *stats.Gauge
 	RqTotal, RqPendingTotal, RqPendingOverflow, RqRetry, RqRetrySuccess            *stats.Counter
 	RqRetryOverflow, RqTimeout, RqPerTryTimeout, RqRxReset, RqOverflow             *stats.Counter
-	RqPerTryIdleTimeout                                                            *stats.Counter
+	RqPerTryIdleTimeout, UpdateEmpty                                               *stats.Counter
 	RqActive, RqPendingActive, MembershipTotal, MembershipHealthy                  *stats.Gauge
 	RqClass                                                                        [6]*stats.Counter // [1..5] = 1xx..5xx
 	RqTime                                                                         *stats.Histogram
@@ -25,8 +25,8 @@ func newClusterStats(sc *stats.Scope) *ClusterStats {
 		RqPendingOverflow: sc.Counter("upstream_rq_pending_overflow"), RqRetry: sc.Counter("upstream_rq_retry"),
 		RqRetrySuccess: sc.Counter("upstream_rq_retry_success"), RqRetryOverflow: sc.Counter("upstream_rq_retry_overflow"),
 		RqTimeout: sc.Counter("upstream_rq_timeout"), RqPerTryTimeout: sc.Counter("upstream_rq_per_try_timeout"),
-		RqPerTryIdleTimeout: sc.Counter("upstream_rq_per_try_idle_timeout"),
-		RqRxReset:           sc.Counter("upstream_rq_rx_reset"), RqOverflow: sc.Counter("upstream_rq_overflow"),
+		RqPerTryIdleTimeout: sc.Counter("upstream_rq_per_try_idle_timeout"), UpdateEmpty: sc.Counter("update_empty"),
+		RqRxReset: sc.Counter("upstream_rq_rx_reset"), RqOverflow: sc.Counter("upstream_rq_overflow"),
 		RqActive: sc.Gauge("upstream_rq_active"), RqPendingActive: sc.Gauge("upstream_rq_pending_active"),
 		MembershipTotal: sc.Gauge("membership_total"), MembershipHealthy: sc.Gauge("membership_healthy"),
 		RqTime: sc.Histogram("upstream_rq_time"),
