@@ -34,6 +34,13 @@ type proxy struct {
 func startProxy(t testing.TB, yaml string) *proxy {
 	t.Helper()
 	srv, err := buildServer(yaml)
+	return run(t, yaml, srv, err)
+}
+
+// run starts a built server (failing on err) and shuts it down when the
+// test ends.
+func run(t testing.TB, yaml string, srv *server.Server, err error) *proxy {
+	t.Helper()
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}
@@ -75,18 +82,7 @@ func startProxyTraced(t testing.TB, yaml string) (*proxy, *syncBuffer) {
 	t.Helper()
 	buf := &syncBuffer{}
 	srv, err := buildServerLog(yaml, slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: tracelog.Level, ReplaceAttr: tracelog.ReplaceAttr})))
-	if err != nil {
-		t.Fatalf("config: %v\n%s", err, yaml)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	return &proxy{t: t, srv: srv}, buf
+	return run(t, yaml, srv, err), buf
 }
 
 // ioModel is the I/O model the suite runs under: STRAIT_IO_MODEL, else
