@@ -21,4 +21,7 @@ type Resource struct {
 	// TTL is the time to live the server gave it (0: none): the resource
 	// expires unless a heartbeat or an update comes within it.
 	TTL time.Duration
+	// Aliases are the other names the server gave it (delta; VHDS answers
+	// a virtual host asked for as "<route config>/<host>" this way).
+	Aliases []string
 }

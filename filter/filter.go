@@ -71,6 +71,31 @@ type RouteSource interface {
 	// given inline or by SRDS, and the route configuration each scope
 	// names, by RDS. The subscription lasts as long as Subscribe's.
 	SubscribeScopes(s ScopeSubscription) error
+	// OnDemand is the handle through which requests ask the route
+	// configuration named name for a virtual host it lacks, by VHDS
+	// (envoy.filters.http.on_demand). It may be used for as long as the
+	// subscription lasts; it asks nothing while the route configuration
+	// has no vhds.
+	OnDemand(name string) VirtualHostDemand
+}
+
+// VirtualHostDemand asks a route configuration's VHDS for the virtual
+// host of one host ("<route configuration>/<host>"), on demand.
+type VirtualHostDemand interface {
+	// Demand asks for host's virtual host (host lowercase). ok is false
+	// when there is nothing to wait for: no VHDS, the server answered
+	// for this host already, or the bound on hosts asked for is reached.
+	// Otherwise done is closed once the server's answer has been applied
+	// (or VHDS went away); cancel forgets the waiter.
+	Demand(host string) (done <-chan struct{}, cancel func(), ok bool)
+}
+
+// OnDemandRoutes marks the on_demand HTTP filter: a connection manager
+// with it asks VHDS for a request's virtual host when no route matches,
+// and routes the request again once the answer arrives. It is applied
+// at the routing step, not as a link of the filter chain.
+type OnDemandRoutes interface {
+	RoutesOnDemand()
 }
 
 // ScopeSubscription is a connection manager's scoped routes.

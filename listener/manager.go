@@ -39,6 +39,7 @@ type Manager struct {
 	routes   map[string]*routeEntry
 	retiring map[*Listener]bool
 	rds      config.Watches // RDS names by source
+	vhds     config.Watches // VHDS names by source
 	// srds is the SRDS set (scoped route configurations by name);
 	// scoped the scoped routes subscriptions in service; srdsSrc the SRDS
 	// sources watched.
@@ -70,6 +71,12 @@ type ManagerOptions struct {
 	// manager's lock held, so calls come in order; it must not call back
 	// into the manager.
 	WatchRoutes func(src *corev3.ConfigSource, names []string)
+	// WatchVirtualHosts sets the VHDS names wanted from one config
+	// source, under the lock as WatchRoutes.
+	WatchVirtualHosts func(src *corev3.ConfigSource, names []string)
+	// CheckVHDS refuses a vhds config source this process cannot
+	// subscribe to (nil: VHDS is refused).
+	CheckVHDS func(src *corev3.ConfigSource) error
 	// WatchScopes subscribes to (or, with false, leaves) every scoped
 	// route configuration of an SRDS source, under the lock as WatchRoutes.
 	WatchScopes func(src *corev3.ConfigSource, on bool)
@@ -296,7 +303,7 @@ func (m *Manager) warm(dl *managed) bool {
 		return true
 	}
 	for _, s := range dl.subs {
-		if e := m.routes[s.name]; e == nil || e.res == nil {
+		if e := m.routes[s.name]; e == nil || e.res == nil || e.vhds != nil && !e.vhds.arrived {
 			return false
 		}
 	}
@@ -383,8 +390,8 @@ func (m *Manager) ClusterNames() map[string]bool {
 		}
 	}
 	for _, e := range m.routes {
-		if e.res != nil {
-			config.ClusterNames(e.res.Message, names)
+		if e.rc != nil {
+			config.ClusterNames(e.rc, names)
 		}
 	}
 	return names
@@ -445,7 +452,7 @@ func (m *Manager) Dump() (ls []ListenerState, routes []*config.Resource, routeNa
 	}
 	for _, n := range slices.Sorted(maps.Keys(m.routes)) {
 		routeNames = append(routeNames, n)
-		routes = append(routes, m.routes[n].res)
+		routes = append(routes, m.routes[n].dumped())
 	}
 	return ls, routes, routeNames
 }
@@ -458,6 +465,9 @@ func (m *Manager) Stop() {
 	m.stopped = true
 	for _, w := range m.warming {
 		stopTimer(w.timer)
+	}
+	for _, e := range m.routes {
+		m.endVHDS(e) // requests waiting on demand route now
 	}
 }
 

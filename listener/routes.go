@@ -15,7 +15,10 @@ import (
 // routeEntry is one route configuration name: its serving version (nil
 // until it arrives) and the connection managers that use it.
 type routeEntry struct {
-	res  *config.Resource
+	res *config.Resource
+	// rc is what serves: res's message with the VHDS virtual hosts.
+	rc   *routev3.RouteConfiguration
+	vhds *vhdsState
 	subs map[*routeSub]bool
 	// scoped are the scoped routes subscriptions whose scopes name it.
 	scoped map[*scopeSub]bool
@@ -50,7 +53,7 @@ type routeRecorder struct {
 func (r *routeRecorder) Subscribe(name string, src *corev3.ConfigSource, update filter.RouteUpdate) error {
 	sub := &routeSub{name: name, source: src, timeout: fetchTimeout(src), update: update}
 	if e := r.m.routes[name]; e != nil && e.res != nil {
-		commit, err := update(e.res.Message.(*routev3.RouteConfiguration))
+		commit, err := update(e.rc)
 		if err != nil {
 			return fmt.Errorf("route configuration %q: %w", name, err)
 		}
@@ -116,6 +119,7 @@ func (m *Manager) routesChanged() {
 	names := map[string]*corev3.ConfigSource{}
 	for name, e := range m.routes {
 		if len(e.subs) == 0 && len(e.scoped) == 0 {
+			m.endVHDS(e)
 			delete(m.routes, name)
 			continue
 		}
@@ -124,6 +128,7 @@ func (m *Manager) routesChanged() {
 	if m.o.WatchRoutes != nil {
 		m.rds.Set(names, m.o.LDS, m.o.WatchRoutes)
 	}
+	m.vhdsChanged()
 }
 
 // source is where a route configuration comes from: its first user's
@@ -163,7 +168,9 @@ func (m *Manager) ApplyRDS(set map[string]*config.Resource) map[string]error {
 	for name, e := range m.routes {
 		if set[name] == nil && e.res != nil {
 			// Removed (delta): its listeners route nothing.
-			e.res = nil
+			e.res, e.rc = nil, nil
+			m.endVHDS(e)
+			m.vhdsChanged()
 			for sub := range e.subs {
 				if commit, err := sub.update(nil); err == nil {
 					commit()
@@ -179,32 +186,54 @@ func (m *Manager) ApplyRDS(set map[string]*config.Resource) map[string]error {
 	return errs
 }
 
-// install compiles r for every user (scoped routes too) and commits it to
-// all, or to none (mu held).
+// install compiles r (with the VHDS virtual hosts it keeps) for every
+// user, scoped routes too, and commits it to all, or to none (mu held).
 func (m *Manager) install(e *routeEntry, name string, r *config.Resource) error {
 	rc := r.Message.(*routev3.RouteConfiguration)
 	if errs := config.ValidationErrors(rc.ValidateAll()); len(errs) > 0 {
 		return config.Join(errs)
 	}
+	vs, err := m.nextVHDS(e, rc)
+	if err != nil {
+		return err
+	}
+	var vhosts map[string]*config.Resource
+	if vs != nil {
+		vhosts = vs.vhosts
+	}
+	commit, err := m.compileAll(e, name, effective(rc, vhosts))
+	if err != nil {
+		return err
+	}
+	e.res = r
+	commit()
+	m.setVHDS(e, name, vs)
+	return nil
+}
+
+// compileAll compiles rc, the route configuration named name as it is to
+// serve, for every user of e; the commit installs it in all (mu held).
+func (m *Manager) compileAll(e *routeEntry, name string, rc *routev3.RouteConfiguration) (func(), error) {
 	commits := make([]func(), 0, len(e.subs))
 	for sub := range e.subs {
 		commit, err := sub.update(rc)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		commits = append(commits, commit)
 	}
 	for ss := range e.scoped {
 		if err := m.buildScoped(ss, name, rc, false); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	for _, c := range commits {
-		c()
-	}
-	e.res = r
-	for ss := range e.scoped {
-		m.buildScoped(ss, "", nil, true) // checked above
-	}
-	return nil
+	return func() {
+		for _, c := range commits {
+			c()
+		}
+		e.rc = rc
+		for ss := range e.scoped {
+			m.buildScoped(ss, "", nil, true) // checked above
+		}
+	}, nil
 }

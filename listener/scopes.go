@@ -73,8 +73,8 @@ func (m *Manager) buildScoped(ss *scopeSub, name string, over *routev3.RouteConf
 	for n := range names {
 		if n == name && over != nil {
 			routes[n] = over
-		} else if e := m.routes[n]; e != nil && e.res != nil {
-			routes[n] = e.res.Message.(*routev3.RouteConfiguration)
+		} else if e := m.routes[n]; e != nil && e.rc != nil {
+			routes[n] = e.rc
 		}
 	}
 	do, err := ss.sub.Update(scopes, routes)

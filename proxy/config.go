@@ -21,14 +21,17 @@ type Config struct {
 	Routes *atomic.Pointer[router.Table]
 	// Scopes, when set, holds scoped routes (scoped_routes): the request's
 	// scope key picks the route table. Routes is then unused.
-	Scopes   *atomic.Pointer[router.Scopes]
-	Filters  []filter.HTTPFactory
-	Clusters filter.Clusters
-	Pool     *network.Pool
-	Log      *slog.Logger
-	Stats    *Stats
-	Codec    *protocol.Codec
-	Draining func() bool
+	Scopes  *atomic.Pointer[router.Scopes]
+	Filters []filter.HTTPFactory
+	// VirtualHosts, when set (the on_demand filter with RDS), asks VHDS
+	// for a request's virtual host when no route matches it.
+	VirtualHosts filter.VirtualHostDemand
+	Clusters     filter.Clusters
+	Pool         *network.Pool
+	Log          *slog.Logger
+	Stats        *Stats
+	Codec        *protocol.Codec
+	Draining     func() bool
 
 	ServerName        string // "" leaves the upstream's server header
 	UseRemoteAddress  bool

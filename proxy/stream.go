@@ -141,6 +141,9 @@ func (s *Stream) routeRequest() bool {
 	}
 	if t != nil {
 		r = t.MatchRandom(s.req, s.random)
+		if r == nil && s.cfg.VirtualHosts != nil {
+			r = s.demandVirtualHost()
+		}
 	}
 	if r == nil {
 		st.NoRoute.Inc()
@@ -178,6 +181,61 @@ func (s *Stream) routeRequest() bool {
 	s.rewrite(r)
 	r.ApplyRequestHeaders(s.req, s.varsFor())
 	return true
+}
+
+// demandVirtualHost asks VHDS for the virtual host of the request's host
+// (the on_demand filter) and routes the request again once the answer
+// has been applied. The wait is bounded by the request timeout (15 s
+// when there is none) and ends when the client leaves.
+func (s *Stream) demandVirtualHost() *router.Route {
+	host, ok := onDemandHost(s.req.Host())
+	if !ok {
+		return nil
+	}
+	done, cancel, ok := s.cfg.VirtualHosts.Demand(host)
+	if !ok {
+		return nil
+	}
+	defer cancel()
+	max := s.cfg.RequestTimeout
+	if max <= 0 {
+		max = router.DefaultTimeout
+	}
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		return nil
+	case <-s.cm.conn.Context().Done():
+		return nil
+	}
+	if tb := s.cfg.Routes.Load(); tb != nil {
+		return tb.MatchRandom(s.req, s.random)
+	}
+	return nil
+}
+
+// onDemandHost is the host a request asks VHDS for, lowercase; ok is
+// false for a host that cannot name a virtual host (empty, too long, or
+// with a byte a host and port cannot have: a '/' would change the
+// resource's namespace).
+func onDemandHost(h []byte) (string, bool) {
+	if len(h) == 0 || len(h) > 255 {
+		return "", false
+	}
+	b := make([]byte, len(h))
+	for i, c := range h {
+		switch {
+		case c >= 'A' && c <= 'Z':
+			c += 'a' - 'A'
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '-', c == '_', c == ':', c == '[', c == ']':
+		default:
+			return "", false
+		}
+		b[i] = c
+	}
+	return string(b), true
 }
 
 // awaitCluster waits for a cluster that is warming: an update may move a

@@ -59,6 +59,11 @@ func Compile(rc *routev3.RouteConfiguration, opt Options) (*Table, error) {
 	if err := rc.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("invalid route configuration: %w", err)
 	}
+	if rc.GetVhds() != nil {
+		// The listener manager takes vhds off a route configuration from
+		// RDS and adds the virtual hosts VHDS delivers.
+		return nil, config.At("vhds", errors.New("VHDS is for a route configuration from RDS (rds), not an inline one"))
+	}
 	if err := checkSupported(rc.ProtoReflect(), ""); err != nil {
 		return nil, err
 	}

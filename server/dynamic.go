@@ -79,6 +79,10 @@ func newDynamic(s *Server, dr *bootstrapv3.Bootstrap_DynamicResources, static *u
 		LDS:         d.ldsSource != nil,
 		WatchRoutes: func(cs *corev3.ConfigSource, names []string) { d.src.watch(cs, xds.RouteType, false, names) },
 		WatchScopes: func(cs *corev3.ConfigSource, on bool) { d.src.watch(cs, xds.ScopedRouteType, on, nil) },
+		WatchVirtualHosts: func(cs *corev3.ConfigSource, names []string) {
+			d.src.watch(cs, xds.VirtualHostType, false, names)
+		},
+		CheckVHDS:   func(cs *corev3.ConfigSource) error { return checkDeltaSource(s.boot, cs) },
 		Initialized: d.initDone,
 	})
 	return d, nil
@@ -234,6 +238,10 @@ func (d *dynamic) applyType(url string, set map[string]*xds.Resource) (map[strin
 		return d.secrets.Apply(set), nil
 	case xds.RuntimeType:
 		return d.applyRTDS(set), nil
+	case xds.VirtualHostType:
+		refused := d.listeners.ApplyVHDS(set)
+		d.clusters.Release(d.clustersInUse())
+		return refused, nil
 	case xds.ScopedRouteType:
 		refused := d.listeners.ApplySRDS(set)
 		d.clusters.Release(d.clustersInUse())

@@ -208,6 +208,24 @@ func checkSource(b *bootstrapv3.Bootstrap, cs *corev3.ConfigSource) error {
 	return errors.New("give ads: {} or an api_config_source")
 }
 
+// checkDeltaSource checks a config source that only delta xDS serves
+// (VHDS): DELTA_GRPC, or ads: {} with a DELTA_GRPC ads_config.
+func checkDeltaSource(b *bootstrapv3.Bootstrap, cs *corev3.ConfigSource) error {
+	if err := checkSource(b, cs); err != nil {
+		return err
+	}
+	if cs.GetAds() != nil {
+		if b.GetDynamicResources().GetAdsConfig().GetApiType() != corev3.ApiConfigSource_DELTA_GRPC {
+			return errors.New("VHDS is delta xDS only: ads: {} needs an ads_config with api_type DELTA_GRPC")
+		}
+		return nil
+	}
+	if cs.GetApiConfigSource().GetApiType() != corev3.ApiConfigSource_DELTA_GRPC {
+		return config.At("api_config_source.api_type", errors.New("VHDS is delta xDS only: use DELTA_GRPC"))
+	}
+	return nil
+}
+
 // checkAPISource checks an api_config_source (ads_config's too).
 func checkAPISource(b *bootstrapv3.Bootstrap, src *corev3.ApiConfigSource) error {
 	var errs []error

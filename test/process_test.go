@@ -144,7 +144,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown type url", strings.Replace(good, "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router", "type.googleapis.com/envoy.extensions.filters.http.nothing.v3.Nothing", 1),
 			`static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config: unsupported type URL "type.googleapis.com/envoy.extensions.filters.http.nothing.v3.Nothing"`},
 		{"known but unsupported type", strings.Replace(good, "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router", "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", 1),
-			`http_filters[0]: filter "envoy.filters.http.router": typed_config: unsupported http filter type "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" (supported: type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)`},
+			`http_filters[0]: filter "envoy.filters.http.router": typed_config: unsupported http filter type "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" (supported: type.googleapis.com/envoy.extensions.filters.http.on_demand.v3.OnDemand, type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)`},
 		{"proto validation", strings.Replace(good, "connect_timeout: 1s", "connect_timeout: -1s", 1), "static_resources.clusters[0].connect_timeout: value must be greater than 0s"},
 		{"duplicate listener", strings.Replace(good, "  clusters:", `  - name: ingress
     address: { socket_address: { address: 127.0.0.1, port_value: 0 } }

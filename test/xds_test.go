@@ -127,6 +127,7 @@ func (cp *controlPlane) serve(addr string) {
 	routeservice.RegisterRouteDiscoveryServiceServer(cp.grpc, srv)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(cp.grpc, srv)
 	routeservice.RegisterScopedRoutesDiscoveryServiceServer(cp.grpc, srv)
+	routeservice.RegisterVirtualHostDiscoveryServiceServer(cp.grpc, srv)
 	runtimeservice.RegisterRuntimeDiscoveryServiceServer(cp.grpc, srv)
 	go cp.grpc.Serve(ln)
 	cp.t.Cleanup(cp.grpc.Stop)

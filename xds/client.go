@@ -198,6 +198,8 @@ func statPrefix(url string) (string, string) {
 		return "xds", "rtds"
 	case ScopedRouteType:
 		return "xds", "srds"
+	case VirtualHostType:
+		return "xds", "vhds"
 	}
 	return "xds", "sds"
 }
@@ -233,8 +235,8 @@ func (c *Client) Watch(url string, wildcard bool, names []string) {
 	ts.wildcard = wildcard
 	ts.names = want
 	if !wildcard {
-		for n := range ts.set {
-			if !want[n] {
+		for n, r := range ts.set {
+			if !wanted(url, want, n, r.Aliases) {
 				delete(ts.set, n)
 			}
 		}
@@ -532,8 +534,8 @@ func (c *Client) finish(ts *typeState, nonce string, set map[string]*Resource, v
 	if reason == "" || keep {
 		if !ts.wildcard {
 			// Names unwatched while the handler ran are gone.
-			for n := range set {
-				if !ts.names[n] {
+			for n, r := range set {
+				if !wanted(ts.url, ts.names, n, r.Aliases) {
 					delete(set, n)
 				}
 			}

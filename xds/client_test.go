@@ -455,3 +455,34 @@ func TestPartialRejection(t *testing.T) {
 		})
 	}
 }
+
+// TestNamespacedDelta: VHDS names are namespaces. A subscription to "vr"
+// takes "vr/a" (and not "other/b"), and the server's empty answer for a
+// host it does not know is kept without a Message, with its aliases, so
+// that whoever asked learns it was answered.
+func TestNamespacedDelta(t *testing.T) {
+	vh := func(name string) *anypb.Any {
+		return anyOf(t, &routev3.VirtualHost{Name: name, Domains: []string{"x"}})
+	}
+	srv := &rawDelta{script: func(send func(*discoverygrpc.DeltaDiscoveryResponse)) {
+		send(&discoverygrpc.DeltaDiscoveryResponse{TypeUrl: VirtualHostType, Nonce: "a", Resources: []*discoverygrpc.Resource{
+			{Name: "vr/a", Version: "1", Resource: vh("vr/a")},
+			{Name: "other/b", Version: "1", Resource: vh("other/b")},
+			{Name: "vr/missing.example", Aliases: []string{"vr/missing.example"}},
+		}})
+	}}
+	addr := serveADS(t, srv)
+	c := newClient(t, &fakeServer{addr: addr}, true, &recorder{})
+	c.Watch(VirtualHostType, false, []string{"vr"})
+	eventually(t, "the virtual hosts", func() bool { return len(c.Known(VirtualHostType)) == 2 })
+	known := c.Known(VirtualHostType)
+	if r := known["vr/a"]; r == nil || r.Message == nil {
+		t.Fatalf("vr/a: %+v", r)
+	}
+	if r := known["vr/missing.example"]; r == nil || r.Message != nil || len(r.Aliases) != 1 {
+		t.Fatalf("vr/missing.example: %+v, want an answer without a Message", r)
+	}
+	if known["other/b"] != nil {
+		t.Fatal("other/b taken by a subscription to vr")
+	}
+}

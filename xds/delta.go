@@ -28,7 +28,9 @@ func (s *deltaSession) send(ts *typeState) error {
 		if len(ts.set) > 0 {
 			req.InitialResourceVersions = map[string]string{}
 			for n, r := range ts.set {
-				req.InitialResourceVersions[n] = r.Version
+				if r.Message != nil || r.TTL > 0 {
+					req.InitialResourceVersions[n] = r.Version
+				}
 			}
 		}
 		ts.first = false
@@ -87,11 +89,19 @@ func (s *deltaSession) recv() error {
 	beatsOnly := len(resp.GetResources()) > 0 && len(resp.GetRemovedResources()) == 0
 	for i, dr := range resp.GetResources() {
 		if dr.GetResource() == nil {
-			if dr.GetTtl() == nil {
+			switch {
+			case dr.GetTtl() == nil && Namespaced(ts.url) && dr.GetName() != "":
+				// The server's answer for a name it does not know:
+				// kept, without a Message, for whoever asked (VHDS).
+				if wildcard || wanted(ts.url, names, dr.GetName(), dr.GetAliases()) {
+					set[dr.GetName()] = &Resource{Name: dr.GetName(), Version: dr.GetVersion(), Aliases: dr.GetAliases(), Updated: time.Now()}
+				}
+				beatsOnly = false
+			case dr.GetTtl() == nil:
 				// A resource that the server says does not exist.
 				delete(set, dr.GetName())
 				beatsOnly = false
-			} else {
+			default:
 				ttls = addTTL(ttls, dr.GetName(), dr.GetTtl().AsDuration()) // a TTL heartbeat: keep what we have
 			}
 			continue
@@ -102,13 +112,14 @@ func (s *deltaSession) recv() error {
 			reason = fmt.Sprintf("resources[%d]: %v", i, err)
 			break
 		}
+		r.Aliases = dr.GetAliases()
 		ttls = addTTL(ttls, r.Name, r.TTL)
 		if seen[r.Name] {
 			reason = fmt.Sprintf("resources[%d]: duplicate resource name %q", i, r.Name)
 			break
 		}
 		seen[r.Name] = true
-		if !wildcard && !names[r.Name] {
+		if !wildcard && !wanted(ts.url, names, r.Name, r.Aliases) {
 			continue
 		}
 		set[r.Name] = r

@@ -9,6 +9,7 @@ package xds
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/straitproxy/strait/config"
@@ -34,6 +35,9 @@ const (
 	RuntimeType  = "type.googleapis.com/envoy.service.runtime.v3.Runtime"
 	// ScopedRouteType is SRDS.
 	ScopedRouteType = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
+	// VirtualHostType is VHDS: delta only, named "<route config>/<host>"
+	// (see Namespaced).
+	VirtualHostType = "type.googleapis.com/envoy.config.route.v3.VirtualHost"
 	resourceType    = "type.googleapis.com/envoy.service.discovery.v3.Resource"
 )
 
@@ -57,6 +61,8 @@ func newMessage(url string) (proto.Message, error) {
 		return &runtimev3.Runtime{}, nil
 	case ScopedRouteType:
 		return &routev3.ScopedRouteConfiguration{}, nil
+	case VirtualHostType:
+		return &routev3.VirtualHost{}, nil
 	}
 	return nil, fmt.Errorf("unknown resource type %q", url)
 }
@@ -77,6 +83,8 @@ func nameOf(m proto.Message) string {
 	case *runtimev3.Runtime:
 		return r.GetName()
 	case *routev3.ScopedRouteConfiguration:
+		return r.GetName()
+	case *routev3.VirtualHost:
 		return r.GetName()
 	}
 	return ""
@@ -128,4 +136,40 @@ func decode(url string, a *anypb.Any, name, version string, ttl time.Duration) (
 		return nil, fmt.Errorf("resource named %q carries %q", name, own)
 	}
 	return &Resource{Name: name, Version: version, Message: m, Any: a, Updated: time.Now(), TTL: ttl}, nil
+}
+
+// Namespaced reports whether url's names are namespaces: a subscription
+// to "a" also takes "a/x" (VHDS subscribes to a route configuration's
+// virtual hosts by its name), and a resource the server does not know is
+// answered with an empty resource whose aliases name what was asked for;
+// it is kept, without a Message, so that whoever waited learns the answer.
+func Namespaced(url string) bool { return url == VirtualHostType }
+
+// Namespace is the namespace of a name: what comes before its last '/'.
+func Namespace(name string) string {
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		return name[:i]
+	}
+	return ""
+}
+
+// wanted reports whether a subscription to names takes the resource
+// named name with aliases (exact names; for a namespaced type, also by
+// namespace or alias).
+func wanted(url string, names map[string]bool, name string, aliases []string) bool {
+	if names[name] {
+		return true
+	}
+	if !Namespaced(url) {
+		return false
+	}
+	if ns := Namespace(name); ns != "" && names[ns] {
+		return true
+	}
+	for _, a := range aliases {
+		if names[a] {
+			return true
+		}
+	}
+	return false
 }

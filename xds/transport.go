@@ -77,6 +77,8 @@ func (c *Client) openDelta(ctx context.Context) (deltaStream, error) {
 		return runtimeservice.NewRuntimeDiscoveryServiceClient(c.cc).DeltaRuntime(ctx, wait)
 	case ScopedRouteType:
 		return routeservice.NewScopedRoutesDiscoveryServiceClient(c.cc).DeltaScopedRoutes(ctx, wait)
+	case VirtualHostType:
+		return routeservice.NewVirtualHostDiscoveryServiceClient(c.cc).DeltaVirtualHosts(ctx, wait)
 	}
 	return nil, fmt.Errorf("no discovery service for %s", c.o.Type)
 }

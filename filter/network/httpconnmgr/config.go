@@ -89,7 +89,8 @@ func build(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (*proxy.Conf
 		Runtime:               bc.Runtime,
 	}
 	cfg.Routes = new(atomic.Pointer[router.Table])
-	if cfg.Filters, err = httpFilters(bc, m); err != nil {
+	var onDemand bool
+	if cfg.Filters, onDemand, err = httpFilters(bc, m); err != nil {
 		return nil, err
 	}
 	cfg.Stats = proxy.NewStats(bc.Stats, m.GetStatPrefix())
@@ -103,6 +104,9 @@ func build(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (*proxy.Conf
 	if rds := m.GetRds(); rds != nil {
 		if err := subscribeRoutes(bc, rds, ropt, cfg.Routes); err != nil {
 			return nil, config.At("rds", err)
+		}
+		if onDemand {
+			cfg.VirtualHosts = bc.Routes.OnDemand(rds.GetRouteConfigName())
 		}
 		return cfg, nil
 	}
@@ -252,11 +256,12 @@ func checkClusters(bc *filter.BuildContext, t *router.Table) error {
 }
 
 // httpFilters builds the chain; the router must be last, and only last.
-func httpFilters(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) ([]filter.HTTPFactory, error) {
-	var out []filter.HTTPFactory
+// onDemand reports the on_demand filter, which acts at the routing step
+// (VHDS) and is left out of the chain.
+func httpFilters(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (out []filter.HTTPFactory, onDemand bool, err error) {
 	hf := m.GetHttpFilters()
 	if len(hf) == 0 {
-		return nil, config.At("http_filters", fmt.Errorf("empty: the last filter must be envoy.filters.http.router"))
+		return nil, false, config.At("http_filters", fmt.Errorf("empty: the last filter must be envoy.filters.http.router"))
 	}
 	for i, f := range hf {
 		path := fmt.Sprintf("http_filters[%d]", i)
@@ -265,20 +270,23 @@ func httpFilters(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) ([]fil
 		}
 		fac, err := filter.BuildHTTP(bc, f.GetTypedConfig())
 		if err != nil {
-			return nil, config.At(path, fmt.Errorf("filter %q: %w", f.GetName(), err))
+			return nil, false, config.At(path, fmt.Errorf("filter %q: %w", f.GetName(), err))
 		}
 		_, terminal := fac.(filter.Terminal)
+		_, od := fac.(filter.OnDemandRoutes)
 		last := i == len(hf)-1
 		switch {
 		case terminal && !last:
-			return nil, config.At(path, fmt.Errorf("filter %q is terminal and must be last", f.GetName()))
+			return nil, false, config.At(path, fmt.Errorf("filter %q is terminal and must be last", f.GetName()))
 		case !terminal && last:
-			return nil, config.At(path, fmt.Errorf("filter %q is not terminal: the last filter must be envoy.filters.http.router", f.GetName()))
+			return nil, false, config.At(path, fmt.Errorf("filter %q is not terminal: the last filter must be envoy.filters.http.router", f.GetName()))
+		case od:
+			onDemand = true
 		case !terminal:
 			out = append(out, fac)
 		}
 	}
-	return out, nil
+	return out, onDemand, nil
 }
 
 // subscribeScopes asks the RDS source for scoped routes: the key builder

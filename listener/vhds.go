@@ -1,0 +1,347 @@
+package listener
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/filter"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// VHDS, as Envoy has it: a route configuration with vhds subscribes, over
+// delta xDS, to its own name (the server sends the virtual hosts it
+// thinks useful, named "<route configuration>/<host>") and, on demand,
+// to "<route configuration>/<host>" for a request whose host no virtual
+// host matches. The virtual hosts VHDS delivers join the route
+// configuration's own, by name, until VHDS removes them; an RDS update
+// keeps them (a changed vhds config source starts again). A listener
+// whose route configuration has vhds warms until the first VHDS answer
+// (or the source's initial_fetch_timeout).
+
+// maxOnDemand bounds the hosts one route configuration asks for on
+// demand: each is a subscription kept for the route configuration's life,
+// and the Host header is the client's to choose.
+const maxOnDemand = 1024
+
+// vhdsState is a route configuration's VHDS.
+type vhdsState struct {
+	source *corev3.ConfigSource
+	key    string
+	// vhosts are the virtual hosts serving, by resource name.
+	vhosts map[string]*config.Resource
+	// answered are the names and aliases the server has answered,
+	// populated or not: a host in it is not asked for again.
+	answered map[string]bool
+	arrived  bool
+	timer    *time.Timer
+	demanded map[string]bool
+	waiters  map[string]map[*chan struct{}]bool
+}
+
+// effective is rc with the VHDS virtual hosts after its own, and no vhds
+// (what the connection managers compile).
+func effective(rc *routev3.RouteConfiguration, vhosts map[string]*config.Resource) *routev3.RouteConfiguration {
+	if rc.GetVhds() == nil && len(vhosts) == 0 {
+		return rc
+	}
+	out := proto.Clone(rc).(*routev3.RouteConfiguration)
+	out.Vhds = nil
+	for _, n := range slices.Sorted(maps.Keys(vhosts)) {
+		out.VirtualHosts = append(out.VirtualHosts, vhosts[n].Message.(*routev3.VirtualHost))
+	}
+	return out
+}
+
+// dumped is what the config dump shows: the route configuration as it
+// serves, its vhds kept.
+func (e *routeEntry) dumped() *config.Resource {
+	if e.res == nil || e.vhds == nil || len(e.vhds.vhosts) == 0 {
+		return e.res
+	}
+	rc := proto.Clone(e.rc).(*routev3.RouteConfiguration)
+	rc.Vhds = e.res.Message.(*routev3.RouteConfiguration).GetVhds()
+	a, err := anypb.New(rc)
+	if err != nil {
+		return e.res
+	}
+	r := *e.res
+	r.Message, r.Any = rc, a
+	return &r
+}
+
+// nextVHDS is the VHDS state a route configuration version rc gives e: the
+// current one when the config source is unchanged, a new one when it
+// changed, nil without vhds (mu held).
+func (m *Manager) nextVHDS(e *routeEntry, rc *routev3.RouteConfiguration) (*vhdsState, error) {
+	v := rc.GetVhds()
+	if v == nil {
+		return nil, nil
+	}
+	cs := v.GetConfigSource()
+	if m.o.CheckVHDS == nil {
+		return nil, config.At("vhds", fmt.Errorf("needs dynamic_resources"))
+	}
+	if err := m.o.CheckVHDS(cs); err != nil {
+		return nil, config.At("vhds.config_source", err)
+	}
+	key := config.SourceKey(cs)
+	if e.vhds != nil && e.vhds.key == key {
+		return e.vhds, nil
+	}
+	return &vhdsState{source: cs, key: key, vhosts: map[string]*config.Resource{}, answered: map[string]bool{},
+		demanded: map[string]bool{}, waiters: map[string]map[*chan struct{}]bool{}}, nil
+}
+
+// setVHDS installs e's VHDS state (mu held): the old one ends (its
+// waiters route again), the new one warms until its first answer.
+func (m *Manager) setVHDS(e *routeEntry, name string, vs *vhdsState) {
+	if e.vhds == vs {
+		return
+	}
+	m.endVHDS(e)
+	e.vhds = vs
+	if vs != nil {
+		if d := fetchTimeout(vs.source); d > 0 {
+			vs.timer = time.AfterFunc(d, func() {
+				m.mu.Lock()
+				defer m.unlock()
+				if e.vhds == vs && !vs.arrived {
+					m.log.Warn("VHDS initial fetch timed out", "route_config", name)
+					vs.arrived = true
+					m.activateWarm()
+				}
+			})
+		}
+	}
+	m.vhdsChanged()
+}
+
+// endVHDS ends e's VHDS (mu held).
+func (m *Manager) endVHDS(e *routeEntry) {
+	vs := e.vhds
+	if vs == nil {
+		return
+	}
+	stopTimer(vs.timer)
+	for _, ws := range vs.waiters {
+		for w := range ws {
+			close(*w)
+		}
+	}
+	vs.waiters = nil
+	e.vhds = nil
+}
+
+// vhdsChanged subscribes to exactly the virtual hosts the route
+// configurations want: each one's own name, and the hosts asked for on
+// demand (mu held).
+func (m *Manager) vhdsChanged() {
+	names := map[string]*corev3.ConfigSource{}
+	for name, e := range m.routes {
+		if vs := e.vhds; vs != nil {
+			names[name] = vs.source
+			for a := range vs.demanded {
+				names[a] = vs.source
+			}
+		}
+	}
+	if m.o.WatchVirtualHosts != nil {
+		m.vhds.Set(names, false, m.o.WatchVirtualHosts)
+	}
+}
+
+// owners are the route configurations with VHDS that a virtual host
+// resource is for: by its name (the route configuration's own, or its
+// namespace) or one of its aliases (mu held).
+func (m *Manager) owners(name string, aliases []string) []string {
+	var out []string
+	add := func(n string) {
+		if e := m.routes[n]; e != nil && e.vhds != nil && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	add(name)
+	add(namespace(name))
+	for _, a := range aliases {
+		add(namespace(a))
+	}
+	return out
+}
+
+func namespace(name string) string {
+	for i := len(name) - 1; i >= 0; i-- {
+		if name[i] == '/' {
+			return name[:i]
+		}
+	}
+	return ""
+}
+
+// ApplyVHDS applies the complete set of virtual hosts: each route
+// configuration with VHDS takes those named for it, compiled with its own
+// for every connection manager that uses it. A virtual host that makes it
+// fail to compile is refused by name (its previous version, or none,
+// stays); the rest apply. Requests waiting for a host the answer names
+// route again; listeners waiting for their first VHDS answer open.
+func (m *Manager) ApplyVHDS(set map[string]*config.Resource) map[string]error {
+	m.mu.Lock()
+	defer m.unlock()
+	errs := map[string]error{}
+	want := map[string]map[string]*config.Resource{}
+	answered := map[string]map[string]bool{}
+	for _, name := range slices.Sorted(maps.Keys(set)) {
+		r := set[name]
+		for _, rc := range m.owners(name, r.Aliases) {
+			if answered[rc] == nil {
+				answered[rc] = map[string]bool{}
+				want[rc] = map[string]*config.Resource{}
+			}
+			answered[rc][name] = true
+			for _, a := range r.Aliases {
+				answered[rc][a] = true
+			}
+			if r.Message != nil {
+				want[rc][name] = r
+			}
+		}
+	}
+	for _, rc := range slices.Sorted(maps.Keys(m.routes)) {
+		e := m.routes[rc]
+		vs := e.vhds
+		if vs == nil {
+			continue
+		}
+		vs.arrived = true
+		if e.res != nil && !sameSet(vs.vhosts, want[rc]) {
+			m.installVHosts(e, rc, want[rc], errs)
+		}
+		vs.answered = answered[rc]
+		if vs.answered == nil {
+			vs.answered = map[string]bool{}
+		}
+		for a, ws := range vs.waiters {
+			if vs.answered[a] {
+				for w := range ws {
+					close(*w)
+				}
+				delete(vs.waiters, a)
+			}
+		}
+	}
+	m.activateWarm()
+	return errs
+}
+
+func sameSet(a, b map[string]*config.Resource) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for n, r := range a {
+		if b[n] != r {
+			return false
+		}
+	}
+	return true
+}
+
+// installVHosts moves e to the virtual hosts want (mu held). When the
+// whole does not compile, each change is tried by itself, in name order,
+// and those that fail are refused.
+func (m *Manager) installVHosts(e *routeEntry, name string, want map[string]*config.Resource, errs map[string]error) {
+	rc := e.res.Message.(*routev3.RouteConfiguration)
+	if commit, err := m.compileAll(e, name, effective(rc, want)); err == nil {
+		commit()
+		e.vhds.vhosts = want
+		m.log.Debug("virtual hosts updated", "route_config", name, "vhds", len(want))
+		return
+	}
+	cur := maps.Clone(e.vhds.vhosts)
+	changed := map[string]bool{}
+	for n := range cur {
+		changed[n] = true
+	}
+	for n := range want {
+		changed[n] = true
+	}
+	for _, n := range slices.Sorted(maps.Keys(changed)) {
+		if cur[n] == want[n] {
+			continue
+		}
+		next := maps.Clone(cur)
+		if want[n] != nil {
+			next[n] = want[n]
+		} else {
+			delete(next, n)
+		}
+		if _, err := m.compileAll(e, name, effective(rc, next)); err != nil {
+			errs[n] = fmt.Errorf("virtual host %q for route configuration %q: %w", n, name, err)
+			continue
+		}
+		cur = next
+	}
+	if commit, err := m.compileAll(e, name, effective(rc, cur)); err == nil {
+		commit()
+		e.vhds.vhosts = cur
+	}
+}
+
+// onDemand is a route configuration's filter.VirtualHostDemand.
+type onDemand struct {
+	m    *Manager
+	name string
+}
+
+// OnDemand implements filter.RouteSource.
+func (r *routeRecorder) OnDemand(name string) filter.VirtualHostDemand {
+	return onDemand{m: r.m, name: name}
+}
+
+// OnDemand implements filter.RouteSource for a static listener.
+func (s *StaticRoutes) OnDemand(name string) filter.VirtualHostDemand { return s.rec.OnDemand(name) }
+
+// Demand implements filter.VirtualHostDemand.
+func (d onDemand) Demand(host string) (<-chan struct{}, func(), bool) {
+	m := d.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.routes[d.name]
+	if e == nil || e.vhds == nil || m.stopped {
+		return nil, nil, false
+	}
+	vs := e.vhds
+	alias := d.name + "/" + host
+	if vs.answered[alias] {
+		return nil, nil, false
+	}
+	if !vs.demanded[alias] {
+		if len(vs.demanded) >= maxOnDemand {
+			m.log.Warn("VHDS on-demand hosts at their bound: not asking", "route_config", d.name, "host", host, "bound", maxOnDemand)
+			return nil, nil, false
+		}
+		vs.demanded[alias] = true
+		m.log.Debug("VHDS on demand", "route_config", d.name, "host", host)
+		m.vhdsChanged()
+	}
+	ch := make(chan struct{})
+	w := &ch
+	if vs.waiters[alias] == nil {
+		vs.waiters[alias] = map[*chan struct{}]bool{}
+	}
+	vs.waiters[alias][w] = true
+	return ch, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if ws := vs.waiters[alias]; ws != nil {
+			delete(ws, w)
+			if len(ws) == 0 {
+				delete(vs.waiters, alias)
+			}
+		}
+	}, true
+}
