@@ -50,6 +50,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzChunkRoundTrip$$' -fuzztime=100000x -parallel 2 ./protocol/http1/
 	$(GO) test -run='^$$' -fuzz='^FuzzServerConn$$' -fuzztime=80000x -parallel 2 ./protocol/http1/
 	$(GO) test -run='^$$' -fuzz='^FuzzServerConn$$' -fuzztime=150000x -parallel 2 ./protocol/http2/
+	$(GO) test -run='^$$' -fuzz='^FuzzH2ToH1$$' -fuzztime=100000x -parallel 2 ./protocol/http2/
 
 bench:
 	./bench/run.sh http1

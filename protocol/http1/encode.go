@@ -10,7 +10,9 @@ import (
 // a field whose name is not a token (a pseudo-header included) is dropped,
 // control bytes in a value are written as SP, and control bytes and SP in
 // the request-target are percent-encoded, so no header edit can split a
-// message. ":method" is written as it is; the parser only produces tokens.
+// message. Both decoders accept only token methods (protocol.IsToken); a
+// byte of ":method" that is not a token byte is percent-encoded all the
+// same, so no method can add to the request line.
 //
 // Framing fields are the encoder's: Transfer-Encoding from h is never
 // written, and Content-Length from h is written only with FramingNone and
@@ -29,7 +31,7 @@ import (
 func AppendRequestHead(dst []byte, h *protocol.Headers, f Framing, contentLength int64) []byte {
 	method := h.Method()
 	auth, hasAuth := h.Get(protocol.Authority)
-	dst = append(dst, method...)
+	dst = appendMethod(dst, method)
 	dst = append(dst, ' ')
 	switch path := h.Path(); {
 	case len(path) > 0:
@@ -182,6 +184,23 @@ func appendTarget(dst, t []byte) []byte {
 			continue
 		}
 		dst = append(dst, c)
+	}
+	return dst
+}
+
+// appendMethod writes a method, percent-encoding any byte that is not a
+// token byte.
+func appendMethod(dst, m []byte) []byte {
+	if protocol.IsToken(m) {
+		return append(dst, m...)
+	}
+	const hex = "0123456789ABCDEF"
+	for _, c := range m {
+		if protocol.IsTokenChar(c) {
+			dst = append(dst, c)
+		} else {
+			dst = append(dst, '%', hex[c>>4], hex[c&15])
+		}
 	}
 	return dst
 }

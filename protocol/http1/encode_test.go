@@ -262,3 +262,17 @@ func TestStatusText(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendMethodCannotSplitTheLine: a method that is not a token (no
+// decoder produces one, but filters may set it) is percent-encoded.
+func TestAppendMethodCannotSplitTheLine(t *testing.T) {
+	var h protocol.Headers
+	h.Set(protocol.Method, "GET /admin HTTP/1.1\r\nx:")
+	h.Set(protocol.Path, "/public")
+	h.Set(protocol.Authority, "a")
+	got := string(AppendRequestHead(nil, &h, FramingNone, -1))
+	want := "GET%20%2Fadmin%20HTTP%2F1.1%0D%0Ax%3A /public HTTP/1.1\r\nhost: a\r\n\r\n"
+	if got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}

@@ -7,29 +7,13 @@ import (
 	"github.com/straitproxy/strait/protocol"
 )
 
-// Byte classes from RFC 9110 §5.6.2 (tchar) and §5.5 (field-vchar).
+// Byte classes from RFC 9110 §5.5 (field-vchar); tokens and hosts are
+// protocol's (protocol/validate.go), shared with HTTP/2.
 var (
-	tokenChars = makeTable("!#$%&'*+-.^_`|~" + digits + alpha)
 	// valueChars is field-vchar plus SP and HTAB: VCHAR, obs-text, SP, HTAB.
 	// Every other control byte (NUL, CR, LF, DEL, ...) is refused.
 	valueChars = makeRange(0x20, 0x7e, 0x80, 0xff, '\t')
-	// hostChars is what uri-host ":" port may hold: unreserved, pct-encoded,
-	// sub-delims, ":" and the brackets of an IP literal. "@" (userinfo),
-	// "/", "?", "#" and whitespace are not in it.
-	hostChars = makeTable(digits + alpha + "-._~%!$&'()*+,;=:[]")
 )
-
-const (
-	digits = "0123456789"
-	alpha  = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
-
-func makeTable(s string) (t [256]bool) {
-	for i := 0; i < len(s); i++ {
-		t[s[i]] = true
-	}
-	return t
-}
 
 func makeRange(lo1, hi1, lo2, hi2 int, extra byte) (t [256]bool) {
 	for c := lo1; c <= hi1; c++ {
@@ -42,17 +26,9 @@ func makeRange(lo1, hi1, lo2, hi2 int, extra byte) (t [256]bool) {
 	return t
 }
 
-// tokenLen returns the length of the token at the start of b.
-func tokenLen(b []byte) int {
-	for i, c := range b {
-		if !tokenChars[c] {
-			return i
-		}
-	}
-	return len(b)
-}
+func tokenLen(b []byte) int { return protocol.TokenLen(b) }
 
-func isToken(b []byte) bool { return len(b) > 0 && tokenLen(b) == len(b) }
+func isToken(b []byte) bool { return protocol.IsToken(b) }
 
 // validValue reports whether every byte of v may appear in a field value.
 // Values are most of a head, so it checks eight bytes at a time and looks
@@ -87,14 +63,7 @@ func hasControl(x uint64) bool {
 	return below|del != 0
 }
 
-func validHost(v []byte) bool {
-	for _, c := range v {
-		if !hostChars[c] {
-			return false
-		}
-	}
-	return true
-}
+func validHost(v []byte) bool { return protocol.ValidHost(v) }
 
 // nextLine splits the line at the start of b, which must hold a LF, from the
 // rest. The line is returned without its CRLF; a LF without CR before it is

@@ -57,17 +57,10 @@ func addTarget(h *protocol.Headers, method, target []byte) (hostInTarget bool, e
 	return true, addAbsolute(h, method, target)
 }
 
-// checkTarget refuses control bytes, and "#": a fragment is never sent
-// (RFC 9112 §3.2) and lets "/a#/../b" mean different paths to different
-// servers, so Envoy rejects it too.
+// checkTarget refuses what protocol.CheckTarget refuses.
 func checkTarget(t []byte) error {
-	for _, c := range t {
-		if c <= ' ' || c == 0x7f {
-			return newError(400, "invalid request-target")
-		}
-		if c == '#' {
-			return newError(400, "fragment in request-target")
-		}
+	if why := protocol.CheckTarget(t); why != "" {
+		return newError(400, why)
 	}
 	return nil
 }
@@ -120,15 +113,4 @@ func cutScheme(t []byte) (scheme string, rest []byte) {
 }
 
 // validAuthorityForm accepts CONNECT's "host:port" (RFC 9112 §3.2.3).
-func validAuthorityForm(t []byte) bool {
-	i := bytes.LastIndexByte(t, ':')
-	if i <= 0 || i == len(t)-1 || !validHost(t[:i]) {
-		return false
-	}
-	for _, c := range t[i+1:] {
-		if !isDigit(c) {
-			return false
-		}
-	}
-	return true
-}
+func validAuthorityForm(t []byte) bool { return protocol.ValidAuthorityForm(t) }

@@ -160,10 +160,21 @@ func (b *block) finishRequest() {
 		return
 	}
 	h := b.h
+	// The checks the HTTP/1.1 parser makes of a request line and Host
+	// (protocol/validate.go): an HTTP/2 request must not carry what would
+	// change meaning once written as HTTP/1.1.
 	method, _ := h.Get(protocol.Method)
+	if b.pseudo&psMethod != 0 && !protocol.IsToken(method) {
+		b.bad = "invalid :method"
+		return
+	}
+	auth, hasAuth := h.Get(protocol.Authority)
 	if string(method) == "CONNECT" {
-		if b.pseudo != psMethod|psAuthority {
+		switch {
+		case b.pseudo != psMethod|psAuthority:
 			b.bad = "CONNECT needs :authority and no :scheme or :path"
+		case !protocol.ValidAuthorityForm(auth):
+			b.bad = "invalid :authority for CONNECT"
 		}
 		return
 	}
@@ -171,8 +182,21 @@ func (b *block) finishRequest() {
 		b.bad = "missing :method, :scheme or :path"
 		return
 	}
-	if p, _ := h.Get(protocol.Path); len(p) == 0 {
-		b.bad = "empty :path"
+	path, _ := h.Get(protocol.Path)
+	if why := protocol.CheckPath(method, path); why != "" {
+		b.bad = why
+		return
+	}
+	if sc, _ := h.Get(protocol.Scheme); !protocol.ValidScheme(sc) {
+		b.bad = "invalid :scheme"
+		return
+	}
+	if hasAuth && !protocol.ValidHost(auth) {
+		b.bad = "invalid :authority"
+		return
+	}
+	if host, ok := h.Get("host"); ok && !protocol.ValidHost(host) {
+		b.bad = "invalid host"
 		return
 	}
 	if b.pseudo&psAuthority == 0 {
