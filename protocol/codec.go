@@ -66,6 +66,17 @@ type ReadCanceler interface {
 	ReadCancel() func(err error)
 }
 
+// Canceler is implemented by server streams whose client can leave while
+// the worker waits on the upstream: OnCancel installs f, which the codec
+// calls once when the client resets the stream or the connection ends
+// before the stream is finished (at once if that happened already).
+// f is called with the codec's lock held, from whichever goroutine saw
+// the client leave: it must not block or call into the stream. After
+// OnCancel(nil) returns, the old f is never called.
+type Canceler interface {
+	OnCancel(f func())
+}
+
 // ServerCallbacks is what a server codec calls when it decodes.
 type ServerCallbacks interface {
 	// OnStream is called from the connection's reader for each new
@@ -173,6 +184,15 @@ type Holder interface {
 // makes its pending and future calls return err.
 type Aborter interface {
 	Abort(err error)
+}
+
+// Cancelable is implemented by client streams that another goroutine can
+// fail while their worker waits on them (the client left): Cancel makes
+// the pending and later calls return err, and the connection is not
+// reused for another request. Unlike Aborter, it does not make a stream
+// full duplex.
+type Cancelable interface {
+	Cancel(err error)
 }
 
 // UpstreamConn is what a client codec needs of an upstream connection.

@@ -33,10 +33,21 @@ func (s *Stream) forward() {
 		s.deadline = s.start.Add(s.route.Timeout)
 	}
 	s.capByGRPCTimeout()
+	if c, ok := s.ds.(protocol.Canceler); ok {
+		c.OnCancel(s.cancelFn)
+		defer c.OnCancel(nil)
+	}
 	policy := s.route.Retry
 	retrying := false
 	for {
 		err := s.tryOnce()
+		if s.gone.Load() {
+			// The client left: the attempt was aborted (or never sent).
+			s.dropAttempt(false)
+			s.flags = "DC"
+			s.resetDownstream()
+			return
+		}
 		if retrying {
 			cl.Breaker.ReleaseRetry()
 			retrying = false
@@ -172,6 +183,9 @@ func (s *Stream) tryOnce() error {
 	}
 	if err := s.openStream(h, wait); err != nil {
 		return err
+	}
+	if !s.watchAttempt() {
+		return protocol.ErrDownstreamReset
 	}
 	s.us.SetDeadline(s.responseDeadline()) // bounds sending too
 	if err := s.sendRequest(); err != nil {
@@ -492,6 +506,7 @@ func (s *Stream) dropAttempt(failed bool) {
 		s.host = nil
 	}
 	if s.us != nil {
+		s.unwatchAttempt()
 		if s.pumping {
 			s.us.(protocol.Aborter).Abort(protocol.ErrUpstreamReset)
 		}
@@ -587,6 +602,7 @@ func (s *Stream) countBodyTimeout(err error) {
 func (s *Stream) endAttempt(ok bool) {
 	h := s.host
 	h.Active.Add(-1)
+	s.unwatchAttempt()
 	s.stopPump()
 	reusable := s.us.Close() && ok
 	s.us = nil

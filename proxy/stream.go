@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/straitproxy/strait/filter"
@@ -68,6 +69,14 @@ type Stream struct {
 	scratch []byte
 
 	bodyTimer *time.Timer
+
+	// The client leaving (protocol.Canceler) cancels the upstream attempt
+	// at once: gone is set, and abortUp, the attempt's stream, is aborted
+	// under abortMu. cancelFn is clientGone, made once per pooled Stream.
+	gone     atomic.Bool
+	abortMu  sync.Mutex
+	abortUp  protocol.Cancelable
+	cancelFn func()
 }
 
 var streamPool = sync.Pool{New: func() any { return new(Stream) }}
@@ -76,11 +85,14 @@ func newStream(cm *connManager, ds protocol.ServerStream) *Stream {
 	s := streamPool.Get().(*Stream)
 	s.cm, s.cfg, s.ds = cm, cm.cfg, ds
 	s.req = ds.Request()
+	if s.cancelFn == nil {
+		s.cancelFn = s.clientGone
+	}
 	return s
 }
 
 func (s *Stream) release() {
-	*s = Stream{resp: s.resp, scratch: s.scratch[:0], body: s.body[:0], filters: s.filters[:0]}
+	*s = Stream{resp: s.resp, scratch: s.scratch[:0], body: s.body[:0], filters: s.filters[:0], cancelFn: s.cancelFn}
 	s.resp.Reset()
 	streamPool.Put(s)
 }
@@ -409,4 +421,34 @@ func (s *Stream) readBody() ([]byte, error) {
 		s.reqTrailer = s.ds.RequestTrailers()
 	}
 	return data, err
+}
+
+// clientGone is the stream's protocol.Canceler function: the client reset
+// the stream or closed the connection. It runs under the codec's lock:
+// it only marks the stream and aborts the upstream attempt, whose worker
+// then gives up at once.
+func (s *Stream) clientGone() {
+	s.gone.Store(true)
+	s.abortMu.Lock()
+	if s.abortUp != nil {
+		s.abortUp.Cancel(protocol.ErrDownstreamReset)
+		s.cluster.Stats.RqTxReset.Inc()
+	}
+	s.abortMu.Unlock()
+}
+
+// watchAttempt makes the attempt's upstream stream abortable by the
+// client leaving; it reports false when the client has left already.
+func (s *Stream) watchAttempt() bool {
+	s.abortMu.Lock()
+	s.abortUp, _ = s.us.(protocol.Cancelable)
+	s.abortMu.Unlock()
+	return !s.gone.Load()
+}
+
+// unwatchAttempt ends watchAttempt before the stream is closed.
+func (s *Stream) unwatchAttempt() {
+	s.abortMu.Lock()
+	s.abortUp = nil
+	s.abortMu.Unlock()
 }

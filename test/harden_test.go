@@ -2,11 +2,16 @@ package test
 
 import (
 	"bufio"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/straitproxy/strait/internal/testutil"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -157,5 +162,117 @@ func TestH2RequestValidation(t *testing.T) {
 	heads := up.received()
 	if len(heads) != 1 || !strings.HasPrefix(heads[0], "GET /ok?a=%20 HTTP/1.1\r\n") {
 		t.Fatalf("the upstream received %q, want only the good request", heads)
+	}
+}
+
+// slowUpstream answers /slow only when the proxy gives up on the request
+// (or after 30 s) and anything else at once; inflight counts /slow
+// requests it holds.
+func slowUpstream(t *testing.T) (addr string, inflight *atomic.Int64) {
+	inflight = new(atomic.Int64)
+	addr = serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/slow" {
+			io.WriteString(w, "fast")
+			return
+		}
+		inflight.Add(1)
+		defer inflight.Add(-1)
+		select {
+		case <-r.Context().Done():
+		case <-time.After(30 * time.Second):
+		}
+	}, true)
+	return addr, inflight
+}
+
+// waitStat polls a stat until ok or d passes; it returns the last value.
+func waitStat(p *proxy, name string, d time.Duration, ok func(int64) bool) (int64, bool) {
+	end := time.Now().Add(d)
+	for {
+		v := p.stat(name)
+		if ok(v) {
+			return v, true
+		}
+		if time.Now().After(end) {
+			return v, false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestAbandonedRequestsCancelUpstream (issue 11, item 3): clients that
+// leave while their requests wait for a slow upstream's headers (route
+// timeout 0s: no bound) cancel the upstream requests at once: HTTP/1.1
+// clients closing or resetting 1,100 connections leave
+// upstream_rq_active at 0 within a second and max_requests free for
+// others; HTTP/2 clients resetting their streams or closing the
+// connection do the same.
+func TestAbandonedRequestsCancelUpstream(t *testing.T) {
+	up, inflight := slowUpstream(t)
+	p := startProxy(t, httpBootstrap(up, routeCfg{routes: `              - match: { prefix: "/" }
+                route: { cluster: backend, timeout: 0s }`}, ""))
+	const active = "cluster.backend.upstream_rq_active"
+	addr := p.addr("ingress")
+
+	const n = 1100
+	conns := make([]net.Conn, 0, n)
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	if v, ok := waitStat(p, active, 15*time.Second, func(v int64) bool { return v >= 1024 }); !ok {
+		t.Fatalf("%s = %d, want the 1,024 of max_requests busy", active, v)
+	}
+	for i, c := range conns {
+		if i%2 == 0 {
+			c.(*net.TCPConn).SetLinger(0) // a reset
+		}
+		c.Close()
+	}
+	start := time.Now()
+	if v, ok := waitStat(p, active, time.Second, func(v int64) bool { return v == 0 }); !ok {
+		t.Fatalf("%s = %d a second after the clients left, want 0", active, v)
+	}
+	t.Logf("HTTP/1.1: upstream_rq_active 0 %v after %d clients left", time.Since(start), n)
+	if code, body := get(t, p.url("ingress")+"/fast"); code != 200 || body != "fast" {
+		t.Fatalf("another client: %d %q", code, body)
+	}
+	testutil.Eventually(t, 5*time.Second, "the upstream to see the cancels", func() bool { return inflight.Load() == 0 })
+
+	// HTTP/2: streams reset by the client, then a connection closed.
+	for _, how := range []string{"RST_STREAM", "close"} {
+		r := dialH2(t, addr)
+		const streams = 50
+		for i := range streams {
+			id := uint32(2*i + 1)
+			if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.block("/slow"), EndStream: true, EndHeaders: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		go io.Copy(io.Discard, r.c) // frames we do not look at
+		if v, ok := waitStat(p, active, 5*time.Second, func(v int64) bool { return v == streams }); !ok {
+			t.Fatalf("%s: %s = %d, want %d", how, active, v, streams)
+		}
+		if how == "RST_STREAM" {
+			for i := range streams {
+				r.fr.WriteRSTStream(uint32(2*i+1), http2.ErrCodeCancel)
+			}
+		} else {
+			r.c.Close()
+		}
+		if v, ok := waitStat(p, active, time.Second, func(v int64) bool { return v == 0 }); !ok {
+			t.Fatalf("HTTP/2 %s: %s = %d a second later, want 0", how, active, v)
+		}
+		r.c.Close()
+	}
+	if p.stat("cluster.backend.upstream_rq_tx_reset") < n/2 {
+		t.Fatalf("upstream_rq_tx_reset = %d", p.stat("cluster.backend.upstream_rq_tx_reset"))
 	}
 }

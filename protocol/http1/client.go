@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/straitproxy/strait/internal/bufpool"
@@ -44,6 +45,8 @@ type clientStream struct {
 	failed     bool
 	hasTrailer bool
 	deadline   time.Time // as set on the socket
+	// aborted: Cancel failed the stream from another goroutine.
+	aborted atomic.Bool
 }
 
 var _ protocol.ClientStream = (*clientStream)(nil)
@@ -59,7 +62,19 @@ func newClient(c protocol.UpstreamConn) protocol.ClientStream {
 	return cs
 }
 
+// Cancel implements protocol.Cancelable: the pending and later reads and
+// writes fail at once (a deadline in the past, which SetDeadline then
+// keeps), and the connection is not reused. The caller must not call it
+// after Close.
+func (cs *clientStream) Cancel(error) {
+	cs.aborted.Store(true)
+	cs.conn.SetDeadline(aLongTimeAgo)
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
 func (cs *clientStream) reset() {
+	cs.aborted.Store(false)
 	cs.head, cs.tail, cs.out = cs.head[:0], cs.tail[:0], cs.out[:0]
 	cs.sentAll, cs.gotByte, cs.respDone, cs.upgraded, cs.failed, cs.hasTrailer = false, false, false, false, false, false
 	cs.rstart, cs.rend = 0, 0
@@ -75,6 +90,9 @@ func (cs *clientStream) reset() {
 // before it reads or writes, and the pool's liveness probe ignores
 // deadlines.
 func (cs *clientStream) SetDeadline(t time.Time) {
+	if cs.aborted.Load() {
+		return
+	}
 	if t.IsZero() {
 		if !cs.deadline.IsZero() {
 			cs.deadline = t
@@ -193,6 +211,10 @@ func (cs *clientStream) send(p, tail []byte, end bool) error {
 // anything before the first response byte is a reset before the response
 // (safe to retry on a fresh connection when the request can be replayed).
 func (cs *clientStream) ioError(err error) error {
+	if cs.aborted.Load() {
+		cs.failed = true
+		return protocol.ErrDownstreamReset
+	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return err
@@ -337,7 +359,7 @@ func (cs *clientStream) Trailers() *protocol.Headers {
 // request was sent whole, the response read whole with nothing after it,
 // and both sides meant to keep the connection.
 func (cs *clientStream) Close() bool {
-	reusable := !cs.failed && cs.sentAll && cs.respDone && !cs.upgraded &&
+	reusable := !cs.failed && !cs.aborted.Load() && cs.sentAll && cs.respDone && !cs.upgraded &&
 		cs.info.KeepAlive && cs.info.Framing != FramingUntilClose && cs.rstart == cs.rend
 	if cs.rbp != nil {
 		bufpool.Put(cs.rbp)

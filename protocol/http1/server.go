@@ -117,6 +117,7 @@ func (sc *serverConn) decodeHead(data []byte) (int, bool) {
 	}
 	sc.mu.Lock()
 	st.gen++
+	st.gone, st.cancel = false, nil
 	sc.mu.Unlock()
 	st.begin(info)
 	sc.mu.Lock()
@@ -247,28 +248,34 @@ func (sc *serverConn) nextRequest() {
 	}
 }
 
+// OnEOF: the client closed its side. Outside a tunnel, a client that
+// closes while its request is in flight has left (as Envoy, nginx and
+// Go's server take it: HTTP/1.1 has no half-close): the connection closes
+// and the request's upstream is cancelled.
 func (sc *serverConn) OnEOF() {
 	sc.mu.Lock()
 	sc.eof = true
-	state, active := sc.state, sc.active
-	sc.mu.Unlock()
-	switch {
-	case !active:
-		sc.c.Close()
-	case state == stBody:
-		sc.st.pipe.close(protocol.ErrDownstreamReset)
-	case state == stUpgraded:
+	if sc.state == stUpgraded {
+		sc.mu.Unlock()
 		sc.st.pipe.close(nil)
-	case state == stDiscard || state == stClosed:
-		// Answered already, or the reader gave up on the request: nothing
-		// more can come.
-		sc.c.Close()
+		return
 	}
+	if sc.active {
+		sc.st.clientGone()
+	}
+	sc.mu.Unlock()
+	sc.c.Close() // idle, answered already, or the request abandoned
 }
 
-func (sc *serverConn) OnClose(error) {
+// OnClose: err is set when the connection failed (a reset by the client):
+// the request in flight is abandoned. A close of ours (err nil) leaves it
+// to the worker, which closed it or is told by its reads and writes.
+func (sc *serverConn) OnClose(err error) {
 	sc.mu.Lock()
 	sc.state = stClosed
+	if err != nil && sc.active {
+		sc.st.clientGone()
+	}
 	sc.mu.Unlock()
 	sc.st.pipe.close(protocol.ErrDownstreamReset)
 }
@@ -334,6 +341,7 @@ func (sc *serverConn) finish(reset bool) {
 		return
 	}
 	st.finished = true
+	st.cancel = nil
 	st.releaseWrite()
 	// (A drain that began after the head went out with keep-alive does
 	// not close here: the client was told the connection stays; it gets

@@ -40,12 +40,43 @@ type serverStream struct {
 	upgraded bool
 	finished bool
 	gen      uint64 // request number on the connection, under sc.mu
+	// cancel is the worker's OnCancel function, under sc.mu; gone: the
+	// client left while this request was in flight.
+	cancel func()
+	gone   bool
+}
+
+// OnCancel implements protocol.Canceler: f runs when the connection ends
+// (or the client closes its side) before this request is finished.
+func (st *serverStream) OnCancel(f func()) {
+	sc := st.sc
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	st.cancel = f
+	if f != nil && st.gone {
+		st.cancel = nil
+		f()
+	}
+}
+
+// clientGone runs the cancel function of the request in flight. sc.mu
+// held.
+func (st *serverStream) clientGone() {
+	if st.finished || st.gone {
+		return
+	}
+	st.gone = true
+	if f := st.cancel; f != nil {
+		st.cancel = nil
+		f()
+	}
 }
 
 var (
 	_ protocol.ServerStream = (*serverStream)(nil)
 	_ protocol.Upgrader     = (*serverStream)(nil)
 	_ protocol.ReadCanceler = (*serverStream)(nil)
+	_ protocol.Canceler     = (*serverStream)(nil)
 )
 
 // begin readies the stream for a request just parsed (reader goroutine).

@@ -632,6 +632,9 @@ func (cs *clientStream) SetDeadline(t time.Time) {
 	})
 }
 
+// Cancel implements protocol.Cancelable: it is Abort.
+func (cs *clientStream) Cancel(err error) { cs.Abort(err) }
+
 // Abort resets the stream from any goroutine; pending calls fail with err.
 func (cs *clientStream) Abort(err error) {
 	cc := cs.cc

@@ -333,6 +333,7 @@ func (sc *serverConn) failStreams(err error) {
 	for _, st := range sc.streams {
 		st.in.fail(err)
 		st.reset = true
+		st.clientGone()
 	}
 	sc.wcond.Broadcast()
 }
@@ -666,6 +667,7 @@ func (sc *serverConn) onReset(f *http2.RSTStreamFrame) {
 	sc.resets++
 	st.reset = true
 	st.in.fail(protocol.ErrDownstreamReset)
+	st.clientGone()
 	sc.wcond.Broadcast()
 	sc.forget(st)
 	if sc.resets > sc.maxResets {

@@ -28,9 +28,41 @@ type serverStream struct {
 	// hold: the next WriteHeaders without endStream is not flushed (the
 	// body write that follows flushes both).
 	hold bool
+	// cancel is the worker's OnCancel function; gone: the client reset
+	// the stream or the connection ended. Both under mu.
+	cancel func()
+	gone   bool
 }
 
-var _ protocol.ServerStream = (*serverStream)(nil)
+var (
+	_ protocol.ServerStream = (*serverStream)(nil)
+	_ protocol.Canceler     = (*serverStream)(nil)
+)
+
+// OnCancel implements protocol.Canceler.
+func (st *serverStream) OnCancel(f func()) {
+	sc := st.sc
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	st.cancel = f
+	if f != nil && st.gone {
+		st.cancel = nil
+		f()
+	}
+}
+
+// clientGone records that the client left the stream and runs the
+// worker's cancel function. mu held.
+func (st *serverStream) clientGone() {
+	if st.finished || st.gone {
+		return
+	}
+	st.gone = true
+	if f := st.cancel; f != nil {
+		st.cancel = nil
+		f()
+	}
+}
 
 // newServerStream makes a stream. (Streams are not pooled: a late body
 // timer may still hold one after its request ended.) mu held.
@@ -165,6 +197,7 @@ func (st *serverStream) Finish(reset bool) {
 		sc.forget(st)
 	}
 	st.finished = true
+	st.cancel = nil
 	st.release()
 	sc.mu.Unlock()
 }
