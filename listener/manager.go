@@ -74,6 +74,9 @@ type ManagerOptions struct {
 	// WatchVirtualHosts sets the VHDS names wanted from one config
 	// source, under the lock as WatchRoutes.
 	WatchVirtualHosts func(src *corev3.ConfigSource, names []string)
+	// AskVirtualHostsAgain asks a config source once more for VHDS names
+	// it already watches (an on-demand host not answered).
+	AskVirtualHostsAgain func(src *corev3.ConfigSource, names []string)
 	// CheckVHDS refuses a vhds config source this process cannot
 	// subscribe to (nil: VHDS is refused).
 	CheckVHDS func(src *corev3.ConfigSource) error

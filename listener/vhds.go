@@ -1,9 +1,11 @@
 package listener
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -24,10 +26,16 @@ import (
 // whose route configuration has vhds warms until the first VHDS answer
 // (or the source's initial_fetch_timeout).
 
-// maxOnDemand bounds the hosts one route configuration asks for on
-// demand: each is a subscription kept for the route configuration's life,
-// and the Host header is the client's to choose.
+// maxOnDemand bounds the hosts one route configuration has asked for on
+// demand and not had answered (the Host header is the client's to
+// choose); a host the server answered with a virtual host stays
+// subscribed, one it does not know is forgotten with its answer.
 const maxOnDemand = 1024
+
+// reaskAfter is how soon a host asked for on demand and not answered may
+// be asked for again (a server that never answers, as go-control-plane
+// for a name it lacks, or an answer that went away).
+var reaskAfter = time.Second
 
 // vhdsState is a route configuration's VHDS.
 type vhdsState struct {
@@ -35,13 +43,26 @@ type vhdsState struct {
 	key    string
 	// vhosts are the virtual hosts serving, by resource name.
 	vhosts map[string]*config.Resource
-	// answered are the names and aliases the server has answered,
-	// populated or not: a host in it is not asked for again.
-	answered map[string]bool
-	arrived  bool
-	timer    *time.Timer
-	demanded map[string]bool
+	// served are the names and aliases of the virtual hosts serving: a
+	// host among them that still did not route is not asked for again.
+	served  map[string]bool
+	arrived bool
+	timer   *time.Timer
+	// demanded are the hosts asked for on demand ("<rc>/<host>"), with
+	// when; outstanding counts those not served yet.
+	demanded map[string]time.Time
 	waiters  map[string]map[*chan struct{}]bool
+}
+
+// outstanding counts the hosts asked for and not served.
+func (vs *vhdsState) outstanding() int {
+	n := 0
+	for a := range vs.demanded {
+		if !vs.served[a] {
+			n++
+		}
+	}
+	return n
 }
 
 // effective is rc with the VHDS virtual hosts after its own, and no vhds
@@ -94,8 +115,8 @@ func (m *Manager) nextVHDS(e *routeEntry, rc *routev3.RouteConfiguration) (*vhds
 	if e.vhds != nil && e.vhds.key == key {
 		return e.vhds, nil
 	}
-	return &vhdsState{source: cs, key: key, vhosts: map[string]*config.Resource{}, answered: map[string]bool{},
-		demanded: map[string]bool{}, waiters: map[string]map[*chan struct{}]bool{}}, nil
+	return &vhdsState{source: cs, key: key, vhosts: map[string]*config.Resource{}, served: map[string]bool{},
+		demanded: map[string]time.Time{}, waiters: map[string]map[*chan struct{}]bool{}}, nil
 }
 
 // setVHDS installs e's VHDS state (mu held): the old one ends (its
@@ -185,10 +206,13 @@ func namespace(name string) string {
 
 // ApplyVHDS applies the complete set of virtual hosts: each route
 // configuration with VHDS takes those named for it, compiled with its own
-// for every connection manager that uses it. A virtual host that makes it
-// fail to compile is refused by name (its previous version, or none,
-// stays); the rest apply. Requests waiting for a host the answer names
-// route again; listeners waiting for their first VHDS answer open.
+// for every connection manager that uses it. A virtual host that cannot
+// join (invalid, a name or domain another has, or it fails to compile)
+// is refused by name (its previous version, or none, stays); the rest
+// apply. Requests waiting for a host the answer names route again (the
+// server's empty answer for a host it does not know also releases them,
+// and the host is forgotten); a listener waiting for its route
+// configuration's first VHDS answer opens.
 func (m *Manager) ApplyVHDS(set map[string]*config.Resource) map[string]error {
 	m.mu.Lock()
 	defer m.unlock()
@@ -211,31 +235,51 @@ func (m *Manager) ApplyVHDS(set map[string]*config.Resource) map[string]error {
 			}
 		}
 	}
+	changed := false
 	for _, rc := range slices.Sorted(maps.Keys(m.routes)) {
 		e := m.routes[rc]
 		vs := e.vhds
 		if vs == nil {
 			continue
 		}
-		vs.arrived = true
+		if answered[rc] != nil {
+			vs.arrived = true // its subscription had an answer
+		}
 		if e.res != nil && !sameSet(vs.vhosts, want[rc]) {
 			m.installVHosts(e, rc, want[rc], errs)
 		}
-		vs.answered = answered[rc]
-		if vs.answered == nil {
-			vs.answered = map[string]bool{}
+		vs.served = map[string]bool{}
+		for n, r := range vs.vhosts {
+			vs.served[n] = true
+			for _, a := range r.Aliases {
+				vs.served[a] = true
+			}
 		}
-		for a, ws := range vs.waiters {
-			if vs.answered[a] {
+		for a := range answered[rc] {
+			if ws := vs.waiters[a]; ws != nil {
 				for w := range ws {
 					close(*w)
 				}
 				delete(vs.waiters, a)
 			}
+			if _, asked := vs.demanded[a]; asked && !vs.served[a] {
+				// Not known to the server (or refused): forget it, so
+				// that the next request asks again.
+				delete(vs.demanded, a)
+				changed = true
+			}
 		}
+	}
+	if changed {
+		m.vhdsChanged()
 	}
 	m.activateWarm()
 	return errs
+}
+
+// same reports whether a and b are the same virtual host version.
+func same(a, b *config.Resource) bool {
+	return a == b || a != nil && b != nil && proto.Equal(a.Message, b.Message)
 }
 
 func sameSet(a, b map[string]*config.Resource) bool {
@@ -250,45 +294,98 @@ func sameSet(a, b map[string]*config.Resource) bool {
 	return true
 }
 
-// installVHosts moves e to the virtual hosts want (mu held). When the
-// whole does not compile, each change is tried by itself, in name order,
-// and those that fail are refused.
+// installVHosts moves e to the virtual hosts want (mu held). Each new or
+// changed virtual host is first checked by itself (valid, a name the
+// route configuration's own do not use, domains no other has); those
+// that fail are refused, the rest compiled once. Only when that fails
+// too are changes left out one at a time.
 func (m *Manager) installVHosts(e *routeEntry, name string, want map[string]*config.Resource, errs map[string]error) {
 	rc := e.res.Message.(*routev3.RouteConfiguration)
-	if commit, err := m.compileAll(e, name, effective(rc, want)); err == nil {
+	cur := e.vhds.vhosts
+	refuse := func(n string, err error) {
+		errs[n] = fmt.Errorf("virtual host %q for route configuration %q: %w", n, name, err)
+	}
+	// Domains and names taken by the route configuration's own virtual
+	// hosts and by VHDS's that do not change.
+	names, domains := map[string]bool{}, map[string]string{}
+	claim := func(owner string, vh *routev3.VirtualHost) string {
+		for _, d := range vh.GetDomains() {
+			d = strings.ToLower(d)
+			if other, ok := domains[d]; ok && other != owner {
+				return fmt.Sprintf("domain %q is also %q's", d, other)
+			}
+		}
+		for _, d := range vh.GetDomains() {
+			domains[strings.ToLower(d)] = owner
+		}
+		return ""
+	}
+	for _, vh := range rc.GetVirtualHosts() {
+		names[vh.GetName()] = true
+		claim(vh.GetName(), vh)
+	}
+	next := map[string]*config.Resource{}
+	for n, r := range want {
+		if same(cur[n], r) {
+			next[n] = r
+			claim(n, r.Message.(*routev3.VirtualHost))
+		}
+	}
+	for _, n := range slices.Sorted(maps.Keys(want)) {
+		r := want[n]
+		if same(cur[n], r) {
+			continue
+		}
+		vh := r.Message.(*routev3.VirtualHost)
+		if err := config.Join(config.ValidationErrors(vh.ValidateAll())); err != nil {
+			refuse(n, err)
+		} else if names[vh.GetName()] {
+			refuse(n, fmt.Errorf("the route configuration has a virtual host named %q", vh.GetName()))
+		} else if why := claim(n, vh); why != "" {
+			refuse(n, errors.New(why))
+		} else {
+			next[n] = r
+			continue
+		}
+		if old := cur[n]; old != nil {
+			next[n] = old // the refused one's previous version stays
+		}
+	}
+	if commit, err := m.compileAll(e, name, effective(rc, next)); err == nil {
 		commit()
-		e.vhds.vhosts = want
-		m.log.Debug("virtual hosts updated", "route_config", name, "vhds", len(want))
+		e.vhds.vhosts = next
+		m.log.Debug("virtual hosts updated", "route_config", name, "vhds", len(next), "refused", len(errs))
 		return
 	}
-	cur := maps.Clone(e.vhds.vhosts)
-	changed := map[string]bool{}
-	for n := range cur {
-		changed[n] = true
-	}
-	for n := range want {
-		changed[n] = true
-	}
-	for _, n := range slices.Sorted(maps.Keys(changed)) {
-		if cur[n] == want[n] {
-			continue
+	// Something only compiling finds: look for the one change without
+	// which the rest compiles; failing that, refuse every change (the
+	// serving virtual hosts stay), as Envoy refuses the whole update.
+	var changes []string
+	for _, n := range slices.Sorted(maps.Keys(next)) {
+		if !same(cur[n], next[n]) {
+			changes = append(changes, n)
 		}
-		next := maps.Clone(cur)
-		if want[n] != nil {
-			next[n] = want[n]
+	}
+	for _, n := range changes {
+		try := maps.Clone(next)
+		if old := cur[n]; old != nil {
+			try[n] = old
 		} else {
-			delete(next, n)
+			delete(try, n)
 		}
-		if _, err := m.compileAll(e, name, effective(rc, next)); err != nil {
-			errs[n] = fmt.Errorf("virtual host %q for route configuration %q: %w", n, name, err)
-			continue
+		if commit, err := m.compileAll(e, name, effective(rc, try)); err == nil {
+			_, cerr := m.compileAll(e, name, effective(rc, next))
+			refuse(n, cerr)
+			commit()
+			e.vhds.vhosts = try
+			return
 		}
-		cur = next
 	}
-	if commit, err := m.compileAll(e, name, effective(rc, cur)); err == nil {
-		commit()
-		e.vhds.vhosts = cur
+	_, err := m.compileAll(e, name, effective(rc, next))
+	for _, n := range changes {
+		refuse(n, err)
 	}
+	m.log.Warn("virtual hosts not updated", "route_config", name, "err", err)
 }
 
 // onDemand is a route configuration's filter.VirtualHostDemand.
@@ -316,17 +413,26 @@ func (d onDemand) Demand(host string) (<-chan struct{}, func(), bool) {
 	}
 	vs := e.vhds
 	alias := d.name + "/" + host
-	if vs.answered[alias] {
-		return nil, nil, false
+	if vs.served[alias] {
+		return nil, nil, false // served, and still no route: 404
 	}
-	if !vs.demanded[alias] {
-		if len(vs.demanded) >= maxOnDemand {
+	asked, ok := vs.demanded[alias]
+	switch {
+	case !ok:
+		if vs.outstanding() >= maxOnDemand {
 			m.log.Warn("VHDS on-demand hosts at their bound: not asking", "route_config", d.name, "host", host, "bound", maxOnDemand)
 			return nil, nil, false
 		}
-		vs.demanded[alias] = true
+		vs.demanded[alias] = time.Now()
 		m.log.Debug("VHDS on demand", "route_config", d.name, "host", host)
 		m.vhdsChanged()
+	case len(vs.waiters[alias]) == 0 && time.Since(asked) >= reaskAfter:
+		// Asked before and never answered: ask again, as Envoy asks for
+		// each request.
+		vs.demanded[alias] = time.Now()
+		if m.o.AskVirtualHostsAgain != nil {
+			m.o.AskVirtualHostsAgain(vs.source, []string{alias})
+		}
 	}
 	ch := make(chan struct{})
 	w := &ch

@@ -154,7 +154,7 @@ func (s *Stream) routeRequest() bool {
 	if t != nil {
 		r = t.MatchRandom(s.req, s.random)
 		if r == nil && s.cfg.VirtualHosts != nil {
-			r = s.demandVirtualHost()
+			r = s.demandVirtualHost(t)
 		}
 	}
 	if r == nil {
@@ -199,13 +199,17 @@ func (s *Stream) routeRequest() bool {
 // (the on_demand filter) and routes the request again once the answer
 // has been applied. The wait is bounded by the request timeout (15 s
 // when there is none) and ends when the client leaves.
-func (s *Stream) demandVirtualHost() *router.Route {
+func (s *Stream) demandVirtualHost(matched *router.Table) *router.Route {
 	host, ok := onDemandHost(s.req.Host())
 	if !ok {
 		return nil
 	}
 	done, cancel, ok := s.cfg.VirtualHosts.Demand(host)
 	if !ok {
+		// Nothing to wait for; an answer may have come since the match.
+		if tb := s.cfg.Routes.Load(); tb != nil && tb != matched {
+			return tb.MatchRandom(s.req, s.random)
+		}
 		return nil
 	}
 	defer cancel()

@@ -82,6 +82,11 @@ func newDynamic(s *Server, dr *bootstrapv3.Bootstrap_DynamicResources, static *u
 		WatchVirtualHosts: func(cs *corev3.ConfigSource, names []string) {
 			d.src.watch(cs, xds.VirtualHostType, false, names)
 		},
+		AskVirtualHostsAgain: func(cs *corev3.ConfigSource, names []string) {
+			if c := d.src.client(cs, xds.VirtualHostType); c != nil {
+				c.Resubscribe(xds.VirtualHostType, names)
+			}
+		},
 		CheckVHDS:   func(cs *corev3.ConfigSource) error { return checkDeltaSource(s.boot, cs) },
 		Initialized: d.initDone,
 	})

@@ -157,7 +157,11 @@ func (s *sources) apply(c *xds.Client, url string, set map[string]*xds.Resource)
 	for other, os := range s.sets[url] {
 		if other != c {
 			for n, r := range os {
-				merged[n] = r
+				// What another client holds counts while its names
+				// still take it (a source a manager left keeps nothing).
+				if other.Holds(url, r) {
+					merged[n] = r
+				}
 			}
 		}
 	}

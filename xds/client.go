@@ -236,7 +236,7 @@ func (c *Client) Watch(url string, wildcard bool, names []string) {
 	ts.names = want
 	if !wildcard {
 		for n, r := range ts.set {
-			if !wanted(url, want, n, r.Aliases) {
+			if !wanted(url, want, r) {
 				delete(ts.set, n)
 			}
 		}
@@ -244,6 +244,25 @@ func (c *Client) Watch(url string, wildcard bool, names []string) {
 			if !want[n] {
 				ts.dropped[n] = true
 			}
+		}
+	}
+	ts.pending = true
+	c.signal()
+}
+
+// Resubscribe asks again for names of url already watched (delta: they
+// are sent in resource_names_subscribe once more, which asks the server
+// to send them again; VHDS's on-demand hosts).
+func (c *Client) Resubscribe(url string, names []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ts := c.types[url]
+	if ts == nil {
+		return
+	}
+	for _, n := range names {
+		if ts.names[n] {
+			delete(ts.sent, n)
 		}
 	}
 	ts.pending = true
@@ -535,7 +554,7 @@ func (c *Client) finish(ts *typeState, nonce string, set map[string]*Resource, v
 		if !ts.wildcard {
 			// Names unwatched while the handler ran are gone.
 			for n, r := range set {
-				if !wanted(ts.url, ts.names, n, r.Aliases) {
+				if !wanted(ts.url, ts.names, r) {
 					delete(set, n)
 				}
 			}

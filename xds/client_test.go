@@ -459,7 +459,7 @@ func TestPartialRejection(t *testing.T) {
 // TestNamespacedDelta: VHDS names are namespaces. A subscription to "vr"
 // takes "vr/a" (and not "other/b"), and the server's empty answer for a
 // host it does not know is kept without a Message, with its aliases, so
-// that whoever asked learns it was answered.
+// that whoever asked (by that name) learns it was answered.
 func TestNamespacedDelta(t *testing.T) {
 	vh := func(name string) *anypb.Any {
 		return anyOf(t, &routev3.VirtualHost{Name: name, Domains: []string{"x"}})
@@ -469,11 +469,12 @@ func TestNamespacedDelta(t *testing.T) {
 			{Name: "vr/a", Version: "1", Resource: vh("vr/a")},
 			{Name: "other/b", Version: "1", Resource: vh("other/b")},
 			{Name: "vr/missing.example", Aliases: []string{"vr/missing.example"}},
+			{Name: "vr/unasked.example", Aliases: []string{"vr/unasked.example"}},
 		}})
 	}}
 	addr := serveADS(t, srv)
 	c := newClient(t, &fakeServer{addr: addr}, true, &recorder{})
-	c.Watch(VirtualHostType, false, []string{"vr"})
+	c.Watch(VirtualHostType, false, []string{"vr", "vr/missing.example"})
 	eventually(t, "the virtual hosts", func() bool { return len(c.Known(VirtualHostType)) == 2 })
 	known := c.Known(VirtualHostType)
 	if r := known["vr/a"]; r == nil || r.Message == nil {
@@ -482,7 +483,7 @@ func TestNamespacedDelta(t *testing.T) {
 	if r := known["vr/missing.example"]; r == nil || r.Message != nil || len(r.Aliases) != 1 {
 		t.Fatalf("vr/missing.example: %+v, want an answer without a Message", r)
 	}
-	if known["other/b"] != nil {
-		t.Fatal("other/b taken by a subscription to vr")
+	if known["other/b"] != nil || known["vr/unasked.example"] != nil {
+		t.Fatal("other/b or an empty answer nobody asked for taken by a subscription to vr")
 	}
 }

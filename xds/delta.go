@@ -93,8 +93,9 @@ func (s *deltaSession) recv() error {
 			case dr.GetTtl() == nil && Namespaced(ts.url) && dr.GetName() != "":
 				// The server's answer for a name it does not know:
 				// kept, without a Message, for whoever asked (VHDS).
-				if wildcard || wanted(ts.url, names, dr.GetName(), dr.GetAliases()) {
-					set[dr.GetName()] = &Resource{Name: dr.GetName(), Version: dr.GetVersion(), Aliases: dr.GetAliases(), Updated: time.Now()}
+				m := &Resource{Name: dr.GetName(), Version: dr.GetVersion(), Aliases: dr.GetAliases(), Updated: time.Now()}
+				if wildcard || wanted(ts.url, names, m) {
+					set[m.Name] = m
 				}
 				beatsOnly = false
 			case dr.GetTtl() == nil:
@@ -119,7 +120,7 @@ func (s *deltaSession) recv() error {
 			break
 		}
 		seen[r.Name] = true
-		if !wildcard && !wanted(ts.url, names, r.Name, r.Aliases) {
+		if !wildcard && !wanted(ts.url, names, r) {
 			continue
 		}
 		set[r.Name] = r

@@ -153,23 +153,37 @@ func Namespace(name string) string {
 	return ""
 }
 
-// wanted reports whether a subscription to names takes the resource
-// named name with aliases (exact names; for a namespaced type, also by
-// namespace or alias).
-func wanted(url string, names map[string]bool, name string, aliases []string) bool {
-	if names[name] {
+// wanted reports whether a subscription to names takes the resource r
+// (exact names; for a namespaced type, also by namespace or alias; the
+// server's empty answer for a name only by that name or an alias, as it
+// answers one request).
+func wanted(url string, names map[string]bool, r *Resource) bool {
+	if names[r.Name] {
 		return true
 	}
 	if !Namespaced(url) {
 		return false
 	}
-	if ns := Namespace(name); ns != "" && names[ns] {
+	if ns := Namespace(r.Name); ns != "" && names[ns] && r.Message != nil {
 		return true
 	}
-	for _, a := range aliases {
+	for _, a := range r.Aliases {
 		if names[a] {
 			return true
 		}
 	}
 	return false
+}
+
+// Holds reports whether the client's subscription to url takes r now:
+// a resource it delivered that its names no longer take is not its any
+// more.
+func (c *Client) Holds(url string, r *Resource) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ts := c.types[url]
+	if ts == nil {
+		return false
+	}
+	return ts.wildcard || wanted(url, ts.names, r)
 }
