@@ -20,8 +20,8 @@ func (s *Stream) decodeHeaders() bool {
 	h := s.req
 	s.upgrade = s.wantsUpgrade()
 	s.grpc = isGRPC(h)
-	if s.ds.Protocol() == "HTTP/1.0" || h.HasToken("connection", "close") {
-		s.closeAfter = true
+	if h.HasToken("connection", "close") || s.ds.Protocol() == "HTTP/1.0" && !h.HasToken("connection", "keep-alive") {
+		s.closeAfter = true // (an HTTP/1.0 client keeps the connection only when it asks)
 	}
 	s.removeConnectionListed(h)
 	for _, name := range hopByHop {
@@ -139,10 +139,12 @@ func remoteIP(a net.Addr) string {
 	return host
 }
 
-// finalizeResponseHeaders strips hop-by-hop fields from a response and adds
-// what the connection manager owns: server, connection: close.
+// finalizeResponseHeaders strips hop-by-hop fields from a response (and
+// the fields its Connection header names) and adds what the connection
+// manager owns: server, connection: close.
 func (s *Stream) finalizeResponseHeaders(h *protocol.Headers) {
 	tunnel := s.upgrade && h.StatusCode() == 101
+	s.removeConnectionListed(h) // RFC 9110 §7.6.1, as for requests
 	for _, name := range hopByHop {
 		if tunnel && (name == "upgrade" || name == "connection") {
 			continue

@@ -276,3 +276,108 @@ func TestAbandonedRequestsCancelUpstream(t *testing.T) {
 		t.Fatalf("upstream_rq_tx_reset = %d", p.stat("cluster.backend.upstream_rq_tx_reset"))
 	}
 }
+
+// TestHTTP10KeepAlive (issue 11, item 12): an HTTP/1.0 client that asks
+// for keep-alive keeps its connection (the answer says so), request after
+// request; one that does not ask gets its connection closed.
+func TestHTTP10KeepAlive(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	p := startProxy(t, httpBootstrap(up.Addr, routeCfg{}, ""))
+	c, err := net.Dial("tcp", p.addr("ingress"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	for i := range 3 {
+		if _, err := io.WriteString(c, "GET /ka HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "ok /ka" || !strings.EqualFold(resp.Header.Get("Connection"), "keep-alive") {
+			t.Fatalf("response %d: %d %q connection=%q", i, resp.StatusCode, b, resp.Header.Get("Connection"))
+		}
+	}
+	if got := p.stat("http.ingress.downstream_cx_total"); got != 1 {
+		t.Fatalf("downstream_cx_total = %d, want 1", got)
+	}
+	out, closed := rawExchange(t, p.addr("ingress"), "GET /ka HTTP/1.0\r\n\r\n")
+	if !strings.HasPrefix(out, "HTTP/1.1 200") || !closed {
+		t.Fatalf("HTTP/1.0 without keep-alive: %q closed=%v", out, closed)
+	}
+}
+
+// TestRequestLineEdges (issue 11, item 13): HTTP/1.2 is served as 1.1;
+// an HTTP/0.9 request line gets 400 and a closed connection at once; a
+// request-target with a byte that is not UTF-8 is refused and never
+// forwarded.
+func TestRequestLineEdges(t *testing.T) {
+	up := startLineUpstream(t)
+	p := startProxy(t, httpBootstrap(up.addr, routeCfg{}, ""))
+	out, _ := rawExchange(t, p.addr("ingress"), "GET /v12 HTTP/1.2\r\nHost: x\r\nConnection: close\r\n\r\n")
+	if !strings.HasPrefix(out, "HTTP/1.1 200") {
+		t.Fatalf("HTTP/1.2: %q", out)
+	}
+	start := time.Now()
+	out, closed := rawExchange(t, p.addr("ingress"), "GET /\r\n")
+	if !strings.HasPrefix(out, "HTTP/1.1 400") || !closed || time.Since(start) > 2*time.Second {
+		t.Fatalf("HTTP/0.9: %q closed=%v after %v", out, closed, time.Since(start))
+	}
+	out, closed = rawExchange(t, p.addr("ingress"), "GET /x\xff HTTP/1.1\r\nHost: x\r\n\r\n")
+	if !strings.HasPrefix(out, "HTTP/1.1 400") || !closed {
+		t.Fatalf("0xff in the target: %q closed=%v", out, closed)
+	}
+	heads := up.received()
+	if len(heads) != 1 || !strings.HasPrefix(heads[0], "GET /v12 HTTP/1.1\r\n") {
+		t.Fatalf("the upstream received %q", heads)
+	}
+}
+
+// TestConnectionNamedResponseFields (issue 11, item 14): fields the
+// upstream's Connection header names are not relayed (RFC 9110 §7.6.1),
+// to HTTP/1.1 and HTTP/2 clients.
+func TestConnectionNamedResponseFields(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: X-Secret, x-hop\r\nX-Secret: s\r\nX-Hop: h\r\nX-Other: o\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{}, ""))
+	for name, c := range map[string]*http.Client{"HTTP/1.1": h1Client(), "HTTP/2": h2cClient()} {
+		resp, err := c.Get(p.url("ingress") + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.Header.Get("X-Secret") != "" || resp.Header.Get("X-Hop") != "" || resp.Header.Get("X-Other") != "o" {
+			t.Fatalf("%s: relayed %v", name, resp.Header)
+		}
+	}
+}

@@ -150,6 +150,11 @@ func ParseRequestHead(buf []byte, h *protocol.Headers, lim Limits) (n int, info 
 		return 0, info, err
 	}
 	n, err = headEnd(buf, start, lim.MaxHeaderBytes)
+	if err == ErrNeedMore {
+		if lerr := checkRequestLine(buf[start:]); lerr != nil {
+			return 0, info, lerr
+		}
+	}
 	if err != nil {
 		return 0, info, err
 	}
@@ -268,11 +273,28 @@ func headEnd(buf []byte, start, limit int) (int, error) {
 	return 0, ErrNeedMore
 }
 
-// parseVersion accepts exactly "HTTP/1.1" and "HTTP/1.0". Another well-formed
-// version is 505; anything else is 400.
+// checkRequestLine refuses, before the head is complete, a request line
+// that is complete and lacks a version: an HTTP/0.9 request ("GET /")
+// would otherwise wait for a blank line that never comes.
+func checkRequestLine(b []byte) error {
+	i := bytes.IndexByte(b, '\n')
+	if i < 1 || b[i-1] != '\r' {
+		return nil // incomplete, or a bare LF that checkPartial reports
+	}
+	if bytes.Count(b[:i-1], sp) < 2 {
+		return newError(400, "malformed request line (HTTP/0.9 is not supported)")
+	}
+	return nil
+}
+
+var sp = []byte(" ")
+
+// parseVersion accepts "HTTP/1.1" and "HTTP/1.0", and takes a later 1.x
+// as 1.1 (RFC 9110 §6.2: the highest minor version we support). Another
+// well-formed version is 505; anything else is 400.
 func parseVersion(v []byte) (minor int, err error) {
-	if len(v) == 8 && string(v[:7]) == "HTTP/1." && (v[7] == '0' || v[7] == '1') {
-		return int(v[7] - '0'), nil
+	if len(v) == 8 && string(v[:7]) == "HTTP/1." && isDigit(v[7]) {
+		return min(int(v[7]-'0'), 1), nil
 	}
 	if len(v) == 8 && string(v[:5]) == "HTTP/" && isDigit(v[5]) && v[6] == '.' && isDigit(v[7]) {
 		return 0, newError(505, "unsupported http version")

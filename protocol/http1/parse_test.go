@@ -306,7 +306,7 @@ func TestParseRequestHeadBad(t *testing.T) {
 
 		// Request line.
 		{"http/2.0", rawHead("GET / HTTP/2.0", "Host: a"), 505},
-		{"http/1.2", rawHead("GET / HTTP/1.2", "Host: a"), 505},
+		{"http/0.9 line then more", "GET /\r\nHost: a\r\n", 400},
 		{"http/0.9 line", rawHead("GET /", "Host: a"), 400},
 		{"lowercase version", rawHead("GET / http/1.1", "Host: a"), 400},
 		{"short version", rawHead("GET / HTTP/1", "Host: a"), 400},
@@ -478,5 +478,33 @@ func TestValidValue(t *testing.T) {
 				t.Fatalf("byte %#x at %d: validValue = %v, want %v", c, pos, got, want)
 			}
 		}
+	}
+}
+
+// TestLaterMinorVersions: HTTP/1.2 and later 1.x are handled as 1.1
+// (RFC 9110 §6.2), requests and responses.
+func TestLaterMinorVersions(t *testing.T) {
+	var h protocol.Headers
+	_, info, err := ParseRequestHead([]byte(rawHead("GET / HTTP/1.2", "Host: a")), &h, Limits{})
+	if err != nil || info.Minor != 1 || !info.KeepAlive {
+		t.Fatalf("request: %+v %v", info, err)
+	}
+	_, rinfo, err := ParseResponseHead([]byte(rawHead("HTTP/1.9 200 OK", "Content-Length: 0")), &h, Limits{}, false, false)
+	if err != nil || rinfo.Minor != 1 {
+		t.Fatalf("response: %+v %v", rinfo, err)
+	}
+}
+
+// TestHTTP09Refused: a request line without a version is refused as soon
+// as it ends, not left waiting for a blank line.
+func TestHTTP09Refused(t *testing.T) {
+	var h protocol.Headers
+	for _, in := range []string{"GET /\r\n", "GET /\r\nHost: a\r\n", "\r\nGET\r\n"} {
+		if _, _, err := ParseRequestHead([]byte(in), &h, Limits{}); err == nil || err == ErrNeedMore {
+			t.Errorf("%q: %v, want a 400", in, err)
+		}
+	}
+	if _, _, err := ParseRequestHead([]byte("GET / HTTP/1.1\r\nHo"), &h, Limits{}); err != ErrNeedMore {
+		t.Errorf("a good partial head: %v", err)
 	}
 }

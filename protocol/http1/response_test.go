@@ -166,7 +166,7 @@ func TestParseResponseHeadBad(t *testing.T) {
 		{"status above 599", rawHead("HTTP/1.1 600 Odd"), false},
 		{"letters in status", rawHead("HTTP/1.1 2x0 OK"), false},
 		{"http/2", rawHead("HTTP/2 200 OK"), false},
-		{"http/1.2", rawHead("HTTP/1.2 200 OK"), false},
+		{"http/2.0", rawHead("HTTP/2.0 200 OK"), false},
 		{"two spaces", rawHead("HTTP/1.1  200 OK"), false},
 		{"tab separator", rawHead("HTTP/1.1\t200 OK"), false},
 		{"leading empty line", "\r\n" + rawHead(ok), false},

@@ -190,7 +190,11 @@ func (sc *serverConn) headMayEnd(data []byte) bool {
 		return true
 	}
 	tail := data[max(sc.scanned-2, 0):]
-	return bytes.Contains(tail, lfLF) || bytes.Contains(tail, lfCRLF)
+	if bytes.Contains(tail, lfLF) || bytes.Contains(tail, lfCRLF) {
+		return true
+	}
+	// The request line just ended: the parser checks it (HTTP/0.9).
+	return bytes.IndexByte(data[:sc.scanned], '\n') < 0 && bytes.IndexByte(data[sc.scanned:], '\n') >= 0
 }
 
 var (
