@@ -86,6 +86,12 @@ type ServerCallbacks interface {
 	OnStream(s ServerStream)
 }
 
+// HeadersTimeoutCounter is implemented by ServerCallbacks that count the
+// requests whose head did not arrive within RequestHeadersTimeout.
+type HeadersTimeoutCounter interface {
+	OnHeadersTimeout()
+}
+
 // ServerCodec decodes one downstream connection.
 type ServerCodec interface {
 	// Decode consumes bytes from the connection and reports how many; it
@@ -114,6 +120,9 @@ type ServerOptions struct {
 	// StreamIdleTimeout bounds a response writer's wait for the client's
 	// flow-control window (HTTP/2's zero-window stall).
 	StreamIdleTimeout time.Duration
+	// RequestHeadersTimeout bounds how long a request head may take to
+	// arrive, from its first byte (HTTP/1.1: 408 and a close); 0: none.
+	RequestHeadersTimeout time.Duration
 	// DrainGrace is how long a drained HTTP/1.1 connection that is idle
 	// stays open: a request already on its way is still answered (with
 	// Connection: close) instead of meeting a closed socket. 0 closes

@@ -55,7 +55,7 @@ type Stats struct {
 	CxTotal, CxHTTP1Total, CxHTTP2Total, CxDestroy, CxProtocolError, CxIdleTimeout, CxDrainClose, CxUpgradesTotal *stats.Counter
 	CxActive, RqActive                                                                                            *stats.Gauge
 	RqTotal, RqHTTP1Total, RqHTTP2Total, RqRxReset, RqTimeout, RqIdleTimeout, RqCompleted                         *stats.Counter
-	NoRoute, NoCluster, DirectResponse, Redirect, RqOverload                                                      *stats.Counter
+	NoRoute, NoCluster, DirectResponse, Redirect, RqOverload, RqHeaderTimeout                                     *stats.Counter
 	RqClass                                                                                                       [6]*stats.Counter
 	RqTime                                                                                                        *stats.Histogram
 }
@@ -75,8 +75,8 @@ func NewStats(root *stats.Scope, prefix string) *Stats {
 		RqCompleted:   sc.Counter("downstream_rq_completed"),
 		NoRoute:       sc.Counter("no_route"), NoCluster: sc.Counter("no_cluster"),
 		DirectResponse: sc.Counter("rq_direct_response"), Redirect: sc.Counter("rq_redirect"),
-		RqOverload: sc.Counter("downstream_rq_overload_close"),
-		RqTime:     sc.Histogram("downstream_rq_time"),
+		RqOverload: sc.Counter("downstream_rq_overload_close"), RqHeaderTimeout: sc.Counter("downstream_rq_header_timeout"),
+		RqTime: sc.Histogram("downstream_rq_time"),
 	}
 	for i := 1; i <= 5; i++ {
 		s.RqClass[i] = sc.Counter("downstream_rq_" + string(rune('0'+i)) + "xx")

@@ -43,6 +43,9 @@ func (cm *connManager) OnRead(data []byte) int { return cm.codec.Decode(data) }
 
 func (cm *connManager) OnEOF() { cm.codec.OnEOF() }
 
+// OnHeadersTimeout implements protocol.HeadersTimeoutCounter.
+func (cm *connManager) OnHeadersTimeout() { cm.cfg.Stats.RqHeaderTimeout.Inc() }
+
 func (cm *connManager) OnClose(err error) {
 	if t := cm.idle.Load(); t != nil {
 		t.Stop()

@@ -381,3 +381,76 @@ func TestConnectionNamedResponseFields(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowloris (issue 11, item 11): 300 connections trickling their
+// request heads a byte at a time are answered 408 and closed once
+// request_headers_timeout passes; a head that arrives in time, even in
+// pieces, is served; the timeouts are counted.
+func TestSlowloris(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	p := startProxy(t, httpBootstrap(up.Addr, routeCfg{hcmOpts: "          request_headers_timeout: 0.5s"}, ""))
+	addr := p.addr("ingress")
+	const n = 300
+	var wg sync.WaitGroup
+	results := make(chan string, n)
+	start := time.Now()
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			defer c.Close()
+			head := "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("a", 100) + "\r\n\r\n"
+			done := make(chan string, 1)
+			go func() {
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				b, _ := io.ReadAll(c)
+				done <- string(b)
+			}()
+			for i := 0; i < len(head); i++ {
+				select {
+				case out := <-done:
+					results <- out
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				if _, err := c.Write([]byte{head[i]}); err != nil {
+					break
+				}
+			}
+			results <- <-done
+		}()
+	}
+	wg.Wait()
+	close(results)
+	for out := range results {
+		if !strings.HasPrefix(out, "HTTP/1.1 408") {
+			t.Fatalf("a trickling client got %q", out)
+		}
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("the trickling clients were answered after %v", d)
+	}
+	if got := p.stat("http.ingress.downstream_rq_header_timeout"); got != n {
+		t.Fatalf("downstream_rq_header_timeout = %d, want %d", got, n)
+	}
+	// A head in three pieces within the timeout is served.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, piece := range []string{"GET /in-time HTTP/1.1\r\n", "Host: x\r\n", "Connection: close\r\n\r\n"} {
+		io.WriteString(c, piece)
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	b, _ := io.ReadAll(c)
+	if !strings.HasPrefix(string(b), "HTTP/1.1 200") {
+		t.Fatalf("a head in pieces: %q", b)
+	}
+}

@@ -44,6 +44,11 @@ type serverConn struct {
 	discarded int
 	scanned   int // bytes of an incomplete head already searched for its end
 	st        serverStream
+	// headTimer bounds an incomplete head (RequestHeadersTimeout); armed
+	// only once a head is found incomplete, so a head that arrives whole
+	// costs nothing. headArmed under mu.
+	headTimer *time.Timer
+	headArmed bool
 }
 
 var _ protocol.ServerCodec = (*serverConn)(nil)
@@ -108,9 +113,11 @@ func (sc *serverConn) decodeHead(data []byte) (int, bool) {
 	n, info, err := ParseRequestHead(data, &st.req, sc.lim)
 	if err == ErrNeedMore {
 		sc.scanned = len(data)
+		sc.armHeadTimer()
 		return 0, false
 	}
 	sc.scanned = 0
+	sc.disarmHeadTimer()
 	if err != nil {
 		sc.protocolError(err)
 		return len(data), false
@@ -130,6 +137,55 @@ func (sc *serverConn) decodeHead(data []byte) (int, bool) {
 	sc.mu.Unlock()
 	sc.cb.OnStream(st)
 	return n, true
+}
+
+// armHeadTimer starts the request headers timeout for an incomplete
+// head, unless it runs already.
+func (sc *serverConn) armHeadTimer() {
+	d := sc.opts.RequestHeadersTimeout
+	if d <= 0 {
+		return
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.headArmed || sc.state != stHead {
+		return
+	}
+	sc.headArmed = true
+	if sc.headTimer == nil {
+		sc.headTimer = time.AfterFunc(d, sc.headTimeout)
+	} else {
+		sc.headTimer.Reset(d)
+	}
+}
+
+func (sc *serverConn) disarmHeadTimer() {
+	if sc.headTimer == nil {
+		return
+	}
+	sc.mu.Lock()
+	armed := sc.headArmed
+	sc.headArmed = false
+	sc.mu.Unlock()
+	if armed {
+		sc.headTimer.Stop()
+	}
+}
+
+// headTimeout answers a head that did not arrive in time with 408, and
+// closes (nginx's client_header_timeout, HAProxy's timeout http-request).
+func (sc *serverConn) headTimeout() {
+	sc.mu.Lock()
+	fire := sc.headArmed && sc.state == stHead && !sc.active
+	sc.headArmed = false
+	sc.mu.Unlock()
+	if !fire {
+		return
+	}
+	if c, ok := sc.cb.(protocol.HeadersTimeoutCounter); ok {
+		c.OnHeadersTimeout()
+	}
+	sc.protocolError(newError(408, "request headers timeout"))
 }
 
 func (sc *serverConn) decodeBody(data []byte, discard bool) (int, bool) {
@@ -277,6 +333,10 @@ func (sc *serverConn) OnEOF() {
 func (sc *serverConn) OnClose(err error) {
 	sc.mu.Lock()
 	sc.state = stClosed
+	if sc.headArmed {
+		sc.headArmed = false
+		sc.headTimer.Stop()
+	}
 	if err != nil && sc.active {
 		sc.st.clientGone()
 	}

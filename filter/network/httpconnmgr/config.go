@@ -26,6 +26,11 @@ const (
 	defaultMaxHeaders        = 100
 	defaultServerName        = "strait"
 	retryBufferLimit         = 64 << 10
+	// defaultRequestHeadersTimeout departs from Envoy (which has none
+	// unless set): a proxy facing the internet bounds how long a request
+	// head may trickle in, as Envoy's edge guide, nginx (60 s) and HAProxy
+	// (timeout http-request) do. 0s in the config turns it off.
+	defaultRequestHeadersTimeout = 10 * time.Second
 )
 
 // build turns a validated HttpConnectionManager into a proxy.Config.
@@ -187,6 +192,10 @@ func applyTimeouts(cfg *proxy.Config, m *hcmv3.HttpConnectionManager) {
 	}
 	if d := m.GetRequestTimeout(); d != nil {
 		cfg.RequestTimeout = d.AsDuration()
+	}
+	cfg.Codecs.RequestHeadersTimeout = defaultRequestHeadersTimeout
+	if d := m.GetRequestHeadersTimeout(); d != nil {
+		cfg.Codecs.RequestHeadersTimeout = d.AsDuration()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/straitproxy/strait/config"
@@ -90,5 +91,28 @@ func TestBuild(t *testing.T) {
 				t.Fatalf("err %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestRequestHeadersTimeoutDefault: 10 s unless set; 0s turns it off.
+func TestRequestHeadersTimeoutDefault(t *testing.T) {
+	for in, want := range map[string]time.Duration{"": 10 * time.Second, "\nrequest_headers_timeout: 0s": 0, "\nrequest_headers_timeout: 2s": 2 * time.Second} {
+		js, err := yaml.YAMLToJSON([]byte("stat_prefix: s" + in + routes + routerFilter))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m hcmv3.HttpConnectionManager
+		if err := protojson.Unmarshal(js, &m); err != nil {
+			t.Fatal(err)
+		}
+		bc := &filter.BuildContext{Clusters: clusters{"backend": true}, Stats: stats.NewStore().Root(),
+			Pool: network.NewPool(4), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		cfg, err := build(bc, &m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.Codecs.RequestHeadersTimeout; got != want {
+			t.Errorf("%q: %v, want %v", in, got, want)
+		}
 	}
 }

@@ -9,7 +9,7 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": `codec_type
 		stat_prefix route_config rds http_filters server_name server_header_transformation
 		use_remote_address generate_request_id max_request_headers_kb
-		common_http_protocol_options stream_idle_timeout request_timeout upgrade_configs
+		common_http_protocol_options stream_idle_timeout request_timeout request_headers_timeout upgrade_configs
 		drain_timeout
 		strip_any_host_port strip_matching_host_port xff_num_trusted_hops
 		http2_protocol_options scoped_routes`,
