@@ -196,6 +196,40 @@ func (c *Conn) CloseWrite() error {
 // Close closes the socket. The handler's OnClose follows, once.
 func (c *Conn) Close() error { return c.closeWith(nil) }
 
+// LingerClose closes the write side now (the answer is followed by a
+// FIN) and the connection when the peer closes its side, sends nothing
+// for LingerIdle, or d passes. Meanwhile reading goes on and the handler
+// drops what comes: a close with unread input makes the kernel answer
+// the peer's next bytes with a reset, and a client that sends its whole
+// request before it reads would never see the answer (nginx's lingering
+// close, with its lingering_timeout and lingering_time).
+func (c *Conn) LingerClose(d time.Duration) {
+	if c.closed.Load() {
+		return
+	}
+	if c.CloseWrite() != nil || d <= 0 {
+		c.Close()
+		return
+	}
+	c.ResumeRead()
+	c.lingerTick(time.Now().Add(d), c.rx.Load())
+}
+
+// lingerTick checks a lingering close every LingerIdle.
+func (c *Conn) lingerTick(end time.Time, last uint64) {
+	time.AfterFunc(LingerIdle, func() {
+		rx := c.rx.Load()
+		if rx == last || !time.Now().Before(end) || c.closed.Load() {
+			c.Close()
+			return
+		}
+		c.lingerTick(end, rx)
+	})
+}
+
+// LingerIdle ends a lingering close when the peer sends nothing for it.
+var LingerIdle = 250 * time.Millisecond
+
 func (c *Conn) closeWith(err error) error {
 	var cerr error
 	c.closeOnce.Do(func() {

@@ -18,6 +18,9 @@ type Conn interface {
 	ResumeRead()
 	Close() error
 	CloseWrite() error
+	// LingerClose closes the write side now and the connection once the
+	// peer closes or d passes; the handler drops what is read meanwhile.
+	LingerClose(d time.Duration)
 	RemoteAddr() net.Addr
 	LocalAddr() net.Addr
 }

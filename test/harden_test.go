@@ -454,3 +454,31 @@ func TestSlowloris(t *testing.T) {
 		t.Fatalf("a head in pieces: %q", b)
 	}
 }
+
+// TestLingeringClose (issue 11, item 10): a client that sends its whole
+// request (an 8 MiB header line: more than loopback's socket buffers
+// hold) before it reads, as many clients do,
+// reads the 431: the proxy closes its write side and drains the input
+// for a while before it closes, instead of a close that resets the
+// client's sending (and with it, for such a client, the answer).
+func TestLingeringClose(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	p := startProxy(t, httpBootstrap(up.Addr, routeCfg{}, ""))
+	big := "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 8<<20) + "\r\n\r\n"
+	for i := range 5 {
+		c, err := net.Dial("tcp", p.addr("ingress"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, big); err != nil {
+			c.Close()
+			t.Fatalf("attempt %d: sending the request: %v", i, err)
+		}
+		b, err := io.ReadAll(c)
+		c.Close()
+		if !strings.HasPrefix(string(b), "HTTP/1.1 431") {
+			t.Fatalf("attempt %d: read %q, %v", i, b, err)
+		}
+	}
+}

@@ -239,9 +239,10 @@ func (c *FakeConn) Close() error {
 	return nil
 }
 
-func (c *FakeConn) CloseWrite() error    { return nil }
-func (c *FakeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
-func (c *FakeConn) LocalAddr() net.Addr  { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2} }
+func (c *FakeConn) CloseWrite() error         { return nil }
+func (c *FakeConn) LingerClose(time.Duration) { c.Close() }
+func (c *FakeConn) RemoteAddr() net.Addr      { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+func (c *FakeConn) LocalAddr() net.Addr       { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2} }
 
 // State reports whether reading is paused and whether the connection was
 // closed.

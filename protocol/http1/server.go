@@ -279,8 +279,13 @@ func (sc *serverConn) protocolError(err error) {
 		out := AppendResponseHead(nil, &h, 1, FramingLength, int64(len(body)))
 		sc.c.Write(append(out, body...))
 	}
-	sc.c.Close()
+	sc.c.LingerClose(lingerTime) // the client may still be sending
 }
+
+// lingerTime bounds how long a connection closed after an answer with
+// input still coming drains that input (nginx's lingering_time is 30 s,
+// its lingering_timeout 5 s).
+const lingerTime = 2 * time.Second
 
 func (sc *serverConn) closeNow() {
 	sc.mu.Lock()
@@ -414,9 +419,14 @@ func (sc *serverConn) finish(reset bool) {
 		!sc.eof && sc.state != stClosed
 	switch {
 	case !keep:
+		incoming := sc.state == stBody || sc.state == stDiscard
 		sc.state = stClosed
 		sc.mu.Unlock()
-		sc.c.Close()
+		if incoming && !reset && st.respDone {
+			sc.c.LingerClose(lingerTime) // answered before the body ended
+		} else {
+			sc.c.Close()
+		}
 		return
 	case sc.state == stBody:
 		sc.state = stDiscard // answered before the body ended: drop the rest
