@@ -482,3 +482,81 @@ func TestLingeringClose(t *testing.T) {
 		}
 	}
 }
+
+// countingListener counts the connections an upstream accepts.
+type countingListener struct {
+	net.Listener
+	n atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// TestMaxConnectionsHardCap (issue 11, item 7): max_connections counts
+// the connections being dialled: 300 clients at once on a cold host with
+// a cap of 4 open at most 4 upstream connections, in fresh proxies, and
+// every request is answered.
+func TestMaxConnectionsHardCap(t *testing.T) {
+	for round := range 5 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl := &countingListener{Listener: ln}
+		var open, peak atomic.Int64
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			time.Sleep(time.Millisecond)
+			io.WriteString(w, "ok")
+		}), ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				n := open.Add(1)
+				for {
+					p := peak.Load()
+					if n <= p || peak.CompareAndSwap(p, n) {
+						break
+					}
+				}
+			case http.StateClosed, http.StateHijacked:
+				open.Add(-1)
+			}
+		}}
+		go srv.Serve(cl)
+		p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{},
+			"    circuit_breakers: { thresholds: [ { max_connections: 4, max_pending_requests: 1000 } ] }"))
+		url := p.url("ingress") + "/"
+		var wg sync.WaitGroup
+		var failed atomic.Int64
+		for range 300 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 20 * time.Second}
+				resp, err := c.Get(url)
+				if err != nil {
+					failed.Add(1)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		srv.Close()
+		if n := peak.Load(); n > 4 {
+			t.Fatalf("round %d: the upstream had %d connections open at once (%d in all), cap 4", round, n, cl.n.Load())
+		}
+		t.Logf("round %d: peak %d, accepted %d, upstream_cx_destroy %d", round, peak.Load(), cl.n.Load(), p.stat("cluster.backend.upstream_cx_destroy"))
+		if f := failed.Load(); f > 0 {
+			t.Fatalf("round %d: %d of 300 requests failed", round, f)
+		}
+	}
+}

@@ -59,6 +59,9 @@ type Pool struct {
 	idle    []*Conn
 	waiters []chan *Conn
 	closed  bool
+	// dialing counts connections being dialled: they hold their slots,
+	// and a host dialling one has a connection for the exception below.
+	dialing int
 }
 
 // Acquire returns a connection for one request. ctx cancels the wait for
@@ -79,14 +82,17 @@ func (p *Pool) Acquire(ctx context.Context, wait time.Duration) (*Conn, error) {
 			p.mu.Lock()
 		}
 		if tryAcquire(&cl.Breaker.Connections, cl.Breaker.MaxConnections) {
+			p.dialing++
 			p.mu.Unlock()
 			return p.dial(ctx)
 		}
-		if p.host.CxActive.Load() == 0 && len(p.waiters) == 0 {
-			// A host with no connection at all may open one even when other
-			// hosts hold the cluster's max_connections, as Envoy allows;
-			// otherwise its requests would wait on slots it can never get.
+		if p.host.CxActive.Load() == 0 && p.dialing == 0 && len(p.waiters) == 0 {
+			// A host with no connection at all, open or being opened, may
+			// open one even when other hosts hold the cluster's
+			// max_connections, as Envoy allows; otherwise its requests
+			// would wait on slots it can never get.
 			cl.Breaker.Connections.Add(1)
+			p.dialing++
 			p.mu.Unlock()
 			return p.dial(ctx)
 		}
@@ -156,6 +162,9 @@ func (p *Pool) wait(ctx context.Context, ch chan *Conn, wait time.Duration) (*Co
 func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 	h := p.host
 	raw, err := h.connect(ctx)
+	p.mu.Lock()
+	p.dialing--
+	p.mu.Unlock()
 	if err != nil {
 		p.wakeOne()
 		return nil, err

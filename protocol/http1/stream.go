@@ -3,6 +3,7 @@ package http1
 import (
 	"errors"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/straitproxy/strait/internal/bufpool"
 	"github.com/straitproxy/strait/protocol"
@@ -44,6 +45,8 @@ type serverStream struct {
 	// client left while this request was in flight.
 	cancel func()
 	gone   bool
+	// answered mirrors respDone for the reader's clientGone.
+	answered atomic.Bool
 }
 
 // OnCancel implements protocol.Canceler: f runs when the connection ends
@@ -62,8 +65,8 @@ func (st *serverStream) OnCancel(f func()) {
 // clientGone runs the cancel function of the request in flight. sc.mu
 // held.
 func (st *serverStream) clientGone() {
-	if st.finished || st.gone {
-		return
+	if st.finished || st.gone || st.answered.Load() {
+		return // (answered whole: nothing left to cancel)
 	}
 	st.gone = true
 	if f := st.cancel; f != nil {
@@ -93,6 +96,7 @@ func (st *serverStream) begin(info RequestInfo) {
 	st.trailers, st.continued = false, false
 	st.keepAlive = info.KeepAlive
 	st.respDone, st.upgraded, st.finished = false, false, false
+	st.answered.Store(false)
 	if !st.req.Has(protocol.Scheme) {
 		st.req.Set(protocol.Scheme, st.sc.opts.Scheme)
 	}
@@ -179,6 +183,11 @@ func contentLength(h *protocol.Headers) (int64, bool) {
 }
 
 func (st *serverStream) flush(end bool) error {
+	if end {
+		// Before the write: the client may have it, and close, before
+		// the write returns; that is not leaving early.
+		st.answered.Store(true)
+	}
 	if len(st.head) > 0 {
 		_, err := st.sc.c.Write(st.head)
 		st.head = st.head[:0]
@@ -233,6 +242,9 @@ var (
 // written at once when they fit, else as one gathered write.
 func (st *serverStream) send(p, tail []byte, end bool) error {
 	var err error
+	if end {
+		st.answered.Store(true) // before the write, as in flush
+	}
 	n := len(st.head) + len(p) + len(tail)
 	switch {
 	case n == 0:
@@ -288,6 +300,7 @@ func (st *serverStream) Upgrade() {
 	sc.mu.Lock()
 	st.upgraded = true
 	st.respDone = true
+	st.answered.Store(true)
 	st.pipe.reset()
 	if sc.state == stWait {
 		sc.state = stUpgraded

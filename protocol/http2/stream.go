@@ -54,8 +54,8 @@ func (st *serverStream) OnCancel(f func()) {
 // clientGone records that the client left the stream and runs the
 // worker's cancel function. mu held.
 func (st *serverStream) clientGone() {
-	if st.finished || st.gone {
-		return
+	if st.finished || st.gone || st.sendDone {
+		return // (answered whole: nothing left to cancel)
 	}
 	st.gone = true
 	if f := st.cancel; f != nil {
