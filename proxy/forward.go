@@ -12,8 +12,9 @@ import (
 )
 
 // maxSafeRetries bounds the silent retries of a request that met a pooled
-// connection the upstream had just closed.
-const maxSafeRetries = 2
+// connection the upstream had just closed: one, on a connection checked
+// (or fresh), as Go's HTTP client retries.
+const maxSafeRetries = 1
 
 // forward sends the request upstream, retrying as the route's policy says,
 // then relays the response.
@@ -88,9 +89,13 @@ func (s *Stream) forward() {
 			s.resetDownstream()
 			return
 		}
-		if e.Kind == KindResetBeforeHeaders && s.prevConnReused && s.safeRetries < maxSafeRetries && !s.pumping && s.replayable {
-			s.safeRetries++ // the pooled connection died under us: not the upstream's fault
+		if e.Kind == KindResetBeforeHeaders && s.prevConnReused && s.safeRetries < maxSafeRetries && !s.pumping && s.replayable && s.idempotent() {
+			// The pooled connection died under us (the upstream closed it
+			// unannounced): not the upstream's fault, and safe to send
+			// again, on a connection checked first.
+			s.safeRetries++
 			s.attempt--
+			s.cluster.Stats.RqStaleRetry.Inc()
 			continue
 		}
 		if policy != nil && retryOnError(policy, e) && s.mayRetry(policy) {
@@ -189,9 +194,10 @@ func (s *Stream) tryOnce() error {
 	}
 	s.us.SetDeadline(s.responseDeadline()) // bounds sending too
 	if err := s.sendRequest(); err != nil {
-		if !upstreamSendError(err) || s.conn != nil && s.prevConnReused {
-			// (On a reused HTTP/1.1 connection an answer before the request
-			// is a stale one, e.g. an idle 408: the safe retry is right.)
+		if !upstreamSendError(err) || s.conn != nil && s.prevConnReused && !s.connChecked {
+			// (On a reused HTTP/1.1 connection not probed before use, an
+			// answer may predate the request, e.g. an idle 408: the safe
+			// retry is right. A probed one held nothing unasked.)
 			return err
 		}
 		// The upstream may have answered before it stopped taking the
@@ -218,7 +224,10 @@ func (s *Stream) openStream(h *upstream.Host, wait time.Duration) error {
 		s.us, s.prevConnReused = us, reused
 		return nil
 	}
-	conn, err := h.Pool().Acquire(s.cm.conn.Context(), wait)
+	// A request that may not be sent twice, or the retry of one that met
+	// a dead pooled connection, gets a connection probed first.
+	s.connChecked = s.safeRetries > 0 || !s.idempotent()
+	conn, err := h.Pool().Acquire(s.cm.conn.Context(), wait, s.connChecked)
 	if err != nil {
 		return err
 	}
@@ -627,4 +636,15 @@ func (s *Stream) replyError(e *Error) {
 	}
 	s.flags = r.flag
 	s.localReply(r.status, r.body, r.overloaded)
+}
+
+// idempotent reports whether the request may be sent again after a
+// connection failed under it, as Go's HTTP client decides: GET, HEAD,
+// OPTIONS and TRACE, or a request with an Idempotency-Key.
+func (s *Stream) idempotent() bool {
+	switch string(s.req.Method()) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return s.req.Has("idempotency-key") || s.req.Has("x-idempotency-key")
 }

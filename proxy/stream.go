@@ -39,7 +39,9 @@ type Stream struct {
 	attempt        int
 	safeRetries    int
 	prevConnReused bool
-	hint           upstream.PickHint
+	// connChecked: a pooled connection was probed before this attempt.
+	connChecked bool
+	hint        upstream.PickHint
 
 	// request body kept for replay on retry
 	body       []byte

@@ -560,3 +560,145 @@ func TestMaxConnectionsHardCap(t *testing.T) {
 		}
 	}
 }
+
+// closingUpstream answers every request, then closes the connection
+// without saying so (no Connection: close), as some servers do.
+func closingUpstream(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestStalePooledConnections (issue 11, item 5): an upstream that closes
+// after every answer without Connection: close costs no request: GETs and
+// POSTs in a row over keep-alive all get 200, the closes are noticed
+// (the pool holds no dead connection for long), and requests that met a
+// dead connection are retried on a fresh one and counted.
+func TestStalePooledConnections(t *testing.T) {
+	p := startProxy(t, httpBootstrap(closingUpstream(t), routeCfg{}, ""))
+	url := p.url("ingress") + "/"
+	var bad atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}, Timeout: 10 * time.Second}
+			for i := range 60 {
+				var resp *http.Response
+				var err error
+				if (i+w)%2 == 0 {
+					resp, err = c.Get(url)
+				} else {
+					resp, err = c.Post(url, "text/plain", strings.NewReader("body"))
+				}
+				if err != nil {
+					bad.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					bad.Add(1)
+				}
+				if i%20 == 0 {
+					time.Sleep(150 * time.Millisecond) // some find idle connections checked
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := bad.Load(); n > 0 {
+		t.Errorf("%d of 480 requests failed", n)
+	}
+	testutil.Eventually(t, 3*time.Second, "the dead connections to leave the pool", func() bool {
+		return p.stat("cluster.backend.upstream_cx_active") == 0
+	})
+	t.Logf("upstream_rq_stale_retry = %d", p.stat("cluster.backend.upstream_rq_stale_retry"))
+}
+
+// TestEarlyAnswerOnReusedConnection (issue 11, item 6): an upstream that
+// answers an upload with 413 and Connection: close, and closes while the
+// 10 MB body is still coming, has its 413 relayed, on a reused upstream
+// connection as on a fresh one.
+func TestEarlyAnswerOnReusedConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					if req.URL.Path == "/upload" {
+						io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 8\r\n\r\ntoo big\n")
+						return // closes with the body unread
+					}
+					io.Copy(io.Discard, req.Body)
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{}, ""))
+	for _, reused := range []bool{false, true} {
+		if reused {
+			if code, _ := get(t, p.url("ingress")+"/small"); code != 200 {
+				t.Fatalf("warm-up: %d", code)
+			}
+		}
+		c, err := net.Dial("tcp", p.addr("ingress"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		go func() {
+			io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n")
+			chunk := make([]byte, 64<<10)
+			for i := 0; i < 160; i++ {
+				if _, err := c.Write(chunk); err != nil {
+					return
+				}
+			}
+		}()
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("reused=%v: %v", reused, err)
+		}
+		c.Close()
+		if resp.StatusCode != 413 {
+			t.Fatalf("reused=%v: %d, want the upstream's 413", reused, resp.StatusCode)
+		}
+	}
+}

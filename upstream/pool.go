@@ -62,11 +62,16 @@ type Pool struct {
 	// dialing counts connections being dialled: they hold their slots,
 	// and a host dialling one has a connection for the exception below.
 	dialing int
+	// sweeping: a sweep of the idle connections is scheduled.
+	sweeping bool
 }
 
 // Acquire returns a connection for one request. ctx cancels the wait for
 // a free connection and the connect; wait bounds the wait (0: no bound).
-func (p *Pool) Acquire(ctx context.Context, wait time.Duration) (*Conn, error) {
+// check probes every idle connection before it is lent, however briefly
+// it was idle (a request that cannot be retried, or the retry of one that
+// met a connection the upstream had closed).
+func (p *Pool) Acquire(ctx context.Context, wait time.Duration, check bool) (*Conn, error) {
 	cl := p.host.cluster
 	for {
 		p.mu.Lock()
@@ -74,7 +79,7 @@ func (p *Pool) Acquire(ctx context.Context, wait time.Duration) (*Conn, error) {
 			c := p.idle[len(p.idle)-1]
 			p.idle = p.idle[:len(p.idle)-1]
 			p.mu.Unlock()
-			if p.usable(c) {
+			if p.usable(c, check) {
 				c.Reused = true
 				return c, nil
 			}
@@ -205,7 +210,46 @@ func (p *Pool) Release(c *Conn, reuse bool) {
 		return
 	}
 	p.idle = append(p.idle, c)
+	if !p.sweeping {
+		p.sweeping = true
+		time.AfterFunc(sweepEvery, p.sweep)
+	}
 	p.mu.Unlock()
+}
+
+// sweepEvery is how often idle connections are probed for a close by the
+// upstream: a closed one leaves the pool (and CLOSE_WAIT, and
+// upstream_cx_active) within it, not when a request next meets it.
+const sweepEvery = 500 * time.Millisecond
+
+// sweep probes the idle connections and drops those the upstream closed
+// or that passed the idle timeout; it runs while any is idle.
+func (p *Pool) sweep() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	var dead []*Conn
+	live := idle[:0]
+	for _, c := range idle {
+		if p.usable(c, true) {
+			live = append(live, c)
+		} else {
+			dead = append(dead, c)
+		}
+	}
+	p.mu.Lock()
+	// Connections released meanwhile joined p.idle; the live ones go
+	// first (they are older), so the newest stay at the end.
+	p.idle = append(live, p.idle...)
+	p.sweeping = len(p.idle) > 0 && !p.closed
+	if p.sweeping {
+		time.AfterFunc(sweepEvery, p.sweep)
+	}
+	p.mu.Unlock()
+	for _, c := range dead {
+		p.destroy(c)
+	}
 }
 
 func (p *Pool) destroy(c *Conn) {
@@ -241,12 +285,12 @@ const peekAfterIdle = 100 * time.Millisecond
 // the idle timeout, and not closed by the peer meanwhile (a non-blocking
 // peek: end of file means the peer closed it; waiting data means the peer
 // sent something unasked, which also disqualifies it).
-func (p *Pool) usable(c *Conn) bool {
+func (p *Pool) usable(c *Conn, check bool) bool {
 	idle := time.Since(c.lastUsed)
 	if it := p.host.cluster.IdleTimeout; it > 0 && idle > it {
 		return false
 	}
-	if c.raw == nil || idle < peekAfterIdle {
+	if c.raw == nil || idle < peekAfterIdle && !check {
 		return true
 	}
 	c.alive = false
