@@ -57,6 +57,7 @@ func New(src Source, st *stats.Store, log *slog.Logger) *Server {
 	mux.HandleFunc("GET /clusters", s.clusters)
 	mux.HandleFunc("GET /runtime", s.runtimePage)
 	mux.HandleFunc("POST /runtime_modify", s.runtimeModify)
+	mux.HandleFunc("POST /drain_listeners", s.drainListeners)
 	mux.HandleFunc("GET /{$}", s.index)
 	// Go's profiler (CPU, heap, goroutines), as Envoy's /cpuprofiler and
 	// /heapprofiler; the admin server is loopback-only by default.
@@ -115,7 +116,22 @@ func (s *Server) Close() error {
 
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("content-type", "text/plain")
-	fmt.Fprint(w, "strait admin\n  /ready\n  /stats (?format=json, ?filter=substring)\n  /stats/prometheus\n  /config_dump\n  /clusters\n  /runtime\n  POST /runtime_modify?key=value\n  /debug/pprof/\n")
+	fmt.Fprint(w, "strait admin\n  /ready\n  /stats (?format=json, ?filter=substring)\n  /stats/prometheus\n  /config_dump\n  /clusters\n  /runtime\n  POST /runtime_modify?key=value\n  POST /drain_listeners (?inboundonly, ?graceful)\n  /debug/pprof/\n")
+}
+
+// drainListeners is Envoy's POST /drain_listeners: ?inboundonly drains
+// only listeners with traffic_direction INBOUND, ?graceful keeps them
+// accepting (and draining what comes) for the drain time first.
+func (s *Server) drainListeners(w http.ResponseWriter, r *http.Request) {
+	d, ok := s.src.(interface{ DrainListeners(inboundOnly, graceful bool) })
+	if !ok {
+		http.Error(w, "draining is not available", http.StatusNotImplemented)
+		return
+	}
+	q := r.URL.Query()
+	d.DrainListeners(q.Has("inboundonly"), q.Has("graceful"))
+	w.Header().Set("content-type", "text/plain")
+	fmt.Fprintln(w, "OK")
 }
 
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -31,6 +32,8 @@ type Listener struct {
 
 	bind     *binding
 	draining atomic.Bool
+	// Inbound: traffic_direction INBOUND (/drain_listeners?inboundonly).
+	Inbound bool
 
 	mu    sync.Mutex
 	conns map[*network.Conn]network.Handler
@@ -80,6 +83,7 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 		bufferLimit: 1 << 20,
 		log:         o.Log.With("listener", l.GetName()),
 		conns:       map[*network.Conn]network.Handler{},
+		Inbound:     l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND,
 	}
 	if ln.io == nil {
 		ln.io = network.Netpoll
@@ -284,6 +288,25 @@ func (l *Listener) Drain() {
 	defer l.mu.Unlock()
 	for c, h := range l.conns {
 		drain(h, c)
+	}
+}
+
+// DrainGracefully asks every connection to finish, as Drain does, but
+// keeps accepting for d (new connections are drained as they come), then
+// stops: clients are told to go away before the port closes (Envoy's
+// /drain_listeners?graceful).
+func (l *Listener) DrainGracefully(d time.Duration) {
+	if l.draining.Swap(true) {
+		return
+	}
+	l.mu.Lock()
+	for c, h := range l.conns {
+		drain(h, c)
+	}
+	l.mu.Unlock()
+	if l.owns() {
+		acc := l.bind.acc
+		time.AfterFunc(d, func() { acc.Close() })
 	}
 }
 

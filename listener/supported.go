@@ -7,7 +7,7 @@ import "github.com/straitproxy/strait/config"
 var supported = config.NewSupport(map[string]string{
 	"envoy.config.listener.v3.Listener": `name address filter_chains
 		default_filter_chain per_connection_buffer_limit_bytes
-		-metadata -traffic_direction`,
+		-metadata traffic_direction`,
 	"envoy.config.core.v3.Address":       `socket_address`,
 	"envoy.config.core.v3.SocketAddress": `address port_value protocol`,
 	"envoy.config.listener.v3.FilterChain": `filter_chain_match filters name

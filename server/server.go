@@ -345,6 +345,25 @@ func (s *Server) closeAll() {
 	s.pool.Close()
 }
 
+// DrainListeners is the admin's /drain_listeners: every listener (or the
+// inbound ones) stops taking connections, at once or, graceful, after the
+// drain time, and asks its connections to finish (HTTP/1.1: Connection:
+// close on the next answer, idle ones closed after drain_timeout; HTTP/2:
+// GOAWAY). /ready turns DRAINING. The process keeps running.
+func (s *Server) DrainListeners(inboundOnly, graceful bool) {
+	s.ready.Store(false)
+	for _, l := range s.allListeners() {
+		if inboundOnly && !l.Inbound {
+			continue
+		}
+		if graceful {
+			l.DrainGracefully(s.opts.DrainTime)
+		} else {
+			l.Drain()
+		}
+	}
+}
+
 // Ready implements admin.Source: serving, with its first xDS config
 // warm (or timed out).
 func (s *Server) Ready() bool { return s.ready.Load() && !s.initializing.Load() }

@@ -3,11 +3,13 @@ package test
 import (
 	"bufio"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -700,5 +702,103 @@ func TestEarlyAnswerOnReusedConnection(t *testing.T) {
 		if resp.StatusCode != 413 {
 			t.Fatalf("reused=%v: %d, want the upstream's 413", reused, resp.StatusCode)
 		}
+	}
+}
+
+// keepAliveClients runs n clients, each on its own connection sending
+// requests one after another until an answer says Connection: close;
+// any failure on an existing connection is counted. stop ends them early.
+func keepAliveClients(addr string, n int, stop <-chan struct{}) (failures *atomic.Int64, done *sync.WaitGroup) {
+	failures, done = new(atomic.Int64), new(sync.WaitGroup)
+	for range n {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				failures.Add(1)
+				return
+			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.WriteString(c, "GET /ka HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+					failures.Add(1)
+					return
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					failures.Add(1)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failures.Add(1)
+				}
+				if resp.Close {
+					return
+				}
+				time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
+			}
+		}()
+	}
+	return failures, done
+}
+
+// TestSIGTERMKeepAliveClients (issue 11, item 9): SIGTERM with 20
+// keep-alive clients sending (and pausing) costs none of them a request:
+// each gets Connection: close on an answer and stops; the process exits 0.
+func TestSIGTERMKeepAliveClients(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	p := runStrait(t, httpBootstrap(up.Addr, routeCfg{}, ""), 1, "--drain-time-s", "10")
+	failures, done := keepAliveClients(p.addrs["ingress"], 20, nil)
+	time.Sleep(300 * time.Millisecond)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done.Wait()
+	if n := failures.Load(); n > 0 {
+		t.Fatalf("%d requests failed on existing connections", n)
+	}
+	if code := p.exitCode(t, 15*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
+
+// TestDrainListenersEndpoint: POST /drain_listeners drains without a
+// failed request and /ready says DRAINING; ?graceful keeps accepting for
+// the drain time; ?inboundonly leaves other listeners alone.
+func TestDrainListenersEndpoint(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	p := startProxy(t, httpBootstrap(up.Addr, routeCfg{}, ""))
+	failures, done := keepAliveClients(p.addr("ingress"), 20, nil)
+	time.Sleep(200 * time.Millisecond)
+	resp, err := http.Post(p.admin()+"/drain_listeners?inboundonly", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if code, _ := get(t, p.url("ingress")+"/still"); code != 200 {
+		t.Fatalf("?inboundonly drained an outbound listener: %d", code)
+	}
+	resp, err = http.Post(p.admin()+"/drain_listeners", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	done.Wait()
+	if n := failures.Load(); n > 0 {
+		t.Fatalf("%d requests failed on existing connections", n)
+	}
+	if code, body := get(t, p.admin()+"/ready"); code != 503 || !strings.Contains(body, "DRAINING") {
+		t.Fatalf("/ready: %d %q", code, body)
+	}
+	if _, err := net.DialTimeout("tcp", p.addr("ingress"), time.Second); err == nil {
+		t.Fatal("still accepting after /drain_listeners")
 	}
 }
