@@ -123,7 +123,9 @@ func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 // only listeners with traffic_direction INBOUND, ?graceful keeps them
 // accepting (and draining what comes) for the drain time first.
 func (s *Server) drainListeners(w http.ResponseWriter, r *http.Request) {
-	d, ok := s.src.(interface{ DrainListeners(inboundOnly, graceful bool) })
+	d, ok := s.src.(interface {
+		DrainListeners(inboundOnly, graceful bool)
+	})
 	if !ok {
 		http.Error(w, "draining is not available", http.StatusNotImplemented)
 		return
