@@ -588,9 +588,16 @@ func (s *Stream) relayBody() error {
 	}
 }
 
-// countBodyTimeout counts a timeout that cut a response under way.
+// countBodyTimeout counts a timeout, or an upstream reset, that cut a
+// response under way.
 func (s *Stream) countBodyTimeout(err error) {
-	if e := classify(err, false); e.Kind != KindTimeout {
+	switch classify(err, false).Kind {
+	case KindReset, KindResetBeforeHeaders, KindMalformed:
+		s.cluster.Stats.RqRxReset.Inc()
+		s.flags = "UR"
+		return
+	case KindTimeout:
+	default:
 		return
 	}
 	switch s.timer {

@@ -802,3 +802,51 @@ func TestDrainListenersEndpoint(t *testing.T) {
 		t.Fatal("still accepting after /drain_listeners")
 	}
 }
+
+// TestStatsAfterHeaders (issue 11, item 8): an upstream that resets after
+// its headers counts upstream_rq_rx_reset; a route timeout that cuts an
+// answer under way counts upstream_rq_timeout.
+func TestStatsAfterHeaders(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+				if req.URL.Path == "/reset" {
+					c.(*net.TCPConn).SetLinger(0)
+					return
+				}
+				time.Sleep(2 * time.Second) // /slow: the rest never comes in time
+			}()
+		}
+	}()
+	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{routes: `              - match: { prefix: "/" }
+                route: { cluster: backend, timeout: 0.5s }`}, ""))
+	for _, path := range []string{"/reset", "/slow"} {
+		resp, err := http.Get(p.url("ingress") + path)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	p.settle()
+	if got := p.stat("cluster.backend.upstream_rq_rx_reset"); got != 1 {
+		t.Errorf("upstream_rq_rx_reset = %d, want 1", got)
+	}
+	if got := p.stat("cluster.backend.upstream_rq_timeout"); got != 1 {
+		t.Errorf("upstream_rq_timeout = %d, want 1", got)
+	}
+}
