@@ -850,3 +850,50 @@ func TestStatsAfterHeaders(t *testing.T) {
 		t.Errorf("upstream_rq_timeout = %d, want 1", got)
 	}
 }
+
+// TestH2StalledStreamsDoNotStarve (issue 11, item 4): 10 HTTP/2
+// connections × 100 streams of a 1 MiB answer that their clients never
+// read (no WINDOW_UPDATE) leave another client's request answered at
+// once, towards HTTP/1.1 and HTTP/2 upstreams. (Not reproduced at the
+// default worker bound of 16,384: a stalled stream holds a worker, each
+// connection at most max_concurrent_streams of them, and the stream is
+// reset after stream_idle_timeout.)
+func TestH2StalledStreamsDoNotStarve(t *testing.T) {
+	big := strings.Repeat("x", 1<<20)
+	for _, h2up := range []bool{false, true} {
+		addr := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/big" {
+				io.WriteString(w, big)
+				return
+			}
+			io.WriteString(w, "small")
+		}, h2up)
+		opts := ""
+		if h2up {
+			opts = `    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }`
+		}
+		p := startProxy(t, httpBootstrap(addr, routeCfg{}, opts))
+		for range 10 {
+			r := dialH2(t, p.addr("ingress"))
+			for i := range 100 {
+				r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: r.block("/big"), EndStream: true, EndHeaders: true})
+			}
+		}
+		testutil.Eventually(t, 10*time.Second, "the streams to stall", func() bool {
+			return p.stat("http.ingress.downstream_rq_active") >= 1000
+		})
+		start := time.Now()
+		resp, err := h2cClient().Get(p.url("ingress") + "/small")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if d := time.Since(start); d > time.Second || resp.StatusCode != 200 {
+			t.Fatalf("h2 upstream=%v: another client's request: %d after %v", h2up, resp.StatusCode, d)
+		}
+	}
+}
