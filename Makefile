@@ -51,6 +51,9 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzServerConn$$' -fuzztime=80000x -parallel 2 ./protocol/http1/
 	$(GO) test -run='^$$' -fuzz='^FuzzServerConn$$' -fuzztime=150000x -parallel 2 ./protocol/http2/
 	$(GO) test -run='^$$' -fuzz='^FuzzH2ToH1$$' -fuzztime=100000x -parallel 2 ./protocol/http2/
+	$(GO) test -run='^$$' -fuzz='^FuzzClientConn$$' -fuzztime=60000x -parallel 2 ./protocol/http2/
+	$(GO) test -run='^$$' -fuzz='^FuzzCompileAndMatch$$' -fuzztime=60000x -parallel 2 ./router/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseBootstrap$$' -fuzztime=60000x -parallel 2 ./config/
 
 bench:
 	./bench/run.sh http1
