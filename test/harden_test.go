@@ -501,10 +501,14 @@ func (l *countingListener) Accept() (net.Conn, error) {
 
 // TestMaxConnectionsHardCap (issue 11, item 7): max_connections counts
 // the connections being dialled: 300 clients at once on a cold host with
-// a cap of 4 open at most 4 upstream connections, in fresh proxies, and
-// every request is answered.
+// a cap of 4 open at most 4 upstream connections, in 20 fresh proxies (5
+// with -short), and every request is answered.
 func TestMaxConnectionsHardCap(t *testing.T) {
-	for round := range 5 {
+	rounds := 20
+	if testing.Short() {
+		rounds = 5
+	}
+	for round := range rounds {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
