@@ -80,6 +80,40 @@ type Canceler interface {
 	OnCancel(f func())
 }
 
+// CancelHook is a stream's Canceler state, for codecs; the codec guards
+// it with its own lock.
+type CancelHook struct {
+	f    func()
+	gone bool
+}
+
+// Set installs f (OnCancel), running it at once if the client left.
+func (c *CancelHook) Set(f func()) {
+	c.f = f
+	if f != nil && c.gone {
+		c.f = nil
+		f()
+	}
+}
+
+// Fire records that the client left and runs the installed function.
+func (c *CancelHook) Fire() {
+	if c.gone {
+		return
+	}
+	c.gone = true
+	if f := c.f; f != nil {
+		c.f = nil
+		f()
+	}
+}
+
+// Reset forgets the function and the client's leaving (a new request).
+func (c *CancelHook) Reset() { *c = CancelHook{} }
+
+// Clear forgets the function (the stream finished).
+func (c *CancelHook) Clear() { c.f = nil }
+
 // ServerCallbacks is what a server codec calls when it decodes.
 type ServerCallbacks interface {
 	// OnStream is called from the connection's reader for each new

@@ -28,21 +28,8 @@ type lineUpstream struct {
 }
 
 func startLineUpstream(t *testing.T) *lineUpstream {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	u := &lineUpstream{addr: ln.Addr().String()}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go u.serve(c)
-		}
-	}()
+	u := &lineUpstream{}
+	u.addr = testutil.StartTCP(t, u.serve)
 	return u
 }
 
@@ -345,32 +332,19 @@ func TestRequestLineEdges(t *testing.T) {
 // upstream's Connection header names are not relayed (RFC 9110 §7.6.1),
 // to HTTP/1.1 and HTTP/2 clients.
 func TestConnectionNamedResponseFields(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
+	addr := testutil.StartTCP(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: X-Secret, x-hop\r\nX-Secret: s\r\nX-Hop: h\r\nX-Other: o\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
+			io.Copy(io.Discard, req.Body)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: X-Secret, x-hop\r\nX-Secret: s\r\nX-Hop: h\r\nX-Other: o\r\nContent-Length: 2\r\n\r\nok")
 		}
-	}()
-	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{}, ""))
+	})
+	p := startProxy(t, httpBootstrap(addr, routeCfg{}, ""))
 	for name, c := range map[string]*http.Client{"HTTP/1.1": h1Client(), "HTTP/2": h2cClient()} {
 		resp, err := c.Get(p.url("ingress") + "/")
 		if err != nil {
@@ -570,29 +544,16 @@ func TestMaxConnectionsHardCap(t *testing.T) {
 // closingUpstream answers every request, then closes the connection
 // without saying so (no Connection: close), as some servers do.
 func closingUpstream(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				io.Copy(io.Discard, req.Body)
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			}()
+	addr := testutil.StartTCP(t, func(c net.Conn) {
+		defer c.Close()
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
 		}
-	}()
-	return ln.Addr().String()
+		io.Copy(io.Discard, req.Body)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	return addr
 }
 
 // TestStalePooledConnections (issue 11, item 5): an upstream that closes
@@ -648,36 +609,23 @@ func TestStalePooledConnections(t *testing.T) {
 // 10 MB body is still coming, has its 413 relayed, on a reused upstream
 // connection as on a fresh one.
 func TestEarlyAnswerOnReusedConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
+	addr := testutil.StartTCP(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					if req.URL.Path == "/upload" {
-						io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 8\r\n\r\ntoo big\n")
-						return // closes with the body unread
-					}
-					io.Copy(io.Discard, req.Body)
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
+			if req.URL.Path == "/upload" {
+				io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 8\r\n\r\ntoo big\n")
+				return // closes with the body unread
+			}
+			io.Copy(io.Discard, req.Body)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
-	}()
-	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{}, ""))
+	})
+	p := startProxy(t, httpBootstrap(addr, routeCfg{}, ""))
 	for _, reused := range []bool{false, true} {
 		if reused {
 			if code, _ := get(t, p.url("ingress")+"/small"); code != 200 {
@@ -811,33 +759,20 @@ func TestDrainListenersEndpoint(t *testing.T) {
 // its headers counts upstream_rq_rx_reset; a route timeout that cuts an
 // answer under way counts upstream_rq_timeout.
 func TestStatsAfterHeaders(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
-				if req.URL.Path == "/reset" {
-					c.(*net.TCPConn).SetLinger(0)
-					return
-				}
-				time.Sleep(2 * time.Second) // /slow: the rest never comes in time
-			}()
+	addr := testutil.StartTCP(t, func(c net.Conn) {
+		defer c.Close()
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
 		}
-	}()
-	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{routes: `              - match: { prefix: "/" }
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+		if req.URL.Path == "/reset" {
+			c.(*net.TCPConn).SetLinger(0)
+			return
+		}
+		time.Sleep(2 * time.Second) // /slow: the rest never comes in time
+	})
+	p := startProxy(t, httpBootstrap(addr, routeCfg{routes: `              - match: { prefix: "/" }
                 route: { cluster: backend, timeout: 0.5s }`}, ""))
 	for _, path := range []string{"/reset", "/slow"} {
 		resp, err := http.Get(p.url("ingress") + path)

@@ -124,7 +124,7 @@ func (sc *serverConn) decodeHead(data []byte) (int, bool) {
 	}
 	sc.mu.Lock()
 	st.gen++
-	st.gone, st.cancel = false, nil
+	st.cancel.Reset()
 	sc.mu.Unlock()
 	st.begin(info)
 	sc.mu.Lock()
@@ -410,7 +410,7 @@ func (sc *serverConn) finish(reset bool) {
 		return
 	}
 	st.finished = true
-	st.cancel = nil
+	st.cancel.Clear()
 	st.releaseWrite()
 	// (A drain that began after the head went out with keep-alive does
 	// not close here: the client was told the connection stays; it gets

@@ -41,10 +41,9 @@ type serverStream struct {
 	upgraded bool
 	finished bool
 	gen      uint64 // request number on the connection, under sc.mu
-	// cancel is the worker's OnCancel function, under sc.mu; gone: the
-	// client left while this request was in flight.
-	cancel func()
-	gone   bool
+	// cancel is the worker's OnCancel function and whether the client
+	// left while this request was in flight, under sc.mu.
+	cancel protocol.CancelHook
 	// answered mirrors respDone for the reader's clientGone.
 	answered atomic.Bool
 }
@@ -52,27 +51,18 @@ type serverStream struct {
 // OnCancel implements protocol.Canceler: f runs when the connection ends
 // (or the client closes its side) before this request is finished.
 func (st *serverStream) OnCancel(f func()) {
-	sc := st.sc
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	st.cancel = f
-	if f != nil && st.gone {
-		st.cancel = nil
-		f()
-	}
+	st.sc.mu.Lock()
+	defer st.sc.mu.Unlock()
+	st.cancel.Set(f)
 }
 
 // clientGone runs the cancel function of the request in flight. sc.mu
 // held.
 func (st *serverStream) clientGone() {
-	if st.finished || st.gone || st.answered.Load() {
+	if st.finished || st.answered.Load() {
 		return // (answered whole: nothing left to cancel)
 	}
-	st.gone = true
-	if f := st.cancel; f != nil {
-		st.cancel = nil
-		f()
-	}
+	st.cancel.Fire()
 }
 
 var (

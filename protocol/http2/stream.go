@@ -28,10 +28,9 @@ type serverStream struct {
 	// hold: the next WriteHeaders without endStream is not flushed (the
 	// body write that follows flushes both).
 	hold bool
-	// cancel is the worker's OnCancel function; gone: the client reset
-	// the stream or the connection ended. Both under mu.
-	cancel func()
-	gone   bool
+	// cancel is the worker's OnCancel function and whether the client
+	// reset the stream or the connection ended, under mu.
+	cancel protocol.CancelHook
 }
 
 var (
@@ -41,27 +40,18 @@ var (
 
 // OnCancel implements protocol.Canceler.
 func (st *serverStream) OnCancel(f func()) {
-	sc := st.sc
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	st.cancel = f
-	if f != nil && st.gone {
-		st.cancel = nil
-		f()
-	}
+	st.sc.mu.Lock()
+	defer st.sc.mu.Unlock()
+	st.cancel.Set(f)
 }
 
 // clientGone records that the client left the stream and runs the
 // worker's cancel function. mu held.
 func (st *serverStream) clientGone() {
-	if st.finished || st.gone || st.sendDone {
+	if st.finished || st.sendDone {
 		return // (answered whole: nothing left to cancel)
 	}
-	st.gone = true
-	if f := st.cancel; f != nil {
-		st.cancel = nil
-		f()
-	}
+	st.cancel.Fire()
 }
 
 // newServerStream makes a stream. (Streams are not pooled: a late body
@@ -197,7 +187,7 @@ func (st *serverStream) Finish(reset bool) {
 		sc.forget(st)
 	}
 	st.finished = true
-	st.cancel = nil
+	st.cancel.Clear()
 	st.release()
 	sc.mu.Unlock()
 }
