@@ -12,8 +12,8 @@ import (
 )
 
 // maxSafeRetries bounds the silent retries of a request that met a pooled
-// connection the upstream had just closed: one, on a connection checked
-// (or fresh), as Go's HTTP client retries.
+// connection the upstream had just closed: one, on a new connection, as
+// Go's HTTP client retries.
 const maxSafeRetries = 1
 
 // forward sends the request upstream, retrying as the route's policy says,
@@ -92,7 +92,7 @@ func (s *Stream) forward() {
 		if e.Kind == KindResetBeforeHeaders && s.prevConnReused && s.safeRetries < maxSafeRetries && !s.pumping && s.replayable && s.idempotent() {
 			// The pooled connection died under us (the upstream closed it
 			// unannounced): not the upstream's fault, and safe to send
-			// again, on a connection checked first.
+			// again, on a new connection.
 			s.safeRetries++
 			s.attempt--
 			s.cluster.Stats.RqStaleRetry.Inc()
@@ -224,10 +224,17 @@ func (s *Stream) openStream(h *upstream.Host, wait time.Duration) error {
 		s.us, s.prevConnReused = us, reused
 		return nil
 	}
-	// A request that may not be sent twice, or the retry of one that met
-	// a dead pooled connection, gets a connection probed first.
-	s.connChecked = s.safeRetries > 0 || !s.idempotent()
-	conn, err := h.Pool().Acquire(s.cm.conn.Context(), wait, s.connChecked)
+	// A request that may not be sent twice gets a connection probed
+	// first; the retry of one that met a dead pooled connection, a new one.
+	reuse := upstream.ReuseAny
+	switch {
+	case s.safeRetries > 0:
+		reuse = upstream.ReuseNone
+	case !s.idempotent():
+		reuse = upstream.ReuseChecked
+	}
+	s.connChecked = reuse != upstream.ReuseAny
+	conn, err := h.Pool().Acquire(s.cm.conn.Context(), wait, reuse)
 	if err != nil {
 		return err
 	}

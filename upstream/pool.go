@@ -66,20 +66,39 @@ type Pool struct {
 	sweeping bool
 }
 
+// Reuse says which connection Acquire may lend.
+type Reuse uint8
+
+const (
+	// ReuseAny lends an idle connection, probed if idle a while.
+	ReuseAny Reuse = iota
+	// ReuseChecked probes every idle connection before it is lent,
+	// however briefly it was idle (a request that cannot be retried).
+	ReuseChecked
+	// ReuseNone dials a new connection (the retry of a request that met
+	// a pooled one the upstream had closed); an idle connection gives up
+	// its slot when the cap is reached.
+	ReuseNone
+)
+
 // Acquire returns a connection for one request. ctx cancels the wait for
 // a free connection and the connect; wait bounds the wait (0: no bound).
-// check probes every idle connection before it is lent, however briefly
-// it was idle (a request that cannot be retried, or the retry of one that
-// met a connection the upstream had closed).
-func (p *Pool) Acquire(ctx context.Context, wait time.Duration, check bool) (*Conn, error) {
+func (p *Pool) Acquire(ctx context.Context, wait time.Duration, reuse Reuse) (*Conn, error) {
 	cl := p.host.cluster
 	for {
 		p.mu.Lock()
-		for len(p.idle) > 0 {
+		if reuse == ReuseNone && len(p.idle) > 0 && cl.Breaker.Connections.Load() >= cl.Breaker.MaxConnections {
+			c := p.idle[0] // the oldest
+			p.idle = p.idle[1:]
+			p.mu.Unlock()
+			p.destroy(c)
+			p.mu.Lock()
+		}
+		for reuse != ReuseNone && len(p.idle) > 0 {
 			c := p.idle[len(p.idle)-1]
 			p.idle = p.idle[:len(p.idle)-1]
 			p.mu.Unlock()
-			if p.usable(c, check) {
+			if p.usable(c, reuse == ReuseChecked) {
 				c.Reused = true
 				return c, nil
 			}

@@ -74,13 +74,13 @@ func TestPoolReusesAndDetectsDeadConnections(t *testing.T) {
 	p := c.Hosts().Hosts[0].Pool()
 	ctx := context.Background()
 
-	c1, err := p.Acquire(ctx, 0, false)
+	c1, err := p.Acquire(ctx, 0, ReuseAny)
 	if err != nil || c1.Reused {
 		t.Fatalf("first acquire: %v reused=%v", err, c1 != nil && c1.Reused)
 	}
 	server1 := <-s.conns
 	p.Release(c1, true)
-	c2, _ := p.Acquire(ctx, 0, false)
+	c2, _ := p.Acquire(ctx, 0, ReuseAny)
 	if c2 != c1 || !c2.Reused {
 		t.Fatal("idle connection not reused")
 	}
@@ -90,7 +90,7 @@ func TestPoolReusesAndDetectsDeadConnections(t *testing.T) {
 	// Connections idle for less than peekAfterIdle are reused unchecked
 	// (the proxy retries a request that meets one closed under it).
 	time.Sleep(peekAfterIdle + 20*time.Millisecond)
-	c3, err := p.Acquire(ctx, 0, false)
+	c3, err := p.Acquire(ctx, 0, ReuseAny)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestPoolProbeIgnoresStaleDeadline(t *testing.T) {
 	s := newSink(t)
 	c := testCluster(t, s.ln.Addr().String(), "")
 	p := c.Hosts().Hosts[0].Pool()
-	c1, err := p.Acquire(context.Background(), 0, false)
+	c1, err := p.Acquire(context.Background(), 0, ReuseAny)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestPoolProbeIgnoresStaleDeadline(t *testing.T) {
 	c1.Conn.SetDeadline(time.Now().Add(time.Millisecond))
 	p.Release(c1, true)
 	time.Sleep(peekAfterIdle + 20*time.Millisecond)
-	c2, err := p.Acquire(context.Background(), 0, false)
+	c2, err := p.Acquire(context.Background(), 0, ReuseAny)
 	if err != nil || c2 != c1 {
 		t.Fatalf("a live idle connection with an expired deadline was not reused (err %v)", err)
 	}
@@ -131,20 +131,20 @@ func TestPoolPendingAndOverflow(t *testing.T) {
 	c := testCluster(t, s.ln.Addr().String(), `"circuit_breakers":{"thresholds":[{"max_connections":1,"max_pending_requests":1}]},`)
 	p := c.Hosts().Hosts[0].Pool()
 	ctx := context.Background()
-	held, err := p.Acquire(ctx, 0, false)
+	held, err := p.Acquire(ctx, 0, ReuseAny)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan *Conn)
 	go func() {
-		c2, err := p.Acquire(ctx, 2*time.Second, false) // waits: pending
+		c2, err := p.Acquire(ctx, 2*time.Second, ReuseAny) // waits: pending
 		if err != nil {
 			t.Error(err)
 		}
 		got <- c2
 	}()
 	waitUntil(t, func() bool { return c.Breaker.Pending.Load() == 1 })
-	if _, err := p.Acquire(ctx, time.Second, false); !errors.Is(err, ErrPendingOverflow) {
+	if _, err := p.Acquire(ctx, time.Second, ReuseAny); !errors.Is(err, ErrPendingOverflow) {
 		t.Fatalf("third acquire: %v, want overflow", err)
 	}
 	p.Release(held, true)
@@ -160,10 +160,10 @@ func TestPoolPendingTimeout(t *testing.T) {
 	s := newSink(t)
 	c := testCluster(t, s.ln.Addr().String(), `"circuit_breakers":{"thresholds":[{"max_connections":1}]},`)
 	p := c.Hosts().Hosts[0].Pool()
-	if _, err := p.Acquire(context.Background(), 0, false); err != nil {
+	if _, err := p.Acquire(context.Background(), 0, ReuseAny); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Acquire(context.Background(), 30*time.Millisecond, false); !errors.Is(err, ErrPendingTimeout) {
+	if _, err := p.Acquire(context.Background(), 30*time.Millisecond, ReuseAny); !errors.Is(err, ErrPendingTimeout) {
 		t.Fatalf("err %v, want pending timeout", err)
 	}
 }
@@ -173,7 +173,7 @@ func TestConnectFailureIsClassified(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	c := testCluster(t, addr, "")
-	_, err := c.Hosts().Hosts[0].Pool().Acquire(context.Background(), 0, false)
+	_, err := c.Hosts().Hosts[0].Pool().Acquire(context.Background(), 0, ReuseAny)
 	var ce *ConnectError
 	if !errors.As(err, &ce) {
 		t.Fatalf("err %v, want ConnectError", err)
@@ -236,12 +236,12 @@ func TestHostWithoutConnectionsMayConnect(t *testing.T) {
 	}
 	defer c.Stop()
 	hosts := c.Hosts().Hosts
-	ca, err := hosts[0].Pool().Acquire(context.Background(), 0, false)
+	ca, err := hosts[0].Pool().Acquire(context.Background(), 0, ReuseAny)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hosts[0].Pool().Release(ca, true) // idle on host A, holding the only slot
-	cb, err := hosts[1].Pool().Acquire(context.Background(), 50*time.Millisecond, false)
+	cb, err := hosts[1].Pool().Acquire(context.Background(), 50*time.Millisecond, ReuseAny)
 	if err != nil {
 		t.Fatalf("host B starved by host A's idle connection: %v", err)
 	}

@@ -66,21 +66,12 @@ func TestBuild(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			js, err := yaml.YAMLToJSON([]byte(tc.yaml))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var m hcmv3.HttpConnectionManager
-			if err := protojson.Unmarshal(js, &m); err != nil {
-				t.Fatal(err)
-			}
-			bc := &filter.BuildContext{Clusters: clusters{"backend": true}, Stats: stats.NewStore().Root(),
-				Pool: network.NewPool(4), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			m, bc := parseHCM(t, tc.yaml)
 			ext, ok := config.ByName(config.NetworkFilter, Name)
 			if !ok {
 				t.Fatal("not registered")
 			}
-			_, err = ext.Factory.(filter.NetworkBuilder)(bc, &m)
+			_, err := ext.Factory.(filter.NetworkBuilder)(bc, m)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -97,17 +88,8 @@ func TestBuild(t *testing.T) {
 // TestRequestHeadersTimeoutDefault: 10 s unless set; 0s turns it off.
 func TestRequestHeadersTimeoutDefault(t *testing.T) {
 	for in, want := range map[string]time.Duration{"": 10 * time.Second, "\nrequest_headers_timeout: 0s": 0, "\nrequest_headers_timeout: 2s": 2 * time.Second} {
-		js, err := yaml.YAMLToJSON([]byte("stat_prefix: s" + in + routes + routerFilter))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m hcmv3.HttpConnectionManager
-		if err := protojson.Unmarshal(js, &m); err != nil {
-			t.Fatal(err)
-		}
-		bc := &filter.BuildContext{Clusters: clusters{"backend": true}, Stats: stats.NewStore().Root(),
-			Pool: network.NewPool(4), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-		cfg, err := build(bc, &m)
+		m, bc := parseHCM(t, "stat_prefix: s"+in+routes+routerFilter)
+		cfg, err := build(bc, m)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,4 +97,20 @@ func TestRequestHeadersTimeoutDefault(t *testing.T) {
 			t.Errorf("%q: %v, want %v", in, got, want)
 		}
 	}
+}
+
+// parseHCM decodes a connection manager from YAML, with a build context
+// that knows the cluster "backend".
+func parseHCM(t *testing.T, y string) (*hcmv3.HttpConnectionManager, *filter.BuildContext) {
+	t.Helper()
+	js, err := yaml.YAMLToJSON([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m hcmv3.HttpConnectionManager
+	if err := protojson.Unmarshal(js, &m); err != nil {
+		t.Fatal(err)
+	}
+	return &m, &filter.BuildContext{Clusters: clusters{"backend": true}, Stats: stats.NewStore().Root(),
+		Pool: network.NewPool(4), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
