@@ -50,6 +50,7 @@ func newMux(nc net.Conn, opts protocol.MuxOptions) protocol.MuxConn {
 	cc := &clientConn{nc: nc, opts: opts, streams: map[uint32]*clientStream{}, nextID: 1, lastActive: time.Now()}
 	cc.init(nc, int64(orDefault(o.InitialStreamWindowSize, DefaultStreamWindow)), int64(orDefault(o.InitialConnectionWindowSize, DefaultConnWindow)))
 	cc.peerMaxStreams = 100 // until the server's SETTINGS say otherwise
+	cc.connOnArrival = true
 	cc.busy = func() bool { return len(cc.streams) > 1 }
 	cc.hdec = hpack.NewDecoder(4096, nil)
 	cc.hdec.SetEmitFunc(cc.emit)

@@ -97,6 +97,13 @@ type core struct {
 	connWindow  int64
 	// streamWindow is the initial window we advertise for each stream.
 	streamWindow int64
+	// connOnArrival credits the connection window as data arrives, not
+	// as it is consumed (the client side): a stream whose consumer
+	// stalls (a client that does not read its answer) then holds at most
+	// its stream window, never the connection's other streams. The server
+	// side credits on consumption, so a client cannot make us buffer more
+	// than the connection window.
+	connOnArrival bool
 
 	closed bool
 	// busy reports, mu held, whether several streams are in flight (the
@@ -336,6 +343,9 @@ func (c *core) recvData(id uint32, fl *flow, in *inbox, n int64, data []byte) ht
 		c.creditConn(pad)
 		c.creditStream(id, fl, pad)
 	}
+	if c.connOnArrival {
+		c.creditConn(int64(len(data)))
+	}
 	if len(data) > 0 {
 		in.buf = append(in.buf, data...)
 		in.cond.Signal()
@@ -361,7 +371,9 @@ func (c *core) read(id uint32, fl *flow, in *inbox, withEOF bool) ([]byte, error
 	defer c.mu.Unlock()
 	if n := int64(in.pending); n > 0 {
 		in.pending = 0
-		c.creditConn(n)
+		if !c.connOnArrival {
+			c.creditConn(n)
+		}
 		if !in.eof {
 			c.creditStream(id, fl, n)
 		}
@@ -387,7 +399,9 @@ func (c *core) read(id uint32, fl *flow, in *inbox, withEOF bool) ([]byte, error
 // dropInbox credits everything the stream received and nobody consumed,
 // for the connection's window, and frees its buffers. mu held.
 func (c *core) dropInbox(in *inbox) {
-	c.creditConn(int64(in.pending + len(in.buf)))
+	if !c.connOnArrival {
+		c.creditConn(int64(in.pending + len(in.buf)))
+	}
 	in.pending = 0
 	in.buf, in.rbuf = nil, nil
 	if in.err != nil {
