@@ -2,7 +2,9 @@ package protocol
 
 import (
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Auto returns a codec that chooses among codecs by a connection's first
@@ -31,6 +33,10 @@ type detector struct {
 	opts   ServerOptions
 	cb     ServerCallbacks
 	chosen atomic.Pointer[ServerCodec]
+	// timer bounds the wait for enough bytes to choose (the first bytes
+	// of a request head: RequestHeadersTimeout).
+	mu    sync.Mutex
+	timer *time.Timer
 }
 
 func (d *detector) get() ServerCodec {
@@ -45,18 +51,53 @@ func (d *detector) Decode(data []byte) int {
 	if sc == nil {
 		codec := d.choose(data)
 		if codec == nil {
+			d.arm()
 			return 0
 		}
+		d.disarm()
 		sc = codec.NewServer(d.c, d.opts, d.cb)
 		d.chosen.Store(&sc)
 	}
 	return sc.Decode(data)
 }
 
+// arm starts the request headers timeout while the protocol is unknown.
+func (d *detector) arm() {
+	if d.opts.RequestHeadersTimeout <= 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer == nil {
+		d.timer = time.AfterFunc(d.opts.RequestHeadersTimeout, d.timeout)
+	}
+}
+
+func (d *detector) disarm() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+}
+
+// timeout closes a connection whose first bytes did not tell its
+// protocol in time (a request head trickled in).
+func (d *detector) timeout() {
+	if d.get() != nil {
+		return
+	}
+	if c, ok := d.cb.(HeadersTimeoutCounter); ok {
+		c.OnHeadersTimeout()
+	}
+	d.c.Close()
+}
+
 // choose returns the codec for a connection starting with prefix, or nil
-// while more bytes are needed to tell.
+// while more bytes are needed to tell. Codecs are asked in order, and one
+// that needs more bytes is waited for before a later one is taken: "PRI "
+// trickled in is the start of HTTP/2's preface, not an HTTP/1.1 request.
 func (d *detector) choose(prefix []byte) *Codec {
-	waiting := false
 	for _, c := range d.codecs {
 		if c.Match == nil {
 			continue
@@ -65,10 +106,9 @@ func (d *detector) choose(prefix []byte) *Codec {
 		if match {
 			return c
 		}
-		waiting = waiting || more
-	}
-	if waiting {
-		return nil
+		if more {
+			return nil
+		}
 	}
 	return d.codecs[len(d.codecs)-1]
 }
@@ -82,6 +122,7 @@ func (d *detector) OnEOF() {
 }
 
 func (d *detector) OnClose(err error) {
+	d.disarm()
 	if sc := d.get(); sc != nil {
 		sc.OnClose(err)
 	}

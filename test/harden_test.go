@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -849,4 +850,65 @@ func TestH2StalledStreamsDoNotStarve(t *testing.T) {
 			t.Fatalf("h2 upstream=%v: another client's request: %d after %v", h2up, resp.StatusCode, d)
 		}
 	}
+}
+
+// TestH2Slowloris: HTTP/2 clients trickling their preface or a HEADERS
+// frame get GOAWAY and a closed connection once request_headers_timeout
+// passes; a request that arrives in time is served.
+func TestH2Slowloris(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	p := startProxy(t, httpBootstrap(up.Addr, routeCfg{hcmOpts: "          request_headers_timeout: 0.5s"}, ""))
+	addr := p.addr("ingress")
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range []hpack.HeaderField{{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "http"}, {Name: ":authority", Value: "x"}, {Name: ":path", Value: "/" + strings.Repeat("a", 200)}} {
+		enc.WriteField(f)
+	}
+	var frames bytes.Buffer
+	fr := http2.NewFramer(&frames, nil)
+	fr.WriteSettings()
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+	for name, trickle := range map[string][]byte{"preface": []byte(http2.ClientPreface), "headers": append([]byte(http2.ClientPreface), frames.Bytes()...)} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := len(http2.ClientPreface)
+		if name == "preface" {
+			start = 0
+		}
+		c.Write(trickle[:start])
+		closed := make(chan struct{})
+		go func() { io.Copy(io.Discard, c); close(closed) }()
+		begin := time.Now()
+	send:
+		for i := start; i < len(trickle); i++ {
+			select {
+			case <-closed:
+				break send
+			case <-time.After(30 * time.Millisecond):
+			}
+			c.Write(trickle[i : i+1])
+		}
+		select {
+		case <-closed:
+		case <-time.After(3 * time.Second):
+			t.Fatalf("%s: the trickling connection is still open", name)
+		}
+		if d := time.Since(begin); d > 2*time.Second {
+			t.Fatalf("%s: closed after %v", name, d)
+		}
+		c.Close()
+	}
+	if got := p.stat("http.ingress.downstream_rq_header_timeout"); got != 2 {
+		t.Fatalf("downstream_rq_header_timeout = %d, want 2", got)
+	}
+	if code, _ := get(t, p.url("ingress")+"/ok"); code != 200 {
+		t.Fatalf("a request in time: %d", code)
+	}
+	resp, err := h2cClient().Get(p.url("ingress") + "/ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 }
