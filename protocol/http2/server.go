@@ -71,8 +71,8 @@ type serverConn struct {
 	inBlock     bool
 	// headTimer bounds a request head being received (the preface, a
 	// HEADERS frame or header block not complete): RequestHeadersTimeout.
-	headTimer *time.Timer
-	headArmed bool
+	headTimer   *time.Timer
+	headArmed   bool
 	dead        bool // a connection error was sent: input is ignored
 	resets      int
 	resetsSince time.Time
