@@ -191,58 +191,6 @@ func (sc *serverConn) Decode(data []byte) int {
 	return n
 }
 
-// headPending reports whether a request head is being received: the
-// preface, an open header block, or a HEADERS or CONTINUATION frame (or a
-// frame header) not whole yet; rest is what Decode left unconsumed.
-func (sc *serverConn) headPending(rest []byte) bool {
-	switch {
-	case sc.dead:
-		return false
-	case !sc.prefaceDone || sc.inBlock:
-		return true
-	case len(rest) == 0:
-		return false
-	case len(rest) < frameHeaderLen:
-		return true
-	}
-	t := http2.FrameType(rest[3])
-	return t == http2.FrameHeaders || t == http2.FrameContinuation
-}
-
-// armHeadTimerLocked runs the request headers timeout while a head is
-// pending and stops it when none is. mu held.
-func (sc *serverConn) armHeadTimerLocked(pending bool) {
-	d := sc.opts.RequestHeadersTimeout
-	switch {
-	case d <= 0 || pending == sc.headArmed:
-	case pending:
-		sc.headArmed = true
-		if sc.headTimer == nil {
-			sc.headTimer = time.AfterFunc(d, sc.headTimeout)
-		} else {
-			sc.headTimer.Reset(d)
-		}
-	default:
-		sc.headArmed = false
-		sc.headTimer.Stop()
-	}
-}
-
-// headTimeout ends a connection whose request head did not arrive in
-// time: GOAWAY, then close (slowloris).
-func (sc *serverConn) headTimeout() {
-	sc.mu.Lock()
-	fire := sc.headArmed && !sc.dead
-	sc.headArmed = false
-	if fire {
-		sc.connError(http2.ErrCodeNo, "request headers timeout")
-	}
-	sc.mu.Unlock()
-	if c, ok := sc.cb.(protocol.HeadersTimeoutCounter); fire && ok {
-		c.OnHeadersTimeout()
-	}
-}
-
 // flushAsyncLocked has the frames the reader queued (acknowledgements,
 // resets) written by a goroutine: the reader never blocks on a client that
 // does not read (under epoll it is a shared poller), and what such a client
