@@ -48,10 +48,10 @@ func (f *fakeStream) WriteHeaders(h *protocol.Headers, _ bool) error {
 	h.Visit(func(n, v []byte) bool { f.resp.Add(n, v); return true })
 	return nil
 }
-func (f *fakeStream) WriteData(p []byte, _ bool) error     { f.body = append(f.body, p...); return nil }
+func (f *fakeStream) WriteData(p []byte, _ bool) error      { f.body = append(f.body, p...); return nil }
 func (f *fakeStream) WriteTrailers(*protocol.Headers) error { return nil }
-func (f *fakeStream) Finish(reset bool)                    { f.finished, f.reset = true, reset }
-func (f *fakeStream) Protocol() string                     { return "HTTP/1.1" }
+func (f *fakeStream) Finish(reset bool)                     { f.finished, f.reset = true, reset }
+func (f *fakeStream) Protocol() string                      { return "HTTP/1.1" }
 
 type noClusters struct{}
 
