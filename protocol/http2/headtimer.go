@@ -33,7 +33,7 @@ func (sc *serverConn) headPending(rest []byte) bool {
 func (sc *serverConn) armHeadTimerLocked(pending bool) {
 	d := sc.opts.RequestHeadersTimeout
 	switch {
-	case d <= 0 || pending == sc.headArmed:
+	case d <= 0 || pending == sc.headArmed || sc.headTimedOut:
 	case pending:
 		sc.headArmed = true
 		if sc.headTimer == nil {
@@ -49,15 +49,24 @@ func (sc *serverConn) armHeadTimerLocked(pending bool) {
 
 // headTimeout ends a connection whose request head did not arrive in
 // time: GOAWAY, then close (slowloris).
+// It runs on a timer, not the reader: it leaves the reader's own state
+// (dead) alone, and the close ends the reader.
 func (sc *serverConn) headTimeout() {
 	sc.mu.Lock()
-	fire := sc.headArmed && !sc.dead
+	fire := sc.headArmed && !sc.closed
 	sc.headArmed = false
+	sc.headTimedOut = sc.headTimedOut || fire
 	if fire {
-		sc.connError(http2.ErrCodeNo, "request headers timeout")
+		sc.fr.WriteGoAway(sc.maxSeen, http2.ErrCodeNo, []byte("request headers timeout"))
+		sc.failStreams(protocol.ErrDownstreamReset)
+		sc.flushAsyncLocked()
 	}
 	sc.mu.Unlock()
-	if c, ok := sc.cb.(protocol.HeadersTimeoutCounter); fire && ok {
+	if !fire {
+		return
+	}
+	if c, ok := sc.cb.(protocol.HeadersTimeoutCounter); ok {
 		c.OnHeadersTimeout()
 	}
+	time.AfterFunc(goAwayLinger, func() { sc.c.Close() })
 }

@@ -71,12 +71,14 @@ type serverConn struct {
 	inBlock     bool
 	// headTimer bounds a request head being received (the preface, a
 	// HEADERS frame or header block not complete): RequestHeadersTimeout.
-	headTimer   *time.Timer
-	headArmed   bool
-	dead        bool // a connection error was sent: input is ignored
-	resets      int
-	resetsSince time.Time
-	emptyFrames int // consecutive empty DATA frames without END_STREAM
+	headTimer *time.Timer
+	headArmed bool
+	// headTimedOut: the timeout fired; the connection is closing.
+	headTimedOut bool
+	dead         bool // a connection error was sent: input is ignored
+	resets       int
+	resetsSince  time.Time
+	emptyFrames  int // consecutive empty DATA frames without END_STREAM
 	// Flood accounting (Envoy's formulas): streams opened, PRIORITY and
 	// WINDOW_UPDATE frames received.
 	opened, priorities, windowUpdates            uint64
