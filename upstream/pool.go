@@ -258,6 +258,11 @@ func (p *Pool) sweep() {
 		}
 	}
 	p.mu.Lock()
+	if p.closed {
+		// Closed while probing: the live ones close too.
+		dead = append(dead, live...)
+		live = live[:0]
+	}
 	// Connections released meanwhile joined p.idle; the live ones go
 	// first (they are older), so the newest stay at the end.
 	p.idle = append(live, p.idle...)

@@ -270,3 +270,46 @@ func TestBufferLimitBoundsReads(t *testing.T) {
 		t.Fatalf("read limit %v, want 512", tc)
 	}
 }
+
+// TestPoolSweepsClosedIdleConnections: an idle connection the upstream
+// closes leaves the pool (and upstream_cx_active) within a sweep, before
+// any request meets it; ReuseNone dials a new connection even when an
+// idle one is there, and a pool closed while sweeping keeps nothing.
+func TestPoolSweepsClosedIdleConnections(t *testing.T) {
+	s := newSink(t)
+	c := testCluster(t, s.ln.Addr().String(), "")
+	p := c.Hosts().Hosts[0].Pool()
+	ctx := context.Background()
+	c1, err := p.Acquire(ctx, 0, ReuseAny)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server1 := <-s.conns
+	p.Release(c1, true)
+	server1.Close()
+	deadline := time.Now().Add(3 * sweepEvery)
+	for p.IdleCount() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p.IdleCount() != 0 || c.Stats.CxActive.Value() != 0 {
+		t.Fatalf("idle %d, upstream_cx_active %d after the upstream closed", p.IdleCount(), c.Stats.CxActive.Value())
+	}
+	c2, err := p.Acquire(ctx, 0, ReuseAny)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-s.conns
+	p.Release(c2, true)
+	c3, err := p.Acquire(ctx, 0, ReuseNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c3 == c2 || c3.Reused {
+		t.Fatal("ReuseNone lent an idle connection")
+	}
+	p.Release(c3, true)
+	p.Close()
+	if p.IdleCount() != 0 {
+		t.Fatal("a closed pool keeps idle connections")
+	}
+}
