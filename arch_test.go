@@ -19,13 +19,13 @@ func layer(pkg string) int {
 		return 0
 	case p == "protocol" || p == "network" || p == "tlsconfig" || p == "stats" || p == "accesslog":
 		return 1
-	case strings.HasPrefix(p, "protocol/") || strings.HasPrefix(p, "network/"):
+	case strings.HasPrefix(p, "protocol/") || strings.HasPrefix(p, "network/") || p == "transport":
 		return 2
 	case p == "filter" || p == "router" || p == "upstream":
 		return 3
 	case p == "proxy":
 		return 4
-	case strings.HasPrefix(p, "filter/") || strings.HasPrefix(p, "upstream/lb/"):
+	case strings.HasPrefix(p, "filter/") || strings.HasPrefix(p, "upstream/lb/") || strings.HasPrefix(p, "transport/"):
 		return 5
 	case p == "xds" || p == "admin" || p == "listener":
 		return 6
@@ -40,7 +40,7 @@ func layer(pkg string) int {
 func isExtension(pkg string) bool {
 	p := strings.TrimPrefix(pkg, module)
 	return strings.HasPrefix(p, "protocol/") || strings.HasPrefix(p, "filter/") || strings.HasPrefix(p, "upstream/lb/") ||
-		strings.HasPrefix(p, "network/")
+		strings.HasPrefix(p, "network/") || strings.HasPrefix(p, "transport/")
 }
 
 // TestImportsPointDown fails on an import that points up the layer order

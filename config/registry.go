@@ -17,6 +17,9 @@ const (
 	ListenerFilter Kind = "listener filter"
 	Protocol       Kind = "protocol"
 	LoadBalancer   Kind = "load balancer"
+	// DownstreamTransport is a transport socket for accepted connections
+	// (a filter chain's transport_socket).
+	DownstreamTransport Kind = "downstream transport socket"
 	// HTTPPerRoute is the per-route config type of an HTTP filter
 	// (typed_per_filter_config), registered under the filter's name.
 	HTTPPerRoute Kind = "http filter per-route config"

@@ -9,6 +9,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/transport"
 )
 
 // chain is a built filter chain with its match.
@@ -18,6 +19,8 @@ type chain struct {
 	dst, src  []netip.Prefix
 	srcPorts  map[uint32]bool
 	factories []filter.NetworkFactory
+	// ts is the transport socket (nil: raw_buffer).
+	ts transport.Downstream
 }
 
 func buildChain(bc *filter.BuildContext, fc *listenerv3.FilterChain) (*chain, error) {
@@ -25,9 +28,11 @@ func buildChain(bc *filter.BuildContext, fc *listenerv3.FilterChain) (*chain, er
 	if err := c.buildMatch(fc.GetFilterChainMatch()); err != nil {
 		return nil, config.At("filter_chain_match", err)
 	}
-	if fc.GetTransportSocket() != nil {
-		return nil, config.At("transport_socket", fmt.Errorf("TLS is not supported yet"))
+	ts, err := transport.Build(&transport.BuildContext{Log: bc.Log}, fc.GetTransportSocket())
+	if err != nil {
+		return nil, config.At("transport_socket", err)
 	}
+	c.ts = ts
 	fs := fc.GetFilters()
 	if len(fs) == 0 {
 		return nil, config.At("filters", fmt.Errorf("empty: a filter chain must end in a terminal filter (tcp_proxy, http_connection_manager)"))

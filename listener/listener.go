@@ -116,6 +116,17 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	if len(ln.chains) == 0 && ln.def == nil {
 		return nil, config.At("filter_chains", fmt.Errorf("a listener needs at least one filter chain"))
 	}
+	if ln.io.Name() != network.Netpoll.Name() {
+		for i, c := range append(ln.chains, ln.def) {
+			if c != nil && c.ts != nil {
+				path := fmt.Sprintf("filter_chains[%d].transport_socket", i)
+				if i == len(ln.chains) {
+					path = "default_filter_chain.transport_socket"
+				}
+				return nil, config.At(path, fmt.Errorf("TLS under the %s I/O model is not supported yet: give this listener metadata strait.io_model: netpoll", ln.io.Name()))
+			}
+		}
+	}
 	sc := o.Stats.Scope("listener", "envoy_listener_address", ln.addr)
 	ln.cxTotal, ln.cxDestroy = sc.Counter("downstream_cx_total"), sc.Counter("downstream_cx_destroy")
 	ln.noChain, ln.cxActive = sc.Counter("no_filter_chain_match"), sc.Gauge("downstream_cx_active")
@@ -206,6 +217,13 @@ func (l *Listener) serveConn(c *network.Conn) {
 		l.noChain.Inc()
 		c.Close()
 		return
+	}
+	if ch.ts != nil {
+		if err := c.WrapSocket(ch.ts.Wrap); err != nil {
+			l.log.Warn("transport socket refused the connection", "err", err)
+			c.Close()
+			return
+		}
 	}
 	var h network.Handler
 	for i := len(ch.factories) - 1; i >= 0; i-- {

@@ -11,7 +11,8 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.config.core.v3.Address":       `socket_address`,
 	"envoy.config.core.v3.SocketAddress": `address port_value protocol`,
 	"envoy.config.listener.v3.FilterChain": `filter_chain_match filters name
-		-metadata`,
+		transport_socket -metadata`,
+	"envoy.config.core.v3.TransportSocket": `name typed_config`,
 	"envoy.config.listener.v3.FilterChainMatch": `destination_port prefix_ranges
 		source_prefix_ranges source_ports`,
 	"envoy.config.listener.v3.Filter": `name typed_config`,

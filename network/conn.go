@@ -118,6 +118,17 @@ func (c *connCtx) Err() error {
 // Socket returns the transport (for the TLS handshake and socket options).
 func (c *Conn) Socket() Socket { return c.raw }
 
+// WrapSocket replaces the socket with wrap's (a transport socket: TLS).
+// It must be called before the I/O model starts the connection.
+func (c *Conn) WrapSocket(wrap func(Socket) (Socket, error)) error {
+	s, err := wrap(c.raw)
+	if err != nil {
+		return err
+	}
+	c.raw = s
+	return nil
+}
+
 // RemoteAddr returns the peer's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.raw.RemoteAddr() }
 

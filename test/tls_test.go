@@ -1,0 +1,206 @@
+package test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/straitproxy/strait/internal/testutil"
+)
+
+// testPKI is a CA and certificates it signed, written as PEM files.
+type testPKI struct {
+	dir    string
+	ca     *x509.Certificate
+	caKey  *ecdsa.PrivateKey
+	caFile string
+}
+
+func newPKI(t *testing.T) *testPKI {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "strait test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(der)
+	p := &testPKI{dir: t.TempDir(), ca: ca, caKey: key}
+	p.caFile = p.write(t, "ca.pem", "CERTIFICATE", der)
+	return p
+}
+
+func (p *testPKI) write(t *testing.T, name, typ string, der []byte) string {
+	path := filepath.Join(p.dir, name)
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// issue makes a certificate for dns names (and 127.0.0.1) and returns its
+// chain and key files; client makes it a client certificate.
+func (p *testPKI) issue(t *testing.T, name string, client bool, dns ...string) (certFile, keyFile string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	usage := x509.ExtKeyUsageServerAuth
+	if client {
+		usage = x509.ExtKeyUsageClientAuth
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		DNSNames: dns, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+		KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	return p.write(t, name+".pem", "CERTIFICATE", der), p.write(t, name+"-key.pem", "EC PRIVATE KEY", kder)
+}
+
+// tlsBootstrap is httpBootstrap with a TLS transport socket on the
+// ingress listener (netpoll: TLS under epoll is not built yet).
+func tlsBootstrap(upstream, tlsCtx string) string {
+	b := httpBootstrap(upstream, routeCfg{}, "")
+	b = strings.Replace(b, "    filter_chains:\n    - filters:", `    metadata: { filter_metadata: { strait: { io_model: netpoll } } }
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+`+tlsCtx+`
+      filters:`, 1)
+	return b
+}
+
+// TestTLSListener (issue 12, first slice): a listener terminates TLS from
+// certificate files: curl (--cacert, --http1.1 and --http2 with ALPN h2)
+// and Go's client get answers, h2 reaches the HTTP/2 codec, a client
+// that does not trust the CA fails its handshake, TLS 1.1 is refused.
+func TestTLSListener(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "server", false, "localhost")
+	up := testutil.StartUpstream(t)
+	p := startProxy(t, tlsBootstrap(up.Addr, `          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_certificates: [ { certificate_chain: { filename: `+cert+` }, private_key: { filename: `+key+` } } ]`))
+	_, port, _ := net.SplitHostPort(p.addr("ingress"))
+	url := "https://localhost:" + port + "/tls"
+	for _, proto := range []string{"--http1.1", "--http2"} {
+		out, err := exec.Command("curl", "-sS", proto, "--cacert", pki.caFile, "--resolve", "localhost:"+port+":127.0.0.1",
+			"-w", " %{http_version}", url).CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl %s: %v\n%s", proto, err, out)
+		}
+		want := map[string]string{"--http1.1": "ok /tls 1.1", "--http2": "ok /tls 2"}[proto]
+		if string(out) != want {
+			t.Fatalf("curl %s: %q, want %q", proto, out, want)
+		}
+	}
+	if got := p.stat("http.ingress.downstream_cx_http2_total"); got != 1 {
+		t.Fatalf("downstream_cx_http2_total = %d: ALPN h2 did not reach the HTTP/2 codec", got)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(pki.ca)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}, Timeout: 5 * time.Second}
+	resp, err := c.Get("https://" + p.addr("ingress") + "/go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "ok /go" || resp.TLS == nil || resp.TLS.Version < tls.VersionTLS12 {
+		t.Fatalf("Go client: %q %+v", b, resp.TLS)
+	}
+	if _, err := tls.Dial("tcp", p.addr("ingress"), &tls.Config{ServerName: "localhost"}); err == nil {
+		t.Fatal("a client that does not trust the CA completed a handshake")
+	}
+	if _, err := tls.Dial("tcp", p.addr("ingress"), &tls.Config{RootCAs: pool, ServerName: "localhost", MaxVersion: tls.VersionTLS11}); err == nil {
+		t.Fatal("TLS 1.1 accepted")
+	}
+}
+
+// TestTLSClientCertificate: require_client_certificate refuses a client
+// without a certificate from the trusted CA and serves one with it.
+func TestTLSClientCertificate(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "server", false, "localhost")
+	ccert, ckey := pki.issue(t, "client", true)
+	up := testutil.StartUpstream(t)
+	p := startProxy(t, tlsBootstrap(up.Addr, `          require_client_certificate: true
+          common_tls_context:
+            tls_certificates: [ { certificate_chain: { filename: `+cert+` }, private_key: { filename: `+key+` } } ]
+            validation_context: { trusted_ca: { filename: `+pki.caFile+` } }`))
+	pool := x509.NewCertPool()
+	pool.AddCert(pki.ca)
+	get := func(certs []tls.Certificate) error {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost", Certificates: certs}}, Timeout: 5 * time.Second}
+		resp, err := c.Get("https://" + p.addr("ingress") + "/m")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	if get(nil) == nil {
+		t.Fatal("a client without a certificate was served")
+	}
+	kp, err := tls.LoadX509KeyPair(ccert, ckey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := get([]tls.Certificate{kp}); err != nil {
+		t.Fatalf("a client with a trusted certificate: %v", err)
+	}
+}
+
+// TestTLSConfigRefused: a field not implemented is refused with its path;
+// TLS under the epoll I/O model is refused until it is built.
+func TestTLSConfigRefused(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "server", false, "localhost")
+	certs := `            tls_certificates: [ { certificate_chain: { filename: ` + cert + ` }, private_key: { filename: ` + key + ` } } ]`
+	cases := map[string]string{
+		"common_tls_context.tls_params.cipher_suites: not supported yet": tlsBootstrap("127.0.0.1:1", "          common_tls_context:\n"+certs+"\n            tls_params: { cipher_suites: [ECDHE-ECDSA-AES128-GCM-SHA256] }"),
+		"session_ticket_keys: not supported yet":                          tlsBootstrap("127.0.0.1:1", "          session_ticket_keys: { keys: [ { inline_string: abc } ] }\n          common_tls_context:\n"+certs),
+		"TLS under the epoll I/O model is not supported yet": strings.Replace(tlsBootstrap("127.0.0.1:1", "          common_tls_context:\n"+certs), "io_model: netpoll", "io_model: epoll", 1),
+	}
+	for want, y := range cases {
+		if _, err := buildServer(y); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("err %v, want %q", err, want)
+		}
+	}
+}
+
+// TestRawBufferTransportSocket: an explicit raw_buffer transport socket
+// (as control planes send it) is plain TCP, under either I/O model.
+func TestRawBufferTransportSocket(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	for _, ts := range []string{
+		"    - transport_socket: { name: envoy.transport_sockets.raw_buffer }\n      filters:",
+		"    - transport_socket: { name: envoy.transport_sockets.raw_buffer, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer } }\n      filters:",
+	} {
+		y := strings.Replace(httpBootstrap(up.Addr, routeCfg{}, ""), "    - filters:", ts, 1)
+		p := startProxy(t, y)
+		if code, body := get(t, p.url("ingress")+"/raw"); code != 200 || body != "ok /raw" {
+			t.Fatalf("%d %q", code, body)
+		}
+	}
+}
