@@ -179,8 +179,8 @@ func TestTLSConfigRefused(t *testing.T) {
 	certs := `            tls_certificates: [ { certificate_chain: { filename: ` + cert + ` }, private_key: { filename: ` + key + ` } } ]`
 	cases := map[string]string{
 		"common_tls_context.tls_params.cipher_suites: not supported yet": tlsBootstrap("127.0.0.1:1", "          common_tls_context:\n"+certs+"\n            tls_params: { cipher_suites: [ECDHE-ECDSA-AES128-GCM-SHA256] }"),
-		"session_ticket_keys: not supported yet":                          tlsBootstrap("127.0.0.1:1", "          session_ticket_keys: { keys: [ { inline_string: abc } ] }\n          common_tls_context:\n"+certs),
-		"TLS under the epoll I/O model is not supported yet": strings.Replace(tlsBootstrap("127.0.0.1:1", "          common_tls_context:\n"+certs), "io_model: netpoll", "io_model: epoll", 1),
+		"session_ticket_keys: not supported yet":                         tlsBootstrap("127.0.0.1:1", "          session_ticket_keys: { keys: [ { inline_string: abc } ] }\n          common_tls_context:\n"+certs),
+		"TLS under the epoll I/O model is not supported yet":             strings.Replace(tlsBootstrap("127.0.0.1:1", "          common_tls_context:\n"+certs), "io_model: netpoll", "io_model: epoll", 1),
 	}
 	for want, y := range cases {
 		if _, err := buildServer(y); err == nil || !strings.Contains(err.Error(), want) {
