@@ -20,6 +20,9 @@ const (
 	// DownstreamTransport is a transport socket for accepted connections
 	// (a filter chain's transport_socket).
 	DownstreamTransport Kind = "downstream transport socket"
+	// UpstreamTransport is a transport socket for upstream connections (a
+	// cluster's transport_socket).
+	UpstreamTransport Kind = "upstream transport socket"
 	// HTTPPerRoute is the per-route config type of an HTTP filter
 	// (typed_per_filter_config), registered under the filter's name.
 	HTTPPerRoute Kind = "http filter per-route config"

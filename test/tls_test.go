@@ -204,3 +204,57 @@ func TestRawBufferTransportSocket(t *testing.T) {
 		}
 	}
 }
+
+// tlsUpstream serves HTTP/1.1 and HTTP/2 over TLS with cert, answering
+// the protocol it got.
+func tlsUpstream(t *testing.T, certFile, keyFile string) string {
+	kp, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{kp}, NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Proto)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// TestUpstreamTLS: a cluster with an UpstreamTlsContext speaks TLS to its
+// hosts, HTTP/1.1 and HTTP/2 (ALPN h2 offered for an HTTP/2 cluster);
+// trusted_ca verifies the upstream's chain, and one signed by another CA
+// fails the connection (503).
+func TestUpstreamTLS(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "upstream", false, "up.example")
+	addr := tlsUpstream(t, cert, key)
+	tlsOpts := func(ca string) string {
+		return `    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: up.example
+        common_tls_context: { validation_context: { trusted_ca: { filename: ` + ca + ` } } }
+`
+	}
+	h2 := `    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }
+`
+	for opts, want := range map[string]string{tlsOpts(pki.caFile): "HTTP/1.1", tlsOpts(pki.caFile) + h2: "HTTP/2.0"} {
+		p := startProxy(t, httpBootstrap(addr, routeCfg{}, strings.TrimSuffix(opts, "\n")))
+		if code, body := get(t, p.url("ingress")+"/"); code != 200 || body != want {
+			t.Fatalf("want %s: %d %q", want, code, body)
+		}
+	}
+	other := newPKI(t)
+	p := startProxy(t, httpBootstrap(addr, routeCfg{}, strings.TrimSuffix(tlsOpts(other.caFile), "\n")))
+	if code, _ := get(t, p.url("ingress")+"/"); code != 503 {
+		t.Fatalf("an upstream signed by an untrusted CA: %d, want 503", code)
+	}
+}

@@ -12,8 +12,10 @@
 package transport
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"net"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
@@ -45,39 +47,78 @@ func Register(name string, cfg proto.Message, b Builder) {
 		TypeURL: "type.googleapis.com/" + string(cfg.ProtoReflect().Descriptor().FullName()), Factory: b})
 }
 
+// Upstream is a built transport socket for a cluster's connections.
+type Upstream interface {
+	// Client runs the client side over nc, a connection just made to the
+	// host named hostname (for auto_sni), offering alpn when the config
+	// names no ALPN protocols; the handshake is bounded by ctx.
+	Client(ctx context.Context, nc net.Conn, hostname string, alpn []string) (net.Conn, error)
+}
+
+// UpstreamBuilder builds an upstream transport socket from its decoded,
+// validated config.
+type UpstreamBuilder func(bc *BuildContext, cfg proto.Message) (Upstream, error)
+
+// RegisterUpstream registers an upstream transport socket.
+func RegisterUpstream(name string, cfg proto.Message, b UpstreamBuilder) {
+	config.Register(config.Extension{Kind: config.UpstreamTransport, Name: name,
+		TypeURL: "type.googleapis.com/" + string(cfg.ProtoReflect().Descriptor().FullName()), Factory: b})
+}
+
 // RawBufferName is the plain transport socket: bytes as they are.
 const RawBufferName = "envoy.transport_sockets.raw_buffer"
 
 func init() {
 	Register(RawBufferName, &rawbufferv3.RawBuffer{}, func(*BuildContext, proto.Message) (Downstream, error) { return nil, nil })
+	RegisterUpstream(RawBufferName, &rawbufferv3.RawBuffer{}, func(*BuildContext, proto.Message) (Upstream, error) { return nil, nil })
 }
 
 // Build builds a filter chain's transport_socket; nil (and no error) is
 // raw_buffer, the connection's own socket.
 func Build(bc *BuildContext, ts *corev3.TransportSocket) (Downstream, error) {
+	ext, msg, err := decode(config.DownstreamTransport, ts)
+	if ext == nil || err != nil {
+		return nil, err
+	}
+	d, err := ext.Factory.(Builder)(bc, msg)
+	return d, config.At("typed_config", err)
+}
+
+// BuildUpstream builds a cluster's transport_socket; nil is raw_buffer.
+func BuildUpstream(bc *BuildContext, ts *corev3.TransportSocket) (Upstream, error) {
+	ext, msg, err := decode(config.UpstreamTransport, ts)
+	if ext == nil || err != nil {
+		return nil, err
+	}
+	u, err := ext.Factory.(UpstreamBuilder)(bc, msg)
+	return u, config.At("typed_config", err)
+}
+
+// decode looks a transport socket's config up in kind k; a nil extension
+// with no error is raw_buffer given by name alone.
+func decode(k config.Kind, ts *corev3.TransportSocket) (*config.Extension, proto.Message, error) {
 	if ts == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	typed := ts.GetTypedConfig()
 	if typed == nil {
 		if ts.GetName() == RawBufferName || ts.GetName() == "raw_buffer" {
-			return nil, nil
+			return nil, nil, nil
 		}
-		return nil, config.At("typed_config", fmt.Errorf("required"))
+		return nil, nil, config.At("typed_config", fmt.Errorf("required"))
 	}
-	ext, err := config.Lookup(config.DownstreamTransport, typed.GetTypeUrl())
+	ext, err := config.Lookup(k, typed.GetTypeUrl())
 	if err != nil {
-		return nil, config.At("typed_config", err)
+		return nil, nil, config.At("typed_config", err)
 	}
 	msg, err := typed.UnmarshalNew()
 	if err != nil {
-		return nil, config.At("typed_config", err)
+		return nil, nil, config.At("typed_config", err)
 	}
 	if v, ok := msg.(interface{ ValidateAll() error }); ok {
 		if errs := config.ValidationErrors(v.ValidateAll()); len(errs) > 0 {
-			return nil, config.At("typed_config", config.Join(errs))
+			return nil, nil, config.At("typed_config", config.Join(errs))
 		}
 	}
-	d, err := ext.Factory.(Builder)(bc, msg)
-	return d, config.At("typed_config", err)
+	return ext, msg, nil
 }

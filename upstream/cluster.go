@@ -15,6 +15,7 @@ import (
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/protocol"
 	"github.com/straitproxy/strait/stats"
+	"github.com/straitproxy/strait/transport"
 )
 
 // Cluster is a named group of hosts with one balancer, one set of
@@ -25,6 +26,8 @@ type Cluster struct {
 	IdleTimeout        time.Duration
 	MaxRequestsPerConn int
 	BufferLimit        int
+	// TLS is the transport socket of its connections (nil: plain).
+	TLS transport.Upstream
 	// Protocol is the codec used towards the hosts ("http1", "http2");
 	// Codec is that codec, resolved when the cluster is built. With
 	// use_downstream_protocol_config, Downstream is set and H2 is the codec
@@ -172,6 +175,9 @@ func BuildCluster(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Cl
 	if err := unsupportedClusterFields(cl); err != nil {
 		return nil, err
 	}
+	if c.TLS, err = transport.BuildUpstream(&transport.BuildContext{Log: log}, cl.GetTransportSocket()); err != nil {
+		return nil, config.At("transport_socket", err)
+	}
 	if err := supported.Check(cl); err != nil {
 		return nil, err
 	}
@@ -251,8 +257,6 @@ func (c *Cluster) Start(ctx context.Context) {
 
 func unsupportedClusterFields(cl *clusterv3.Cluster) error {
 	switch {
-	case cl.GetTransportSocket() != nil:
-		return config.At("transport_socket", fmt.Errorf("upstream TLS is not supported yet"))
 	case len(cl.GetHealthChecks()) > 0:
 		return config.At("health_checks", fmt.Errorf("active health checking is not supported yet"))
 	case cl.GetOutlierDetection() != nil:

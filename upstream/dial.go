@@ -21,7 +21,7 @@ func (h *Host) Dial(ctx context.Context) (net.Conn, error) {
 		cl.Stats.CxOverflow.Inc()
 		return nil, ErrConnectionOverflow
 	}
-	c, err := h.pool.dial(ctx)
+	c, err := h.pool.dial(ctx, nil) // a TCP proxy: no ALPN unless configured
 	if err != nil {
 		return nil, err
 	}
@@ -32,7 +32,7 @@ func (h *Host) Dial(ctx context.Context) (net.Conn, error) {
 // in the stats. On failure it gives back the connection slot the caller
 // took and reports a *ConnectError; on success the connection counts as
 // active.
-func (h *Host) connect(ctx context.Context) (net.Conn, error) {
+func (h *Host) connect(ctx context.Context, alpn []string) (net.Conn, error) {
 	cl := h.cluster
 	cl.Stats.CxTotal.Inc()
 	h.CxTotal.Add(1)
@@ -55,7 +55,31 @@ func (h *Host) connect(ctx context.Context) (net.Conn, error) {
 	if tc, ok := c.(*network.TCPConn); ok {
 		tc.ReadLimit = cl.BufferLimit
 	}
+	if cl.TLS != nil {
+		hctx, cancel := context.WithTimeout(ctx, cl.ConnectTimeout)
+		tc, err := cl.TLS.Client(hctx, c, h.tlsName(), alpn)
+		cancel()
+		if err != nil {
+			c.Close()
+			cl.Stats.CxActive.Dec()
+			h.CxActive.Add(-1)
+			cl.Breaker.Connections.Add(-1)
+			h.CxFail.Add(1)
+			cl.Stats.CxConnectFail.Inc()
+			return nil, &ConnectError{Addr: h.Addr, Err: err}
+		}
+		return tc, nil
+	}
 	return c, nil
+}
+
+// tlsName is the host's name for auto_sni: its hostname, else its address.
+func (h *Host) tlsName() string {
+	if h.Hostname != "" {
+		return h.Hostname
+	}
+	host, _, _ := net.SplitHostPort(h.Addr)
+	return host
 }
 
 type dedicated struct {

@@ -167,7 +167,7 @@ func (p *MuxPool) reapLocked() {
 
 // dial opens a connection and adds it to the pool.
 func (p *MuxPool) dial(ctx context.Context) error {
-	raw, err := p.host.connect(ctx)
+	raw, err := p.host.connect(ctx, alpnH2)
 	if err != nil {
 		return err
 	}

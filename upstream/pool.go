@@ -108,7 +108,7 @@ func (p *Pool) Acquire(ctx context.Context, wait time.Duration, reuse Reuse) (*C
 		if tryAcquire(&cl.Breaker.Connections, cl.Breaker.MaxConnections) {
 			p.dialing++
 			p.mu.Unlock()
-			return p.dial(ctx)
+			return p.dial(ctx, alpnHTTP1)
 		}
 		if p.host.CxActive.Load() == 0 && p.dialing == 0 && len(p.waiters) == 0 {
 			// A host with no connection at all, open or being opened, may
@@ -118,7 +118,7 @@ func (p *Pool) Acquire(ctx context.Context, wait time.Duration, reuse Reuse) (*C
 			cl.Breaker.Connections.Add(1)
 			p.dialing++
 			p.mu.Unlock()
-			return p.dial(ctx)
+			return p.dial(ctx, alpnHTTP1)
 		}
 		cl.Stats.CxOverflow.Inc()
 		if !tryAcquire(&cl.Breaker.Pending, cl.Breaker.MaxPendingRequests) {
@@ -183,9 +183,15 @@ func (p *Pool) wait(ctx context.Context, ch chan *Conn, wait time.Duration) (*Co
 	return nil, err
 }
 
-func (p *Pool) dial(ctx context.Context) (*Conn, error) {
+// The ALPN protocols offered on TLS connections whose cluster names none.
+var (
+	alpnHTTP1 = []string{"http/1.1"}
+	alpnH2    = []string{"h2"}
+)
+
+func (p *Pool) dial(ctx context.Context, alpn []string) (*Conn, error) {
 	h := p.host
-	raw, err := h.connect(ctx)
+	raw, err := h.connect(ctx, alpn)
 	p.mu.Lock()
 	p.dialing--
 	p.mu.Unlock()

@@ -287,7 +287,7 @@ func TestPoolSweepsClosedIdleConnections(t *testing.T) {
 	server1 := <-s.conns
 	p.Release(c1, true)
 	server1.Close()
-	deadline := time.Now().Add(3 * sweepEvery)
+	deadline := time.Now().Add(5 * time.Second)
 	for p.IdleCount() > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}

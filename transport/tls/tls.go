@@ -61,18 +61,9 @@ func build(m *tlsv3.DownstreamTlsContext) (*downstream, error) {
 		return nil, config.At("common_tls_context.tls_certificates", errors.New("at least one certificate is required"))
 	}
 	for i, tc := range ctx.GetTlsCertificates() {
-		path := fmt.Sprintf("common_tls_context.tls_certificates[%d]", i)
-		chain, err := readSource(tc.GetCertificateChain())
+		cert, err := loadPair(tc, fmt.Sprintf("common_tls_context.tls_certificates[%d]", i))
 		if err != nil {
-			return nil, config.At(path+".certificate_chain", err)
-		}
-		key, err := readSource(tc.GetPrivateKey())
-		if err != nil {
-			return nil, config.At(path+".private_key", err)
-		}
-		cert, err := gotls.X509KeyPair(chain, key)
-		if err != nil {
-			return nil, config.At(path, err)
+			return nil, err
 		}
 		cfg.Certificates = append(cfg.Certificates, cert)
 	}
@@ -86,13 +77,9 @@ func build(m *tlsv3.DownstreamTlsContext) (*downstream, error) {
 		}
 	}
 	if vc := ctx.GetValidationContext(); vc != nil {
-		pem, err := readSource(vc.GetTrustedCa())
+		pool, err := loadPool(vc.GetTrustedCa())
 		if err != nil {
 			return nil, config.At("common_tls_context.validation_context.trusted_ca", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, config.At("common_tls_context.validation_context.trusted_ca", errors.New("no PEM certificate in it"))
 		}
 		cfg.ClientCAs = pool
 		cfg.ClientAuth = gotls.VerifyClientCertIfGiven
@@ -117,6 +104,33 @@ func version(v tlsv3.TlsParameters_TlsProtocol, def uint16) (uint16, error) {
 		return gotls.VersionTLS13, nil
 	}
 	return 0, fmt.Errorf("%s is not supported (TLS 1.2 and 1.3 only)", v)
+}
+
+// loadPair loads a certificate chain and its key.
+func loadPair(tc *tlsv3.TlsCertificate, path string) (gotls.Certificate, error) {
+	chain, err := readSource(tc.GetCertificateChain())
+	if err != nil {
+		return gotls.Certificate{}, config.At(path+".certificate_chain", err)
+	}
+	key, err := readSource(tc.GetPrivateKey())
+	if err != nil {
+		return gotls.Certificate{}, config.At(path+".private_key", err)
+	}
+	cert, err := gotls.X509KeyPair(chain, key)
+	return cert, config.At(path, err)
+}
+
+// loadPool reads PEM certificates into a pool.
+func loadPool(ds *corev3.DataSource) (*x509.CertPool, error) {
+	pem, err := readSource(ds)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, errors.New("no PEM certificate in it")
+	}
+	return pool, nil
 }
 
 // readSource reads a DataSource: a file, or inline bytes or text.
