@@ -220,14 +220,31 @@ func (s *Server) node() *corev3.Node {
 
 // dialStatic connects to a host of a static cluster (the management
 // server's), within the cluster's connect timeout.
-func (s *Server) dialStatic(ctx context.Context, name string) (net.Conn, error) {
+func (s *Server) dialStatic(ctx context.Context, name string, alpn []string) (net.Conn, error) {
 	c := s.clusters.Static(name)
 	h := c.Pick(&upstream.PickHint{Random: rand.Uint64()})
 	if h == nil {
 		return nil, fmt.Errorf("cluster %q has no host", name)
 	}
 	d := net.Dialer{Timeout: c.ConnectTimeout}
-	return d.DialContext(ctx, "tcp", h.Addr)
+	nc, err := d.DialContext(ctx, "tcp", h.Addr)
+	if err != nil || c.TLS == nil {
+		return nc, err
+	}
+	// xDS over TLS: the cluster's transport socket, offering alpn (h2 for
+	// gRPC, http/1.1 for REST) unless it names its own.
+	host := h.Hostname
+	if host == "" {
+		host, _, _ = net.SplitHostPort(h.Addr)
+	}
+	hctx, cancel := context.WithTimeout(ctx, c.ConnectTimeout)
+	defer cancel()
+	tc, err := c.TLS.Client(hctx, nc, host, alpn)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 func (s *Server) serverStats(root *stats.Scope) {

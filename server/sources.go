@@ -50,6 +50,10 @@ func (h *handler) Apply(url string, set map[string]*xds.Resource) error {
 func (s *sources) newClient(src *corev3.ApiConfigSource, url string) (*xds.Client, error) {
 	srv := s.d.s
 	name := sourceCluster(src)
+	alpn := []string{"h2"}
+	if src.GetApiType() == corev3.ApiConfigSource_REST {
+		alpn = []string{"http/1.1"}
+	}
 	h := &handler{s: s}
 	o := xds.Options{
 		Node:               srv.node(),
@@ -59,7 +63,7 @@ func (s *sources) newClient(src *corev3.ApiConfigSource, url string) (*xds.Clien
 		REST:               src.GetApiType() == corev3.ApiConfigSource_REST,
 		RefreshDelay:       src.GetRefreshDelay().AsDuration(),
 		RESTTimeout:        src.GetRequestTimeout().AsDuration(),
-		Dial:               func(ctx context.Context) (net.Conn, error) { return srv.dialStatic(ctx, name) },
+		Dial:               func(ctx context.Context) (net.Conn, error) { return srv.dialStatic(ctx, name, alpn) },
 		Handler:            h,
 		Log:                srv.log,
 		Stats:              srv.store.Root(),
