@@ -794,9 +794,8 @@ func TestStatsAfterHeaders(t *testing.T) {
 	}
 }
 
-// TestH2StalledStreamsDoNotStarve (issue 11, item 4): 10 HTTP/2
-// connections × 100 streams of a 1 MiB answer that their clients never
-// read (no WINDOW_UPDATE) leave another client's request answered at
+// TestH2StalledStreamsDoNotStarve (issue 11, item 4): HTTP/2 streams of
+// a 1 MiB answer that their clients never read (no WINDOW_UPDATE) leave another client's request answered at
 // once, towards HTTP/1.1 and HTTP/2 upstreams. Towards an HTTP/2
 // upstream the stalled streams used to fill the shared upstream
 // connection's window, and the other request waited for its route
@@ -820,14 +819,14 @@ func TestH2StalledStreamsDoNotStarve(t *testing.T) {
         explicit_http_config: { http2_protocol_options: {} }`
 		}
 		p := startProxy(t, httpBootstrap(addr, routeCfg{}, opts))
-		conns, streams := 10, 100
-		switch {
-		case h2up:
+		// 300 streams (3 connections) towards HTTP/1.1: 1,000 passed here
+		// alone but took over 30 s to set up beside the rest of the unit
+		// run on 2 cores.
+		conns, streams := 3, 100
+		if h2up {
 			// Fewer than the upstream's stream limit (250), so that the
 			// other request shares their upstream connection.
 			conns, streams = 1, 50
-		case testing.Short():
-			conns = 3 // the race detector's pace
 		}
 		for range conns {
 			r := dialH2(t, p.addr("ingress"))
