@@ -5,6 +5,9 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Kind is an extension category; a type URL is looked up within its kind.
@@ -114,4 +117,26 @@ func Lookup(k Kind, url string) (*Extension, error) {
 		return e, nil
 	}
 	return nil, &UnsupportedTypeError{Kind: k, TypeURL: url}
+}
+
+// Decode looks typed up among kind k's extensions, unpacks it and runs
+// its generated validation; errors are under "typed_config".
+func Decode(k Kind, typed *anypb.Any) (*Extension, proto.Message, error) {
+	if typed == nil {
+		return nil, nil, At("typed_config", fmt.Errorf("required"))
+	}
+	ext, err := Lookup(k, typed.GetTypeUrl())
+	if err != nil {
+		return nil, nil, At("typed_config", err)
+	}
+	msg, err := typed.UnmarshalNew()
+	if err != nil {
+		return nil, nil, At("typed_config", err)
+	}
+	if v, ok := msg.(interface{ ValidateAll() error }); ok {
+		if errs := ValidationErrors(v.ValidateAll()); len(errs) > 0 {
+			return nil, nil, At("typed_config", Join(errs))
+		}
+	}
+	return ext, msg, nil
 }

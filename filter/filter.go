@@ -1,7 +1,6 @@
 package filter
 
 import (
-	"fmt"
 	"log/slog"
 	"net"
 
@@ -209,24 +208,6 @@ func BuildHTTP(bc *BuildContext, typed *anypb.Any) (HTTPFactory, error) {
 	return f, config.At("typed_config", err)
 }
 
-type validator interface{ ValidateAll() error }
-
 func decode(k config.Kind, typed *anypb.Any) (*config.Extension, proto.Message, error) {
-	if typed == nil {
-		return nil, nil, config.At("typed_config", fmt.Errorf("required"))
-	}
-	ext, err := config.Lookup(k, typed.GetTypeUrl())
-	if err != nil {
-		return nil, nil, config.At("typed_config", err)
-	}
-	msg, err := typed.UnmarshalNew()
-	if err != nil {
-		return nil, nil, config.At("typed_config", err)
-	}
-	if v, ok := msg.(validator); ok {
-		if errs := config.ValidationErrors(v.ValidateAll()); len(errs) > 0 {
-			return nil, nil, config.At("typed_config", config.Join(errs))
-		}
-	}
-	return ext, msg, nil
+	return config.Decode(k, typed)
 }

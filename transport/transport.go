@@ -107,18 +107,5 @@ func decode(k config.Kind, ts *corev3.TransportSocket) (*config.Extension, proto
 		}
 		return nil, nil, config.At("typed_config", fmt.Errorf("required"))
 	}
-	ext, err := config.Lookup(k, typed.GetTypeUrl())
-	if err != nil {
-		return nil, nil, config.At("typed_config", err)
-	}
-	msg, err := typed.UnmarshalNew()
-	if err != nil {
-		return nil, nil, config.At("typed_config", err)
-	}
-	if v, ok := msg.(interface{ ValidateAll() error }); ok {
-		if errs := config.ValidationErrors(v.ValidateAll()); len(errs) > 0 {
-			return nil, nil, config.At("typed_config", config.Join(errs))
-		}
-	}
-	return ext, msg, nil
+	return config.Decode(k, typed)
 }

@@ -56,25 +56,12 @@ func build(m *tlsv3.DownstreamTlsContext) (*downstream, error) {
 		return nil, err
 	}
 	ctx := m.GetCommonTlsContext()
-	cfg := &gotls.Config{MinVersion: gotls.VersionTLS12, NextProtos: ctx.GetAlpnProtocols()}
 	if len(ctx.GetTlsCertificates()) == 0 {
 		return nil, config.At("common_tls_context.tls_certificates", errors.New("at least one certificate is required"))
 	}
-	for i, tc := range ctx.GetTlsCertificates() {
-		cert, err := loadPair(tc, fmt.Sprintf("common_tls_context.tls_certificates[%d]", i))
-		if err != nil {
-			return nil, err
-		}
-		cfg.Certificates = append(cfg.Certificates, cert)
-	}
-	if p := ctx.GetTlsParams(); p != nil {
-		var err error
-		if cfg.MinVersion, err = version(p.GetTlsMinimumProtocolVersion(), gotls.VersionTLS12); err != nil {
-			return nil, config.At("common_tls_context.tls_params.tls_minimum_protocol_version", err)
-		}
-		if cfg.MaxVersion, err = version(p.GetTlsMaximumProtocolVersion(), 0); err != nil {
-			return nil, config.At("common_tls_context.tls_params.tls_maximum_protocol_version", err)
-		}
+	cfg, err := commonConfig(ctx)
+	if err != nil {
+		return nil, err
 	}
 	if vc := ctx.GetValidationContext(); vc != nil {
 		pool, err := loadPool(vc.GetTrustedCa())
@@ -104,6 +91,29 @@ func version(v tlsv3.TlsParameters_TlsProtocol, def uint16) (uint16, error) {
 		return gotls.VersionTLS13, nil
 	}
 	return 0, fmt.Errorf("%s is not supported (TLS 1.2 and 1.3 only)", v)
+}
+
+// commonConfig is what both sides take of a CommonTlsContext: the
+// certificates, ALPN and protocol versions (TLS 1.2 minimum by default).
+func commonConfig(ctx *tlsv3.CommonTlsContext) (*gotls.Config, error) {
+	cfg := &gotls.Config{MinVersion: gotls.VersionTLS12, NextProtos: ctx.GetAlpnProtocols()}
+	for i, tc := range ctx.GetTlsCertificates() {
+		cert, err := loadPair(tc, fmt.Sprintf("common_tls_context.tls_certificates[%d]", i))
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = append(cfg.Certificates, cert)
+	}
+	if p := ctx.GetTlsParams(); p != nil {
+		var err error
+		if cfg.MinVersion, err = version(p.GetTlsMinimumProtocolVersion(), gotls.VersionTLS12); err != nil {
+			return nil, config.At("common_tls_context.tls_params.tls_minimum_protocol_version", err)
+		}
+		if cfg.MaxVersion, err = version(p.GetTlsMaximumProtocolVersion(), 0); err != nil {
+			return nil, config.At("common_tls_context.tls_params.tls_maximum_protocol_version", err)
+		}
+	}
+	return cfg, nil
 }
 
 // loadPair loads a certificate chain and its key.

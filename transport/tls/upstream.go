@@ -5,7 +5,6 @@ import (
 	gotls "crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"net"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -44,23 +43,11 @@ func buildUpstream(m *tlsv3.UpstreamTlsContext) (*upstream, error) {
 		return nil, err
 	}
 	ctx := m.GetCommonTlsContext()
-	cfg := &gotls.Config{MinVersion: gotls.VersionTLS12, ServerName: m.GetSni(), NextProtos: ctx.GetAlpnProtocols()}
-	for i, tc := range ctx.GetTlsCertificates() {
-		cert, err := loadPair(tc, fmt.Sprintf("common_tls_context.tls_certificates[%d]", i))
-		if err != nil {
-			return nil, err
-		}
-		cfg.Certificates = append(cfg.Certificates, cert)
+	cfg, err := commonConfig(ctx)
+	if err != nil {
+		return nil, err
 	}
-	if p := ctx.GetTlsParams(); p != nil {
-		var err error
-		if cfg.MinVersion, err = version(p.GetTlsMinimumProtocolVersion(), gotls.VersionTLS12); err != nil {
-			return nil, config.At("common_tls_context.tls_params.tls_minimum_protocol_version", err)
-		}
-		if cfg.MaxVersion, err = version(p.GetTlsMaximumProtocolVersion(), 0); err != nil {
-			return nil, config.At("common_tls_context.tls_params.tls_maximum_protocol_version", err)
-		}
-	}
+	cfg.ServerName = m.GetSni()
 	// crypto/tls checks names only with ServerName and no
 	// InsecureSkipVerify; Envoy checks the chain alone: verify it here.
 	cfg.InsecureSkipVerify = true
