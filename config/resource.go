@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -24,4 +25,13 @@ type Resource struct {
 	// Aliases are the other names the server gave it (delta; VHDS answers
 	// a virtual host asked for as "<route config>/<host>" this way).
 	Aliases []string
+}
+
+// Namespace is the namespace of a resource name (VHDS's
+// "<route config>/<host>"): what comes before its last '/'.
+func Namespace(name string) string {
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		return name[:i]
+	}
+	return ""
 }

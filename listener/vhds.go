@@ -188,20 +188,11 @@ func (m *Manager) owners(name string, aliases []string) []string {
 		}
 	}
 	add(name)
-	add(namespace(name))
+	add(config.Namespace(name))
 	for _, a := range aliases {
-		add(namespace(a))
+		add(config.Namespace(a))
 	}
 	return out
-}
-
-func namespace(name string) string {
-	for i := len(name) - 1; i >= 0; i-- {
-		if name[i] == '/' {
-			return name[:i]
-		}
-	}
-	return ""
 }
 
 // ApplyVHDS applies the complete set of virtual hosts: each route

@@ -226,25 +226,9 @@ func (s *Server) dialStatic(ctx context.Context, name string, alpn []string) (ne
 	if h == nil {
 		return nil, fmt.Errorf("cluster %q has no host", name)
 	}
-	d := net.Dialer{Timeout: c.ConnectTimeout}
-	nc, err := d.DialContext(ctx, "tcp", h.Addr)
-	if err != nil || c.TLS == nil {
-		return nc, err
-	}
-	// xDS over TLS: the cluster's transport socket, offering alpn (h2 for
-	// gRPC, http/1.1 for REST) unless it names its own.
-	host := h.Hostname
-	if host == "" {
-		host, _, _ = net.SplitHostPort(h.Addr)
-	}
-	hctx, cancel := context.WithTimeout(ctx, c.ConnectTimeout)
-	defer cancel()
-	tc, err := c.TLS.Client(hctx, nc, host, alpn)
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	return tc, nil
+	// Over the cluster's TLS, if it has one, offering alpn (h2 for gRPC,
+	// http/1.1 for REST) unless the cluster names its own.
+	return h.DialUncounted(ctx, alpn)
 }
 
 func (s *Server) serverStats(root *stats.Scope) {

@@ -21,6 +21,9 @@ func (h *Host) Dial(ctx context.Context) (net.Conn, error) {
 		cl.Stats.CxOverflow.Inc()
 		return nil, ErrConnectionOverflow
 	}
+	h.pool.mu.Lock()
+	h.pool.dialing++ // dial counts it down
+	h.pool.mu.Unlock()
 	c, err := h.pool.dial(ctx, nil) // a TCP proxy: no ALPN unless configured
 	if err != nil {
 		return nil, err
@@ -55,31 +58,50 @@ func (h *Host) connect(ctx context.Context, alpn []string) (net.Conn, error) {
 	if tc, ok := c.(*network.TCPConn); ok {
 		tc.ReadLimit = cl.BufferLimit
 	}
-	if cl.TLS != nil {
-		hctx, cancel := context.WithTimeout(ctx, cl.ConnectTimeout)
-		tc, err := cl.TLS.Client(hctx, c, h.tlsName(), alpn)
-		cancel()
-		if err != nil {
-			c.Close()
-			cl.Stats.CxActive.Dec()
-			h.CxActive.Add(-1)
-			cl.Breaker.Connections.Add(-1)
-			h.CxFail.Add(1)
-			cl.Stats.CxConnectFail.Inc()
-			return nil, &ConnectError{Addr: h.Addr, Err: err}
-		}
-		return tc, nil
+	tc, err := h.secure(ctx, c, alpn)
+	if err != nil {
+		cl.Stats.CxActive.Dec()
+		h.CxActive.Add(-1)
+		cl.Breaker.Connections.Add(-1)
+		h.CxFail.Add(1)
+		cl.Stats.CxConnectFail.Inc()
+		return nil, &ConnectError{Addr: h.Addr, Err: err}
 	}
-	return c, nil
+	return tc, nil
 }
 
-// tlsName is the host's name for auto_sni: its hostname, else its address.
-func (h *Host) tlsName() string {
-	if h.Hostname != "" {
-		return h.Hostname
+// DialUncounted connects to h through the cluster's transport socket, in
+// its connect timeout, outside its stats and circuit breakers (the xDS
+// client's connection to its management server).
+func (h *Host) DialUncounted(ctx context.Context, alpn []string) (net.Conn, error) {
+	d := net.Dialer{Timeout: h.cluster.ConnectTimeout}
+	nc, err := d.DialContext(ctx, "tcp", h.Addr)
+	if err != nil {
+		return nil, err
 	}
-	host, _, _ := net.SplitHostPort(h.Addr)
-	return host
+	return h.secure(ctx, nc, alpn)
+}
+
+// secure runs the cluster's transport socket (TLS) over nc, bounded by
+// the connect timeout; it closes nc when that fails. Without one, nc is
+// the connection.
+func (h *Host) secure(ctx context.Context, nc net.Conn, alpn []string) (net.Conn, error) {
+	cl := h.cluster
+	if cl.TLS == nil {
+		return nc, nil
+	}
+	name := h.Hostname // for auto_sni: the hostname, else the address
+	if name == "" {
+		name, _, _ = net.SplitHostPort(h.Addr)
+	}
+	hctx, cancel := context.WithTimeout(ctx, cl.ConnectTimeout)
+	defer cancel()
+	tc, err := cl.TLS.Client(hctx, nc, name, alpn)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 type dedicated struct {

@@ -313,3 +313,23 @@ func TestPoolSweepsClosedIdleConnections(t *testing.T) {
 		t.Fatal("a closed pool keeps idle connections")
 	}
 }
+
+// TestDedicatedDialCountsDialing: a TCP proxy's dial goes through the
+// pool's dialing count and leaves it at zero (a negative count would
+// deny the host its first-connection exception).
+func TestDedicatedDialCountsDialing(t *testing.T) {
+	s := newSink(t)
+	c := testCluster(t, s.ln.Addr().String(), "")
+	h := c.Hosts().Hosts[0]
+	nc, err := h.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	h.Pool().mu.Lock()
+	n := h.Pool().dialing
+	h.Pool().mu.Unlock()
+	if n != 0 {
+		t.Fatalf("dialing = %d after a dedicated dial", n)
+	}
+}

@@ -9,7 +9,6 @@ package xds
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/straitproxy/strait/config"
@@ -145,14 +144,6 @@ func decode(url string, a *anypb.Any, name, version string, ttl time.Duration) (
 // it is kept, without a Message, so that whoever waited learns the answer.
 func Namespaced(url string) bool { return url == VirtualHostType }
 
-// Namespace is the namespace of a name: what comes before its last '/'.
-func Namespace(name string) string {
-	if i := strings.LastIndexByte(name, '/'); i >= 0 {
-		return name[:i]
-	}
-	return ""
-}
-
 // wanted reports whether a subscription to names takes the resource r
 // (exact names; for a namespaced type, also by namespace or alias; the
 // server's empty answer for a name only by that name or an alias, as it
@@ -164,7 +155,7 @@ func wanted(url string, names map[string]bool, r *Resource) bool {
 	if !Namespaced(url) {
 		return false
 	}
-	if ns := Namespace(r.Name); ns != "" && names[ns] && r.Message != nil {
+	if ns := config.Namespace(r.Name); ns != "" && names[ns] && r.Message != nil {
 		return true
 	}
 	for _, a := range r.Aliases {
