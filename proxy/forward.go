@@ -589,15 +589,15 @@ func (s *Stream) relayBody() error {
 			return s.ds.WriteData(nil, true)
 		}
 		if err != nil {
-			s.countBodyTimeout(err)
+			s.countBodyFailure(err)
 			return err
 		}
 	}
 }
 
-// countBodyTimeout counts a timeout, or an upstream reset, that cut a
+// countBodyFailure counts a timeout, or an upstream reset, that cut a
 // response under way.
-func (s *Stream) countBodyTimeout(err error) {
+func (s *Stream) countBodyFailure(err error) {
 	switch classify(err, false).Kind {
 	case KindReset, KindResetBeforeHeaders, KindMalformed:
 		s.cluster.Stats.RqRxReset.Inc()
