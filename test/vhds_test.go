@@ -106,9 +106,11 @@ func TestVHDS(t *testing.T) {
 		if code, got := hostGet(url, "Demand.Example"); code != 200 || got != "on-demand" {
 			t.Fatalf("demand.example on demand: %d %q", code, got)
 		}
-		if after := p.stat("xds.vhds.update_success"); after <= before {
-			t.Fatalf("xds.vhds.update_success %d → %d: no on-demand update", before, after)
-		}
+		// The update applies (and the request routes) before the xDS
+		// client counts it: wait for the count.
+		testutil.Eventually(t, 5*time.Second, "the on-demand update counted in xds.vhds.update_success", func() bool {
+			return p.stat("xds.vhds.update_success") > before
+		})
 		start := time.Now()
 		if code, _ := hostGet(url, "unknown.example"); code != 404 {
 			t.Fatalf("unknown.example: %d, want 404", code)
