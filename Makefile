@@ -54,6 +54,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzClientConn$$' -fuzztime=60000x -parallel 2 ./protocol/http2/
 	$(GO) test -run='^$$' -fuzz='^FuzzCompileAndMatch$$' -fuzztime=60000x -parallel 2 ./router/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseBootstrap$$' -fuzztime=60000x -parallel 2 ./config/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseClientHello$$' -fuzztime=30000x -parallel 2 ./transport/
 
 bench:
 	./bench/run.sh http1

@@ -7,6 +7,8 @@ package extensions
 import (
 	_ "github.com/straitproxy/strait/filter/http/ondemand"
 	_ "github.com/straitproxy/strait/filter/http/router"
+	_ "github.com/straitproxy/strait/filter/listener/httpinspector"
+	_ "github.com/straitproxy/strait/filter/listener/tlsinspector"
 	_ "github.com/straitproxy/strait/filter/network/httpconnmgr"
 	_ "github.com/straitproxy/strait/filter/network/tcpproxy"
 	_ "github.com/straitproxy/strait/network/epoll"

@@ -1,8 +1,10 @@
 package filter
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -12,6 +14,7 @@ import (
 	"github.com/straitproxy/strait/stats"
 	"github.com/straitproxy/strait/upstream"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -166,6 +169,50 @@ type HTTPFactory interface {
 // connection manager routes and forwards after the filters before it.
 type Terminal interface {
 	IsTerminal()
+}
+
+// ListenerFilter looks at a connection's first bytes, before its filter
+// chain is chosen, and records what it learns (tls_inspector: SNI and
+// ALPN; http_inspector: the HTTP version). It consumes nothing: the
+// chosen chain gets the same bytes. One built filter serves every
+// connection of its listener, from many goroutines at once.
+type ListenerFilter interface {
+	// Inspect is given the bytes read so far, from the first; it
+	// returns done=false to be offered them again with more. An error
+	// closes the connection.
+	Inspect(data []byte, info *network.ConnInfo) (done bool, err error)
+}
+
+// ListenerBuilder builds a listener filter from its decoded, validated
+// config.
+type ListenerBuilder func(bc *BuildContext, cfg proto.Message) (ListenerFilter, error)
+
+// RegisterListener registers a listener filter by name and config type.
+func RegisterListener(name string, cfg proto.Message, b ListenerBuilder) {
+	config.Register(config.Extension{Kind: config.ListenerFilter, Name: name, TypeURL: typeURL(cfg), Factory: b})
+}
+
+// BuildListener decodes, validates and builds one listener filter; a
+// filter given by name alone (no typed_config) is built from its empty
+// config, as Envoy still accepts for the inspectors.
+func BuildListener(bc *BuildContext, name string, typed *anypb.Any) (ListenerFilter, error) {
+	if typed == nil {
+		ext, ok := config.ByName(config.ListenerFilter, name)
+		if !ok {
+			return nil, fmt.Errorf("unknown listener filter %q and no typed_config (supported: %s)", name, strings.Join(config.TypeURLs(config.ListenerFilter), ", "))
+		}
+		mt, err := protoregistry.GlobalTypes.FindMessageByURL(ext.TypeURL)
+		if err != nil {
+			return nil, err
+		}
+		return ext.Factory.(ListenerBuilder)(bc, mt.New().Interface())
+	}
+	ext, msg, err := decode(config.ListenerFilter, typed)
+	if err != nil {
+		return nil, err
+	}
+	f, err := ext.Factory.(ListenerBuilder)(bc, msg)
+	return f, config.At("typed_config", err)
 }
 
 // NetworkBuilder builds a network filter from its decoded, validated config.

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"github.com/straitproxy/strait/network"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -44,7 +45,7 @@ func TestChainSpecificity(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			local, _ := net.ResolveTCPAddr("tcp", tc.local)
 			remote, _ := net.ResolveTCPAddr("tcp", tc.remote)
-			best := l.matchAddrs(local, remote)
+			best := l.matchConn(&connKey{local: local, remote: remote})
 			if best == nil || best.name != tc.want {
 				t.Fatalf("matched %v, want %s", best, tc.want)
 			}
@@ -52,10 +53,68 @@ func TestChainSpecificity(t *testing.T) {
 	}
 }
 
-func TestUnsupportedMatch(t *testing.T) {
-	var m listenerv3.FilterChainMatch
-	protojson.Unmarshal([]byte(`{"server_names":["a.com"]}`), &m)
-	if err := (&chain{}).buildMatch(&m); err == nil {
-		t.Fatal("server_names accepted without TLS")
+// TestChainMatchOrder: server names (exact, then the longest wildcard,
+// then none), transport protocol and ALPN, level by level as Envoy
+// orders them, with no going back to a less specific level.
+func TestChainMatchOrder(t *testing.T) {
+	chains := []*chain{
+		match(t, `{"server_names":["www.example.com"]}`),
+		match(t, `{"server_names":["*.example.com"]}`),
+		match(t, `{"server_names":["*.b.example.com"],"transport_protocol":"tls"}`),
+		match(t, `{"transport_protocol":"tls"}`),
+		match(t, `{}`),
+		match(t, `{"application_protocols":["h2c"]}`),
+		match(t, `{"server_names":["alpn.example"],"application_protocols":["h2"]}`),
+		match(t, `{"server_names":["alpn.example"],"application_protocols":["http/1.1"]}`),
+	}
+	for i, c := range chains {
+		c.name = string(rune('a' + i))
+	}
+	local, _ := net.ResolveTCPAddr("tcp", "127.0.0.1:443")
+	tests := []struct {
+		sni, tp string
+		alpn    []string
+		want    string
+	}{
+		{"www.example.com", "tls", nil, "a"},
+		{"x.example.com", "tls", nil, "b"},
+		{"x.y.example.com", "tls", nil, "b"},
+		{"x.b.example.com", "tls", nil, "c"},
+		{"x.b.example.com", "raw_buffer", nil, "-"}, // most specific name, wrong transport: no fallback
+		{"example.com", "tls", nil, "d"},
+		{"", "tls", nil, "d"},
+		{"", "raw_buffer", nil, "e"},
+		{"", "raw_buffer", []string{"h2c"}, "f"},
+		{"alpn.example", "tls", []string{"h2", "http/1.1"}, "g"},
+		{"alpn.example", "tls", []string{"http/1.1"}, "h"},
+		{"alpn.example", "tls", []string{"spdy/3"}, "-"},
+	}
+	for _, tc := range tests {
+		k := &connKey{local: local, info: &network.ConnInfo{ServerName: tc.sni, TransportProtocol: tc.tp, ApplicationProtocols: tc.alpn}}
+		got := "-"
+		if c := matchChain(chains, k); c != nil {
+			got = c.name
+		}
+		if got != tc.want {
+			t.Errorf("%+v: chain %s, want %s", tc, got, tc.want)
+		}
+	}
+}
+
+func TestChainMatchRefused(t *testing.T) {
+	for _, js := range []string{`{"server_names":["a.*.com"]}`, `{"server_names":["*"]}`, `{"server_names":["*.a*.com"]}`} {
+		var m listenerv3.FilterChainMatch
+		protojson.Unmarshal([]byte(js), &m)
+		if err := (&chain{}).buildMatch(&m); err == nil {
+			t.Errorf("%s accepted", js)
+		}
+	}
+	dup := []*chain{match(t, `{"server_names":["a.com","b.com"]}`), match(t, `{"server_names":["b.com"],"transport_protocol":""}`)}
+	if err := uniqueMatches(dup); err == nil {
+		t.Error("two chains matching b.com alike accepted")
+	}
+	ok := []*chain{match(t, `{"server_names":["a.com"]}`), match(t, `{"server_names":["a.com"],"transport_protocol":"tls"}`), match(t, `{}`)}
+	if err := uniqueMatches(ok); err != nil {
+		t.Error(err)
 	}
 }

@@ -22,13 +22,22 @@ import (
 // Listener is one built listener: its address, filter chains and the
 // connections it accepted.
 type Listener struct {
-	Name        string
-	addr        string
-	chains      []*chain
-	def         *chain
-	io          network.IOModel
-	bufferLimit int
-	log         *slog.Logger
+	Name   string
+	addr   string
+	chains []*chain
+	def    *chain
+	// lfilters are the listener filters; the filter chain is chosen after
+	// them (Envoy's listener_filters, listener_filters_timeout,
+	// continue_on_listener_filters_timeout).
+	lfilters   []filter.ListenerFilter
+	lfTimeout  time.Duration
+	lfContinue bool
+	// lateTransport: some chain has a transport socket, installed once
+	// the listener filters have chosen it.
+	lateTransport bool
+	io            network.IOModel
+	bufferLimit   int
+	log           *slog.Logger
 
 	bind     *binding
 	draining atomic.Bool
@@ -38,8 +47,9 @@ type Listener struct {
 	mu    sync.Mutex
 	conns map[*network.Conn]network.Handler
 
-	cxTotal, cxDestroy, noChain *stats.Counter
-	cxActive                    *stats.Gauge
+	cxTotal, cxDestroy, noChain        *stats.Counter
+	cxActive, preActive                *stats.Gauge
+	preTimeout, lfError, lfRemoteClose *stats.Counter
 }
 
 // Options are what every listener shares.
@@ -68,9 +78,6 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	}
 	if sa.GetProtocol() != corev3.SocketAddress_TCP {
 		return nil, config.At("address.socket_address.protocol", fmt.Errorf("only TCP is supported"))
-	}
-	if len(l.GetListenerFilters()) > 0 {
-		return nil, config.At("listener_filters", fmt.Errorf("listener filters are not supported yet"))
 	}
 	if err := supported.Check(l); err != nil {
 		return nil, err
@@ -116,6 +123,12 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	if len(ln.chains) == 0 && ln.def == nil {
 		return nil, config.At("filter_chains", fmt.Errorf("a listener needs at least one filter chain"))
 	}
+	if err := uniqueMatches(ln.chains); err != nil {
+		return nil, err
+	}
+	if err := ln.buildListenerFilters(bc, l); err != nil {
+		return nil, err
+	}
 	if ln.io.Name() != network.Netpoll.Name() {
 		for i, c := range append(ln.chains, ln.def) {
 			if c != nil && c.ts != nil {
@@ -130,6 +143,8 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	sc := o.Stats.Scope("listener", "envoy_listener_address", ln.addr)
 	ln.cxTotal, ln.cxDestroy = sc.Counter("downstream_cx_total"), sc.Counter("downstream_cx_destroy")
 	ln.noChain, ln.cxActive = sc.Counter("no_filter_chain_match"), sc.Gauge("downstream_cx_active")
+	ln.preActive, ln.preTimeout = sc.Gauge("downstream_pre_cx_active"), sc.Counter("downstream_pre_cx_timeout")
+	ln.lfError, ln.lfRemoteClose = sc.Counter("downstream_listener_filter_error"), sc.Counter("downstream_listener_filter_remote_close")
 	return ln, nil
 }
 
@@ -212,6 +227,10 @@ func (l *Listener) CheckBind() error {
 func (l *Listener) serveConn(c *network.Conn) {
 	l.cxTotal.Inc()
 	c.BufferLimit = l.bufferLimit
+	if len(l.lfilters) > 0 {
+		l.sniff(c)
+		return
+	}
 	ch := l.match(c)
 	if ch == nil {
 		l.noChain.Inc()
@@ -225,27 +244,36 @@ func (l *Listener) serveConn(c *network.Conn) {
 			return
 		}
 	}
-	var h network.Handler
+	t, h, err := l.attach(c, ch)
+	if err != nil {
+		c.Close()
+		return
+	}
+	c.SetHandler(t)
+	l.io.Start(c)
+	if l.draining.Load() {
+		drain(h, c)
+	}
+}
+
+// attach builds ch's network filters on c and tracks the connection; it
+// returns the handler to read with (t) and the filters' own (h).
+func (l *Listener) attach(c *network.Conn, ch *chain) (t, h network.Handler, err error) {
 	for i := len(ch.factories) - 1; i >= 0; i-- {
 		next, err := ch.factories[i].NewHandler(c, h)
 		if err != nil {
-			c.Close()
-			return
+			return nil, nil, err
 		}
 		h = next
 	}
 	l.cxActive.Inc()
 	if tracelog.On(l.log) {
-		tracelog.Log(l.log, "connection accepted", "remote", c.RemoteAddr(), "local", c.LocalAddr())
+		tracelog.Log(l.log, "connection accepted", "remote", c.RemoteAddr(), "local", c.LocalAddr(), "chain", ch.name)
 	}
 	l.mu.Lock()
 	l.conns[c] = h
 	l.mu.Unlock()
-	c.SetHandler(&tracked{Handler: h, l: l, c: c})
-	l.io.Start(c)
-	if l.draining.Load() {
-		drain(h, c)
-	}
+	return &tracked{Handler: h, l: l, c: c}, h, nil
 }
 
 // tracked removes a connection from its listener when it closes.
@@ -270,23 +298,16 @@ func (t *tracked) OnClose(err error) {
 func (l *Listener) match(c *network.Conn) *chain {
 	local, _ := c.LocalAddr().(*net.TCPAddr)
 	remote, _ := c.RemoteAddr().(*net.TCPAddr)
-	return l.matchAddrs(local, remote)
+	return l.matchConn(&connKey{local: local, remote: remote, info: c.Info()})
 }
 
-// matchAddrs picks the most specific chain for a connection's addresses,
-// else the default chain.
-func (l *Listener) matchAddrs(local, remote *net.TCPAddr) *chain {
-	var best *chain
-	bestScore := -1
-	for _, c := range l.chains {
-		if s := c.score(local, remote); s > bestScore {
-			best, bestScore = c, s
-		}
+// matchConn picks the chain for a connection (Envoy's order), else the
+// default chain.
+func (l *Listener) matchConn(k *connKey) *chain {
+	if best := matchChain(l.chains, k); best != nil {
+		return best
 	}
-	if best == nil {
-		return l.def
-	}
-	return best
+	return l.def
 }
 
 // Draining reports whether Drain was called.

@@ -7,13 +7,16 @@ import "github.com/straitproxy/strait/config"
 var supported = config.NewSupport(map[string]string{
 	"envoy.config.listener.v3.Listener": `name address filter_chains
 		default_filter_chain per_connection_buffer_limit_bytes
-		-metadata traffic_direction`,
-	"envoy.config.core.v3.Address":       `socket_address`,
-	"envoy.config.core.v3.SocketAddress": `address port_value protocol`,
+		-metadata traffic_direction listener_filters listener_filters_timeout
+		continue_on_listener_filters_timeout`,
+	"envoy.config.listener.v3.ListenerFilter": `name typed_config`,
+	"envoy.config.core.v3.Address":            `socket_address`,
+	"envoy.config.core.v3.SocketAddress":      `address port_value protocol`,
 	"envoy.config.listener.v3.FilterChain": `filter_chain_match filters name
 		transport_socket -metadata`,
 	"envoy.config.core.v3.TransportSocket": `name typed_config`,
 	"envoy.config.listener.v3.FilterChainMatch": `destination_port prefix_ranges
-		source_prefix_ranges source_ports`,
+		source_prefix_ranges source_ports server_names transport_protocol
+		application_protocols`,
 	"envoy.config.listener.v3.Filter": `name typed_config`,
 })

@@ -74,7 +74,37 @@ type Conn struct {
 
 	// onResume is the I/O model's hook, called by ResumeRead.
 	onResume func()
+
+	// info is what the listener filters learned (nil without them).
+	info *ConnInfo
+
+	// kickFor is the handler a Kick must reach (guarded by mu);
+	// interrupted marks a netpoll read cut short by Kick's deadline.
+	kickFor     Handler
+	kicked      atomic.Bool // kickFor is set: a cheap test per read
+	interrupted atomic.Bool
 }
+
+// ConnInfo is what the listener filters learned about a connection
+// before its filter chain was chosen (Envoy's connection socket fields).
+type ConnInfo struct {
+	// TransportProtocol is "tls" when tls_inspector saw a ClientHello,
+	// else "raw_buffer".
+	TransportProtocol string
+	// ServerName is the SNI the client asked for ("" when none).
+	ServerName string
+	// ApplicationProtocols are the ALPN protocols the client offered, or
+	// what http_inspector found ("http/1.1", "http/1.0", "h2c").
+	ApplicationProtocols []string
+}
+
+// Info returns what the listener filters learned; nil when the listener
+// has none.
+func (c *Conn) Info() *ConnInfo { return c.info }
+
+// SetInfo records what the listener filters learned; it is called once,
+// before the connection's filters are attached.
+func (c *Conn) SetInfo(i *ConnInfo) { c.info = i }
 
 // NewConn wraps raw. ctx is the parent (the listener's); Conn.Context is
 // cancelled when the connection closes.
@@ -82,8 +112,10 @@ func NewConn(ctx context.Context, raw Socket) *Conn {
 	return &Conn{raw: raw, parent: ctx, ReadBufferSize: bufpool.Medium, BufferLimit: 1 << 20}
 }
 
-// SetHandler sets the receiver of reads. It must be called before the I/O
-// model starts the connection.
+// SetHandler sets the receiver of reads. It is called before the I/O
+// model starts the connection, or from inside the current handler's
+// OnRead (a listener filter handing the connection to its filter chain):
+// the next delivery goes to h.
 func (c *Conn) SetHandler(h Handler) { c.handler = h }
 
 // Context is cancelled when the connection closes; it carries the
@@ -176,6 +208,13 @@ func (c *Conn) PauseRead() {
 	c.mu.Unlock()
 }
 
+// Paused reports whether reading is paused.
+func (c *Conn) Paused() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.paused
+}
+
 // ResumeRead undoes PauseRead. Bytes that were left unconsumed are offered
 // to the handler again before the next read from the socket.
 func (c *Conn) ResumeRead() {
@@ -195,6 +234,41 @@ func (c *Conn) ResumeRead() {
 			c.onResume()
 		}
 	}
+}
+
+// Kick makes the reader offer the unconsumed bytes (perhaps none) to the
+// handler h again now, without waiting for more: a listener filter's
+// timeout hands the connection on to a filter chain from the reader's
+// goroutine. Nothing is delivered if h is no longer the handler by then.
+func (c *Conn) Kick(h Handler) {
+	c.mu.Lock()
+	c.kickFor = h
+	c.kicked.Store(true)
+	c.mu.Unlock()
+	if c.onResume != nil {
+		c.onResume() // epoll: a reader starts and redelivers
+		return
+	}
+	// netpoll: the reader is blocked in Read; a deadline in the past
+	// wakes it.
+	if d, ok := c.raw.(interface{ SetReadDeadline(time.Time) error }); ok {
+		c.interrupted.Store(true)
+		d.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// TakeKick reports, on the reader's goroutine, whether a Kick for the
+// current handler is pending, and clears it.
+func (c *Conn) TakeKick() bool {
+	if !c.kicked.Load() {
+		return false
+	}
+	c.mu.Lock()
+	c.kicked.Store(false)
+	defer c.mu.Unlock()
+	k := c.kickFor
+	c.kickFor = nil
+	return k != nil && k == c.handler
 }
 
 // CloseWrite half-closes the socket's write side.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -143,7 +144,7 @@ func readLoop(c *Conn) {
 		if !ok {
 			return
 		}
-		if redeliver && end > start {
+		if (redeliver && end > start) || c.TakeKick() {
 			start += c.handler.OnRead(buf[start:end])
 			if start == end {
 				start, end = 0, 0
@@ -182,6 +183,13 @@ func readLoop(c *Conn) {
 			}
 		}
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && c.interrupted.Swap(false) {
+				// Kick's wake-up, not a failure.
+				if d, ok := c.raw.(interface{ SetReadDeadline(time.Time) error }); ok {
+					d.SetReadDeadline(time.Time{})
+				}
+				continue
+			}
 			if errors.Is(err, io.EOF) && !c.Closed() {
 				c.handler.OnEOF()
 				<-c.Context().Done()

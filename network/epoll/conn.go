@@ -172,6 +172,14 @@ func (c *conn) run() {
 			c.deliver(0)
 			continue
 		}
+		if c.nc.TakeKick() {
+			if c.buf == nil {
+				c.nc.Deliver(nil, 0)
+			} else {
+				c.deliver(0)
+			}
+			continue
+		}
 		n, room, err := c.read()
 		if n > 0 || err == nil {
 			// Paused or closed while reading: keep the bytes, deliver
