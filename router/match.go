@@ -484,3 +484,22 @@ func unhex(c byte) (byte, bool) {
 	}
 	return 0, false
 }
+
+// StringMatcher is a compiled envoy.type.matcher.v3.StringMatcher for
+// matching outside routing (a TLS context's SAN matchers).
+type StringMatcher struct{ m stringMatch }
+
+// CompileStringMatcher compiles cfg; path names it in errors.
+func CompileStringMatcher(cfg *matcherv3.StringMatcher, path string) (*StringMatcher, error) {
+	m, err := compileStringMatch(cfg, path)
+	if err != nil {
+		return nil, err
+	}
+	return &StringMatcher{m: m}, nil
+}
+
+// Match reports whether v matches.
+func (s *StringMatcher) Match(v string) bool { return s.m.match([]byte(v)) }
+
+// Exact returns the value of an exact matcher and whether it is one.
+func (s *StringMatcher) Exact() (string, bool) { return s.m.value, s.m.kind == strExact }

@@ -35,7 +35,7 @@ func newPKI(t *testing.T) *testPKI {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "strait test CA"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
@@ -57,6 +57,11 @@ func (p *testPKI) write(t *testing.T, name, typ string, der []byte) string {
 // issue makes a certificate for dns names (and 127.0.0.1) and returns its
 // chain and key files; client makes it a client certificate.
 func (p *testPKI) issue(t *testing.T, name string, client bool, dns ...string) (certFile, keyFile string) {
+	return p.issueWith(t, name, client, func(c *x509.Certificate) { c.DNSNames = dns })
+}
+
+// issueWith is issue with the template changed by edit (SANs, serial).
+func (p *testPKI) issueWith(t *testing.T, name string, client bool, edit func(*x509.Certificate)) (certFile, keyFile string) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	usage := x509.ExtKeyUsageServerAuth
@@ -65,8 +70,9 @@ func (p *testPKI) issue(t *testing.T, name string, client bool, dns ...string) (
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: dns, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{usage},
 		KeyUsage: x509.KeyUsageDigitalSignature}
+	edit(tmpl)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
 	if err != nil {
 		t.Fatal(err)
@@ -178,9 +184,13 @@ func TestTLSConfigRefused(t *testing.T) {
 	cert, key := pki.issue(t, "server", false, "localhost")
 	certs := `            tls_certificates: [ { certificate_chain: { filename: ` + cert + ` }, private_key: { filename: ` + key + ` } } ]`
 	cases := map[string]string{
-		"common_tls_context.tls_params.cipher_suites: not supported yet": tlsBootstrap("127.0.0.1:1", "          common_tls_context:\n"+certs+"\n            tls_params: { cipher_suites: [ECDHE-ECDSA-AES128-GCM-SHA256] }"),
-		"session_ticket_keys: not supported yet":                         tlsBootstrap("127.0.0.1:1", "          session_ticket_keys: { keys: [ { inline_string: abc } ] }\n          common_tls_context:\n"+certs),
-		"TLS under the epoll I/O model is not supported yet":             strings.Replace(tlsBootstrap("127.0.0.1:1", "          common_tls_context:\n"+certs), "io_model: netpoll", "io_model: epoll", 1),
+		"common_tls_context.tls_params.signature_algorithms: not supported yet":                    tlsBootstrap("127.0.0.1:1", "          common_tls_context:\n"+certs+"\n            tls_params: { signature_algorithms: [ecdsa_secp256r1_sha256] }"),
+		"cipher_suites[0]: unknown or unsupported TLS 1.2 cipher suite \"TLS_AES_128_GCM_SHA256\"": tlsBootstrap("127.0.0.1:1", "          common_tls_context:\n"+certs+"\n            tls_params: { cipher_suites: [TLS_AES_128_GCM_SHA256] }"),
+		"session_ticket_keys.keys[0]: 3 bytes, want 80":                                            tlsBootstrap("127.0.0.1:1", "          session_ticket_keys: { keys: [ { inline_string: abc } ] }\n          common_tls_context:\n"+certs),
+		"SAN matchers without a trusted CA":                                                        tlsBootstrap("127.0.0.1:1", "          common_tls_context:\n"+certs+"\n            validation_context: { match_typed_subject_alt_names: [ { san_type: DNS, matcher: { exact: a } } ] }"),
+		"san_type: OTHER_NAME is not supported":                                                    tlsBootstrap("127.0.0.1:1", "          common_tls_context:\n"+certs+"\n            validation_context: { trusted_ca: { filename: "+pki.caFile+" }, match_typed_subject_alt_names: [ { san_type: OTHER_NAME, matcher: { exact: a } } ] }"),
+		"session_timeout: not supported yet":                                                       tlsBootstrap("127.0.0.1:1", "          session_timeout: 10s\n          common_tls_context:\n"+certs),
+		"TLS under the epoll I/O model is not supported yet":                                       strings.Replace(tlsBootstrap("127.0.0.1:1", "          common_tls_context:\n"+certs), "io_model: netpoll", "io_model: epoll", 1),
 	}
 	for want, y := range cases {
 		if _, err := buildServer(y); err == nil || !strings.Contains(err.Error(), want) {

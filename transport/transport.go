@@ -50,7 +50,8 @@ func Register(name string, cfg proto.Message, b Builder) {
 // Upstream is a built transport socket for a cluster's connections.
 type Upstream interface {
 	// Client runs the client side over nc, a connection just made to the
-	// host named hostname (for auto_sni), offering alpn when the config
+	// host named hostname ("" when unknown; for auto_host_sni), offering
+	// alpn when the config
 	// names no ALPN protocols; the handshake is bounded by ctx.
 	Client(ctx context.Context, nc net.Conn, hostname string, alpn []string) (net.Conn, error)
 }

@@ -90,10 +90,7 @@ func (h *Host) secure(ctx context.Context, nc net.Conn, alpn []string) (net.Conn
 	if cl.TLS == nil {
 		return nc, nil
 	}
-	name := h.Hostname // for auto_sni: the hostname, else the address
-	if name == "" {
-		name, _, _ = net.SplitHostPort(h.Addr)
-	}
+	name := h.Hostname // for auto_host_sni; empty when unknown
 	hctx, cancel := context.WithTimeout(ctx, cl.ConnectTimeout)
 	defer cancel()
 	tc, err := cl.TLS.Client(hctx, nc, name, alpn)

@@ -1,22 +1,17 @@
 // Package tls is envoy.transport_sockets.tls for accepted connections
 // (DownstreamTlsContext), on Go's crypto/tls unmodified.
 //
-// This first slice terminates TLS on listeners under the netpoll I/O
-// model: certificate chains and keys from files or inline (several per
-// context: crypto/tls chooses by the client's SNI and signature
-// algorithms), alpn_protocols (h2 reaches the HTTP/2 codec), tls_params
-// protocol versions (TLS 1.2 minimum by default), and client certificates
-// checked against validation_context.trusted_ca with
-// require_client_certificate. Every other field is refused with its path.
+// It terminates TLS on listeners under the netpoll I/O model and
+// originates it for clusters (upstream.go); README.md lists the fields.
+// Every field not implemented is refused with its path.
 package tls
 
 import (
+	"crypto/sha256"
 	gotls "crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -40,13 +35,10 @@ func init() {
 	})
 }
 
-var supported = config.NewSupport(map[string]string{
-	"envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext":         `common_tls_context require_client_certificate`,
-	"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext":             `tls_certificates alpn_protocols tls_params validation_context`,
-	"envoy.extensions.transport_sockets.tls.v3.TlsCertificate":               `certificate_chain private_key`,
-	"envoy.extensions.transport_sockets.tls.v3.TlsParameters":                `tls_minimum_protocol_version tls_maximum_protocol_version`,
-	"envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext": `trusted_ca`,
-	"envoy.config.core.v3.DataSource":                                        `filename inline_bytes inline_string`,
+var supported = support(map[string]string{
+	"envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": `common_tls_context require_client_certificate
+		require_sni session_ticket_keys disable_stateless_session_resumption disable_stateful_session_resumption`,
+	"envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys": `keys`,
 })
 
 type downstream struct{ cfg *gotls.Config }
@@ -59,103 +51,73 @@ func build(m *tlsv3.DownstreamTlsContext) (*downstream, error) {
 	if len(ctx.GetTlsCertificates()) == 0 {
 		return nil, config.At("common_tls_context.tls_certificates", errors.New("at least one certificate is required"))
 	}
-	cfg, err := commonConfig(ctx)
+	c, err := buildCommon(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if vc := ctx.GetValidationContext(); vc != nil {
-		pool, err := loadPool(vc.GetTrustedCa())
-		if err != nil {
-			return nil, config.At("common_tls_context.validation_context.trusted_ca", err)
+	cfg := c.cfg
+	if v := c.val; v != nil {
+		// Client certificates are asked for and checked by the
+		// validation context (crypto/tls's own check knows no SAN
+		// matchers, pins or CRLs); the CA list tells clients which
+		// certificate to send.
+		cfg.ClientAuth = gotls.RequestClientCert
+		if !v.suppressCAList {
+			cfg.ClientCAs = v.roots
 		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = gotls.VerifyClientCertIfGiven
+		cfg.VerifyConnection = func(cs gotls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return nil
+			}
+			return v.verify(cs.PeerCertificates, "")
+		}
 	}
 	if m.GetRequireClientCertificate().GetValue() {
-		if cfg.ClientCAs == nil {
-			return nil, config.At("require_client_certificate", errors.New("needs common_tls_context.validation_context.trusted_ca"))
+		if c.val == nil {
+			return nil, config.At("require_client_certificate", errors.New("needs common_tls_context.validation_context"))
 		}
-		cfg.ClientAuth = gotls.RequireAndVerifyClientCert
+		cfg.ClientAuth = gotls.RequireAnyClientCert
+	}
+	if m.GetRequireSni().GetValue() {
+		cfg.GetConfigForClient = func(h *gotls.ClientHelloInfo) (*gotls.Config, error) {
+			if h.ServerName == "" {
+				return nil, errors.New("tls: the client sent no SNI (require_sni)")
+			}
+			return nil, nil
+		}
+	}
+	if m.GetDisableStatelessSessionResumption() {
+		cfg.SessionTicketsDisabled = true
+	}
+	if tk := m.GetSessionTicketKeys(); tk != nil {
+		keys, err := ticketKeys(tk.GetKeys())
+		if err != nil {
+			return nil, config.At("session_ticket_keys", err)
+		}
+		cfg.SetSessionTicketKeys(keys)
 	}
 	return &downstream{cfg: cfg}, nil
 }
 
-// version maps Envoy's TLS versions; TLS_AUTO is def (0: Go's maximum).
-func version(v tlsv3.TlsParameters_TlsProtocol, def uint16) (uint16, error) {
-	switch v {
-	case tlsv3.TlsParameters_TLS_AUTO:
-		return def, nil
-	case tlsv3.TlsParameters_TLSv1_2:
-		return gotls.VersionTLS12, nil
-	case tlsv3.TlsParameters_TLSv1_3:
-		return gotls.VersionTLS13, nil
+// ticketKeys derives crypto/tls's 32-byte ticket keys from Envoy's
+// 80-byte ones (the first key issues tickets, all of them open tickets;
+// tickets are not interchangeable with Envoy's).
+func ticketKeys(ds []*corev3.DataSource) ([][32]byte, error) {
+	if len(ds) == 0 {
+		return nil, errors.New("keys: at least one")
 	}
-	return 0, fmt.Errorf("%s is not supported (TLS 1.2 and 1.3 only)", v)
-}
-
-// commonConfig is what both sides take of a CommonTlsContext: the
-// certificates, ALPN and protocol versions (TLS 1.2 minimum by default).
-func commonConfig(ctx *tlsv3.CommonTlsContext) (*gotls.Config, error) {
-	cfg := &gotls.Config{MinVersion: gotls.VersionTLS12, NextProtos: ctx.GetAlpnProtocols()}
-	for i, tc := range ctx.GetTlsCertificates() {
-		cert, err := loadPair(tc, fmt.Sprintf("common_tls_context.tls_certificates[%d]", i))
+	var keys [][32]byte
+	for i, d := range ds {
+		b, err := readSource(d)
 		if err != nil {
-			return nil, err
+			return nil, config.At(fmt.Sprintf("keys[%d]", i), err)
 		}
-		cfg.Certificates = append(cfg.Certificates, cert)
-	}
-	if p := ctx.GetTlsParams(); p != nil {
-		var err error
-		if cfg.MinVersion, err = version(p.GetTlsMinimumProtocolVersion(), gotls.VersionTLS12); err != nil {
-			return nil, config.At("common_tls_context.tls_params.tls_minimum_protocol_version", err)
+		if len(b) != 80 {
+			return nil, config.At(fmt.Sprintf("keys[%d]", i), fmt.Errorf("%d bytes, want 80", len(b)))
 		}
-		if cfg.MaxVersion, err = version(p.GetTlsMaximumProtocolVersion(), 0); err != nil {
-			return nil, config.At("common_tls_context.tls_params.tls_maximum_protocol_version", err)
-		}
+		keys = append(keys, sha256.Sum256(b))
 	}
-	return cfg, nil
-}
-
-// loadPair loads a certificate chain and its key.
-func loadPair(tc *tlsv3.TlsCertificate, path string) (gotls.Certificate, error) {
-	chain, err := readSource(tc.GetCertificateChain())
-	if err != nil {
-		return gotls.Certificate{}, config.At(path+".certificate_chain", err)
-	}
-	key, err := readSource(tc.GetPrivateKey())
-	if err != nil {
-		return gotls.Certificate{}, config.At(path+".private_key", err)
-	}
-	cert, err := gotls.X509KeyPair(chain, key)
-	return cert, config.At(path, err)
-}
-
-// loadPool reads PEM certificates into a pool.
-func loadPool(ds *corev3.DataSource) (*x509.CertPool, error) {
-	pem, err := readSource(ds)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, errors.New("no PEM certificate in it")
-	}
-	return pool, nil
-}
-
-// readSource reads a DataSource: a file, or inline bytes or text.
-func readSource(ds *corev3.DataSource) ([]byte, error) {
-	switch {
-	case ds == nil:
-		return nil, errors.New("required")
-	case ds.GetFilename() != "":
-		return os.ReadFile(ds.GetFilename())
-	case ds.GetInlineBytes() != nil:
-		return ds.GetInlineBytes(), nil
-	case ds.GetInlineString() != "":
-		return []byte(ds.GetInlineString()), nil
-	}
-	return nil, errors.New("empty")
+	return keys, nil
 }
 
 // Wrap implements transport.Downstream: a server-side TLS connection over

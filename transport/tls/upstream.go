@@ -3,20 +3,17 @@ package tls
 import (
 	"context"
 	gotls "crypto/tls"
-	"crypto/x509"
-	"errors"
 	"net"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/transport"
 	"google.golang.org/protobuf/proto"
 )
 
 // Upstream TLS (UpstreamTlsContext), as Envoy has it: without a
 // validation context the upstream's certificate is not verified; with
-// trusted_ca its chain is verified (not its names: SAN matching is not
-// supported yet); sni is sent when set.
+// one, its chain, SANs, pins and CRLs are checked as configured (names
+// only by SAN matchers or auto_sni_san_validation, never by sni alone).
 
 func init() {
 	transport.RegisterUpstream(Name, &tlsv3.UpstreamTlsContext{}, func(_ *transport.BuildContext, m proto.Message) (transport.Upstream, error) {
@@ -24,59 +21,64 @@ func init() {
 	})
 }
 
-var supportedUpstream = config.NewSupport(map[string]string{
-	"envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext":           `common_tls_context sni`,
-	"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext":             `tls_certificates alpn_protocols tls_params validation_context`,
-	"envoy.extensions.transport_sockets.tls.v3.TlsCertificate":               `certificate_chain private_key`,
-	"envoy.extensions.transport_sockets.tls.v3.TlsParameters":                `tls_minimum_protocol_version tls_maximum_protocol_version`,
-	"envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext": `trusted_ca`,
-	"envoy.config.core.v3.DataSource":                                        `filename inline_bytes inline_string`,
+var supportedUpstream = support(map[string]string{
+	"envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext": `common_tls_context sni auto_host_sni
+		auto_sni_san_validation max_session_keys`,
 })
 
 type upstream struct {
-	cfg  *gotls.Config
-	alpn bool // the config names ALPN protocols
+	cfg      *gotls.Config
+	val      *validator
+	alpn     bool // the config names ALPN protocols
+	autoHost bool // auto_host_sni
+	autoSAN  bool // auto_sni_san_validation
 }
 
 func buildUpstream(m *tlsv3.UpstreamTlsContext) (*upstream, error) {
 	if err := supportedUpstream.Check(m); err != nil {
 		return nil, err
 	}
-	ctx := m.GetCommonTlsContext()
-	cfg, err := commonConfig(ctx)
+	c, err := buildCommon(m.GetCommonTlsContext())
 	if err != nil {
 		return nil, err
 	}
+	cfg := c.cfg
 	cfg.ServerName = m.GetSni()
 	// crypto/tls checks names only with ServerName and no
-	// InsecureSkipVerify; Envoy checks the chain alone: verify it here.
+	// InsecureSkipVerify; Envoy checks what the validation context says.
 	cfg.InsecureSkipVerify = true
-	if vc := ctx.GetValidationContext(); vc != nil {
-		pool, err := loadPool(vc.GetTrustedCa())
-		if err != nil {
-			return nil, config.At("common_tls_context.validation_context.trusted_ca", err)
+	// Envoy keeps max_session_keys (default 1) sessions to resume.
+	if n := 1; m.GetMaxSessionKeys() == nil || m.GetMaxSessionKeys().GetValue() > 0 {
+		if m.GetMaxSessionKeys() != nil {
+			n = int(m.GetMaxSessionKeys().GetValue())
 		}
-		cfg.VerifyConnection = func(cs gotls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("tls: upstream sent no certificate")
-			}
-			inter := x509.NewCertPool()
-			for _, c := range cs.PeerCertificates[1:] {
-				inter.AddCert(c)
-			}
-			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter})
-			return err
-		}
+		cfg.ClientSessionCache = gotls.NewLRUClientSessionCache(n)
 	}
-	return &upstream{cfg: cfg, alpn: len(cfg.NextProtos) > 0}, nil
+	u := &upstream{cfg: cfg, val: c.val, alpn: len(cfg.NextProtos) > 0,
+		autoHost: m.GetAutoHostSni(), autoSAN: m.GetAutoSniSanValidation()}
+	return u, nil
 }
 
 // Client implements transport.Upstream.
 func (u *upstream) Client(ctx context.Context, nc net.Conn, hostname string, alpn []string) (net.Conn, error) {
-	cfg := u.cfg
+	cfg := u.cfg.Clone() // shares the session cache
 	if !u.alpn && len(alpn) > 0 {
-		cfg = cfg.Clone()
 		cfg.NextProtos = alpn
+	}
+	if u.autoHost && hostname != "" {
+		cfg.ServerName = hostname
+	}
+	if v := u.val; v != nil || u.autoSAN {
+		autoSAN := ""
+		if u.autoSAN {
+			autoSAN = cfg.ServerName
+		}
+		cfg.VerifyConnection = func(cs gotls.ConnectionState) error {
+			if v == nil {
+				v = &validator{}
+			}
+			return v.verify(cs.PeerCertificates, autoSAN)
+		}
 	}
 	c := gotls.Client(nc, cfg)
 	if err := c.HandshakeContext(ctx); err != nil {
