@@ -12,6 +12,7 @@ import (
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/protocol"
 	"github.com/straitproxy/strait/stats"
+	"github.com/straitproxy/strait/transport"
 	"github.com/straitproxy/strait/upstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -56,6 +57,8 @@ type BuildContext struct {
 	// Runtime is the layered runtime, read by features that take a
 	// runtime key (nil: their defaults).
 	Runtime *config.Runtime
+	// Secrets is the secret store TLS contexts name secrets from.
+	Secrets transport.SecretSource
 }
 
 // RouteSource delivers RDS route configurations by name.

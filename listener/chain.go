@@ -37,7 +37,7 @@ func buildChain(bc *filter.BuildContext, fc *listenerv3.FilterChain) (*chain, er
 	if err := c.buildMatch(fc.GetFilterChainMatch()); err != nil {
 		return nil, config.At("filter_chain_match", err)
 	}
-	ts, err := transport.Build(&transport.BuildContext{Log: bc.Log}, fc.GetTransportSocket())
+	ts, err := transport.Build(&transport.BuildContext{Log: bc.Log, Secrets: bc.Secrets}, fc.GetTransportSocket())
 	if err != nil {
 		return nil, config.At("transport_socket", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/straitproxy/strait/internal/tracelog"
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/stats"
+	"github.com/straitproxy/strait/transport"
 )
 
 // Listener is one built listener: its address, filter chains and the
@@ -65,6 +66,8 @@ type Options struct {
 	CheckSource func(src *corev3.ConfigSource) error
 	// Runtime is the layered runtime (runtime_fraction and the like).
 	Runtime *config.Runtime
+	// Secrets is the secret store (static secrets and SDS).
+	Secrets transport.SecretSource
 }
 
 // Build validates and builds l without binding it.
@@ -102,7 +105,8 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 		ln.bufferLimit = int(v.GetValue())
 	}
 	bc := &filter.BuildContext{Listener: ln.Name, Port: port, Clusters: o.Clusters, Stats: o.Stats,
-		Pool: o.Pool, Log: ln.log, Draining: ln.draining.Load, Routes: o.Routes, CheckSource: o.CheckSource, Runtime: o.Runtime}
+		Pool: o.Pool, Log: ln.log, Draining: ln.draining.Load, Routes: o.Routes, CheckSource: o.CheckSource, Runtime: o.Runtime,
+		Secrets: o.Secrets}
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
 		bc.BufferLimit = int(v.GetValue())
 	}
@@ -146,6 +150,20 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	ln.preActive, ln.preTimeout = sc.Gauge("downstream_pre_cx_active"), sc.Counter("downstream_pre_cx_timeout")
 	ln.lfError, ln.lfRemoteClose = sc.Counter("downstream_listener_filter_error"), sc.Counter("downstream_listener_filter_remote_close")
 	return ln, nil
+}
+
+// TransportReady reports whether every transport socket of the listener
+// has its secrets (a listener warms until then).
+func (l *Listener) TransportReady() bool {
+	for _, c := range append(l.chains, l.def) {
+		if c == nil || c.ts == nil {
+			continue
+		}
+		if w, ok := c.ts.(transport.Waiter); ok && !w.Ready() {
+			return false
+		}
+	}
+	return true
 }
 
 // ConfiguredAddress is the address as configured (port may be 0).

@@ -259,18 +259,26 @@ func (m *Manager) startWarming(dl *managed) {
 	m.registerScopes(dl.scopes)
 	m.warming[name] = dl
 	m.log.Debug("listener warming", "listener", name, "version", dl.res.Version, "routes", len(dl.subs))
-	if t := dl.fetchTimeout(); t > 0 {
+	t := dl.fetchTimeout()
+	if len(dl.subs) == 0 && len(dl.scopes) == 0 && !dl.l.TransportReady() {
+		t = secretsFetchTimeout // nothing else to wait for
+	}
+	if t > 0 {
 		dl.timer = time.AfterFunc(t, func() {
 			m.mu.Lock()
 			defer m.unlock()
 			if m.warming[name] == dl && !m.stopped {
-				m.log.Warn("RDS initial fetch timed out; listener opens without its routes (404 until they arrive)", "listener", name)
+				m.log.Warn("initial fetch timed out; listener opens without its routes (404) or TLS secrets (handshakes fail) until they arrive", "listener", name)
 				dl.timedOut = true
 				m.activate(dl)
 			}
 		})
 	}
 }
+
+// secretsFetchTimeout bounds a listener's wait for its TLS secrets when it
+// waits for nothing else (Envoy's initial_fetch_timeout default).
+const secretsFetchTimeout = 15 * time.Second
 
 func (m *Manager) current(name string) *managed {
 	if w := m.warming[name]; w != nil {
@@ -301,9 +309,22 @@ func (dl *managed) fetchTimeout() time.Duration {
 	return t
 }
 
+// Recheck activates the warming listeners that became warm by something
+// outside the manager (their TLS secrets arrived).
+func (m *Manager) Recheck() {
+	m.mu.Lock()
+	defer m.unlock()
+	if !m.stopped {
+		m.activateWarm()
+	}
+}
+
 func (m *Manager) warm(dl *managed) bool {
 	if dl.timedOut {
 		return true
+	}
+	if !dl.l.TransportReady() {
+		return false
 	}
 	for _, s := range dl.subs {
 		if e := m.routes[s.name]; e == nil || e.res == nil || e.vhds != nil && !e.vhds.arrived {

@@ -53,7 +53,7 @@ const maxLinger = 15 * time.Second
 // starts with the static clusters.
 func newDynamic(s *Server, dr *bootstrapv3.Bootstrap_DynamicResources, static *upstream.Manager) (*dynamic, error) {
 	d := &dynamic{s: s, cdsSource: dr.GetCdsConfig(), ldsSource: dr.GetLdsConfig(),
-		secrets: tlsconfig.NewSecrets(), failed: map[string]map[string]*adminv3.UpdateFailureState{}}
+		secrets: s.secrets, failed: map[string]map[string]*adminv3.UpdateFailureState{}}
 	d.src = &sources{d: d, clients: map[string]*xds.Client{}, sets: map[string]map[*xds.Client]map[string]*xds.Resource{}}
 	if ads := dr.GetAdsConfig(); ads != nil {
 		c, err := d.src.newClient(ads, "")
@@ -69,8 +69,10 @@ func newDynamic(s *Server, dr *bootstrapv3.Bootstrap_DynamicResources, static *u
 		CheckSource:    check,
 		Initialized:    d.finishCDS,
 		Linger:         min(s.opts.DrainTime, maxLinger),
+		Secrets:        s.secrets,
 	})
 	s.clusters = d.clusters // before the listener options take it
+	s.secrets.SetSubscriber(func(cs *corev3.ConfigSource, names []string) { d.src.watch(cs, xds.SecretType, false, names) })
 	o := s.listenerOptions(nil)
 	o.CheckSource = check
 	d.listeners = listener.NewManager(listener.ManagerOptions{
@@ -90,6 +92,7 @@ func newDynamic(s *Server, dr *bootstrapv3.Bootstrap_DynamicResources, static *u
 		CheckVHDS:   func(cs *corev3.ConfigSource) error { return checkDeltaSource(s.boot, cs) },
 		Initialized: d.initDone,
 	})
+	s.secrets.SetChanged(d.listeners.Recheck)
 	return d, nil
 }
 

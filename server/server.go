@@ -26,6 +26,7 @@ import (
 	"github.com/straitproxy/strait/listener"
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/stats"
+	"github.com/straitproxy/strait/tlsconfig"
 	"github.com/straitproxy/strait/upstream"
 	"google.golang.org/protobuf/proto"
 )
@@ -66,6 +67,8 @@ type Server struct {
 	initializing atomic.Bool
 	loaded       time.Time
 	stopOnce     sync.Once
+	// secrets are the static and SDS secrets TLS contexts use.
+	secrets *tlsconfig.Secrets
 }
 
 // New validates b and builds everything without opening a port. The error
@@ -81,8 +84,15 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 	}
 	root := s.store.Root()
 	sr := b.GetStaticResources()
-	cm, err := upstream.Build(sr.GetClusters(), root, s.log)
+	s.secrets = tlsconfig.NewSecrets()
+	s.secrets.Log = s.log
+	s.secrets.CheckSource = func(cs *corev3.ConfigSource) error { return checkSource(s.boot, cs) }
+	if err := s.secrets.SetStatic(sr.GetSecrets()); err != nil {
+		return nil, err
+	}
+	cm, err := upstream.Build(sr.GetClusters(), root, s.log, s.secrets)
 	if err != nil {
+		s.secrets.Close()
 		return nil, config.At("static_resources", err)
 	}
 	if s.runtime, s.rtLayers, err = buildRuntime(b, s.node().GetCluster()); err != nil {
@@ -102,6 +112,7 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 			s.dyn.stop()
 		}
 		cm.Stop()
+		s.secrets.Close()
 		return nil, err
 	}
 	if s.dyn != nil {
@@ -193,7 +204,8 @@ func (s *Server) buildListeners() error {
 
 // listenerOptions are what every listener is built with.
 func (s *Server) listenerOptions(routes filter.RouteSource) listener.Options {
-	o := listener.Options{Clusters: s.clusters, Stats: s.store.Root(), Pool: s.pool, Log: s.log, IOModel: s.opts.IOModel, Runtime: s.runtime}
+	o := listener.Options{Clusters: s.clusters, Stats: s.store.Root(), Pool: s.pool, Log: s.log, IOModel: s.opts.IOModel, Runtime: s.runtime,
+		Secrets: s.secrets}
 	if routes != nil {
 		o.Routes = routes
 	}
@@ -344,6 +356,7 @@ func (s *Server) closeAll() {
 	}
 	s.clusters.Stop()
 	s.pool.Close()
+	s.secrets.Close()
 }
 
 // DrainListeners is the admin's /drain_listeners: every listener (or the

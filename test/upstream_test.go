@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -77,19 +78,24 @@ func TestTCPProxyIdleTimeout(t *testing.T) {
 
 func TestConfigDumpRedactsSecrets(t *testing.T) {
 	up := testutil.StartUpstream(t)
+	pki := newPKI(t)
+	certFile, keyFile := pki.issue(t, "server", false, "localhost")
+	cert, key := must(os.ReadFile(certFile)), must(os.ReadFile(keyFile))
+	quote := func(b []byte) string { return strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", "\\n") }
 	yaml := httpBootstrap(up.Addr, routeCfg{}, "") + `
   secrets:
   - name: server_cert
     tls_certificate:
-      certificate_chain: { inline_string: "PUBLIC CERT" }
-      private_key: { inline_string: "TOP SECRET KEY" }
+      certificate_chain: { inline_string: "` + quote(cert) + `" }
+      private_key: { inline_string: "` + quote(key) + `" }
 `
 	p := startProxy(t, yaml)
 	code, body := get(t, p.admin()+"/config_dump")
 	if code != 200 {
 		t.Fatalf("status %d", code)
 	}
-	if strings.Contains(body, "TOP SECRET KEY") || !strings.Contains(body, "[redacted]") || !strings.Contains(body, "PUBLIC CERT") {
+	keyBody := strings.Split(string(key), "\n")[1]
+	if strings.Contains(body, keyBody) || !strings.Contains(body, "[redacted]") || !strings.Contains(body, "BEGIN CERTIFICATE") {
 		t.Fatalf("config dump not redacted as expected:\n%s", body)
 	}
 }

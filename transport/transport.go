@@ -19,6 +19,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/network"
 	"google.golang.org/protobuf/proto"
@@ -35,6 +36,24 @@ type Downstream interface {
 // BuildContext is what a transport socket's builder may use.
 type BuildContext struct {
 	Log *slog.Logger
+	// Secrets delivers secrets by name (nil: none configured).
+	Secrets SecretSource
+}
+
+// SecretSource delivers TLS secrets by name (tlsconfig.Secrets).
+type SecretSource interface {
+	// Watch calls fn with the secret named name now if it is known, and
+	// again at each change, until cancel. sds nil names a static secret
+	// (static_resources.secrets), which must exist; otherwise it comes by
+	// SDS from sds. The secret's files are read in. fn's error refuses
+	// that version.
+	Watch(name string, sds *corev3.ConfigSource, fn func(*tlsv3.Secret) error) (cancel func(), err error)
+}
+
+// Waiter is a transport socket that may be waiting for its secrets:
+// a listener warms until Ready.
+type Waiter interface {
+	Ready() bool
 }
 
 // Builder builds a downstream transport socket from its decoded,

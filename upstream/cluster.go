@@ -147,6 +147,12 @@ func (c *Cluster) newHost(addr string, weight uint32, hostname string) *Host {
 // BuildCluster validates cl and builds it. Errors name the field inside
 // the cluster; the caller prefixes the cluster's own path.
 func BuildCluster(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Cluster, error) {
+	return BuildClusterWith(cl, sc, log, nil)
+}
+
+// BuildClusterWith is BuildCluster with the secret store its transport
+// socket may name secrets from.
+func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, secrets transport.SecretSource) (*Cluster, error) {
 	if errs := config.ValidationErrors(cl.ValidateAll()); len(errs) > 0 {
 		return nil, config.Join(errs)
 	}
@@ -175,7 +181,7 @@ func BuildCluster(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Cl
 	if err := unsupportedClusterFields(cl); err != nil {
 		return nil, err
 	}
-	if c.TLS, err = transport.BuildUpstream(&transport.BuildContext{Log: log}, cl.GetTransportSocket()); err != nil {
+	if c.TLS, err = transport.BuildUpstream(&transport.BuildContext{Log: log, Secrets: secrets}, cl.GetTransportSocket()); err != nil {
 		return nil, config.At("transport_socket", err)
 	}
 	if err := supported.Check(cl); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/internal/warmup"
 	"github.com/straitproxy/strait/stats"
+	"github.com/straitproxy/strait/transport"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -73,6 +74,8 @@ type ClustersOptions struct {
 	// Linger bounds how long a removed cluster that routes still name
 	// keeps serving (0: it goes at once).
 	Linger time.Duration
+	// Secrets is the secret store transport sockets name secrets from.
+	Secrets transport.SecretSource
 }
 
 type dynCluster struct {
@@ -190,7 +193,7 @@ func (m *Clusters) ApplyCDS(set map[string]*config.Resource, inUse map[string]bo
 
 // build builds one cluster and gives it the assignment it names, if known.
 func (m *Clusters) build(r *config.Resource) (*dynCluster, error) {
-	c, err := BuildCluster(r.Message.(*clusterv3.Cluster), m.scope, m.log)
+	c, err := BuildClusterWith(r.Message.(*clusterv3.Cluster), m.scope, m.log, m.o.Secrets)
 	if err != nil {
 		return nil, err
 	}

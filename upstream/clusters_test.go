@@ -32,7 +32,7 @@ func assignment(t *testing.T, name string) *config.Resource {
 }
 
 func newTestClusters(t *testing.T, linger time.Duration) *Clusters {
-	empty, err := Build(nil, stats.NewStore().Root(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	empty, err := Build(nil, stats.NewStore().Root(), slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/stats"
+	"github.com/straitproxy/strait/transport"
 )
 
 // Manager is the set of clusters, looked up by name. It is immutable once
@@ -20,7 +21,7 @@ type Manager struct {
 
 // Build validates and builds every cluster; any error fails the whole set
 // and names the cluster's path ("clusters[2].lb_policy: ...").
-func Build(cls []*clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Manager, error) {
+func Build(cls []*clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, secrets transport.SecretSource) (*Manager, error) {
 	m := &Manager{clusters: map[string]*Cluster{}}
 	var errs []error
 	for i, cl := range cls {
@@ -29,7 +30,7 @@ func Build(cls []*clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Manage
 			errs = append(errs, config.At(path+".name", fmt.Errorf("duplicate cluster name %q", cl.GetName())))
 			continue
 		}
-		c, err := BuildCluster(cl, sc, log)
+		c, err := BuildClusterWith(cl, sc, log, secrets)
 		if err != nil {
 			errs = append(errs, config.At(path, err))
 			continue

@@ -15,8 +15,12 @@ import (
 
 // What both sides take of a CommonTlsContext.
 var commonSupport = map[string]string{
-	"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext": `tls_certificates alpn_protocols tls_params validation_context`,
-	"envoy.extensions.transport_sockets.tls.v3.TlsCertificate":   `certificate_chain private_key`,
+	"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext": `tls_certificates alpn_protocols tls_params validation_context
+		tls_certificate_sds_secret_configs validation_context_sds_secret_config combined_validation_context`,
+	"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext": `default_validation_context
+		validation_context_sds_secret_config`,
+	"envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig": `name sds_config`,
+	"envoy.extensions.transport_sockets.tls.v3.TlsCertificate":  `certificate_chain private_key`,
 	"envoy.extensions.transport_sockets.tls.v3.TlsParameters": `tls_minimum_protocol_version tls_maximum_protocol_version
 		cipher_suites ecdh_curves`,
 	"envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext": `trusted_ca system_root_certs

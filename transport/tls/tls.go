@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -30,8 +31,8 @@ const Name = "envoy.transport_sockets.tls"
 const handshakeTimeout = 10 * time.Second
 
 func init() {
-	transport.Register(Name, &tlsv3.DownstreamTlsContext{}, func(_ *transport.BuildContext, m proto.Message) (transport.Downstream, error) {
-		return build(m.(*tlsv3.DownstreamTlsContext))
+	transport.Register(Name, &tlsv3.DownstreamTlsContext{}, func(bc *transport.BuildContext, m proto.Message) (transport.Downstream, error) {
+		return build(bc, m.(*tlsv3.DownstreamTlsContext))
 	})
 }
 
@@ -41,20 +42,50 @@ var supported = support(map[string]string{
 	"envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys": `keys`,
 })
 
-type downstream struct{ cfg *gotls.Config }
+// downstream is a built DownstreamTlsContext: the configuration new
+// handshakes use, replaced when its secrets change.
+type downstream struct {
+	cur atomic.Pointer[gotls.Config]
+	sc  *secretContext
+}
 
-func build(m *tlsv3.DownstreamTlsContext) (*downstream, error) {
+func build(bc *transport.BuildContext, m *tlsv3.DownstreamTlsContext) (*downstream, error) {
 	if err := supported.Check(m); err != nil {
 		return nil, err
 	}
 	ctx := m.GetCommonTlsContext()
-	if len(ctx.GetTlsCertificates()) == 0 {
-		return nil, config.At("common_tls_context.tls_certificates", errors.New("at least one certificate is required"))
+	if len(ctx.GetTlsCertificates()) == 0 && len(ctx.GetTlsCertificateSdsSecretConfigs()) == 0 {
+		return nil, config.At("common_tls_context.tls_certificates", errors.New("at least one certificate (or tls_certificate_sds_secret_configs) is required"))
 	}
-	c, err := buildCommon(ctx)
+	hasVC := ctx.GetValidationContext() != nil || ctx.GetValidationContextSdsSecretConfig() != nil || ctx.GetCombinedValidationContext() != nil
+	if m.GetRequireClientCertificate().GetValue() && !hasVC {
+		return nil, config.At("require_client_certificate", errors.New("needs a validation context"))
+	}
+	var keys [][32]byte
+	if tk := m.GetSessionTicketKeys(); tk != nil {
+		var err error
+		if keys, err = ticketKeys(tk.GetKeys()); err != nil {
+			return nil, config.At("session_ticket_keys", err)
+		}
+	}
+	d := &downstream{}
+	sc, err := buildContext(bc, ctx, func(c *common) error {
+		d.cur.Store(finishDownstream(m, c, keys))
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
+	d.sc = sc
+	return d, nil
+}
+
+// Ready implements transport.Waiter.
+func (d *downstream) Ready() bool { return d.cur.Load() != nil }
+
+// finishDownstream completes a server configuration from the context's
+// options.
+func finishDownstream(m *tlsv3.DownstreamTlsContext, c *common, keys [][32]byte) *gotls.Config {
 	cfg := c.cfg
 	if v := c.val; v != nil {
 		// Client certificates are asked for and checked by the
@@ -71,12 +102,9 @@ func build(m *tlsv3.DownstreamTlsContext) (*downstream, error) {
 			}
 			return v.verify(cs.PeerCertificates, "")
 		}
-	}
-	if m.GetRequireClientCertificate().GetValue() {
-		if c.val == nil {
-			return nil, config.At("require_client_certificate", errors.New("needs common_tls_context.validation_context"))
+		if m.GetRequireClientCertificate().GetValue() {
+			cfg.ClientAuth = gotls.RequireAnyClientCert
 		}
-		cfg.ClientAuth = gotls.RequireAnyClientCert
 	}
 	if m.GetRequireSni().GetValue() {
 		cfg.GetConfigForClient = func(h *gotls.ClientHelloInfo) (*gotls.Config, error) {
@@ -89,14 +117,10 @@ func build(m *tlsv3.DownstreamTlsContext) (*downstream, error) {
 	if m.GetDisableStatelessSessionResumption() {
 		cfg.SessionTicketsDisabled = true
 	}
-	if tk := m.GetSessionTicketKeys(); tk != nil {
-		keys, err := ticketKeys(tk.GetKeys())
-		if err != nil {
-			return nil, config.At("session_ticket_keys", err)
-		}
+	if keys != nil {
 		cfg.SetSessionTicketKeys(keys)
 	}
-	return &downstream{cfg: cfg}, nil
+	return cfg
 }
 
 // ticketKeys derives crypto/tls's 32-byte ticket keys from Envoy's
@@ -127,7 +151,11 @@ func (d *downstream) Wrap(s network.Socket) (network.Socket, error) {
 	if !ok {
 		return nil, errors.New("TLS needs the netpoll I/O model")
 	}
-	return &socket{Conn: gotls.Server(nc, d.cfg), raw: s}, nil
+	cfg := d.cur.Load()
+	if cfg == nil {
+		return nil, errors.New("the TLS context is waiting for its secrets")
+	}
+	return &socket{Conn: gotls.Server(nc, cfg), raw: s}, nil
 }
 
 // socket is a TLS connection as a network.Socket.

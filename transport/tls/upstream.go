@@ -3,7 +3,9 @@ package tls
 import (
 	"context"
 	gotls "crypto/tls"
+	"errors"
 	"net"
+	"sync/atomic"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/straitproxy/strait/transport"
@@ -16,8 +18,8 @@ import (
 // only by SAN matchers or auto_sni_san_validation, never by sni alone).
 
 func init() {
-	transport.RegisterUpstream(Name, &tlsv3.UpstreamTlsContext{}, func(_ *transport.BuildContext, m proto.Message) (transport.Upstream, error) {
-		return buildUpstream(m.(*tlsv3.UpstreamTlsContext))
+	transport.RegisterUpstream(Name, &tlsv3.UpstreamTlsContext{}, func(bc *transport.BuildContext, m proto.Message) (transport.Upstream, error) {
+		return buildUpstream(bc, m.(*tlsv3.UpstreamTlsContext))
 	})
 }
 
@@ -26,49 +28,66 @@ var supportedUpstream = support(map[string]string{
 		auto_sni_san_validation max_session_keys`,
 })
 
+// upstream is a built UpstreamTlsContext.
 type upstream struct {
-	cfg      *gotls.Config
-	val      *validator
-	alpn     bool // the config names ALPN protocols
+	cur      atomic.Pointer[upstreamState] // nil until its secrets came
+	sc       *secretContext
+	cache    gotls.ClientSessionCache
 	autoHost bool // auto_host_sni
 	autoSAN  bool // auto_sni_san_validation
 }
 
-func buildUpstream(m *tlsv3.UpstreamTlsContext) (*upstream, error) {
+// upstreamState is one version of the context (its secrets change it).
+type upstreamState struct {
+	cfg  *gotls.Config
+	val  *validator
+	alpn bool // the config names ALPN protocols
+}
+
+func buildUpstream(bc *transport.BuildContext, m *tlsv3.UpstreamTlsContext) (*upstream, error) {
 	if err := supportedUpstream.Check(m); err != nil {
 		return nil, err
 	}
-	c, err := buildCommon(m.GetCommonTlsContext())
+	u := &upstream{autoHost: m.GetAutoHostSni(), autoSAN: m.GetAutoSniSanValidation()}
+	// Envoy keeps max_session_keys (default 1) sessions to resume.
+	if n := m.GetMaxSessionKeys(); n == nil || n.GetValue() > 0 {
+		u.cache = gotls.NewLRUClientSessionCache(max(1, int(n.GetValue())))
+	}
+	sc, err := buildContext(bc, m.GetCommonTlsContext(), func(c *common) error {
+		cfg := c.cfg
+		cfg.ServerName = m.GetSni()
+		// crypto/tls checks names only with ServerName and no
+		// InsecureSkipVerify; Envoy checks what the validation context
+		// says.
+		cfg.InsecureSkipVerify = true
+		cfg.ClientSessionCache = u.cache
+		u.cur.Store(&upstreamState{cfg: cfg, val: c.val, alpn: len(cfg.NextProtos) > 0})
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	cfg := c.cfg
-	cfg.ServerName = m.GetSni()
-	// crypto/tls checks names only with ServerName and no
-	// InsecureSkipVerify; Envoy checks what the validation context says.
-	cfg.InsecureSkipVerify = true
-	// Envoy keeps max_session_keys (default 1) sessions to resume.
-	if n := 1; m.GetMaxSessionKeys() == nil || m.GetMaxSessionKeys().GetValue() > 0 {
-		if m.GetMaxSessionKeys() != nil {
-			n = int(m.GetMaxSessionKeys().GetValue())
-		}
-		cfg.ClientSessionCache = gotls.NewLRUClientSessionCache(n)
-	}
-	u := &upstream{cfg: cfg, val: c.val, alpn: len(cfg.NextProtos) > 0,
-		autoHost: m.GetAutoHostSni(), autoSAN: m.GetAutoSniSanValidation()}
+	u.sc = sc
 	return u, nil
 }
 
+// Ready implements transport.Waiter.
+func (u *upstream) Ready() bool { return u.cur.Load() != nil }
+
 // Client implements transport.Upstream.
 func (u *upstream) Client(ctx context.Context, nc net.Conn, hostname string, alpn []string) (net.Conn, error) {
-	cfg := u.cfg.Clone() // shares the session cache
-	if !u.alpn && len(alpn) > 0 {
+	st := u.cur.Load()
+	if st == nil {
+		return nil, errors.New("the TLS context is waiting for its secrets")
+	}
+	cfg := st.cfg.Clone() // shares the session cache
+	if !st.alpn && len(alpn) > 0 {
 		cfg.NextProtos = alpn
 	}
 	if u.autoHost && hostname != "" {
 		cfg.ServerName = hostname
 	}
-	if v := u.val; v != nil || u.autoSAN {
+	if v := st.val; v != nil || u.autoSAN {
 		autoSAN := ""
 		if u.autoSAN {
 			autoSAN = cfg.ServerName

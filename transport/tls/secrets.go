@@ -1,0 +1,168 @@
+package tls
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"weak"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/transport"
+	"google.golang.org/protobuf/proto"
+)
+
+// secretContext is a CommonTlsContext whose certificates or validation
+// context come from secrets (static_resources.secrets or SDS). Each time
+// one arrives or changes it builds the context again and hands the
+// result to install; until all have arrived the context is not ready.
+// A version that does not build is refused (NACKed) and the previous
+// one keeps serving. Established connections keep the configuration
+// they were made with.
+type secretContext struct {
+	base    *tlsv3.CommonTlsContext // without its secret references
+	install func(*common) error
+
+	mu     sync.Mutex
+	certs  []*tlsv3.TlsCertificate // per tls_certificate_sds_secret_configs; nil until arrived
+	wantVC bool
+	defVC  *tlsv3.CertificateValidationContext // combined_validation_context's default
+	vc     *tlsv3.CertificateValidationContext // from its secret; nil until arrived
+	ready  bool
+}
+
+// cancels holds a context's watch cancellations; it is freed with the
+// context (the store holds only weak references to contexts).
+type cancels struct{ fs []func() }
+
+// buildContext builds ctx: at once when it names no secret, else from
+// its secrets as they come. install receives each built version.
+func buildContext(bc *transport.BuildContext, ctx *tlsv3.CommonTlsContext, install func(*common) error) (*secretContext, error) {
+	if ctx == nil {
+		ctx = &tlsv3.CommonTlsContext{}
+	}
+	sc := &secretContext{base: proto.Clone(ctx).(*tlsv3.CommonTlsContext), install: install}
+	sc.base.TlsCertificateSdsSecretConfigs = nil
+	sc.base.ValidationContextType = nil
+	if vc := ctx.GetValidationContext(); vc != nil {
+		sc.base.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc}
+	}
+	type ref struct {
+		cfg  *tlsv3.SdsSecretConfig
+		path string
+		set  func(sc *secretContext, s *tlsv3.Secret) error
+	}
+	var refs []ref
+	for i, c := range ctx.GetTlsCertificateSdsSecretConfigs() {
+		i := i
+		sc.certs = append(sc.certs, nil)
+		refs = append(refs, ref{c, fmt.Sprintf("common_tls_context.tls_certificate_sds_secret_configs[%d]", i), func(sc *secretContext, s *tlsv3.Secret) error {
+			tc := s.GetTlsCertificate()
+			if tc == nil {
+				return errors.New("not a tls_certificate secret")
+			}
+			old := sc.certs[i]
+			sc.certs[i] = tc
+			return sc.rebuildLocked(func() { sc.certs[i] = old })
+		}})
+	}
+	vcRef := ctx.GetValidationContextSdsSecretConfig()
+	path := "common_tls_context.validation_context_sds_secret_config"
+	if cvc := ctx.GetCombinedValidationContext(); cvc != nil {
+		vcRef = cvc.GetValidationContextSdsSecretConfig()
+		path = "common_tls_context.combined_validation_context.validation_context_sds_secret_config"
+		sc.defVC = cvc.GetDefaultValidationContext()
+	}
+	if vcRef != nil {
+		sc.wantVC = true
+		refs = append(refs, ref{vcRef, path, func(sc *secretContext, s *tlsv3.Secret) error {
+			vc := s.GetValidationContext()
+			if vc == nil {
+				return errors.New("not a validation_context secret")
+			}
+			old := sc.vc
+			sc.vc = vc
+			return sc.rebuildLocked(func() { sc.vc = old })
+		}})
+	}
+	// The context's own parts must build, whatever its secrets bring.
+	c, err := buildCommon(sc.base)
+	if err != nil {
+		return nil, err
+	}
+	if len(refs) == 0 {
+		sc.ready = true
+		return sc, install(c)
+	}
+	if bc.Secrets == nil {
+		return nil, config.At(refs[0].path, errors.New("no secret store"))
+	}
+	cl := &cancels{}
+	wp := weak.Make(sc)
+	for _, r := range refs {
+		set := r.set
+		cancel, err := bc.Secrets.Watch(r.cfg.GetName(), r.cfg.GetSdsConfig(), func(s *tlsv3.Secret) error {
+			sc := wp.Value()
+			if sc == nil {
+				return nil
+			}
+			sc.mu.Lock()
+			defer sc.mu.Unlock()
+			return set(sc, s)
+		})
+		if err != nil {
+			for _, f := range cl.fs {
+				f()
+			}
+			return nil, config.At(r.path, err)
+		}
+		cl.fs = append(cl.fs, cancel)
+	}
+	runtime.AddCleanup(sc, func(cl *cancels) {
+		for _, f := range cl.fs {
+			f()
+		}
+	}, cl)
+	return sc, nil
+}
+
+// rebuildLocked builds the context from its secrets, once all have come;
+// on failure undo restores the previous secret.
+func (sc *secretContext) rebuildLocked(undo func()) error {
+	for _, c := range sc.certs {
+		if c == nil {
+			return nil
+		}
+	}
+	if sc.wantVC && sc.vc == nil {
+		return nil
+	}
+	ctx := proto.Clone(sc.base).(*tlsv3.CommonTlsContext)
+	ctx.TlsCertificates = append(ctx.TlsCertificates, sc.certs...)
+	if sc.wantVC {
+		vc := &tlsv3.CertificateValidationContext{}
+		if sc.defVC != nil {
+			vc = proto.Clone(sc.defVC).(*tlsv3.CertificateValidationContext)
+		}
+		proto.Merge(vc, sc.vc)
+		ctx.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc}
+	}
+	c, err := buildCommon(ctx)
+	if err == nil {
+		err = sc.install(c)
+	}
+	if err != nil {
+		undo()
+		return err
+	}
+	sc.ready = true
+	return nil
+}
+
+// Ready reports whether every secret has arrived.
+func (sc *secretContext) Ready() bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return sc.ready
+}
