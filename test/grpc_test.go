@@ -27,10 +27,46 @@ var grpcInteropCases = []string{
 // TestGRPCInterop runs grpc-go's interop client through the proxy (an
 // AUTO listener) to grpc-go's interop server (an HTTP/2 cluster).
 func TestGRPCInterop(t *testing.T) {
-	client := tool(t, "grpc-interop-client")
+	addr := startInteropServer(t)
+	p := startProxy(t, httpBootstrap(addr, routeCfg{}, h2Upstream))
+	runInterop(t, p.addr("ingress"), "--use_tls=false")
+}
+
+// TestGRPCInteropTLS: the same cases over TLS on both hops: the client
+// checks Strait's certificate and negotiates h2 by ALPN; Strait checks
+// the interop server's against the CA and offers h2 upstream.
+func TestGRPCInteropTLS(t *testing.T) {
+	pki := newPKI(t)
+	scert, skey := pki.issue(t, "interop-server", false, "backend.example")
+	pcert, pkey := pki.issue(t, "strait", false, "localhost")
+	addr := startInteropServer(t, "--use_tls", "--tls_cert_file", scert, "--tls_key_file", skey)
+	y := tlsBootstrap(addr, `          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_certificates: [ { certificate_chain: { filename: `+pcert+` }, private_key: { filename: `+pkey+` } } ]`)
+	y = strings.Replace(y, "    connect_timeout: 1s\n", "    connect_timeout: 1s\n"+h2Upstream+`
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: backend.example
+        common_tls_context:
+          validation_context:
+            trusted_ca: { filename: `+pki.caFile+` }
+            match_typed_subject_alt_names: [ { san_type: DNS, matcher: { exact: backend.example } } ]
+`, 1)
+	p := startProxy(t, y)
+	runInterop(t, p.addr("ingress"), "--use_tls=true", "--use_test_ca", "--ca_file", pki.caFile, "--server_host_override", "localhost")
+	if got := p.stat("http.ingress.downstream_cx_http2_total"); got == 0 {
+		t.Error("the client's connections did not reach the HTTP/2 codec")
+	}
+}
+
+// startInteropServer runs grpc-go's interop server with args and returns
+// its address.
+func startInteropServer(t *testing.T, args ...string) string {
 	server := tool(t, "grpc-interop-server")
 	port := freePort(t)
-	srv := exec.Command(server, "--port", port)
+	srv := exec.Command(server, append([]string{"--port", port}, args...)...)
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -43,13 +79,18 @@ func TestGRPCInterop(t *testing.T) {
 		}
 		return err == nil
 	})
-	p := startProxy(t, httpBootstrap(addr, routeCfg{}, h2Upstream))
-	host, pport, _ := net.SplitHostPort(p.addr("ingress"))
+	return addr
+}
+
+// runInterop runs the interop client's cases against addr.
+func runInterop(t *testing.T, addr string, args ...string) {
+	client := tool(t, "grpc-interop-client")
+	host, port, _ := net.SplitHostPort(addr)
 	for _, tc := range grpcInteropCases {
 		t.Run(tc, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, client, "--server_host", host, "--server_port", pport, "--use_tls=false", "--test_case", tc)
+			cmd := exec.CommandContext(ctx, client, append([]string{"--server_host", host, "--server_port", port, "--test_case", tc}, args...)...)
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("%s: %v\n%s", tc, err, out)
