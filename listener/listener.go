@@ -133,17 +133,6 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	if err := ln.buildListenerFilters(bc, l); err != nil {
 		return nil, err
 	}
-	if ln.io.Name() != network.Netpoll.Name() {
-		for i, c := range append(ln.chains, ln.def) {
-			if c != nil && c.ts != nil {
-				path := fmt.Sprintf("filter_chains[%d].transport_socket", i)
-				if i == len(ln.chains) {
-					path = "default_filter_chain.transport_socket"
-				}
-				return nil, config.At(path, fmt.Errorf("TLS under the %s I/O model is not supported yet: give this listener metadata strait.io_model: netpoll", ln.io.Name()))
-			}
-		}
-	}
 	sc := o.Stats.Scope("listener", "envoy_listener_address", ln.addr)
 	ln.cxTotal, ln.cxDestroy = sc.Counter("downstream_cx_total"), sc.Counter("downstream_cx_destroy")
 	ln.noChain, ln.cxActive = sc.Counter("no_filter_chain_match"), sc.Gauge("downstream_cx_active")
@@ -255,8 +244,10 @@ func (l *Listener) serveConn(c *network.Conn) {
 		c.Close()
 		return
 	}
+	var sock transport.Socket
 	if ch.ts != nil {
-		if err := c.WrapSocket(ch.ts.Wrap); err != nil {
+		var err error
+		if sock, err = transport.Install(ch.ts, c); err != nil {
 			l.log.Warn("transport socket refused the connection", "err", err)
 			c.Close()
 			return
@@ -267,7 +258,11 @@ func (l *Listener) serveConn(c *network.Conn) {
 		c.Close()
 		return
 	}
-	c.SetHandler(t)
+	if sock != nil {
+		sock.SetInner(t)
+	} else {
+		c.SetHandler(t)
+	}
 	l.io.Start(c)
 	if l.draining.Load() {
 		drain(h, c)

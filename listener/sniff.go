@@ -2,6 +2,7 @@ package listener
 
 import (
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -94,7 +95,7 @@ type sniffer struct {
 // sniff starts c with the listener filters.
 func (l *Listener) sniff(c *network.Conn) {
 	s := &sniffer{l: l, c: c, pre: true}
-	if l.lateTransport {
+	if _, blocking := c.Socket().(net.Conn); l.lateTransport && blocking {
 		s.late = transport.NewLate(c.Socket())
 		c.WrapSocket(func(network.Socket) (network.Socket, error) { return s.late, nil })
 	}
@@ -188,13 +189,21 @@ func (s *sniffer) handOver(data []byte) int {
 		return 0
 	}
 	consumed := 0
+	var sock transport.Socket
 	if ch.ts != nil {
-		if err := s.late.Install(ch.ts, data); err != nil {
+		var err error
+		if s.late != nil {
+			c.MarkSecure()
+			err = s.late.Install(ch.ts, data) // netpoll: the socket reads them first
+		} else {
+			sock, err = transport.Install(ch.ts, c) // epoll: given them below
+		}
+		if err != nil {
 			l.log.Warn("transport socket refused the connection", "err", err)
 			c.Close()
 			return 0
 		}
-		consumed = len(data) // the transport reads them first
+		consumed = len(data)
 	}
 	t, h, err := l.attach(c, ch)
 	if err != nil {
@@ -202,7 +211,12 @@ func (s *sniffer) handOver(data []byte) int {
 		c.Close()
 		return consumed
 	}
-	c.SetHandler(t)
+	if sock != nil {
+		sock.SetInner(t)
+		sock.OnRead(data)
+	} else {
+		c.SetHandler(t)
+	}
 	if l.draining.Load() {
 		drain(h, c)
 	}

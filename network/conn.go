@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -83,6 +84,45 @@ type Conn struct {
 	kickFor     Handler
 	kicked      atomic.Bool // kickFor is set: a cheap test per read
 	interrupted atomic.Bool
+
+	// tr is the transport socket that reads and writes through this
+	// connection's socket (TLS under epoll); nil: bytes as they are.
+	tr Transport
+	// secure: a transport socket (TLS) carries the connection.
+	secure bool
+}
+
+// Transport is a transport socket the I/O model drives from outside the
+// socket (under epoll, whose readers read the descriptor themselves): it
+// is the connection's handler for the bytes read, gives the plaintext to
+// its own inner handler, and every write goes through it.
+type Transport interface {
+	Handler
+	// Write writes p whole (encrypting it); the caller holds the
+	// connection's write lock.
+	Write(p []byte) (int, error)
+	// CloseWrite ends the transport's stream (close_notify) and half-
+	// closes the socket.
+	CloseWrite() error
+	// Pending reports whether it holds bytes not yet given to its inner
+	// handler (which then are offered again on ResumeRead).
+	Pending() bool
+}
+
+// MarkSecure records that a transport socket (TLS) carries the
+// connection; it is called before the connection's filters are attached.
+func (c *Conn) MarkSecure() { c.secure = true }
+
+// Secure reports whether a transport socket (TLS) carries the connection
+// (its handshake may not have happened yet).
+func (c *Conn) Secure() bool { return c.secure }
+
+// SetTransport makes t the connection's transport socket and handler.
+// It is called before the I/O model starts the connection, or from
+// inside the current handler's OnRead.
+func (c *Conn) SetTransport(t Transport) {
+	c.tr = t
+	c.handler = t
 }
 
 // ConnInfo is what the listener filters learned about a connection
@@ -96,6 +136,26 @@ type ConnInfo struct {
 	// ApplicationProtocols are the ALPN protocols the client offered, or
 	// what http_inspector found ("http/1.1", "http/1.0", "h2c").
 	ApplicationProtocols []string
+}
+
+// TLSState returns the negotiated TLS session of the connection (version,
+// suite, SNI, ALPN, the peer's verified certificates: the identity RBAC
+// and access logs read); ok is false for a plaintext connection or
+// before the handshake completed.
+func (c *Conn) TLSState() (cs tls.ConnectionState, ok bool) {
+	type stater interface{ ConnectionState() tls.ConnectionState }
+	var s any = c.tr
+	if c.tr == nil {
+		s = c.raw
+		if u, isLate := c.raw.(interface{ Upper() Socket }); isLate {
+			s = u.Upper()
+		}
+	}
+	if st, isTLS := s.(stater); isTLS {
+		cs = st.ConnectionState()
+		return cs, cs.HandshakeComplete
+	}
+	return cs, false
 }
 
 // Info returns what the listener filters learned; nil when the listener
@@ -171,7 +231,13 @@ func (c *Conn) LocalAddr() net.Addr { return c.raw.LocalAddr() }
 // a slow reader pushes back on whoever is producing. Conn does not retain p.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
-	n, err := c.raw.Write(p)
+	var n int
+	var err error
+	if c.tr != nil {
+		n, err = c.tr.Write(p)
+	} else {
+		n, err = c.raw.Write(p)
+	}
 	c.wmu.Unlock()
 	c.tx.Add(uint64(n))
 	return n, err
@@ -182,7 +248,16 @@ func (c *Conn) Writev(bufs ...[]byte) (int64, error) {
 	var n int64
 	var err error
 	c.wmu.Lock()
-	if vw, ok := c.raw.(vectorWriter); ok {
+	if c.tr != nil {
+		for _, b := range bufs {
+			var m int
+			m, err = c.tr.Write(b)
+			n += int64(m)
+			if err != nil {
+				break
+			}
+		}
+	} else if vw, ok := c.raw.(vectorWriter); ok {
 		n, err = vw.Writev(bufs)
 	} else {
 		nb := net.Buffers(bufs)
@@ -222,6 +297,12 @@ func (c *Conn) ResumeRead() {
 	wasPaused := c.paused
 	c.paused = false
 	c.redeliver = true
+	if wasPaused && c.tr != nil && c.tr.Pending() {
+		// The transport holds what the handler left: it must be
+		// offered again though the model's buffer may be empty.
+		c.kickFor = c.tr
+		c.kicked.Store(true)
+	}
 	c.mu.Unlock()
 	if wasPaused {
 		if c.wake != nil {
@@ -275,6 +356,9 @@ func (c *Conn) TakeKick() bool {
 func (c *Conn) CloseWrite() error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.tr != nil {
+		return c.tr.CloseWrite()
+	}
 	return c.raw.CloseWrite()
 }
 

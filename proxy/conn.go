@@ -21,14 +21,23 @@ type connManager struct {
 	requests atomic.Int64
 	// vars are the connection's values for header formatters, made once.
 	vars router.Vars
+	// scheme is the connection's: "https" over TLS, else the codecs'.
+	scheme string
 }
 
 var _ network.Handler = (*connManager)(nil)
 
 // NewConnHandler attaches the connection manager to a new connection.
 func NewConnHandler(cfg *Config, c *network.Conn) network.Handler {
-	cm := &connManager{cfg: cfg, conn: c}
-	cm.codec = cfg.Codec.NewServer(c, cfg.Codecs, cm)
+	cm := &connManager{cfg: cfg, conn: c, scheme: cfg.Codecs.Scheme}
+	codecs := cfg.Codecs
+	if c.Secure() {
+		codecs.Scheme, cm.scheme = "https", "https"
+	}
+	if cm.scheme == "" {
+		cm.scheme = "http"
+	}
+	cm.codec = cfg.Codec.NewServer(c, codecs, cm)
 	cm.vars = router.Vars{RemoteAddr: c.RemoteAddr().String(), LocalAddr: c.LocalAddr().String()}
 	cfg.Stats.CxTotal.Inc()
 	cfg.Stats.CxActive.Inc()

@@ -108,10 +108,7 @@ func nextItem(v []byte) (item, rest []byte) {
 // forwardedFor appends the client's address to x-forwarded-for when this
 // proxy is the edge (use_remote_address) and sets x-forwarded-proto.
 func (s *Stream) forwardedFor(h *protocol.Headers) {
-	scheme := "http"
-	if s.cfg.Codecs.Scheme != "" {
-		scheme = s.cfg.Codecs.Scheme
-	}
+	scheme := s.cm.scheme
 	if !s.cfg.UseRemoteAddress {
 		if !h.Has("x-forwarded-proto") {
 			h.Set("x-forwarded-proto", scheme)

@@ -239,7 +239,6 @@ func TestSDSRotation(t *testing.T) {
 	l := fromJSON(t, &listenerv3.Listener{}, mustJSON(t, `
 name: ingress
 address: { socket_address: { address: 127.0.0.1, port_value: `+strings.Split(laddr, ":")[1]+` } }
-metadata: { filter_metadata: { strait: { io_model: netpoll } } }
 filter_chains:
 - transport_socket:
     name: envoy.transport_sockets.tls

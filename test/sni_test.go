@@ -96,7 +96,6 @@ static_resources:
   listeners:
   - name: ingress
     address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-    metadata: { filter_metadata: { strait: { io_model: netpoll } } }
 ` + tlsInspector + `    filter_chains:
     - filter_chain_match: { server_names: [a.example] }
 ` + tlsSocket(ac, ak) + hcmFilter("a", "") + `    - filter_chain_match: { server_names: ["*.wild.example"] }

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -15,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -82,11 +85,10 @@ func (p *testPKI) issueWith(t *testing.T, name string, client bool, edit func(*x
 }
 
 // tlsBootstrap is httpBootstrap with a TLS transport socket on the
-// ingress listener (netpoll: TLS under epoll is not built yet).
+// ingress listener (under the suite's I/O model).
 func tlsBootstrap(upstream, tlsCtx string) string {
 	b := httpBootstrap(upstream, routeCfg{}, "")
-	b = strings.Replace(b, "    filter_chains:\n    - filters:", `    metadata: { filter_metadata: { strait: { io_model: netpoll } } }
-    filter_chains:
+	b = strings.Replace(b, "    filter_chains:\n    - filters:", `    filter_chains:
     - transport_socket:
         name: envoy.transport_sockets.tls
         typed_config:
@@ -190,7 +192,6 @@ func TestTLSConfigRefused(t *testing.T) {
 		"SAN matchers without a trusted CA":                                                        tlsBootstrap("127.0.0.1:1", "          common_tls_context:\n"+certs+"\n            validation_context: { match_typed_subject_alt_names: [ { san_type: DNS, matcher: { exact: a } } ] }"),
 		"san_type: OTHER_NAME is not supported":                                                    tlsBootstrap("127.0.0.1:1", "          common_tls_context:\n"+certs+"\n            validation_context: { trusted_ca: { filename: "+pki.caFile+" }, match_typed_subject_alt_names: [ { san_type: OTHER_NAME, matcher: { exact: a } } ] }"),
 		"session_timeout: not supported yet":                                                       tlsBootstrap("127.0.0.1:1", "          session_timeout: 10s\n          common_tls_context:\n"+certs),
-		"TLS under the epoll I/O model is not supported yet":                                       strings.Replace(tlsBootstrap("127.0.0.1:1", "          common_tls_context:\n"+certs), "io_model: netpoll", "io_model: epoll", 1),
 	}
 	for want, y := range cases {
 		if _, err := buildServer(y); err == nil || !strings.Contains(err.Error(), want) {
@@ -266,5 +267,89 @@ func TestUpstreamTLS(t *testing.T) {
 	p := startProxy(t, httpBootstrap(addr, routeCfg{}, strings.TrimSuffix(tlsOpts(other.caFile), "\n")))
 	if code, _ := get(t, p.url("ingress")+"/"); code != 503 {
 		t.Fatalf("an upstream signed by an untrusted CA: %d, want 503", code)
+	}
+}
+
+// TestTLSIdleEpoll: under the epoll I/O model an idle TLS connection
+// holds no goroutine: 200 connections that each made a request and stay
+// open add far fewer than 200 goroutines (netpoll would add 200 readers),
+// and every one still answers afterwards.
+func TestTLSIdleEpoll(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "server", false, "localhost")
+	up := testutil.StartUpstream(t)
+	y := tlsBootstrap(up.Addr, `          common_tls_context:
+            tls_certificates: [ { certificate_chain: { filename: `+cert+` }, private_key: { filename: `+key+` } } ]`)
+	y = strings.Replace(y, "    filter_chains:", "    metadata: { filter_metadata: { strait: { io_model: epoll } } }\n    filter_chains:", 1)
+	p := startProxy(t, y)
+	pool := x509.NewCertPool()
+	pool.AddCert(pki.ca)
+	request := func(c *tls.Conn, path string) error {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != "ok "+path {
+			return fmt.Errorf("answer %q", b)
+		}
+		return nil
+	}
+	before := runtime.NumGoroutine()
+	const n = 200
+	conns := make([]*tls.Conn, 0, n)
+	for i := range n {
+		c, err := tls.Dial("tcp", p.addr("ingress"), &tls.Config{RootCAs: pool, ServerName: "localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := request(c, fmt.Sprintf("/%d", i)); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(300 * time.Millisecond) // handshake goroutines end
+	if grown := runtime.NumGoroutine() - before; grown > n/10 {
+		t.Errorf("%d idle TLS connections added %d goroutines", n, grown)
+	}
+	for i, c := range conns {
+		if err := request(c, fmt.Sprintf("/again%d", i)); err != nil {
+			t.Fatalf("connection %d after idling: %v", i, err)
+		}
+	}
+}
+
+// TestTLSForwardedProto: requests that came over TLS go upstream with
+// x-forwarded-proto https (HTTP/1.1 and h2 clients), plaintext ones with
+// http.
+func TestTLSForwardedProto(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "server", false, "localhost")
+	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Header.Get("X-Forwarded-Proto")) }, false)
+	p := startProxy(t, tlsBootstrap(up, `          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_certificates: [ { certificate_chain: { filename: `+cert+` }, private_key: { filename: `+key+` } } ]`))
+	pool := x509.NewCertPool()
+	pool.AddCert(pki.ca)
+	for _, h2 := range []bool{false, true} {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}, ForceAttemptHTTP2: h2}
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + p.addr("ingress") + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "https" || resp.ProtoMajor != map[bool]int{false: 1, true: 2}[h2] {
+			t.Errorf("%s: x-forwarded-proto %q, want https", resp.Proto, b)
+		}
+	}
+	plain := startProxy(t, httpBootstrap(up, routeCfg{}, ""))
+	if _, body := get(t, plain.url("ingress")+"/"); body != "http" {
+		t.Errorf("plaintext: x-forwarded-proto %q", body)
 	}
 }

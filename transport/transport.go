@@ -33,6 +33,43 @@ type Downstream interface {
 	Wrap(s network.Socket) (network.Socket, error)
 }
 
+// Socket is a transport socket running as a connection's
+// network.Transport: the I/O model reads the socket and hands it the
+// bytes; it hands the plaintext to its inner handler.
+type Socket interface {
+	network.Transport
+	SetInner(h network.Handler)
+}
+
+// NonBlocking is a Downstream that also runs under an I/O model whose
+// socket it cannot wrap (epoll: its readers read the descriptor and must
+// never block).
+type NonBlocking interface {
+	Transport(c *network.Conn) (Socket, error)
+}
+
+// Install puts d on an accepted connection before its filters are
+// attached: a wrapped socket where the socket is a blocking net.Conn
+// (netpoll), else a transport socket (epoll). It returns the transport
+// socket, whose SetInner the caller calls with the filters' handler (nil
+// when the socket was wrapped).
+func Install(d Downstream, c *network.Conn) (Socket, error) {
+	c.MarkSecure()
+	if _, blocking := c.Socket().(net.Conn); blocking {
+		return nil, c.WrapSocket(d.Wrap)
+	}
+	nb, ok := d.(NonBlocking)
+	if !ok {
+		return nil, fmt.Errorf("this transport socket cannot run under this I/O model")
+	}
+	s, err := nb.Transport(c)
+	if err != nil {
+		return nil, err
+	}
+	c.SetTransport(s)
+	return s, nil
+}
+
 // BuildContext is what a transport socket's builder may use.
 type BuildContext struct {
 	Log *slog.Logger

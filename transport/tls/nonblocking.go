@@ -1,0 +1,290 @@
+package tls
+
+import (
+	gotls "crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/straitproxy/strait/internal/bufpool"
+	"github.com/straitproxy/strait/network"
+	"github.com/straitproxy/strait/transport"
+)
+
+// TLS under an I/O model whose readers read the socket themselves (epoll):
+// crypto/tls reads ciphertext from an inbox the connection's reader fills,
+// and never blocks that reader.
+//
+//   - The handshake runs on its own goroutine (bounded by
+//     handshakeTimeout), whose reads wait on the inbox; the connection's
+//     reader only copies bytes into it. When the handshake is done, the
+//     goroutine ends and the reader is kicked to decrypt what came
+//     meanwhile.
+//   - After it, the reader decrypts on its own goroutine: a read with the
+//     inbox empty returns a temporary "would block" error, which crypto/tls
+//     does not keep (a partial record waits in crypto/tls for the rest).
+//   - Plaintext the inner handler leaves (it paused, or wants more) is
+//     kept and offered again with more, or on ResumeRead (Pending).
+//   - Writes encrypt on the writer's goroutine and write the socket.
+//   - Idle, a connection holds no goroutine and no inbox or plaintext
+//     buffer; crypto/tls keeps its own record buffers.
+
+// Transport implements transport.NonBlocking.
+func (d *downstream) Transport(c *network.Conn) (transport.Socket, error) {
+	cfg := d.cur.Load()
+	if cfg == nil {
+		return nil, errors.New("the TLS context is waiting for its secrets")
+	}
+	t := &nbSocket{c: c, raw: c.Socket()}
+	t.cond = sync.NewCond(&t.mu)
+	t.tc = gotls.Server(&nbAdapter{t: t}, cfg)
+	return t, nil
+}
+
+// The states of an nbSocket.
+const (
+	nbNew = iota
+	nbHandshaking
+	nbEstablished
+	nbFailed
+)
+
+// maxHandshakeInbox bounds the ciphertext held while the handshake runs.
+const maxHandshakeInbox = 64 << 10
+
+// errWouldBlock is what the adapter's Read returns when the inbox is
+// empty after the handshake: temporary, so crypto/tls does not keep it.
+var errWouldBlock = &wouldBlock{}
+
+type wouldBlock struct{}
+
+func (*wouldBlock) Error() string   { return "tls transport: no ciphertext yet" }
+func (*wouldBlock) Timeout() bool   { return true }
+func (*wouldBlock) Temporary() bool { return true }
+
+type nbSocket struct {
+	c     *network.Conn
+	raw   network.Socket
+	tc    *gotls.Conn
+	inner network.Handler
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	state    int
+	inbox    []byte // ciphertext crypto/tls has not read
+	plain    []byte // plaintext the inner handler left
+	eof      bool   // the peer closed its side
+	closed   bool
+	deadline bool // the handshake's time ran out
+}
+
+// SetInner implements transport.Socket.
+func (t *nbSocket) SetInner(h network.Handler) { t.inner = h }
+
+// OnRead takes ciphertext from the connection's reader.
+func (t *nbSocket) OnRead(data []byte) int {
+	t.mu.Lock()
+	switch t.state {
+	case nbFailed:
+		t.mu.Unlock()
+		return len(data)
+	case nbNew, nbHandshaking:
+		if len(t.inbox)+len(data) > maxHandshakeInbox {
+			t.mu.Unlock()
+			t.c.Close()
+			return len(data)
+		}
+		t.inbox = append(t.inbox, data...)
+		if t.state == nbNew {
+			t.state = nbHandshaking
+			go t.handshake()
+		}
+		t.cond.Broadcast()
+		t.mu.Unlock()
+		return len(data)
+	}
+	t.inbox = append(t.inbox, data...)
+	t.mu.Unlock()
+	t.pump()
+	return len(data)
+}
+
+// handshake runs the server handshake on its own goroutine.
+func (t *nbSocket) handshake() {
+	timer := time.AfterFunc(handshakeTimeout, func() {
+		t.mu.Lock()
+		t.deadline = true
+		t.cond.Broadcast()
+		t.mu.Unlock()
+	})
+	err := t.tc.Handshake()
+	timer.Stop()
+	t.mu.Lock()
+	if err != nil {
+		t.state = nbFailed
+		t.inbox = nil
+		t.mu.Unlock()
+		t.c.Close()
+		return
+	}
+	t.state = nbEstablished
+	if len(t.inbox) == 0 {
+		t.inbox = nil
+	}
+	t.mu.Unlock()
+	// The reader decrypts what came during the handshake: crypto/tls may
+	// hold whole records of it already, read along with the last
+	// handshake message.
+	t.c.Kick(t)
+}
+
+// pump decrypts and delivers on the reader's goroutine until the inbox
+// is empty, the inner handler paused, or the connection closed.
+func (t *nbSocket) pump() {
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			bufpool.Put(bp)
+		}
+	}()
+	for !t.c.Closed() {
+		t.mu.Lock()
+		pending := len(t.plain)
+		t.mu.Unlock()
+		if pending > 0 {
+			if t.c.Paused() {
+				return
+			}
+			n := t.inner.OnRead(t.plain)
+			t.mu.Lock()
+			t.plain = t.plain[n:]
+			if len(t.plain) == 0 {
+				t.plain = nil
+			}
+			t.mu.Unlock()
+			if n > 0 {
+				continue
+			}
+		}
+		if t.c.Paused() {
+			return
+		}
+		if bp == nil {
+			bp = bufpool.Get(bufpool.Medium)
+		}
+		n, err := t.tc.Read(*bp)
+		if n > 0 {
+			t.mu.Lock()
+			if len(t.plain)+n > t.c.BufferLimit {
+				t.mu.Unlock()
+				t.c.Close()
+				return
+			}
+			t.plain = append(t.plain, (*bp)[:n]...)
+			t.mu.Unlock()
+			continue
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, errWouldBlock):
+			return
+		case errors.Is(err, io.EOF): // close_notify
+			t.mu.Lock()
+			t.eof = true
+			t.mu.Unlock()
+			t.inner.OnEOF()
+			return
+		default:
+			t.c.Close()
+			return
+		}
+	}
+}
+
+// OnEOF: the peer closed TCP. What was decrypted goes first.
+func (t *nbSocket) OnEOF() {
+	t.mu.Lock()
+	established := t.state == nbEstablished
+	t.eof = true
+	t.cond.Broadcast()
+	t.mu.Unlock()
+	if !established {
+		t.c.Close()
+		return
+	}
+	t.pump()
+	t.inner.OnEOF()
+}
+
+// OnClose reports the close to the inner handler.
+func (t *nbSocket) OnClose(err error) {
+	t.mu.Lock()
+	t.closed = true
+	t.inbox, t.plain = nil, nil
+	t.cond.Broadcast()
+	t.mu.Unlock()
+	if t.inner != nil {
+		t.inner.OnClose(err)
+	}
+}
+
+// Pending implements network.Transport.
+func (t *nbSocket) Pending() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.plain) > 0 || (t.state == nbEstablished && len(t.inbox) > 0)
+}
+
+// ConnectionState is the TLS session (network.Conn.TLSState).
+func (t *nbSocket) ConnectionState() gotls.ConnectionState { return t.tc.ConnectionState() }
+
+// Write encrypts p and writes it to the socket.
+func (t *nbSocket) Write(p []byte) (int, error) { return t.tc.Write(p) }
+
+// CloseWrite sends close_notify, then half-closes the socket.
+func (t *nbSocket) CloseWrite() error {
+	t.tc.CloseWrite()
+	return t.raw.CloseWrite()
+}
+
+// nbAdapter is the net.Conn crypto/tls reads and writes: reads come from
+// the inbox, writes go to the socket.
+type nbAdapter struct{ t *nbSocket }
+
+func (a *nbAdapter) Read(p []byte) (int, error) {
+	t := a.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for len(t.inbox) == 0 {
+		switch {
+		case t.closed:
+			return 0, net.ErrClosed
+		case t.state == nbEstablished:
+			if t.eof {
+				return 0, io.EOF
+			}
+			return 0, errWouldBlock
+		case t.eof:
+			return 0, io.EOF
+		case t.deadline:
+			return 0, errors.New("tls transport: handshake timed out")
+		}
+		t.cond.Wait()
+	}
+	n := copy(p, t.inbox)
+	t.inbox = t.inbox[n:]
+	if len(t.inbox) == 0 {
+		t.inbox = t.inbox[:0:0]
+	}
+	return n, nil
+}
+
+func (a *nbAdapter) Write(p []byte) (int, error)      { return a.t.raw.Write(p) }
+func (a *nbAdapter) Close() error                     { return a.t.raw.Close() }
+func (a *nbAdapter) LocalAddr() net.Addr              { return a.t.raw.LocalAddr() }
+func (a *nbAdapter) RemoteAddr() net.Addr             { return a.t.raw.RemoteAddr() }
+func (a *nbAdapter) SetDeadline(time.Time) error      { return nil }
+func (a *nbAdapter) SetReadDeadline(time.Time) error  { return nil }
+func (a *nbAdapter) SetWriteDeadline(time.Time) error { return nil }
