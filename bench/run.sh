@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh http1|h2|tcp|grpc [rounds] [seconds]
+# bench/run.sh http1|h2|tcp|grpc|tls [rounds] [seconds]
 # bench/run.sh idle [connections] [wake]
 # bench/run.sh xds [updates] [endpoints]
 #
@@ -18,6 +18,10 @@
 #
 # grpc: unary gRPC calls through Strait against the same calls made
 # directly (bench/grpc.sh).
+#
+# tls: Strait (both I/O models) and nginx terminating TLS with equivalent
+# settings: kept-alive HTTP/1.1 and h2, full and resumed handshakes, 1 MiB
+# bulk (bench/tls.sh).
 #
 # xds: an in-process go-control-plane drives the Strait binary: time from
 # a snapshot set to the first request on the new route (p50/p99 of 100
@@ -83,6 +87,9 @@ if [ "$mode" = xds ]; then
 fi
 if [ "$mode" = grpc ]; then
   exec "$root/bench/grpc.sh" "$work" "$rounds" "$secs"
+fi
+if [ "$mode" = tls ]; then
+  exec "$root/bench/tls.sh" "$work" "$rounds" "$secs"
 fi
 
 up=$(freeport); p_strait=$(freeport); p_epoll=$(freeport); p_nginx=$(freeport); p_haproxy=$(freeport)

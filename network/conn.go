@@ -83,7 +83,8 @@ type Conn struct {
 	// interrupted marks a netpoll read cut short by Kick's deadline.
 	kickFor     Handler
 	kicked      atomic.Bool // kickFor is set: a cheap test per read
-	interrupted atomic.Bool
+	interrupted atomic.Bool // Kick set a past read deadline (kickMu)
+	kickMu      sync.Mutex
 
 	// tr is the transport socket that reads and writes through this
 	// connection's socket (TLS under epoll); nil: bytes as they are.
@@ -333,9 +334,28 @@ func (c *Conn) Kick(h Handler) {
 	// netpoll: the reader is blocked in Read; a deadline in the past
 	// wakes it.
 	if d, ok := c.raw.(interface{ SetReadDeadline(time.Time) error }); ok {
+		c.kickMu.Lock()
 		c.interrupted.Store(true)
 		d.SetReadDeadline(time.Unix(1, 0))
+		c.kickMu.Unlock()
 	}
+}
+
+// clearInterrupt undoes Kick's read deadline (netpoll's reader, before
+// it reads); it reports whether there was one.
+func (c *Conn) clearInterrupt() bool {
+	if !c.interrupted.Load() {
+		return false
+	}
+	c.kickMu.Lock()
+	defer c.kickMu.Unlock()
+	if !c.interrupted.Swap(false) {
+		return false
+	}
+	if d, ok := c.raw.(interface{ SetReadDeadline(time.Time) error }); ok {
+		d.SetReadDeadline(time.Time{})
+	}
+	return true
 }
 
 // TakeKick reports, on the reader's goroutine, whether a Kick for the

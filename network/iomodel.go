@@ -170,6 +170,11 @@ func readLoop(c *Conn) {
 				bp = &buf
 			}
 		}
+		// A kick that came after the check above left a past read
+		// deadline: clear it, and deliver the kick first.
+		if c.clearInterrupt() && c.kicked.Load() {
+			continue
+		}
 		n, err := c.raw.Read(buf[end:])
 		if n > 0 {
 			c.rx.Add(uint64(n))
@@ -183,12 +188,8 @@ func readLoop(c *Conn) {
 			}
 		}
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && c.interrupted.Swap(false) {
-				// Kick's wake-up, not a failure.
-				if d, ok := c.raw.(interface{ SetReadDeadline(time.Time) error }); ok {
-					d.SetReadDeadline(time.Time{})
-				}
-				continue
+			if errors.Is(err, os.ErrDeadlineExceeded) && c.clearInterrupt() {
+				continue // Kick's wake-up, not a failure
 			}
 			if errors.Is(err, io.EOF) && !c.Closed() {
 				c.handler.OnEOF()

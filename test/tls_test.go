@@ -353,3 +353,84 @@ func TestTLSForwardedProto(t *testing.T) {
 		t.Errorf("plaintext: x-forwarded-proto %q", body)
 	}
 }
+
+// TestTLSHalfCloseTCPProxy: TLS terminated in front of tcp_proxy; the
+// client sends, then ends its side (close_notify and FIN) and still gets
+// the upstream's whole answer: the end of the client's stream reaches
+// tcp_proxy once (a second OnEOF would close both directions).
+func TestTLSHalfCloseTCPProxy(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "server", false, "localhost")
+	// The upstream answers once it has read everything.
+	up := testutil.StartTCP(t, func(c net.Conn) {
+		defer c.Close()
+		n, _ := io.Copy(io.Discard, c)
+		time.Sleep(100 * time.Millisecond)
+		fmt.Fprintf(c, "read %d bytes", n)
+	})
+	y := tcpBootstrap(up)
+	y = strings.Replace(y, "    filter_chains:\n    - filters:", `    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates: [ { certificate_chain: { filename: `+cert+` }, private_key: { filename: `+key+` } } ]
+      filters:`, 1)
+	p := startProxy(t, y)
+	pool := x509.NewCertPool()
+	pool.AddCert(pki.ca)
+	for _, notify := range []bool{true, false} {
+		c, err := tls.Dial("tcp", p.addr("tcp"), &tls.Config{RootCAs: pool, ServerName: "localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "hello")
+		if notify {
+			c.CloseWrite() // close_notify
+		}
+		c.NetConn().(*net.TCPConn).CloseWrite()
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if string(b) != "read 5 bytes" {
+			t.Errorf("close_notify %v: got %q", notify, b)
+		}
+	}
+}
+
+// TestTLSUpload: large uploads over TLS through a listener whose buffer
+// limit makes reading pause and resume many times; every byte arrives.
+func TestTLSUpload(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "server", false, "localhost")
+	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	}, false)
+	y := tlsBootstrap(up, `          common_tls_context:
+            tls_certificates: [ { certificate_chain: { filename: `+cert+` }, private_key: { filename: `+key+` } } ]`)
+	y = strings.Replace(y, "    filter_chains:", "    per_connection_buffer_limit_bytes: 16384\n    filter_chains:", 1)
+	p := startProxy(t, y)
+	pool := x509.NewCertPool()
+	pool.AddCert(pki.ca)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}, Timeout: 20 * time.Second}
+	for range 3 {
+		uploadToSinkAt(t, c, "https://"+p.addr("ingress")+"/up", 8<<20)
+	}
+}
+
+func uploadToSinkAt(t *testing.T, c *http.Client, url string, size int) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, io.LimitReader(zeros{}, int64(size)))
+	req.ContentLength = int64(size)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != fmt.Sprint(size) {
+		t.Fatalf("upload: upstream counted %q bytes, want %d", b, size)
+	}
+}

@@ -54,11 +54,30 @@ type entry struct {
 	name     string
 	raw      *tlsv3.Secret // as configured or delivered; nil: not yet
 	mat      *tlsv3.Secret // raw with its files read in
+	ver      uint64        // counts the versions of mat
 	watchers map[*watcher]bool
 	src      *source // SDS: where it is asked for
 }
 
-type watcher struct{ fn func(*tlsv3.Secret) error }
+// watcher is one user of a secret. Deliveries to it are serialised and
+// never go back to an older version than one it has seen.
+type watcher struct {
+	fn   func(*tlsv3.Secret) error
+	mu   sync.Mutex
+	seen uint64
+}
+
+// deliver hands version ver of a secret to the watcher, unless it has
+// seen that one or a newer one.
+func (w *watcher) deliver(mat *tlsv3.Secret, ver uint64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ver <= w.seen {
+		return nil
+	}
+	w.seen = ver
+	return w.fn(mat)
+}
 
 // source is one SDS config source and the names watched from it.
 type source struct {
@@ -92,7 +111,7 @@ func (s *Secrets) SetStatic(secrets []*tlsv3.Secret) error {
 			errs = append(errs, config.At(path, err))
 			continue
 		}
-		s.static[sec.GetName()] = &entry{name: sec.GetName(), raw: sec, mat: mat, watchers: map[*watcher]bool{}}
+		s.static[sec.GetName()] = &entry{name: sec.GetName(), raw: sec, mat: mat, ver: 1, watchers: map[*watcher]bool{}}
 	}
 	return errors.Join(errs...)
 }
@@ -129,13 +148,14 @@ func (s *Secrets) Watch(name string, sds *corev3.ConfigSource, fn func(*tlsv3.Se
 			if r := s.set[name]; r != nil {
 				e.raw = r.Message.(*tlsv3.Secret)
 				e.mat, _ = load(e.raw)
+				e.ver = 1
 			}
 			s.sds[name] = e
 		}
 		sub.names[name]++
 	}
 	e.watchers[w] = true
-	mat := e.mat
+	mat, ver := e.mat, e.ver
 	s.startPollingLocked()
 	var names []string
 	if sub != nil && sub.names[name] == 1 {
@@ -147,7 +167,7 @@ func (s *Secrets) Watch(name string, sds *corev3.ConfigSource, fn func(*tlsv3.Se
 		sub2(sds, names)
 	}
 	if mat != nil {
-		if err := fn(mat); err != nil {
+		if err := w.deliver(mat, ver); err != nil {
 			s.unwatch(e, w)
 			return nil, fmt.Errorf("secret %q: %w", name, err)
 		}
@@ -229,18 +249,25 @@ func sortedNames(m map[string]int) []string {
 }
 
 // Apply takes the complete set of SDS secrets; it returns those refused,
-// by name.
+// by name. A secret refused by a watcher (its TLS context could not build
+// with it) is refused as a whole: the previous version stays, for the
+// watchers that took the new one too, and for those that come later.
 func (s *Secrets) Apply(set map[string]*config.Resource) map[string]error {
 	errs := map[string]error{}
 	next := map[string]*config.Resource{}
 	type delivery struct {
-		e   *entry
-		mat *tlsv3.Secret
+		e              *entry
+		mat            *tlsv3.Secret
+		ver            uint64
+		ws             []*watcher
+		old            *config.Resource
+		oldRaw, oldMat *tlsv3.Secret
 	}
 	var out []delivery
 	s.mu.Lock()
 	for name, r := range set {
-		if old := s.set[name]; old == r {
+		old := s.set[name]
+		if old == r {
 			next[name] = r
 			continue
 		}
@@ -248,31 +275,55 @@ func (s *Secrets) Apply(set map[string]*config.Resource) map[string]error {
 		mat, err := load(sec)
 		if err != nil {
 			errs[name] = fmt.Errorf("secret %q: %w", name, err)
-			if old := s.set[name]; old != nil {
+			if old != nil {
 				next[name] = old
 			}
 			continue
 		}
 		next[name] = r
 		if e := s.sds[name]; e != nil {
+			d := delivery{e: e, mat: mat, old: old, oldRaw: e.raw, oldMat: e.mat}
 			e.raw, e.mat = sec, mat
-			out = append(out, delivery{e, mat})
+			e.ver++
+			d.ver = e.ver
+			for w := range e.watchers {
+				d.ws = append(d.ws, w)
+			}
+			out = append(out, d)
 		}
 	}
 	s.set = next
-	ws := map[*entry][]*watcher{}
-	for _, d := range out {
-		for w := range d.e.watchers {
-			ws[d.e] = append(ws[d.e], w)
-		}
-	}
 	s.mu.Unlock()
 	for _, d := range out {
-		for _, w := range ws[d.e] {
-			if err := w.fn(d.mat); err != nil {
-				errs[d.e.name] = fmt.Errorf("secret %q: %w", d.e.name, err)
+		var failed error
+		for _, w := range d.ws {
+			if err := w.deliver(d.mat, d.ver); err != nil && failed == nil {
+				failed = err
 			}
 		}
+		if failed == nil {
+			continue
+		}
+		errs[d.e.name] = fmt.Errorf("secret %q: %w", d.e.name, failed)
+		// Back to the previous version, as a newer one for the watchers
+		// that took the refused one.
+		s.mu.Lock()
+		if d.e.ver == d.ver && d.oldMat != nil {
+			d.e.raw, d.e.mat = d.oldRaw, d.oldMat
+			d.e.ver++
+			back := d.e.ver
+			if d.old != nil {
+				s.set[d.e.name] = d.old
+			} else {
+				delete(s.set, d.e.name)
+			}
+			s.mu.Unlock()
+			for _, w := range d.ws {
+				w.deliver(d.oldMat, back)
+			}
+			continue
+		}
+		s.mu.Unlock()
 	}
 	if f := s.changedHook(); len(out) > 0 && f != nil {
 		f()
@@ -323,6 +374,7 @@ func (s *Secrets) poll() {
 	type delivery struct {
 		e   *entry
 		mat *tlsv3.Secret
+		ver uint64
 		ws  []*watcher
 	}
 	var out []delivery
@@ -337,7 +389,8 @@ func (s *Secrets) poll() {
 				continue
 			}
 			e.mat = mat
-			d := delivery{e: e, mat: mat}
+			e.ver++
+			d := delivery{e: e, mat: mat, ver: e.ver}
 			for w := range e.watchers {
 				d.ws = append(d.ws, w)
 			}
@@ -347,7 +400,7 @@ func (s *Secrets) poll() {
 	s.mu.Unlock()
 	for _, d := range out {
 		for _, w := range d.ws {
-			if err := w.fn(d.mat); err != nil && s.Log != nil {
+			if err := w.deliver(d.mat, d.ver); err != nil && s.Log != nil {
 				s.Log.Warn("a rotated secret was refused; the previous one keeps serving", "secret", d.e.name, "err", err)
 			}
 		}

@@ -40,7 +40,25 @@ func (d *downstream) Transport(c *network.Conn) (transport.Socket, error) {
 	t := &nbSocket{c: c, raw: c.Socket()}
 	t.cond = sync.NewCond(&t.mu)
 	t.tc = gotls.Server(&nbAdapter{t: t}, cfg)
+	// The handshake must be done within handshakeTimeout of the accept
+	// (a client that never sends a ClientHello included).
+	t.timer = time.AfterFunc(handshakeTimeout, t.expire)
 	return t, nil
+}
+
+// expire ends a handshake that ran out of time: its reads fail and the
+// connection closes (a handshake blocked writing to a peer that does not
+// read is woken by the close).
+func (t *nbSocket) expire() {
+	t.mu.Lock()
+	if t.state == nbEstablished || t.state == nbFailed {
+		t.mu.Unlock()
+		return
+	}
+	t.deadline = true
+	t.cond.Broadcast()
+	t.mu.Unlock()
+	t.c.Close()
 }
 
 // The states of an nbSocket.
@@ -51,7 +69,8 @@ const (
 	nbFailed
 )
 
-// maxHandshakeInbox bounds the ciphertext held while the handshake runs.
+// maxHandshakeInbox is the ciphertext taken while the handshake runs;
+// past it reading pauses until the handshake is done.
 const maxHandshakeInbox = 64 << 10
 
 // errWouldBlock is what the adapter's Read returns when the inbox is
@@ -70,12 +89,19 @@ type nbSocket struct {
 	tc    *gotls.Conn
 	inner network.Handler
 
-	mu       sync.Mutex
-	cond     *sync.Cond
-	state    int
-	inbox    []byte // ciphertext crypto/tls has not read
-	plain    []byte // plaintext the inner handler left
-	eof      bool   // the peer closed its side
+	timer *time.Timer // the handshake's deadline
+
+	mu      sync.Mutex
+	cond    *sync.Cond // state changes, inbox growth, close
+	state   int
+	inbox   []byte // ciphertext crypto/tls has not read
+	plain   []byte // plaintext the inner handler left
+	eof     bool   // the peer closed its side
+	eofSent bool   // the inner handler heard OnEOF (once)
+	heldOff bool   // reading paused while the handshake catches up
+	// unread: crypto/tls may hold whole records not decrypted yet (the
+	// last pump stopped for a pause, not for want of ciphertext).
+	unread   bool
 	closed   bool
 	deadline bool // the handshake's time ran out
 }
@@ -91,21 +117,24 @@ func (t *nbSocket) OnRead(data []byte) int {
 		t.mu.Unlock()
 		return len(data)
 	case nbNew, nbHandshaking:
-		if len(t.inbox)+len(data) > maxHandshakeInbox {
-			t.mu.Unlock()
-			t.c.Close()
-			return len(data)
-		}
 		t.inbox = append(t.inbox, data...)
 		if t.state == nbNew {
 			t.state = nbHandshaking
 			go t.handshake()
 		}
+		// A client may stream right after its Finished, while the
+		// handshake goroutine still works: hold off reading meanwhile.
+		full := len(t.inbox) > maxHandshakeInbox && !t.heldOff
+		t.heldOff = t.heldOff || full
 		t.cond.Broadcast()
 		t.mu.Unlock()
+		if full {
+			t.c.PauseRead()
+		}
 		return len(data)
 	}
 	t.inbox = append(t.inbox, data...)
+	t.unread = true
 	t.mu.Unlock()
 	t.pump()
 	return len(data)
@@ -113,15 +142,10 @@ func (t *nbSocket) OnRead(data []byte) int {
 
 // handshake runs the server handshake on its own goroutine.
 func (t *nbSocket) handshake() {
-	timer := time.AfterFunc(handshakeTimeout, func() {
-		t.mu.Lock()
-		t.deadline = true
-		t.cond.Broadcast()
-		t.mu.Unlock()
-	})
 	err := t.tc.Handshake()
-	timer.Stop()
+	t.timer.Stop()
 	t.mu.Lock()
+	t.cond.Broadcast() // OnEOF and early writers wait for the outcome
 	if err != nil {
 		t.state = nbFailed
 		t.inbox = nil
@@ -130,18 +154,25 @@ func (t *nbSocket) handshake() {
 		return
 	}
 	t.state = nbEstablished
+	t.unread = true
 	if len(t.inbox) == 0 {
 		t.inbox = nil
 	}
+	heldOff := t.heldOff
+	t.heldOff = false
 	t.mu.Unlock()
+	if heldOff {
+		t.c.ResumeRead() // Pending: the reader is kicked to decrypt
+		return
+	}
 	// The reader decrypts what came during the handshake: crypto/tls may
 	// hold whole records of it already, read along with the last
 	// handshake message.
 	t.c.Kick(t)
 }
 
-// pump decrypts and delivers on the reader's goroutine until the inbox
-// is empty, the inner handler paused, or the connection closed.
+// pump decrypts and delivers on the reader's goroutine until crypto/tls
+// wants more ciphertext, the inner handler paused, or the stream ended.
 func (t *nbSocket) pump() {
 	var bp *[]byte
 	defer func() {
@@ -151,8 +182,11 @@ func (t *nbSocket) pump() {
 	}()
 	for !t.c.Closed() {
 		t.mu.Lock()
-		pending := len(t.plain)
+		pending, done := len(t.plain), t.eofSent
 		t.mu.Unlock()
+		if done {
+			return
+		}
 		if pending > 0 {
 			if t.c.Paused() {
 				return
@@ -169,6 +203,13 @@ func (t *nbSocket) pump() {
 			}
 		}
 		if t.c.Paused() {
+			return // unread stays set: Pending asks for a kick on resume
+		}
+		if pending >= t.c.BufferLimit {
+			// The handler left a whole buffer's worth and wants more
+			// (as the models' own limit: a record may take it over by
+			// up to 16 KiB, since records decrypt whole).
+			t.c.Close()
 			return
 		}
 		if bp == nil {
@@ -177,11 +218,6 @@ func (t *nbSocket) pump() {
 		n, err := t.tc.Read(*bp)
 		if n > 0 {
 			t.mu.Lock()
-			if len(t.plain)+n > t.c.BufferLimit {
-				t.mu.Unlock()
-				t.c.Close()
-				return
-			}
 			t.plain = append(t.plain, (*bp)[:n]...)
 			t.mu.Unlock()
 			continue
@@ -189,12 +225,12 @@ func (t *nbSocket) pump() {
 		switch {
 		case err == nil:
 		case errors.Is(err, errWouldBlock):
-			return
-		case errors.Is(err, io.EOF): // close_notify
 			t.mu.Lock()
-			t.eof = true
+			t.unread = false
 			t.mu.Unlock()
-			t.inner.OnEOF()
+			return
+		case errors.Is(err, io.EOF): // close_notify, or the peer's FIN
+			t.sendEOF()
 			return
 		default:
 			t.c.Close()
@@ -203,23 +239,41 @@ func (t *nbSocket) pump() {
 	}
 }
 
-// OnEOF: the peer closed TCP. What was decrypted goes first.
+// sendEOF tells the inner handler, once, that the stream ended.
+func (t *nbSocket) sendEOF() {
+	t.mu.Lock()
+	sent := t.eofSent
+	t.eofSent, t.unread = true, false
+	t.mu.Unlock()
+	if !sent {
+		t.inner.OnEOF()
+	}
+}
+
+// OnEOF: the peer closed TCP. A handshake under way finishes first (its
+// last flight may have come with the FIN); then what was decrypted goes
+// to the inner handler, then its OnEOF. (As for plaintext, bytes a paused
+// handler left when the FIN came are not offered again.)
 func (t *nbSocket) OnEOF() {
 	t.mu.Lock()
-	established := t.state == nbEstablished
 	t.eof = true
 	t.cond.Broadcast()
+	for t.state == nbHandshaking {
+		t.cond.Wait() // bounded: with eof set, the handshake cannot wait for more
+	}
+	established := t.state == nbEstablished
 	t.mu.Unlock()
 	if !established {
 		t.c.Close()
 		return
 	}
 	t.pump()
-	t.inner.OnEOF()
+	t.sendEOF()
 }
 
 // OnClose reports the close to the inner handler.
 func (t *nbSocket) OnClose(err error) {
+	t.timer.Stop()
 	t.mu.Lock()
 	t.closed = true
 	t.inbox, t.plain = nil, nil
@@ -234,18 +288,36 @@ func (t *nbSocket) OnClose(err error) {
 func (t *nbSocket) Pending() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.plain) > 0 || (t.state == nbEstablished && len(t.inbox) > 0)
+	return len(t.plain) > 0 || (t.state == nbEstablished && !t.eofSent && (len(t.inbox) > 0 || t.unread))
 }
 
 // ConnectionState is the TLS session (network.Conn.TLSState).
 func (t *nbSocket) ConnectionState() gotls.ConnectionState { return t.tc.ConnectionState() }
 
-// Write encrypts p and writes it to the socket.
-func (t *nbSocket) Write(p []byte) (int, error) { return t.tc.Write(p) }
+// Write encrypts p and writes it to the socket. A write before the
+// handshake is done (a server-first protocol's greeting) waits for it
+// rather than run the handshake on the writer's goroutine.
+func (t *nbSocket) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	for t.state != nbEstablished && t.state != nbFailed && !t.closed && !t.deadline {
+		t.cond.Wait()
+	}
+	ok := t.state == nbEstablished
+	t.mu.Unlock()
+	if !ok {
+		return 0, net.ErrClosed
+	}
+	return t.tc.Write(p)
+}
 
 // CloseWrite sends close_notify, then half-closes the socket.
 func (t *nbSocket) CloseWrite() error {
-	t.tc.CloseWrite()
+	t.mu.Lock()
+	established := t.state == nbEstablished
+	t.mu.Unlock()
+	if established {
+		t.tc.CloseWrite()
+	}
 	return t.raw.CloseWrite()
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/transport"
 	"google.golang.org/protobuf/proto"
 )
@@ -49,6 +50,11 @@ func buildUpstream(bc *transport.BuildContext, m *tlsv3.UpstreamTlsContext) (*up
 		return nil, err
 	}
 	u := &upstream{autoHost: m.GetAutoHostSni(), autoSAN: m.GetAutoSniSanValidation()}
+	ctx := m.GetCommonTlsContext()
+	if u.autoSAN && ctx.GetValidationContext().GetTrustedCa() == nil && ctx.GetValidationContext().GetSystemRootCerts() == nil &&
+		ctx.GetValidationContextSdsSecretConfig() == nil && ctx.GetCombinedValidationContext() == nil {
+		return nil, config.At("auto_sni_san_validation", errors.New("checking names without a trusted CA would accept any self-signed certificate: give a validation context with trusted_ca"))
+	}
 	// Envoy keeps max_session_keys (default 1) sessions to resume.
 	if n := m.GetMaxSessionKeys(); n == nil || n.GetValue() > 0 {
 		u.cache = gotls.NewLRUClientSessionCache(max(1, int(n.GetValue())))

@@ -185,7 +185,7 @@ func (v *validator) verifyChain(certs []*x509.Certificate) ([]*x509.Certificate,
 	opts := x509.VerifyOptions{Roots: v.roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
 	chains, err := certs[0].Verify(opts)
 	var inv x509.CertificateInvalidError
-	if err != nil && v.allowExpired && errors.As(err, &inv) && inv.Reason == x509.Expired {
+	if err != nil && v.allowExpired && errors.As(err, &inv) && inv.Reason == x509.Expired && time.Now().After(inv.Cert.NotAfter) {
 		// allow_expired_certificate: verify as of a moment the leaf was
 		// valid.
 		opts.CurrentTime = certs[0].NotAfter.Add(-time.Second)
