@@ -215,7 +215,7 @@ func (s *Stream) tryOnce() error {
 // openStream gets an upstream stream: a multiplexed stream for HTTP/2
 // upstreams, else a pooled connection of its own.
 func (s *Stream) openStream(h *upstream.Host, wait time.Duration) error {
-	codec := s.cluster.CodecFor(s.h2)
+	codec := s.cluster.CodecForHost(h, s.h2)
 	if codec.NewMux != nil {
 		us, reused, err := h.Mux().NewStream(s.cm.conn.Context(), wait)
 		if err != nil {
@@ -235,6 +235,9 @@ func (s *Stream) openStream(h *upstream.Host, wait time.Duration) error {
 	}
 	s.connChecked = reuse != upstream.ReuseAny
 	conn, err := h.Pool().Acquire(s.cm.conn.Context(), wait, reuse)
+	if errors.Is(err, upstream.ErrProtocolSwitched) {
+		return s.openStream(h, wait) // now the host's protocol is h2
+	}
 	if err != nil {
 		return err
 	}

@@ -244,3 +244,83 @@ func TestTLSSessionResumption(t *testing.T) {
 		t.Errorf("upstream handshakes: %v, want full then resumed", got)
 	}
 }
+
+// TestUpstreamALPNAutoConfig: a cluster with auto_config speaks what ALPN
+// negotiates with each upstream: h2 with one that offers it (every
+// request then multiplexed on one connection), HTTP/1.1 with one that
+// does not; without TLS, auto_config is refused.
+func TestUpstreamALPNAutoConfig(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "upstream", false, "up.example")
+	both := tlsUpstream(t, cert, key)
+	kp, _ := tls.LoadX509KeyPair(cert, key)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{kp}, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	opts := `    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        auto_config: {}
+`
+	ts := `    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: up.example`
+	for addr, want := range map[string]string{both: "HTTP/2.0", ln.Addr().String(): "HTTP/1.1"} {
+		p := startProxy(t, httpBootstrap(addr, routeCfg{}, opts+ts))
+		for range 5 {
+			if code, body := get(t, p.url("ingress")+"/"); code != 200 || body != want {
+				t.Fatalf("upstream %s: %d %q, want %s", addr, code, body, want)
+			}
+		}
+		if want == "HTTP/2.0" {
+			if n := p.stat("cluster.backend.upstream_cx_total"); n != 1 {
+				t.Errorf("h2 upstream: %d connections, want 1", n)
+			}
+		}
+	}
+	if _, err := buildServer(httpBootstrap(both, routeCfg{}, strings.TrimSuffix(opts, "\n"))); err == nil || !strings.Contains(err.Error(), "auto_config: chooses the protocol by ALPN: needs a TLS transport_socket") {
+		t.Errorf("auto_config without TLS: %v", err)
+	}
+}
+
+// TestUpstreamTLSPoolProbe: a pooled TLS connection the upstream closed
+// (close_notify and FIN after its idle timeout) is found dead before a
+// POST, which may not be sent twice, is written to it.
+func TestUpstreamTLSPoolProbe(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "upstream", false, "up.example")
+	kp, _ := tls.LoadX509KeyPair(cert, key)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{kp}, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{IdleTimeout: 100 * time.Millisecond, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "posted")
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{}, `    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: up.example`))
+	for i := range 3 {
+		resp, err := http.Post(p.url("ingress")+"/p", "text/plain", strings.NewReader("body"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "posted" {
+			t.Fatalf("POST %d after the upstream closed its idle connection: %d %q", i, resp.StatusCode, b)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}

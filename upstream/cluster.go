@@ -36,6 +36,9 @@ type Cluster struct {
 	Codec      *protocol.Codec
 	Downstream bool
 	H2         *protocol.Codec
+	// Auto (auto_config): each host speaks what ALPN negotiates, h2 (H2)
+	// or HTTP/1.1 (Codec); learned on its first connection.
+	Auto bool
 	// Mux configures multiplexed connections (http2_protocol_options).
 	Mux        protocol.MuxOptions
 	Breaker    *Breaker
@@ -135,10 +138,26 @@ func (c *Cluster) CodecFor(h2 bool) *protocol.Codec {
 	return c.Codec
 }
 
+// CodecForHost is CodecFor for a request going to h: with auto_config,
+// the protocol ALPN chose for h (HTTP/1.1 until one is known).
+func (c *Cluster) CodecForHost(h *Host, h2 bool) *protocol.Codec {
+	if c.Auto {
+		if h.proto.Load() == protoH2 {
+			return c.H2
+		}
+		return c.Codec
+	}
+	return c.CodecFor(h2)
+}
+
 func (c *Cluster) newHost(addr string, weight uint32, hostname string) *Host {
 	h := &Host{Addr: addr, Weight: weight, Hostname: hostname, cluster: c}
 	h.pool = &Pool{host: h}
-	if mc := c.CodecFor(true); mc != nil && mc.NewMux != nil {
+	mc := c.CodecFor(true)
+	if c.Auto {
+		mc = c.H2
+	}
+	if mc != nil && mc.NewMux != nil {
 		h.mux = newMuxPool(h, mc, c.Mux)
 	}
 	return h
@@ -195,7 +214,7 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 		return nil, err
 	}
 	c.Codec = codec
-	if c.Downstream {
+	if c.Downstream || c.Auto {
 		if c.H2, err = protocol.Get("http2"); err != nil {
 			return nil, err
 		}
@@ -288,11 +307,15 @@ func (c *Cluster) protocolOptions(cl *clusterv3.Cluster) error {
 		if errs := config.ValidationErrors(po.ValidateAll()); len(errs) > 0 {
 			return config.At(path, config.Join(errs))
 		}
-		if po.GetAutoConfig() != nil {
-			return config.At(path+".auto_config", fmt.Errorf("ALPN-based protocol selection needs TLS, which is not supported yet"))
-		}
 		if err := supported.Check(&po); err != nil {
 			return config.At(path, err)
+		}
+		if a := po.GetAutoConfig(); a != nil {
+			if c.TLS == nil {
+				return config.At(path+".auto_config", fmt.Errorf("chooses the protocol by ALPN: needs a TLS transport_socket"))
+			}
+			c.Auto = true
+			c.mux(a.GetHttp2ProtocolOptions())
 		}
 		if e := po.GetExplicitHttpConfig(); e.GetHttp2ProtocolOptions() != nil {
 			c.Protocol = "http2"

@@ -22,20 +22,29 @@ type Host struct {
 	mux     *MuxPool // nil unless the cluster may speak a multiplexed protocol
 
 	// Active is the number of requests in flight to this host.
-	Active     atomic.Int64
-	RqTotal    atomic.Uint64
-	RqError    atomic.Uint64
-	CxActive   atomic.Int64
-	CxTotal    atomic.Uint64
-	CxFail     atomic.Uint64
-	RqTimeout  atomic.Uint64
-	RqSuccess  atomic.Uint64
-	removed    atomic.Bool
+	Active    atomic.Int64
+	RqTotal   atomic.Uint64
+	RqError   atomic.Uint64
+	CxActive  atomic.Int64
+	CxTotal   atomic.Uint64
+	CxFail    atomic.Uint64
+	RqTimeout atomic.Uint64
+	RqSuccess atomic.Uint64
+	removed   atomic.Bool
+	// proto is what ALPN chose for this host (auto_config).
+	proto      atomic.Int32
 	healthFlag atomic.Uint32
 }
 
 // Cluster returns the cluster that owns h.
 func (h *Host) Cluster() *Cluster { return h.cluster }
+
+// The protocols auto_config learns per host.
+const (
+	protoUnknown = iota
+	protoHTTP1
+	protoH2
+)
 
 // Pool returns h's connection pool for one-request-at-a-time protocols.
 func (h *Host) Pool() *Pool { return h.pool }

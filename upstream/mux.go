@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"time"
 
@@ -171,6 +172,12 @@ func (p *MuxPool) dial(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return p.adopt(raw)
+}
+
+// adopt adds raw, a connection that negotiated h2 and counts as active,
+// to the pool.
+func (p *MuxPool) adopt(raw net.Conn) error {
 	mc := &muxConn{}
 	opts := p.opts
 	opts.OnCapacity = p.notify

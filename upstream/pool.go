@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"sync"
@@ -45,6 +46,16 @@ type Conn struct {
 	raw    syscall.RawConn
 	peekFn func(uintptr)
 	alive  bool
+	data   bool // the peek found bytes (not end of file)
+	// tls is the connection's TLS layer, probed by a short read when the
+	// socket has bytes (a TLS 1.3 session ticket, or close_notify).
+	tls tlsProbe
+}
+
+// tlsProbe is what a pooled TLS connection's probe uses.
+type tlsProbe interface {
+	Read([]byte) (int, error)
+	SetReadDeadline(time.Time) error
 }
 
 // Host returns the host c is connected to.
@@ -108,7 +119,7 @@ func (p *Pool) Acquire(ctx context.Context, wait time.Duration, reuse Reuse) (*C
 		if tryAcquire(&cl.Breaker.Connections, cl.Breaker.MaxConnections) {
 			p.dialing++
 			p.mu.Unlock()
-			return p.dial(ctx, alpnHTTP1)
+			return p.dial(ctx, p.alpn())
 		}
 		if p.host.CxActive.Load() == 0 && p.dialing == 0 && len(p.waiters) == 0 {
 			// A host with no connection at all, open or being opened, may
@@ -118,7 +129,7 @@ func (p *Pool) Acquire(ctx context.Context, wait time.Duration, reuse Reuse) (*C
 			cl.Breaker.Connections.Add(1)
 			p.dialing++
 			p.mu.Unlock()
-			return p.dial(ctx, alpnHTTP1)
+			return p.dial(ctx, p.alpn())
 		}
 		cl.Stats.CxOverflow.Inc()
 		if !tryAcquire(&cl.Breaker.Pending, cl.Breaker.MaxPendingRequests) {
@@ -187,6 +198,7 @@ func (p *Pool) wait(ctx context.Context, ch chan *Conn, wait time.Duration) (*Co
 var (
 	alpnHTTP1 = []string{"http/1.1"}
 	alpnH2    = []string{"h2"}
+	alpnAuto  = []string{"h2", "http/1.1"}
 )
 
 func (p *Pool) dial(ctx context.Context, alpn []string) (*Conn, error) {
@@ -195,17 +207,60 @@ func (p *Pool) dial(ctx context.Context, alpn []string) (*Conn, error) {
 	p.mu.Lock()
 	p.dialing--
 	p.mu.Unlock()
+	if err == nil && h.cluster.Auto && alpn != nil {
+		err = h.learnProtocol(raw)
+	}
 	if err != nil {
 		p.wakeOne()
 		return nil, err
 	}
 	c := &Conn{Conn: raw, host: h, lastUsed: time.Now()}
-	if sc, ok := raw.(syscall.Conn); ok {
+	sock := raw
+	if tc, ok := raw.(interface{ NetConn() net.Conn }); ok {
+		// TLS: peek at the TCP socket under it; bytes there are read
+		// through TLS to tell a ticket from a close.
+		sock = tc.NetConn()
+		c.tls, _ = raw.(tlsProbe)
+	}
+	if sc, ok := sock.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			c.raw, c.peekFn = rc, c.peek
 		}
 	}
 	return c, nil
+}
+
+// alpn is what the pool's connections offer: with auto_config both h2
+// and HTTP/1.1, the server choosing.
+func (p *Pool) alpn() []string {
+	if p.host.cluster.Auto {
+		return alpnAuto
+	}
+	return alpnHTTP1
+}
+
+// ErrProtocolSwitched: the connection the pool opened for a request
+// negotiated h2 (auto_config); it went to the host's multiplexed pool,
+// where the request is to be sent.
+var ErrProtocolSwitched = errors.New("upstream: ALPN chose h2; the request goes over the multiplexed pool")
+
+// learnProtocol records what ALPN chose on a new connection of an
+// auto_config cluster; an h2 connection is handed to the multiplexed
+// pool (ErrProtocolSwitched).
+func (h *Host) learnProtocol(raw net.Conn) error {
+	np := ""
+	if st, ok := raw.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		np = st.ConnectionState().NegotiatedProtocol
+	}
+	if np != "h2" || h.mux == nil {
+		h.proto.Store(protoHTTP1)
+		return nil
+	}
+	h.proto.Store(protoH2)
+	if err := h.mux.adopt(raw); err != nil {
+		return err
+	}
+	return ErrProtocolSwitched
 }
 
 // Release gives c back after a request. reuse=false closes it (the response
@@ -323,11 +378,14 @@ func (p *Pool) usable(c *Conn, check bool) bool {
 	if c.raw == nil || idle < peekAfterIdle && !check {
 		return true
 	}
-	c.alive = false
+	c.alive, c.data = false, false
 	// Control, not Read: a deadline left by the last stream must not
 	// fail the probe.
 	if err := c.raw.Control(c.peekFn); err != nil {
 		return false
+	}
+	if !c.alive && c.data && c.tls != nil {
+		return c.probeTLS()
 	}
 	return c.alive
 }
@@ -335,9 +393,27 @@ func (p *Pool) usable(c *Conn, check bool) bool {
 // peek is Conn's non-blocking MSG_PEEK probe, bound once per connection.
 func (c *Conn) peek(fd uintptr) {
 	var b [1]byte
-	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 	c.alive = errno == unix.EAGAIN
+	c.data = errno == 0 && n > 0
 }
+
+// probeTLS reads through TLS what the socket holds: records TLS handles
+// itself (a session ticket) leave the read waiting, which is alive;
+// close_notify, an alert, or bytes nobody asked for are not. A timeout
+// does not stick in crypto/tls.
+func (c *Conn) probeTLS() bool {
+	c.tls.SetReadDeadline(time.Now().Add(tlsProbeWait))
+	var b [1]byte
+	n, err := c.tls.Read(b[:])
+	c.tls.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return n == 0 && errors.As(err, &ne) && ne.Timeout()
+}
+
+// tlsProbeWait bounds the probe's read: the bytes are in the socket
+// already, so it ends at once unless they were all TLS's own.
+const tlsProbeWait = 5 * time.Millisecond
 
 // Close closes the idle connections and refuses new idle ones; connections
 // lent out are closed when released.

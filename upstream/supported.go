@@ -23,7 +23,9 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.config.cluster.v3.CircuitBreakers.Thresholds": `priority max_connections
 		max_pending_requests max_requests max_retries -track_remaining`,
 	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": `common_http_protocol_options
-		explicit_http_config use_downstream_protocol_config`,
+		explicit_http_config use_downstream_protocol_config auto_config`,
+	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig": `http_protocol_options
+		http2_protocol_options`,
 	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": `http_protocol_options
 		http2_protocol_options`,
 	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig": `http_protocol_options
