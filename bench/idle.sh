@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Called by bench/run.sh idle WORKDIR N WAKE (binaries already built there).
+# Called by bench/run.sh idle WORKDIR N WAKE [tls] (binaries already built
+# there). With tls, the connections are TLS (ECDSA P-256, TLS 1.3) and
+# nginx (1 worker, OpenSSL) terminating the same TLS in front of the same
+# origin is measured after Strait's two models.
 set -euo pipefail
-work=$1; n=$2; wake=$3
+work=$1; n=$2; wake=$3; tlsmode=${4:-}
 root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/bench/out"; mkdir -p "$out"
 ulimit -n "$(ulimit -Hn)"
@@ -19,11 +22,62 @@ up=$(freeport)
 waitport $up
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
-summary="$out/idle-summary.txt"
+summary="$out/idle${tlsmode:+-tls}-summary.txt"
 : > "$summary"
+ts=""; cflag=""; targets="netpoll epoll"
+if [ "$tlsmode" = tls ]; then
+  openssl ecparam -name prime256v1 -genkey -noout -out "$work/idle-key.pem"
+  openssl req -x509 -new -key "$work/idle-key.pem" -subj "/CN=localhost" -days 2 -out "$work/idle-cert.pem" -addext "subjectAltName=DNS:localhost" 2>/dev/null
+  ts='    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates: [ { certificate_chain: { filename: '"$work"'/idle-cert.pem }, private_key: { filename: '"$work"'/idle-key.pem } } ]
+      filters:'
+  cflag=-tls; targets="netpoll epoll nginx"
+fi
 printf "%-8s %12s %14s %12s %12s %10s %s\n" model connected "RSS delta KiB" "KiB/conn" goroutines "base gr" "wake" | tee -a "$summary"
-for model in netpoll epoll; do
+for model in $targets; do
   p=$(freeport); a=$(freeport)
+  if [ "$model" = nginx ]; then
+    mkdir -p "$work/nginx-idle"
+    cat > "$work/nginx-idle/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $work/nginx-idle/pid; error_log $work/nginx-idle/error.log error;
+worker_rlimit_nofile 65536;
+events { worker_connections $((n + 1000)); }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx-idle; proxy_temp_path $work/nginx-idle; fastcgi_temp_path $work/nginx-idle; uwsgi_temp_path $work/nginx-idle; scgi_temp_path $work/nginx-idle;
+  upstream origin { server 127.0.0.1:$up; keepalive 64; }
+  keepalive_requests 100000000; keepalive_timeout 300s;
+  server { listen 127.0.0.1:$p ssl;
+    ssl_certificate $work/idle-cert.pem; ssl_certificate_key $work/idle-key.pem;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+CONF
+    nginx -c "$work/nginx-idle/nginx.conf" -p "$work/nginx-idle" & spid=$!
+    waitport $p
+    sleep 0.5
+    pids="$spid $(pgrep -P $spid)"
+    rss0=$(for q in $pids; do rss_kib $q; done | awk '{t+=$1} END{print t}'); g0=-
+    rm -f "$work/in-$model" "$work/out-$model"; mkfifo "$work/in-$model"
+    "$work/idleclient" $cflag -addr 127.0.0.1:$p -n "$n" -wake "$wake" < "$work/in-$model" > "$work/out-$model" & cpid=$!
+    exec 7> "$work/in-$model"
+    conn_line=$(waitline "$work/out-$model" '^connected=' 120)
+    sleep 2
+    rss1=$(for q in $pids; do rss_kib $q; done | awk '{t+=$1} END{print t}'); g1=-
+    echo wake >&7
+    wake_line=$(waitline "$work/out-$model" '^woke=' 60)
+    echo quit >&7; exec 7>&-
+    wait $cpid || true
+    kill $spid; wait $spid 2>/dev/null || true
+    connected=$(echo "$conn_line" | sed 's/connected=\([0-9]*\).*/\1/')
+    delta=$((rss1 - rss0))
+    per=$(awk -v d=$delta -v c=$connected 'BEGIN{ if (c > 0) printf "%.2f", d / c; else print "nan" }')
+    printf "%-8s %12s %14s %12s %12s %10s %s (%s)\n" $model "$connected" "$delta" "$per" "$g1" "$g0" "$wake_line" "$conn_line" | tee -a "$summary"
+    continue
+  fi
   cat > "$work/idle-$model.yaml" <<YAML
 admin: { address: { socket_address: { address: 127.0.0.1, port_value: $a } } }
 static_resources:
@@ -31,7 +85,7 @@ static_resources:
   - name: idle
     address: { socket_address: { address: 127.0.0.1, port_value: $p } }
     filter_chains:
-    - filters:
+${ts:-    - filters:}
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
@@ -51,7 +105,7 @@ YAML
   sleep 0.5
   rss0=$(rss_kib $spid); g0=$(goroutines $a)
   rm -f "$work/in-$model" "$work/out-$model"; mkfifo "$work/in-$model"
-  "$work/idleclient" -addr 127.0.0.1:$p -n "$n" -wake "$wake" < "$work/in-$model" > "$work/out-$model" & cpid=$!
+  "$work/idleclient" $cflag -addr 127.0.0.1:$p -n "$n" -wake "$wake" < "$work/in-$model" > "$work/out-$model" & cpid=$!
   exec 7> "$work/in-$model"
   conn_line=$(waitline "$work/out-$model" '^connected=' 120)
   sleep 2 # let the proxy settle: readers park, timers are set
@@ -66,4 +120,4 @@ YAML
   per=$(awk -v d=$delta -v c=$connected 'BEGIN{ if (c > 0) printf "%.2f", d / c; else print "nan" }')
   printf "%-8s %12s %14s %12s %12s %10s %s (%s)\n" $model "$connected" "$delta" "$per" "$g1" "$g0" "$wake_line" "$conn_line" | tee -a "$summary"
 done
-echo "date=$(date -u +%F) cpus=$(nproc) go=$(go version | awk '{print $3}') n=$n wake=$wake" | tee -a "$summary"
+echo "date=$(date -u +%F) cpus=$(nproc) go=$(go version | awk '{print $3}') n=$n wake=$wake ${tlsmode:+tls nginx=$(nginx -v 2>&1 | sed 's/.*\///')}" | tee -a "$summary"

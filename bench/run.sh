@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/run.sh http1|h2|tcp|grpc|tls [rounds] [seconds]
-# bench/run.sh idle [connections] [wake]
+# bench/run.sh idle [connections] [wake] [tls]
 # bench/run.sh xds [updates] [endpoints]
 #
 # http1, tcp: runs Strait (netpoll and epoll I/O models), nginx (1 worker)
@@ -36,7 +36,8 @@
 # through Strait with one request each, leaves them idle, and prints the
 # proxy's RSS growth per connection and its goroutine count; then wakes W
 # (default 1,000) of them for one more request each and checks every
-# answer.
+# answer. With tls the connections are TLS, and nginx terminating the
+# same TLS is measured beside (its RSS; it has no goroutines).
 #
 # Everything listens on 127.0.0.1; every run is bounded in time.
 set -euo pipefail
@@ -71,7 +72,7 @@ go build -o "$work/strait" ./cmd/strait
 go build -o "$work/upstream" ./bench/upstream
 
 if [ "$mode" = idle ]; then
-  exec "$root/bench/idle.sh" "$work" "${2:-10000}" "${3:-1000}"
+  exec "$root/bench/idle.sh" "$work" "${2:-10000}" "${3:-1000}" "${4:-}"
 fi
 if [ "$mode" = xds ]; then
   go build -o "$work/xdsbench" ./bench/xds

@@ -2,11 +2,13 @@
 // proxy, sends one request on each and keeps them open and idle. On a line
 // "wake" on stdin it sends one more request on the first -wake of them and
 // checks every answer; on "quit" (or end of input) it closes everything.
+// With -tls the connections are TLS.
 // It prints one line per step so that a script can follow it.
 package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -46,7 +48,9 @@ func main() {
 	n := flag.Int("n", 10000, "connections to open")
 	wake := flag.Int("wake", 1000, "connections that send again on 'wake'")
 	par := flag.Int("parallel", 64, "connections opened at once")
+	useTLS := flag.Bool("tls", false, "TLS (the server's certificate is not checked; HTTP/1.1 by ALPN)")
 	flag.Parse()
+	tlsCfg := &tls.Config{InsecureSkipVerify: true, ServerName: "localhost", NextProtos: []string{"http/1.1"}}
 
 	clients := make([]*client, *n)
 	var failed atomic.Int64
@@ -59,7 +63,13 @@ func main() {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, err := net.DialTimeout("tcp", *addr, 10*time.Second)
+			var c net.Conn
+			var err error
+			if *useTLS {
+				c, err = tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", *addr, tlsCfg)
+			} else {
+				c, err = net.DialTimeout("tcp", *addr, 10*time.Second)
+			}
 			if err != nil {
 				failed.Add(1)
 				return
