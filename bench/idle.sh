@@ -22,6 +22,32 @@ up=$(freeport)
 waitport $up
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
+# measure NAME PIDS PORT ADMIN: RSS (and goroutines, given an admin port)
+# before and after the client connects, then a wake; prints the row and
+# stops the server (the first of PIDS).
+measure() {
+  local model=$1 pids=$2 p=$3 a=$4 rss0 rss1 g0=- g1=- cpid conn_line wake_line connected delta per
+  rss0=$(for q in $pids; do rss_kib $q; done | awk '{t+=$1} END{print t}')
+  [ -n "$a" ] && g0=$(goroutines $a)
+  rm -f "$work/in-$model" "$work/out-$model"; mkfifo "$work/in-$model"
+  "$work/idleclient" $cflag -addr 127.0.0.1:$p -n "$n" -wake "$wake" < "$work/in-$model" > "$work/out-$model" & cpid=$!
+  exec 7> "$work/in-$model"
+  conn_line=$(waitline "$work/out-$model" '^connected=' 120)
+  sleep 2 # let the proxy settle: readers park, timers are set
+  rss1=$(for q in $pids; do rss_kib $q; done | awk '{t+=$1} END{print t}')
+  [ -n "$a" ] && g1=$(goroutines $a)
+  echo wake >&7
+  wake_line=$(waitline "$work/out-$model" '^woke=' 60)
+  echo quit >&7; exec 7>&-
+  wait $cpid || true
+  set -- $pids
+  kill $1; wait $1 2>/dev/null || true
+  connected=$(echo "$conn_line" | sed 's/connected=\([0-9]*\).*/\1/')
+  delta=$((rss1 - rss0))
+  per=$(awk -v d=$delta -v c=$connected 'BEGIN{ if (c > 0) printf "%.2f", d / c; else print "nan" }')
+  printf "%-8s %12s %14s %12s %12s %10s %s (%s)\n" $model "$connected" "$delta" "$per" "$g1" "$g0" "$wake_line" "$conn_line" | tee -a "$summary"
+}
+
 summary="$out/idle${tlsmode:+-tls}-summary.txt"
 : > "$summary"
 ts=""; cflag=""; targets="netpoll epoll"
@@ -59,23 +85,7 @@ CONF
     nginx -c "$work/nginx-idle/nginx.conf" -p "$work/nginx-idle" & spid=$!
     waitport $p
     sleep 0.5
-    pids="$spid $(pgrep -P $spid)"
-    rss0=$(for q in $pids; do rss_kib $q; done | awk '{t+=$1} END{print t}'); g0=-
-    rm -f "$work/in-$model" "$work/out-$model"; mkfifo "$work/in-$model"
-    "$work/idleclient" $cflag -addr 127.0.0.1:$p -n "$n" -wake "$wake" < "$work/in-$model" > "$work/out-$model" & cpid=$!
-    exec 7> "$work/in-$model"
-    conn_line=$(waitline "$work/out-$model" '^connected=' 120)
-    sleep 2
-    rss1=$(for q in $pids; do rss_kib $q; done | awk '{t+=$1} END{print t}'); g1=-
-    echo wake >&7
-    wake_line=$(waitline "$work/out-$model" '^woke=' 60)
-    echo quit >&7; exec 7>&-
-    wait $cpid || true
-    kill $spid; wait $spid 2>/dev/null || true
-    connected=$(echo "$conn_line" | sed 's/connected=\([0-9]*\).*/\1/')
-    delta=$((rss1 - rss0))
-    per=$(awk -v d=$delta -v c=$connected 'BEGIN{ if (c > 0) printf "%.2f", d / c; else print "nan" }')
-    printf "%-8s %12s %14s %12s %12s %10s %s (%s)\n" $model "$connected" "$delta" "$per" "$g1" "$g0" "$wake_line" "$conn_line" | tee -a "$summary"
+    measure $model "$spid $(pgrep -P $spid)" $p ""
     continue
   fi
   cat > "$work/idle-$model.yaml" <<YAML
@@ -103,21 +113,6 @@ YAML
   "$work/strait" -c "$work/idle-$model.yaml" --io-model $model --log-level error & spid=$!
   waitport $p; waitport $a
   sleep 0.5
-  rss0=$(rss_kib $spid); g0=$(goroutines $a)
-  rm -f "$work/in-$model" "$work/out-$model"; mkfifo "$work/in-$model"
-  "$work/idleclient" $cflag -addr 127.0.0.1:$p -n "$n" -wake "$wake" < "$work/in-$model" > "$work/out-$model" & cpid=$!
-  exec 7> "$work/in-$model"
-  conn_line=$(waitline "$work/out-$model" '^connected=' 120)
-  sleep 2 # let the proxy settle: readers park, timers are set
-  rss1=$(rss_kib $spid); g1=$(goroutines $a)
-  echo wake >&7
-  wake_line=$(waitline "$work/out-$model" '^woke=' 60)
-  echo quit >&7; exec 7>&-
-  wait $cpid || true
-  kill $spid; wait $spid 2>/dev/null || true
-  connected=$(echo "$conn_line" | sed 's/connected=\([0-9]*\).*/\1/')
-  delta=$((rss1 - rss0))
-  per=$(awk -v d=$delta -v c=$connected 'BEGIN{ if (c > 0) printf "%.2f", d / c; else print "nan" }')
-  printf "%-8s %12s %14s %12s %12s %10s %s (%s)\n" $model "$connected" "$delta" "$per" "$g1" "$g0" "$wake_line" "$conn_line" | tee -a "$summary"
+  measure $model $spid $p $a
 done
 echo "date=$(date -u +%F) cpus=$(nproc) go=$(go version | awk '{print $3}') n=$n wake=$wake ${tlsmode:+tls nginx=$(nginx -v 2>&1 | sed 's/.*\///')}" | tee -a "$summary"

@@ -175,22 +175,11 @@ static_resources:
 
 // greeter is a server-first upstream: it writes hello on accept.
 func greeter(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, "hello\n")
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-	return ln.Addr().String()
+	return testutil.StartTCP(t, func(c net.Conn) {
+		io.WriteString(c, "hello\n")
+		io.Copy(io.Discard, c)
+		c.Close()
+	})
 }
 
 // TestListenerFiltersTimeout: a client that sends nothing is closed at

@@ -219,20 +219,35 @@ func TestRawBufferTransportSocket(t *testing.T) {
 // tlsUpstream serves HTTP/1.1 and HTTP/2 over TLS with cert, answering
 // the protocol it got.
 func tlsUpstream(t *testing.T, certFile, keyFile string) string {
+	return serveTLS(t, certFile, keyFile, []string{"h2", "http/1.1"}, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Proto)
+	})})
+}
+
+// serveTLS runs srv over TLS on a loopback port with the certificate,
+// offering protos by ALPN; it returns the address.
+func serveTLS(t *testing.T, certFile, keyFile string, protos []string, srv *http.Server) string {
 	kp, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{kp}, NextProtos: []string{"h2", "http/1.1"}})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{kp}, NextProtos: protos})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, r.Proto)
-	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
+}
+
+// upstreamTLS is a cluster's transport socket: TLS with sni, nothing
+// verified.
+func upstreamTLS(sni string) string {
+	return `    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: ` + sni
 }
 
 // TestUpstreamTLS: a cluster with an UpstreamTlsContext speaks TLS to its

@@ -215,26 +215,15 @@ func TestTLSSessionResumption(t *testing.T) {
 
 	// Upstream: the upstream closes each connection; the second
 	// handshake resumes the first's session.
-	kp, _ := tls.LoadX509KeyPair(cert, key)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{kp}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := serveTLS(t, cert, key, nil, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 		if r.TLS.DidResume {
 			io.WriteString(w, "resumed")
 		} else {
 			io.WriteString(w, "full")
 		}
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{}, `    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: localhost`))
+	})})
+	p := startProxy(t, httpBootstrap(addr, routeCfg{}, upstreamTLS("localhost")))
 	var got []string
 	for range 3 {
 		_, body := get(t, p.url("ingress")+"/")
@@ -253,26 +242,14 @@ func TestUpstreamALPNAutoConfig(t *testing.T) {
 	pki := newPKI(t)
 	cert, key := pki.issue(t, "upstream", false, "up.example")
 	both := tlsUpstream(t, cert, key)
-	kp, _ := tls.LoadX509KeyPair(cert, key)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{kp}, NextProtos: []string{"http/1.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	h1only := serveTLS(t, cert, key, []string{"http/1.1"}, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })})
 	opts := `    typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
         auto_config: {}
 `
-	ts := `    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: up.example`
-	for addr, want := range map[string]string{both: "HTTP/2.0", ln.Addr().String(): "HTTP/1.1"} {
-		p := startProxy(t, httpBootstrap(addr, routeCfg{}, opts+ts))
+	for addr, want := range map[string]string{both: "HTTP/2.0", h1only: "HTTP/1.1"} {
+		p := startProxy(t, httpBootstrap(addr, routeCfg{}, opts+upstreamTLS("up.example")))
 		for range 5 {
 			if code, body := get(t, p.url("ingress")+"/"); code != 200 || body != want {
 				t.Fatalf("upstream %s: %d %q, want %s", addr, code, body, want)
@@ -295,22 +272,11 @@ func TestUpstreamALPNAutoConfig(t *testing.T) {
 func TestUpstreamTLSPoolProbe(t *testing.T) {
 	pki := newPKI(t)
 	cert, key := pki.issue(t, "upstream", false, "up.example")
-	kp, _ := tls.LoadX509KeyPair(cert, key)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{kp}, NextProtos: []string{"http/1.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{IdleTimeout: 100 * time.Millisecond, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := serveTLS(t, cert, key, []string{"http/1.1"}, &http.Server{IdleTimeout: 100 * time.Millisecond, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, "posted")
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{}, `    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: up.example`))
+	})})
+	p := startProxy(t, httpBootstrap(addr, routeCfg{}, upstreamTLS("up.example")))
 	for i := range 3 {
 		resp, err := http.Post(p.url("ingress")+"/p", "text/plain", strings.NewReader("body"))
 		if err != nil {
