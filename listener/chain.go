@@ -37,7 +37,14 @@ func buildChain(bc *filter.BuildContext, fc *listenerv3.FilterChain) (*chain, er
 	if err := c.buildMatch(fc.GetFilterChainMatch()); err != nil {
 		return nil, config.At("filter_chain_match", err)
 	}
-	ts, err := transport.Build(&transport.BuildContext{Log: bc.Log, Secrets: bc.Secrets}, fc.GetTransportSocket())
+	tbc := &transport.BuildContext{Log: bc.Log, Secrets: bc.Secrets}
+	if d := fc.GetTransportSocketConnectTimeout(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+			return nil, config.At("transport_socket_connect_timeout", fmt.Errorf("invalid duration"))
+		}
+		tbc.HandshakeTimeout = d.AsDuration()
+	}
+	ts, err := transport.Build(tbc, fc.GetTransportSocket())
 	if err != nil {
 		return nil, config.At("transport_socket", err)
 	}

@@ -13,7 +13,7 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.config.core.v3.Address":            `socket_address`,
 	"envoy.config.core.v3.SocketAddress":      `address port_value protocol`,
 	"envoy.config.listener.v3.FilterChain": `filter_chain_match filters name
-		transport_socket -metadata`,
+		transport_socket transport_socket_connect_timeout -metadata`,
 	"envoy.config.core.v3.TransportSocket": `name typed_config`,
 	"envoy.config.listener.v3.FilterChainMatch": `destination_port prefix_ranges
 		source_prefix_ranges source_ports server_names transport_protocol

@@ -92,7 +92,10 @@ func newDynamic(s *Server, dr *bootstrapv3.Bootstrap_DynamicResources, static *u
 		CheckVHDS:   func(cs *corev3.ConfigSource) error { return checkDeltaSource(s.boot, cs) },
 		Initialized: d.initDone,
 	})
-	s.secrets.SetChanged(d.listeners.Recheck)
+	s.secrets.SetChanged(func() {
+		d.clusters.Recheck()
+		d.listeners.Recheck()
+	})
 	return d, nil
 }
 

@@ -389,3 +389,47 @@ func TestUpstreamTLSSecrets(t *testing.T) {
 		t.Fatalf("%d %q", code, body)
 	}
 }
+
+// TestSDSClusterWarming: a cluster from CDS whose client certificate
+// comes by SDS warms until it arrives (as Envoy's clusters do), and the
+// listeners, asked for once the clusters are warm, wait with it; then
+// requests reach the upstream, which requires that certificate.
+func TestSDSClusterWarming(t *testing.T) {
+	pki := newPKI(t)
+	sc, sk := pki.issue(t, "upstream", false, "up.example")
+	cc, ck := pki.issue(t, "proxy", true)
+	kp, _ := tls.LoadX509KeyPair(sc, sk)
+	pool := x509.NewCertPool()
+	pool.AddCert(pki.ca)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{kp}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello "+r.TLS.PeerCertificates[0].Subject.CommonName)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	cp := startControlPlane(t, "")
+	laddr := "127.0.0.1:" + freePort(t)
+	cl := testutil.XDSCluster("sec")
+	cl.TransportSocket = fromJSON(t, &corev3.TransportSocket{}, `{"name":"envoy.transport_sockets.tls","typed_config":{
+	  "@type":"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext","sni":"up.example",
+	  "common_tls_context":{"tls_certificate_sds_secret_configs":[{"name":"client","sds_config":{"ads":{},"resource_api_version":"V3"}}]}}}`)
+	res := map[resource.Type][]types.Resource{
+		resource.ListenerType: {testutil.XDSListener("ingress", laddr, "r", "")},
+		resource.RouteType:    {testutil.XDSRoute("r", "sec", "")},
+		resource.ClusterType:  {cl}, resource.EndpointType: {testutil.XDSEndpoints("sec", ln.Addr().String())},
+	}
+	cp.set("1", res)
+	startProxy(t, xdsBootstrap(cp.addr, false))
+	time.Sleep(700 * time.Millisecond)
+	if c, err := net.Dial("tcp", laddr); err == nil {
+		c.Close()
+		t.Fatal("the listener opened while its cluster waited for its client certificate")
+	}
+	res[resource.SecretType] = []types.Resource{tlsSecret(t, "client", cc, ck)}
+	cp.set("2", res)
+	waitBody(t, "http://"+laddr+"/", "hello proxy", 5*time.Second)
+}

@@ -449,3 +449,29 @@ func uploadToSinkAt(t *testing.T, c *http.Client, url string, size int) {
 		t.Fatalf("upload: upstream counted %q bytes, want %d", b, size)
 	}
 }
+
+// TestTLSHandshakeTimeout: a filter chain's
+// transport_socket_connect_timeout closes a connection whose handshake is
+// not done in time (a client that sends nothing, or half a ClientHello).
+func TestTLSHandshakeTimeout(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "server", false, "localhost")
+	y := tlsBootstrap(testutil.StartUpstream(t).Addr, `          common_tls_context:
+            tls_certificates: [ { certificate_chain: { filename: `+cert+` }, private_key: { filename: `+key+` } } ]`)
+	y = strings.Replace(y, "    - transport_socket:", "    - transport_socket_connect_timeout: 0.3s\n      transport_socket:", 1)
+	p := startProxy(t, y)
+	for _, first := range []string{"", "\x16\x03\x01\x02\x00\x01"} {
+		c, err := net.Dial("tcp", p.addr("ingress"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, first)
+		start := time.Now()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadAll(c)
+		c.Close()
+		if d := time.Since(start); err != nil || d < 200*time.Millisecond || d > 3*time.Second {
+			t.Errorf("first bytes %q: closed after %v (%v), want about 0.3 s", first, d, err)
+		}
+	}
+}

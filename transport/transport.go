@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
@@ -75,6 +76,10 @@ type BuildContext struct {
 	Log *slog.Logger
 	// Secrets delivers secrets by name (nil: none configured).
 	Secrets SecretSource
+	// HandshakeTimeout bounds an accepted connection's handshake (a
+	// filter chain's transport_socket_connect_timeout; 0: the socket's
+	// default).
+	HandshakeTimeout time.Duration
 }
 
 // SecretSource delivers TLS secrets by name (tlsconfig.Secrets).

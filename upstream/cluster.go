@@ -138,6 +138,13 @@ func (c *Cluster) CodecFor(h2 bool) *protocol.Codec {
 	return c.Codec
 }
 
+// TLSReady reports whether the cluster's transport socket has its
+// secrets (always, without one).
+func (c *Cluster) TLSReady() bool {
+	w, ok := c.TLS.(transport.Waiter)
+	return !ok || w.Ready()
+}
+
 // CodecForHost is CodecFor for a request going to h: with auto_config,
 // the protocol ALPN chose for h (HTTP/1.1 until one is known).
 func (c *Cluster) CodecForHost(h *Host, h2 bool) *protocol.Codec {

@@ -82,6 +82,10 @@ type dynCluster struct {
 	res   *config.Resource
 	c     *Cluster
 	timer *time.Timer
+	// secretsTimer bounds the wait for its TLS secrets; secretsTimedOut:
+	// it ran out.
+	secretsTimer    *time.Timer
+	secretsTimedOut bool
 	// released: a lingering cluster no route names any more.
 	released bool
 }
@@ -178,6 +182,7 @@ func (m *Clusters) ApplyCDS(set map[string]*config.Resource, inUse map[string]bo
 	for name, w := range m.warming {
 		if set[name] == nil || fresh[name] != nil {
 			stopTimer(w.timer)
+			stopTimer(w.secretsTimer)
 			w.c.Stop()
 			delete(m.warming, name)
 			m.forgetIfGone(w.c)
@@ -236,11 +241,31 @@ func (m *Clusters) warm(dc *dynCluster) {
 		}()
 		return
 	}
-	if dc.c.HasEndpoints() || m.claGone[dc.c.EDSName] {
+	if (dc.c.HasEndpoints() || m.claGone[dc.c.EDSName]) && dc.c.TLSReady() {
 		m.activate(dc)
 		return
 	}
 	m.warming[name] = dc
+	if !dc.c.TLSReady() {
+		// Its TLS secrets have not come: it warms until they do
+		// (Recheck), at most secretsFetchTimeout.
+		m.log.Debug("cluster warming on its TLS secrets", "cluster", name, "version", dc.res.Version)
+		dc.secretsTimer = time.AfterFunc(secretsFetchTimeout, func() {
+			m.mu.Lock()
+			defer m.unlock()
+			if m.warming[name] == dc && !m.stopped {
+				m.log.Warn("TLS secrets initial fetch timed out; cluster in use without them (its connections fail until they come)", "cluster", name)
+				dc.secretsTimedOut = true
+				if dc.c.HasEndpoints() || m.claGone[dc.c.EDSName] {
+					m.activate(dc)
+					m.changed()
+				}
+			}
+		})
+		if dc.c.HasEndpoints() || m.claGone[dc.c.EDSName] {
+			return
+		}
+	}
 	m.log.Debug("cluster warming on its endpoints", "cluster", name, "eds", dc.c.EDSName, "version", dc.res.Version)
 	if t := dc.c.EDSFetchTimeout; t > 0 {
 		dc.timer = time.AfterFunc(t, func() {
@@ -249,10 +274,40 @@ func (m *Clusters) warm(dc *dynCluster) {
 			if m.warming[name] == dc && !m.stopped {
 				m.log.Warn("EDS initial fetch timed out; cluster in use without endpoints", "cluster", name, "eds", dc.c.EDSName)
 				m.claGone[dc.c.EDSName] = true
-				m.activate(dc)
-				m.changed()
+				if dc.secretsReady() {
+					m.activate(dc)
+					m.changed()
+				}
 			}
 		})
+	}
+}
+
+// secretsFetchTimeout bounds a cluster's wait for its TLS secrets
+// (Envoy's initial_fetch_timeout default).
+const secretsFetchTimeout = 15 * time.Second
+
+// secretsReady: its TLS secrets came, or the wait for them ran out.
+func (dc *dynCluster) secretsReady() bool { return dc.secretsTimedOut || dc.c.TLSReady() }
+
+// Recheck puts in service the warming clusters that something outside
+// the manager made warm (their TLS secrets came).
+func (m *Clusters) Recheck() {
+	m.mu.Lock()
+	defer m.unlock()
+	if m.stopped {
+		return
+	}
+	warmed := false
+	for _, name := range slices.Sorted(maps.Keys(m.warming)) {
+		dc := m.warming[name]
+		if !dc.c.Resolves() && (dc.c.HasEndpoints() || m.claGone[dc.c.EDSName]) && dc.secretsReady() {
+			m.activate(dc)
+			warmed = true
+		}
+	}
+	if warmed {
+		m.changed()
 	}
 }
 
@@ -271,6 +326,7 @@ func (m *Clusters) activate(dc *dynCluster) {
 		delete(m.warming, name)
 	}
 	stopTimer(dc.timer)
+	stopTimer(dc.secretsTimer)
 	if l := m.lingering[name]; l != nil {
 		delete(m.lingering, name)
 		stopTimer(l.timer)
@@ -491,7 +547,7 @@ func (m *Clusters) ApplyEDS(set map[string]*config.Resource) map[string]error {
 	warmed := false
 	for _, name := range slices.Sorted(maps.Keys(m.warming)) {
 		// (A DNS cluster is put in service by its first lookup only.)
-		if dc := m.warming[name]; !dc.c.Resolves() && dc.c.HasEndpoints() {
+		if dc := m.warming[name]; !dc.c.Resolves() && dc.c.HasEndpoints() && dc.secretsReady() {
 			m.activate(dc)
 			warmed = true
 		}
@@ -554,6 +610,7 @@ func (m *Clusters) Stop() {
 	m.stopped = true
 	for _, w := range m.warming {
 		stopTimer(w.timer)
+		stopTimer(w.secretsTimer)
 		w.c.Stop()
 	}
 	for _, l := range m.lingering {

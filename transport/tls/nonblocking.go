@@ -18,7 +18,8 @@ import (
 // and never blocks that reader.
 //
 //   - The handshake runs on its own goroutine (bounded by
-//     handshakeTimeout), whose reads wait on the inbox; the connection's
+//     the filter chain's transport_socket_connect_timeout, default 10 s),
+//     whose reads wait on the inbox; the connection's
 //     reader only copies bytes into it. When the handshake is done, the
 //     goroutine ends and the reader is kicked to decrypt what came
 //     meanwhile.
@@ -40,9 +41,9 @@ func (d *downstream) Transport(c *network.Conn) (transport.Socket, error) {
 	t := &nbSocket{c: c, raw: c.Socket()}
 	t.cond = sync.NewCond(&t.mu)
 	t.tc = gotls.Server(&nbAdapter{t: t}, cfg)
-	// The handshake must be done within handshakeTimeout of the accept
-	// (a client that never sends a ClientHello included).
-	t.timer = time.AfterFunc(handshakeTimeout, t.expire)
+	// The handshake must be done within its timeout of the accept (a
+	// client that never sends a ClientHello included).
+	t.timer = time.AfterFunc(d.handshake, t.expire)
 	return t, nil
 }
 

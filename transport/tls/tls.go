@@ -26,9 +26,10 @@ import (
 // Name is the transport socket's name.
 const Name = "envoy.transport_sockets.tls"
 
-// handshakeTimeout bounds a handshake (Envoy bounds it with the
-// listener's transport_socket_connect_timeout, not supported yet).
-const handshakeTimeout = 10 * time.Second
+// defaultHandshakeTimeout bounds a handshake when the filter chain sets
+// no transport_socket_connect_timeout (Envoy has none by default; a
+// client that never finishes would hold the connection for ever).
+const defaultHandshakeTimeout = 10 * time.Second
 
 func init() {
 	transport.Register(Name, &tlsv3.DownstreamTlsContext{}, func(bc *transport.BuildContext, m proto.Message) (transport.Downstream, error) {
@@ -47,6 +48,8 @@ var supported = support(map[string]string{
 type downstream struct {
 	cur atomic.Pointer[gotls.Config]
 	sc  *secretContext
+	// handshake bounds each handshake.
+	handshake time.Duration
 }
 
 func build(bc *transport.BuildContext, m *tlsv3.DownstreamTlsContext) (*downstream, error) {
@@ -68,7 +71,10 @@ func build(bc *transport.BuildContext, m *tlsv3.DownstreamTlsContext) (*downstre
 			return nil, config.At("session_ticket_keys", err)
 		}
 	}
-	d := &downstream{}
+	d := &downstream{handshake: defaultHandshakeTimeout}
+	if bc.HandshakeTimeout > 0 {
+		d.handshake = bc.HandshakeTimeout
+	}
 	sc, err := buildContext(bc, ctx, func(c *common) error {
 		d.cur.Store(finishDownstream(m, c, keys))
 		return nil
@@ -155,21 +161,22 @@ func (d *downstream) Wrap(s network.Socket) (network.Socket, error) {
 	if cfg == nil {
 		return nil, errors.New("the TLS context is waiting for its secrets")
 	}
-	return &socket{Conn: gotls.Server(nc, cfg), raw: s}, nil
+	return &socket{Conn: gotls.Server(nc, cfg), raw: s, timeout: d.handshake}, nil
 }
 
 // socket is a TLS connection as a network.Socket.
 type socket struct {
 	*gotls.Conn
 	raw       network.Socket
-	handshook bool // read side only: the reader's first Read
+	timeout   time.Duration // of the handshake
+	handshook bool          // read side only: the reader's first Read
 }
 
 // Read completes the handshake (bounded) on the first call.
 func (s *socket) Read(p []byte) (int, error) {
 	if !s.handshook {
 		s.handshook = true
-		s.Conn.SetDeadline(time.Now().Add(handshakeTimeout))
+		s.Conn.SetDeadline(time.Now().Add(s.timeout))
 		err := s.Conn.Handshake()
 		s.Conn.SetDeadline(time.Time{})
 		if err != nil {
