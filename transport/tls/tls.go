@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -167,23 +168,39 @@ func (d *downstream) Wrap(s network.Socket) (network.Socket, error) {
 // socket is a TLS connection as a network.Socket.
 type socket struct {
 	*gotls.Conn
-	raw       network.Socket
-	timeout   time.Duration // of the handshake
-	handshook bool          // read side only: the reader's first Read
+	raw     network.Socket
+	timeout time.Duration // of the handshake
+	once    sync.Once
+	hsErr   error
 }
 
-// Read completes the handshake (bounded) on the first call.
-func (s *socket) Read(p []byte) (int, error) {
-	if !s.handshook {
-		s.handshook = true
+// handshake runs the handshake once, bounded by the timeout, on whichever
+// goroutine comes first: the reader's first Read, or a write before it
+// (a server-first protocol's greeting through tcp_proxy); the other
+// waits for it.
+func (s *socket) handshake() error {
+	s.once.Do(func() {
 		s.Conn.SetDeadline(time.Now().Add(s.timeout))
-		err := s.Conn.Handshake()
+		s.hsErr = s.Conn.Handshake()
 		s.Conn.SetDeadline(time.Time{})
-		if err != nil {
-			return 0, err
-		}
+	})
+	return s.hsErr
+}
+
+// Read completes the handshake on the first call.
+func (s *socket) Read(p []byte) (int, error) {
+	if err := s.handshake(); err != nil {
+		return 0, err
 	}
 	return s.Conn.Read(p)
+}
+
+// Write completes the handshake first, if it has not run yet.
+func (s *socket) Write(p []byte) (int, error) {
+	if err := s.handshake(); err != nil {
+		return 0, err
+	}
+	return s.Conn.Write(p)
 }
 
 // CloseWrite sends close_notify, then half-closes the TCP connection.
