@@ -12,6 +12,7 @@ import (
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/network"
+	"github.com/straitproxy/strait/stats"
 	"github.com/straitproxy/strait/transport"
 )
 
@@ -32,12 +33,12 @@ type chain struct {
 	ts transport.Downstream
 }
 
-func buildChain(bc *filter.BuildContext, fc *listenerv3.FilterChain) (*chain, error) {
+func buildChain(bc *filter.BuildContext, fc *listenerv3.FilterChain, lsc *stats.Scope) (*chain, error) {
 	c := &chain{name: fc.GetName()}
 	if err := c.buildMatch(fc.GetFilterChainMatch()); err != nil {
 		return nil, config.At("filter_chain_match", err)
 	}
-	tbc := &transport.BuildContext{Log: bc.Log, Secrets: bc.Secrets}
+	tbc := &transport.BuildContext{Log: bc.Log, Secrets: bc.Secrets, Stats: lsc}
 	if d := fc.GetTransportSocketConnectTimeout(); d != nil {
 		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
 			return nil, config.At("transport_socket_connect_timeout", fmt.Errorf("invalid duration"))

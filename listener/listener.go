@@ -110,15 +110,16 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
 		bc.BufferLimit = int(v.GetValue())
 	}
+	sc := o.Stats.Scope("listener", "envoy_listener_address", ln.addr)
 	for i, fc := range l.GetFilterChains() {
-		c, err := buildChain(bc, fc)
+		c, err := buildChain(bc, fc, sc)
 		if err != nil {
 			return nil, config.At(fmt.Sprintf("filter_chains[%d]", i), err)
 		}
 		ln.chains = append(ln.chains, c)
 	}
 	if d := l.GetDefaultFilterChain(); d != nil {
-		c, err := buildChain(bc, d)
+		c, err := buildChain(bc, d, sc)
 		if err != nil {
 			return nil, config.At("default_filter_chain", err)
 		}
@@ -133,7 +134,6 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	if err := ln.buildListenerFilters(bc, l); err != nil {
 		return nil, err
 	}
-	sc := o.Stats.Scope("listener", "envoy_listener_address", ln.addr)
 	ln.cxTotal, ln.cxDestroy = sc.Counter("downstream_cx_total"), sc.Counter("downstream_cx_destroy")
 	ln.noChain, ln.cxActive = sc.Counter("no_filter_chain_match"), sc.Gauge("downstream_cx_active")
 	ln.preActive, ln.preTimeout = sc.Gauge("downstream_pre_cx_active"), sc.Counter("downstream_pre_cx_timeout")

@@ -81,6 +81,13 @@ func TestTLSClientValidation(t *testing.T) {
 	if tlsGet(p.addr("ingress"), pool, strangerC, strangerK) == nil {
 		t.Error("a certificate from an untrusted CA with a matching SAN was served")
 	}
+	for name, want := range map[string]int64{"ssl.handshake": 1, "ssl.fail_verify_san": 1, "ssl.fail_verify_error": 1,
+		"ssl.connection_error": 2, "ssl.versions.TLSv1.3": 1, "ssl.ciphers.TLS_AES_128_GCM_SHA256": 1} {
+		// The server counts just after the client has its answer.
+		if got, ok := waitStat(p, "listener.127.0.0.1:0."+name, 2*time.Second, func(v int64) bool { return v == want }); !ok {
+			t.Errorf("%s = %d, want %d", name, got, want)
+		}
+	}
 
 	der, _ := pem.Decode(must(os.ReadFile(goodC)))
 	sum := sha256.Sum256(der.Bytes)
@@ -90,6 +97,9 @@ func TestTLSClientValidation(t *testing.T) {
 	}
 	if tlsGet(p.addr("ingress"), pool, badC, badK) == nil {
 		t.Error("a certificate the pin does not name was served")
+	}
+	if got, ok := waitStat(p, "listener.127.0.0.1:0.ssl.fail_verify_cert_hash", 2*time.Second, func(v int64) bool { return v == 1 }); !ok {
+		t.Errorf("ssl.fail_verify_cert_hash = %d, want 1", got)
 	}
 
 	good, _ := x509.ParseCertificate(der.Bytes)
@@ -145,6 +155,13 @@ func TestUpstreamTLSValidation(t *testing.T) {
 		p := startProxy(t, httpBootstrap(addr, routeCfg{}, cluster(tc.extra, tc.vc)))
 		if code, _ := get(t, p.url("ingress")+"/"); code != tc.want {
 			t.Errorf("%s: %d, want %d", tc.name, code, tc.want)
+		}
+		stat := "cluster.backend.ssl.handshake"
+		if tc.want != 200 {
+			stat = "cluster.backend.ssl.fail_verify_san"
+		}
+		if got := p.stat(stat); got == 0 {
+			t.Errorf("%s: %s = 0", tc.name, stat)
 		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/network"
+	"github.com/straitproxy/strait/stats"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -76,6 +77,8 @@ type BuildContext struct {
 	Log *slog.Logger
 	// Secrets delivers secrets by name (nil: none configured).
 	Secrets SecretSource
+	// Stats is the listener's or the cluster's scope (its ssl.* stats).
+	Stats *stats.Scope
 	// HandshakeTimeout bounds an accepted connection's handshake (a
 	// filter chain's transport_socket_connect_timeout; 0: the socket's
 	// default).

@@ -207,7 +207,8 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 	if err := unsupportedClusterFields(cl); err != nil {
 		return nil, err
 	}
-	if c.TLS, err = transport.BuildUpstream(&transport.BuildContext{Log: log, Secrets: secrets}, cl.GetTransportSocket()); err != nil {
+	if c.TLS, err = transport.BuildUpstream(&transport.BuildContext{Log: log, Secrets: secrets,
+		Stats: sc.Scope("cluster", "envoy_cluster_name", cl.GetName())}, cl.GetTransportSocket()); err != nil {
 		return nil, config.At("transport_socket", err)
 	}
 	if err := supported.Check(cl); err != nil {

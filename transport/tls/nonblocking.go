@@ -38,7 +38,7 @@ func (d *downstream) Transport(c *network.Conn) (transport.Socket, error) {
 	if cfg == nil {
 		return nil, errors.New("the TLS context is waiting for its secrets")
 	}
-	t := &nbSocket{c: c, raw: c.Socket()}
+	t := &nbSocket{c: c, raw: c.Socket(), stats: d.stats}
 	t.cond = sync.NewCond(&t.mu)
 	t.tc = gotls.Server(&nbAdapter{t: t}, cfg)
 	// The handshake must be done within its timeout of the accept (a
@@ -85,6 +85,7 @@ func (*wouldBlock) Timeout() bool   { return true }
 func (*wouldBlock) Temporary() bool { return true }
 
 type nbSocket struct {
+	stats *sslStats
 	c     *network.Conn
 	raw   network.Socket
 	tc    *gotls.Conn
@@ -145,6 +146,7 @@ func (t *nbSocket) OnRead(data []byte) int {
 func (t *nbSocket) handshake() {
 	err := t.tc.Handshake()
 	t.timer.Stop()
+	t.stats.done(t.tc.ConnectionState(), err)
 	t.mu.Lock()
 	t.cond.Broadcast() // OnEOF and early writers wait for the outcome
 	if err != nil {

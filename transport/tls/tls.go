@@ -51,6 +51,7 @@ type downstream struct {
 	sc  *secretContext
 	// handshake bounds each handshake.
 	handshake time.Duration
+	stats     *sslStats
 }
 
 func build(bc *transport.BuildContext, m *tlsv3.DownstreamTlsContext) (*downstream, error) {
@@ -72,7 +73,7 @@ func build(bc *transport.BuildContext, m *tlsv3.DownstreamTlsContext) (*downstre
 			return nil, config.At("session_ticket_keys", err)
 		}
 	}
-	d := &downstream{handshake: defaultHandshakeTimeout}
+	d := &downstream{handshake: defaultHandshakeTimeout, stats: newSSLStats(bc.Stats)}
 	if bc.HandshakeTimeout > 0 {
 		d.handshake = bc.HandshakeTimeout
 	}
@@ -162,7 +163,7 @@ func (d *downstream) Wrap(s network.Socket) (network.Socket, error) {
 	if cfg == nil {
 		return nil, errors.New("the TLS context is waiting for its secrets")
 	}
-	return &socket{Conn: gotls.Server(nc, cfg), raw: s, timeout: d.handshake}, nil
+	return &socket{Conn: gotls.Server(nc, cfg), raw: s, timeout: d.handshake, stats: d.stats}, nil
 }
 
 // socket is a TLS connection as a network.Socket.
@@ -170,6 +171,7 @@ type socket struct {
 	*gotls.Conn
 	raw     network.Socket
 	timeout time.Duration // of the handshake
+	stats   *sslStats
 	once    sync.Once
 	hsErr   error
 }
@@ -183,6 +185,7 @@ func (s *socket) handshake() error {
 		s.Conn.SetDeadline(time.Now().Add(s.timeout))
 		s.hsErr = s.Conn.Handshake()
 		s.Conn.SetDeadline(time.Time{})
+		s.stats.done(s.Conn.ConnectionState(), s.hsErr)
 	})
 	return s.hsErr
 }

@@ -36,6 +36,7 @@ type upstream struct {
 	cache    gotls.ClientSessionCache
 	autoHost bool // auto_host_sni
 	autoSAN  bool // auto_sni_san_validation
+	stats    *sslStats
 }
 
 // upstreamState is one version of the context (its secrets change it).
@@ -49,7 +50,7 @@ func buildUpstream(bc *transport.BuildContext, m *tlsv3.UpstreamTlsContext) (*up
 	if err := supportedUpstream.Check(m); err != nil {
 		return nil, err
 	}
-	u := &upstream{autoHost: m.GetAutoHostSni(), autoSAN: m.GetAutoSniSanValidation()}
+	u := &upstream{autoHost: m.GetAutoHostSni(), autoSAN: m.GetAutoSniSanValidation(), stats: newSSLStats(bc.Stats)}
 	ctx := m.GetCommonTlsContext()
 	if u.autoSAN && ctx.GetValidationContext().GetTrustedCa() == nil && ctx.GetValidationContext().GetSystemRootCerts() == nil &&
 		ctx.GetValidationContextSdsSecretConfig() == nil && ctx.GetCombinedValidationContext() == nil {
@@ -106,7 +107,9 @@ func (u *upstream) Client(ctx context.Context, nc net.Conn, hostname string, alp
 		}
 	}
 	c := gotls.Client(nc, cfg)
-	if err := c.HandshakeContext(ctx); err != nil {
+	err := c.HandshakeContext(ctx)
+	u.stats.done(c.ConnectionState(), err)
+	if err != nil {
 		return nil, err
 	}
 	return c, nil

@@ -17,6 +17,13 @@ import (
 	"github.com/straitproxy/strait/router"
 )
 
+// The kinds of verification failure, for the ssl.fail_verify_* stats.
+var (
+	errVerifyChain = errors.New("certificate chain")
+	errVerifySAN   = errors.New("subject alt name")
+	errVerifyPin   = errors.New("certificate pin")
+)
+
 // validator checks a peer's certificate chain as Envoy's
 // CertificateValidationContext says: the chain up to trusted_ca (unless
 // ACCEPT_UNTRUSTED), its CRLs, then the leaf's SANs, SPKI or hash pins.
@@ -144,21 +151,21 @@ func (v *validator) verify(certs []*x509.Certificate, autoSAN string) error {
 	if v.roots != nil && !v.untrusted {
 		chain, err := v.verifyChain(certs)
 		if err != nil {
-			return err
+			return fmt.Errorf("%w: %w", errVerifyChain, err)
 		}
 		if v.maxDepth > 0 && len(chain)-1 > v.maxDepth {
-			return fmt.Errorf("certificate chain of %d is deeper than max_verify_depth %d", len(chain)-1, v.maxDepth)
+			return fmt.Errorf("%w: chain of %d is deeper than max_verify_depth %d", errVerifyChain, len(chain)-1, v.maxDepth)
 		}
 		if err := v.checkCRL(chain); err != nil {
-			return err
+			return fmt.Errorf("%w: %w", errVerifyChain, err)
 		}
 	}
 	if autoSAN != "" {
 		if !dnsSANMatch(leaf, autoSAN) {
-			return fmt.Errorf("certificate has no DNS SAN matching the SNI %q", autoSAN)
+			return fmt.Errorf("%w: no DNS SAN matches the SNI %q", errVerifySAN, autoSAN)
 		}
 	} else if len(v.sans) > 0 && !v.sanMatch(leaf) {
-		return errors.New("certificate SANs match none of the configured matchers")
+		return fmt.Errorf("%w: the certificate's SANs match none of the matchers", errVerifySAN)
 	}
 	if len(v.spki) > 0 || len(v.hashes) > 0 {
 		spki := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
@@ -171,7 +178,7 @@ func (v *validator) verify(certs []*x509.Certificate, autoSAN string) error {
 			ok = ok || bytes.Equal(p, hash[:])
 		}
 		if !ok {
-			return errors.New("certificate matches neither verify_certificate_spki nor verify_certificate_hash")
+			return fmt.Errorf("%w: the certificate matches neither verify_certificate_spki nor verify_certificate_hash", errVerifyPin)
 		}
 	}
 	return nil
