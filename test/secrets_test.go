@@ -439,3 +439,61 @@ func TestSDSClusterWarming(t *testing.T) {
 	cp.set("2", res)
 	waitBody(t, "http://"+laddr+"/", "hello proxy", 5*time.Second)
 }
+
+// TestTicketKeyRotation: session ticket keys from a secret whose file is
+// rotated: a new first key issues tickets while the old one, kept second,
+// still opens the tickets out; once it is dropped, they no longer resume.
+func TestTicketKeyRotation(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "server", false, "localhost")
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.key"), filepath.Join(dir, "b.key")
+	os.WriteFile(a, []byte(strings.Repeat("a", 80)), 0o600)
+	os.WriteFile(b, []byte(strings.Repeat("b", 80)), 0o600)
+	keys := filepath.Join(dir, "first.key")
+	replace(t, a, keys)
+	second := filepath.Join(dir, "second.key")
+	replace(t, a, second)
+	y := tlsBootstrap(testutil.StartUpstream(t).Addr, `          session_ticket_keys_sds_secret_config: { name: tickets }
+          common_tls_context:
+            tls_certificates: [ { certificate_chain: { filename: `+cert+` }, private_key: { filename: `+key+` } } ]`) + `  secrets:
+  - name: tickets
+    session_ticket_keys: { keys: [ { filename: ` + keys + ` }, { filename: ` + second + ` } ] }
+`
+	p := startProxy(t, y)
+	pool := x509.NewCertPool()
+	pool.AddCert(pki.ca)
+	dial := func(cache tls.ClientSessionCache) bool {
+		c, err := tls.Dial("tcp", p.addr("ingress"), &tls.Config{RootCAs: pool, ServerName: "localhost", ClientSessionCache: cache, MaxVersion: tls.VersionTLS12})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().DidResume
+	}
+	old, aOnly := tls.NewLRUClientSessionCache(1), tls.NewLRUClientSessionCache(1)
+	if dial(old) || !dial(old) {
+		t.Fatal("no resumption with the first keys")
+	}
+	dial(aOnly) // a ticket of key a, kept unused
+	// b first, a second: old tickets still open; new ones come from b.
+	// (The files are read again every second.)
+	replace(t, b, keys)
+	time.Sleep(2500 * time.Millisecond)
+	fresh := tls.NewLRUClientSessionCache(1)
+	if dial(fresh) || !dial(fresh) {
+		t.Fatal("no resumption with the new first key")
+	}
+	if !dial(old) {
+		t.Error("a ticket of the key kept second did not resume")
+	}
+	// a dropped: its tickets no longer open; b's still do.
+	replace(t, b, second)
+	time.Sleep(2500 * time.Millisecond)
+	if dial(aOnly) {
+		t.Error("a ticket of a dropped key resumed")
+	}
+	if !dial(fresh) {
+		t.Error("a ticket of the current key did not resume")
+	}
+}

@@ -12,9 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -40,7 +42,8 @@ func init() {
 
 var supported = support(map[string]string{
 	"envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": `common_tls_context require_client_certificate
-		require_sni session_ticket_keys disable_stateless_session_resumption disable_stateful_session_resumption`,
+		require_sni session_ticket_keys session_ticket_keys_sds_secret_config disable_stateless_session_resumption
+		disable_stateful_session_resumption`,
 	"envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys": `keys`,
 })
 
@@ -52,6 +55,11 @@ type downstream struct {
 	// handshake bounds each handshake.
 	handshake time.Duration
 	stats     *sslStats
+
+	mu      sync.Mutex
+	base    *gotls.Config // the last built configuration, without ticket keys
+	keys    *[][32]byte   // session ticket keys (nil: crypto/tls's own)
+	keysSDS bool          // the keys come from a secret: wait for them
 }
 
 func build(bc *transport.BuildContext, m *tlsv3.DownstreamTlsContext) (*downstream, error) {
@@ -66,26 +74,83 @@ func build(bc *transport.BuildContext, m *tlsv3.DownstreamTlsContext) (*downstre
 	if m.GetRequireClientCertificate().GetValue() && !hasVC {
 		return nil, config.At("require_client_certificate", errors.New("needs a validation context"))
 	}
-	var keys [][32]byte
-	if tk := m.GetSessionTicketKeys(); tk != nil {
-		var err error
-		if keys, err = ticketKeys(tk.GetKeys()); err != nil {
-			return nil, config.At("session_ticket_keys", err)
-		}
-	}
 	d := &downstream{handshake: defaultHandshakeTimeout, stats: newSSLStats(bc.Stats)}
 	if bc.HandshakeTimeout > 0 {
 		d.handshake = bc.HandshakeTimeout
 	}
+	if tk := m.GetSessionTicketKeys(); tk != nil {
+		keys, err := ticketKeys(tk.GetKeys())
+		if err != nil {
+			return nil, config.At("session_ticket_keys", err)
+		}
+		d.keys = &keys
+	}
 	sc, err := buildContext(bc, ctx, func(c *common) error {
-		d.cur.Store(finishDownstream(m, c, keys))
+		d.mu.Lock()
+		d.base = finishDownstream(m, c)
+		d.publishLocked()
+		d.mu.Unlock()
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	d.sc = sc
+	if ref := m.GetSessionTicketKeysSdsSecretConfig(); ref != nil {
+		if err := d.watchTicketKeys(bc, ref); err != nil {
+			return nil, config.At("session_ticket_keys_sds_secret_config", err)
+		}
+	}
 	return d, nil
+}
+
+// publishLocked makes new handshakes use the built configuration with the
+// current ticket keys, once both are there (mu held).
+func (d *downstream) publishLocked() {
+	if d.base == nil || d.keysSDS && d.keys == nil {
+		return
+	}
+	cfg := d.base
+	if d.keys != nil {
+		cfg = d.base.Clone()
+		cfg.SetSessionTicketKeys(*d.keys)
+	}
+	d.cur.Store(cfg)
+}
+
+// watchTicketKeys takes the ticket keys from a secret (static or SDS):
+// rotating them (a new first key; the old ones kept to open the tickets
+// already out) needs no listener update.
+func (d *downstream) watchTicketKeys(bc *transport.BuildContext, ref *tlsv3.SdsSecretConfig) error {
+	if bc.Secrets == nil {
+		return errors.New("no secret store")
+	}
+	d.keysSDS = true
+	wp := weak.Make(d)
+	cancel, err := bc.Secrets.Watch(ref.GetName(), ref.GetSdsConfig(), func(s *tlsv3.Secret) error {
+		d := wp.Value()
+		if d == nil {
+			return nil
+		}
+		tk := s.GetSessionTicketKeys()
+		if tk == nil {
+			return errors.New("not a session_ticket_keys secret")
+		}
+		keys, err := ticketKeys(tk.GetKeys())
+		if err != nil {
+			return err
+		}
+		d.mu.Lock()
+		d.keys = &keys
+		d.publishLocked()
+		d.mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	runtime.AddCleanup(d, func(f func()) { f() }, cancel)
+	return nil
 }
 
 // Ready implements transport.Waiter.
@@ -93,7 +158,7 @@ func (d *downstream) Ready() bool { return d.cur.Load() != nil }
 
 // finishDownstream completes a server configuration from the context's
 // options.
-func finishDownstream(m *tlsv3.DownstreamTlsContext, c *common, keys [][32]byte) *gotls.Config {
+func finishDownstream(m *tlsv3.DownstreamTlsContext, c *common) *gotls.Config {
 	cfg := c.cfg
 	if v := c.val; v != nil {
 		// Client certificates are asked for and checked by the
@@ -124,9 +189,6 @@ func finishDownstream(m *tlsv3.DownstreamTlsContext, c *common, keys [][32]byte)
 	}
 	if m.GetDisableStatelessSessionResumption() {
 		cfg.SessionTicketsDisabled = true
-	}
-	if keys != nil {
-		cfg.SetSessionTicketKeys(keys)
 	}
 	return cfg
 }
