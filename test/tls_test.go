@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -473,5 +474,50 @@ func TestTLSHandshakeTimeout(t *testing.T) {
 		if d := time.Since(start); err != nil || d < 200*time.Millisecond || d > 3*time.Second {
 			t.Errorf("first bytes %q: closed after %v (%v), want about 0.3 s", first, d, err)
 		}
+	}
+}
+
+// TestTLSCertificateChoice: one context with several certificates
+// (ECDSA and RSA) serves the one the client's SNI names, the first when
+// it names none of them, and one the client can verify: a client that
+// takes only RSA suites gets the RSA certificate.
+func TestTLSCertificateChoice(t *testing.T) {
+	pki := newPKI(t)
+	ac, ak := pki.issue(t, "ecdsa-a", false, "a.example")
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "rsa-b"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"b.example"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, pki.ca, &rsaKey.PublicKey, pki.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := pki.write(t, "rsa-b.pem", "CERTIFICATE", der)
+	bk := pki.write(t, "rsa-b-key.pem", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(rsaKey))
+	p := startProxy(t, tlsBootstrap(testutil.StartUpstream(t).Addr, `          common_tls_context:
+            tls_certificates:
+            - { certificate_chain: { filename: `+ac+` }, private_key: { filename: `+ak+` } }
+            - { certificate_chain: { filename: `+bc+` }, private_key: { filename: `+bk+` } }`))
+	pool := x509.NewCertPool()
+	pool.AddCert(pki.ca)
+	for sni, want := range map[string]string{"a.example": "ecdsa-a", "b.example": "rsa-b"} {
+		if got, err := peerName(p.addr("ingress"), sni, pool); err != nil || got != want {
+			t.Errorf("SNI %s: %q (%v), want %q", sni, got, err, want)
+		}
+	}
+	if got, _ := peerName(p.addr("ingress"), "c.example", nil); got != "ecdsa-a" {
+		t.Errorf("SNI naming none: %q, want the first certificate", got)
+	}
+	c, err := tls.Dial("tcp", p.addr("ingress"), &tls.Config{InsecureSkipVerify: true, ServerName: "a.example", MaxVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.ConnectionState().PeerCertificates[0].Subject.CommonName; got != "rsa-b" {
+		t.Errorf("an RSA-only client got %q, want the RSA certificate", got)
 	}
 }

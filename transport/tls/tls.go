@@ -160,6 +160,27 @@ func (d *downstream) Ready() bool { return d.cur.Load() != nil }
 // options.
 func finishDownstream(m *tlsv3.DownstreamTlsContext, c *common) *gotls.Config {
 	cfg := c.cfg
+	if certs := cfg.Certificates; len(certs) > 1 {
+		// Several certificates: the first the client's SNI names and its
+		// algorithms can verify; else the first it can verify; else the
+		// first.
+		cfg.Certificates = nil
+		cfg.GetCertificate = func(h *gotls.ClientHelloInfo) (*gotls.Certificate, error) {
+			for i := range certs {
+				if h.SupportsCertificate(&certs[i]) == nil {
+					return &certs[i], nil
+				}
+			}
+			anyName := *h
+			anyName.ServerName = ""
+			for i := range certs {
+				if anyName.SupportsCertificate(&certs[i]) == nil {
+					return &certs[i], nil
+				}
+			}
+			return &certs[0], nil
+		}
+	}
 	if v := c.val; v != nil {
 		// Client certificates are asked for and checked by the
 		// validation context (crypto/tls's own check knows no SAN
