@@ -1,6 +1,7 @@
 package http2
 
 import (
+	"hash/maphash"
 	"io"
 	"strings"
 	"testing"
@@ -18,9 +19,30 @@ func TestEncodeHeadersNoAllocs(t *testing.T) {
 	h.AddString("content-type", "text/plain; charset=utf-8")
 	h.AddString("content-length", "128")
 	h.AddString("x-custom-header", "some value")
+	// The cache is one slot per hash of a random per-process seed: two of
+	// these values in one slot evict each other, and that run (about one
+	// in 170) proves nothing.
+	slots := map[uint64]bool{}
+	for _, v := range []string{"200", "text/plain; charset=utf-8", "128", "some value"} {
+		slot := maphash.Bytes(recentSeed, []byte(v)) % uint64(len(recent))
+		if slots[slot] {
+			t.Skipf("two of the test's values share a cache slot with this process's seed")
+		}
+		slots[slot] = true
+	}
 	c.encodeHeaders(&h, false)
-	if n := testing.AllocsPerRun(100, func() { c.encodeHeaders(&h, false) }); n != 0 {
-		t.Fatalf("%v allocations per response head, want 0", n)
+	// AllocsPerRun counts every goroutine's allocations: goroutines other
+	// tests left behind (slow under the race detector) may allocate
+	// meanwhile. The best of a few runs is the encoder's own figure.
+	best := -1.0
+	for range 5 {
+		n := testing.AllocsPerRun(100, func() { c.encodeHeaders(&h, false) })
+		if best < 0 || n < best {
+			best = n
+		}
+	}
+	if best != 0 {
+		t.Fatalf("%v allocations per response head, want 0", best)
 	}
 }
 
