@@ -287,8 +287,10 @@ func TestPoolSweepsClosedIdleConnections(t *testing.T) {
 	server1 := <-s.conns
 	p.Release(c1, true)
 	server1.Close()
+	// (While a sweep probes, the idle list is empty and the connection
+	// not destroyed yet: wait for both.)
 	deadline := time.Now().Add(5 * time.Second)
-	for p.IdleCount() > 0 && time.Now().Before(deadline) {
+	for (p.IdleCount() > 0 || c.Stats.CxActive.Value() != 0) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if p.IdleCount() != 0 || c.Stats.CxActive.Value() != 0 {
