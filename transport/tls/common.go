@@ -5,12 +5,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/tlsconfig"
 )
 
 // What both sides take of a CommonTlsContext.
@@ -178,17 +178,15 @@ func loadPool(ds *corev3.DataSource) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// readSource reads a DataSource: a file, or inline bytes or text.
+// readSource reads a DataSource (tlsconfig.DataSource), which must be
+// set and not empty.
 func readSource(ds *corev3.DataSource) ([]byte, error) {
-	switch {
-	case ds == nil:
+	if ds == nil {
 		return nil, errors.New("required")
-	case ds.GetFilename() != "":
-		return os.ReadFile(ds.GetFilename())
-	case ds.GetInlineBytes() != nil:
-		return ds.GetInlineBytes(), nil
-	case ds.GetInlineString() != "":
-		return []byte(ds.GetInlineString()), nil
 	}
-	return nil, errors.New("empty")
+	b, err := tlsconfig.DataSource(ds)
+	if err == nil && len(b) == 0 {
+		err = errors.New("empty")
+	}
+	return b, err
 }
