@@ -32,10 +32,6 @@ type secretContext struct {
 	ready  bool
 }
 
-// cancels holds a context's watch cancellations; it is freed with the
-// context (the store holds only weak references to contexts).
-type cancels struct{ fs []func() }
-
 // buildContext builds ctx: at once when it names no secret, else from
 // its secrets as they come. install receives each built version.
 func buildContext(bc *transport.BuildContext, ctx *tlsv3.CommonTlsContext, install func(*common) error) (*secretContext, error) {
@@ -98,33 +94,40 @@ func buildContext(bc *transport.BuildContext, ctx *tlsv3.CommonTlsContext, insta
 	if bc.Secrets == nil {
 		return nil, config.At(refs[0].path, errors.New("no secret store"))
 	}
-	cl := &cancels{}
-	wp := weak.Make(sc)
+	var cancels []func()
 	for _, r := range refs {
 		set := r.set
-		cancel, err := bc.Secrets.Watch(r.cfg.GetName(), r.cfg.GetSdsConfig(), func(s *tlsv3.Secret) error {
-			sc := wp.Value()
-			if sc == nil {
-				return nil
-			}
+		cancel, err := watchWeak(bc.Secrets, r.cfg, sc, func(sc *secretContext, s *tlsv3.Secret) error {
 			sc.mu.Lock()
 			defer sc.mu.Unlock()
 			return set(sc, s)
 		})
 		if err != nil {
-			for _, f := range cl.fs {
+			for _, f := range cancels {
 				f()
 			}
 			return nil, config.At(r.path, err)
 		}
-		cl.fs = append(cl.fs, cancel)
+		cancels = append(cancels, cancel)
 	}
-	runtime.AddCleanup(sc, func(cl *cancels) {
-		for _, f := range cl.fs {
-			f()
-		}
-	}, cl)
+	for _, f := range cancels {
+		runtime.AddCleanup(sc, func(f func()) { f() }, f)
+	}
 	return sc, nil
+}
+
+// watchWeak watches the secret ref names for owner, holding owner only
+// weakly: a context nobody uses any more (its listener or cluster gone)
+// is freed, and the caller's runtime.AddCleanup on it ends the watch.
+func watchWeak[T any](src transport.SecretSource, ref *tlsv3.SdsSecretConfig, owner *T, fn func(*T, *tlsv3.Secret) error) (cancel func(), err error) {
+	wp := weak.Make(owner)
+	return src.Watch(ref.GetName(), ref.GetSdsConfig(), func(s *tlsv3.Secret) error {
+		o := wp.Value()
+		if o == nil {
+			return nil
+		}
+		return fn(o, s)
+	})
 }
 
 // rebuildLocked builds the context from its secrets, once all have come;

@@ -16,7 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"weak"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -126,12 +125,7 @@ func (d *downstream) watchTicketKeys(bc *transport.BuildContext, ref *tlsv3.SdsS
 		return errors.New("no secret store")
 	}
 	d.keysSDS = true
-	wp := weak.Make(d)
-	cancel, err := bc.Secrets.Watch(ref.GetName(), ref.GetSdsConfig(), func(s *tlsv3.Secret) error {
-		d := wp.Value()
-		if d == nil {
-			return nil
-		}
+	cancel, err := watchWeak(bc.Secrets, ref, d, func(d *downstream, s *tlsv3.Secret) error {
 		tk := s.GetSessionTicketKeys()
 		if tk == nil {
 			return errors.New("not a session_ticket_keys secret")
