@@ -363,21 +363,8 @@ func dedent(s string, n int) string {
 // validation context from static secrets (mTLS to the upstream).
 func TestUpstreamTLSSecrets(t *testing.T) {
 	pki := newPKI(t)
-	sc, sk := pki.issue(t, "upstream", false, "up.example")
-	cc, ck := pki.issue(t, "proxy", true)
-	kp, _ := tls.LoadX509KeyPair(sc, sk)
-	pool := x509.NewCertPool()
-	pool.AddCert(pki.ca)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{kp}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "hello "+r.TLS.PeerCertificates[0].Subject.CommonName)
-	}), ErrorLog: nil}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	y := httpBootstrap(ln.Addr().String(), routeCfg{}, `    transport_socket:
+	addr, cc, ck := mtlsUpstream(t, pki)
+	y := httpBootstrap(addr, routeCfg{}, `    transport_socket:
       name: envoy.transport_sockets.tls
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
@@ -402,20 +389,7 @@ func TestUpstreamTLSSecrets(t *testing.T) {
 // requests reach the upstream, which requires that certificate.
 func TestSDSClusterWarming(t *testing.T) {
 	pki := newPKI(t)
-	sc, sk := pki.issue(t, "upstream", false, "up.example")
-	cc, ck := pki.issue(t, "proxy", true)
-	kp, _ := tls.LoadX509KeyPair(sc, sk)
-	pool := x509.NewCertPool()
-	pool.AddCert(pki.ca)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{kp}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "hello "+r.TLS.PeerCertificates[0].Subject.CommonName)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	upAddr, cc, ck := mtlsUpstream(t, pki)
 
 	cp := startControlPlane(t, "")
 	laddr := "127.0.0.1:" + freePort(t)
@@ -426,7 +400,7 @@ func TestSDSClusterWarming(t *testing.T) {
 	res := map[resource.Type][]types.Resource{
 		resource.ListenerType: {testutil.XDSListener("ingress", laddr, "r", "")},
 		resource.RouteType:    {testutil.XDSRoute("r", "sec", "")},
-		resource.ClusterType:  {cl}, resource.EndpointType: {testutil.XDSEndpoints("sec", ln.Addr().String())},
+		resource.ClusterType:  {cl}, resource.EndpointType: {testutil.XDSEndpoints("sec", upAddr)},
 	}
 	cp.set("1", res)
 	startProxy(t, xdsBootstrap(cp.addr, false))
@@ -496,4 +470,28 @@ func TestTicketKeyRotation(t *testing.T) {
 	if !dial(fresh) {
 		t.Error("a ticket of the current key did not resume")
 	}
+}
+
+// mtlsUpstream serves "hello <client CN>" over TLS as up.example,
+// requiring a client certificate from pki's CA; it returns its address
+// and a client certificate (CN proxy) with its key.
+func mtlsUpstream(t *testing.T, pki *testPKI) (addr, certFile, keyFile string) {
+	sc, sk := pki.issue(t, "upstream", false, "up.example")
+	certFile, keyFile = pki.issue(t, "proxy", true)
+	kp, err := tls.LoadX509KeyPair(sc, sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(pki.ca)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{kp}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello "+r.TLS.PeerCertificates[0].Subject.CommonName)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), certFile, keyFile
 }
