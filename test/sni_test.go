@@ -303,3 +303,53 @@ static_resources:
 		t.Errorf("tls_inspector by name: %v", err)
 	}
 }
+
+// TestTLSInspectorHostile: bytes that start like TLS but are not a
+// ClientHello (a ServerHello, a record version change, a ClientHello
+// claiming 16 MiB, a truncated one then a close) go to the plaintext
+// chain or are closed, never crash, and the listener keeps serving TLS
+// and plaintext; under the suite's I/O model.
+func TestTLSInspectorHostile(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "default", false, "localhost")
+	y := `
+static_resources:
+  listeners:
+  - name: ingress
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+` + tlsInspector + `    filter_chains:
+    - filter_chain_match: { transport_protocol: tls }
+` + tlsSocket(cert, key) + hcmFilter("tls", "over-tls") + `    - filter_chain_match: { transport_protocol: raw_buffer }
+` + hcmFilter("plain", "plain") + `  clusters: []
+`
+	p := startProxy(t, y)
+	addr := p.addr("ingress")
+	for name, b := range map[string]string{
+		"server hello":         "\x16\x03\x03\x00\x04\x02\x00\x00\x00",
+		"version change":       "\x16\x03\x03\x00\x04\x01\x00\x00\xc8\x16\x03\x01\x00\x01\x00",
+		"16 MiB client hello":  "\x16\x03\x01\x40\x00\x01\xff\xff\xff",
+		"truncated then close": "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+		"zero-length record":   "\x16\x03\x01\x00\x00",
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, b)
+		c.(*net.TCPConn).CloseWrite()
+		out, _ := io.ReadAll(c) // an HTTP error, or a close
+		c.Close()
+		if strings.Contains(string(out), "200 OK") {
+			t.Errorf("%s: answered %q", name, out)
+		}
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(pki.ca)
+	if got, err := peerName(addr, "localhost", pool); err != nil || got != "default" {
+		t.Fatalf("TLS after the hostile bytes: %q %v", got, err)
+	}
+	if code, body := get(t, "http://"+addr+"/"); code != 200 || body != "plain" {
+		t.Fatalf("plaintext after the hostile bytes: %d %q", code, body)
+	}
+}
