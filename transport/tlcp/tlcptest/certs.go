@@ -105,4 +105,6 @@ func (ca *CA) Issue(cn string, encryption bool, names ...string) *Issued {
 	return out
 }
 
-func pkixName(cn string) pkix.Name { return pkix.Name{CommonName: cn, Organization: []string{"Strait test"}} }
+func pkixName(cn string) pkix.Name {
+	return pkix.Name{CommonName: cn, Organization: []string{"Strait test"}}
+}
