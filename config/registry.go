@@ -125,6 +125,10 @@ func Decode(k Kind, typed *anypb.Any) (*Extension, proto.Message, error) {
 	if typed == nil {
 		return nil, nil, At("typed_config", fmt.Errorf("required"))
 	}
+	if u := typed.GetTypeUrl(); u == typedStructV3 || u == typedStructV1 {
+		ext, msg, err := decodeTypedStruct(k, typed)
+		return ext, msg, At("typed_config", err)
+	}
 	ext, err := Lookup(k, typed.GetTypeUrl())
 	if err != nil {
 		return nil, nil, At("typed_config", err)

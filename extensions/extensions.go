@@ -14,6 +14,7 @@ import (
 	_ "github.com/straitproxy/strait/network/epoll"
 	_ "github.com/straitproxy/strait/protocol/http1"
 	_ "github.com/straitproxy/strait/protocol/http2"
+	_ "github.com/straitproxy/strait/transport/tlcp"
 	_ "github.com/straitproxy/strait/transport/tls"
 	_ "github.com/straitproxy/strait/upstream/lb/leastrequest"
 	_ "github.com/straitproxy/strait/upstream/lb/random"

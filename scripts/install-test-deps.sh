@@ -30,3 +30,8 @@ if [ ! -x .tools/bin/grpc-interop-client ] || [ ! -x .tools/bin/grpc-interop-ser
   mv "$tmp/server" .tools/bin/grpc-interop-server
   rm -rf "$tmp"
 fi
+# The TLCP interop peer (tjfoc/gmsm's gmtls), from its own module so that
+# tjfoc never enters Strait's; rebuilt when its source changes.
+if [ ! -x .tools/bin/tlcp-peer ] || [ test/tlcpinterop/main.go -nt .tools/bin/tlcp-peer ] || [ test/tlcpinterop/go.mod -nt .tools/bin/tlcp-peer ]; then
+  (cd test/tlcpinterop && go build -o ../../.tools/bin/tlcp-peer .)
+fi

@@ -20,6 +20,10 @@ type ClientHello struct {
 	SupportedVersions []uint16
 }
 
+// VersionTLCP is TLCP's version (GB/T 38636-2020), in a ClientHello's
+// client_version.
+const VersionTLCP = 0x0101
+
 // MaxClientHello is the default bound on the handshake message a
 // listener filter waits for (Envoy's max_client_hello_size default).
 const MaxClientHello = 16 << 10

@@ -111,6 +111,19 @@ func Register(name string, cfg proto.Message, b Builder) {
 		TypeURL: "type.googleapis.com/" + string(cfg.ProtoReflect().Descriptor().FullName()), Factory: b})
 }
 
+// RegisterStruct registers a downstream transport socket whose config
+// has no proto: it comes as a TypedStruct (xds.type.v3 or udpa.type.v1)
+// naming typeURL, and b gets its *structpb.Struct value
+// (config.DecodeStruct decodes it).
+func RegisterStruct(name, typeURL string, b Builder) {
+	config.Register(config.Extension{Kind: config.DownstreamTransport, Name: name, TypeURL: typeURL, Factory: b})
+}
+
+// RegisterUpstreamStruct is RegisterStruct for clusters.
+func RegisterUpstreamStruct(name, typeURL string, b UpstreamBuilder) {
+	config.Register(config.Extension{Kind: config.UpstreamTransport, Name: name, TypeURL: typeURL, Factory: b})
+}
+
 // Upstream is a built transport socket for a cluster's connections.
 type Upstream interface {
 	// Client runs the client side over nc, a connection just made to the

@@ -288,3 +288,14 @@ func (s *socket) CloseWrite() error {
 	s.Conn.CloseWrite()
 	return s.raw.CloseWrite()
 }
+
+// Transport implements transport.NonBlocking: TLS under epoll.
+func (d *downstream) Transport(c *network.Conn) (transport.Socket, error) {
+	cfg := d.cur.Load()
+	if cfg == nil {
+		return nil, errors.New("the TLS context is waiting for its secrets")
+	}
+	return transport.NewNonBlocking(c, d.handshake,
+		func(nc net.Conn) transport.Session { return gotls.Server(nc, cfg) },
+		func(s transport.Session, err error) { d.stats.done(s.ConnectionState(), err) }), nil
+}

@@ -80,6 +80,11 @@ func (in *inspector) Inspect(data []byte, info *network.ConnInfo) (bool, error) 
 	}
 	in.tlsFound.Inc()
 	info.TransportProtocol = "tls"
+	if h.Version == transport.VersionTLCP {
+		// A TLCP ClientHello (GB/T 38636): chains tell it apart with
+		// transport_protocol "tlcp", so one port serves TLS and TLCP.
+		info.TransportProtocol = "tlcp"
+	}
 	info.ServerName = h.ServerName
 	if h.ServerName != "" {
 		in.sniFound.Inc()

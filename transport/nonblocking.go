@@ -1,4 +1,4 @@
-package tls
+package transport
 
 import (
 	gotls "crypto/tls"
@@ -10,12 +10,23 @@ import (
 
 	"github.com/straitproxy/strait/internal/bufpool"
 	"github.com/straitproxy/strait/network"
-	"github.com/straitproxy/strait/transport"
 )
 
-// TLS under an I/O model whose readers read the socket themselves (epoll):
-// crypto/tls reads ciphertext from an inbox the connection's reader fills,
-// and never blocks that reader.
+// Session is a secure session over a net.Conn in crypto/tls.Conn's
+// manner (crypto/tls's, TLCP's): Read and Write run the handshake first
+// if Handshake has not; a Read whose underlying read fails with a
+// temporary error keeps what it has and may be called again.
+type Session interface {
+	Handshake() error
+	Read(p []byte) (int, error)
+	Write(p []byte) (int, error)
+	CloseWrite() error
+	ConnectionState() gotls.ConnectionState
+}
+
+// A session under an I/O model whose readers read the socket themselves
+// (epoll): the session reads ciphertext from an inbox the connection's
+// reader fills, and never blocks that reader.
 //
 //   - The handshake runs on its own goroutine (bounded by
 //     the filter chain's transport_socket_connect_timeout, default 10 s),
@@ -24,27 +35,24 @@ import (
 //     goroutine ends and the reader is kicked to decrypt what came
 //     meanwhile.
 //   - After it, the reader decrypts on its own goroutine: a read with the
-//     inbox empty returns a temporary "would block" error, which crypto/tls
-//     does not keep (a partial record waits in crypto/tls for the rest).
+//     inbox empty returns a temporary "would block" error, which the session
+//     does not keep (a partial record waits in the session for the rest).
 //   - Plaintext the inner handler leaves (it paused, or wants more) is
 //     kept and offered again with more, or on ResumeRead (Pending).
 //   - Writes encrypt on the writer's goroutine and write the socket.
 //   - Idle, a connection holds no goroutine and no inbox or plaintext
-//     buffer; crypto/tls keeps its own record buffers.
+//     buffer; the session keeps its own record buffers.
 
-// Transport implements transport.NonBlocking.
-func (d *downstream) Transport(c *network.Conn) (transport.Socket, error) {
-	cfg := d.cur.Load()
-	if cfg == nil {
-		return nil, errors.New("the TLS context is waiting for its secrets")
-	}
-	t := &nbSocket{c: c, raw: c.Socket(), stats: d.stats}
+// NewNonBlocking runs the server session that server makes over c's
+// socket as c's transport socket: the handshake must be done within
+// timeout of the accept (a client that never speaks included); done
+// hears its outcome.
+func NewNonBlocking(c *network.Conn, timeout time.Duration, server func(net.Conn) Session, done func(Session, error)) Socket {
+	t := &nbSocket{c: c, raw: c.Socket(), done: done}
 	t.cond = sync.NewCond(&t.mu)
-	t.tc = gotls.Server(&nbAdapter{t: t}, cfg)
-	// The handshake must be done within its timeout of the accept (a
-	// client that never sends a ClientHello included).
-	t.timer = time.AfterFunc(d.handshake, t.expire)
-	return t, nil
+	t.tc = server(&nbAdapter{t: t})
+	t.timer = time.AfterFunc(timeout, t.expire)
+	return t
 }
 
 // expire ends a handshake that ran out of time: its reads fail and the
@@ -75,20 +83,20 @@ const (
 const maxHandshakeInbox = 64 << 10
 
 // errWouldBlock is what the adapter's Read returns when the inbox is
-// empty after the handshake: temporary, so crypto/tls does not keep it.
+// empty after the handshake: temporary, so the session does not keep it.
 var errWouldBlock = &wouldBlock{}
 
 type wouldBlock struct{}
 
-func (*wouldBlock) Error() string   { return "tls transport: no ciphertext yet" }
+func (*wouldBlock) Error() string   { return "transport socket: no ciphertext yet" }
 func (*wouldBlock) Timeout() bool   { return true }
 func (*wouldBlock) Temporary() bool { return true }
 
 type nbSocket struct {
-	stats *sslStats
+	done  func(Session, error)
 	c     *network.Conn
 	raw   network.Socket
-	tc    *gotls.Conn
+	tc    Session
 	inner network.Handler
 
 	timer *time.Timer // the handshake's deadline
@@ -96,12 +104,12 @@ type nbSocket struct {
 	mu      sync.Mutex
 	cond    *sync.Cond // state changes, inbox growth, close
 	state   int
-	inbox   []byte // ciphertext crypto/tls has not read
+	inbox   []byte // ciphertext the session has not read
 	plain   []byte // plaintext the inner handler left
 	eof     bool   // the peer closed its side
 	eofSent bool   // the inner handler heard OnEOF (once)
 	heldOff bool   // reading paused while the handshake catches up
-	// unread: crypto/tls may hold whole records not decrypted yet (the
+	// unread: the session may hold whole records not decrypted yet (the
 	// last pump stopped for a pause, not for want of ciphertext).
 	unread   bool
 	closed   bool
@@ -146,7 +154,9 @@ func (t *nbSocket) OnRead(data []byte) int {
 func (t *nbSocket) handshake() {
 	err := t.tc.Handshake()
 	t.timer.Stop()
-	t.stats.done(t.tc.ConnectionState(), err)
+	if t.done != nil {
+		t.done(t.tc, err)
+	}
 	t.mu.Lock()
 	t.cond.Broadcast() // OnEOF and early writers wait for the outcome
 	if err != nil {
@@ -168,13 +178,13 @@ func (t *nbSocket) handshake() {
 		t.c.ResumeRead() // Pending: the reader is kicked to decrypt
 		return
 	}
-	// The reader decrypts what came during the handshake: crypto/tls may
+	// The reader decrypts what came during the handshake: the session may
 	// hold whole records of it already, read along with the last
 	// handshake message.
 	t.c.Kick(t)
 }
 
-// pump decrypts and delivers on the reader's goroutine until crypto/tls
+// pump decrypts and delivers on the reader's goroutine until the session
 // wants more ciphertext, the inner handler paused, or the stream ended.
 func (t *nbSocket) pump() {
 	var bp *[]byte
@@ -294,7 +304,7 @@ func (t *nbSocket) Pending() bool {
 	return len(t.plain) > 0 || (t.state == nbEstablished && !t.eofSent && (len(t.inbox) > 0 || t.unread))
 }
 
-// ConnectionState is the TLS session (network.Conn.TLSState).
+// ConnectionState is the session (network.Conn.TLSState).
 func (t *nbSocket) ConnectionState() gotls.ConnectionState { return t.tc.ConnectionState() }
 
 // Write encrypts p and writes it to the socket. A write before the
@@ -324,7 +334,7 @@ func (t *nbSocket) CloseWrite() error {
 	return t.raw.CloseWrite()
 }
 
-// nbAdapter is the net.Conn crypto/tls reads and writes: reads come from
+// nbAdapter is the net.Conn the session reads and writes: reads come from
 // the inbox, writes go to the socket.
 type nbAdapter struct{ t *nbSocket }
 
@@ -344,7 +354,7 @@ func (a *nbAdapter) Read(p []byte) (int, error) {
 		case t.eof:
 			return 0, io.EOF
 		case t.deadline:
-			return 0, errors.New("tls transport: handshake timed out")
+			return 0, errors.New("transport socket: handshake timed out")
 		}
 		t.cond.Wait()
 	}
