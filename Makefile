@@ -55,8 +55,9 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzCompileAndMatch$$' -fuzztime=60000x -parallel 2 ./router/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseBootstrap$$' -fuzztime=60000x -parallel 2 ./config/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseClientHello$$' -fuzztime=30000x -parallel 2 ./transport/
-	$(GO) test -run='^$$' -fuzz='^FuzzServerHandshake$$' -fuzztime=150000x -parallel 2 ./transport/tlcp/
-	$(GO) test -run='^$$' -fuzz='^FuzzRecordOpen$$' -fuzztime=200000x -parallel 2 ./transport/tlcp/
+	$(GO) test -run='^$$' -fuzz='^FuzzServerHandshake$$' -fuzztime=60000x -parallel 2 ./transport/tlcp/
+	$(GO) test -run='^$$' -fuzz='^FuzzRecordOpen$$' -fuzztime=100000x -parallel 2 ./transport/tlcp/
+	$(GO) test -run='^$$' -fuzz='^FuzzClientHandshake$$' -fuzztime=30000x -parallel 2 ./transport/tlcp/
 
 bench:
 	./bench/run.sh http1

@@ -123,7 +123,7 @@ func (c *Conn) Handshake() error {
 	} else {
 		err = c.serverHandshake()
 	}
-	c.transcript, c.pendingHS = nil, nil
+	c.transcript, c.pendingHS, c.outBuf = nil, nil, nil
 	if err != nil {
 		var le *localError
 		if errors.As(err, &le) {
@@ -178,10 +178,12 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if c.closing {
 		return 0, errors.New("tlcp: write after close_notify")
 	}
+	bp := outPool.Get().(*[]byte)
+	defer outPool.Put(bp)
 	n := 0
 	for n < len(p) {
 		// Seal up to 4 records per write to the socket.
-		buf := c.outBuf[:0]
+		buf := (*bp)[:0]
 		m := n
 		for i := 0; i < 4 && m < len(p); i++ {
 			end := min(len(p), m+maxPlaintext)
@@ -192,18 +194,19 @@ func (c *Conn) Write(p []byte) (int, error) {
 			}
 			m = end
 		}
-		c.outBuf = buf
+		*bp = buf[:0]
 		if _, err := c.conn.Write(buf); err != nil {
 			c.wrErr = err
 			return n, err
 		}
 		n = m
 	}
-	if cap(c.outBuf) > 4*(recordHeaderLen+maxCiphertext) {
-		c.outBuf = nil
-	}
 	return n, nil
 }
+
+// outPool holds write buffers of four whole records: a connection holds
+// one only while it writes.
+var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 4*(recordHeaderLen+maxCiphertext)); return &b }}
 
 // CloseWrite sends close_notify: the peer reads the end of the stream.
 func (c *Conn) CloseWrite() error {
@@ -510,12 +513,12 @@ func (c *Conn) alert(level, desc uint8) {
 	if desc == alertCloseNotify {
 		c.closing = true
 	}
-	rec, err := c.out.seal(c.outBuf[:0], recordAlert, []byte{level, desc})
+	var buf [recordHeaderLen + blockSize + 2 + macSize + blockSize]byte
+	rec, err := c.out.seal(buf[:0], recordAlert, []byte{level, desc})
 	if err != nil {
 		return
 	}
 	if _, err := c.conn.Write(rec); err != nil {
 		c.wrErr = err
 	}
-	c.outBuf = rec[:0]
 }

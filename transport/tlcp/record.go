@@ -47,8 +47,12 @@ type halfConn struct {
 	cbcEnc   cipher.BlockMode // reused: SetIV per record
 	cbcDec   cipher.BlockMode
 	mac      hash.Hash
+	dummy    hash.Hash // equalize's
 	aead     cipher.AEAD
 	implicit [4]byte
+	hdr      [13]byte // the MAC's or AAD's prefix (here: not to escape per record)
+	nonce    [12]byte
+	sum      [macSize]byte
 	// next is the protection that takes over at ChangeCipherSpec.
 	next *halfConn
 }
@@ -125,13 +129,14 @@ func (h *halfConn) sealedLen(n int) int {
 func (h *halfConn) seal(out []byte, typ byte, p []byte) ([]byte, error) {
 	n := h.sealedLen(len(p))
 	out = append(out, typ, VersionTLCP>>8, VersionTLCP&0xff, byte(n>>8), byte(n))
-	var hdr [13]byte
+	hdr := &h.hdr
 	switch {
 	case h.aead != nil:
-		nonce := make([]byte, 0, 12)
-		nonce = append(append(nonce, h.implicit[:]...), h.seq[:]...)
+		nonce := h.nonce[:]
+		copy(nonce[:4], h.implicit[:])
+		copy(nonce[4:], h.seq[:])
 		out = append(out, h.seq[:]...)
-		out = h.aead.Seal(out, nonce, p, h.macHeader(&hdr, typ, len(p)))
+		out = h.aead.Seal(out, nonce, p, h.macHeader(hdr, typ, len(p)))
 	case h.block != nil:
 		start := len(out)
 		out = append(out, make([]byte, blockSize)...)
@@ -142,7 +147,7 @@ func (h *halfConn) seal(out []byte, typ byte, p []byte) ([]byte, error) {
 		body := len(out)
 		out = append(out, p...)
 		h.mac.Reset()
-		h.mac.Write(h.macHeader(&hdr, typ, len(p)))
+		h.mac.Write(h.macHeader(hdr, typ, len(p)))
 		h.mac.Write(p)
 		out = h.mac.Sum(out)
 		pad := n - blockSize - len(p) - macSize // 1..16
@@ -160,17 +165,17 @@ func (h *halfConn) seal(out []byte, typ byte, p []byte) ([]byte, error) {
 
 // open decrypts a record's payload in place and returns its plaintext.
 func (h *halfConn) open(typ byte, payload []byte) ([]byte, error) {
-	var hdr [13]byte
+	hdr := &h.hdr
 	switch {
 	case h.aead != nil:
 		if len(payload) < gcmExplicit+gcmTag {
 			return nil, errBadRecordMAC
 		}
-		var nonce [12]byte
+		nonce := h.nonce[:]
 		copy(nonce[:4], h.implicit[:])
 		copy(nonce[4:], payload[:gcmExplicit])
 		ct := payload[gcmExplicit:]
-		p, err := h.aead.Open(ct[:0], nonce[:], ct, h.macHeader(&hdr, typ, len(ct)-gcmTag))
+		p, err := h.aead.Open(ct[:0], nonce, ct, h.macHeader(hdr, typ, len(ct)-gcmTag))
 		if err != nil {
 			return nil, errBadRecordMAC
 		}
@@ -186,16 +191,17 @@ func (h *halfConn) open(typ byte, payload []byte) ([]byte, error) {
 		h.cbcDec.(interface{ SetIV([]byte) }).SetIV(iv)
 		h.cbcDec.CryptBlocks(body, body)
 		// The padding is checked, and the MAC computed and compared,
-		// without a branch on the padding's validity (Lucky13: the MAC's
-		// input length still depends on the padding length, as in
-		// crypto/tls).
+		// without a branch on the padding's validity; the MAC's input
+		// length depends on the padding length (Lucky13), so as many
+		// SM3 compressions as the longest input would take are run
+		// whatever the padding was.
 		padLen, good := cbcPadding(body)
 		n := len(body) - macSize - padLen
 		h.mac.Reset()
-		h.mac.Write(h.macHeader(&hdr, typ, n))
+		h.mac.Write(h.macHeader(hdr, typ, n))
 		h.mac.Write(body[:n])
-		var sum [macSize]byte
-		mac := h.mac.Sum(sum[:0])
+		mac := h.mac.Sum(h.sum[:0])
+		h.equalize(n, len(body)-macSize-1)
 		good &= subtle.ConstantTimeCompare(mac, body[n:n+macSize])
 		if good != 1 {
 			return nil, errBadRecordMAC
@@ -204,6 +210,24 @@ func (h *halfConn) open(typ byte, payload []byte) ([]byte, error) {
 		return body[:n], nil
 	}
 	return payload, nil
+}
+
+// sm3Blocks is the number of SM3 compressions HMAC's inner hash runs
+// over a record of n plaintext bytes: the key block, 13 header bytes,
+// the data, and SM3's padding (0x80 and the 8-byte length).
+func sm3Blocks(n int) int { return (64 + 13 + n + 9 + 63) / 64 }
+
+var zeroBlocks [5 * 64]byte
+
+// equalize runs the SM3 compressions that a MAC over maxN bytes would
+// have run beyond one over n bytes (at most 5: padding is 1..256 bytes).
+func (h *halfConn) equalize(n, maxN int) {
+	extra := sm3Blocks(maxN) - sm3Blocks(n)
+	if h.dummy == nil {
+		h.dummy = sm3.New()
+	}
+	h.dummy.Reset()
+	h.dummy.Write(zeroBlocks[:extra*64])
 }
 
 // cbcPadding returns the number of padding bytes at the end of body

@@ -144,3 +144,31 @@ func FuzzRecordOpen(f *testing.F) {
 		}
 	})
 }
+
+// FuzzClientHandshake feeds a client arbitrary server bytes.
+func FuzzClientHandshake(f *testing.F) {
+	sh := (&serverHello{vers: VersionTLCP, random: make([]byte, 32), suite: ECC_SM4_GCM_SM3}).marshal()
+	f.Add(append([]byte{22, 1, 1, 0, byte(len(sh))}, sh...))
+	cert := (&certificateMsg{certs: [][]byte{{1}, {2}}}).marshal()
+	f.Add(append(append([]byte{22, 1, 1, 0, byte(len(sh) + len(cert))}, sh...), cert...))
+	f.Add([]byte{21, 1, 1, 0, 2, 2, 40})
+	srv := fuzzServer()
+	f.Fuzz(func(t *testing.T, in []byte) {
+		a, b := net.Pipe()
+		defer a.Close()
+		go func() { b.Write(in); b.Close() }()
+		go func() {
+			buf := make([]byte, 4096)
+			for {
+				if _, err := b.Read(buf); err != nil {
+					return
+				}
+			}
+		}()
+		a.SetDeadline(time.Now().Add(2 * time.Second))
+		cfg := &Config{InsecureSkipVerify: true, SignCert: srv.SignCert, EncCert: srv.EncCert}
+		if err := Client(a, cfg).Handshake(); err == nil {
+			t.Fatal("a handshake completed on fuzz input")
+		}
+	})
+}
