@@ -27,6 +27,9 @@ type CA struct {
 
 var serial atomic.Int64
 
+// Validity is how long the certificates made from now on are valid.
+var Validity = 24 * time.Hour
+
 // NewCA makes a self-signed SM2 CA.
 func NewCA(name string) *CA {
 	key, err := sm2.GenerateKey(rand.Reader)
@@ -35,7 +38,7 @@ func NewCA(name string) *CA {
 	}
 	tmpl := &smx509.Certificate{
 		SerialNumber: big.NewInt(serial.Add(1)), Subject: pkixName(name),
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(Validity),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: smx509.KeyUsageCertSign | smx509.KeyUsageCRLSign,
 	}
 	der, err := smx509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
@@ -76,7 +79,7 @@ func (ca *CA) Issue(cn string, encryption bool, names ...string) *Issued {
 	}
 	tmpl := &smx509.Certificate{
 		SerialNumber: big.NewInt(serial.Add(1)), Subject: pkixName(cn),
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(Validity),
 		KeyUsage:    ku,
 		ExtKeyUsage: []smx509.ExtKeyUsage{smx509.ExtKeyUsageServerAuth, smx509.ExtKeyUsageClientAuth},
 	}
