@@ -10,6 +10,8 @@
 #          request, close)
 #   resume resumed handshakes (session tickets), bench/tlsload -c8 -resume
 #   bulk   1 MiB answers, wrk -c4 (throughput in MiB/s)
+#   full-rsa, resume-rsa  full and resumed handshakes as above with an
+#          RSA-2048 certificate (ECDHE-RSA-AES128-GCM-SHA256)
 # and, with bench/tlsload as the client for TLS and TLCP alike (nginx
 # speaks no TLCP; Strait's AES-128-GCM is the peer of its SM4 rows):
 #   bulk-aes     1 MiB answers over TLS 1.2 AES-128-GCM, -c4
@@ -35,6 +37,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
 openssl ecparam -name prime256v1 -genkey -noout -out "$work/key.pem"
 openssl req -x509 -new -key "$work/key.pem" -subj "/CN=localhost" -days 2 -out "$work/cert.pem" -addext "subjectAltName=DNS:localhost" 2>/dev/null
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/rsa-key.pem" -subj "/CN=localhost" -days 2 -out "$work/rsa.pem" -addext "subjectAltName=DNS:localhost" 2>/dev/null
 "$work/tlsload" -gen-tlcp "$work"
 
 small=$(freeport); big=$(freeport)
@@ -43,6 +46,7 @@ small=$(freeport); big=$(freeport)
 
 p_strait=$(freeport); p_epoll=$(freeport); p_nginx=$(freeport)
 g_strait=$(freeport); g_epoll=$(freeport); b_strait=$(freeport); b_epoll=$(freeport)
+r_strait=$(freeport); r_epoll=$(freeport); r_nginx=$(freeport)
 # tlcp_listener NAME PORT SUITE: a TLCP listener in front of the same
 # routes as the TLS listener (hcm).
 tlcp_listener() { cat <<YAML
@@ -77,6 +81,18 @@ static_resources:
   listeners:
 $(tlcp_listener tlcp-gcm TLCP_GCM_PORT ECC_SM4_GCM_SM3)
 $(tlcp_listener tlcp-cbc TLCP_CBC_PORT ECC_SM4_CBC_SM3)
+  - name: tls-rsa
+    address: { socket_address: { address: 127.0.0.1, port_value: TLS_RSA_PORT } }
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_params: { tls_maximum_protocol_version: TLSv1_2, cipher_suites: [ECDHE-RSA-AES128-GCM-SHA256] }
+            tls_certificates: [ { certificate_chain: { filename: $work/rsa.pem }, private_key: { filename: $work/rsa-key.pem } } ]
+$(hcm)
   - name: tls
     address: { socket_address: { address: 127.0.0.1, port_value: $p_strait } }
     filter_chains:
@@ -99,8 +115,8 @@ $(hcm)
     circuit_breakers: { thresholds: [ { max_connections: 10000, max_pending_requests: 10000, max_requests: 10000 } ] }
     load_assignment: { cluster_name: big, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $big } } } } ] } ] }
 YAML
-sed "s/TLCP_GCM_PORT/$g_epoll/; s/TLCP_CBC_PORT/$b_epoll/; s/port_value: $p_strait }/port_value: $p_epoll }/" "$work/strait-tls.yaml" > "$work/strait-tls-epoll.yaml"
-sed -i "s/TLCP_GCM_PORT/$g_strait/; s/TLCP_CBC_PORT/$b_strait/" "$work/strait-tls.yaml"
+sed "s/TLCP_GCM_PORT/$g_epoll/; s/TLCP_CBC_PORT/$b_epoll/; s/TLS_RSA_PORT/$r_epoll/; s/port_value: $p_strait }/port_value: $p_epoll }/" "$work/strait-tls.yaml" > "$work/strait-tls-epoll.yaml"
+sed -i "s/TLCP_GCM_PORT/$g_strait/; s/TLCP_CBC_PORT/$b_strait/; s/TLS_RSA_PORT/$r_strait/" "$work/strait-tls.yaml"
 "$work/strait" -c "$work/strait-tls.yaml" --log-level error & pid_strait=$!
 "$work/strait" -c "$work/strait-tls-epoll.yaml" --io-model epoll --log-level error & pid_epoll=$!
 
@@ -120,14 +136,20 @@ http {
     ssl_protocols TLSv1.2; ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256; ssl_session_tickets on; ssl_session_cache off;
     location /big { proxy_pass http://big; proxy_http_version 1.1; proxy_set_header Connection ""; }
     location / { proxy_pass http://small; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  server { listen 127.0.0.1:$r_nginx ssl;
+    ssl_certificate $work/rsa.pem; ssl_certificate_key $work/rsa-key.pem;
+    ssl_protocols TLSv1.2; ssl_ciphers ECDHE-RSA-AES128-GCM-SHA256; ssl_session_tickets on; ssl_session_cache off;
+    location / { proxy_pass http://small; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 CONF
 nginx -c "$work/nginx-tls/nginx.conf" -p "$work/nginx-tls" & pid_nginx=$!
 waitport $p_strait; waitport $p_epoll; waitport $p_nginx
 waitport $g_strait; waitport $g_epoll; waitport $b_strait; waitport $b_epoll
+waitport $r_strait; waitport $r_epoll; waitport $r_nginx
 
 pids_of() { case $1 in strait) echo $pid_strait;; strait-epoll) echo $pid_epoll;; nginx) echo $pid_nginx $(pgrep -P $pid_nginx);; esac; }
 port_of() { case $1 in strait) echo $p_strait;; strait-epoll) echo $p_epoll;; nginx) echo $p_nginx;; esac; }
+rsa_port() { case $1 in strait) echo $r_strait;; strait-epoll) echo $r_epoll;; nginx) echo $r_nginx;; esac; }
 # tlcp_port NAME gcm|cbc
 tlcp_port() { case $1-$2 in strait-gcm) echo $g_strait;; strait-cbc) echo $b_strait;; strait-epoll-gcm) echo $g_epoll;; strait-epoll-cbc) echo $b_epoll;; esac; }
 
@@ -140,7 +162,8 @@ run() {
         echo "$o" | grep -E "Non-2xx|Socket errors" >&2 || true ;;
     h2) o=$(h2load -t1 -c10 -m10 -D $secs https://127.0.0.1:$port/ 2>&1)
         echo "$(echo "$o" | awk '/^finished in/{print $4}') $(echo "$o" | awk '/^requests:/{print $8}')" ;;
-    full|resume) flag=$([ $1 = resume ] && echo -resume || true)
+    full|resume|full-rsa|resume-rsa) flag=$(case $1 in resume*) echo -resume;; esac)
+        case $1 in *-rsa) port=$(rsa_port $2);; esac
         o=$("$work/tlsload" -addr 127.0.0.1:$port -c 8 -d ${secs}s -tls12 $flag)
         echo "$(echo "$o" | awk '{print $4}') $(echo "$o" | awk '{print $2}')" ;;
     bulk) o=$(wrk -t1 -c4 -d${secs}s https://127.0.0.1:$port/big)
@@ -160,7 +183,7 @@ run() {
 }
 
 proxies="strait strait-epoll nginx"
-cases=${TLS_CASES:-ka h2 full resume bulk bulk-aes bulk-sm4gcm bulk-sm4cbc tlcp-full tlcp-resume}
+cases=${TLS_CASES:-ka h2 full resume full-rsa resume-rsa bulk bulk-aes bulk-sm4gcm bulk-sm4cbc tlcp-full tlcp-resume}
 for name in $proxies; do for c in ka bulk; do secs_save=$secs; secs=1; run $c $name >/dev/null; secs=$secs_save; done; done
 results="$work/tls.tsv"; : > "$results"
 for r in $(seq "$rounds"); do
@@ -182,8 +205,9 @@ function median(arr, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j 
   return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2 }
 { k = ++n[$2, $3]; rate[$2, $3, k] = $4; cpu[$2, $3, k] = $5; seen[$2] = 1 }
 END {
-  nc = split("ka h2 full resume bulk bulk-aes bulk-sm4gcm bulk-sm4cbc tlcp-full tlcp-resume", cs, " "); split("strait strait-epoll nginx", ps, " ")
+  nc = split("ka h2 full resume full-rsa resume-rsa bulk bulk-aes bulk-sm4gcm bulk-sm4cbc tlcp-full tlcp-resume", cs, " "); split("strait strait-epoll nginx", ps, " ")
   unit["ka"] = "req"; unit["h2"] = "req"; unit["full"] = "handshake"; unit["resume"] = "handshake"; unit["bulk"] = "MiB"
+  unit["full-rsa"] = "handshake"; unit["resume-rsa"] = "handshake"
   unit["bulk-aes"] = "MiB"; unit["bulk-sm4gcm"] = "MiB"; unit["bulk-sm4cbc"] = "MiB"; unit["tlcp-full"] = "handshake"; unit["tlcp-resume"] = "handshake"
   printf "%-12s %-13s %12s %16s\n", "case", "proxy", "rate/s", "cpu us/unit"
   for (i = 1; i <= nc; i++) { c = cs[i]; if (!seen[c]) continue
