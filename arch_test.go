@@ -68,6 +68,14 @@ func TestViolationsAreFound(t *testing.T) {
 	if got := violations(bad); len(got) != len(bad) {
 		t.Fatalf("found %d of %d violations: %v", len(got), len(bad), got)
 	}
+	// Within one extension's tree, imports are its own business; a
+	// sibling's tree is another extension.
+	if got := violations([]string{module + "transport/tlcp/tlcptest " + module + "transport/tlcp"}); len(got) != 0 {
+		t.Fatalf("an extension's sub-package importing it: %v", got)
+	}
+	if got := violations([]string{module + "transport/tlcp/tlcptest " + module + "transport/tls"}); len(got) != 1 {
+		t.Fatalf("a sub-package importing another extension: %v", got)
+	}
 }
 
 func violations(lines []string) []string {
@@ -92,6 +100,9 @@ func violations(lines []string) []string {
 			}
 			to := layer(imp)
 			switch {
+			case isExtension(pkg) && isExtension(imp) && (strings.HasPrefix(pkg, imp+"/") || strings.HasPrefix(imp, pkg+"/")):
+				// An extension's own sub-package (transport/tlcp/tlcptest,
+				// its test certificates) is part of the same extension.
 			case isExtension(pkg) && isExtension(imp):
 				out = append(out, "extension "+pkg+" imports extension "+imp)
 			case to >= from && !(pkg == module+"filter" && imp == module+"upstream"):
