@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"sort"
 	"strings"
 
 	udpatypev1 "github.com/cncf/xds/go/udpa/type/v1"
@@ -79,11 +81,18 @@ func decodeTypedStruct(k Kind, typed *anypb.Any) (*Extension, proto.Message, err
 	return ext, msg, nil
 }
 
-// DecodeStruct decodes a TypedStruct's value into v (a Go struct with
-// json tags) strictly: an unknown field, or a value of the wrong type,
-// is an error naming the field.
+// DecodeStruct decodes a TypedStruct's value into v (a pointer to a Go
+// struct with json tags) strictly: field names must match a tag exactly
+// (encoding/json alone would take any case), an unknown field at any
+// depth is an error naming its path, and so is a value of the wrong
+// type. A null value counts as absent.
 func DecodeStruct(s *structpb.Struct, v any) error {
-	js, err := protojson.Marshal(s)
+	m := s.AsMap()
+	dropNulls(m)
+	if err := checkKeys(m, reflect.TypeOf(v), ""); err != nil {
+		return err
+	}
+	js, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
@@ -91,14 +100,95 @@ func DecodeStruct(s *structpb.Struct, v any) error {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &te):
+		if errors.As(err, &te) {
 			return At(te.Field, fmt.Errorf("wrong type: %s, want %s", te.Value, te.Type))
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-			return At(name, errors.New("unknown field"))
 		}
 		return err
 	}
 	return nil
+}
+
+var rawMessage = reflect.TypeOf(json.RawMessage{})
+
+// checkKeys walks val (decoded JSON) along t, refusing keys no field of
+// t's structs names exactly.
+func checkKeys(val any, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t == rawMessage:
+		return nil
+	case t.Kind() == reflect.Struct:
+		m, ok := val.(map[string]any)
+		if !ok {
+			return nil // the decoder reports the type
+		}
+		fields := map[string]reflect.Type{}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			fields[name] = f.Type
+		}
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			p := k
+			if path != "" {
+				p = path + "." + k
+			}
+			ft, ok := fields[k]
+			if !ok {
+				return At(p, errors.New("unknown field"))
+			}
+			if err := checkKeys(m[k], ft, p); err != nil {
+				return err
+			}
+		}
+	case t.Kind() == reflect.Slice || t.Kind() == reflect.Array:
+		list, ok := val.([]any)
+		if !ok {
+			return nil
+		}
+		for i, e := range list {
+			if err := checkKeys(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	case t.Kind() == reflect.Map:
+		m, ok := val.(map[string]any)
+		if !ok {
+			return nil
+		}
+		for k, e := range m {
+			if err := checkKeys(e, t.Elem(), path+"."+k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// dropNulls removes null values: a field given as null is absent.
+func dropNulls(v any) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if e == nil {
+				delete(x, k)
+				continue
+			}
+			dropNulls(e)
+		}
+	case []any:
+		for _, e := range x {
+			dropNulls(e)
+		}
+	}
 }

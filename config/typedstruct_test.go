@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -53,6 +54,29 @@ func TestTypedStruct(t *testing.T) {
 	}
 	if err := DecodeStruct(mustStruct(t, map[string]any{"n": "x"}), &v); err == nil || !strings.HasPrefix(err.Error(), "n: wrong type") {
 		t.Fatalf("wrong type: %v", err)
+	}
+	// Names match exactly; nested unknown fields name their path; null
+	// is absent.
+	if err := DecodeStruct(mustStruct(t, map[string]any{"Name": "a"}), &v); err == nil || err.Error() != "Name: unknown field" {
+		t.Fatalf("a name in another case: %v", err)
+	}
+	var nested struct {
+		Inner *struct {
+			A int `json:"a"`
+		} `json:"inner"`
+		List []struct {
+			B string `json:"b"`
+		} `json:"list"`
+		Raw json.RawMessage `json:"raw"`
+	}
+	if err := DecodeStruct(mustStruct(t, map[string]any{"inner": map[string]any{"a": 1, "z": 2}}), &nested); err == nil || err.Error() != "inner.z: unknown field" {
+		t.Fatalf("nested unknown field: %v", err)
+	}
+	if err := DecodeStruct(mustStruct(t, map[string]any{"list": []any{map[string]any{"b": "x"}, map[string]any{"c": "y"}}}), &nested); err == nil || err.Error() != "list[1].c: unknown field" {
+		t.Fatalf("unknown field in a list: %v", err)
+	}
+	if err := DecodeStruct(mustStruct(t, map[string]any{"raw": map[string]any{"anything": 1}, "inner": nil}), &nested); err != nil || nested.Inner != nil || string(nested.Raw) != `{"anything":1}` {
+		t.Fatalf("raw and null: %v %s", err, nested.Raw)
 	}
 	// udpa.type.v1, and an unknown type URL.
 	if _, _, err := Decode(kind, wrap(false, "strait.test.Plain", nil)); err != nil {

@@ -318,6 +318,9 @@ func TestTLCPConfigErrors(t *testing.T) {
 		{[]string{"require_client_certificate: true"}, true, "require_client_certificate: needs trusted_ca"},
 		{[]string{"sni: x"}, true, "sni: an upstream field"},
 		{[]string{"trusted_ca: { filename: /nonexistent.pem }"}, true, "trusted_ca"},
+		{[]string{"SNI: x"}, true, "typed_config.SNI: unknown field"},
+		{[]string{"sign_certificate: { certificate_chain: { filename: /x }, private_key: { filename: /y }, password: z }"}, true, "sign_certificate.password: unknown field"},
+		{[]string{"cipher_suites: [ECDHE_SM4_GCM_SM3]"}, true, "cipher_suites: only ECDHE suites"},
 	} {
 		enc, encKey := "", ""
 		if c.enc {
@@ -334,5 +337,13 @@ static_resources:
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "transport_socket.typed_config") {
 			t.Errorf("%v: %v, want %q", c.extra, err, c.want)
 		}
+	}
+	// A cluster that offers only ECDHE suites without its certificates.
+	y := `
+static_resources:
+  clusters:
+` + staticCluster("up", "127.0.0.1:1") + tlcpSocket(4, "", "", "", "", "cipher_suites: [ECDHE_SM4_CBC_SM3]")
+	if _, err := buildServer(y); err == nil || !strings.Contains(err.Error(), "clusters[0].transport_socket.typed_config.cipher_suites: only ECDHE suites") {
+		t.Errorf("an ECDHE-only cluster without certificates: %v", err)
 	}
 }

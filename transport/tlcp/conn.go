@@ -87,6 +87,8 @@ type Conn struct {
 	input   []byte // application data decrypted and not yet returned
 	hand    []byte // handshake bytes not yet a whole message
 	readErr error  // permanent
+	// uselessRecords counts records in a row that carried nothing.
+	uselessRecords int
 
 	outMu   sync.Mutex
 	out     halfConn
@@ -293,9 +295,11 @@ func (c *Conn) fill(n int) error {
 		}
 		if err != nil {
 			if err == io.EOF {
-				if c.rawEnd == c.rawOff {
-					err = io.ErrUnexpectedEOF // no close_notify
-				} else {
+				// A FIN between records ends the stream as close_notify
+				// does (crypto/tls does the same: the application's
+				// framing tells truncation); inside a record it is an
+				// error.
+				if c.rawEnd != c.rawOff {
 					err = errors.New("tlcp: the peer closed mid-record")
 				}
 				c.readErr = err
@@ -355,7 +359,7 @@ func (c *Conn) readRecord(want byte) error {
 			return c.readErr
 		}
 		c.release()
-		return nil // a warning: go on
+		return c.useless() // a warning: go on
 	case recordChangeCipherSpec:
 		if want != recordChangeCipherSpec || len(data) != 1 || data[0] != 1 || len(c.hand) > 0 {
 			return c.inFail(alertUnexpectedMessage, errors.New("tlcp: unexpected ChangeCipherSpec"))
@@ -380,10 +384,24 @@ func (c *Conn) readRecord(want byte) error {
 		c.input = data
 		if len(data) == 0 {
 			c.release()
+			return c.useless()
 		}
+		c.uselessRecords = 0
 		return nil
 	}
 	return c.inFail(alertUnexpectedMessage, errors.New("tlcp: unknown record type"))
+}
+
+// maxUseless bounds the records in a row that carry nothing (empty
+// application data, warning alerts), as crypto/tls does: a peer cannot
+// keep a reader spinning.
+const maxUseless = 16
+
+func (c *Conn) useless() error {
+	if c.uselessRecords++; c.uselessRecords > maxUseless {
+		return c.inFail(alertUnexpectedMessage, errors.New("tlcp: too many empty records or warnings"))
+	}
+	return nil
 }
 
 // inFail makes a read error permanent and tells the peer.

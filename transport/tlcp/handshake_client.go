@@ -26,7 +26,18 @@ func (c *Conn) clientHandshake() error {
 	if _, err := io.ReadFull(rand.Reader, clientRandom); err != nil {
 		return err
 	}
-	offered := cfg.suites()
+	// The ECDHE suites need both client certificates: without them, they
+	// are not offered (a server could pick one and the handshake fail
+	// where an ECC suite would do).
+	var offered []uint16
+	for _, id := range cfg.suites() {
+		if s := suiteByID(id); s != nil && (!s.ecdhe || cfg.SignCert != nil && cfg.EncCert != nil) {
+			offered = append(offered, id)
+		}
+	}
+	if len(offered) == 0 {
+		return fail(alertInternalError, "no suite to offer: the ECDHE suites need a signing and an encryption certificate")
+	}
 	cached := cfg.Sessions.get(c.sessionKey(), cfg.now())
 	ch := &clientHello{vers: VersionTLCP, random: clientRandom, suites: offered}
 	if cached != nil {
@@ -76,10 +87,7 @@ func (c *Conn) clientHandshake() error {
 	if err := cm.unmarshal(msg[4:]); err != nil {
 		return &localError{alertDecodeError, err}
 	}
-	if len(cm.certs) < 2 {
-		return fail(alertBadCertificate, "the server sent %d certificates, not a signing and an encryption one", len(cm.certs))
-	}
-	if c.peer, err = c.verifyPeer(cm.certs, cfg.RootCAs, cfg.ServerName, smx509.ExtKeyUsageServerAuth); err != nil {
+	if c.peer, err = c.verifyPeer(cm.certs, cfg.RootCAs, cfg.ServerName, smx509.ExtKeyUsageServerAuth, c.suite.ecdhe, true); err != nil {
 		return err
 	}
 	signPub := c.peer[0].PublicKey.(*ecdsa.PublicKey)
@@ -140,11 +148,7 @@ func (c *Conn) clientHandshake() error {
 	if certRequested {
 		var certs [][]byte
 		if sendCert {
-			certs = append(certs, cfg.SignCert.Chain[0])
-			if cfg.EncCert != nil {
-				certs = append(certs, cfg.EncCert.Chain[0])
-			}
-			certs = append(certs, cfg.SignCert.Chain[1:]...)
+			certs = certificateList(cfg.SignCert, cfg.EncCert)
 		}
 		c.writeHandshake((&certificateMsg{certs: certs}).marshal())
 	}

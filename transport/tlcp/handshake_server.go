@@ -62,8 +62,7 @@ func (c *Conn) serverHandshake() error {
 		}
 	}
 	c.writeHandshake((&serverHello{vers: VersionTLCP, random: serverRandom, sessionID: sessionID, suite: chosen.id}).marshal())
-	certs := [][]byte{cfg.SignCert.Chain[0], cfg.EncCert.Chain[0]}
-	certs = append(certs, cfg.SignCert.Chain[1:]...)
+	certs := certificateList(cfg.SignCert, cfg.EncCert)
 	c.writeHandshake((&certificateMsg{certs: certs}).marshal())
 
 	// ServerKeyExchange: signed by the signing key.
@@ -112,12 +111,9 @@ func (c *Conn) serverHandshake() error {
 			return fail(alertBadCertificate, "the client sent no certificate")
 		}
 		if len(cm.certs) > 0 {
-			if c.peer, err = c.verifyPeer(cm.certs, cfg.ClientCAs, "", smx509.ExtKeyUsageClientAuth); err != nil {
+			if c.peer, err = c.verifyPeer(cm.certs, cfg.ClientCAs, "", smx509.ExtKeyUsageClientAuth, chosen.ecdhe, chosen.ecdhe); err != nil {
 				return err
 			}
-		}
-		if chosen.ecdhe && len(c.peer) < 2 {
-			return fail(alertBadCertificate, "an ECDHE suite needs the client's encryption certificate")
 		}
 	}
 	msg, err = c.readHandshake(typeClientKeyExchange)
@@ -289,11 +285,18 @@ func (c *Conn) readFinished(label string) error {
 	return nil
 }
 
-// verifyPeer parses and verifies the peer's certificates: the signing
-// certificate's chain, and the encryption certificate's when sent
-// (certificates after the first two are intermediates). name, when set,
-// must be the signing certificate's.
-func (c *Conn) verifyPeer(ders [][]byte, roots *smx509.CertPool, name string, usage smx509.ExtKeyUsage) ([]*smx509.Certificate, error) {
+// verifyPeer parses and verifies the peer's certificates, as sent: the
+// signing certificate, then the encryption certificate (required when
+// needEnc; from a client that has none, the next one may already be an
+// intermediate CA), then intermediates. It returns the leaves: the
+// signing certificate, and the encryption certificate when there is one.
+// Each leaf must chain to roots (unless a client skips verification),
+// be no CA, and carry its role's key usage: digitalSignature for
+// signing; keyEncipherment (ECC) or keyAgreement (ECDHE) for encryption;
+// and the two must be distinct keys (the encryption key is escrowed in
+// the GM PKI, so it must never pass for the signing one). name, when
+// set, must be the signing certificate's.
+func (c *Conn) verifyPeer(ders [][]byte, roots *smx509.CertPool, name string, usage smx509.ExtKeyUsage, ecdhe, needEnc bool) ([]*smx509.Certificate, error) {
 	certs := make([]*smx509.Certificate, len(ders))
 	for i, d := range ders {
 		cert, err := smx509.ParseCertificate(d)
@@ -302,23 +305,51 @@ func (c *Conn) verifyPeer(ders [][]byte, roots *smx509.CertPool, name string, us
 		}
 		certs[i] = cert
 	}
-	for i, cert := range certs[:min(2, len(certs))] {
+	leaves := certs[:1]
+	if len(certs) > 1 && (needEnc || !certs[1].IsCA) {
+		leaves = certs[:2]
+	}
+	if needEnc && len(leaves) < 2 {
+		return nil, fail(alertBadCertificate, "the peer sent no encryption certificate")
+	}
+	for i, cert := range leaves {
 		pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
 		if !ok || !sm2.IsSM2PublicKey(pub) {
 			return nil, fail(alertUnsupportedCert, "peer certificate %d has no SM2 key", i)
 		}
+		if cert.IsCA {
+			return nil, fail(alertBadCertificate, "peer certificate %d is a CA certificate", i)
+		}
+		var want smx509.KeyUsage
+		role := "signing"
+		switch {
+		case i == 0:
+			want = smx509.KeyUsageDigitalSignature
+		case ecdhe:
+			want, role = smx509.KeyUsageKeyAgreement, "encryption (key agreement)"
+		default:
+			want, role = smx509.KeyUsageKeyEncipherment, "encryption"
+		}
+		// A certificate without the key usage extension may serve any
+		// purpose (RFC 5280 4.2.1.3).
+		if cert.KeyUsage != 0 && cert.KeyUsage&want == 0 {
+			return nil, fail(alertBadCertificate, "peer certificate %d cannot serve as the %s certificate (key usage)", i, role)
+		}
+	}
+	if len(leaves) == 2 && leaves[0].PublicKey.(*ecdsa.PublicKey).Equal(leaves[1].PublicKey) {
+		return nil, fail(alertBadCertificate, "the peer's signing and encryption certificates have the same key")
 	}
 	if c.cfg.InsecureSkipVerify && c.isClient {
-		return certs, c.runVerifyPeer(certs)
+		return leaves, c.runVerifyPeer(leaves)
 	}
 	if roots == nil {
 		return nil, fail(alertUnknownCA, "no trusted CA to verify the peer's certificate")
 	}
 	inter := smx509.NewCertPool()
-	for _, cert := range certs[1:] {
+	for _, cert := range certs[len(leaves):] {
 		inter.AddCert(cert)
 	}
-	for i, cert := range certs[:min(2, len(certs))] {
+	for i, cert := range leaves {
 		opts := smx509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: c.cfg.now(),
 			KeyUsages: []smx509.ExtKeyUsage{usage}}
 		if i == 0 {
@@ -328,7 +359,7 @@ func (c *Conn) verifyPeer(ders [][]byte, roots *smx509.CertPool, name string, us
 			return nil, fail(alertBadCertificate, "peer certificate %d: %v", i, err)
 		}
 	}
-	return certs, c.runVerifyPeer(certs)
+	return leaves, c.runVerifyPeer(leaves)
 }
 
 func (c *Conn) runVerifyPeer(certs []*smx509.Certificate) error {
@@ -342,6 +373,30 @@ func (c *Conn) runVerifyPeer(certs []*smx509.Certificate) error {
 }
 
 const alertIllegalParameter = 47
+
+// certificateList is what a Certificate message carries: the signing
+// certificate, the encryption certificate (if any), then the
+// intermediates of both, each once (the encryption certificate may come
+// from another issuer, such as a key-management centre's).
+func certificateList(sign, enc *Certificate) [][]byte {
+	out := [][]byte{sign.Chain[0]}
+	if enc != nil {
+		out = append(out, enc.Chain[0])
+	}
+	seen := map[string]bool{}
+	for _, c := range []*Certificate{sign, enc} {
+		if c == nil {
+			continue
+		}
+		for _, der := range c.Chain[1:] {
+			if !seen[string(der)] {
+				seen[string(der)] = true
+				out = append(out, der)
+			}
+		}
+	}
+	return out
+}
 
 func concat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 

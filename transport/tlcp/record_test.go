@@ -2,7 +2,9 @@ package tlcp
 
 import (
 	"bytes"
+	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -171,4 +173,89 @@ func FuzzClientHandshake(f *testing.F) {
 			t.Fatal("a handshake completed on fuzz input")
 		}
 	})
+}
+
+// handshaken returns a client and a server Conn after a handshake over
+// loopback TCP.
+func handshaken(t *testing.T) (cc, sc *Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan error, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err == nil {
+			sc = Server(nc, fuzzServer())
+			err = sc.Handshake()
+		}
+		done <- err
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc = Client(nc, &Config{InsecureSkipVerify: true})
+	if err := cc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.conn.Close(); sc.conn.Close() })
+	return cc, sc
+}
+
+// TestFINEndsStream: a TCP FIN between records reads as the end of the
+// stream (as crypto/tls has it), after the data before it; inside a
+// record it is an error.
+func TestFINEndsStream(t *testing.T) {
+	cc, sc := handshaken(t)
+	cc.Write([]byte("last words"))
+	cc.conn.(*net.TCPConn).CloseWrite() // no close_notify
+	sc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(sc)
+	if err != nil || string(got) != "last words" {
+		t.Fatalf("%q %v", got, err)
+	}
+	cc, sc = handshaken(t)
+	cc.outMu.Lock()
+	rec, _ := cc.out.seal(nil, recordApplicationData, []byte("cut short"))
+	cc.outMu.Unlock()
+	cc.conn.Write(rec[:len(rec)-3])
+	cc.conn.(*net.TCPConn).CloseWrite()
+	sc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(sc); err == nil || !strings.Contains(err.Error(), "mid-record") {
+		t.Fatalf("a record cut by FIN: %v", err)
+	}
+}
+
+// TestUselessRecords: a peer sending only empty records is cut off
+// after maxUseless of them; a few are fine.
+func TestUselessRecords(t *testing.T) {
+	cc, sc := handshaken(t)
+	send := func(n int, p string) {
+		cc.outMu.Lock()
+		defer cc.outMu.Unlock()
+		var buf []byte
+		for i := 0; i < n; i++ {
+			buf, _ = cc.out.seal(buf, recordApplicationData, nil)
+		}
+		if p != "" {
+			buf, _ = cc.out.seal(buf, recordApplicationData, []byte(p))
+		}
+		cc.conn.Write(buf)
+	}
+	sc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	send(maxUseless, "ok")
+	b := make([]byte, 10)
+	if n, err := sc.Read(b); err != nil || string(b[:n]) != "ok" {
+		t.Fatalf("%d empty records then data: %q %v", maxUseless, b[:n], err)
+	}
+	send(maxUseless+1, "never")
+	if _, err := sc.Read(b); err == nil || !strings.Contains(err.Error(), "empty records") {
+		t.Fatalf("too many empty records: %v", err)
+	}
 }

@@ -150,6 +150,20 @@ func (s *settings) common(cfg *Config) error {
 	return nil
 }
 
+// offersECC reports whether suites (empty: the defaults) hold an ECC
+// suite, which needs no client certificate.
+func offersECC(ids []uint16) bool {
+	if len(ids) == 0 {
+		return true
+	}
+	for _, id := range ids {
+		if s := suiteByID(id); s != nil && !s.ecdhe {
+			return true
+		}
+	}
+	return false
+}
+
 func decode(m *structpb.Struct) (*settings, error) {
 	var s settings
 	if err := config.DecodeStruct(m, &s); err != nil {
@@ -184,6 +198,9 @@ func buildDownstream(bc *transport.BuildContext, m *structpb.Struct) (*downstrea
 		return nil, config.At("encryption_certificate", errors.New("required"))
 	}
 	cfg.RootCAs = nil
+	if !offersECC(cfg.Suites) && cfg.ClientCAs == nil {
+		return nil, config.At("cipher_suites", errors.New("only ECDHE suites, which need client certificates: give trusted_ca, or an ECC suite"))
+	}
 	switch {
 	case s.RequireClientCertificate && cfg.ClientCAs == nil:
 		return nil, config.At("require_client_certificate", errors.New("needs trusted_ca"))
@@ -275,6 +292,9 @@ func buildUpstream(bc *transport.BuildContext, m *structpb.Struct) (*upstream, e
 		return nil, err
 	}
 	cfg.ClientCAs = nil
+	if !offersECC(cfg.Suites) && (cfg.SignCert == nil || cfg.EncCert == nil) {
+		return nil, config.At("cipher_suites", errors.New("only ECDHE suites, which need sign_certificate and encryption_certificate"))
+	}
 	// As Envoy's upstream TLS: without a trusted CA the server's
 	// certificates are not verified.
 	cfg.InsecureSkipVerify = cfg.RootCAs == nil
@@ -290,7 +310,11 @@ func (u *upstream) Client(ctx context.Context, nc net.Conn, hostname string, _ [
 	}
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	err := c.Handshake()
-	stop()
+	if !stop() && err == nil {
+		// The context ended as the handshake did: its deadline may land
+		// after the reset below, so the connection is not handed out.
+		err = ctx.Err()
+	}
 	nc.SetDeadline(time.Time{})
 	u.stats.done(c, err)
 	if err != nil {

@@ -2,6 +2,7 @@ package tlcp_test
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 	"github.com/straitproxy/strait/transport/tlcp"
 	"github.com/straitproxy/strait/transport/tlcp/tlcptest"
@@ -243,5 +245,77 @@ func TestNotTLCP(t *testing.T) {
 			t.Fatalf("%s: no error", name)
 		}
 		a.Close()
+	}
+}
+
+// TestCertificateRoles: each certificate serves only its role. A server
+// whose signing certificate is its encryption one, whose encryption
+// certificate may only sign, or whose two certificates share a key, is
+// refused; so is a client signing with an encryption certificate.
+func TestCertificateRoles(t *testing.T) {
+	p := newPKI()
+	s := p.server()
+	s.SignCert = p.enc.Cert // signs with the (escrowed) encryption key
+	if _, _, _, cerr := pair(t, s, p.client()); cerr == nil || !strings.Contains(cerr.Error(), "cannot serve as the signing") {
+		t.Fatalf("encryption certificate as signing: %v", cerr)
+	}
+	s = p.server()
+	s.EncCert = p.ca.Issue("sign only", false, "tlcp.test").Cert
+	if _, _, _, cerr := pair(t, s, p.client()); cerr == nil || !strings.Contains(cerr.Error(), "cannot serve as the encryption") {
+		t.Fatalf("signing-only certificate as encryption: %v", cerr)
+	}
+	key, _ := sm2.GenerateKey(rand.Reader)
+	s = p.server()
+	s.SignCert = p.ca.IssueWith("same key sign", key, smx509.KeyUsageDigitalSignature, "tlcp.test").Cert
+	s.EncCert = p.ca.IssueWith("same key enc", key, smx509.KeyUsageKeyEncipherment|smx509.KeyUsageKeyAgreement, "tlcp.test").Cert
+	if _, _, _, cerr := pair(t, s, p.client()); cerr == nil || !strings.Contains(cerr.Error(), "same key") {
+		t.Fatalf("one key for both roles: %v", cerr)
+	}
+	s = p.server()
+	s.ClientAuth, s.ClientCAs = tlcp.RequireAndVerifyClientCert, p.ca.Pool()
+	c := p.client()
+	c.SignCert = p.clientEn.Cert
+	if _, _, serr, _ := pair(t, s, c); serr == nil || !strings.Contains(serr.Error(), "cannot serve as the signing") {
+		t.Fatalf("client signing with its encryption certificate: %v", serr)
+	}
+}
+
+// TestIntermediates: a client certificate from an intermediate CA, sent
+// with its chain and no encryption certificate, verifies against the
+// root (the intermediate is not taken for an encryption certificate); a
+// server whose encryption certificate comes from another intermediate
+// (a key-management centre's) sends both chains.
+func TestIntermediates(t *testing.T) {
+	p := newPKI()
+	signCA, kmcCA, clientCA := p.ca.NewIntermediate("sign CA"), p.ca.NewIntermediate("KMC CA"), p.ca.NewIntermediate("client CA")
+	s := &tlcp.Config{SignCert: signCA.Issue("s", false, "tlcp.test").Cert, EncCert: kmcCA.Issue("e", true, "tlcp.test").Cert,
+		ClientAuth: tlcp.RequireAndVerifyClientCert, ClientCAs: p.ca.Pool()}
+	c := p.client()
+	c.SignCert = clientCA.Issue("client", false, "spiffe://test/intermediate").Cert
+	sc, _, serr, cerr := pair(t, s, c)
+	if serr != nil || cerr != nil {
+		t.Fatalf("server %v, client %v", serr, cerr)
+	}
+	if peers := sc.PeerCertificates(); len(peers) != 1 || peers[0].URIs[0].String() != "spiffe://test/intermediate" {
+		t.Fatalf("server sees %d certificates", len(peers))
+	}
+}
+
+// TestClientOffersWhatItCan: a client without certificates does not
+// offer the ECDHE suites, so a server that prefers them but asks
+// certificates only optionally settles on ECC.
+func TestClientOffersWhatItCan(t *testing.T) {
+	p := newPKI()
+	s := p.server()
+	s.Suites = []uint16{tlcp.ECDHE_SM4_GCM_SM3, tlcp.ECC_SM4_GCM_SM3}
+	s.ClientAuth, s.ClientCAs = tlcp.VerifyClientCertIfGiven, p.ca.Pool()
+	sc, _, serr, cerr := pair(t, s, p.client())
+	if serr != nil || cerr != nil || sc.ConnectionState().CipherSuite != tlcp.ECC_SM4_GCM_SM3 {
+		t.Fatalf("server %v, client %v", serr, cerr)
+	}
+	c := p.client()
+	c.Suites = []uint16{tlcp.ECDHE_SM4_CBC_SM3}
+	if _, _, _, cerr := pair(t, s, c); cerr == nil || !strings.Contains(cerr.Error(), "no suite to offer") {
+		t.Fatalf("ECDHE only, without certificates: %v", cerr)
 	}
 }

@@ -23,6 +23,32 @@ type CA struct {
 	Key  *sm2.PrivateKey
 	// PEM is the CA certificate in PEM.
 	PEM []byte
+	// chain is, for an intermediate CA, its certificate and those above it
+	// up to the root (excluded), in PEM: issued chains carry it.
+	chain []byte
+}
+
+// NewIntermediate makes an intermediate CA issued by ca.
+func (ca *CA) NewIntermediate(name string) *CA {
+	key, err := sm2.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &smx509.Certificate{
+		SerialNumber: big.NewInt(serial.Add(1)), Subject: pkixName(name),
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(Validity),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: smx509.KeyUsageCertSign | smx509.KeyUsageCRLSign,
+	}
+	der, err := smx509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		panic(err)
+	}
+	cert, err := smx509.ParseCertificate(der)
+	if err != nil {
+		panic(err)
+	}
+	p := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	return &CA{Cert: cert, Key: key, PEM: p, chain: append(append([]byte(nil), p...), ca.chain...)}
 }
 
 var serial atomic.Int64
@@ -77,6 +103,12 @@ func (ca *CA) Issue(cn string, encryption bool, names ...string) *Issued {
 	if encryption {
 		ku = smx509.KeyUsageKeyEncipherment | smx509.KeyUsageDataEncipherment | smx509.KeyUsageKeyAgreement
 	}
+	return ca.IssueWith(cn, key, ku, names...)
+}
+
+// IssueWith makes a certificate for key with key usage ku (chains from an
+// intermediate CA carry its chain).
+func (ca *CA) IssueWith(cn string, key *sm2.PrivateKey, ku smx509.KeyUsage, names ...string) *Issued {
 	tmpl := &smx509.Certificate{
 		SerialNumber: big.NewInt(serial.Add(1)), Subject: pkixName(cn),
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(Validity),
@@ -100,7 +132,7 @@ func (ca *CA) Issue(cn string, encryption bool, names ...string) *Issued {
 	if err != nil {
 		panic(err)
 	}
-	out := &Issued{CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+	out := &Issued{CertPEM: append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), ca.chain...),
 		KeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})}
 	if out.Cert, err = tlcp.LoadCertificate(out.CertPEM, out.KeyPEM); err != nil {
 		panic(err)
