@@ -125,21 +125,28 @@ func Decode(k Kind, typed *anypb.Any) (*Extension, proto.Message, error) {
 	if typed == nil {
 		return nil, nil, At("typed_config", fmt.Errorf("required"))
 	}
+	ext, msg, err := DecodeValue(k, typed)
+	return ext, msg, At("typed_config", err)
+}
+
+// DecodeValue is Decode with errors at the value's own path. A
+// TypedStruct is resolved by its inner type URL (typedstruct.go). An
+// unknown type is an *UnsupportedTypeError.
+func DecodeValue(k Kind, typed *anypb.Any) (*Extension, proto.Message, error) {
 	if u := typed.GetTypeUrl(); u == typedStructV3 || u == typedStructV1 {
-		ext, msg, err := decodeTypedStruct(k, typed)
-		return ext, msg, At("typed_config", err)
+		return decodeTypedStruct(k, typed)
 	}
 	ext, err := Lookup(k, typed.GetTypeUrl())
 	if err != nil {
-		return nil, nil, At("typed_config", err)
+		return nil, nil, err
 	}
 	msg, err := typed.UnmarshalNew()
 	if err != nil {
-		return nil, nil, At("typed_config", err)
+		return nil, nil, err
 	}
 	if v, ok := msg.(interface{ ValidateAll() error }); ok {
 		if errs := ValidationErrors(v.ValidateAll()); len(errs) > 0 {
-			return nil, nil, At("typed_config", Join(errs))
+			return nil, nil, Join(errs)
 		}
 	}
 	return ext, msg, nil

@@ -3,14 +3,12 @@ package filter
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/network"
-	"github.com/straitproxy/strait/protocol"
 	"github.com/straitproxy/strait/stats"
 	"github.com/straitproxy/strait/transport"
 	"github.com/straitproxy/strait/upstream"
@@ -136,35 +134,12 @@ type NetworkFactory interface {
 	NewHandler(c *network.Conn, next network.Handler) (network.Handler, error)
 }
 
-// StreamInfo is what a stream filter may read about its stream.
-type StreamInfo struct {
-	RemoteAddr net.Addr
-	LocalAddr  net.Addr
-	Protocol   string
-}
-
-// LocalReply ends a request with a reply made by the proxy.
-type LocalReply struct {
-	Status int
-	Body   string
-}
-
-// StreamFilter sees a request's headers on the way in. Body and trailer
-// hooks join the contract with the filters that need them.
-type StreamFilter interface {
-	// OnRequestHeaders may change h; a non-nil reply ends the request.
-	OnRequestHeaders(si *StreamInfo, h *protocol.Headers) *LocalReply
-}
-
-// ResponseFilter is a StreamFilter that also sees response headers.
-type ResponseFilter interface {
-	OnResponseHeaders(si *StreamInfo, h *protocol.Headers)
-}
-
 // HTTPFactory is a built stream filter, shared by every stream.
 type HTTPFactory interface {
 	// New returns the filter for one stream (a stateless filter returns
-	// itself).
+	// itself). The engine uses the phase interfaces it implements
+	// (stream.go): DecoderHeaders, DecoderData, DecoderTrailers,
+	// EncoderHeaders, EncoderData, EncoderTrailers, Destroyer.
 	New() StreamFilter
 }
 
@@ -227,6 +202,35 @@ type HTTPBuilder func(bc *BuildContext, cfg proto.Message) (HTTPFactory, error)
 // RegisterNetwork registers a network filter by name and config type.
 func RegisterNetwork(name string, cfg proto.Message, b NetworkBuilder) {
 	config.Register(config.Extension{Kind: config.NetworkFilter, Name: name, TypeURL: typeURL(cfg), Factory: b})
+}
+
+// PerRouteBuilder builds a stream filter's per-route config
+// (typed_per_filter_config) from its decoded, validated message into the
+// immutable value Callbacks.PerRoute returns; it runs when the route
+// table compiles, and its error refuses the route configuration.
+type PerRouteBuilder = func(cfg proto.Message) (any, error)
+
+// RegisterHTTPPerRoute registers the per-route config type of the stream
+// filter named name.
+func RegisterHTTPPerRoute(name string, cfg proto.Message, b PerRouteBuilder) {
+	config.Register(config.Extension{Kind: config.HTTPPerRoute, Name: name, TypeURL: typeURL(cfg), Factory: b})
+}
+
+// RegisterHTTPStruct registers a stream filter whose config has no proto:
+// it comes as a TypedStruct naming typeURL, and b gets its
+// *structpb.Struct (config.DecodeStruct decodes it strictly).
+func RegisterHTTPStruct(name, typeURL string, b HTTPBuilder) {
+	config.Register(config.Extension{Kind: config.HTTPFilter, Name: name, TypeURL: typeURL, Factory: b})
+}
+
+// RegisterNetworkStruct is RegisterHTTPStruct for network filters.
+func RegisterNetworkStruct(name, typeURL string, b NetworkBuilder) {
+	config.Register(config.Extension{Kind: config.NetworkFilter, Name: name, TypeURL: typeURL, Factory: b})
+}
+
+// RegisterHTTPPerRouteStruct registers a TypedStruct per-route config.
+func RegisterHTTPPerRouteStruct(name, typeURL string, b PerRouteBuilder) {
+	config.Register(config.Extension{Kind: config.HTTPPerRoute, Name: name, TypeURL: typeURL, Factory: b})
 }
 
 // RegisterHTTP registers a stream filter by name and config type.

@@ -22,7 +22,7 @@ type Config struct {
 	// Scopes, when set, holds scoped routes (scoped_routes): the request's
 	// scope key picks the route table. Routes is then unused.
 	Scopes  *atomic.Pointer[router.Scopes]
-	Filters []filter.HTTPFactory
+	Filters []HTTPFilter
 	// VirtualHosts, when set (the on_demand filter with RDS), asks VHDS
 	// for a request's virtual host when no route matches it.
 	VirtualHosts filter.VirtualHostDemand

@@ -42,6 +42,15 @@ func (s *Stream) forward() {
 	retrying := false
 	for {
 		err := s.tryOnce()
+		if errors.Is(err, errFilterReplied) {
+			// A data filter answered the request (413, a denial): the
+			// attempt ends, and the body pump with it, then the reply
+			// goes out.
+			s.dropAttempt(false)
+			s.closeAfter = !s.bodyDone
+			s.sendPendingReply()
+			return
+		}
 		if s.gone.Load() {
 			// The client left: the attempt was aborted (or never sent).
 			s.dropAttempt(false)
@@ -194,7 +203,7 @@ func (s *Stream) tryOnce() error {
 	}
 	s.us.SetDeadline(s.responseDeadline()) // bounds sending too
 	if err := s.sendRequest(); err != nil {
-		if !upstreamSendError(err) || s.conn != nil && s.prevConnReused && !s.connChecked {
+		if err == errFilterReplied || !upstreamSendError(err) || s.conn != nil && s.prevConnReused && !s.connChecked {
 			// (On a reused HTTP/1.1 connection not probed before use, an
 			// answer may predate the request, e.g. an idle 408: the safe
 			// retry is right. A probed one held nothing unasked.)
@@ -433,7 +442,7 @@ func (s *Stream) sendBodyPiece(us protocol.ClientStream) error {
 	data, err := s.readBody()
 	if err != nil && err != io.EOF {
 		var re *protocol.RequestError
-		if errors.As(err, &re) {
+		if errors.As(err, &re) || err == errFilterReplied {
 			return err
 		}
 		return protocol.ErrDownstreamReset
@@ -510,6 +519,29 @@ func (s *Stream) pumpFinished() bool {
 	}
 }
 
+// filterResponseData passes a piece of response body (and at its end the
+// trailers) through the encoders; false: a buffering encoder passed the
+// buffer limit.
+func (s *Stream) filterResponseData(data []byte, err error) ([]byte, bool) {
+	end := err == io.EOF && s.us.Trailers() == nil
+	out, ok := s.encodeData(data, end)
+	if ok && err == io.EOF {
+		if s.ebufAt > 0 {
+			out, s.ebufAt = append(out, s.ebuf...), 0
+		}
+		if t := s.us.Trailers(); t != nil {
+			s.encodeTrailers(t)
+		}
+	}
+	return out, ok
+}
+
+// errFilterReplied ends an attempt whose request a data filter answered.
+var errFilterReplied = errors.New("a filter answered the request")
+
+// errEncodeBuffer ends a response an encoder buffered past the limit.
+var errEncodeBuffer = errors.New("response buffer limit exceeded")
+
 // errPumpStopped ends a body pump whose request needs no more body.
 var errPumpStopped = errors.New("request body no longer needed")
 
@@ -546,9 +578,22 @@ func (s *Stream) respond() {
 	cl := s.cluster
 	s.status = resp.StatusCode()
 	cl.Stats.CountStatus(s.status)
-	s.responseFilters(resp)
 	s.upstreamServiceTime(resp)
 	s.route.ApplyResponseHeaders(resp, s.req, s.varsFor())
+	if s.encN > 0 {
+		s.encodeHeaders(resp, s.us.EndStream())
+		if r := s.replace; r != nil {
+			// An encoder replaced the upstream's answer.
+			s.replace = nil
+			s.endAttempt(false)
+			s.closeAfter = true
+			s.edit = r.edit
+			s.encN = 0 // the reply is the encoders' own
+			s.localReply(r.status, r.body, false)
+			s.edit = nil
+			return
+		}
+	}
 	s.finalizeResponseHeaders(resp)
 	if s.upgrade && s.status == 101 {
 		s.tunnel()
@@ -576,6 +621,12 @@ func (s *Stream) relayBody() error {
 			s.us.SetDeadline(s.bodyDeadline())
 		}
 		data, err := s.us.ReadData()
+		if s.anyEncData && (len(data) > 0 || err == io.EOF) {
+			var ok bool
+			if data, ok = s.filterResponseData(data, err); !ok {
+				return errEncodeBuffer
+			}
+		}
 		if len(data) > 0 {
 			last := err == io.EOF && s.us.Trailers() == nil
 			if !last {

@@ -118,6 +118,12 @@ func (s *Stream) grpcReply(code int, msg string) {
 		s.resetDownstream()
 		return
 	}
+	if s.edit != nil {
+		s.edit(h)
+	}
+	if s.encN > 0 {
+		s.encodeHeaders(h, true)
+	}
 	s.finalizeResponseHeaders(h)
 	s.respStarted = true
 	if err := s.ds.WriteHeaders(h, true); err != nil {

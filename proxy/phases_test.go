@@ -63,12 +63,12 @@ func (noClusters) Dynamic() bool                        { return true }
 type denyFilter struct{ seen atomic.Int64 }
 
 func (d *denyFilter) New() filter.StreamFilter { return d }
-func (d *denyFilter) OnRequestHeaders(_ *filter.StreamInfo, h *protocol.Headers) *filter.LocalReply {
+func (d *denyFilter) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool) filter.Status {
 	d.seen.Add(1)
 	if h.Has("x-deny") {
-		return &filter.LocalReply{Status: 403, Body: "denied"}
+		cb.SendLocalReply(403, "denied", nil)
 	}
-	return nil
+	return filter.Continue
 }
 
 const phaseRoutes = `{"virtual_hosts":[{"name":"a","domains":["a.example"],"routes":[
@@ -93,7 +93,7 @@ func runPhase(t *testing.T, f *denyFilter, fields ...string) (*fakeStream, *Stat
 		Stats: NewStats(stats.NewStore().Root(), "t"), Pool: network.NewPool(1), ServerName: "strait", GenerateRequestID: true}
 	cfg.Routes.Store(tb)
 	if f != nil {
-		cfg.Filters = []filter.HTTPFactory{f}
+		cfg.Filters = []HTTPFilter{{Name: "deny", Factory: f}}
 	}
 	cm := &connManager{cfg: cfg, conn: network.NewConn(context.Background(), fakeSocket{})}
 	ds := &fakeStream{}

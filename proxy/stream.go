@@ -27,9 +27,32 @@ type Stream struct {
 
 	info    filter.StreamInfo
 	vars    router.Vars
-	filters []filter.StreamFilter
 	route   *router.Route
 	cluster *upstream.Cluster
+
+	// The filter chain (filters.go): the instances, the next decoder,
+	// how many filters' encoders apply, the route cache, parking.
+	chain       []slot
+	fi          int
+	encN        int
+	anyData     bool // a filter watches the request body or trailers
+	anyEncData  bool // a filter watches the response body or trailers
+	routeCached bool
+	table       *router.Table // the table the cached route came from
+	started     bool
+	parked      bool // the cancel hook is set for a parked stream
+	replied     bool // a filter sent a local reply
+	encoding    bool
+	replace     *localReplySpec
+	pending     *localReplySpec // a data filter's reply (forward sends it)
+	inData      bool
+	edit        func(h *protocol.Headers)
+	dataBuf     filter.Buffer
+	encBuf      filter.Buffer
+	dbuf, ebuf  []byte
+	// dbufAt, ebufAt: 1 + the index of the filter buffering (0: none).
+	dbufAt, ebufAt int
+	park           *parkCtl
 
 	// upstream attempt state
 	host           *upstream.Host
@@ -89,23 +112,68 @@ func newStream(cm *connManager, ds protocol.ServerStream) *Stream {
 	s.req = ds.Request()
 	if s.cancelFn == nil {
 		s.cancelFn = s.clientGone
+		s.park = &parkCtl{s: s}
 	}
 	return s
 }
 
 func (s *Stream) release() {
-	*s = Stream{resp: s.resp, scratch: s.scratch[:0], body: s.body[:0], filters: s.filters[:0], cancelFn: s.cancelFn}
+	for i := range s.chain {
+		s.chain[i] = slot{}
+	}
+	*s = Stream{resp: s.resp, scratch: s.scratch[:0], body: s.body[:0], chain: s.chain[:0], cancelFn: s.cancelFn, park: s.park,
+		dbuf: s.dbuf[:0], ebuf: s.ebuf[:0]}
+	// A new generation: a filter's late Continue finds nothing to resume.
+	s.park.word.Store((s.park.word.Load()>>2 + 1) << 2)
 	s.resp.Reset()
 	streamPool.Put(s)
 }
 
-// Run is the request's life on its worker (network.Runner).
-func (s *Stream) Run() { s.run() }
+// Run is the request's life on its worker (network.Runner); a stream a
+// filter parked runs again from where it stopped.
+func (s *Stream) Run() {
+	if s.started {
+		s.unwatchPark()
+		s.resumeDecode()
+		return
+	}
+	s.started = true
+	s.run()
+}
 
 // run is the request's life, phase by phase (docs/life-of-a-request.md).
 func (s *Stream) run() {
 	s.begin()
-	if s.decodeHeaders() && s.requestFilters() && s.routeRequest() {
+	if !s.decodeHeaders() {
+		s.finish()
+		return
+	}
+	if len(s.cfg.Filters) > 0 {
+		s.newFilters()
+	}
+	s.resumeDecode()
+}
+
+// resumeDecode runs the decoders from the next one on, then routes and
+// forwards; a filter that stops parks the stream here.
+func (s *Stream) resumeDecode() {
+	if s.gone.Load() {
+		// The client left while a filter held the request.
+		s.flags = "DC"
+		s.resetDownstream()
+		s.finish()
+		return
+	}
+	if len(s.chain) > 0 {
+		switch s.decodeFilters() {
+		case filtersParked:
+			return // the worker leaves; Continue brings the stream back
+		case filtersReplied:
+			s.finish()
+			return
+		}
+	}
+	if s.routeRequest() {
 		s.forward()
 	}
 	s.finish()
@@ -124,40 +192,17 @@ func (s *Stream) begin() {
 	st.RqActive.Inc()
 	s.random = rand.Uint64()
 	s.replayable = true
-	s.info = filter.StreamInfo{RemoteAddr: s.cm.conn.RemoteAddr(), LocalAddr: s.cm.conn.LocalAddr(), Protocol: s.ds.Protocol()}
-}
-
-// requestFilters runs the stream filters before the router, in config order.
-func (s *Stream) requestFilters() bool {
-	for _, f := range s.cfg.Filters {
-		sf := f.New()
-		s.filters = append(s.filters, sf)
-		if lr := sf.OnRequestHeaders(&s.info, s.req); lr != nil {
-			s.localReply(lr.Status, lr.Body, false)
-			return false
-		}
-	}
-	return true
+	s.info = filter.StreamInfo{RemoteAddr: s.cm.conn.RemoteAddr(), LocalAddr: s.cm.conn.LocalAddr(), Protocol: s.ds.Protocol(),
+		Conn: s.cm.conn, StartTime: s.start}
 }
 
 // routeRequest matches the route and answers what needs no upstream: no
 // route, a direct response, a redirect, a missing cluster.
 func (s *Stream) routeRequest() bool {
 	st := s.cfg.Stats
-	var r *router.Route
-	var t *router.Table
-	if sc := s.cfg.Scopes; sc != nil {
-		if scopes := sc.Load(); scopes != nil {
-			t = scopes.Table(s.req)
-		}
-	} else {
-		t = s.cfg.Routes.Load()
-	}
-	if t != nil {
-		r = t.MatchRandom(s.req, s.random)
-		if r == nil && s.cfg.VirtualHosts != nil {
-			r = s.demandVirtualHost(t)
-		}
+	r := s.cachedRoute()
+	if t := s.table; r == nil && t != nil && s.cfg.VirtualHosts != nil {
+		r = s.demandVirtualHost(t)
 	}
 	if r == nil {
 		st.NoRoute.Inc()
@@ -166,6 +211,7 @@ func (s *Stream) routeRequest() bool {
 		return false
 	}
 	s.route = r
+	s.info.RouteName = r.Name
 	switch {
 	case r.DirectResponse != nil:
 		st.DirectResponse.Inc()
@@ -192,6 +238,7 @@ func (s *Stream) routeRequest() bool {
 		return false
 	}
 	s.cluster = cl
+	s.info.ClusterName = name
 	s.rewrite(r)
 	r.ApplyRequestHeaders(s.req, s.varsFor())
 	return true
@@ -345,9 +392,27 @@ func (s *Stream) sendReply(h *protocol.Headers, body []byte) {
 		s.resetDownstream()
 		return
 	}
+	if s.edit != nil {
+		s.edit(h)
+	}
 	s.status = h.StatusCode()
 	s.scratch = strconv.AppendInt(s.scratch[:0], int64(len(body)), 10)
 	h.SetBytes("content-length", s.scratch)
+	if s.encN > 0 {
+		s.encodeHeaders(h, len(body) == 0)
+		if s.anyEncData && len(body) > 0 {
+			// The reply's body passes the encoders too; a length they
+			// change is told.
+			n := len(body)
+			if b, ok := s.encodeData(body, true); ok {
+				body = b
+			}
+			if len(body) != n && h.Has("content-length") {
+				s.scratch = strconv.AppendInt(s.scratch[:0], int64(len(body)), 10)
+				h.SetBytes("content-length", s.scratch)
+			}
+		}
+	}
 	s.finalizeResponseHeaders(h)
 	s.respStarted = true
 	if err := s.ds.WriteHeaders(h, len(body) == 0); err != nil {
@@ -379,6 +444,10 @@ func (s *Stream) finish() {
 	st.RqTime.Observe(float64(time.Since(s.start).Microseconds()) / 1000)
 	st.RqActive.Dec()
 	st.RqCompleted.Inc()
+	s.info.ResponseFlags = s.flags
+	if len(s.chain) > 0 {
+		s.destroyFilters()
+	}
 	if tracelog.On(s.cfg.Log) {
 		s.traceRequest()
 	}
@@ -402,19 +471,16 @@ func (s *Stream) traceRequest() {
 		"duration", time.Since(s.start))
 }
 
-// responseFilters runs the filters that watch responses, in config order.
-func (s *Stream) responseFilters(h *protocol.Headers) {
-	for _, f := range s.filters {
-		if rf, ok := f.(filter.ResponseFilter); ok {
-			rf.OnResponseHeaders(&s.info, h)
-		}
-	}
-}
-
 // readBody reads the next piece of the request body, keeping a copy for
 // replay while it fits the retry buffer.
 func (s *Stream) readBody() ([]byte, error) {
 	data, err := s.ds.ReadData()
+	if s.anyData && (len(data) > 0 || err == io.EOF) {
+		var ok bool
+		if data, ok = s.filterRequestData(data, err); !ok {
+			return nil, errFilterReplied
+		}
+	}
 	if len(data) > 0 && s.replayable {
 		if len(s.body)+len(data) <= s.cfg.RetryBufferLimit {
 			s.body = append(s.body, data...)
@@ -429,6 +495,25 @@ func (s *Stream) readBody() ([]byte, error) {
 	return data, err
 }
 
+// filterRequestData passes a piece of request body (and, at its end, the
+// trailers) through the data filters.
+func (s *Stream) filterRequestData(data []byte, err error) ([]byte, bool) {
+	end := err == io.EOF && s.ds.RequestTrailers() == nil
+	s.inData = true
+	defer func() { s.inData = false }()
+	out, ok := s.decodeData(data, end)
+	if ok && err == io.EOF {
+		if len(s.dbuf) > 0 && s.dbufAt > 0 {
+			// A filter still holding at the end lets go now.
+			out, s.dbufAt = append(out, s.dbuf...), 0
+		}
+		if t := s.ds.RequestTrailers(); t != nil {
+			ok = s.decodeTrailers(t)
+		}
+	}
+	return out, ok
+}
+
 // clientGone is the stream's protocol.Canceler function: the client reset
 // the stream or closed the connection. It runs under the codec's lock:
 // it only marks the stream and aborts the upstream attempt, whose worker
@@ -441,6 +526,7 @@ func (s *Stream) clientGone() {
 		s.cluster.Stats.RqTxReset.Inc()
 	}
 	s.abortMu.Unlock()
+	s.park.unpark() // a stream a filter holds ends now
 }
 
 // watchAttempt makes the attempt's upstream stream abortable by the

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	"google.golang.org/protobuf/proto"
 )
 
 // DefaultTimeout is the route timeout when route.timeout is unset, as in
@@ -54,7 +53,7 @@ type Route struct {
 	// (the most specific wins), decoded and validated. The values are
 	// opaque to this package: each is the per-route config type its
 	// filter registered (config.HTTPPerRoute).
-	PerFilterConfig map[string]proto.Message
+	PerFilterConfig map[string]any
 
 	match        routeMatch
 	rewrite      pathRewrite

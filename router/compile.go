@@ -11,7 +11,6 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/straitproxy/strait/config"
@@ -130,7 +129,7 @@ type compiler struct {
 	maxBody      int
 	clusters     map[string]struct{}
 	// filters is the route configuration's own typed_per_filter_config.
-	filters map[string]proto.Message
+	filters map[string]any
 	rt      *config.Runtime
 }
 

@@ -14,14 +14,29 @@ import (
 // filterConfigURL is the wrapper Envoy allows around a per-route config.
 const filterConfigURL = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 
-// compileFilterConfigs decodes and validates a typed_per_filter_config
-// map, as Envoy does when the route configuration loads: each value's
-// type must be the per-route config of a compiled-in HTTP filter
-// (registered as config.HTTPPerRoute), and must pass its validation. A
-// value wrapped in FilterConfig with is_optional whose type no filter
-// takes is left out, as Envoy ignores it. The result holds the decoded
-// messages by filter name, opaque to this package.
-func compileFilterConfigs(m map[string]*anypb.Any, path string) (map[string]proto.Message, error) {
+// FilterDisabled is the per-filter config of a route that disables the
+// filter (FilterConfig{disabled: true}).
+var FilterDisabled = &filterSwitch{on: false}
+
+// FilterEnabled is the per-filter config of a route that enables a filter
+// the connection manager disables by default (FilterConfig with neither
+// disabled nor config).
+var FilterEnabled = &filterSwitch{on: true}
+
+// filterSwitch is not zero-sized: pointers to distinct zero-sized values
+// may be equal.
+type filterSwitch struct{ on bool }
+
+// compileFilterConfigs decodes, validates and builds a
+// typed_per_filter_config map, as Envoy does when the route configuration
+// loads: each value's type must be the per-route config of a
+// compiled-in HTTP filter (registered as config.HTTPPerRoute), must pass
+// its validation, and is built by the filter's per-route builder into the
+// value its filter reads. A value wrapped in FilterConfig with
+// is_optional whose type no filter takes is left out, as Envoy ignores
+// it; FilterConfig's disabled gives FilterDisabled. The result holds the
+// built values by filter name, opaque to this package.
+func compileFilterConfigs(m map[string]*anypb.Any, path string) (map[string]any, error) {
 	if len(m) == 0 {
 		return nil, nil
 	}
@@ -30,7 +45,7 @@ func compileFilterConfigs(m map[string]*anypb.Any, path string) (map[string]prot
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	out := make(map[string]proto.Message, len(m))
+	out := make(map[string]any, len(m))
 	for _, name := range names {
 		p := fmt.Sprintf("%s[%s]", joinPath(path, "typed_per_filter_config"), name)
 		a, optional := m[name], false
@@ -40,38 +55,44 @@ func compileFilterConfigs(m map[string]*anypb.Any, path string) (map[string]prot
 				return nil, config.At(p, err)
 			}
 			if fc.GetDisabled() {
-				return nil, config.At(p+".disabled", errors.New("disabling a filter per route is not supported yet"))
+				out[name] = FilterDisabled
+				continue
+			}
+			if fc.GetConfig() == nil {
+				out[name] = FilterEnabled
+				continue
 			}
 			a, optional = fc.GetConfig(), fc.GetIsOptional()
 			p += ".config"
 		}
-		if _, ok := config.ByTypeURL(config.HTTPPerRoute, a.GetTypeUrl()); !ok {
-			if optional {
-				continue
-			}
-			return nil, config.At(p, fmt.Errorf("no compiled-in HTTP filter takes per-route config of type %q", a.GetTypeUrl()))
-		}
-		msg, err := a.UnmarshalNew()
-		if err != nil {
+		ext, msg, err := config.DecodeValue(config.HTTPPerRoute, a)
+		var unknown *config.UnsupportedTypeError
+		switch {
+		case errors.As(err, &unknown) && optional:
+			continue
+		case errors.As(err, &unknown):
+			return nil, config.At(p, fmt.Errorf("no compiled-in HTTP filter takes per-route config of type %q", unknown.TypeURL))
+		case err != nil:
 			return nil, config.At(p, err)
 		}
-		if v, ok := msg.(interface{ ValidateAll() error }); ok {
-			if errs := config.ValidationErrors(v.ValidateAll()); len(errs) > 0 {
-				return nil, config.At(p, config.Join(errs))
+		var built any = msg
+		if b, ok := ext.Factory.(func(proto.Message) (any, error)); ok && b != nil {
+			if built, err = b(msg); err != nil {
+				return nil, config.At(p, err)
 			}
 		}
-		out[name] = msg
+		out[name] = built
 	}
 	return out, nil
 }
 
 // mergeFilters overlays the more specific per-filter configs on the less
 // specific ones, by filter name.
-func mergeFilters(base, over map[string]proto.Message) map[string]proto.Message {
+func mergeFilters(base, over map[string]any) map[string]any {
 	if len(over) == 0 {
 		return base
 	}
-	out := make(map[string]proto.Message, len(base)+len(over))
+	out := make(map[string]any, len(base)+len(over))
 	for k, v := range base {
 		out[k] = v
 	}

@@ -1,11 +1,15 @@
 package router
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/straitproxy/strait/config"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // Per-route config types of two made-up filters: StringValue (no rules)
@@ -13,6 +17,15 @@ import (
 func init() {
 	config.Register(config.Extension{Kind: config.HTTPPerRoute, Name: "test.strings", TypeURL: "type.googleapis.com/google.protobuf.StringValue"})
 	config.Register(config.Extension{Kind: config.HTTPPerRoute, Name: "test.percent", TypeURL: "type.googleapis.com/envoy.type.v3.Percent"})
+	// A filter whose per-route builder makes its own value.
+	config.Register(config.Extension{Kind: config.HTTPPerRoute, Name: "test.built", TypeURL: "type.googleapis.com/google.protobuf.UInt32Value",
+		Factory: func(m proto.Message) (any, error) {
+			v := m.(*wrapperspb.UInt32Value).GetValue()
+			if v == 0 {
+				return nil, errors.New("zero")
+			}
+			return fmt.Sprintf("built %d", v), nil
+		}})
 }
 
 func TestTypedPerFilterConfig(t *testing.T) {
@@ -33,7 +46,10 @@ func TestTypedPerFilterConfig(t *testing.T) {
 		{"wrapped and known", `      f: {"@type": type.googleapis.com/envoy.config.route.v3.FilterConfig, config: {"@type": type.googleapis.com/envoy.type.v3.Percent, value: 7}}`, ""},
 		{"wrapped, not optional, unknown", `      f: {"@type": type.googleapis.com/envoy.config.route.v3.FilterConfig, config: {"@type": type.googleapis.com/google.protobuf.Int32Value, value: 1}}`,
 			"typed_per_filter_config[f].config: no compiled-in HTTP filter"},
-		{"disabled", `      f: {"@type": type.googleapis.com/envoy.config.route.v3.FilterConfig, disabled: true}`, "typed_per_filter_config[f].disabled: disabling a filter per route is not supported yet"},
+		{"disabled", `      f: {"@type": type.googleapis.com/envoy.config.route.v3.FilterConfig, disabled: true}`, ""},
+		{"enabled", `      f: {"@type": type.googleapis.com/envoy.config.route.v3.FilterConfig}`, ""},
+		{"built", `      b: {"@type": type.googleapis.com/google.protobuf.UInt32Value, value: 3}`, ""},
+		{"build fails", `      b: {"@type": type.googleapis.com/google.protobuf.UInt32Value, value: 0}`, "typed_per_filter_config[b]: zero"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -49,6 +65,18 @@ func TestTypedPerFilterConfig(t *testing.T) {
 			}
 			r := tbl.Match(request("x", "/"))
 			switch tc.name {
+			case "disabled":
+				if r.PerFilterConfig["f"] != FilterDisabled {
+					t.Fatalf("PerFilterConfig = %v", r.PerFilterConfig)
+				}
+			case "enabled":
+				if r.PerFilterConfig["f"] != FilterEnabled {
+					t.Fatalf("PerFilterConfig = %v", r.PerFilterConfig)
+				}
+			case "built":
+				if r.PerFilterConfig["b"] != "built 3" {
+					t.Fatalf("PerFilterConfig = %v", r.PerFilterConfig)
+				}
 			case "optional and unknown":
 				if len(r.PerFilterConfig) != 0 {
 					t.Fatalf("optional unknown config kept: %v", r.PerFilterConfig)

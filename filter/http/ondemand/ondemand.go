@@ -17,7 +17,6 @@ import (
 	ondemandv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/on_demand/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
-	"github.com/straitproxy/strait/protocol"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -41,6 +40,3 @@ func (factory) RoutesOnDemand() {}
 // New implements filter.HTTPFactory; the connection manager never calls it
 // (the filter acts at the routing step).
 func (f factory) New() filter.StreamFilter { return f }
-
-// OnRequestHeaders implements filter.StreamFilter: nothing to do.
-func (factory) OnRequestHeaders(*filter.StreamInfo, *protocol.Headers) *filter.LocalReply { return nil }

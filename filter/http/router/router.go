@@ -7,7 +7,6 @@ package router
 import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	"github.com/straitproxy/strait/filter"
-	"github.com/straitproxy/strait/protocol"
 )
 
 // Factory is the built router filter.
@@ -23,9 +22,6 @@ var (
 // IsTerminal marks the end of the chain.
 func (*Factory) IsTerminal() {}
 
-// New is never called for the terminal filter; it returns a no-op.
-func (*Factory) New() filter.StreamFilter { return noop{} }
-
-type noop struct{}
-
-func (noop) OnRequestHeaders(*filter.StreamInfo, *protocol.Headers) *filter.LocalReply { return nil }
+// New is never called for the terminal filter; it returns a filter with
+// no phases.
+func (*Factory) New() filter.StreamFilter { return struct{}{} }

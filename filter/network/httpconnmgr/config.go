@@ -267,16 +267,13 @@ func checkClusters(bc *filter.BuildContext, t *router.Table) error {
 // httpFilters builds the chain; the router must be last, and only last.
 // onDemand reports the on_demand filter, which acts at the routing step
 // (VHDS) and is left out of the chain.
-func httpFilters(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (out []filter.HTTPFactory, onDemand bool, err error) {
+func httpFilters(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (out []proxy.HTTPFilter, onDemand bool, err error) {
 	hf := m.GetHttpFilters()
 	if len(hf) == 0 {
 		return nil, false, config.At("http_filters", fmt.Errorf("empty: the last filter must be envoy.filters.http.router"))
 	}
 	for i, f := range hf {
 		path := fmt.Sprintf("http_filters[%d]", i)
-		if f.GetDisabled() {
-			continue
-		}
 		fac, err := filter.BuildHTTP(bc, f.GetTypedConfig())
 		if err != nil {
 			return nil, false, config.At(path, fmt.Errorf("filter %q: %w", f.GetName(), err))
@@ -289,10 +286,14 @@ func httpFilters(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (out [
 			return nil, false, config.At(path, fmt.Errorf("filter %q is terminal and must be last", f.GetName()))
 		case !terminal && last:
 			return nil, false, config.At(path, fmt.Errorf("filter %q is not terminal: the last filter must be envoy.filters.http.router", f.GetName()))
+		case terminal && f.GetDisabled():
+			return nil, false, config.At(path+".disabled", fmt.Errorf("the terminal filter cannot be disabled"))
 		case od:
-			onDemand = true
+			onDemand = !f.GetDisabled()
 		case !terminal:
-			out = append(out, fac)
+			// A disabled filter runs only on routes that enable it
+			// (typed_per_filter_config).
+			out = append(out, proxy.HTTPFilter{Name: f.GetName(), Factory: fac, DisabledByDefault: f.GetDisabled()})
 		}
 	}
 	return out, onDemand, nil

@@ -1,0 +1,163 @@
+package filter
+
+import (
+	"net"
+	"time"
+
+	"github.com/straitproxy/strait/network"
+	"github.com/straitproxy/strait/protocol"
+)
+
+// The stream filter contract (docs/design/filters.md). A stream filter
+// instance serves one stream; it implements any of the phase interfaces
+// below, and the engine calls only those. Decoders run in config order,
+// encoders in reverse. Callbacks come on the stream's worker, one at a
+// time; a filter that waits (Stop) is resumed on a worker too.
+
+// StreamFilter is one stream's filter instance: anything implementing
+// some of the phase interfaces.
+type StreamFilter any
+
+// Status is what a phase callback returns.
+type Status uint8
+
+const (
+	// Continue passes the headers, data or trailers on.
+	Continue Status = iota
+	// Stop (headers phases): iteration stops; the filter resumes it with
+	// the Continuation it took from Callbacks.Continuation, from any
+	// goroutine (a timer, a call to another service). No worker is held
+	// meanwhile. After SendLocalReply the status does not matter.
+	Stop
+	// StopAndBuffer (data phases): the engine keeps this piece and offers
+	// the filter everything kept, with the next piece, until the filter
+	// returns Continue (at the latest with end of stream). What is kept
+	// is bounded by the connection manager's buffer limit: past it the
+	// request gets 413 (decoding) or the response 500 or a reset
+	// (encoding).
+	StopAndBuffer
+)
+
+// DecoderHeaders sees the request headers. end: the request has no body.
+type DecoderHeaders interface {
+	DecodeHeaders(cb Callbacks, h *protocol.Headers, end bool) Status
+}
+
+// DecoderData sees each piece of the request body as it streams (b.B may
+// be changed or replaced).
+type DecoderData interface {
+	DecodeData(cb Callbacks, b *Buffer, end bool) Status
+}
+
+// DecoderTrailers sees the request trailers.
+type DecoderTrailers interface {
+	DecodeTrailers(cb Callbacks, t *protocol.Headers) Status
+}
+
+// EncoderHeaders sees the response headers (the upstream's, or a local
+// reply's). end: the response has no body.
+type EncoderHeaders interface {
+	EncodeHeaders(cb Callbacks, h *protocol.Headers, end bool) Status
+}
+
+// EncoderData sees each piece of the response body.
+type EncoderData interface {
+	EncodeData(cb Callbacks, b *Buffer, end bool) Status
+}
+
+// EncoderTrailers sees the response trailers.
+type EncoderTrailers interface {
+	EncodeTrailers(cb Callbacks, t *protocol.Headers) Status
+}
+
+// Destroyer hears that the stream ended: completed, reset, or the client
+// left while the filter waited. A filter stops its timers here.
+type Destroyer interface {
+	OnDestroy()
+}
+
+// Buffer is a piece of body a data filter may read, change or replace.
+type Buffer struct {
+	B []byte
+}
+
+// Callbacks is the stream as its filters see it.
+type Callbacks interface {
+	// Info is the stream's info; filters read it and may write its
+	// State.
+	Info() *StreamInfo
+	// RouteName is the name of the route the request takes ("" when no
+	// route matches), matched on first use and cached.
+	RouteName() string
+	// ClusterName is the cluster of that route ("" without one; for
+	// weighted clusters, the one picked for this request).
+	ClusterName() string
+	// ClearRouteCache makes the next use, or the router, match the route
+	// again (after a filter changed what routing reads).
+	ClearRouteCache()
+	// PerRoute is the route's typed_per_filter_config for the filter
+	// named name (route over virtual host over route configuration), as
+	// the filter's per-route builder made it; nil when none.
+	PerRoute(name string) any
+	// Continuation resumes a filter that returns Stop.
+	Continuation() Continuation
+	// SendLocalReply answers the request with status and body (text/plain;
+	// for gRPC requests, grpc-status mapped from status and body as its
+	// message); edit, when not nil, may change the reply's headers. The
+	// reply passes through the encoder filters of the filters before the
+	// caller. After the response started, it resets the stream.
+	SendLocalReply(status int, body string, edit func(h *protocol.Headers))
+	// BufferLimit is the most a data filter may make the engine keep.
+	BufferLimit() int
+}
+
+// Continuation resumes a stream a filter stopped. It is a value: keep it
+// and call Continue once, from any goroutine. A Continue on a stream
+// that ended meanwhile (the client left) does nothing.
+type Continuation struct {
+	R   Resumer
+	Gen uint64
+}
+
+// Continue resumes the stream at the next filter.
+func (k Continuation) Continue() {
+	if k.R != nil {
+		k.R.Resume(k.Gen)
+	}
+}
+
+// Resumer is implemented by the engine's stream.
+type Resumer interface {
+	Resume(gen uint64)
+}
+
+// StreamInfo is what filters (and, in issue 15, access logs) know of a
+// stream.
+type StreamInfo struct {
+	RemoteAddr net.Addr
+	LocalAddr  net.Addr
+	// Protocol is "HTTP/1.1", "HTTP/1.0" or "HTTP/2".
+	Protocol string
+	// Conn is the downstream connection: its TLSState (peer certificates,
+	// version, SNI, ALPN) and Info (what the listener filters learned).
+	Conn      *network.Conn
+	StartTime time.Time
+	// RouteName, ClusterName and UpstreamHost are filled as the request
+	// is routed and sent.
+	RouteName    string
+	ClusterName  string
+	UpstreamHost string
+	// ResponseFlags are Envoy's ("UH", "UF", "FI", ...; "" for none).
+	ResponseFlags string
+	// State is the filter state: values filters share along the chain,
+	// by name. Nil until a filter sets one.
+	State map[string]any
+}
+
+// SetState records a value in the filter state.
+func (si *StreamInfo) SetState(name string, v any) {
+	if si.State == nil {
+		si.State = map[string]any{}
+	}
+	si.State[name] = v
+}
