@@ -334,3 +334,27 @@ func TestFilterParking(t *testing.T) {
 		t.Fatal("a request whose client left reached the upstream")
 	}
 }
+
+// TestHeaderEchoExample: the worked example of docs/adding-a-filter.md,
+// as users configure it: the generated x-request-id comes back; a route
+// may disable it.
+func TestHeaderEchoExample(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	echo := `          - name: strait.examples.header_echo
+            typed_config: { "@type": type.googleapis.com/xds.type.v3.TypedStruct, type_url: type.googleapis.com/strait.examples.HeaderEcho, value: { headers: [x-request-id, x-user] } }
+`
+	p := startProxy(t, filterBootstrap(up.Addr, echo, `              - match: { prefix: "/off" }
+                route: { cluster: backend }
+                typed_per_filter_config:
+                  strait.examples.header_echo: { "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig, disabled: true }
+              - match: { prefix: "/" }
+                route: { cluster: backend }
+`))
+	resp, body := doReq(t, "GET", p.url("in")+"/x", "", "x-user", "ann")
+	if body != "ok /x" || len(resp.Header.Get("x-echo-x-request-id")) != 36 || resp.Header.Get("x-echo-x-user") != "ann" {
+		t.Fatalf("%q %v", body, resp.Header)
+	}
+	if resp, _ := doReq(t, "GET", p.url("in")+"/off", "", "x-user", "ann"); resp.Header.Get("x-echo-x-user") != "" {
+		t.Fatalf("disabled on the route: %v", resp.Header)
+	}
+}
