@@ -23,7 +23,7 @@ func layer(pkg string) int {
 		return 2
 	case p == "filter" || p == "router" || p == "upstream":
 		return 3
-	case p == "proxy":
+	case p == "proxy" || p == "rbac":
 		return 4
 	case strings.HasPrefix(p, "filter/") || strings.HasPrefix(p, "upstream/lb/") || strings.HasPrefix(p, "transport/"):
 		return 5

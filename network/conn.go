@@ -86,6 +86,9 @@ type Conn struct {
 	interrupted atomic.Bool // Kick set a past read deadline (kickMu)
 	kickMu      sync.Mutex
 
+	// peer is the peer's identity, made once from the TLS state.
+	peer atomic.Pointer[PeerIdentity]
+
 	// tr is the transport socket that reads and writes through this
 	// connection's socket (TLS under epoll); nil: bytes as they are.
 	tr Transport
@@ -157,6 +160,43 @@ func (c *Conn) TLSState() (cs tls.ConnectionState, ok bool) {
 		return cs, cs.HandshakeComplete
 	}
 	return cs, false
+}
+
+// PeerIdentity is the peer certificate's names, as RBAC's authenticated
+// principals and access logs read them; rendered once per connection.
+type PeerIdentity struct {
+	// Present: the peer sent a certificate (verified as its transport
+	// socket's validation context says).
+	Present  bool
+	URIs     []string
+	DNSNames []string
+	Subject  string
+}
+
+var noPeer = &PeerIdentity{}
+
+// Peer returns the peer's identity (not Present: no certificate, no
+// TLS, or the handshake is not done).
+func (c *Conn) Peer() *PeerIdentity {
+	if p := c.peer.Load(); p != nil {
+		return p
+	}
+	cs, ok := c.TLSState()
+	if !ok {
+		return noPeer
+	}
+	p := &PeerIdentity{}
+	if len(cs.PeerCertificates) > 0 {
+		leaf := cs.PeerCertificates[0]
+		p.Present = true
+		for _, u := range leaf.URIs {
+			p.URIs = append(p.URIs, u.String())
+		}
+		p.DNSNames = leaf.DNSNames
+		p.Subject = leaf.Subject.String()
+	}
+	c.peer.Store(p)
+	return p
 }
 
 // Info returns what the listener filters learned; nil when the listener

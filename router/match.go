@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"regexp"
+	"unsafe"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -499,7 +500,32 @@ func CompileStringMatcher(cfg *matcherv3.StringMatcher, path string) (*StringMat
 }
 
 // Match reports whether v matches.
-func (s *StringMatcher) Match(v string) bool { return s.m.match([]byte(v)) }
+func (s *StringMatcher) Match(v string) bool {
+	// The matcher reads v and keeps nothing: no copy.
+	return s.m.match(unsafe.Slice(unsafe.StringData(v), len(v)))
+}
 
 // Exact returns the value of an exact matcher and whether it is one.
 func (s *StringMatcher) Exact() (string, bool) { return s.m.value, s.m.kind == strExact }
+
+// MatchBytes reports whether v matches.
+func (s *StringMatcher) MatchBytes(v []byte) bool { return s.m.match(v) }
+
+// HeaderMatcher is a compiled route HeaderMatcher, for filters that match
+// headers as routes do (RBAC).
+type HeaderMatcher struct{ m headerMatch }
+
+// CompileHeaderMatcher compiles a HeaderMatcher; errors name path.
+func CompileHeaderMatcher(cfg *routev3.HeaderMatcher, path string) (*HeaderMatcher, error) {
+	m, err := compileHeaderMatch(cfg, path)
+	if err != nil {
+		return nil, err
+	}
+	return &HeaderMatcher{m}, nil
+}
+
+// Matches reports whether h matches.
+func (m *HeaderMatcher) Matches(h *protocol.Headers) bool { return m.m.matches(h) }
+
+// PathOnly is path without its query and fragment.
+func PathOnly(path []byte) []byte { return pathOnly(path) }
