@@ -57,6 +57,9 @@ type BuildContext struct {
 	Runtime *config.Runtime
 	// Secrets is the secret store TLS contexts name secrets from.
 	Secrets transport.SecretSource
+	// StatPrefix is, for HTTP filters, their connection manager's
+	// stat_prefix (their stats go under http.<prefix>.).
+	StatPrefix string
 }
 
 // RouteSource delivers RDS route configurations by name.

@@ -2,6 +2,7 @@ package filter
 
 import (
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/straitproxy/strait/network"
@@ -136,6 +137,11 @@ type Resumer interface {
 type StreamInfo struct {
 	RemoteAddr net.Addr
 	LocalAddr  net.Addr
+	// ClientAddr is the original client's address, as Envoy derives it:
+	// with use_remote_address, the peer's (or, with xff_num_trusted_hops
+	// N, the N-th x-forwarded-for entry from the right); without it, the
+	// last x-forwarded-for entry; the peer's when there is none.
+	ClientAddr netip.Addr
 	// Protocol is "HTTP/1.1", "HTTP/1.0" or "HTTP/2".
 	Protocol string
 	// Conn is the downstream connection: its TLSState (peer certificates,

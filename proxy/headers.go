@@ -3,6 +3,7 @@ package proxy
 import (
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -39,6 +40,7 @@ func (s *Stream) decodeHeaders() bool {
 		h.Set("connection", "upgrade")
 	}
 	h.Del("expect") // the codec answers 100-continue itself
+	s.info.ClientAddr = s.clientAddr(h)
 	s.forwardedFor(h)
 	if s.cfg.GenerateRequestID && !h.Has("x-request-id") {
 		var id [36]byte
@@ -123,6 +125,50 @@ func (s *Stream) forwardedFor(h *protocol.Headers) {
 	}
 	h.SetBytes("x-forwarded-for", s.scratch)
 	h.Set("x-forwarded-proto", scheme)
+}
+
+// clientAddr is the original client's address (filter.StreamInfo's
+// ClientAddr), read before this proxy appends to x-forwarded-for.
+func (s *Stream) clientAddr(h *protocol.Headers) netip.Addr {
+	direct := addrOf(s.info.RemoteAddr)
+	xff, ok := h.Get("x-forwarded-for")
+	if !ok || len(xff) == 0 {
+		return direct
+	}
+	skip := 0 // entries from the right to pass over
+	if s.cfg.UseRemoteAddress {
+		if s.cfg.XffNumTrustedHops <= 0 {
+			return direct
+		}
+		skip = s.cfg.XffNumTrustedHops - 1
+	}
+	end := len(xff)
+	for i := len(xff) - 1; i >= -1; i-- {
+		if i >= 0 && xff[i] != ',' {
+			continue
+		}
+		if skip == 0 {
+			if a, err := netip.ParseAddr(string(protocol.TrimOWS(xff[i+1 : end]))); err == nil {
+				return a.Unmap()
+			}
+			return direct
+		}
+		skip--
+		end = i
+	}
+	return direct
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 func remoteIP(a net.Addr) string {

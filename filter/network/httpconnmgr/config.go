@@ -274,7 +274,9 @@ func httpFilters(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (out [
 	}
 	for i, f := range hf {
 		path := fmt.Sprintf("http_filters[%d]", i)
-		fac, err := filter.BuildHTTP(bc, f.GetTypedConfig())
+		fbc := *bc
+		fbc.StatPrefix = m.GetStatPrefix()
+		fac, err := filter.BuildHTTP(&fbc, f.GetTypedConfig())
 		if err != nil {
 			return nil, false, config.At(path, fmt.Errorf("filter %q: %w", f.GetName(), err))
 		}
