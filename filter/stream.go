@@ -71,6 +71,14 @@ type EncoderTrailers interface {
 	EncodeTrailers(cb Callbacks, t *protocol.Headers) Status
 }
 
+// Resumed is a filter that acts again when the stream it stopped
+// resumes: OnResume runs on the stream's worker before the next filter
+// (the fault filter aborts after its delay). It may reply locally, stop
+// again, or continue.
+type Resumed interface {
+	OnResume(cb Callbacks) Status
+}
+
 // Destroyer hears that the stream ended: completed, reset, or the client
 // left while the filter waited. A filter stops its timers here.
 type Destroyer interface {
@@ -158,6 +166,15 @@ type StreamInfo struct {
 	// State is the filter state: values filters share along the chain,
 	// by name. Nil until a filter sets one.
 	State map[string]any
+}
+
+// AddResponseFlag adds an Envoy response flag ("DI", "FI", ...).
+func (si *StreamInfo) AddResponseFlag(f string) {
+	if si.ResponseFlags == "" {
+		si.ResponseFlags = f
+	} else {
+		si.ResponseFlags += "," + f
+	}
 }
 
 // SetState records a value in the filter state.

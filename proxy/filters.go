@@ -83,25 +83,51 @@ const (
 	filtersReplied
 )
 
-// decodeFilters runs the decoders' DecodeHeaders from the next filter on.
+// decodeFilters runs the decoders' DecodeHeaders from the next filter on
+// (after the OnResume of a filter that asked for it).
 func (s *Stream) decodeFilters() int {
 	end := s.ds.HeadersOnly()
+	if r := s.resumeHook; r != nil {
+		s.resumeHook = nil
+		if res := s.settle(r.OnResume(s), r); res != filtersDone {
+			return res
+		}
+	}
 	for s.fi < len(s.chain) {
 		sl := &s.chain[s.fi]
 		s.fi++
 		if sl.dh == nil || s.off(sl) {
 			continue
 		}
-		st := sl.dh.DecodeHeaders(s, s.req, end)
-		if s.replied {
-			return filtersReplied
-		}
-		if st == filter.Stop && s.parkNow() {
-			return filtersParked
+		r, _ := sl.dh.(filter.Resumed)
+		if res := s.settle(sl.dh.DecodeHeaders(s, s.req, end), r); res != filtersDone {
+			return res
 		}
 	}
 	s.encN = len(s.chain)
 	return filtersDone
+}
+
+// settle acts on a headers callback's status: a reply ends the chain; a
+// Stop parks the stream (r, when the filter has OnResume, runs when it
+// resumes; at once if the filter continued already).
+func (s *Stream) settle(st filter.Status, r filter.Resumed) int {
+	for {
+		if s.replied {
+			return filtersReplied
+		}
+		if st != filter.Stop {
+			return filtersDone
+		}
+		if s.parkNow() {
+			s.resumeHook = r
+			return filtersParked
+		}
+		if r == nil {
+			return filtersDone
+		}
+		st = r.OnResume(s)
+	}
 }
 
 // encodeHeaders runs the encoders' EncodeHeaders, last filter first, over

@@ -44,6 +44,7 @@ type Stream struct {
 	replied     bool // a filter sent a local reply
 	encoding    bool
 	replace     *localReplySpec
+	resumeHook  filter.Resumed // the stopped filter to call on resume
 	pending     *localReplySpec // a data filter's reply (forward sends it)
 	inData      bool
 	edit        func(h *protocol.Headers)
@@ -444,7 +445,9 @@ func (s *Stream) finish() {
 	st.RqTime.Observe(float64(time.Since(s.start).Microseconds()) / 1000)
 	st.RqActive.Dec()
 	st.RqCompleted.Inc()
-	s.info.ResponseFlags = s.flags
+	if s.flags != "" {
+		s.info.AddResponseFlag(s.flags)
+	}
 	if len(s.chain) > 0 {
 		s.destroyFilters()
 	}

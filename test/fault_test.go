@@ -1,0 +1,188 @@
+package test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/internal/testutil"
+	"github.com/straitproxy/strait/server"
+)
+
+// envoy.filters.http.fault end to end (issue 13).
+
+func faultFilter(cfg string) string {
+	return `          - name: envoy.filters.http.fault
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, ` + cfg + ` }
+`
+}
+
+const allRoutes = `              - match: { prefix: "/" }
+                route: { cluster: backend }
+`
+
+// TestFaultAbortRate: an abort at 10 % over 2,000 requests lands within
+// the binomial bound (4.5 standard deviations), counted in the stats.
+func TestFaultAbortRate(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	p := startProxy(t, filterBootstrap(up.Addr, faultFilter(`abort: { http_status: 418, percentage: { numerator: 10 } }`), allRoutes))
+	const n = 2000
+	var aborted, ok atomic.Int64
+	var wg sync.WaitGroup
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	sem := make(chan struct{}, 8)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			resp, err := c.Get(p.url("in") + "/x")
+			if err != nil {
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case resp.StatusCode == 418 && string(b) == "fault filter abort\n":
+				aborted.Add(1)
+			case resp.StatusCode == 200:
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	mean, sd := n*0.1, math.Sqrt(n*0.1*0.9)
+	if a := float64(aborted.Load()); math.Abs(a-mean) > 4.5*sd || aborted.Load()+ok.Load() != n {
+		t.Fatalf("%d aborted, %d ok of %d (expected %.0f ± %.0f)", aborted.Load(), ok.Load(), n, mean, 4.5*sd)
+	}
+	if got := p.stat("http.in.fault.aborts_injected"); got != aborted.Load() {
+		t.Fatalf("aborts_injected = %d, saw %d", got, aborted.Load())
+	}
+}
+
+// TestFaultDelayHoldsNoWorker: a 1 s delay on 200 concurrent requests
+// finishes in about 1 s in all with 4 workers: the delay is a timer.
+func TestFaultDelayHoldsNoWorker(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	b, err := config.Parse([]byte(filterBootstrap(up.Addr, faultFilter(`delay: { fixed_delay: 1s, percentage: { numerator: 100 } }`), allRoutes)), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(b, server.Options{Log: slog.New(slog.DiscardHandler), DrainTime: time.Second, IOModel: ioModel(), Workers: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	url := "http://" + srv.ListenerAddr("in").String() + "/d"
+	const n = 200
+	start := time.Now()
+	var wg sync.WaitGroup
+	var good atomic.Int64
+	tr := &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: n}
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := (&http.Client{Transport: tr}).Get(url)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				good.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	if good.Load() != n || el < time.Second || el > 3*time.Second {
+		t.Fatalf("%d of %d in %v", good.Load(), n, el)
+	}
+	if w := srv.Pool().Workers(); w > 4 {
+		t.Fatalf("%d workers", w)
+	}
+}
+
+// TestFaultHeaders: header-controlled faults, matchers, downstream nodes,
+// max_active_faults, a gRPC abort, and the stats.
+func TestFaultHeaders(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	p := startProxy(t, filterBootstrap(up.Addr, faultFilter(`delay: { header_delay: {}, percentage: { numerator: 100 } }, abort: { header_abort: {}, percentage: { numerator: 100 } }, headers: [ { name: x-chaos, present_match: true } ]`), allRoutes))
+	base := p.url("in")
+	start := time.Now()
+	resp, body := doReq(t, "GET", base+"/a", "", "x-chaos", "1", "x-envoy-fault-delay-request", "200")
+	if resp.StatusCode != 200 || time.Since(start) < 200*time.Millisecond {
+		t.Fatalf("header delay: %d %q after %v", resp.StatusCode, body, time.Since(start))
+	}
+	resp, _ = doReq(t, "GET", base+"/a", "", "x-chaos", "1", "x-envoy-fault-abort-request", "429")
+	if resp.StatusCode != 429 {
+		t.Fatalf("header abort: %d", resp.StatusCode)
+	}
+	resp, _ = doReq(t, "GET", base+"/a", "", "x-chaos", "1", "x-envoy-fault-abort-request", "429", "x-envoy-fault-abort-request-percentage", "0")
+	if resp.StatusCode != 200 {
+		t.Fatalf("header percentage 0: %d", resp.StatusCode)
+	}
+	resp, _ = doReq(t, "GET", base+"/a", "", "x-envoy-fault-abort-request", "429")
+	if resp.StatusCode != 200 {
+		t.Fatalf("without the matched header: %d", resp.StatusCode)
+	}
+	// A gRPC request aborted with a gRPC status: trailers-only.
+	resp, _ = doReq(t, "POST", base+"/svc/M", "", "content-type", "application/grpc", "te", "trailers", "x-chaos", "1", "x-envoy-fault-abort-grpc-request", "14")
+	if resp.StatusCode != 200 || resp.Header.Get("grpc-status") != "14" {
+		t.Fatalf("gRPC abort: %d %v", resp.StatusCode, resp.Header)
+	}
+	for name, want := range map[string]int64{"http.in.fault.delays_injected": 1, "http.in.fault.aborts_injected": 2, "http.in.fault.active_faults": 0} {
+		if got := p.stat(name); got != want {
+			t.Errorf("%s = %d, want %d", name, got, want)
+		}
+	}
+
+	// max_active_faults 1: while one request is delayed, the next one
+	// overflows and passes at once; downstream_nodes scopes the fault.
+	p2 := startProxy(t, filterBootstrap(up.Addr, faultFilter(`delay: { fixed_delay: 0.5s, percentage: { numerator: 100 } }, max_active_faults: 1, downstream_nodes: [canary]`), allRoutes))
+	done := make(chan struct{})
+	go func() {
+		doReq(t, "GET", p2.url("in")+"/slow", "", "x-envoy-downstream-service-node", "canary")
+		close(done)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	start = time.Now()
+	doReq(t, "GET", p2.url("in")+"/fast", "", "x-envoy-downstream-service-node", "canary")
+	if time.Since(start) > 300*time.Millisecond || p2.stat("http.in.fault.faults_overflow") != 1 {
+		t.Fatalf("overflow: %v, faults_overflow %d", time.Since(start), p2.stat("http.in.fault.faults_overflow"))
+	}
+	start = time.Now()
+	doReq(t, "GET", p2.url("in")+"/other", "", "x-envoy-downstream-service-node", "prod")
+	if time.Since(start) > 300*time.Millisecond {
+		t.Fatal("a node not listed was delayed")
+	}
+	<-done
+}
+
+// TestFaultConfigErrors: what is not implemented is refused.
+func TestFaultConfigErrors(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	for _, c := range []struct{ cfg, want string }{
+		{`response_rate_limit: { fixed_limit: { limit_kbps: 10 }, percentage: { numerator: 100 } }`, "response_rate_limit: not supported yet"},
+		{`abort: { percentage: { numerator: 1 } }`, "abort"},
+		{`filter_metadata: { a: 1 }`, "filter_metadata: not supported yet"},
+	} {
+		_, err := buildServer(filterBootstrap(up.Addr, faultFilter(c.cfg), allRoutes))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.cfg, err, c.want)
+		}
+	}
+}
