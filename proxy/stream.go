@@ -44,7 +44,7 @@ type Stream struct {
 	replied     bool // a filter sent a local reply
 	encoding    bool
 	replace     *localReplySpec
-	resumeHook  filter.Resumed // the stopped filter to call on resume
+	resumeHook  filter.Resumed  // the stopped filter to call on resume
 	pending     *localReplySpec // a data filter's reply (forward sends it)
 	inData      bool
 	edit        func(h *protocol.Headers)
