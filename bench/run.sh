@@ -129,6 +129,14 @@ YAML
 "$work/strait" -c "$work/strait.yaml" --log-level error & pid_strait=$!
 sed "s/port_value: $p_strait /port_value: $p_epoll /" "$work/strait.yaml" > "$work/strait-epoll.yaml"
 "$work/strait" -c "$work/strait-epoll.yaml" --io-model epoll --log-level error & pid_epoll=$!
+# BASE_BIN: another build of Strait (an earlier commit's), run as
+# "strait-base" (netpoll) in the same rotation, to measure a change.
+if [ -n "${BASE_BIN:-}" ]; then
+  p_base=$(freeport)
+  sed "s/port_value: $p_strait /port_value: $p_base /" "$work/strait.yaml" > "$work/strait-base.yaml"
+  "$BASE_BIN" -c "$work/strait-base.yaml" --log-level error & pid_base=$!
+  waitport $p_base
+fi
 
 # --- nginx, one worker
 mkdir -p "$work/nginx"
@@ -186,16 +194,17 @@ pids_of() {
   case $1 in
     strait) echo $pid_strait ;;
     strait-epoll) echo $pid_epoll ;;
+    strait-base) echo $pid_base ;;
     nginx) echo $pid_nginx $(pgrep -P $pid_nginx) ;;
     haproxy) echo $pid_haproxy ;;
   esac
 }
-port_of() { case $1 in strait) echo $p_strait;; strait-epoll) echo $p_epoll;; nginx) echo $p_nginx;; haproxy) echo $p_haproxy;; esac; }
+port_of() { case $1 in strait) echo $p_strait;; strait-epoll) echo $p_epoll;; strait-base) echo $p_base;; nginx) echo $p_nginx;; haproxy) echo $p_haproxy;; esac; }
 hz=$(getconf CLK_TCK)
 
 # Warm up each proxy (connections to the origin, page cache).
 # PROXIES limits the rotation, e.g. PROXIES="strait strait-epoll".
-proxies=${PROXIES:-strait strait-epoll nginx haproxy}
+proxies=${PROXIES:-strait strait-epoll nginx haproxy${BASE_BIN:+ strait-base}}
 load() { # load NAME SECONDS: one load run, printed as wrk prints it or as h2load does
   if [ "$mode" = h2 ]; then h2load -t1 -c10 -m10 -D "$2" http://127.0.0.1:$(port_of $1)/
   else wrk -t1 -c$conns -d${2}s --latency http://127.0.0.1:$(port_of $1)/; fi
@@ -240,8 +249,8 @@ function median(arr, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j 
 END {
   split(lat, L, " ")
   printf "%-13s %10s %10s %10s %14s %8s\n", "proxy", "req/s", L[1] " us", L[2] " us", "cpu us/req", "RSS MiB"
-  split("strait strait-epoll nginx haproxy", names, " ")
-  for (i = 1; i <= 4; i++) { p = names[i]; m = n[p]; if (m == 0) continue
+  split("strait strait-epoll nginx haproxy strait-base", names, " ")
+  for (i = 1; i <= 5; i++) { p = names[i]; m = n[p]; if (m == 0) continue
     for (k = 1; k <= m; k++) { a[k] = rps[p, k] }; R[p] = median(a, m)
     for (k = 1; k <= m; k++) { a[k] = p50[p, k] }; P5[p] = median(a, m)
     for (k = 1; k <= m; k++) { a[k] = p99[p, k] }; P9[p] = median(a, m)
@@ -250,5 +259,6 @@ END {
     printf "%-13s %10.0f %10.0f %10.0f %14.1f %8.0f\n", p, R[p], P5[p], P9[p], C[p], S[p] }
   for (i = 3; i <= 4; i++) { p = names[i]; if (n[p] == 0) continue
     printf "strait/%s: req/s %.2fx, %s %.2fx, cpu per request %.2fx\n", p, R["strait"] / R[p], L[2], P9["strait"] / P9[p], C["strait"] / C[p] }
+  if (n["strait-base"] > 0) printf "strait/strait-base (BASE_BIN): req/s %.2fx, %s %.2fx, cpu per request %.2fx\n", R["strait"] / R["strait-base"], L[2], P9["strait"] / P9["strait-base"], C["strait"] / C["strait-base"]
   if (n["strait-epoll"] > 0) printf "strait-epoll/strait (netpoll): req/s %.2fx, %s %.2fx, cpu per request %.2fx\n", R["strait-epoll"] / R["strait"], L[2], P9["strait-epoll"] / P9["strait"], C["strait-epoll"] / C["strait"]
 }' "$results" | tee "$out/$mode-summary.txt"

@@ -34,8 +34,29 @@ type slot struct {
 	destroy    filter.Destroyer
 }
 
+// chainState is a stream's filter state that holds pointers.
+type chainState struct {
+	chain      []slot
+	replace    *localReplySpec // an encoder's reply (respond sends it)
+	pending    *localReplySpec // a data filter's reply (forward sends it)
+	edit       func(h *protocol.Headers)
+	resumeHook filter.Resumed // the stopped filter to call on resume
+	bufs       bodyBufs
+}
+
+// reset clears the state for the next stream, keeping its buffers.
+func (fx *chainState) reset() {
+	for i := range fx.chain {
+		fx.chain[i] = slot{}
+	}
+	*fx = chainState{chain: fx.chain[:0], bufs: bodyBufs{dbuf: fx.bufs.dbuf[:0], ebuf: fx.bufs.ebuf[:0]}}
+}
+
 // newFilters makes the stream's filter instances.
 func (s *Stream) newFilters() {
+	if s.fx == nil {
+		s.fx = &chainState{}
+	}
 	for i := range s.cfg.Filters {
 		f := &s.cfg.Filters[i]
 		inst := f.Factory.New()
@@ -49,14 +70,14 @@ func (s *Stream) newFilters() {
 		sl.destroy, _ = inst.(filter.Destroyer)
 		s.anyData = s.anyData || sl.dd != nil || sl.dt != nil
 		s.anyEncData = s.anyEncData || sl.ed != nil || sl.et != nil
-		s.chain = append(s.chain, sl)
+		s.fx.chain = append(s.fx.chain, sl)
 	}
 }
 
 // destroyFilters tells every instance the stream ended.
 func (s *Stream) destroyFilters() {
-	for i := range s.chain {
-		if d := s.chain[i].destroy; d != nil {
+	for i := range s.fx.chain {
+		if d := s.fx.chain[i].destroy; d != nil {
 			d.OnDestroy()
 		}
 	}
@@ -87,14 +108,14 @@ const (
 // (after the OnResume of a filter that asked for it).
 func (s *Stream) decodeFilters() int {
 	end := s.ds.HeadersOnly()
-	if r := s.resumeHook; r != nil {
-		s.resumeHook = nil
+	if r := s.fx.resumeHook; r != nil {
+		s.fx.resumeHook = nil
 		if res := s.settle(r.OnResume(s), r); res != filtersDone {
 			return res
 		}
 	}
-	for s.fi < len(s.chain) {
-		sl := &s.chain[s.fi]
+	for s.fi < len(s.fx.chain) {
+		sl := &s.fx.chain[s.fi]
 		s.fi++
 		if sl.dh == nil || s.off(sl) {
 			continue
@@ -104,7 +125,7 @@ func (s *Stream) decodeFilters() int {
 			return res
 		}
 	}
-	s.encN = len(s.chain)
+	s.encN = len(s.fx.chain)
 	return filtersDone
 }
 
@@ -120,7 +141,7 @@ func (s *Stream) settle(st filter.Status, r filter.Resumed) int {
 			return filtersDone
 		}
 		if s.parkNow() {
-			s.resumeHook = r
+			s.fx.resumeHook = r
 			return filtersParked
 		}
 		if r == nil {
@@ -138,7 +159,7 @@ func (s *Stream) encodeHeaders(h *protocol.Headers, end bool) {
 	}
 	s.encoding = true
 	for i := s.encN - 1; i >= 0; i-- {
-		sl := &s.chain[i]
+		sl := &s.fx.chain[i]
 		if sl.eh != nil && !s.off(sl) {
 			sl.eh.EncodeHeaders(s, h, end)
 		}
@@ -151,18 +172,19 @@ func (s *Stream) encodeHeaders(h *protocol.Headers, end bool) {
 // filter that buffers makes it return nothing until it lets go. ok is
 // false when a filter replied or the buffer limit was passed.
 func (s *Stream) decodeData(data []byte, end bool) ([]byte, bool) {
-	buf := &s.dataBuf
+	b := s.bodyState()
+	buf := &b.dataBuf
 	buf.B = data
-	for i := 0; i < s.encN && i < len(s.chain); i++ {
-		sl := &s.chain[i]
+	for i := 0; i < s.encN && i < len(s.fx.chain); i++ {
+		sl := &s.fx.chain[i]
 		if sl.dd == nil || s.off(sl) {
 			continue
 		}
-		if i == s.dbufAt-1 {
+		if i == b.dbufAt-1 {
 			// This filter is buffering: it gets what it kept and the new
 			// piece.
-			s.dbuf = append(s.dbuf, buf.B...)
-			buf.B = s.dbuf
+			b.dbuf = append(b.dbuf, buf.B...)
+			buf.B = b.dbuf
 		}
 		st := sl.dd.DecodeData(s, buf, end)
 		if s.replied {
@@ -170,29 +192,40 @@ func (s *Stream) decodeData(data []byte, end bool) ([]byte, bool) {
 			return nil, false
 		}
 		if st == filter.StopAndBuffer && !end {
-			if i != s.dbufAt-1 {
-				s.dbuf = append(s.dbuf[:0], buf.B...)
-				s.dbufAt = i + 1
+			if i != b.dbufAt-1 {
+				b.dbuf = append(b.dbuf[:0], buf.B...)
+				b.dbufAt = i + 1
 			} else {
-				s.dbuf = buf.B
+				b.dbuf = buf.B
 			}
-			if len(s.dbuf) > s.BufferLimit() {
+			if len(b.dbuf) > s.BufferLimit() {
 				s.SendLocalReply(413, "Payload Too Large", nil)
 				return nil, false
 			}
 			return nil, true
 		}
-		if i == s.dbufAt-1 {
-			s.dbufAt = 0
+		if i == b.dbufAt-1 {
+			b.dbufAt = 0
 		}
 	}
 	return buf.B, true
 }
 
+// bodyBufs is the data filters' buffering state.
+type bodyBufs struct {
+	dataBuf, encBuf filter.Buffer
+	dbuf, ebuf      []byte
+	// dbufAt, ebufAt: 1 + the index of the filter buffering (0: none).
+	dbufAt, ebufAt int
+}
+
+// bodyState returns the stream's buffering state.
+func (s *Stream) bodyState() *bodyBufs { return &s.fx.bufs }
+
 // decodeTrailers passes the request trailers through the decoders.
 func (s *Stream) decodeTrailers(t *protocol.Headers) bool {
-	for i := 0; i < s.encN && i < len(s.chain); i++ {
-		sl := &s.chain[i]
+	for i := 0; i < s.encN && i < len(s.fx.chain); i++ {
+		sl := &s.fx.chain[i]
 		if sl.dt != nil && !s.off(sl) {
 			sl.dt.DecodeTrailers(s, t)
 			if s.replied {
@@ -208,31 +241,32 @@ func (s *Stream) decodeTrailers(t *protocol.Headers) bool {
 // filter first; like decodeData, a buffering filter holds it back. ok is
 // false when the buffer limit was passed.
 func (s *Stream) encodeData(data []byte, end bool) ([]byte, bool) {
-	buf := &s.encBuf
+	b := s.bodyState()
+	buf := &b.encBuf
 	buf.B = data
 	for i := s.encN - 1; i >= 0; i-- {
-		sl := &s.chain[i]
+		sl := &s.fx.chain[i]
 		if sl.ed == nil || s.off(sl) {
 			continue
 		}
-		if i == s.ebufAt-1 {
-			s.ebuf = append(s.ebuf, buf.B...)
-			buf.B = s.ebuf
+		if i == b.ebufAt-1 {
+			b.ebuf = append(b.ebuf, buf.B...)
+			buf.B = b.ebuf
 		}
 		if sl.ed.EncodeData(s, buf, end) == filter.StopAndBuffer && !end {
-			if i != s.ebufAt-1 {
-				s.ebuf = append(s.ebuf[:0], buf.B...)
-				s.ebufAt = i + 1
+			if i != b.ebufAt-1 {
+				b.ebuf = append(b.ebuf[:0], buf.B...)
+				b.ebufAt = i + 1
 			} else {
-				s.ebuf = buf.B
+				b.ebuf = buf.B
 			}
-			if len(s.ebuf) > s.BufferLimit() {
+			if len(b.ebuf) > s.BufferLimit() {
 				return nil, false
 			}
 			return nil, true
 		}
-		if i == s.ebufAt-1 {
-			s.ebufAt = 0
+		if i == b.ebufAt-1 {
+			b.ebufAt = 0
 		}
 	}
 	return buf.B, true
@@ -241,7 +275,7 @@ func (s *Stream) encodeData(data []byte, end bool) ([]byte, bool) {
 // encodeTrailers passes the response trailers through the encoders.
 func (s *Stream) encodeTrailers(t *protocol.Headers) {
 	for i := s.encN - 1; i >= 0; i-- {
-		sl := &s.chain[i]
+		sl := &s.fx.chain[i]
 		if sl.et != nil && !s.off(sl) {
 			sl.et.EncodeTrailers(s, t)
 		}
@@ -408,25 +442,25 @@ func (s *Stream) SendLocalReply(status int, body string, edit func(h *protocol.H
 	if s.encoding {
 		// From an encoder: the upstream's response is replaced (respond
 		// checks), or the stream reset if it went out already.
-		s.replace = &localReplySpec{status: status, body: body, edit: edit}
+		s.fx.replace = &localReplySpec{status: status, body: body, edit: edit}
 		return
 	}
 	if s.inData {
 		// From a data filter, maybe on the body pump's goroutine: the
 		// worker sends it once the attempt has ended (forward).
 		s.replied = true
-		s.pending = &localReplySpec{status: status, body: body, edit: edit}
+		s.fx.pending = &localReplySpec{status: status, body: body, edit: edit}
 		return
 	}
 	s.replied = true
-	if s.fi > 0 && s.fi <= len(s.chain) && s.encN < s.fi {
+	if s.fi > 0 && s.fi <= len(s.fx.chain) && s.encN < s.fi {
 		// A decoder replied: the encoders of the filters before it see
 		// the reply.
 		s.encN = s.fi - 1
 	}
-	s.edit = edit
+	s.fx.edit = edit
 	s.localReply(status, body, false)
-	s.edit = nil
+	s.fx.edit = nil
 }
 
 // BufferLimit implements filter.Callbacks.
@@ -439,14 +473,14 @@ func (s *Stream) BufferLimit() int {
 
 // sendPendingReply sends the reply a data filter asked for.
 func (s *Stream) sendPendingReply() {
-	r := s.pending
-	s.pending = nil
+	r := s.fx.pending
+	s.fx.pending = nil
 	if r == nil {
 		return
 	}
-	s.edit = r.edit
+	s.fx.edit = r.edit
 	s.localReply(r.status, r.body, false)
-	s.edit = nil
+	s.fx.edit = nil
 }
 
 // localReplySpec is a reply a filter asked for.

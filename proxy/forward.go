@@ -526,8 +526,8 @@ func (s *Stream) filterResponseData(data []byte, err error) ([]byte, bool) {
 	end := err == io.EOF && s.us.Trailers() == nil
 	out, ok := s.encodeData(data, end)
 	if ok && err == io.EOF {
-		if s.ebufAt > 0 {
-			out, s.ebufAt = append(out, s.ebuf...), 0
+		if b := &s.fx.bufs; b.ebufAt > 0 {
+			out, b.ebufAt = append(out, b.ebuf...), 0
 		}
 		if t := s.us.Trailers(); t != nil {
 			s.encodeTrailers(t)
@@ -582,15 +582,15 @@ func (s *Stream) respond() {
 	s.route.ApplyResponseHeaders(resp, s.req, s.varsFor())
 	if s.encN > 0 {
 		s.encodeHeaders(resp, s.us.EndStream())
-		if r := s.replace; r != nil {
+		if r := s.fx.replace; r != nil {
 			// An encoder replaced the upstream's answer.
-			s.replace = nil
+			s.fx.replace = nil
 			s.endAttempt(false)
 			s.closeAfter = true
-			s.edit = r.edit
+			s.fx.edit = r.edit
 			s.encN = 0 // the reply is the encoders' own
 			s.localReply(r.status, r.body, false)
-			s.edit = nil
+			s.fx.edit = nil
 			return
 		}
 	}

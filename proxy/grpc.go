@@ -118,8 +118,8 @@ func (s *Stream) grpcReply(code int, msg string) {
 		s.resetDownstream()
 		return
 	}
-	if s.edit != nil {
-		s.edit(h)
+	if s.fx != nil && s.fx.edit != nil {
+		s.fx.edit(h)
 	}
 	if s.encN > 0 {
 		s.encodeHeaders(h, true)

@@ -40,7 +40,9 @@ func (s *Stream) decodeHeaders() bool {
 		h.Set("connection", "upgrade")
 	}
 	h.Del("expect") // the codec answers 100-continue itself
-	s.info.ClientAddr = s.clientAddr(h)
+	if len(s.cfg.Filters) > 0 {
+		s.info.ClientAddr = s.clientAddr(h) // for the filters (remote_ip)
+	}
 	s.forwardedFor(h)
 	if s.cfg.GenerateRequestID && !h.Has("x-request-id") {
 		var id [36]byte

@@ -30,9 +30,12 @@ type Stream struct {
 	route   *router.Route
 	cluster *upstream.Cluster
 
-	// The filter chain (filters.go): the instances, the next decoder,
-	// how many filters' encoders apply, the route cache, parking.
-	chain       []slot
+	// The filter chain (filters.go): the next decoder, how many filters'
+	// encoders apply, the route cache, parking. fx holds what has
+	// pointers, made once per pooled Stream when a chain is used: a
+	// Stream without filters resets no more pointers per request than
+	// before the filters came.
+	fx          *chainState
 	fi          int
 	encN        int
 	anyData     bool // a filter watches the request body or trailers
@@ -43,17 +46,8 @@ type Stream struct {
 	parked      bool // the cancel hook is set for a parked stream
 	replied     bool // a filter sent a local reply
 	encoding    bool
-	replace     *localReplySpec
-	resumeHook  filter.Resumed  // the stopped filter to call on resume
-	pending     *localReplySpec // a data filter's reply (forward sends it)
 	inData      bool
-	edit        func(h *protocol.Headers)
-	dataBuf     filter.Buffer
-	encBuf      filter.Buffer
-	dbuf, ebuf  []byte
-	// dbufAt, ebufAt: 1 + the index of the filter buffering (0: none).
-	dbufAt, ebufAt int
-	park           *parkCtl
+	park *parkCtl
 
 	// upstream attempt state
 	host           *upstream.Host
@@ -119,11 +113,10 @@ func newStream(cm *connManager, ds protocol.ServerStream) *Stream {
 }
 
 func (s *Stream) release() {
-	for i := range s.chain {
-		s.chain[i] = slot{}
+	if fx := s.fx; fx != nil && len(fx.chain) > 0 {
+		fx.reset()
 	}
-	*s = Stream{resp: s.resp, scratch: s.scratch[:0], body: s.body[:0], chain: s.chain[:0], cancelFn: s.cancelFn, park: s.park,
-		dbuf: s.dbuf[:0], ebuf: s.ebuf[:0]}
+	*s = Stream{resp: s.resp, scratch: s.scratch[:0], body: s.body[:0], cancelFn: s.cancelFn, park: s.park, fx: s.fx}
 	// A new generation: a filter's late Continue finds nothing to resume.
 	s.park.word.Store((s.park.word.Load()>>2 + 1) << 2)
 	s.resp.Reset()
@@ -165,7 +158,7 @@ func (s *Stream) resumeDecode() {
 		s.finish()
 		return
 	}
-	if len(s.chain) > 0 {
+	if s.fx != nil && len(s.fx.chain) > 0 {
 		switch s.decodeFilters() {
 		case filtersParked:
 			return // the worker leaves; Continue brings the stream back
@@ -393,8 +386,8 @@ func (s *Stream) sendReply(h *protocol.Headers, body []byte) {
 		s.resetDownstream()
 		return
 	}
-	if s.edit != nil {
-		s.edit(h)
+	if s.fx != nil && s.fx.edit != nil {
+		s.fx.edit(h)
 	}
 	s.status = h.StatusCode()
 	s.scratch = strconv.AppendInt(s.scratch[:0], int64(len(body)), 10)
@@ -448,7 +441,7 @@ func (s *Stream) finish() {
 	if s.flags != "" {
 		s.info.AddResponseFlag(s.flags)
 	}
-	if len(s.chain) > 0 {
+	if s.fx != nil && len(s.fx.chain) > 0 {
 		s.destroyFilters()
 	}
 	if tracelog.On(s.cfg.Log) {
@@ -506,9 +499,9 @@ func (s *Stream) filterRequestData(data []byte, err error) ([]byte, bool) {
 	defer func() { s.inData = false }()
 	out, ok := s.decodeData(data, end)
 	if ok && err == io.EOF {
-		if len(s.dbuf) > 0 && s.dbufAt > 0 {
+		if b := &s.fx.bufs; len(b.dbuf) > 0 && b.dbufAt > 0 {
 			// A filter still holding at the end lets go now.
-			out, s.dbufAt = append(out, s.dbuf...), 0
+			out, b.dbufAt = append(out, b.dbuf...), 0
 		}
 		if t := s.ds.RequestTrailers(); t != nil {
 			ok = s.decodeTrailers(t)
