@@ -47,7 +47,7 @@ type Stream struct {
 	replied     bool // a filter sent a local reply
 	encoding    bool
 	inData      bool
-	park *parkCtl
+	park        *parkCtl
 
 	// upstream attempt state
 	host           *upstream.Host
