@@ -104,10 +104,11 @@ type Callbacks interface {
 	// ClearRouteCache makes the next use, or the router, match the route
 	// again (after a filter changed what routing reads).
 	ClearRouteCache()
-	// PerRoute is the route's typed_per_filter_config for the filter
-	// named name (route over virtual host over route configuration), as
-	// the filter's per-route builder made it; nil when none.
-	PerRoute(name string) any
+	// PerRoute is the route's typed_per_filter_config for the calling
+	// filter, by the name it has in http_filters (route over virtual
+	// host over route configuration), as the filter's per-route builder
+	// made it; nil when none.
+	PerRoute() any
 	// Continuation resumes a filter that returns Stop.
 	Continuation() Continuation
 	// SendLocalReply answers the request with status and body (text/plain;

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/straitproxy/strait/filter"
@@ -25,13 +26,18 @@ type HTTPFilter struct {
 type slot struct {
 	name       string
 	defaultOff bool
-	dh         filter.DecoderHeaders
-	dd         filter.DecoderData
-	dt         filter.DecoderTrailers
-	eh         filter.EncoderHeaders
-	ed         filter.EncoderData
-	et         filter.EncoderTrailers
-	destroy    filter.Destroyer
+	// offKnown, offVal: the route's decision, made once per stream.
+	offKnown, offVal bool
+	resumed          filter.Resumed
+	// held, eheld: body a buffering filter kept (StopAndBuffer).
+	held, eheld []byte
+	dh          filter.DecoderHeaders
+	dd          filter.DecoderData
+	dt          filter.DecoderTrailers
+	eh          filter.EncoderHeaders
+	ed          filter.EncoderData
+	et          filter.EncoderTrailers
+	destroy     filter.Destroyer
 }
 
 // chainState is a stream's filter state that holds pointers.
@@ -41,7 +47,12 @@ type chainState struct {
 	pending    *localReplySpec // a data filter's reply (forward sends it)
 	edit       func(h *protocol.Headers)
 	resumeHook filter.Resumed // the stopped filter to call on resume
-	bufs       bodyBufs
+	cur        *slot          // the filter being called
+	// dataBuf, encBuf hand pieces of body to the filters.
+	dataBuf, encBuf filter.Buffer
+	// mu: the body pump's decoders and the worker's encoders never run
+	// at once (one filter callback at a time, as the contract says).
+	mu sync.Mutex
 }
 
 // reset clears the state for the next stream, keeping its buffers.
@@ -49,7 +60,7 @@ func (fx *chainState) reset() {
 	for i := range fx.chain {
 		fx.chain[i] = slot{}
 	}
-	*fx = chainState{chain: fx.chain[:0], bufs: bodyBufs{dbuf: fx.bufs.dbuf[:0], ebuf: fx.bufs.ebuf[:0]}}
+	*fx = chainState{chain: fx.chain[:0]}
 }
 
 // newFilters makes the stream's filter instances.
@@ -62,6 +73,7 @@ func (s *Stream) newFilters() {
 		inst := f.Factory.New()
 		sl := slot{name: f.Name, defaultOff: f.DisabledByDefault}
 		sl.dh, _ = inst.(filter.DecoderHeaders)
+		sl.resumed, _ = inst.(filter.Resumed)
 		sl.dd, _ = inst.(filter.DecoderData)
 		sl.dt, _ = inst.(filter.DecoderTrailers)
 		sl.eh, _ = inst.(filter.EncoderHeaders)
@@ -86,6 +98,15 @@ func (s *Stream) destroyFilters() {
 // off reports whether the route disables the filter (or does not enable
 // a filter disabled by default).
 func (s *Stream) off(sl *slot) bool {
+	if sl.offKnown {
+		return sl.offVal
+	}
+	sl.offKnown = true
+	sl.offVal = s.routeOff(sl)
+	return sl.offVal
+}
+
+func (s *Stream) routeOff(sl *slot) bool {
 	r := s.cachedRoute()
 	var v any
 	if r != nil {
@@ -102,6 +123,7 @@ const (
 	filtersDone = iota
 	filtersParked
 	filtersReplied
+	filtersGone // the client left while a filter held the request
 )
 
 // decodeFilters runs the decoders' DecodeHeaders from the next filter on
@@ -110,6 +132,7 @@ func (s *Stream) decodeFilters() int {
 	end := s.ds.HeadersOnly()
 	if r := s.fx.resumeHook; r != nil {
 		s.fx.resumeHook = nil
+		s.fx.cur = &s.fx.chain[s.fi-1]
 		if res := s.settle(r.OnResume(s), r); res != filtersDone {
 			return res
 		}
@@ -120,8 +143,8 @@ func (s *Stream) decodeFilters() int {
 		if sl.dh == nil || s.off(sl) {
 			continue
 		}
-		r, _ := sl.dh.(filter.Resumed)
-		if res := s.settle(sl.dh.DecodeHeaders(s, s.req, end), r); res != filtersDone {
+		s.fx.cur = sl
+		if res := s.settle(sl.dh.DecodeHeaders(s, s.req, end), sl.resumed); res != filtersDone {
 			return res
 		}
 	}
@@ -140,9 +163,11 @@ func (s *Stream) settle(st filter.Status, r filter.Resumed) int {
 		if st != filter.Stop {
 			return filtersDone
 		}
-		if s.parkNow() {
-			s.fx.resumeHook = r
+		switch s.parkNow(r) {
+		case parkedNow:
 			return filtersParked
+		case clientOff:
+			return filtersGone
 		}
 		if r == nil {
 			return filtersDone
@@ -157,10 +182,13 @@ func (s *Stream) encodeHeaders(h *protocol.Headers, end bool) {
 	if s.encoding {
 		return
 	}
+	s.fx.mu.Lock()
+	defer s.fx.mu.Unlock()
 	s.encoding = true
 	for i := s.encN - 1; i >= 0; i-- {
 		sl := &s.fx.chain[i]
 		if sl.eh != nil && !s.off(sl) {
+			s.fx.cur = sl
 			sl.eh.EncodeHeaders(s, h, end)
 		}
 	}
@@ -169,64 +197,55 @@ func (s *Stream) encodeHeaders(h *protocol.Headers, end bool) {
 
 // decodeData passes a piece of request body through the data filters
 // (end: the body ends with it). It returns what goes upstream now; a
-// filter that buffers makes it return nothing until it lets go. ok is
-// false when a filter replied or the buffer limit was passed.
-func (s *Stream) decodeData(data []byte, end bool) ([]byte, bool) {
-	b := s.bodyState()
-	buf := &b.dataBuf
+// filter that buffers (StopAndBuffer) keeps what reached it and gets it
+// back in front of the next piece, so nothing goes on until it lets go.
+// flush (trailers came): kept data goes on whatever the filters say. ok
+// is false when a filter replied or the buffer limit was passed (413).
+func (s *Stream) decodeData(data []byte, end, flush bool) ([]byte, bool) {
+	fx := s.fx
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	s.inData = true
+	defer func() { s.inData = false }()
+	buf := &fx.dataBuf
 	buf.B = data
-	for i := 0; i < s.encN && i < len(s.fx.chain); i++ {
-		sl := &s.fx.chain[i]
+	for i := 0; i < s.encN && i < len(fx.chain); i++ {
+		sl := &fx.chain[i]
 		if sl.dd == nil || s.off(sl) {
 			continue
 		}
-		if i == b.dbufAt-1 {
-			// This filter is buffering: it gets what it kept and the new
-			// piece.
-			b.dbuf = append(b.dbuf, buf.B...)
-			buf.B = b.dbuf
+		if len(sl.held) > 0 {
+			buf.B = append(sl.held, buf.B...)
+			sl.held = sl.held[:0]
 		}
+		s.fx.cur = sl
 		st := sl.dd.DecodeData(s, buf, end)
 		if s.replied {
 			s.encN = i // the reply passes the encoders before the caller
 			return nil, false
 		}
-		if st == filter.StopAndBuffer && !end {
-			if i != b.dbufAt-1 {
-				b.dbuf = append(b.dbuf[:0], buf.B...)
-				b.dbufAt = i + 1
-			} else {
-				b.dbuf = buf.B
-			}
-			if len(b.dbuf) > s.BufferLimit() {
+		if st == filter.StopAndBuffer && !end && !flush {
+			if len(buf.B) > s.BufferLimit() {
 				s.SendLocalReply(413, "Payload Too Large", nil)
 				return nil, false
 			}
+			sl.held = append(sl.held[:0], buf.B...)
 			return nil, true
-		}
-		if i == b.dbufAt-1 {
-			b.dbufAt = 0
 		}
 	}
 	return buf.B, true
 }
 
-// bodyBufs is the data filters' buffering state.
-type bodyBufs struct {
-	dataBuf, encBuf filter.Buffer
-	dbuf, ebuf      []byte
-	// dbufAt, ebufAt: 1 + the index of the filter buffering (0: none).
-	dbufAt, ebufAt int
-}
-
-// bodyState returns the stream's buffering state.
-func (s *Stream) bodyState() *bodyBufs { return &s.fx.bufs }
-
 // decodeTrailers passes the request trailers through the decoders.
 func (s *Stream) decodeTrailers(t *protocol.Headers) bool {
+	s.fx.mu.Lock()
+	defer s.fx.mu.Unlock()
+	s.inData = true
+	defer func() { s.inData = false }()
 	for i := 0; i < s.encN && i < len(s.fx.chain); i++ {
 		sl := &s.fx.chain[i]
 		if sl.dt != nil && !s.off(sl) {
+			s.fx.cur = sl
 			sl.dt.DecodeTrailers(s, t)
 			if s.replied {
 				s.encN = i
@@ -238,35 +257,37 @@ func (s *Stream) decodeTrailers(t *protocol.Headers) bool {
 }
 
 // encodeData passes a piece of response body through the encoders, last
-// filter first; like decodeData, a buffering filter holds it back. ok is
-// false when the buffer limit was passed.
-func (s *Stream) encodeData(data []byte, end bool) ([]byte, bool) {
-	b := s.bodyState()
-	buf := &b.encBuf
+// filter first, buffering as decodeData does; ok is false when a filter
+// passed the buffer limit or replied (the response went out already: the
+// stream is reset).
+func (s *Stream) encodeData(data []byte, end, flush bool) ([]byte, bool) {
+	fx := s.fx
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	s.encoding = true
+	defer func() { s.encoding = false }()
+	buf := &fx.encBuf
 	buf.B = data
 	for i := s.encN - 1; i >= 0; i-- {
-		sl := &s.fx.chain[i]
+		sl := &fx.chain[i]
 		if sl.ed == nil || s.off(sl) {
 			continue
 		}
-		if i == b.ebufAt-1 {
-			b.ebuf = append(b.ebuf, buf.B...)
-			buf.B = b.ebuf
+		if len(sl.eheld) > 0 {
+			buf.B = append(sl.eheld, buf.B...)
+			sl.eheld = sl.eheld[:0]
 		}
-		if sl.ed.EncodeData(s, buf, end) == filter.StopAndBuffer && !end {
-			if i != b.ebufAt-1 {
-				b.ebuf = append(b.ebuf[:0], buf.B...)
-				b.ebufAt = i + 1
-			} else {
-				b.ebuf = buf.B
-			}
-			if len(b.ebuf) > s.BufferLimit() {
+		s.fx.cur = sl
+		st := sl.ed.EncodeData(s, buf, end)
+		if fx.replace != nil {
+			return nil, false
+		}
+		if st == filter.StopAndBuffer && !end && !flush {
+			if len(buf.B) > s.BufferLimit() {
 				return nil, false
 			}
+			sl.eheld = append(sl.eheld[:0], buf.B...)
 			return nil, true
-		}
-		if i == b.ebufAt-1 {
-			b.ebufAt = 0
 		}
 	}
 	return buf.B, true
@@ -274,44 +295,56 @@ func (s *Stream) encodeData(data []byte, end bool) ([]byte, bool) {
 
 // encodeTrailers passes the response trailers through the encoders.
 func (s *Stream) encodeTrailers(t *protocol.Headers) {
+	s.fx.mu.Lock()
+	defer s.fx.mu.Unlock()
+	s.encoding = true
+	defer func() { s.encoding = false }()
 	for i := s.encN - 1; i >= 0; i-- {
 		sl := &s.fx.chain[i]
 		if sl.et != nil && !s.off(sl) {
+			s.fx.cur = sl
 			sl.et.EncodeTrailers(s, t)
 		}
 	}
 }
 
-// Parking. A stream's park word holds its generation (bumped each time
-// the pooled Stream is reused) and its state.
+// Parking. A stream's park word holds a generation, a "client gone" bit
+// and a state. The generation moves on at each park that ends and at
+// release, so a Continuation (which carries the generation it was taken
+// in) resumes only the park it was made for.
 const (
 	parkRunning = iota
 	parkParked
 	parkEarly // Continue came before the filter returned Stop
+
+	parkGone  = 1 << 2 // the client left
+	parkShift = 3
 )
 
 // parkCtl is a Stream's park word, kept apart from the Stream's fields
-// (which are reset by plain assignment) so that late Continues read it
-// atomically.
+// (which are reset by plain assignment) so that late Continues and the
+// client leaving read it atomically.
 type parkCtl struct {
 	word atomic.Uint64
 	s    *Stream
 }
 
+func (p *parkCtl) gen() uint64 { return p.word.Load() >> parkShift }
+
 // Resume implements filter.Resumer.
 func (p *parkCtl) Resume(gen uint64) {
 	for {
 		w := p.word.Load()
-		if w>>2 != gen {
-			return // the stream ended: a late Continue
+		if w>>parkShift != gen {
+			return // a late Continue: that park ended, or the stream did
 		}
 		switch w & 3 {
 		case parkRunning:
-			if p.word.CompareAndSwap(w, gen<<2|parkEarly) {
+			if p.word.CompareAndSwap(w, w|parkEarly) {
 				return
 			}
 		case parkParked:
-			if p.word.CompareAndSwap(w, gen<<2|parkRunning) {
+			if p.word.CompareAndSwap(w, (gen+1)<<parkShift|w&parkGone|parkRunning) {
 				p.s.cfg.Pool.Run(p.s)
 				return
 			}
@@ -321,35 +354,60 @@ func (p *parkCtl) Resume(gen uint64) {
 	}
 }
 
-// unpark resumes a parked stream whose client left (from clientGone).
-func (p *parkCtl) unpark() {
-	w := p.word.Load()
-	if w&3 == parkParked && p.word.CompareAndSwap(w, w&^3|parkRunning) {
-		p.s.cfg.Pool.Run(p.s)
+// clientLeft marks the word and resumes a parked stream (clientGone).
+func (p *parkCtl) clientLeft() {
+	for {
+		w := p.word.Load()
+		nw := w | parkGone
+		parked := w&3 == parkParked
+		if parked {
+			nw = (w>>parkShift+1)<<parkShift | parkGone | parkRunning
+		}
+		if p.word.CompareAndSwap(w, nw) {
+			if parked {
+				p.s.cfg.Pool.Run(p.s)
+			}
+			return
+		}
 	}
 }
 
-// parkNow parks the stream after a filter returned Stop; false: it goes
-// on at once (the filter continued already, or the client left).
-func (s *Stream) parkNow() bool {
+// The results of parkNow.
+const (
+	parkedNow = iota
+	goOn      // the filter continued already
+	clientOff // the client left
+)
+
+// parkNow parks the stream after a filter returned Stop; r is the
+// filter's OnResume (set before the stream is published to another
+// worker).
+func (s *Stream) parkNow(r filter.Resumed) int {
 	p := s.park
-	gen := p.word.Load() >> 2
 	s.parked = true
 	if c, ok := s.ds.(protocol.Canceler); ok {
 		c.OnCancel(s.cancelFn) // the client leaving ends the wait
 	}
-	if !p.word.CompareAndSwap(gen<<2|parkRunning, gen<<2|parkParked) {
-		p.word.Store(gen<<2 | parkRunning) // continued early
-		s.unwatchPark()
-		return false
+	s.fx.resumeHook = r
+	for {
+		w := p.word.Load()
+		switch {
+		case w&parkGone != 0:
+			s.fx.resumeHook = nil
+			s.unwatchPark()
+			return clientOff
+		case w&3 == parkEarly:
+			p.word.Store((w>>parkShift+1)<<parkShift | parkRunning)
+			s.fx.resumeHook = nil
+			s.unwatchPark()
+			return goOn
+		}
+		if p.word.CompareAndSwap(w, w&^3|parkParked) {
+			// Parked: from here another worker may run the stream;
+			// nothing touches it any more on this one.
+			return parkedNow
+		}
 	}
-	// Parked: from here another worker may run the stream; nothing below
-	// touches it unless this CAS takes it back.
-	if s.gone.Load() && p.word.CompareAndSwap(gen<<2|parkParked, gen<<2|parkRunning) {
-		s.unwatchPark()
-		return false
-	}
-	return true
 }
 
 // unwatchPark ends the cancel hook of a parked stream, on its worker.
@@ -413,16 +471,23 @@ func (s *Stream) ClusterName() string {
 	return ""
 }
 
-// ClearRouteCache implements filter.Callbacks.
-func (s *Stream) ClearRouteCache() { s.routeCached, s.route = false, nil }
+// ClearRouteCache implements filter.Callbacks. Once the request is
+// routed, the route stays (as Envoy: a cleared cache after routing does
+// not re-route).
+func (s *Stream) ClearRouteCache() {
+	if !s.routed {
+		s.routeCached, s.route = false, nil
+	}
+}
 
-// PerRoute implements filter.Callbacks.
-func (s *Stream) PerRoute(name string) any {
+// PerRoute implements filter.Callbacks: the config the route gives the
+// calling filter, by the name it has in http_filters.
+func (s *Stream) PerRoute() any {
 	r := s.cachedRoute()
-	if r == nil {
+	if r == nil || s.fx == nil || s.fx.cur == nil {
 		return nil
 	}
-	v := r.PerFilterConfig[name]
+	v := r.PerFilterConfig[s.fx.cur.name]
 	if v == router.FilterDisabled || v == router.FilterEnabled {
 		return nil
 	}
@@ -431,7 +496,7 @@ func (s *Stream) PerRoute(name string) any {
 
 // Continuation implements filter.Callbacks.
 func (s *Stream) Continuation() filter.Continuation {
-	return filter.Continuation{R: s.park, Gen: s.park.word.Load() >> 2}
+	return filter.Continuation{R: s.park, Gen: s.park.gen()}
 }
 
 // SendLocalReply implements filter.Callbacks.

@@ -31,7 +31,9 @@ func (s *Stream) forward() {
 	defer cl.Stats.RqActive.Dec()
 	s.upStart = time.Now()
 	if s.route.Timeout > 0 {
-		s.deadline = s.start.Add(s.route.Timeout)
+		// From here, as Envoy's router times a request: the time a
+		// filter held it does not count.
+		s.deadline = s.upStart.Add(s.route.Timeout)
 	}
 	s.capByGRPCTimeout()
 	if c, ok := s.ds.(protocol.Canceler); ok {
@@ -523,13 +525,15 @@ func (s *Stream) pumpFinished() bool {
 // trailers) through the encoders; false: a buffering encoder passed the
 // buffer limit.
 func (s *Stream) filterResponseData(data []byte, err error) ([]byte, bool) {
-	end := err == io.EOF && s.us.Trailers() == nil
-	out, ok := s.encodeData(data, end)
-	if ok && err == io.EOF {
-		if b := &s.fx.bufs; b.ebufAt > 0 {
-			out, b.ebufAt = append(out, b.ebuf...), 0
+	t := s.us.Trailers()
+	end := err == io.EOF && t == nil
+	out, ok := s.encodeData(data, end, false)
+	if ok && err == io.EOF && t != nil {
+		var rest []byte
+		if rest, ok = s.encodeData(nil, false, true); ok && len(rest) > 0 {
+			out = append(out[:len(out):len(out)], rest...)
 		}
-		if t := s.us.Trailers(); t != nil {
+		if ok {
 			s.encodeTrailers(t)
 		}
 	}

@@ -126,6 +126,7 @@ func (s *Stream) grpcReply(code int, msg string) {
 	}
 	s.finalizeResponseHeaders(h)
 	s.respStarted = true
+	s.status = 200
 	if err := s.ds.WriteHeaders(h, true); err != nil {
 		s.resetDownstream()
 	}

@@ -137,12 +137,14 @@ func (s *Stream) clientAddr(h *protocol.Headers) netip.Addr {
 	if !ok || len(xff) == 0 {
 		return direct
 	}
-	skip := 0 // entries from the right to pass over
+	// Entries from the right to pass over: the trusted hops (with
+	// use_remote_address, the peer is the first of them).
+	skip := s.cfg.XffNumTrustedHops
 	if s.cfg.UseRemoteAddress {
-		if s.cfg.XffNumTrustedHops <= 0 {
+		if skip <= 0 {
 			return direct
 		}
-		skip = s.cfg.XffNumTrustedHops - 1
+		skip--
 	}
 	end := len(xff)
 	for i := len(xff) - 1; i >= -1; i-- {

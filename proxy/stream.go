@@ -41,6 +41,8 @@ type Stream struct {
 	anyData     bool // a filter watches the request body or trailers
 	anyEncData  bool // a filter watches the response body or trailers
 	routeCached bool
+	routed      bool          // routeRequest chose the route: it stays
+	demanded    bool          // VHDS was asked for this request's host
 	table       *router.Table // the table the cached route came from
 	started     bool
 	parked      bool // the cancel hook is set for a parked stream
@@ -118,7 +120,7 @@ func (s *Stream) release() {
 	}
 	*s = Stream{resp: s.resp, scratch: s.scratch[:0], body: s.body[:0], cancelFn: s.cancelFn, park: s.park, fx: s.fx}
 	// A new generation: a filter's late Continue finds nothing to resume.
-	s.park.word.Store((s.park.word.Load()>>2 + 1) << 2)
+	s.park.word.Store((s.park.gen() + 1) << parkShift)
 	s.resp.Reset()
 	streamPool.Put(s)
 }
@@ -144,6 +146,15 @@ func (s *Stream) run() {
 	}
 	if len(s.cfg.Filters) > 0 {
 		s.newFilters()
+		// With on-demand VHDS, the virtual host is asked for before the
+		// filters run, so they see the route the request takes (a filter
+		// a route enables included).
+		if s.cachedRoute() == nil && s.table != nil && s.cfg.VirtualHosts != nil {
+			s.demanded = true
+			if r := s.demandVirtualHost(s.table); r != nil {
+				s.route = r
+			}
+		}
 	}
 	s.resumeDecode()
 }
@@ -163,6 +174,11 @@ func (s *Stream) resumeDecode() {
 		case filtersParked:
 			return // the worker leaves; Continue brings the stream back
 		case filtersReplied:
+			s.finish()
+			return
+		case filtersGone:
+			s.flags = "DC"
+			s.resetDownstream()
 			s.finish()
 			return
 		}
@@ -195,7 +211,7 @@ func (s *Stream) begin() {
 func (s *Stream) routeRequest() bool {
 	st := s.cfg.Stats
 	r := s.cachedRoute()
-	if t := s.table; r == nil && t != nil && s.cfg.VirtualHosts != nil {
+	if t := s.table; r == nil && t != nil && s.cfg.VirtualHosts != nil && !s.demanded {
 		r = s.demandVirtualHost(t)
 	}
 	if r == nil {
@@ -204,7 +220,7 @@ func (s *Stream) routeRequest() bool {
 		s.localReply(404, "route not found", false)
 		return false
 	}
-	s.route = r
+	s.route, s.routed = r, true
 	s.info.RouteName = r.Name
 	switch {
 	case r.DirectResponse != nil:
@@ -395,10 +411,11 @@ func (s *Stream) sendReply(h *protocol.Headers, body []byte) {
 	if s.encN > 0 {
 		s.encodeHeaders(h, len(body) == 0)
 		if s.anyEncData && len(body) > 0 {
-			// The reply's body passes the encoders too; a length they
-			// change is told.
+			// The reply's body passes the encoders too (a copy: a direct
+			// response's body is the route's); a length they change is
+			// told.
 			n := len(body)
-			if b, ok := s.encodeData(body, true); ok {
+			if b, ok := s.encodeData(append([]byte(nil), body...), true, false); ok {
 				body = b
 			}
 			if len(body) != n && h.Has("content-length") {
@@ -494,16 +511,17 @@ func (s *Stream) readBody() ([]byte, error) {
 // filterRequestData passes a piece of request body (and, at its end, the
 // trailers) through the data filters.
 func (s *Stream) filterRequestData(data []byte, err error) ([]byte, bool) {
-	end := err == io.EOF && s.ds.RequestTrailers() == nil
-	s.inData = true
-	defer func() { s.inData = false }()
-	out, ok := s.decodeData(data, end)
-	if ok && err == io.EOF {
-		if b := &s.fx.bufs; len(b.dbuf) > 0 && b.dbufAt > 0 {
-			// A filter still holding at the end lets go now.
-			out, b.dbufAt = append(out, b.dbuf...), 0
+	t := s.ds.RequestTrailers()
+	end := err == io.EOF && t == nil
+	out, ok := s.decodeData(data, end, false)
+	if ok && err == io.EOF && t != nil {
+		// Trailers end the body: what buffering filters kept goes on
+		// through the filters after them, then the trailers.
+		var rest []byte
+		if rest, ok = s.decodeData(nil, false, true); ok && len(rest) > 0 {
+			out = append(out[:len(out):len(out)], rest...)
 		}
-		if t := s.ds.RequestTrailers(); t != nil {
+		if ok {
 			ok = s.decodeTrailers(t)
 		}
 	}
@@ -522,7 +540,7 @@ func (s *Stream) clientGone() {
 		s.cluster.Stats.RqTxReset.Inc()
 	}
 	s.abortMu.Unlock()
-	s.park.unpark() // a stream a filter holds ends now
+	s.park.clientLeft() // a stream a filter holds ends now
 }
 
 // watchAttempt makes the attempt's upstream stream abortable by the

@@ -38,6 +38,7 @@ type probeConfig struct {
 	Whole bool   `json:"whole"` // buffer the request body, then prefix its length
 	Shout bool   `json:"shout"` // uppercase the response body
 	Limit int    `json:"limit"` // deny requests whose buffered body passes it (413)
+	Clear bool   `json:"clear"` // clear the route cache from the encoder
 }
 
 type probeRoute struct {
@@ -116,9 +117,12 @@ func (p *probe) DecodeData(cb filter.Callbacks, b *filter.Buffer, end bool) filt
 }
 
 func (p *probe) EncodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool) filter.Status {
+	if p.c.Clear {
+		cb.ClearRouteCache() // after routing: the route stays
+	}
 	h.AddString("x-seen", p.c.Tag)
 	h.Set("x-route-"+p.c.Tag, p.route)
-	if pr, ok := cb.PerRoute("strait.test.probe").(*probeRoute); ok {
+	if pr, ok := cb.PerRoute().(*probeRoute); ok {
 		h.Set("x-per-route-"+p.c.Tag, pr.Tag)
 	}
 	if p.c.Shout {
@@ -142,11 +146,15 @@ func (p *probe) OnDestroy() {
 }
 
 func probeFilter(tag string, extra ...string) string {
+	return namedProbe("strait.test.probe", tag, extra...)
+}
+
+func namedProbe(name, tag string, extra ...string) string {
 	v := "tag: " + tag
 	for _, e := range extra {
 		v += ", " + e
 	}
-	return `          - name: strait.test.probe
+	return `          - name: ` + name + `
             typed_config: { "@type": type.googleapis.com/xds.type.v3.TypedStruct, type_url: ` + probeURL + `, value: { ` + v + ` } }
 `
 }
@@ -356,5 +364,70 @@ func TestHeaderEchoExample(t *testing.T) {
 	}
 	if resp, _ := doReq(t, "GET", p.url("in")+"/off", "", "x-user", "ann"); resp.Header.Get("x-echo-x-user") != "" {
 		t.Fatalf("disabled on the route: %v", resp.Header)
+	}
+}
+
+// TestFilterEdges: two buffering filters in a row, a chunked body with
+// trailers through them, the route cache cleared from an encoder (the
+// route stays), and per-route config found by the name the filter has
+// in http_filters.
+func TestFilterEdges(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	routes := `              - match: { prefix: "/named" }
+                route: { cluster: backend }
+                typed_per_filter_config:
+                  my-probe: { "@type": type.googleapis.com/xds.type.v3.TypedStruct, type_url: type.googleapis.com/strait.test.ProbeRoute, value: { tag: by-name } }
+              - match: { prefix: "/" }
+                route: { cluster: backend }
+`
+	p := startProxy(t, filterBootstrap(up.Addr, namedProbe("my-probe", "a", "whole: true, clear: true")+probeFilter("b", "whole: true"), routes))
+	resp, body := doReq(t, "POST", p.url("in")+"/echo", "abc")
+	if body != "5:3:abc" { // a prefixes 3, b then 5
+		t.Fatalf("two buffering filters: %q", body)
+	}
+	if strings.Join(resp.Header.Values("x-seen"), ",") != "b,a" {
+		t.Fatalf("headers %v", resp.Header) // (a cleared the route cache in its encoder: nothing broke)
+	}
+	resp, _ = doReq(t, "GET", p.url("in")+"/named", "")
+	if resp.Header.Get("x-per-route-a") != "by-name" || resp.Header.Get("x-per-route-b") != "" {
+		t.Fatalf("per-route by configured name: %v", resp.Header)
+	}
+	// A chunked body with trailers: the kept bytes pass the filters after
+	// the buffering one (here, none change them), then the trailers.
+	c, err := net.Dial("tcp", p.addr("in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST /trailers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: x-req\r\n\r\n3\r\nxyz\r\n0\r\nx-req: tail\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	n, _ := io.ReadAtLeast(c, buf, 1)
+	got := string(buf[:n])
+	for len(got) < 4096 && !strings.Contains(got, "0\r\n") {
+		m, err := c.Read(buf)
+		if err != nil {
+			break
+		}
+		got += string(buf[:m])
+	}
+	if !strings.Contains(got, "200 OK") || !strings.Contains(got, "xyz") {
+		t.Fatalf("trailers: %q", got)
+	}
+}
+
+// TestFaultDelayThenAbort: a short delay with an abort aborts every time
+// (the abort is decided before the delay and made after it).
+func TestFaultDelayThenAbort(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	p := startProxy(t, filterBootstrap(up.Addr, faultFilter(`delay: { header_delay: {}, percentage: { numerator: 100 } }, abort: { header_abort: {}, percentage: { numerator: 100 } }`), allRoutes))
+	for i := 0; i < 50; i++ {
+		resp, _ := doReq(t, "GET", p.url("in")+"/x", "", "x-envoy-fault-delay-request", "1", "x-envoy-fault-abort-request", "503")
+		if resp.StatusCode != 503 {
+			t.Fatalf("request %d: %d", i, resp.StatusCode)
+		}
+	}
+	if resp, _ := doReq(t, "GET", p.url("in")+"/x", "", "x-envoy-fault-abort-request", "abc"); resp.StatusCode != 200 {
+		t.Fatalf("an invalid abort header aborted: %d", resp.StatusCode)
 	}
 }

@@ -98,7 +98,7 @@ type stream struct {
 // DecodeHeaders copies the values out: header slices are not kept past
 // the call.
 func (f *stream) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool) filter.Status {
-	if pr, ok := cb.PerRoute(Name).(*echo); ok {
+	if pr, ok := cb.PerRoute().(*echo); ok {
 		f.e = pr // the route's own list
 	}
 	f.values = make([]string, len(f.e.from))

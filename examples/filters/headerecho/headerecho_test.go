@@ -48,7 +48,7 @@ type fakeCallbacks struct {
 	perRoute any
 }
 
-func (f fakeCallbacks) PerRoute(string) any { return f.perRoute }
+func (f fakeCallbacks) PerRoute() any { return f.perRoute }
 
 // TestEcho: present headers are echoed under the prefix, absent ones
 // are not; a route's own list replaces the filter's.

@@ -208,7 +208,7 @@ func (f *factory) runtime() *config.RuntimeSnapshot {
 func (st *stream) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool) filter.Status {
 	f := st.f
 	s := f.s
-	if pr, ok := cb.PerRoute(Name).(*settings); ok {
+	if pr, ok := cb.PerRoute().(*settings); ok {
 		s = pr
 	}
 	st.s = s
@@ -216,15 +216,26 @@ func (st *stream) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool
 		return filter.Continue
 	}
 	rt := f.runtime()
-	if s.maxActive < 0 || s.maxActive > 0 && f.active.Value() >= int64(runtimeNum(rt, s.keyMaxActive, float64(s.maxActive))) {
-		f.overflw.Inc()
+	delay, delayed := st.delayFor(rt, h, s)
+	st.abort = st.abortFor(rt, h, s)
+	if !delayed && !st.abort {
 		return filter.Continue
+	}
+	// Only a fault about to be injected counts against the bound (as
+	// Envoy's tryIncActiveFaults).
+	if s.maxActive != 0 {
+		max := s.maxActive
+		if max < 0 {
+			max = 0
+		}
+		if f.active.Value() >= int64(runtimeNum(rt, s.keyMaxActive, float64(max))) {
+			f.overflw.Inc()
+			return filter.Continue
+		}
 	}
 	if v, ok := h.Get(hdrDownstreamCluster); ok && !s.noDownstreamCStats {
 		st.down = string(v)
 	}
-	delay, delayed := st.delayFor(rt, h, s)
-	st.abort = st.abortFor(rt, h, s)
 	if st.abort && s.headerAbort {
 		if v, ok := h.Get(hdrAbort); ok {
 			st.abortHdr = string(v)
@@ -232,9 +243,6 @@ func (st *stream) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool
 		if v, ok := h.Get(hdrAbortGRPC); ok {
 			st.abortGRPCHdr = string(v)
 		}
-	}
-	if !delayed && !st.abort {
-		return filter.Continue
 	}
 	st.active = true
 	f.active.Inc()
@@ -304,10 +312,12 @@ func (st *stream) delayFor(rt *config.RuntimeSnapshot, h *protocol.Headers, s *s
 		return 0, false
 	}
 	d := s.fixedDelay
-	if rt != nil {
-		d = time.Duration(runtimeNum(rt, s.keyDelayMS, float64(d.Milliseconds()))) * time.Millisecond
+	if e, ok := runtimeEntry(rt, s.keyDelayMS); ok {
+		d = time.Duration(e) * time.Millisecond
 	}
+	pct := s.delayPercent
 	if s.headerDelay {
+		pct = headerPercent(h, hdrDelayPercent, s.delayPercent)
 		v, ok := h.Get(hdrDelay)
 		if !ok {
 			return 0, false
@@ -318,7 +328,7 @@ func (st *stream) delayFor(rt *config.RuntimeSnapshot, h *protocol.Headers, s *s
 		}
 		d = time.Duration(ms) * time.Millisecond
 	}
-	if d <= 0 || !chosen(rt, s.keyDelayPercent, headerPercent(h, hdrDelayPercent, s.delayPercent)) {
+	if d <= 0 || !chosen(rt, s.keyDelayPercent, pct) {
 		return 0, false
 	}
 	return d, true
@@ -329,10 +339,24 @@ func (st *stream) abortFor(rt *config.RuntimeSnapshot, h *protocol.Headers, s *s
 	if !s.abort {
 		return false
 	}
-	if s.headerAbort && !h.Has(hdrAbort) && !h.Has(hdrAbortGRPC) {
-		return false
+	pct := s.abortPercent
+	if s.headerAbort {
+		// Only a valid status asks for an abort (as Envoy).
+		okHTTP, okGRPC := false, false
+		if v, ok := h.Get(hdrAbort); ok {
+			n, err := strconv.Atoi(string(v))
+			okHTTP = err == nil && n >= 200 && n < 600
+		}
+		if v, ok := h.Get(hdrAbortGRPC); ok {
+			n, err := strconv.Atoi(string(v))
+			okGRPC = err == nil && n >= 0
+		}
+		if !okHTTP && !okGRPC {
+			return false
+		}
+		pct = headerPercent(h, hdrAbortPercent, s.abortPercent)
 	}
-	return chosen(rt, s.keyAbortPercent, headerPercent(h, hdrAbortPercent, s.abortPercent))
+	return chosen(rt, s.keyAbortPercent, pct)
 }
 
 // statusFor is the abort's HTTP status and gRPC status (-1: none): the
@@ -383,12 +407,24 @@ func headerPercent(h *protocol.Headers, name string, cfg *typev3.FractionalPerce
 	return &typev3.FractionalPercent{Numerator: uint32(n), Denominator: cfg.GetDenominator()}
 }
 
+var noRuntime = &config.RuntimeSnapshot{}
+
 func chosen(rt *config.RuntimeSnapshot, key string, p *typev3.FractionalPercent) bool {
-	r := rand.Uint64()
 	if rt == nil {
-		return (&config.RuntimeSnapshot{}).FeatureEnabled("", p, r)
+		rt, key = noRuntime, ""
 	}
-	return rt.FeatureEnabled(key, p, r)
+	return rt.FeatureEnabled(key, p, rand.Uint64())
+}
+
+// runtimeEntry is the runtime's number for key, when it has one.
+func runtimeEntry(rt *config.RuntimeSnapshot, key string) (float64, bool) {
+	if rt == nil {
+		return 0, false
+	}
+	if e, ok := rt.Get(key); ok && e.IsNum && e.Num >= 0 {
+		return e.Num, true
+	}
+	return 0, false
 }
 
 func runtimeNum(rt *config.RuntimeSnapshot, key string, def float64) float64 {

@@ -98,7 +98,7 @@ func (f *factory) New() filter.StreamFilter { return f }
 // DecodeHeaders evaluates the rules.
 func (f *factory) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool) filter.Status {
 	r := f.r
-	if pr, ok := cb.PerRoute(Name).(*rules); ok {
+	if pr, ok := cb.PerRoute().(*rules); ok {
 		r = pr
 	}
 	if r.enforced == nil && r.shadow == nil {
