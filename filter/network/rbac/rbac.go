@@ -1,0 +1,157 @@
+// Package rbac is envoy.filters.network.rbac: the envoy.config.rbac.v3
+// policy language (package rbac at the root) on a connection: its
+// addresses, ports, SNI and peer certificate (header and path rules never
+// match at L4). A denied connection is closed before its first byte goes
+// on (ONE_TIME_ON_FIRST_BYTE, the default) or when any data is denied
+// (CONTINUOUS); delay_deny holds the denied connection that long first.
+// Stats under <stat_prefix>.rbac.: allowed, denied, and
+// <shadow_rules_stat_prefix>shadow_allowed, shadow_denied.
+package rbac
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"time"
+
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/network"
+	engine "github.com/straitproxy/strait/rbac"
+	"github.com/straitproxy/strait/stats"
+	"google.golang.org/protobuf/proto"
+)
+
+// Name is the filter's name.
+const Name = "envoy.filters.network.rbac"
+
+func init() {
+	filter.RegisterNetwork(Name, &rbacv3.RBAC{}, func(bc *filter.BuildContext, m proto.Message) (filter.NetworkFactory, error) {
+		f, err := build(bc, m.(*rbacv3.RBAC))
+		if err != nil {
+			return nil, err
+		}
+		return filter.ReadFilterFactory(f), nil
+	})
+}
+
+var supported = config.NewSupport(map[string]string{
+	"envoy.extensions.filters.network.rbac.v3.RBAC": `rules shadow_rules shadow_rules_stat_prefix stat_prefix enforcement_type delay_deny`,
+})
+
+type factory struct {
+	enforced, shadow                           *engine.Engine
+	continuous                                 bool
+	delay                                      time.Duration
+	allowed, denied, shadowAllowed, shadowDeny *stats.Counter
+}
+
+func build(bc *filter.BuildContext, m *rbacv3.RBAC) (*factory, error) {
+	if err := supported.Check(m); err != nil {
+		return nil, err
+	}
+	if m.GetRules() == nil && m.GetShadowRules() == nil {
+		return nil, errors.New("rules or shadow_rules is required")
+	}
+	f := &factory{continuous: m.GetEnforcementType() == rbacv3.RBAC_CONTINUOUS, delay: m.GetDelayDeny().AsDuration()}
+	var err error
+	if m.GetRules() != nil {
+		if f.enforced, err = engine.Compile(m.GetRules()); err != nil {
+			return nil, config.At("rules", err)
+		}
+	}
+	if m.GetShadowRules() != nil {
+		if f.shadow, err = engine.Compile(m.GetShadowRules()); err != nil {
+			return nil, config.At("shadow_rules", err)
+		}
+	}
+	sc := bc.Stats.Scope(m.GetStatPrefix()+"rbac", "", "")
+	sp := m.GetShadowRulesStatPrefix()
+	f.allowed, f.denied = sc.Counter("allowed"), sc.Counter("denied")
+	f.shadowAllowed, f.shadowDeny = sc.Counter(sp+"shadow_allowed"), sc.Counter(sp+"shadow_denied")
+	return f, nil
+}
+
+// NewReadFilter implements filter.NetworkReadFactory.
+func (f *factory) NewReadFilter(*network.Conn) (filter.ReadFilter, error) { return &conn{f: f}, nil }
+
+// conn is one connection's check.
+type conn struct {
+	f       *factory
+	decided bool
+	denied  bool
+	timer   *time.Timer
+}
+
+func (c *conn) OnNewConnection(filter.ConnCallbacks) filter.Status { return filter.Continue }
+
+func (c *conn) OnData(cb filter.ConnCallbacks, data []byte, _ bool) (int, filter.Status) {
+	if c.denied {
+		return 0, filter.Stop
+	}
+	if c.decided && !c.f.continuous {
+		return len(data), filter.Continue
+	}
+	first := !c.decided
+	c.decided = true
+	f := c.f
+	req := request(cb.Conn())
+	if first && f.shadow != nil {
+		if ok, _ := f.shadow.Allowed(&req); ok {
+			f.shadowAllowed.Inc()
+		} else {
+			f.shadowDeny.Inc()
+		}
+	}
+	if f.enforced == nil {
+		return len(data), filter.Continue
+	}
+	if ok, _ := f.enforced.Allowed(&req); ok {
+		if first {
+			f.allowed.Inc()
+		}
+		return len(data), filter.Continue
+	}
+	f.denied.Inc()
+	c.denied = true
+	if f.delay > 0 {
+		// Hold the connection, then close it (a client retrying at once
+		// meets the delay too).
+		c.timer = time.AfterFunc(f.delay, func() { cb.Close(false) })
+		return 0, filter.Stop
+	}
+	cb.Close(false)
+	return 0, filter.Stop
+}
+
+// OnDestroy stops a pending delayed close.
+func (c *conn) OnDestroy() {
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+}
+
+// request is what the policies see of a connection.
+func request(c *network.Conn) engine.Request {
+	r := engine.Request{Source: addr(c.RemoteAddr()).Addr(), Dest: addr(c.LocalAddr()), Peer: c.Peer()}
+	r.Remote = r.Source
+	if cs, ok := c.TLSState(); ok {
+		r.SNI = cs.ServerName
+	} else if in := c.Info(); in != nil {
+		r.SNI = in.ServerName
+	}
+	return r
+}
+
+func addr(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return netip.AddrPortFrom(ip.Unmap(), uint16(ta.Port))
+		}
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
