@@ -9,6 +9,7 @@ package rbac
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sort"
 
@@ -362,4 +363,35 @@ func cidr(c *corev3.CidrRange, path string) (netip.Prefix, error) {
 		return netip.Prefix{}, config.At(path+".prefix_len", fmt.Errorf("%d is longer than the address", bits))
 	}
 	return netip.PrefixFrom(a, bits).Masked(), nil
+}
+
+// ConnRequest is what the policies see of a connection: its addresses
+// (Remote is the peer's: at L4 there is no x-forwarded-for), the SNI it
+// asked for, and its peer certificate.
+func ConnRequest(c *network.Conn) Request {
+	r := Request{Source: AddrPort(c.RemoteAddr()).Addr(), Dest: AddrPort(c.LocalAddr()), Peer: c.Peer()}
+	r.Remote = r.Source
+	if cs, ok := c.TLSState(); ok {
+		r.SNI = cs.ServerName
+	} else if in := c.Info(); in != nil {
+		r.SNI = in.ServerName
+	}
+	return r
+}
+
+// AddrPort is a net.Addr as an AddrPort (IPv4 unmapped; zero when it is
+// not an IP address).
+func AddrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return netip.AddrPortFrom(ip.Unmap(), uint16(ta.Port))
+		}
+	}
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
 }

@@ -373,3 +373,62 @@ func (a *nbAdapter) RemoteAddr() net.Addr             { return a.t.raw.RemoteAdd
 func (a *nbAdapter) SetDeadline(time.Time) error      { return nil }
 func (a *nbAdapter) SetReadDeadline(time.Time) error  { return nil }
 func (a *nbAdapter) SetWriteDeadline(time.Time) error { return nil }
+
+// BlockingSession is a Session over a blocking net.Conn (netpoll), as
+// crypto/tls's and TLCP's connections are.
+type BlockingSession interface {
+	Session
+	Close() error
+	LocalAddr() net.Addr
+	RemoteAddr() net.Addr
+	SetDeadline(t time.Time) error
+}
+
+// NewBlocking runs a server session on a blocking socket as the
+// connection's socket (netpoll): the handshake runs once, bounded by
+// timeout, on whichever of the first Read or Write comes first (the
+// other waits for it); done hears its outcome. CloseWrite sends the
+// session's close notice, then half-closes raw.
+func NewBlocking(s BlockingSession, raw network.Socket, timeout time.Duration, done func(Session, error)) network.Socket {
+	return &blocking{BlockingSession: s, raw: raw, timeout: timeout, done: done}
+}
+
+type blocking struct {
+	BlockingSession
+	raw     network.Socket
+	timeout time.Duration
+	done    func(Session, error)
+	once    sync.Once
+	hsErr   error
+}
+
+func (b *blocking) handshake() error {
+	b.once.Do(func() {
+		b.SetDeadline(time.Now().Add(b.timeout))
+		b.hsErr = b.BlockingSession.Handshake()
+		b.SetDeadline(time.Time{})
+		if b.done != nil {
+			b.done(b.BlockingSession, b.hsErr)
+		}
+	})
+	return b.hsErr
+}
+
+func (b *blocking) Read(p []byte) (int, error) {
+	if err := b.handshake(); err != nil {
+		return 0, err
+	}
+	return b.BlockingSession.Read(p)
+}
+
+func (b *blocking) Write(p []byte) (int, error) {
+	if err := b.handshake(); err != nil {
+		return 0, err
+	}
+	return b.BlockingSession.Write(p)
+}
+
+func (b *blocking) CloseWrite() error {
+	b.BlockingSession.CloseWrite()
+	return b.raw.CloseWrite()
+}

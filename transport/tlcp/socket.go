@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
@@ -222,56 +221,17 @@ func (d *downstream) Wrap(s network.Socket) (network.Socket, error) {
 	if !ok {
 		return nil, errors.New("TLCP: this socket cannot be wrapped")
 	}
-	return &socket{Conn: Server(nc, d.cfg), raw: s, timeout: d.handshake, stats: d.stats}, nil
+	return transport.NewBlocking(Server(nc, d.cfg), s, d.handshake, d.done), nil
 }
 
 // Transport implements transport.NonBlocking (epoll).
 func (d *downstream) Transport(c *network.Conn) (transport.Socket, error) {
 	return transport.NewNonBlocking(c, d.handshake,
-		func(nc net.Conn) transport.Session { return Server(nc, d.cfg) },
-		func(s transport.Session, err error) { d.stats.done(s.(*Conn), err) }), nil
+		func(nc net.Conn) transport.Session { return Server(nc, d.cfg) }, d.done), nil
 }
 
-// socket is a TLCP connection as a network.Socket (netpoll).
-type socket struct {
-	*Conn
-	raw     network.Socket
-	timeout time.Duration
-	stats   *sslStats
-	once    sync.Once
-	hsErr   error
-}
-
-// handshake runs once, bounded, on the first Read or Write.
-func (s *socket) handshake() error {
-	s.once.Do(func() {
-		s.Conn.SetDeadline(time.Now().Add(s.timeout))
-		s.hsErr = s.Conn.Handshake()
-		s.Conn.SetDeadline(time.Time{})
-		s.stats.done(s.Conn, s.hsErr)
-	})
-	return s.hsErr
-}
-
-func (s *socket) Read(p []byte) (int, error) {
-	if err := s.handshake(); err != nil {
-		return 0, err
-	}
-	return s.Conn.Read(p)
-}
-
-func (s *socket) Write(p []byte) (int, error) {
-	if err := s.handshake(); err != nil {
-		return 0, err
-	}
-	return s.Conn.Write(p)
-}
-
-// CloseWrite sends close_notify, then half-closes TCP.
-func (s *socket) CloseWrite() error {
-	s.Conn.CloseWrite()
-	return s.raw.CloseWrite()
-}
+// done counts a handshake's outcome.
+func (d *downstream) done(s transport.Session, err error) { d.stats.done(s.(*Conn), err) }
 
 // upstream is a built TLCP client context.
 type upstream struct {

@@ -240,54 +240,11 @@ func (d *downstream) Wrap(s network.Socket) (network.Socket, error) {
 	if cfg == nil {
 		return nil, errors.New("the TLS context is waiting for its secrets")
 	}
-	return &socket{Conn: gotls.Server(nc, cfg), raw: s, timeout: d.handshake, stats: d.stats}, nil
+	return transport.NewBlocking(gotls.Server(nc, cfg), s, d.handshake, d.done), nil
 }
 
-// socket is a TLS connection as a network.Socket.
-type socket struct {
-	*gotls.Conn
-	raw     network.Socket
-	timeout time.Duration // of the handshake
-	stats   *sslStats
-	once    sync.Once
-	hsErr   error
-}
-
-// handshake runs the handshake once, bounded by the timeout, on whichever
-// goroutine comes first: the reader's first Read, or a write before it
-// (a server-first protocol's greeting through tcp_proxy); the other
-// waits for it.
-func (s *socket) handshake() error {
-	s.once.Do(func() {
-		s.Conn.SetDeadline(time.Now().Add(s.timeout))
-		s.hsErr = s.Conn.Handshake()
-		s.Conn.SetDeadline(time.Time{})
-		s.stats.done(s.Conn.ConnectionState(), s.hsErr)
-	})
-	return s.hsErr
-}
-
-// Read completes the handshake on the first call.
-func (s *socket) Read(p []byte) (int, error) {
-	if err := s.handshake(); err != nil {
-		return 0, err
-	}
-	return s.Conn.Read(p)
-}
-
-// Write completes the handshake first, if it has not run yet.
-func (s *socket) Write(p []byte) (int, error) {
-	if err := s.handshake(); err != nil {
-		return 0, err
-	}
-	return s.Conn.Write(p)
-}
-
-// CloseWrite sends close_notify, then half-closes the TCP connection.
-func (s *socket) CloseWrite() error {
-	s.Conn.CloseWrite()
-	return s.raw.CloseWrite()
-}
+// done counts a handshake's outcome.
+func (d *downstream) done(s transport.Session, err error) { d.stats.done(s.ConnectionState(), err) }
 
 // Transport implements transport.NonBlocking: TLS under epoll.
 func (d *downstream) Transport(c *network.Conn) (transport.Socket, error) {
@@ -296,6 +253,5 @@ func (d *downstream) Transport(c *network.Conn) (transport.Socket, error) {
 		return nil, errors.New("the TLS context is waiting for its secrets")
 	}
 	return transport.NewNonBlocking(c, d.handshake,
-		func(nc net.Conn) transport.Session { return gotls.Server(nc, cfg) },
-		func(s transport.Session, err error) { d.stats.done(s.ConnectionState(), err) }), nil
+		func(nc net.Conn) transport.Session { return gotls.Server(nc, cfg) }, d.done), nil
 }

@@ -12,8 +12,6 @@ package rbac
 
 import (
 	"errors"
-	"net"
-	"net/netip"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	"github.com/straitproxy/strait/config"
@@ -105,15 +103,10 @@ func (f *factory) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool
 		return filter.Continue
 	}
 	si := cb.Info()
-	req := engine.Request{Headers: h, Path: h.Path(), Source: addr(si.RemoteAddr).Addr(), Remote: si.ClientAddr,
-		Dest: addr(si.LocalAddr)}
-	if c := si.Conn; c != nil {
-		req.Peer = c.Peer()
-		if cs, ok := c.TLSState(); ok {
-			req.SNI = cs.ServerName
-		} else if in := c.Info(); in != nil {
-			req.SNI = in.ServerName
-		}
+	req := engine.ConnRequest(si.Conn)
+	req.Headers, req.Path = h, h.Path()
+	if si.ClientAddr.IsValid() {
+		req.Remote = si.ClientAddr
 	}
 	if r.shadow != nil {
 		if ok, _ := r.shadow.Allowed(&req); ok {
@@ -132,14 +125,4 @@ func (f *factory) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool
 	}
 	f.allowed.Inc()
 	return filter.Continue
-}
-
-// addr is a net.Addr as an AddrPort (zero when it is not IP).
-func addr(a net.Addr) netip.AddrPort {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
-			return netip.AddrPortFrom(ip.Unmap(), uint16(ta.Port))
-		}
-	}
-	return netip.AddrPort{}
 }

@@ -10,8 +10,6 @@ package rbac
 
 import (
 	"errors"
-	"net"
-	"net/netip"
 	"time"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
@@ -96,7 +94,7 @@ func (c *conn) OnData(cb filter.ConnCallbacks, data []byte, _ bool) (int, filter
 	first := !c.decided
 	c.decided = true
 	f := c.f
-	req := request(cb.Conn())
+	req := engine.ConnRequest(cb.Conn())
 	if first && f.shadow != nil {
 		if ok, _ := f.shadow.Allowed(&req); ok {
 			f.shadowAllowed.Inc()
@@ -130,28 +128,4 @@ func (c *conn) OnDestroy() {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-}
-
-// request is what the policies see of a connection.
-func request(c *network.Conn) engine.Request {
-	r := engine.Request{Source: addr(c.RemoteAddr()).Addr(), Dest: addr(c.LocalAddr()), Peer: c.Peer()}
-	r.Remote = r.Source
-	if cs, ok := c.TLSState(); ok {
-		r.SNI = cs.ServerName
-	} else if in := c.Info(); in != nil {
-		r.SNI = in.ServerName
-	}
-	return r
-}
-
-func addr(a net.Addr) netip.AddrPort {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
-			return netip.AddrPortFrom(ip.Unmap(), uint16(ta.Port))
-		}
-	}
-	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	return netip.AddrPort{}
 }
