@@ -3,6 +3,7 @@ package proxy
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/protocol"
@@ -48,6 +49,7 @@ type chainState struct {
 	edit       func(h *protocol.Headers)
 	resumeHook filter.Resumed // the stopped filter to call on resume
 	cur        *slot          // the filter being called
+	parkTimer  *time.Timer    // bounds the current park
 	// dataBuf, encBuf hand pieces of body to the filters.
 	dataBuf, encBuf filter.Buffer
 	// mu: the body pump's decoders and the worker's encoders never run
@@ -57,6 +59,9 @@ type chainState struct {
 
 // reset clears the state for the next stream, keeping its buffers.
 func (fx *chainState) reset() {
+	if fx.parkTimer != nil {
+		fx.parkTimer.Stop()
+	}
 	for i := range fx.chain {
 		fx.chain[i] = slot{}
 	}
@@ -317,8 +322,9 @@ const (
 	parkParked
 	parkEarly // Continue came before the filter returned Stop
 
-	parkGone  = 1 << 2 // the client left
-	parkShift = 3
+	parkGone     = 1 << 2 // the client left
+	parkTimedOut = 1 << 3 // the wait outlasted the request's time
+	parkShift    = 4
 )
 
 // parkCtl is a Stream's park word, kept apart from the Stream's fields
@@ -350,6 +356,30 @@ func (p *parkCtl) Resume(gen uint64) {
 			}
 		default:
 			return
+		}
+	}
+}
+
+// timeout ends the park gen when it lasted too long (the connection
+// manager's request_timeout, else stream_idle_timeout): the stream
+// resumes with the timed-out bit and answers 408.
+func (p *parkCtl) timeout(gen uint64) {
+	w := p.word.Load()
+	if w>>parkShift == gen && w&3 == parkParked &&
+		p.word.CompareAndSwap(w, (gen+1)<<parkShift|w&parkGone|parkTimedOut|parkRunning) {
+		p.s.cfg.Pool.Run(p.s)
+	}
+}
+
+// timedOut reports (and clears) the timed-out bit, on the worker.
+func (p *parkCtl) timedOut() bool {
+	for {
+		w := p.word.Load()
+		if w&parkTimedOut == 0 {
+			return false
+		}
+		if p.word.CompareAndSwap(w, w&^parkTimedOut) {
+			return true
 		}
 	}
 }
@@ -395,18 +425,43 @@ func (s *Stream) parkNow(r filter.Resumed) int {
 		case w&parkGone != 0:
 			s.fx.resumeHook = nil
 			s.unwatchPark()
+			s.stopParkTimer()
 			return clientOff
 		case w&3 == parkEarly:
 			p.word.Store((w>>parkShift+1)<<parkShift | parkRunning)
 			s.fx.resumeHook = nil
 			s.unwatchPark()
+			s.stopParkTimer()
 			return goOn
+		}
+		if d := s.parkLimit(); d > 0 && s.fx.parkTimer == nil {
+			// Armed before the stream is published; a resume stops it,
+			// and a late firing finds another generation.
+			gen := w >> parkShift
+			s.fx.parkTimer = time.AfterFunc(d, func() { p.timeout(gen) })
 		}
 		if p.word.CompareAndSwap(w, w&^3|parkParked) {
 			// Parked: from here another worker may run the stream;
 			// nothing touches it any more on this one.
 			return parkedNow
 		}
+	}
+}
+
+// parkLimit bounds a park: the request's timeout, else the stream idle
+// timeout (0: none).
+func (s *Stream) parkLimit() time.Duration {
+	if d := s.cfg.RequestTimeout; d > 0 {
+		return d
+	}
+	return s.cfg.StreamIdleTimeout
+}
+
+// stopParkTimer ends a park's bound, on the worker that resumed it.
+func (s *Stream) stopParkTimer() {
+	if fx := s.fx; fx != nil && fx.parkTimer != nil {
+		fx.parkTimer.Stop()
+		fx.parkTimer = nil
 	}
 }
 

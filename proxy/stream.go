@@ -130,6 +130,17 @@ func (s *Stream) release() {
 func (s *Stream) Run() {
 	if s.started {
 		s.unwatchPark()
+		s.stopParkTimer()
+		if s.park.timedOut() {
+			// A filter held the request past its time: 408, as Envoy's
+			// request timeout answers.
+			s.fx.resumeHook = nil
+			s.cfg.Stats.RqTimeout.Inc()
+			s.closeAfter = true
+			s.localReply(408, "request timeout", false)
+			s.finish()
+			return
+		}
 		s.resumeDecode()
 		return
 	}

@@ -431,3 +431,21 @@ func TestFaultDelayThenAbort(t *testing.T) {
 		t.Fatalf("an invalid abort header aborted: %d", resp.StatusCode)
 	}
 }
+
+// TestFilterParkTimeout: a request a filter holds past the connection
+// manager's request_timeout gets 408; the filter hears OnDestroy.
+func TestFilterParkTimeout(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	y := strings.Replace(filterBootstrap(up.Addr, probeFilter("a"), allRoutes), "          stat_prefix: in\n", "          stat_prefix: in\n          request_timeout: 0.3s\n", 1)
+	p := startProxy(t, y)
+	before := probeDestroyed.Load()
+	start := time.Now()
+	resp, body := doReq(t, "GET", p.url("in")+"/held", "", "x-delay-a", "10000")
+	if el := time.Since(start); resp.StatusCode != 408 || el < 250*time.Millisecond || el > 3*time.Second {
+		t.Fatalf("%d %q after %v", resp.StatusCode, body, el)
+	}
+	testutil.Eventually(t, 2*time.Second, "OnDestroy", func() bool { return probeDestroyed.Load() > before })
+	if up.Started.Load() != 0 {
+		t.Fatal("the held request reached the upstream")
+	}
+}
