@@ -185,3 +185,43 @@ func TestFaultConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestFiltersOverH2AndGRPC: the same RBAC and fault filters on HTTP/2
+// clients and gRPC calls to an HTTP/2 upstream (grpc-go's interop
+// server and client): a denial and an abort become gRPC statuses, a
+// delay holds an h2 stream, and the interop client's calls pass through
+// the chain untouched.
+func TestFiltersOverH2AndGRPC(t *testing.T) {
+	addr := startInteropServer(t)
+	filters := `          - name: envoy.filters.http.rbac
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              rules: { action: DENY, policies: { blocked: { permissions: [ { header: { name: x-block, present_match: true } } ], principals: [ { any: true } ] } } }
+` + faultFilter(`delay: { header_delay: {}, percentage: { numerator: 100 } }, abort: { header_abort: {}, percentage: { numerator: 100 } }`)
+	y := filterBootstrap(addr, filters, allRoutes)
+	y = strings.Replace(y, "    connect_timeout: 1s\n", "    connect_timeout: 1s\n"+h2Upstream+"\n", 1)
+	p := startProxy(t, y)
+	base := p.url("in") + "/grpc.testing.TestService/EmptyCall"
+	if r := grpcCall(t, base, map[string]string{"x-block": "1"}); r.StatusCode != 200 || grpcStatus(r) != "7" {
+		t.Fatalf("RBAC denial of a gRPC call: %d grpc-status %q", r.StatusCode, grpcStatus(r))
+	}
+	if r := grpcCall(t, base, map[string]string{"x-envoy-fault-abort-grpc-request": "14"}); grpcStatus(r) != "14" {
+		t.Fatalf("gRPC fault abort: grpc-status %q", grpcStatus(r))
+	}
+	start := time.Now()
+	if r := grpcCall(t, base, map[string]string{"x-envoy-fault-delay-request": "200"}); grpcStatus(r) != "0" || time.Since(start) < 200*time.Millisecond {
+		t.Fatalf("delayed gRPC call: grpc-status %q after %v", grpcStatus(r), time.Since(start))
+	}
+	// A plain HTTP/2 request denied by RBAC.
+	req, _ := http.NewRequest("GET", p.url("in")+"/x", nil)
+	req.Header.Set("x-block", "1")
+	resp, err := h2cClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 403 || resp.ProtoMajor != 2 {
+		t.Fatalf("h2 denial: %d over HTTP/%d", resp.StatusCode, resp.ProtoMajor)
+	}
+	runInterop(t, p.addr("in"))
+}
