@@ -126,6 +126,13 @@ static_resources:
       cluster_name: origin
       endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $up } } } } ] } ]
 YAML
+# FILTERS: HTTP filters (a YAML flow list's items, before the router)
+# for strait and strait-epoll; strait-base (BASE_BIN, which may be the
+# same binary) keeps the bare chain, so one run measures a chain's cost.
+cp "$work/strait.yaml" "$work/strait-bare.yaml"
+if [ -n "${FILTERS:-}" ]; then
+  sed -i "s|http_filters: \[ { name: envoy.filters.http.router|http_filters: [ $FILTERS, { name: envoy.filters.http.router|" "$work/strait.yaml"
+fi
 "$work/strait" -c "$work/strait.yaml" --log-level error & pid_strait=$!
 sed "s/port_value: $p_strait /port_value: $p_epoll /" "$work/strait.yaml" > "$work/strait-epoll.yaml"
 "$work/strait" -c "$work/strait-epoll.yaml" --io-model epoll --log-level error & pid_epoll=$!
@@ -133,7 +140,7 @@ sed "s/port_value: $p_strait /port_value: $p_epoll /" "$work/strait.yaml" > "$wo
 # "strait-base" (netpoll) in the same rotation, to measure a change.
 if [ -n "${BASE_BIN:-}" ]; then
   p_base=$(freeport)
-  sed "s/port_value: $p_strait /port_value: $p_base /" "$work/strait.yaml" > "$work/strait-base.yaml"
+  sed "s/port_value: $p_strait /port_value: $p_base /" "$work/strait-bare.yaml" > "$work/strait-base.yaml"
   "$BASE_BIN" -c "$work/strait-base.yaml" --log-level error & pid_base=$!
   waitport $p_base
 fi
