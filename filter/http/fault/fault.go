@@ -182,8 +182,15 @@ func build(bc *filter.BuildContext, m *faultv3.HTTPFault) (*factory, error) {
 		aborts: sc.Counter("aborts_injected"), overflw: sc.Counter("faults_overflow"), byDown: map[string][2]*stats.Counter{}}, nil
 }
 
-// New implements filter.HTTPFactory.
-func (f *factory) New() filter.StreamFilter { return &stream{f: f} }
+// New implements filter.HTTPFactory: the per-stream state comes from a
+// pool and goes back at OnDestroy, the stream's last call.
+func (f *factory) New() filter.StreamFilter {
+	st := streamPool.Get().(*stream)
+	st.f = f
+	return st
+}
+
+var streamPool = sync.Pool{New: func() any { return new(stream) }}
 
 // stream is one request's fault state.
 type stream struct {
@@ -275,15 +282,17 @@ func (st *stream) OnResume(cb filter.Callbacks) filter.Status {
 	return filter.Stop
 }
 
-// OnDestroy ends the fault: the timer stops, the active count drops.
+// OnDestroy ends the fault: the timer stops, the active count drops,
+// and the state goes back to the pool.
 func (st *stream) OnDestroy() {
 	if st.timer != nil {
 		st.timer.Stop()
 	}
 	if st.active {
-		st.active = false
 		st.f.active.Dec()
 	}
+	*st = stream{}
+	streamPool.Put(st)
 }
 
 // applies checks the request against the fault's scope.

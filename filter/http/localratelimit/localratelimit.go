@@ -137,7 +137,21 @@ func (f *factory) limiterFor(s *settings) *limiter {
 		stLimited: sc.Counter("rate_limited"), stOK: sc.Counter("ok")}
 }
 
-func (f *factory) New() filter.StreamFilter { return &stream{f: f} }
+// New implements filter.HTTPFactory: the per-stream state comes from a
+// pool and goes back at OnDestroy.
+func (f *factory) New() filter.StreamFilter {
+	st := streamPool.Get().(*stream)
+	st.f = f
+	return st
+}
+
+var streamPool = sync.Pool{New: func() any { return new(stream) }}
+
+// OnDestroy returns the state to the pool.
+func (st *stream) OnDestroy() {
+	*st = stream{}
+	streamPool.Put(st)
+}
 
 type stream struct {
 	f         *factory
