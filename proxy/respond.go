@@ -1,0 +1,136 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+)
+
+// Relaying the response downstream, through the encoders.
+
+// filterResponseData passes a piece of response body (and at its end the
+// trailers) through the encoders; false: a buffering encoder passed the
+// buffer limit.
+func (s *Stream) filterResponseData(data []byte, err error) ([]byte, bool) {
+	t := s.us.Trailers()
+	end := err == io.EOF && t == nil
+	out, ok := s.encodeData(data, end, false)
+	if ok && err == io.EOF && t != nil {
+		var rest []byte
+		if rest, ok = s.encodeData(nil, false, true); ok && len(rest) > 0 {
+			out = append(out[:len(out):len(out)], rest...)
+		}
+		if ok {
+			s.encodeTrailers(t)
+		}
+	}
+	return out, ok
+}
+
+// errFilterReplied ends an attempt whose request a data filter answered.
+var errFilterReplied = errors.New("a filter answered the request")
+
+// errEncodeBuffer ends a response an encoder buffered past the limit.
+var errEncodeBuffer = errors.New("response buffer limit exceeded")
+
+// respond relays the response: headers, then body as it arrives.
+func (s *Stream) respond() {
+	resp := &s.resp
+	cl := s.cluster
+	s.status = resp.StatusCode()
+	cl.Stats.CountStatus(s.status)
+	s.upstreamServiceTime(resp)
+	s.route.ApplyResponseHeaders(resp, s.req, s.varsFor())
+	if s.encN > 0 {
+		s.encodeHeaders(resp, s.us.EndStream())
+		if r := s.fx.replace; r != nil {
+			// An encoder replaced the upstream's answer.
+			s.fx.replace = nil
+			s.endAttempt(false)
+			s.closeAfter = true
+			s.fx.edit = r.edit
+			s.encN = 0 // the reply is the encoders' own
+			s.localReply(r.status, r.body, false)
+			s.fx.edit = nil
+			return
+		}
+	}
+	s.finalizeResponseHeaders(resp)
+	if s.upgrade && s.status == 101 {
+		s.tunnel()
+		return
+	}
+	end := s.us.EndStream()
+	s.respStarted = true
+	if !end {
+		s.holdIfMore(s.ds, s.us) // the body at hand: one write for both
+	}
+	err := s.ds.WriteHeaders(resp, end)
+	if err == nil && !end {
+		err = s.relayBody()
+	}
+	s.endAttempt(err == nil)
+	if err != nil {
+		s.resetDownstream()
+	}
+}
+
+func (s *Stream) relayBody() error {
+	timed := !s.deadline.IsZero() || s.streamIdle() > 0 || s.perTryIdle() > 0
+	for {
+		if timed {
+			s.us.SetDeadline(s.bodyDeadline())
+		}
+		data, err := s.us.ReadData()
+		if s.anyEncData && (len(data) > 0 || err == io.EOF) {
+			var ok bool
+			if data, ok = s.filterResponseData(data, err); !ok {
+				return errEncodeBuffer
+			}
+		}
+		if len(data) > 0 {
+			last := err == io.EOF && s.us.Trailers() == nil
+			if !last {
+				s.holdIfMore(s.ds, s.us) // more (or the trailers) at hand
+			}
+			if werr := s.ds.WriteData(data, last); werr != nil || last {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			if t := s.us.Trailers(); t != nil {
+				return s.ds.WriteTrailers(t)
+			}
+			return s.ds.WriteData(nil, true)
+		}
+		if err != nil {
+			s.countBodyFailure(err)
+			return err
+		}
+	}
+}
+
+// countBodyFailure counts a timeout, or an upstream reset, that cut a
+// response under way.
+func (s *Stream) countBodyFailure(err error) {
+	switch classify(err, false).Kind {
+	case KindReset, KindResetBeforeHeaders, KindMalformed:
+		s.cluster.Stats.RqRxReset.Inc()
+		s.flags = "UR"
+		return
+	case KindTimeout:
+	default:
+		return
+	}
+	switch s.timer {
+	case timerStreamIdle:
+		s.cfg.Stats.RqIdleTimeout.Inc()
+		s.flags = "SI"
+	case timerPerTryIdle:
+		s.cluster.Stats.RqPerTryIdleTimeout.Inc()
+		s.flags = "UT"
+	case timerRoute:
+		s.cluster.Stats.RqTimeout.Inc()
+		s.cfg.Stats.RqTimeout.Inc()
+		s.flags = "UT"
+	}
+}
