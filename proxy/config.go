@@ -56,8 +56,12 @@ type Stats struct {
 	CxActive, RqActive                                                                                            *stats.Gauge
 	RqTotal, RqHTTP1Total, RqHTTP2Total, RqRxReset, RqTimeout, RqIdleTimeout, RqCompleted                         *stats.Counter
 	NoRoute, NoCluster, DirectResponse, Redirect, RqOverload, RqHeaderTimeout                                     *stats.Counter
-	RqClass                                                                                                       [6]*stats.Counter
-	RqTime                                                                                                        *stats.Histogram
+	// Mirroring: copies started, abandoned (lagging past the buffer
+	// limit, or the request cut short) and failed (no cluster, overflow,
+	// no host, upstream error or timeout).
+	MirrorTotal, MirrorAbandoned, MirrorFailed *stats.Counter
+	RqClass                                    [6]*stats.Counter
+	RqTime                                     *stats.Histogram
 }
 
 // NewStats makes the counters under http.<prefix>.
@@ -76,7 +80,9 @@ func NewStats(root *stats.Scope, prefix string) *Stats {
 		NoRoute:       sc.Counter("no_route"), NoCluster: sc.Counter("no_cluster"),
 		DirectResponse: sc.Counter("rq_direct_response"), Redirect: sc.Counter("rq_redirect"),
 		RqOverload: sc.Counter("downstream_rq_overload_close"), RqHeaderTimeout: sc.Counter("downstream_rq_header_timeout"),
-		RqTime: sc.Histogram("downstream_rq_time"),
+		RqTime:      sc.Histogram("downstream_rq_time"),
+		MirrorTotal: sc.Counter("rq_mirror_total"), MirrorAbandoned: sc.Counter("rq_mirror_abandoned"),
+		MirrorFailed: sc.Counter("rq_mirror_failed"),
 	}
 	for i := 1; i <= 5; i++ {
 		s.RqClass[i] = sc.Counter("downstream_rq_" + string(rune('0'+i)) + "xx")

@@ -18,6 +18,10 @@ const maxSafeRetries = 1
 // forward sends the request upstream, retrying as the route's policy says,
 // then relays the response.
 func (s *Stream) forward() {
+	if len(s.route.Mirrors) > 0 && !s.upgrade {
+		// (Upgraded streams are tunnels, not requests: not mirrored.)
+		s.startMirrors()
+	}
 	cl := s.cluster
 	if !cl.Breaker.AcquireRequest() {
 		cl.Stats.RqOverflow.Inc()

@@ -91,6 +91,8 @@ type Stream struct {
 	scratch []byte
 
 	bodyTimer *time.Timer
+	// mirrors are the request's shadow copies (mirror.go), nil mostly.
+	mirrors []*shadow
 
 	// The client leaving (protocol.Canceler) cancels the upstream attempt
 	// at once: gone is set, and abortUp, the attempt's stream, is aborted
@@ -472,6 +474,9 @@ func (s *Stream) finish() {
 	if s.fx != nil && len(s.fx.chain) > 0 {
 		s.destroyFilters()
 	}
+	if s.mirrors != nil {
+		s.detachMirrors()
+	}
 	if tracelog.On(s.cfg.Log) {
 		s.traceRequest()
 	}
@@ -515,6 +520,9 @@ func (s *Stream) readBody() ([]byte, error) {
 	if err == io.EOF {
 		s.bodyDone = true
 		s.reqTrailer = s.ds.RequestTrailers()
+	}
+	if s.mirrors != nil && (len(data) > 0 || err == io.EOF) {
+		s.mirrorBody(data, err == io.EOF, s.reqTrailer)
 	}
 	return data, err
 }

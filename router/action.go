@@ -54,6 +54,10 @@ type Route struct {
 	// opaque to this package: each is the per-route config type its
 	// filter registered (config.HTTPPerRoute).
 	PerFilterConfig map[string]any
+	// Mirrors are the request_mirror_policies in effect: the route's,
+	// else its virtual host's, else the route configuration's (only
+	// routes to a cluster mirror).
+	Mirrors []*MirrorPolicy
 
 	match        routeMatch
 	rewrite      pathRewrite

@@ -75,6 +75,9 @@ func Compile(rc *routev3.RouteConfiguration, opt Options) (*Table, error) {
 		return nil, err
 	}
 	c.rt = opt.Runtime
+	if c.mirrors, err = c.compileMirrors(rc.GetRequestMirrorPolicies(), ""); err != nil {
+		return nil, err
+	}
 	t := &Table{name: rc.GetName(), strip: strip}
 	if v := rc.GetValidateClusters(); v != nil {
 		t.validateClusters, t.validateSet = v.GetValue(), true
@@ -131,6 +134,8 @@ type compiler struct {
 	// filters is the route configuration's own typed_per_filter_config.
 	filters map[string]any
 	rt      *config.Runtime
+	// mirrors is the route configuration's request_mirror_policies.
+	mirrors []*MirrorPolicy
 }
 
 func newCompiler(rc *routev3.RouteConfiguration) (*compiler, error) {
@@ -198,6 +203,10 @@ func (c *compiler) virtualHost(cfg *routev3.VirtualHost, path string) (*VirtualH
 		return nil, err
 	}
 	filters := mergeFilters(c.filters, vhFilters)
+	vhMirrors, err := c.compileMirrors(cfg.GetRequestMirrorPolicies(), path)
+	if err != nil {
+		return nil, err
+	}
 	for i, rcfg := range cfg.GetRoutes() {
 		rpath := indexPath(path, "routes", i)
 		r, err := c.route(rcfg, rpath)
@@ -213,6 +222,9 @@ func (c *compiler) virtualHost(cfg *routev3.VirtualHost, path string) (*VirtualH
 			return nil, err
 		}
 		r.PerFilterConfig = mergeFilters(filters, rf)
+		if r.Cluster != "" || r.Weighted != nil {
+			r.Mirrors = mostSpecificMirrors(r.Mirrors, vhMirrors, c.mirrors)
+		}
 		// Until now headerLevels[0] held the route's own mutation.
 		r.headerLevels = c.levels(r.headerLevels[0], own)
 		vh.routes = append(vh.routes, r)
@@ -275,6 +287,9 @@ func (c *compiler) routeAction(r *Route, cfg *routev3.RouteAction, path string) 
 		return err
 	}
 	if err := r.setTimeouts(cfg, path); err != nil {
+		return err
+	}
+	if r.Mirrors, err = c.compileMirrors(cfg.GetRequestMirrorPolicies(), path); err != nil {
 		return err
 	}
 	if cfg.GetRetryPolicy() != nil {

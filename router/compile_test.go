@@ -283,16 +283,26 @@ request_headers_to_add:
   - match: {prefix: "/"}
     route: {inline_cluster_specifier_plugin: {extension: {name: p, typed_config: {"@type": type.googleapis.com/google.protobuf.StringValue, value: s}}}}
 `), Options{}, "routes[0].route.inline_cluster_specifier_plugin: not supported yet"},
-	{"route mirror", vh(`
+	{"mirror with both cluster specifiers", vh(`
   - match: {prefix: "/"}
-    route: {cluster: a, request_mirror_policies: [{cluster: m}]}
-`), Options{}, "routes[0].route.request_mirror_policies: not supported yet"},
-	{"config mirror", `
-request_mirror_policies: [{cluster: m}]
+    route: {cluster: a, request_mirror_policies: [{cluster: m, cluster_header: x-m}]}
+`), Options{}, "routes[0].route.request_mirror_policies[0]: only one of cluster and cluster_header may be set"},
+	{"mirror without a cluster", `
+request_mirror_policies: [{runtime_fraction: {default_value: {numerator: 5}}}]
 virtual_hosts:
 - name: one
   domains: ["*"]
-`, Options{}, "request_mirror_policies: not supported yet"},
+`, Options{}, "request_mirror_policies[0]: one of cluster and cluster_header is required"},
+	{"mirror cluster_header not a header", `
+virtual_hosts:
+- name: one
+  domains: ["*"]
+  request_mirror_policies: [{cluster_header: "x m"}]
+`, Options{}, `virtual_hosts[0].request_mirror_policies[0].cluster_header: "x m" is not a header name`},
+	{"mirror header mutations", vh(`
+  - match: {prefix: "/"}
+    route: {cluster: a, request_mirror_policies: [{cluster: m, request_headers_mutations: [{remove: x}]}]}
+`), Options{}, "routes[0].route.request_mirror_policies[0].request_headers_mutations: not supported yet"},
 	{"hash_policy", vh(`
   - match: {prefix: "/"}
     route: {cluster: a, hash_policy: [{header: {header_name: x}}]}

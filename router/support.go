@@ -23,11 +23,11 @@ var supportedFields = map[string]string{
 		response_headers_to_add response_headers_to_remove
 		most_specific_header_mutations_wins typed_per_filter_config
 		max_direct_response_body_size_bytes ignore_port_in_host_matching
-		validate_clusters -metadata`,
+		validate_clusters request_mirror_policies -metadata`,
 	"envoy.config.route.v3.VirtualHost": `name domains routes
 		request_headers_to_add request_headers_to_remove
 		response_headers_to_add response_headers_to_remove
-		typed_per_filter_config retry_policy -metadata`,
+		typed_per_filter_config retry_policy request_mirror_policies -metadata`,
 	"envoy.config.route.v3.Route": `name match route redirect direct_response
 		request_headers_to_add request_headers_to_remove
 		response_headers_to_add response_headers_to_remove
@@ -45,7 +45,10 @@ var supportedFields = map[string]string{
 	"envoy.config.route.v3.RouteAction": `cluster weighted_clusters
 		cluster_not_found_response_code prefix_rewrite regex_rewrite
 		host_rewrite_literal auto_host_rewrite append_x_forwarded_host
-		timeout idle_timeout retry_policy`,
+		timeout idle_timeout retry_policy request_mirror_policies`,
+	"envoy.config.route.v3.RouteAction.RequestMirrorPolicy": `cluster cluster_header
+		runtime_fraction trace_sampled disable_shadow_host_suffix_append
+		host_rewrite_literal`,
 	"envoy.config.route.v3.WeightedCluster":               `clusters total_weight`,
 	"envoy.config.route.v3.WeightedCluster.ClusterWeight": `name weight`,
 	"envoy.config.route.v3.RetryPolicy": `retry_on num_retries per_try_timeout
