@@ -13,6 +13,7 @@ import (
 	_ "github.com/straitproxy/strait/filter/http/router"
 	_ "github.com/straitproxy/strait/filter/listener/httpinspector"
 	_ "github.com/straitproxy/strait/filter/listener/tlsinspector"
+	_ "github.com/straitproxy/strait/filter/network/fault"
 	_ "github.com/straitproxy/strait/filter/network/httpconnmgr"
 	_ "github.com/straitproxy/strait/filter/network/rbac"
 	_ "github.com/straitproxy/strait/filter/network/tcpproxy"

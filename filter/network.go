@@ -2,6 +2,7 @@ package filter
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/straitproxy/strait/network"
 )
@@ -14,16 +15,31 @@ import (
 
 // ReadFilter is one connection's network read filter.
 type ReadFilter interface {
-	// OnNewConnection runs before the first bytes reach the filter;
+	// OnNewConnection runs when the connection is accepted, once its
+	// filters are attached and before anything is read, in chain order;
 	// Stop holds the connection (no bytes read) until the continuation
-	// resumes it.
+	// resumes it. It may Close the connection (an abort on accept).
 	OnNewConnection(cb ConnCallbacks) Status
 	// OnData is given bytes read and not yet let through (end: the peer
 	// closed its side after them). It returns how many of them go on to
 	// the next filters now (the rest are offered again with more), and
 	// Stop to hold the connection's reading until the continuation
-	// resumes it. data is valid only during the call.
+	// resumes it. data is valid only during the call. A Close called
+	// from OnData takes effect once the bytes it let through went on.
 	OnData(cb ConnCallbacks, data []byte, end bool) (n int, st Status)
+}
+
+// WriteFilter is implemented by read filters that also see what is
+// written to the connection (Envoy's write filters): writes meet them in
+// the reverse of the chain's order, before a transport socket encrypts
+// them. OnWrite returns the bytes to write in data's place, or an error
+// that fails the write; with network.ErrWriteClose or ErrWriteReset the
+// bytes returned are written, then the connection ends. It runs in the
+// writer's goroutine under the connection's write lock: it may block,
+// which pushes back on the writer (a bandwidth limit), but must not
+// write to the connection. data is valid only during the call.
+type WriteFilter interface {
+	OnWrite(cb ConnCallbacks, data []byte) ([]byte, error)
 }
 
 // ConnCallbacks is the connection as its read filters see it.
@@ -67,8 +83,20 @@ func (r readFactory) NewHandler(c *network.Conn, next network.Handler) (network.
 	if err != nil {
 		return nil, err
 	}
-	return &readHandler{f: f, next: next, c: c}, nil
+	h := &readHandler{f: f, next: next, c: c}
+	if w, ok := f.(WriteFilter); ok {
+		c.AddWriteFilter(writeAdapter{h, w})
+	}
+	return h, nil
 }
+
+// writeAdapter makes a WriteFilter a network.WriteFilter.
+type writeAdapter struct {
+	h *readHandler
+	w WriteFilter
+}
+
+func (a writeAdapter) OnWrite(p []byte) ([]byte, error) { return a.w.OnWrite(a.h, p) }
 
 // readHandler runs one read filter in front of the next handler.
 type readHandler struct {
@@ -77,6 +105,10 @@ type readHandler struct {
 	c    *network.Conn
 
 	started bool
+	// inData: OnData runs, and a Close waits for its bytes to go on
+	// (closing: 1, or 2 for a reset). Atomic: a timer may Close.
+	inData  atomic.Bool
+	closing atomic.Int32
 	// passed: bytes at the front of the unconsumed data that the filter
 	// let through and the next handler has not consumed yet (they are
 	// not shown to the filter again).
@@ -88,38 +120,69 @@ type readHandler struct {
 	state map[string]any
 }
 
-func (h *readHandler) OnRead(data []byte) int {
+// OnStart runs the filters' OnNewConnection at accept, in chain order
+// (listener: network.Start).
+func (h *readHandler) OnStart() {
+	h.start()
+	if s, ok := h.next.(network.Starter); ok && !h.c.Closed() {
+		s.OnStart()
+	}
+}
+
+func (h *readHandler) start() {
 	if !h.started {
 		h.started = true
-		if h.f.OnNewConnection(h) == Stop && h.hold() {
-			return 0
+		if h.f.OnNewConnection(h) == Stop {
+			h.hold()
 		}
 	}
-	if h.isHeld() {
+}
+
+func (h *readHandler) OnRead(data []byte) int {
+	h.start()
+	if h.isHeld() || h.c.Closed() {
 		return 0
 	}
 	total := h.passed
 	if fresh := data[total:]; len(fresh) > 0 {
+		h.inData.Store(true)
 		n, st := h.f.OnData(h, fresh, false)
+		h.inData.Store(false)
 		total += max(0, min(n, len(fresh)))
 		if st == Stop && h.hold() {
 			// What it let through still goes on.
 			if total == 0 {
+				h.closeIfAsked()
 				return 0
 			}
 		}
 	}
 	if total == 0 || h.c.Closed() {
+		h.closeIfAsked()
 		return 0
 	}
 	m := h.next.OnRead(data[:total])
 	h.passed = total - m
+	h.closeIfAsked()
 	return m
+}
+
+// closeIfAsked ends the connection as OnData asked, its bytes gone on.
+func (h *readHandler) closeIfAsked() {
+	switch h.closing.Load() {
+	case 1:
+		h.c.Close()
+	case 2:
+		h.c.Reset()
+	}
 }
 
 func (h *readHandler) OnEOF() {
 	if !h.isHeld() && !h.c.Closed() {
+		h.inData.Store(true)
 		h.f.OnData(h, nil, true)
+		h.inData.Store(false)
+		h.closeIfAsked()
 	}
 	if !h.c.Closed() {
 		h.next.OnEOF()
@@ -170,10 +233,17 @@ func (h *readHandler) Conn() *network.Conn { return h.c }
 func (h *readHandler) Continuation() ConnContinuation { return ConnContinuation{h} }
 
 func (h *readHandler) Close(reset bool) {
-	if reset {
-		if l, ok := h.c.Socket().(interface{ SetLinger(int) error }); ok {
-			l.SetLinger(0)
+	if h.inData.Load() {
+		if reset {
+			h.closing.Store(2)
+		} else {
+			h.closing.CompareAndSwap(0, 1)
 		}
+		return
+	}
+	if reset {
+		h.c.Reset()
+		return
 	}
 	h.c.Close()
 }

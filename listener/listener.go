@@ -263,6 +263,7 @@ func (l *Listener) serveConn(c *network.Conn) {
 	} else {
 		c.SetHandler(t)
 	}
+	network.Start(h) // the read filters' OnNewConnection
 	l.io.Start(c)
 	if l.draining.Load() {
 		drain(h, c)

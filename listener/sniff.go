@@ -213,9 +213,15 @@ func (s *sniffer) handOver(data []byte) int {
 	}
 	if sock != nil {
 		sock.SetInner(t)
-		sock.OnRead(data)
 	} else {
 		c.SetHandler(t)
+	}
+	network.Start(h) // the read filters' OnNewConnection
+	if c.Closed() {
+		return len(data)
+	}
+	if sock != nil {
+		sock.OnRead(data)
 	}
 	if l.draining.Load() {
 		drain(h, c)

@@ -28,6 +28,21 @@ type Handler interface {
 	OnClose(err error)
 }
 
+// Starter is implemented by handlers that act when their connection is
+// accepted, before anything is read (network read filters'
+// OnNewConnection). Start calls it.
+type Starter interface {
+	OnStart()
+}
+
+// Start runs h's OnStart if it has one; the listener calls it once a
+// connection's handlers are attached, before the I/O model starts it.
+func Start(h Handler) {
+	if s, ok := h.(Starter); ok {
+		s.OnStart()
+	}
+}
+
 // ErrBufferLimit is the cause of a close when a handler leaves more bytes
 // unconsumed than the connection's buffer limit allows.
 var ErrBufferLimit = errors.New("network: read buffer limit exceeded")
@@ -94,6 +109,56 @@ type Conn struct {
 	tr Transport
 	// secure: a transport socket (TLS) carries the connection.
 	secure bool
+
+	// base is the socket as accepted or dialled, under any transport
+	// (Reset sets its SO_LINGER).
+	base Socket
+	// wf are the network write filters, in the order writes meet them.
+	wf []WriteFilter
+}
+
+// WriteFilter sees the bytes written to a connection before its socket
+// (and before a transport socket encrypts them): a network write filter.
+type WriteFilter interface {
+	// OnWrite returns the bytes to write in p's place (p itself, a part
+	// of it, or another buffer) or an error that fails the write. It runs
+	// under the connection's write lock, in the writer's goroutine: it
+	// may block, which pushes back on the writer (a bandwidth limit), but
+	// must not write to the connection itself. p is valid only during
+	// the call.
+	OnWrite(p []byte) ([]byte, error)
+}
+
+// AddWriteFilter appends f to the filters writes pass through; it is
+// called while the connection's filters are attached, before it starts.
+func (c *Conn) AddWriteFilter(f WriteFilter) { c.wf = append(c.wf, f) }
+
+// ErrWriteClose and ErrWriteReset, returned by a write filter with the
+// bytes it still lets out, end the connection once they are written:
+// with a FIN, or with a reset. The write fails with the error.
+var (
+	ErrWriteClose = errors.New("network: a write filter closed the connection")
+	ErrWriteReset = errors.New("network: a write filter reset the connection")
+)
+
+// filterWrite passes p through the write filters (under wmu).
+func (c *Conn) filterWrite(p []byte) ([]byte, error) {
+	for _, f := range c.wf {
+		var err error
+		if p, err = f.OnWrite(p); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+// Reset closes the connection with a TCP RST (SO_LINGER 0) instead of a
+// FIN where the socket allows it, dropping unsent bytes.
+func (c *Conn) Reset() error {
+	if l, ok := c.base.(interface{ SetLinger(int) error }); ok {
+		l.SetLinger(0)
+	}
+	return c.Close()
 }
 
 // Transport is a transport socket the I/O model drives from outside the
@@ -210,7 +275,7 @@ func (c *Conn) SetInfo(i *ConnInfo) { c.info = i }
 // NewConn wraps raw. ctx is the parent (the listener's); Conn.Context is
 // cancelled when the connection closes.
 func NewConn(ctx context.Context, raw Socket) *Conn {
-	return &Conn{raw: raw, parent: ctx, ReadBufferSize: bufpool.Medium, BufferLimit: 1 << 20}
+	return &Conn{raw: raw, base: raw, parent: ctx, ReadBufferSize: bufpool.Medium, BufferLimit: 1 << 20}
 }
 
 // SetHandler sets the receiver of reads. It is called before the I/O
@@ -274,6 +339,11 @@ func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	var n int
 	var err error
+	if c.wf != nil {
+		n, err = c.writeFiltered(p)
+		c.wmu.Unlock()
+		return n, err
+	}
 	if c.tr != nil {
 		n, err = c.tr.Write(p)
 	} else {
@@ -284,11 +354,55 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// writeFiltered writes p through the write filters (under wmu); it
+// reports len(p) written when all the filters let out went.
+func (c *Conn) writeFiltered(p []byte) (int, error) {
+	out, ferr := c.filterWrite(p)
+	ending := ferr == ErrWriteClose || ferr == ErrWriteReset
+	if ferr != nil && !ending {
+		return 0, ferr
+	}
+	var n int
+	var err error
+	if len(out) > 0 {
+		if c.tr != nil {
+			n, err = c.tr.Write(out)
+		} else {
+			n, err = c.raw.Write(out)
+		}
+	}
+	c.tx.Add(uint64(n))
+	if ending {
+		if ferr == ErrWriteReset {
+			c.Reset()
+		} else {
+			c.Close()
+		}
+		return n, ferr
+	}
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
 // Writev writes the buffers in order as one gathered write.
 func (c *Conn) Writev(bufs ...[]byte) (int64, error) {
 	var n int64
 	var err error
 	c.wmu.Lock()
+	if c.wf != nil {
+		for _, b := range bufs {
+			var m int
+			m, err = c.writeFiltered(b)
+			n += int64(m)
+			if err != nil {
+				break
+			}
+		}
+		c.wmu.Unlock()
+		return n, err
+	}
 	if c.tr != nil {
 		for _, b := range bufs {
 			var m int

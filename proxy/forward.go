@@ -18,10 +18,6 @@ const maxSafeRetries = 1
 // forward sends the request upstream, retrying as the route's policy says,
 // then relays the response.
 func (s *Stream) forward() {
-	if len(s.route.Mirrors) > 0 && !s.upgrade {
-		// (Upgraded streams are tunnels, not requests: not mirrored.)
-		s.startMirrors()
-	}
 	cl := s.cluster
 	if !cl.Breaker.AcquireRequest() {
 		cl.Stats.RqOverflow.Inc()
@@ -32,6 +28,12 @@ func (s *Stream) forward() {
 	cl.Stats.RqTotal.Inc()
 	cl.Stats.RqActive.Inc()
 	defer cl.Stats.RqActive.Dec()
+	if len(s.route.Mirrors) > 0 && !s.upgrade && !s.gone.Load() {
+		// After the primary's own circuit breaker: a copy never takes
+		// the primary's slot. (Upgraded streams are tunnels: not
+		// mirrored.)
+		s.startMirrors()
+	}
 	s.upStart = time.Now()
 	if s.route.Timeout > 0 {
 		// From here, as Envoy's router times a request: the time a

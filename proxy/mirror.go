@@ -33,21 +33,36 @@ type shadow struct {
 	// stream idle timeout.
 	until time.Time
 	limit int
+	// ctx ends with the copy's time, or when it is abandoned.
+	ctx    context.Context
+	cancel context.CancelFunc
 
-	mu        sync.Mutex
-	wake      chan struct{} // a send or abandon happened (cap 1)
+	mu   sync.Mutex
+	wake chan struct{} // a send or abandon happened (cap 1)
+	// queue holds the pieces not yet taken by the shadow; queued counts
+	// them, and inflight the pieces taken and still being written: the
+	// copy's lag behind the primary.
 	queue     [][]byte
 	queued    int
+	inflight  int
 	ended     bool // the request's end has been offered
 	trailers  *protocol.Headers
 	abandoned bool
-	us        protocol.ClientStream // set while open, for abandon
+	finished  bool // run returned: nothing more is taken
+
+	// usMu guards us, the open upstream stream, between abandon's
+	// cancel and the shadow's Close (never held by the primary).
+	usMu sync.Mutex
+	us   protocol.ClientStream
 }
 
 // startMirrors starts a shadow per sampled policy of the route.
 func (s *Stream) startMirrors() {
-	for i, p := range s.route.Mirrors {
-		if !p.Sampled(s.random ^ uint64(i+1)*0xbf58476d1ce4e5b9) {
+	// One sample for every policy of the request, as Envoy, apart from
+	// the route's own runtime_fraction sample.
+	sample := (s.random ^ 0x5851f42d4c957f2d) * 0xbf58476d1ce4e5b9
+	for _, p := range s.route.Mirrors {
+		if !p.Sampled(sample) {
 			continue
 		}
 		name := p.ClusterFor(s.req)
@@ -77,6 +92,7 @@ func (s *Stream) startMirrors() {
 			d = router.DefaultTimeout
 		}
 		m.until = time.Now().Add(d)
+		m.ctx, m.cancel = context.WithDeadline(context.Background(), m.until)
 		if s.ds.HeadersOnly() {
 			m.ended = true
 		}
@@ -99,9 +115,9 @@ func (s *Stream) mirrorBody(data []byte, end bool, trailers *protocol.Headers) {
 func (s *Stream) detachMirrors() {
 	for _, m := range s.mirrors {
 		m.mu.Lock()
-		ended := m.ended
+		cut := !m.ended && !m.finished
 		m.mu.Unlock()
-		if !ended {
+		if cut {
 			m.abandon()
 		}
 	}
@@ -110,12 +126,14 @@ func (s *Stream) detachMirrors() {
 
 func (m *shadow) offer(data []byte, end bool, trailers *protocol.Headers) {
 	m.mu.Lock()
-	if m.abandoned || m.ended {
+	if m.abandoned || m.ended || m.finished {
 		m.mu.Unlock()
 		return
 	}
 	if len(data) > 0 {
-		if m.queued+len(data) > m.limit {
+		// (A copy that has caught up takes a piece of any size: pieces
+		// may be larger than the limit.)
+		if lag := m.queued + m.inflight; lag > 0 && lag+len(data) > m.limit {
 			m.mu.Unlock()
 			m.abandon()
 			return
@@ -134,21 +152,29 @@ func (m *shadow) offer(data []byte, end bool, trailers *protocol.Headers) {
 	m.signal()
 }
 
-// abandon gives up the copy: its queue is dropped and its upstream
-// stream, if open, reset.
+// abandon gives up the copy: its queue is dropped, a wait for a
+// connection ends, and its upstream stream, if open, is reset on a
+// goroutine of its own (resetting may write to the shadow's socket,
+// which the primary must never wait for).
 func (m *shadow) abandon() {
 	m.mu.Lock()
-	if m.abandoned {
+	if m.abandoned || m.finished {
 		m.mu.Unlock()
 		return
 	}
 	m.abandoned = true
 	m.queue, m.queued = nil, 0
-	us := m.us
 	m.mu.Unlock()
 	m.stats.MirrorAbandoned.Inc()
-	cancelStream(us, errMirrorAbandoned)
+	m.cancel()
 	m.signal()
+	go func() {
+		m.usMu.Lock()
+		defer m.usMu.Unlock()
+		if m.us != nil {
+			cancelStream(m.us, errMirrorAbandoned)
+		}
+	}()
 }
 
 func (m *shadow) signal() {
@@ -177,25 +203,25 @@ func (m *shadow) run() {
 	cl.Stats.RqTotal.Inc()
 	cl.Stats.RqActive.Inc()
 	defer cl.Stats.RqActive.Dec()
-	defer m.req.Recycle()
+	defer m.cancel()
 	start := time.Now()
-	ctx, cancel := context.WithDeadline(context.Background(), m.until)
-	defer cancel()
-	ok := m.exchange(ctx)
-	if !ok {
-		if m.isAbandoned() {
-			return // counted as abandoned
-		}
-		m.stats.MirrorFailed.Inc()
-		return
-	}
-	cl.Stats.RqTime.Observe(float64(time.Since(start).Microseconds()) / 1000)
-}
-
-func (m *shadow) isAbandoned() bool {
+	ok := m.exchange(m.ctx)
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.abandoned
+	m.finished = true
+	abandoned := m.abandoned
+	m.queue, m.queued = nil, 0
+	if m.trailers != nil {
+		m.trailers.Recycle()
+		m.trailers = nil
+	}
+	m.mu.Unlock()
+	m.req.Recycle()
+	switch {
+	case ok:
+		cl.Stats.RqTime.Observe(float64(time.Since(start).Microseconds()) / 1000)
+	case !abandoned:
+		m.stats.MirrorFailed.Inc() // (an abandoned copy counted already)
+	}
 }
 
 // exchange is the copy's one attempt (shadows are not retried).
@@ -211,25 +237,26 @@ func (m *shadow) exchange(ctx context.Context) bool {
 	defer h.Active.Add(-1)
 	us, conn, err := m.open(ctx, h)
 	if err != nil {
-		h.RqError.Add(1)
+		if ctx.Err() == nil {
+			h.RqError.Add(1)
+		}
 		return false
 	}
 	reusable := false
 	defer func() {
-		m.mu.Lock()
+		m.usMu.Lock()
 		m.us = nil
-		m.mu.Unlock()
 		r := us.Close() && reusable
+		m.usMu.Unlock()
 		if conn != nil {
 			h.Pool().Release(conn, r)
 		}
 	}()
-	m.mu.Lock()
+	m.usMu.Lock()
 	m.us = us
-	gone := m.abandoned
-	m.mu.Unlock()
-	if gone {
-		return false
+	m.usMu.Unlock()
+	if ctx.Err() != nil {
+		return false // abandoned (or out of time) while connecting
 	}
 	us.SetDeadline(m.until)
 	if err := m.send(ctx, us); err != nil {
@@ -268,7 +295,15 @@ func (m *shadow) open(ctx context.Context, h *upstream.Host) (protocol.ClientStr
 		us, _, err := h.Mux().NewStream(ctx, wait)
 		return us, nil, err
 	}
-	conn, err := h.Pool().Acquire(ctx, wait, upstream.ReuseAny)
+	// A body cannot be sent twice: a pooled connection is probed first,
+	// as the primary does for requests it may not replay.
+	reuse := upstream.ReuseAny
+	m.mu.Lock()
+	if !m.ended || m.queued > 0 || m.trailers != nil {
+		reuse = upstream.ReuseChecked
+	}
+	m.mu.Unlock()
+	conn, err := h.Pool().Acquire(ctx, wait, reuse)
 	if errors.Is(err, upstream.ErrProtocolSwitched) {
 		return m.open(ctx, h)
 	}
@@ -289,7 +324,7 @@ func (m *shadow) send(ctx context.Context, us protocol.ClientStream) error {
 	for {
 		m.mu.Lock()
 		q, ended, tr, gone := m.queue, m.ended, m.trailers, m.abandoned
-		m.queue, m.queued = nil, 0
+		m.queue, m.inflight, m.queued = nil, m.queued, 0
 		m.mu.Unlock()
 		if gone {
 			return errMirrorAbandoned
@@ -303,6 +338,9 @@ func (m *shadow) send(ctx context.Context, us protocol.ClientStream) error {
 				return nil
 			}
 		}
+		m.mu.Lock()
+		m.inflight = 0
+		m.mu.Unlock()
 		if ended {
 			if tr != nil {
 				return us.WriteTrailers(tr)

@@ -521,7 +521,7 @@ func (s *Stream) readBody() ([]byte, error) {
 		s.bodyDone = true
 		s.reqTrailer = s.ds.RequestTrailers()
 	}
-	if s.mirrors != nil && (len(data) > 0 || err == io.EOF) {
+	if s.mirrors != nil && (err == nil && len(data) > 0 || err == io.EOF) {
 		s.mirrorBody(data, err == io.EOF, s.reqTrailer)
 	}
 	return data, err

@@ -223,7 +223,7 @@ func (c *compiler) virtualHost(cfg *routev3.VirtualHost, path string) (*VirtualH
 		}
 		r.PerFilterConfig = mergeFilters(filters, rf)
 		if r.Cluster != "" || r.Weighted != nil {
-			r.Mirrors = mostSpecificMirrors(r.Mirrors, vhMirrors, c.mirrors)
+			r.Mirrors = c.mostSpecificMirrors(r.Mirrors, vhMirrors, c.mirrors)
 		}
 		// Until now headerLevels[0] held the route's own mutation.
 		r.headerLevels = c.levels(r.headerLevels[0], own)

@@ -55,7 +55,7 @@ func (p *MirrorPolicy) ShadowHost(host []byte) string {
 	switch {
 	case p.HostRewrite != "":
 		return p.HostRewrite
-	case p.NoShadowSuffix:
+	case p.NoShadowSuffix || len(host) == 0:
 		return string(host)
 	}
 	if i := portStart(host); i >= 0 {
@@ -82,8 +82,6 @@ func (c *compiler) compileMirrors(cfgs []*routev3.RouteAction_RequestMirrorPolic
 			if err := validHeaderName(mp.ClusterHeader); err != nil {
 				return nil, config.At(p+".cluster_header", err)
 			}
-		default:
-			c.clusters[mp.Cluster] = struct{}{}
 		}
 		if ts := m.GetTraceSampled(); ts != nil {
 			v := ts.GetValue()
@@ -115,10 +113,16 @@ func validHeaderName(name string) error {
 
 // mostSpecificMirrors picks the policies of the most specific level that
 // has any: route over virtual host over route configuration; levels are
-// not merged (Envoy).
-func mostSpecificMirrors(levels ...[]*MirrorPolicy) []*MirrorPolicy {
+// not merged (Envoy). The clusters they name are the table's (for
+// validate_clusters): those of policies no route uses are not.
+func (c *compiler) mostSpecificMirrors(levels ...[]*MirrorPolicy) []*MirrorPolicy {
 	for _, l := range levels {
 		if len(l) > 0 {
+			for _, p := range l {
+				if p.Cluster != "" {
+					c.clusters[p.Cluster] = struct{}{}
+				}
+			}
 			return l
 		}
 	}

@@ -26,6 +26,12 @@ virtual_hosts:
   routes:
   - match: {prefix: /}
     route: {cluster: c}
+- name: unused
+  domains: [u]
+  request_mirror_policies: [{cluster: unused}]
+  routes:
+  - match: {prefix: /}
+    direct_response: {status: 200}
 `, Options{})
 	get := func(host, path string) *Route {
 		t.Helper()
@@ -64,6 +70,7 @@ virtual_hosts:
 	if !get("a", "/x").Mirrors[0].Sampled(12345) {
 		t.Error("a policy without runtime_fraction did not sample")
 	}
+	// (No route mirrors to "unused": validate_clusters does not need it.)
 	want := []string{"c", "global", "own", "vh1"}
 	if got := tb.ClusterNames(); len(got) != len(want) {
 		t.Errorf("cluster names %v, want %v", got, want)

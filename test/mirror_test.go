@@ -82,7 +82,13 @@ func TestMirrorHealthy(t *testing.T) {
 	up := testutil.StartUpstream(t)
 	mir := startMirrorServer(t, false)
 	mir2 := startMirrorServer(t, true)
-	boot := filterBootstrap(up.Addr, "", mirrorRoutes(`[{cluster: mirror}, {cluster_header: x-mirror-to, disable_shadow_host_suffix_append: true}]`)) +
+	routes := `              - match: { prefix: "/status/" }
+                route:
+                  cluster: backend
+                  retry_policy: { retry_on: 5xx, num_retries: 1 }
+                  request_mirror_policies: [{cluster: mirror}, {cluster_header: x-mirror-to, disable_shadow_host_suffix_append: true}]
+` + mirrorRoutes(`[{cluster: mirror}, {cluster_header: x-mirror-to, disable_shadow_host_suffix_append: true}]`)
+	boot := filterBootstrap(up.Addr, "", routes) +
 		staticCluster("mirror", mir.addr) + staticCluster("mirror2", mir2.addr) +
 		`    typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
@@ -125,11 +131,32 @@ func TestMirrorHealthy(t *testing.T) {
 			want = append(want, sent{"shop.example-shadow:8080", path, body})
 		}
 	}
+	// A big body streamed to the HTTP/2 mirror arrives whole.
+	req, _ := http.NewRequest("POST", p.url("in")+"/echo/big-h2", io.MultiReader(bytes.NewReader(big)))
+	req.Host = "shop.example"
+	req.Header.Set("x-mirror-to", "mirror2")
+	resp, err := clients["h1"].Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	want = append(want, sent{"shop.example-shadow", "/echo/big-h2", big})
+	want2 = append(want2, sent{"shop.example", "/echo/big-h2", big})
+	// A retried request is mirrored once.
+	req, _ = http.NewRequest("POST", p.url("in")+"/status/503", strings.NewReader("retried body"))
+	req.Host = "shop.example"
+	if resp, err = clients["h1"].Do(req); err != nil || resp.StatusCode != 503 {
+		t.Fatalf("retried: %v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	want = append(want, sent{"shop.example-shadow", "/status/503", []byte("retried body")})
 	// A request with trailers goes whole to the mirror too.
-	req, _ := http.NewRequest("POST", p.url("in")+"/trailers", io.MultiReader(strings.NewReader("with trailers")))
+	req, _ = http.NewRequest("POST", p.url("in")+"/trailers", io.MultiReader(strings.NewReader("with trailers")))
 	req.Host = "shop.example"
 	req.Trailer = http.Header{"X-Req": {"t-value"}}
-	resp, err := clients["h2c"].Do(req)
+	resp, err = clients["h2c"].Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +188,8 @@ func TestMirrorHealthy(t *testing.T) {
 	check(mir, want)
 	check(mir2, want2)
 	testutil.Eventually(t, 5*time.Second, "mirror stats", func() bool {
-		return p.stat("http.in.rq_mirror_total") == int64(len(want)+len(want2)) && p.stat("cluster.mirror.upstream_rq_5xx") == int64(len(want))
+		return p.stat("http.in.rq_mirror_total") == int64(len(want)+len(want2)) && p.stat("cluster.mirror.upstream_rq_5xx") == int64(len(want)) &&
+			p.stat("cluster.backend.upstream_rq_retry") == 1
 	})
 	if n := p.stat("http.in.rq_mirror_abandoned") + p.stat("http.in.rq_mirror_failed"); n != 0 {
 		t.Errorf("%d mirror copies abandoned or failed", n)
@@ -253,6 +281,7 @@ func TestMirrorLagAbandoned(t *testing.T) {
 
 // TestMirrorNeverHurtsThePrimary: with the mirror black-holed (accepts,
 // never answers) or slow (answers after 5 s), 10,000 primary requests
+// (POSTs of 1 KiB)
 // each keep their p99 within 10 % of the requests without a mirror, in
 // the same run (the three kinds interleaved in blocks, so the machine's
 // noise falls on all of them alike), and the proxy's memory and
@@ -303,9 +332,11 @@ func TestMirrorNeverHurtsThePrimary(t *testing.T) {
 	const conc, block, per = 8, 500, 10000
 	tr := &http.Transport{MaxIdleConnsPerHost: conc}
 	c := &http.Client{Transport: tr}
+	body := strings.Repeat("b", 1024)
 	get := func(path string) time.Duration {
 		t0 := time.Now()
-		resp, err := c.Get(p.url("in") + path)
+		// A body: the copies stream it, so the body path is measured too.
+		resp, err := c.Post(p.url("in")+path, "text/plain", strings.NewReader(body))
 		if err != nil {
 			t.Error(err)
 			return 0

@@ -53,6 +53,16 @@ func (s *fdSocket) Write(p []byte) (int, error) {
 	return total, nil
 }
 
+// SetLinger sets SO_LINGER: 0 makes the close send a reset.
+func (s *fdSocket) SetLinger(sec int) error {
+	s.fdmu.RLock()
+	defer s.fdmu.RUnlock()
+	if s.fd < 0 {
+		return net.ErrClosed
+	}
+	return unix.SetsockoptLinger(s.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: int32(sec)})
+}
+
 // Writev writes the buffers in order with writev(2), all of them.
 func (s *fdSocket) Writev(bufs [][]byte) (int64, error) {
 	var total int64
