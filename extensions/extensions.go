@@ -15,6 +15,7 @@ import (
 	_ "github.com/straitproxy/strait/filter/listener/tlsinspector"
 	_ "github.com/straitproxy/strait/filter/network/fault"
 	_ "github.com/straitproxy/strait/filter/network/httpconnmgr"
+	_ "github.com/straitproxy/strait/filter/network/localratelimit"
 	_ "github.com/straitproxy/strait/filter/network/rbac"
 	_ "github.com/straitproxy/strait/filter/network/tcpproxy"
 	_ "github.com/straitproxy/strait/network/epoll"

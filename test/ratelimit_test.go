@@ -2,8 +2,11 @@ package test
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/straitproxy/strait/internal/testutil"
 )
@@ -74,6 +77,72 @@ func TestLocalRateLimit(t *testing.T) {
 	} {
 		if _, err := buildServer(filterBootstrap(up.Addr, rateLimitFilter(c.cfg), allRoutes)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", c.cfg, err, c.want)
+		}
+	}
+}
+
+// TestNetworkLocalRateLimit: envoy.filters.network.local_ratelimit in
+// front of tcp_proxy: each connection takes a token, one without is
+// closed before its bytes go on; share_key shares a bucket between two
+// listeners; runtime_enabled turns it off; both I/O models.
+func TestNetworkLocalRateLimit(t *testing.T) {
+	echo := testutil.StartEcho(t)
+	listener := func(name, lrl string) string {
+		return `  - name: ` + name + `
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.local_ratelimit
+        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit, stat_prefix: ` + name + `, ` + lrl + ` }
+      - name: envoy.filters.network.tcp_proxy
+        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: ` + name + `, cluster: echo }
+`
+	}
+	bucket := `token_bucket: { max_tokens: 3, fill_interval: 3600s }`
+	p := startProxy(t, `
+layered_runtime:
+  layers:
+  - name: static
+    static_layer: { lrl.off: false }
+static_resources:
+  listeners:
+`+listener("own", bucket)+
+		listener("a", bucket+`, share_key: pair`)+listener("b", bucket+`, share_key: pair`)+
+		listener("dark", `token_bucket: { max_tokens: 1, fill_interval: 3600s }, runtime_enabled: { default_value: true, runtime_key: lrl.off }`)+`  clusters:
+`+staticCluster("echo", echo))
+	// talk reports whether the connection was proxied (its bytes echoed).
+	talk := func(listener string) bool {
+		c, err := net.Dial("tcp", p.addr(listener))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "hi")
+		b := make([]byte, 2)
+		_, err = io.ReadFull(c, b)
+		return err == nil && string(b) == "hi"
+	}
+	var got []bool
+	for i := 0; i < 5; i++ {
+		got = append(got, talk("own"))
+	}
+	if fmt.Sprint(got) != "[true true true false false]" {
+		t.Fatalf("own bucket of 3: %v", got)
+	}
+	// a and b share three tokens.
+	got = []bool{talk("a"), talk("b"), talk("a"), talk("b"), talk("a")}
+	if fmt.Sprint(got) != "[true true true false false]" {
+		t.Fatalf("shared bucket of 3: %v", got)
+	}
+	for i := 0; i < 3; i++ {
+		if !talk("dark") {
+			t.Fatalf("runtime_enabled false: connection %d refused", i)
+		}
+	}
+	for name, want := range map[string]int64{"own": 2, "a": 1, "b": 1, "dark": 0} {
+		if n := p.stat("local_ratelimit." + name + ".rate_limited"); n != want {
+			t.Errorf("local_ratelimit.%s.rate_limited = %d, want %d", name, n, want)
 		}
 	}
 }

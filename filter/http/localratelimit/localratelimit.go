@@ -25,6 +25,7 @@ import (
 	lrlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/internal/tokenbucket"
 	"github.com/straitproxy/strait/protocol"
 	"github.com/straitproxy/strait/stats"
 	"google.golang.org/protobuf/proto"
@@ -62,28 +63,21 @@ type settings struct {
 	enabled, enforced *corev3.RuntimeFractionalPercent
 	xHeaders          bool
 	exhausted         bool
-	max, perFill      int64
-	interval          time.Duration
+	bucket            tokenbucket.Spec
 }
 
 func compile(m *lrlv3.LocalRateLimit) (*settings, error) {
 	if err := supported.Check(m); err != nil {
 		return nil, err
 	}
-	tb := m.GetTokenBucket()
-	if tb == nil {
-		return nil, config.At("token_bucket", errors.New("required"))
+	spec, err := tokenbucket.FromProto(m.GetTokenBucket())
+	if err != nil {
+		return nil, err
 	}
 	s := &settings{statPrefix: m.GetStatPrefix(), status: 429,
 		xHeaders:  m.GetEnableXRatelimitHeaders() == ratelimitv3.XRateLimitHeadersRFCVersion_DRAFT_VERSION_03,
 		exhausted: m.GetRateLimitedAsResourceExhausted(), enabled: m.GetFilterEnabled(), enforced: m.GetFilterEnforced(),
-		max: int64(tb.GetMaxTokens()), perFill: 1, interval: tb.GetFillInterval().AsDuration()}
-	if v := tb.GetTokensPerFill(); v != nil {
-		s.perFill = int64(v.GetValue())
-	}
-	if s.interval < 50*time.Millisecond {
-		return nil, config.At("token_bucket.fill_interval", errors.New("at least 50ms, as Envoy"))
-	}
+		bucket: spec}
 	if c := m.GetStatus().GetCode(); c != 0 {
 		if c < 400 || c > 599 {
 			return nil, config.At("status", errors.New("must be a 4xx or 5xx code"))
@@ -95,31 +89,10 @@ func compile(m *lrlv3.LocalRateLimit) (*settings, error) {
 
 // limiter is a bucket with its stats.
 type limiter struct {
-	s                *settings
-	mu               sync.Mutex
-	tokens           int64
-	last             time.Time // the last fill
+	s *settings
+	*tokenbucket.Bucket
 	stEnabled, stEnf *stats.Counter
 	stLimited, stOK  *stats.Counter
-}
-
-// take takes a token; it returns whether one was there, the tokens left
-// and the time to the next fill.
-func (l *limiter) take() (bool, int64, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.s
-	now := time.Now()
-	if n := int64(now.Sub(l.last) / s.interval); n > 0 {
-		l.tokens = min(s.max, l.tokens+n*s.perFill)
-		l.last = l.last.Add(time.Duration(n) * s.interval)
-	}
-	reset := s.interval - now.Sub(l.last)
-	if l.tokens == 0 {
-		return false, 0, reset
-	}
-	l.tokens--
-	return true, l.tokens, reset
 }
 
 type factory struct {
@@ -133,7 +106,7 @@ type factory struct {
 // limiterFor makes the bucket (full) and the stats of s.
 func (f *factory) limiterFor(s *settings) *limiter {
 	sc := f.sc.Scope(s.statPrefix+".http_local_rate_limit", "", "")
-	return &limiter{s: s, tokens: s.max, last: time.Now(), stEnabled: sc.Counter("enabled"), stEnf: sc.Counter("enforced"),
+	return &limiter{s: s, Bucket: tokenbucket.New(s.bucket), stEnabled: sc.Counter("enabled"), stEnf: sc.Counter("enforced"),
 		stLimited: sc.Counter("rate_limited"), stOK: sc.Counter("ok")}
 }
 
@@ -193,7 +166,7 @@ func (st *stream) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool
 		return filter.Continue
 	}
 	l.stEnabled.Inc()
-	ok, left, reset := l.take()
+	ok, left, reset := l.Take()
 	st.l, st.remaining, st.reset, st.counted = l, left, reset, true
 	if ok {
 		l.stOK.Inc()
@@ -218,7 +191,7 @@ func (st *stream) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool
 // EncodeHeaders adds the x-ratelimit headers.
 func (st *stream) EncodeHeaders(_ filter.Callbacks, h *protocol.Headers, _ bool) filter.Status {
 	if st.counted && st.l.s.xHeaders {
-		h.Set("x-ratelimit-limit", strconv.FormatInt(st.l.s.max, 10))
+		h.Set("x-ratelimit-limit", strconv.FormatInt(st.l.s.bucket.Max, 10))
 		h.Set("x-ratelimit-remaining", strconv.FormatInt(st.remaining, 10))
 		h.Set("x-ratelimit-reset", strconv.FormatInt(int64((st.reset+time.Second-1)/time.Second), 10))
 	}
