@@ -18,19 +18,25 @@ import (
 // strait.filters.network.fault end to end (issue 13): each mode seen
 // from a real client through tcp_proxy, under both I/O models.
 
-func l4FaultListener(name, fault, cluster string) string {
+// l4Listener is a listener named name whose chain is one network filter
+// (filterName with typedConfig, a flow mapping's inside) before
+// tcp_proxy to cluster.
+func l4Listener(name, filterName, typedConfig, cluster string) string {
 	return `  - name: ` + name + `
     address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
     filter_chains:
     - filters:
-      - name: strait.filters.network.fault
-        typed_config:
-          "@type": type.googleapis.com/xds.type.v3.TypedStruct
-          type_url: type.googleapis.com/strait.filters.network.fault.v1.Fault
-          value: { stat_prefix: ` + name + `, ` + fault + ` }
+      - name: ` + filterName + `
+        typed_config: { ` + typedConfig + ` }
       - name: envoy.filters.network.tcp_proxy
         typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: ` + name + `, cluster: ` + cluster + ` }
 `
+}
+
+func l4FaultListener(name, fault, cluster string) string {
+	return l4Listener(name, "strait.filters.network.fault", `"@type": type.googleapis.com/xds.type.v3.TypedStruct,
+          type_url: type.googleapis.com/strait.filters.network.fault.v1.Fault,
+          value: { stat_prefix: `+name+`, `+fault+` }`, cluster)
 }
 
 func dialT(t *testing.T, addr string) *net.TCPConn {

@@ -38,27 +38,35 @@ type mirrorServer struct {
 
 func startMirrorServer(t *testing.T, h2c bool) *mirrorServer {
 	m := &mirrorServer{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.addr = ln.Addr().String()
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	m.addr = serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		m.mu.Lock()
 		m.seen = append(m.seen, mirrorSeen{host: r.Host, method: r.Method, path: r.URL.Path, n: len(b), sum: sha256.Sum256(b), trailer: r.Trailer.Get("x-req")})
 		m.mu.Unlock()
 		w.WriteHeader(500)
 		io.WriteString(w, "the mirror's answer is dropped")
-	})}
-	if h2c {
-		srv.Protocols = new(http.Protocols)
-		srv.Protocols.SetHTTP1(true)
-		srv.Protocols.SetUnencryptedHTTP2(true)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	}, h2c)
 	return m
+}
+
+// blackHole accepts connections and never reads nor answers; they close
+// when the test ends.
+func blackHole(t *testing.T) string {
+	var mu sync.Mutex
+	var held []net.Conn
+	addr := testutil.StartTCP(t, func(c net.Conn) {
+		mu.Lock()
+		held = append(held, c)
+		mu.Unlock()
+	})
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	return addr
 }
 
 func (m *mirrorServer) got() []mirrorSeen {
@@ -235,20 +243,7 @@ func TestMirrorFractionAndMissing(t *testing.T) {
 // than the buffer limit is abandoned and counted; the primary completes.
 func TestMirrorLagAbandoned(t *testing.T) {
 	up := testutil.StartUpstream(t)
-	var held []net.Conn
-	var mu sync.Mutex
-	hole := testutil.StartTCP(t, func(c net.Conn) {
-		mu.Lock()
-		held = append(held, c) // accepted, never read nor answered
-		mu.Unlock()
-	})
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			c.Close()
-		}
-	})
+	hole := blackHole(t)
 	boot := filterBootstrap(up.Addr, "", mirrorRoutes(`[{cluster: hole}]`)) +
 		staticCluster("hole", hole) + `    circuit_breakers: { thresholds: [ { max_connections: 1 } ] }
 `
@@ -291,33 +286,14 @@ func TestMirrorNeverHurtsThePrimary(t *testing.T) {
 		t.Skip("30,000 requests")
 	}
 	up := testutil.StartUpstream(t)
-	var mu sync.Mutex
-	var held []net.Conn
-	hole := testutil.StartTCP(t, func(c net.Conn) {
-		mu.Lock()
-		held = append(held, c)
-		mu.Unlock()
-	})
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	slowLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	slow := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	hole := blackHole(t)
+	slow := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		select {
 		case <-time.After(5 * time.Second):
 		case <-r.Context().Done():
 		}
-	})}
-	go slow.Serve(slowLn)
-	t.Cleanup(func() { slow.Close() })
+	}, false)
 	routes := `              - match: { prefix: "/plain" }
                 route: { cluster: backend }
               - match: { prefix: "/hole" }
@@ -327,7 +303,7 @@ func TestMirrorNeverHurtsThePrimary(t *testing.T) {
 `
 	const maxCopies = 256
 	breaker := fmt.Sprintf("    circuit_breakers: { thresholds: [ { max_requests: %d, max_connections: %d } ] }\n", maxCopies, maxCopies)
-	p := startProxy(t, filterBootstrap(up.Addr, "", routes)+staticCluster("hole", hole)+breaker+staticCluster("slow", slowLn.Addr().String())+breaker)
+	p := startProxy(t, filterBootstrap(up.Addr, "", routes)+staticCluster("hole", hole)+breaker+staticCluster("slow", slow)+breaker)
 
 	const conc, block, per = 8, 500, 10000
 	tr := &http.Transport{MaxIdleConnsPerHost: conc}

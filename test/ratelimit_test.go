@@ -88,15 +88,8 @@ func TestLocalRateLimit(t *testing.T) {
 func TestNetworkLocalRateLimit(t *testing.T) {
 	echo := testutil.StartEcho(t)
 	listener := func(name, lrl string) string {
-		return `  - name: ` + name + `
-    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.local_ratelimit
-        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit, stat_prefix: ` + name + `, ` + lrl + ` }
-      - name: envoy.filters.network.tcp_proxy
-        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: ` + name + `, cluster: echo }
-`
+		return l4Listener(name, "envoy.filters.network.local_ratelimit",
+			`"@type": type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit, stat_prefix: `+name+`, `+lrl, "echo")
 	}
 	bucket := `token_bucket: { max_tokens: 3, fill_interval: 3600s }`
 	p := startProxy(t, `

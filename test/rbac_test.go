@@ -169,15 +169,7 @@ func TestRBACConfigErrors(t *testing.T) {
 func TestNetworkRBAC(t *testing.T) {
 	echo := testutil.StartEcho(t)
 	listener := func(name, rbac string) string {
-		return `  - name: ` + name + `
-    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.rbac
-        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC, ` + rbac + ` }
-      - name: envoy.filters.network.tcp_proxy
-        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: ` + name + `, cluster: echo }
-`
+		return l4Listener(name, "envoy.filters.network.rbac", `"@type": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC, `+rbac, "echo")
 	}
 	y := `
 static_resources:

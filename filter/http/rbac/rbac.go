@@ -18,7 +18,6 @@ import (
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/protocol"
 	engine "github.com/straitproxy/strait/rbac"
-	"github.com/straitproxy/strait/stats"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -32,7 +31,7 @@ func init() {
 	filter.RegisterHTTPPerRoute(Name, &rbacv3.RBACPerRoute{}, func(m proto.Message) (any, error) {
 		pr := m.(*rbacv3.RBACPerRoute)
 		if pr.GetRbac() == nil {
-			return &rules{}, nil // no checks on this route
+			return &engine.Rules{}, nil // no checks on this route
 		}
 		if err := supported.Check(pr.GetRbac()); err != nil {
 			return nil, config.At("rbac", err)
@@ -46,30 +45,13 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.extensions.filters.http.rbac.v3.RBAC": `rules rules_stat_prefix shadow_rules shadow_rules_stat_prefix`,
 })
 
-// rules are the compiled engines (nil: none).
-type rules struct {
-	enforced, shadow *engine.Engine
-}
-
-func compile(m *rbacv3.RBAC) (*rules, error) {
-	r := &rules{}
-	var err error
-	if m.GetRules() != nil {
-		if r.enforced, err = engine.Compile(m.GetRules()); err != nil {
-			return nil, config.At("rules", err)
-		}
-	}
-	if m.GetShadowRules() != nil {
-		if r.shadow, err = engine.Compile(m.GetShadowRules()); err != nil {
-			return nil, config.At("shadow_rules", err)
-		}
-	}
-	return r, nil
+func compile(m *rbacv3.RBAC) (*engine.Rules, error) {
+	return engine.CompileRules(m.GetRules(), m.GetShadowRules())
 }
 
 type factory struct {
-	r                                          *rules
-	allowed, denied, shadowAllowed, shadowDeny *stats.Counter
+	r *engine.Rules
+	c *engine.Counters
 }
 
 func build(bc *filter.BuildContext, m *rbacv3.RBAC) (*factory, error) {
@@ -84,9 +66,7 @@ func build(bc *filter.BuildContext, m *rbacv3.RBAC) (*factory, error) {
 		return nil, err
 	}
 	sc := bc.Stats.Scope("http", "envoy_http_conn_manager_prefix", bc.StatPrefix).Scope("rbac", "", "")
-	p, sp := m.GetRulesStatPrefix(), m.GetShadowRulesStatPrefix()
-	return &factory{r: r, allowed: sc.Counter(p + "allowed"), denied: sc.Counter(p + "denied"),
-		shadowAllowed: sc.Counter(sp + "shadow_allowed"), shadowDeny: sc.Counter(sp + "shadow_denied")}, nil
+	return &factory{r: r, c: engine.NewCounters(sc, m.GetRulesStatPrefix(), m.GetShadowRulesStatPrefix())}, nil
 }
 
 // New implements filter.HTTPFactory: the filter keeps no per-stream
@@ -96,10 +76,10 @@ func (f *factory) New() filter.StreamFilter { return f }
 // DecodeHeaders evaluates the rules.
 func (f *factory) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool) filter.Status {
 	r := f.r
-	if pr, ok := cb.PerRoute().(*rules); ok {
+	if pr, ok := cb.PerRoute().(*engine.Rules); ok {
 		r = pr
 	}
-	if r.enforced == nil && r.shadow == nil {
+	if r.Enforced == nil && r.Shadow == nil {
 		return filter.Continue
 	}
 	si := cb.Info()
@@ -108,21 +88,10 @@ func (f *factory) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool
 	if si.ClientAddr.IsValid() {
 		req.Remote = si.ClientAddr
 	}
-	if r.shadow != nil {
-		if ok, _ := r.shadow.Allowed(&req); ok {
-			f.shadowAllowed.Inc()
-		} else {
-			f.shadowDeny.Inc()
-		}
-	}
-	if r.enforced == nil {
-		return filter.Continue
-	}
-	if ok, _ := r.enforced.Allowed(&req); !ok {
-		f.denied.Inc()
+	r.CountShadow(&req, f.c)
+	if !r.Enforce(&req, f.c, true) {
 		cb.SendLocalReply(403, "RBAC: access denied", nil)
 		return filter.Stop
 	}
-	f.allowed.Inc()
 	return filter.Continue
 }

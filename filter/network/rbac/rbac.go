@@ -17,7 +17,6 @@ import (
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/network"
 	engine "github.com/straitproxy/strait/rbac"
-	"github.com/straitproxy/strait/stats"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -39,10 +38,10 @@ var supported = config.NewSupport(map[string]string{
 })
 
 type factory struct {
-	enforced, shadow                           *engine.Engine
-	continuous                                 bool
-	delay                                      time.Duration
-	allowed, denied, shadowAllowed, shadowDeny *stats.Counter
+	r          *engine.Rules
+	c          *engine.Counters
+	continuous bool
+	delay      time.Duration
 }
 
 func build(bc *filter.BuildContext, m *rbacv3.RBAC) (*factory, error) {
@@ -52,23 +51,13 @@ func build(bc *filter.BuildContext, m *rbacv3.RBAC) (*factory, error) {
 	if m.GetRules() == nil && m.GetShadowRules() == nil {
 		return nil, errors.New("rules or shadow_rules is required")
 	}
-	f := &factory{continuous: m.GetEnforcementType() == rbacv3.RBAC_CONTINUOUS, delay: m.GetDelayDeny().AsDuration()}
-	var err error
-	if m.GetRules() != nil {
-		if f.enforced, err = engine.Compile(m.GetRules()); err != nil {
-			return nil, config.At("rules", err)
-		}
-	}
-	if m.GetShadowRules() != nil {
-		if f.shadow, err = engine.Compile(m.GetShadowRules()); err != nil {
-			return nil, config.At("shadow_rules", err)
-		}
+	r, err := engine.CompileRules(m.GetRules(), m.GetShadowRules())
+	if err != nil {
+		return nil, err
 	}
 	sc := bc.Stats.Scope(m.GetStatPrefix()+"rbac", "", "")
-	sp := m.GetShadowRulesStatPrefix()
-	f.allowed, f.denied = sc.Counter("allowed"), sc.Counter("denied")
-	f.shadowAllowed, f.shadowDeny = sc.Counter(sp+"shadow_allowed"), sc.Counter(sp+"shadow_denied")
-	return f, nil
+	return &factory{r: r, c: engine.NewCounters(sc, "", m.GetShadowRulesStatPrefix()),
+		continuous: m.GetEnforcementType() == rbacv3.RBAC_CONTINUOUS, delay: m.GetDelayDeny().AsDuration()}, nil
 }
 
 // NewReadFilter implements filter.NetworkReadFactory.
@@ -95,23 +84,15 @@ func (c *conn) OnData(cb filter.ConnCallbacks, data []byte, _ bool) (int, filter
 	c.decided = true
 	f := c.f
 	req := engine.ConnRequest(cb.Conn())
-	if first && f.shadow != nil {
-		if ok, _ := f.shadow.Allowed(&req); ok {
-			f.shadowAllowed.Inc()
-		} else {
-			f.shadowDeny.Inc()
-		}
+	if first {
+		f.r.CountShadow(&req, f.c)
 	}
-	if f.enforced == nil {
+	if f.r.Enforce(&req, f.c, first) {
 		return len(data), filter.Continue
 	}
-	if ok, _ := f.enforced.Allowed(&req); ok {
-		if first {
-			f.allowed.Inc()
-		}
-		return len(data), filter.Continue
+	if !first {
+		f.c.Denied.Inc()
 	}
-	f.denied.Inc()
 	c.denied = true
 	if f.delay > 0 {
 		// Hold the connection, then close it (a client retrying at once

@@ -1,0 +1,72 @@
+package rbac
+
+import (
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/stats"
+)
+
+// Rules are a filter's enforced rules and shadow rules, compiled (nil:
+// none), as the HTTP and network RBAC filters both take them.
+type Rules struct {
+	Enforced, Shadow *Engine
+}
+
+// CompileRules compiles rules and shadow rules; errors name the field
+// ("rules", "shadow_rules").
+func CompileRules(rules, shadow *rbacv3.RBAC) (*Rules, error) {
+	r := &Rules{}
+	var err error
+	if rules != nil {
+		if r.Enforced, err = Compile(rules); err != nil {
+			return nil, config.At("rules", err)
+		}
+	}
+	if shadow != nil {
+		if r.Shadow, err = Compile(shadow); err != nil {
+			return nil, config.At("shadow_rules", err)
+		}
+	}
+	return r, nil
+}
+
+// Counters are the RBAC filters' stats: <prefix>allowed, <prefix>denied,
+// <shadowPrefix>shadow_allowed, <shadowPrefix>shadow_denied in sc.
+type Counters struct {
+	Allowed, Denied, ShadowAllowed, ShadowDenied *stats.Counter
+}
+
+// NewCounters makes the counters in sc.
+func NewCounters(sc *stats.Scope, prefix, shadowPrefix string) *Counters {
+	return &Counters{Allowed: sc.Counter(prefix + "allowed"), Denied: sc.Counter(prefix + "denied"),
+		ShadowAllowed: sc.Counter(shadowPrefix + "shadow_allowed"), ShadowDenied: sc.Counter(shadowPrefix + "shadow_denied")}
+}
+
+// CountShadow evaluates the shadow rules, if any, and counts the result.
+func (r *Rules) CountShadow(req *Request, c *Counters) {
+	if r.Shadow == nil {
+		return
+	}
+	if ok, _ := r.Shadow.Allowed(req); ok {
+		c.ShadowAllowed.Inc()
+	} else {
+		c.ShadowDenied.Inc()
+	}
+}
+
+// Enforce evaluates the enforced rules (none: allowed, uncounted); count
+// says whether the decision is counted.
+func (r *Rules) Enforce(req *Request, c *Counters, count bool) bool {
+	if r.Enforced == nil {
+		return true
+	}
+	ok, _ := r.Enforced.Allowed(req)
+	if count {
+		if ok {
+			c.Allowed.Inc()
+		} else {
+			c.Denied.Inc()
+		}
+	}
+	return ok
+}
