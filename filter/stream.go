@@ -119,6 +119,12 @@ type Callbacks interface {
 	SendLocalReply(status int, body string, edit func(h *protocol.Headers))
 	// BufferLimit is the most a data filter may make the engine keep.
 	BufferLimit() int
+	// LimitResponseRate makes the response body leave at no more than
+	// bytesPerSecond (0: no limit), from its first byte on: the engine
+	// writes it in small pieces, waiting between them (the fault
+	// filter's response_rate_limit). It may be called in any phase
+	// before the body starts.
+	LimitResponseRate(bytesPerSecond int64)
 }
 
 // Continuation resumes a stream a filter stopped. It is a value: keep it

@@ -583,6 +583,9 @@ func (s *Stream) SendLocalReply(status int, body string, edit func(h *protocol.H
 	s.fx.edit = nil
 }
 
+// LimitResponseRate implements filter.Callbacks (respond.go paces).
+func (s *Stream) LimitResponseRate(bytesPerSecond int64) { s.respRate = bytesPerSecond }
+
 // BufferLimit implements filter.Callbacks.
 func (s *Stream) BufferLimit() int {
 	if n := s.cm.conn.BufferLimit; n > 0 {

@@ -3,6 +3,9 @@ package proxy
 import (
 	"errors"
 	"io"
+	"time"
+
+	"github.com/straitproxy/strait/protocol"
 )
 
 // Relaying the response downstream, through the encoders.
@@ -92,7 +95,11 @@ func (s *Stream) relayBody() error {
 			if !last {
 				s.holdIfMore(s.ds, s.us) // more (or the trailers) at hand
 			}
-			if werr := s.ds.WriteData(data, last); werr != nil || last {
+			write := s.ds.WriteData
+			if s.respRate > 0 {
+				write = s.writePaced
+			}
+			if werr := write(data, last); werr != nil || last {
 				return werr
 			}
 		}
@@ -133,4 +140,51 @@ func (s *Stream) countBodyFailure(err error) {
 		s.cfg.Stats.RqTimeout.Inc()
 		s.flags = "UT"
 	}
+}
+
+// writePaced writes a piece of the response body at s.respRate bytes per
+// second: in sixteenths of a second's worth, each when the bucket holds
+// it (as Envoy's stream rate limiter fills 16 times a second). The wait
+// ends early when the client leaves.
+func (s *Stream) writePaced(data []byte, end bool) error {
+	if s.pace == nil {
+		s.pace = &pacer{at: time.Now(), tokens: float64(s.respRate) / 16}
+	}
+	p := s.pace
+	chunk := max(1, int(s.respRate/16))
+	for len(data) > 0 {
+		n := min(len(data), chunk)
+		now := time.Now()
+		p.tokens = min(float64(s.respRate)/16, p.tokens+now.Sub(p.at).Seconds()*float64(s.respRate))
+		p.at = now
+		if short := float64(n) - p.tokens; short > 0 {
+			if !s.sleepUnlessGone(time.Duration(short / float64(s.respRate) * float64(time.Second))) {
+				return protocol.ErrDownstreamReset
+			}
+			continue
+		}
+		p.tokens -= float64(n)
+		if err := s.ds.WriteData(data[:n], end && n == len(data)); err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return nil
+}
+
+// pacer is writePaced's bucket.
+type pacer struct {
+	tokens float64
+	at     time.Time
+}
+
+// sleepUnlessGone waits d, or less when the client leaves; it reports
+// whether the client is still there.
+func (s *Stream) sleepUnlessGone(d time.Duration) bool {
+	for d > 0 && !s.gone.Load() {
+		step := min(d, 50*time.Millisecond)
+		time.Sleep(step)
+		d -= step
+	}
+	return !s.gone.Load()
 }

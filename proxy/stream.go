@@ -93,6 +93,10 @@ type Stream struct {
 	bodyTimer *time.Timer
 	// mirrors are the request's shadow copies (mirror.go), nil mostly.
 	mirrors []*shadow
+	// respRate bounds the response body's bytes per second (a filter's
+	// LimitResponseRate; 0: none).
+	respRate int64
+	pace     *pacer
 
 	// The client leaving (protocol.Canceler) cancels the upstream attempt
 	// at once: gone is set, and abortUp, the attempt's stream, is aborted

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -171,11 +172,13 @@ func TestFaultHeaders(t *testing.T) {
 	<-done
 }
 
-// TestFaultConfigErrors: what is not implemented is refused.
+// TestFaultConfigErrors: bad configs, and what is not implemented, are
+// refused.
 func TestFaultConfigErrors(t *testing.T) {
 	up := testutil.StartUpstream(t)
 	for _, c := range []struct{ cfg, want string }{
-		{`response_rate_limit: { fixed_limit: { limit_kbps: 10 }, percentage: { numerator: 100 } }`, "response_rate_limit: not supported yet"},
+		{`response_rate_limit: { percentage: { numerator: 100 } }`, "response_rate_limit"},
+		{`response_rate_limit: { fixed_limit: { limit_kbps: 0 } }`, "response_rate_limit.fixed_limit.limit_kbps: value must be greater than or equal to 1"},
 		{`abort: { percentage: { numerator: 1 } }`, "abort"},
 		{`filter_metadata: { a: 1 }`, "filter_metadata: not supported yet"},
 	} {
@@ -224,4 +227,52 @@ func TestFiltersOverH2AndGRPC(t *testing.T) {
 		t.Fatalf("h2 denial: %d over HTTP/%d", resp.StatusCode, resp.ProtoMajor)
 	}
 	runInterop(t, p.addr("in"))
+}
+
+// TestFaultResponseRateLimit: response_rate_limit paces the response
+// body at its rate (fixed, or the client's x-envoy-fault-throughput-
+// response), within 10 %, on HTTP/1.1 and HTTP/2; headers come at once.
+func TestFaultResponseRateLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("seconds of paced responses")
+	}
+	up := testutil.StartUpstream(t)
+	routes := `              - match: { prefix: "/size/", headers: [ { name: x-by-header, present_match: true } ] }
+                route: { cluster: backend }
+                typed_per_filter_config:
+                  envoy.filters.http.fault:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+                    response_rate_limit: { header_limit: {}, percentage: { numerator: 100 } }
+` + allRoutes
+	p := startProxy(t, filterBootstrap(up.Addr, faultFilter(`response_rate_limit: { fixed_limit: { limit_kbps: 256 }, percentage: { numerator: 100 } }`), routes))
+	fetch := func(c *http.Client, size, kib int, hdr ...string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", p.url("in")+"/size/"+strconv.Itoa(size), nil)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		start := time.Now()
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if head := time.Since(start); head > 200*time.Millisecond {
+			t.Errorf("headers took %v", head)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		el := time.Since(start)
+		// The bucket starts with a sixteenth of a second's worth.
+		want := time.Duration(float64(size-kib*1024/16) / float64(kib*1024) * float64(time.Second))
+		t.Logf("%s: %d bytes at %d KiB/s in %v (want about %v)", resp.Proto, n, kib, el, want)
+		if int(n) != size || math.Abs(float64(el-want)) > 0.10*float64(want) {
+			t.Errorf("%d bytes in %v, want %d in %v ± 10 %%", n, el, size, want)
+		}
+	}
+	fetch(http.DefaultClient, 512<<10, 256)
+	fetch(h2cClient(), 256<<10, 256)
+	fetch(http.DefaultClient, 128<<10, 128, "x-by-header", "1", "x-envoy-fault-throughput-response", "128")
+	if got := p.stat("http.in.fault.response_rl_injected"); got != 3 {
+		t.Errorf("response_rl_injected = %d", got)
+	}
 }

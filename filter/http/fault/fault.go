@@ -7,9 +7,10 @@
 // grpc_status, header_abort) with their percentages; headers matchers,
 // upstream_cluster, downstream_nodes, max_active_faults; the runtime
 // keys (fault.http.* by default, or the *_runtime fields);
-// disable_downstream_cluster_stats. response_rate_limit is refused (the
-// body phases cannot pause yet). Stats under http.<stat_prefix>.fault.:
-// delays_injected, aborts_injected, faults_overflow, active_faults, and
+// disable_downstream_cluster_stats; response_rate_limit (fixed_limit or
+// header_limit, in KiB/s: the engine paces the response body). Stats
+// under http.<stat_prefix>.fault.: delays_injected, aborts_injected,
+// response_rl_injected, faults_overflow, active_faults, and
 // per downstream cluster (x-envoy-downstream-service-cluster)
 // <cluster>.delays_injected and .aborts_injected.
 package fault
@@ -49,7 +50,10 @@ func init() {
 var supported = config.NewSupport(map[string]string{
 	"envoy.extensions.filters.http.fault.v3.HTTPFault": `delay abort upstream_cluster headers downstream_nodes max_active_faults
 		delay_percent_runtime abort_percent_runtime delay_duration_runtime abort_http_status_runtime
-		max_active_faults_runtime abort_grpc_status_runtime disable_downstream_cluster_stats`,
+		max_active_faults_runtime abort_grpc_status_runtime disable_downstream_cluster_stats
+		response_rate_limit`,
+	"envoy.extensions.filters.common.fault.v3.FaultRateLimit":            `fixed_limit header_limit percentage`,
+	"envoy.extensions.filters.common.fault.v3.FaultRateLimit.FixedLimit": `limit_kbps`,
 	"envoy.extensions.filters.common.fault.v3.FaultDelay": `fixed_delay header_delay percentage`,
 	"envoy.extensions.filters.http.fault.v3.FaultAbort":   `http_status grpc_status header_abort percentage`,
 })
@@ -61,6 +65,9 @@ const (
 	hdrAbort             = "x-envoy-fault-abort-request"
 	hdrAbortGRPC         = "x-envoy-fault-abort-grpc-request"
 	hdrAbortPercent      = "x-envoy-fault-abort-request-percentage"
+	hdrThroughput        = "x-envoy-fault-throughput-response"
+	hdrThroughputPercent = "x-envoy-fault-throughput-response-percentage"
+	keyRateLimitPercent  = "fault.http.rate_limit.response_percent"
 	hdrDownstreamNode    = "x-envoy-downstream-service-node"
 	hdrDownstreamCluster = "x-envoy-downstream-service-cluster"
 )
@@ -86,6 +93,11 @@ type settings struct {
 	keyMaxActive       string
 	keyGRPCStatus      string
 	noDownstreamCStats bool
+	// response_rate_limit: rateKiB (0 with headerRate: the header's).
+	rateLimit   bool
+	rateKiB     uint64
+	headerRate  bool
+	ratePercent *typev3.FractionalPercent
 }
 
 func compile(m *faultv3.HTTPFault) (*settings, error) {
@@ -122,6 +134,17 @@ func compile(m *faultv3.HTTPFault) (*settings, error) {
 			s.headerAbort = true
 		default:
 			return nil, config.At("abort", errors.New("http_status, grpc_status or header_abort is required"))
+		}
+	}
+	if r := m.GetResponseRateLimit(); r != nil {
+		s.rateLimit, s.ratePercent = true, pct(r.GetPercentage())
+		switch x := r.GetLimitType().(type) {
+		case *faultcommonv3.FaultRateLimit_FixedLimit_:
+			s.rateKiB = x.FixedLimit.GetLimitKbps()
+		case *faultcommonv3.FaultRateLimit_HeaderLimit_:
+			s.headerRate = true
+		default:
+			return nil, config.At("response_rate_limit", errors.New("fixed_limit or header_limit is required"))
 		}
 	}
 	for i, h := range m.GetHeaders() {
@@ -166,6 +189,7 @@ type factory struct {
 	active  *stats.Gauge
 	delays  *stats.Counter
 	aborts  *stats.Counter
+	rateRL  *stats.Counter
 	overflw *stats.Counter
 	sc      *stats.Scope
 	mu      sync.Mutex
@@ -179,7 +203,7 @@ func build(bc *filter.BuildContext, m *faultv3.HTTPFault) (*factory, error) {
 	}
 	sc := bc.Stats.Scope("http", "envoy_http_conn_manager_prefix", bc.StatPrefix).Scope("fault", "", "")
 	return &factory{s: s, rt: bc.Runtime, sc: sc, active: sc.Gauge("active_faults"), delays: sc.Counter("delays_injected"),
-		aborts: sc.Counter("aborts_injected"), overflw: sc.Counter("faults_overflow"), byDown: map[string][2]*stats.Counter{}}, nil
+		aborts: sc.Counter("aborts_injected"), rateRL: sc.Counter("response_rl_injected"), overflw: sc.Counter("faults_overflow"), byDown: map[string][2]*stats.Counter{}}, nil
 }
 
 // New implements filter.HTTPFactory: the per-stream state comes from a
@@ -219,13 +243,14 @@ func (st *stream) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool
 		s = pr
 	}
 	st.s = s
-	if !s.delay && !s.abort || !st.applies(cb, h, s) {
+	if !s.delay && !s.abort && !s.rateLimit || !st.applies(cb, h, s) {
 		return filter.Continue
 	}
 	rt := f.runtime()
 	delay, delayed := st.delayFor(rt, h, s)
 	st.abort = st.abortFor(rt, h, s)
-	if !delayed && !st.abort {
+	rate := st.rateFor(rt, h, s)
+	if !delayed && !st.abort && rate == 0 {
 		return filter.Continue
 	}
 	// Only a fault about to be injected counts against the bound (as
@@ -253,6 +278,10 @@ func (st *stream) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool
 	}
 	st.active = true
 	f.active.Inc()
+	if rate > 0 {
+		f.rateRL.Inc()
+		cb.LimitResponseRate(int64(rate) * 1024)
+	}
 	if delayed {
 		f.delays.Inc()
 		f.down(st.down, 0)
@@ -341,6 +370,31 @@ func (st *stream) delayFor(rt *config.RuntimeSnapshot, h *protocol.Headers, s *s
 		return 0, false
 	}
 	return d, true
+}
+
+// rateFor decides the response rate limit in KiB/s (0: none): the
+// configured or the header's limit, by the configured (or the header's,
+// no higher) percentage, or the runtime's.
+func (st *stream) rateFor(rt *config.RuntimeSnapshot, h *protocol.Headers, s *settings) uint64 {
+	if !s.rateLimit {
+		return 0
+	}
+	kib, pct := s.rateKiB, s.ratePercent
+	if s.headerRate {
+		v, ok := h.Get(hdrThroughput)
+		if !ok {
+			return 0
+		}
+		n, err := strconv.ParseUint(string(v), 10, 64)
+		if err != nil || n == 0 {
+			return 0
+		}
+		kib, pct = n, headerPercent(h, hdrThroughputPercent, s.ratePercent)
+	}
+	if kib == 0 || !chosen(rt, keyRateLimitPercent, pct) {
+		return 0
+	}
+	return kib
 }
 
 // abortFor decides the abort, as delayFor.
