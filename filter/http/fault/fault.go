@@ -54,8 +54,8 @@ var supported = config.NewSupport(map[string]string{
 		response_rate_limit`,
 	"envoy.extensions.filters.common.fault.v3.FaultRateLimit":            `fixed_limit header_limit percentage`,
 	"envoy.extensions.filters.common.fault.v3.FaultRateLimit.FixedLimit": `limit_kbps`,
-	"envoy.extensions.filters.common.fault.v3.FaultDelay": `fixed_delay header_delay percentage`,
-	"envoy.extensions.filters.http.fault.v3.FaultAbort":   `http_status grpc_status header_abort percentage`,
+	"envoy.extensions.filters.common.fault.v3.FaultDelay":                `fixed_delay header_delay percentage`,
+	"envoy.extensions.filters.http.fault.v3.FaultAbort":                  `http_status grpc_status header_abort percentage`,
 })
 
 // The request headers that control faults (header_delay, header_abort).
