@@ -28,8 +28,14 @@ func (fakeSocket) Read([]byte) (int, error)    { return 0, io.EOF }
 func (fakeSocket) Write(p []byte) (int, error) { return len(p), nil }
 func (fakeSocket) Close() error                { return nil }
 func (fakeSocket) CloseWrite() error           { return nil }
-func (fakeSocket) LocalAddr() net.Addr         { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 80} }
-func (fakeSocket) RemoteAddr() net.Addr        { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000} }
+func (fakeSocket) LocalAddr() net.Addr         { return fakeLocal }
+func (fakeSocket) RemoteAddr() net.Addr        { return fakeRemote }
+
+// The addresses are made once, as a TCP connection's are.
+var (
+	fakeLocal  net.Addr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 80}
+	fakeRemote net.Addr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
+)
 
 // fakeStream is a downstream request with no body; it records the answer.
 type fakeStream struct {

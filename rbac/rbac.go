@@ -33,10 +33,52 @@ type Request struct {
 	Source netip.Addr
 	Remote netip.Addr
 	Dest   netip.AddrPort
-	// SNI is the requested server name.
-	SNI string
+	// SNI is the requested server name (read from sniConn, when set,
+	// the first time a rule asks).
+	SNI     string
+	sniConn *network.Conn
 	// Peer is the peer's identity (nil or not Present: no certificate).
 	Peer *network.PeerIdentity
+
+	// memo keeps the header values rules looked up, by name: policies
+	// often test the same header, and a lookup scans every field.
+	memo  [6]headerMemo
+	memoN int
+}
+
+type headerMemo struct {
+	name  string
+	v     []byte
+	found bool
+}
+
+// header is the value of the request header name (router.HeaderValue),
+// looked up once per request.
+func (r *Request) header(name string) ([]byte, bool) {
+	for i := 0; i < r.memoN; i++ {
+		if m := &r.memo[i]; m.name == name {
+			return m.v, m.found
+		}
+	}
+	v, found := router.HeaderValue(r.Headers, name)
+	if r.memoN < len(r.memo) {
+		r.memo[r.memoN] = headerMemo{name, v, found}
+		r.memoN++
+	}
+	return v, found
+}
+
+// serverName is the SNI, from the connection on first use.
+func (r *Request) serverName() string {
+	if c := r.sniConn; c != nil {
+		r.sniConn = nil
+		if cs, ok := c.TLSState(); ok {
+			r.SNI = cs.ServerName
+		} else if in := c.Info(); in != nil {
+			r.SNI = in.ServerName
+		}
+	}
+	return r.SNI
 }
 
 // Action is an engine's action.
@@ -164,7 +206,13 @@ func (n notRule) match(r *Request) bool { return !n.r.match(r) }
 
 type headerRule struct{ m *router.HeaderMatcher }
 
-func (h headerRule) match(r *Request) bool { return r.Headers != nil && h.m.Matches(r.Headers) }
+func (h headerRule) match(r *Request) bool {
+	if r.Headers == nil {
+		return false
+	}
+	v, found := r.header(h.m.Name())
+	return h.m.MatchesValue(v, found)
+}
 
 type pathRule struct{ m *router.StringMatcher }
 
@@ -189,7 +237,7 @@ func (p portRangeRule) match(r *Request) bool {
 
 type sniRule struct{ m *router.StringMatcher }
 
-func (s sniRule) match(r *Request) bool { return s.m.Match(r.SNI) }
+func (s sniRule) match(r *Request) bool { return s.m.Match(r.serverName()) }
 
 type sourceRule struct {
 	p      netip.Prefix
@@ -369,13 +417,8 @@ func cidr(c *corev3.CidrRange, path string) (netip.Prefix, error) {
 // (Remote is the peer's: at L4 there is no x-forwarded-for), the SNI it
 // asked for, and its peer certificate.
 func ConnRequest(c *network.Conn) Request {
-	r := Request{Source: AddrPort(c.RemoteAddr()).Addr(), Dest: AddrPort(c.LocalAddr()), Peer: c.Peer()}
+	r := Request{Source: AddrPort(c.RemoteAddr()).Addr(), Dest: AddrPort(c.LocalAddr()), Peer: c.Peer(), sniConn: c}
 	r.Remote = r.Source
-	if cs, ok := c.TLSState(); ok {
-		r.SNI = cs.ServerName
-	} else if in := c.Info(); in != nil {
-		r.SNI = in.ServerName
-	}
 	return r
 }
 

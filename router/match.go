@@ -258,6 +258,11 @@ type headerMatch struct {
 // with its value and then honours invert_match.
 func (m *headerMatch) matches(h *protocol.Headers) bool {
 	v, found := headerValue(h, m.name)
+	return m.matchesValue(v, found)
+}
+
+// matchesValue matches the header's value (found: the header is there).
+func (m *headerMatch) matchesValue(v []byte, found bool) bool {
 	if m.kind == headerPresent {
 		return (found == m.present) != m.invert
 	}
@@ -526,6 +531,17 @@ func CompileHeaderMatcher(cfg *routev3.HeaderMatcher, path string) (*HeaderMatch
 
 // Matches reports whether h matches.
 func (m *HeaderMatcher) Matches(h *protocol.Headers) bool { return m.m.matches(h) }
+
+// Name is the (lowercase) header name the matcher reads.
+func (m *HeaderMatcher) Name() string { return m.m.name }
+
+// MatchesValue is Matches given the header's value, as HeaderValue
+// returns it (a caller may look a header up once for many matchers).
+func (m *HeaderMatcher) MatchesValue(v []byte, found bool) bool { return m.m.matchesValue(v, found) }
+
+// HeaderValue is the value of the header name as matchers see it:
+// several fields of that name joined with ",", as Envoy does.
+func HeaderValue(h *protocol.Headers, name string) ([]byte, bool) { return headerValue(h, name) }
 
 // PathOnly is path without its query and fragment.
 func PathOnly(path []byte) []byte { return pathOnly(path) }

@@ -12,6 +12,7 @@ package rbac
 
 import (
 	"errors"
+	"sync"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	"github.com/straitproxy/strait/config"
@@ -83,15 +84,23 @@ func (f *factory) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool
 		return filter.Continue
 	}
 	si := cb.Info()
-	req := engine.ConnRequest(si.Conn)
+	// (A pooled request: the rules' interface calls would move one to
+	// the heap per request.)
+	req := reqPool.Get().(*engine.Request)
+	*req = engine.ConnRequest(si.Conn)
 	req.Headers, req.Path = h, h.Path()
 	if si.ClientAddr.IsValid() {
 		req.Remote = si.ClientAddr
 	}
-	r.CountShadow(&req, f.c)
-	if !r.Enforce(&req, f.c, true) {
+	r.CountShadow(req, f.c)
+	ok := r.Enforce(req, f.c, true)
+	*req = engine.Request{}
+	reqPool.Put(req)
+	if !ok {
 		cb.SendLocalReply(403, "RBAC: access denied", nil)
 		return filter.Stop
 	}
 	return filter.Continue
 }
+
+var reqPool = sync.Pool{New: func() any { return new(engine.Request) }}
