@@ -2,7 +2,7 @@ package filter
 
 import (
 	"sync"
-	"sync/atomic"
+	"time"
 
 	"github.com/straitproxy/strait/network"
 )
@@ -33,11 +33,12 @@ type ReadFilter interface {
 // written to the connection (Envoy's write filters): writes meet them in
 // the reverse of the chain's order, before a transport socket encrypts
 // them. OnWrite returns the bytes to write in data's place, or an error
-// that fails the write; with network.ErrWriteClose or ErrWriteReset the
-// bytes returned are written, then the connection ends. It runs in the
+// that fails the write. A Close it calls takes effect after the bytes
+// it returned are written (and, for a reset, sent). It runs in the
 // writer's goroutine under the connection's write lock: it may block,
-// which pushes back on the writer (a bandwidth limit), but must not
-// write to the connection. data is valid only during the call.
+// which pushes back on the writer (a bandwidth limit; it should end its
+// wait when the connection closes), but must not write to the
+// connection. data is valid only during the call.
 type WriteFilter interface {
 	OnWrite(cb ConnCallbacks, data []byte) ([]byte, error)
 }
@@ -105,84 +106,121 @@ type readHandler struct {
 	c    *network.Conn
 
 	started bool
-	// inData: OnData runs, and a Close waits for its bytes to go on
-	// (closing: 1, or 2 for a reset). Atomic: a timer may Close.
-	inData  atomic.Bool
-	closing atomic.Int32
 	// passed: bytes at the front of the unconsumed data that the filter
 	// let through and the next handler has not consumed yet (they are
 	// not shown to the filter again).
 	passed int
 
-	mu    sync.Mutex
-	held  bool
-	early bool
-	state map[string]any
+	mu sync.Mutex
+	// held: the filter stopped; early: a Continue came before the Stop
+	// it answers; startNext: the next filters' OnNewConnection waits for
+	// the hold OnNewConnection asked for to end.
+	held, early, startNext bool
+	// inData: OnData runs, and a Close waits for its bytes to go on
+	// (closing: the kind asked for).
+	inData  bool
+	closing int8
+	// draining: a close with a FIN is under way; what comes is dropped.
+	draining bool
+	state    map[string]any
 }
 
-// OnStart runs the filters' OnNewConnection at accept, in chain order
-// (listener: network.Start).
+// The kinds of close a filter asks for.
+const (
+	closeFIN int8 = 1 + iota
+	closeRST
+)
+
+// OnStart runs the filter's OnNewConnection at accept, then the next
+// filters' (listener: network.Start), unless the filter holds the
+// connection (then they run when it continues) or closed it.
 func (h *readHandler) OnStart() {
-	h.start()
-	if s, ok := h.next.(network.Starter); ok && !h.c.Closed() {
+	h.started = true
+	if h.f.OnNewConnection(h) == Stop {
+		h.mu.Lock()
+		if h.draining {
+			h.mu.Unlock()
+			return // closed at once (an abort on accept)
+		}
+		if h.hold() {
+			h.startNext = true
+			h.mu.Unlock()
+			return
+		}
+		h.mu.Unlock()
+	}
+	h.startNextFilters()
+}
+
+func (h *readHandler) startNextFilters() {
+	h.mu.Lock()
+	closing := h.draining
+	h.mu.Unlock()
+	if s, ok := h.next.(network.Starter); ok && !closing && !h.c.Closed() {
 		s.OnStart()
 	}
 }
 
-func (h *readHandler) start() {
-	if !h.started {
-		h.started = true
-		if h.f.OnNewConnection(h) == Stop {
-			h.hold()
-		}
-	}
-}
-
 func (h *readHandler) OnRead(data []byte) int {
-	h.start()
-	if h.isHeld() || h.c.Closed() {
+	if !h.started {
+		h.OnStart()
+	}
+	h.mu.Lock()
+	held, draining := h.held, h.draining
+	h.mu.Unlock()
+	if draining {
+		return len(data) // a closing connection's input is dropped
+	}
+	if held || h.c.Closed() {
 		return 0
 	}
 	total := h.passed
-	if fresh := data[total:]; len(fresh) > 0 {
-		h.inData.Store(true)
+	var ask int8
+	for total < len(data) {
+		fresh := data[total:]
+		h.mu.Lock()
+		h.inData = true
+		h.mu.Unlock()
 		n, st := h.f.OnData(h, fresh, false)
-		h.inData.Store(false)
 		total += max(0, min(n, len(fresh)))
-		if st == Stop && h.hold() {
-			// What it let through still goes on.
-			if total == 0 {
-				h.closeIfAsked()
-				return 0
-			}
+		h.mu.Lock()
+		h.inData = false
+		ask, h.closing = h.closing, 0
+		// A Continue that came before its Stop: the rest is offered again.
+		again := ask == 0 && st == Stop && !h.hold()
+		h.mu.Unlock()
+		if !again {
+			break
 		}
 	}
-	if total == 0 || h.c.Closed() {
-		h.closeIfAsked()
-		return 0
+	consumed := 0
+	if total > 0 && !h.c.Closed() {
+		// What the filter let through goes on, even when it stopped.
+		consumed = h.next.OnRead(data[:total])
+		h.passed = total - consumed
 	}
-	m := h.next.OnRead(data[:total])
-	h.passed = total - m
-	h.closeIfAsked()
-	return m
-}
-
-// closeIfAsked ends the connection as OnData asked, its bytes gone on.
-func (h *readHandler) closeIfAsked() {
-	switch h.closing.Load() {
-	case 1:
-		h.c.Close()
-	case 2:
-		h.c.Reset()
+	if ask != 0 {
+		h.end(ask)
 	}
+	return consumed
 }
 
 func (h *readHandler) OnEOF() {
-	if !h.isHeld() && !h.c.Closed() {
-		h.inData.Store(true)
+	h.mu.Lock()
+	skip := h.held || h.draining
+	h.inData = !skip
+	h.mu.Unlock()
+	if !skip && !h.c.Closed() {
 		h.f.OnData(h, nil, true)
-		h.inData.Store(false)
-		h.closeIfAsked()
+	}
+	h.mu.Lock()
+	h.inData = false
+	ask := h.closing
+	h.closing = 0
+	h.mu.Unlock()
+	if ask != 0 {
+		h.end(ask)
+		return
 	}
 	if !h.c.Closed() {
 		h.next.OnEOF()
@@ -196,34 +234,46 @@ func (h *readHandler) OnClose(err error) {
 	}
 }
 
-// hold pauses reading; false when the filter continued already.
+// hold pauses reading; false when the filter continued already. The
+// caller holds mu.
 func (h *readHandler) hold() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.early {
 		h.early = false
 		return false
 	}
 	h.held = true
-	h.c.PauseRead()
+	h.c.PauseReadFor(network.PauseFilter)
 	return true
-}
-
-func (h *readHandler) isHeld() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.held
 }
 
 func (h *readHandler) resume() {
 	h.mu.Lock()
-	was := h.held
-	h.held = false
-	h.early = !was // a Continue before the Stop it answers
+	was, next := h.held, h.startNext
+	h.held, h.startNext = false, false
+	h.early = !was && !h.draining // a Continue before the Stop it answers
 	h.mu.Unlock()
-	if was {
-		h.c.ResumeRead()
+	if next {
+		h.startNextFilters()
 	}
+	if was {
+		h.c.ResumeReadFor(network.PauseFilter)
+	}
+}
+
+// end closes the connection as the filter asked: a reset once what was
+// written has left (bounded), or a FIN after which the peer's input is
+// read and dropped until it closes too (a close with unread input would
+// make the kernel send a reset instead). Neither blocks the caller.
+func (h *readHandler) end(kind int8) {
+	if kind == closeRST {
+		go h.c.ResetAfterFlush(time.Second)
+		return
+	}
+	h.mu.Lock()
+	h.draining, h.held, h.startNext = true, false, false
+	h.mu.Unlock()
+	h.c.ResumeReadFor(network.PauseFilter)
+	go h.c.LingerClose(time.Second)
 }
 
 // ConnCallbacks
@@ -233,19 +283,18 @@ func (h *readHandler) Conn() *network.Conn { return h.c }
 func (h *readHandler) Continuation() ConnContinuation { return ConnContinuation{h} }
 
 func (h *readHandler) Close(reset bool) {
-	if h.inData.Load() {
-		if reset {
-			h.closing.Store(2)
-		} else {
-			h.closing.CompareAndSwap(0, 1)
-		}
-		return
-	}
+	kind := closeFIN
 	if reset {
-		h.c.Reset()
+		kind = closeRST
+	}
+	h.mu.Lock()
+	if h.inData {
+		h.closing = max(h.closing, kind) // after the bytes OnData let on
+		h.mu.Unlock()
 		return
 	}
-	h.c.Close()
+	h.mu.Unlock()
+	h.end(kind)
 }
 
 func (h *readHandler) State() map[string]any {

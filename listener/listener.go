@@ -276,6 +276,11 @@ func (l *Listener) attach(c *network.Conn, ch *chain) (t, h network.Handler, err
 	for i := len(ch.factories) - 1; i >= 0; i-- {
 		next, err := ch.factories[i].NewHandler(c, h)
 		if err != nil {
+			if h != nil {
+				// The filters built already hear of the end (their
+				// counters and state go back).
+				h.OnClose(err)
+			}
 			return nil, nil, err
 		}
 		h = next

@@ -1,9 +1,12 @@
 package network
 
 import (
+	"syscall"
+
 	"context"
 	"crypto/tls"
 	"errors"
+	"golang.org/x/sys/unix"
 	"io"
 	"net"
 	"sync"
@@ -78,7 +81,7 @@ type Conn struct {
 	wmu sync.Mutex
 
 	mu        sync.Mutex
-	paused    bool
+	paused    PauseReason // why reading is paused (0: it is not)
 	redeliver bool
 	wake      chan struct{}
 
@@ -124,8 +127,9 @@ type WriteFilter interface {
 	// of it, or another buffer) or an error that fails the write. It runs
 	// under the connection's write lock, in the writer's goroutine: it
 	// may block, which pushes back on the writer (a bandwidth limit), but
-	// must not write to the connection itself. p is valid only during
-	// the call.
+	// must not write to the connection itself. A close it starts (Close,
+	// LingerClose, ResetAfterFlush on a goroutine) comes after the write.
+	// p is valid only during the call.
 	OnWrite(p []byte) ([]byte, error)
 }
 
@@ -133,32 +137,67 @@ type WriteFilter interface {
 // called while the connection's filters are attached, before it starts.
 func (c *Conn) AddWriteFilter(f WriteFilter) { c.wf = append(c.wf, f) }
 
-// ErrWriteClose and ErrWriteReset, returned by a write filter with the
-// bytes it still lets out, end the connection once they are written:
-// with a FIN, or with a reset. The write fails with the error.
-var (
-	ErrWriteClose = errors.New("network: a write filter closed the connection")
-	ErrWriteReset = errors.New("network: a write filter reset the connection")
-)
-
 // filterWrite passes p through the write filters (under wmu).
 func (c *Conn) filterWrite(p []byte) ([]byte, error) {
 	for _, f := range c.wf {
 		var err error
 		if p, err = f.OnWrite(p); err != nil {
-			return p, err
+			return nil, err
 		}
 	}
 	return p, nil
 }
 
 // Reset closes the connection with a TCP RST (SO_LINGER 0) instead of a
-// FIN where the socket allows it, dropping unsent bytes.
+// FIN where the socket allows it, dropping unsent bytes. A transport
+// socket (TLS) is not closed politely first: the peer sees the reset.
 func (c *Conn) Reset() error {
 	if l, ok := c.base.(interface{ SetLinger(int) error }); ok {
 		l.SetLinger(0)
 	}
+	if c.base != c.raw {
+		c.base.Close() // not tls.Conn.Close: no close_notify
+	}
 	return c.Close()
+}
+
+// ResetAfterFlush waits, at most max, until the kernel sent everything
+// written (the socket's send queue is empty), then resets; reading is
+// paused meanwhile. It blocks: call it on a goroutine of its own.
+func (c *Conn) ResetAfterFlush(max time.Duration) {
+	c.PauseReadFor(PauseFilter)
+	// After a write under way (a write filter that asked for the reset).
+	c.wmu.Lock()
+	c.wmu.Unlock()
+	end := time.Now().Add(max)
+	for !c.closed.Load() && time.Now().Before(end) {
+		if n, ok := unsent(c.base); !ok || n == 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.Reset()
+}
+
+// unsent is the bytes a socket's kernel send queue still holds.
+func unsent(s Socket) (int, bool) {
+	if u, ok := s.(interface{ Unsent() (int, error) }); ok {
+		n, err := u.Unsent()
+		return n, err == nil
+	}
+	sc, ok := s.(syscall.Conn)
+	if !ok {
+		return 0, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	n, ierr := 0, error(nil)
+	if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) }); err != nil || ierr != nil {
+		return 0, false
+	}
+	return n, true
 }
 
 // Transport is a transport socket the I/O model drives from outside the
@@ -357,13 +396,11 @@ func (c *Conn) Write(p []byte) (int, error) {
 // writeFiltered writes p through the write filters (under wmu); it
 // reports len(p) written when all the filters let out went.
 func (c *Conn) writeFiltered(p []byte) (int, error) {
-	out, ferr := c.filterWrite(p)
-	ending := ferr == ErrWriteClose || ferr == ErrWriteReset
-	if ferr != nil && !ending {
-		return 0, ferr
+	out, err := c.filterWrite(p)
+	if err != nil {
+		return 0, err
 	}
 	var n int
-	var err error
 	if len(out) > 0 {
 		if c.tr != nil {
 			n, err = c.tr.Write(out)
@@ -372,14 +409,6 @@ func (c *Conn) writeFiltered(p []byte) (int, error) {
 		}
 	}
 	c.tx.Add(uint64(n))
-	if ending {
-		if ferr == ErrWriteReset {
-			c.Reset()
-		} else {
-			c.Close()
-		}
-		return n, ferr
-	}
 	if err != nil {
 		return 0, err
 	}
@@ -429,12 +458,28 @@ func (c *Conn) BytesRead() uint64 { return c.rx.Load() }
 // BytesWritten reports the bytes written so far.
 func (c *Conn) BytesWritten() uint64 { return c.tx.Load() }
 
+// PauseReason says who paused a connection's reading: reading goes on
+// only when every one of them resumed it, so a network filter holding
+// the connection and the handler behind it pausing for its own reasons
+// do not undo each other.
+type PauseReason uint8
+
+const (
+	// PauseHandler is the connection's handler's own pause (PauseRead).
+	PauseHandler PauseReason = 1 << iota
+	// PauseFilter is a network read filter holding the connection.
+	PauseFilter
+)
+
 // PauseRead stops delivering bytes to the handler until ResumeRead; the
 // kernel's buffers then fill and TCP pushes back on the peer. Any goroutine
 // may call it.
-func (c *Conn) PauseRead() {
+func (c *Conn) PauseRead() { c.PauseReadFor(PauseHandler) }
+
+// PauseReadFor pauses reading for reason r.
+func (c *Conn) PauseReadFor(r PauseReason) {
 	c.mu.Lock()
-	c.paused = true
+	c.paused |= r
 	c.mu.Unlock()
 }
 
@@ -442,15 +487,23 @@ func (c *Conn) PauseRead() {
 func (c *Conn) Paused() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.paused
+	return c.paused != 0
 }
 
 // ResumeRead undoes PauseRead. Bytes that were left unconsumed are offered
 // to the handler again before the next read from the socket.
-func (c *Conn) ResumeRead() {
+func (c *Conn) ResumeRead() { c.ResumeReadFor(PauseHandler) }
+
+// ResumeReadFor undoes PauseReadFor(r); reading resumes when no other
+// reason holds it.
+func (c *Conn) ResumeReadFor(r PauseReason) {
 	c.mu.Lock()
-	wasPaused := c.paused
-	c.paused = false
+	wasPaused := c.paused != 0
+	c.paused &^= r
+	if c.paused != 0 {
+		c.mu.Unlock()
+		return
+	}
 	c.redeliver = true
 	if wasPaused && c.tr != nil && c.tr.Pending() {
 		// The transport holds what the handler left: it must be
@@ -603,7 +656,7 @@ func (c *Conn) Closed() bool { return c.closed.Load() }
 func (c *Conn) waitReadable() (ok, redeliver bool) {
 	for {
 		c.mu.Lock()
-		if !c.paused {
+		if c.paused == 0 {
 			r := c.redeliver
 			c.redeliver = false
 			c.mu.Unlock()
@@ -641,7 +694,7 @@ func (c *Conn) SetOnResume(f func()) { c.onResume = f }
 func (c *Conn) Readable() (ok, redeliver bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.paused || c.closed.Load() {
+	if c.paused != 0 || c.closed.Load() {
 		return false, false
 	}
 	r := c.redeliver

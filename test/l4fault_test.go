@@ -78,7 +78,7 @@ static_resources:
 	if d := roundTrip(t, c, "one"); d < 300*time.Millisecond || d > 1500*time.Millisecond {
 		t.Fatalf("first bytes took %v, want about 300ms", d)
 	}
-	if d := roundTrip(t, c, "two"); d > 150*time.Millisecond {
+	if d := roundTrip(t, c, "two"); d > 250*time.Millisecond {
 		t.Fatalf("later bytes took %v: delayed again", d)
 	}
 	e := dialT(t, p.addr("every"))
@@ -102,19 +102,23 @@ func TestL4FaultAbort(t *testing.T) {
 	echo := testutil.StartEcho(t)
 	// talker sends what the client wrote back after a greeting, so bytes
 	// flow to the client before it writes.
+	// (after the client's first byte: on loopback a reset that came
+	// before the client's connect returned would fail the connect).
 	greeter := testutil.StartTCP(t, func(c net.Conn) {
 		defer c.Close()
+		c.Read(make([]byte, 1))
 		io.WriteString(c, strings.Repeat("g", 5000))
 		io.Copy(io.Discard, c)
 	})
 	p := startProxy(t, `
 static_resources:
   listeners:
-`+l4FaultListener("rst", `abort: { reset: true }`, "echo")+
-		l4FaultListener("fin", `abort: { percent: 100 }`, "echo")+
+`+l4FaultListener("rst", `abort: { reset: true }`, "never")+
+		l4FaultListener("fin", `abort: { percent: 100 }`, "never")+
 		l4FaultListener("recv", `abort: { after_bytes_received: 10, reset: true }`, "echo")+
-		l4FaultListener("sent", `abort: { after_bytes_sent: 1234 }`, "greeter")+`  clusters:
-`+staticCluster("echo", echo)+staticCluster("greeter", greeter))
+		l4FaultListener("sent", `abort: { after_bytes_sent: 1234 }`, "greeter")+
+		l4FaultListener("sent-rst", `abort: { after_bytes_sent: 1234, reset: true }`, "greeter")+`  clusters:
+`+staticCluster("echo", echo)+staticCluster("never", echo)+staticCluster("greeter", greeter))
 
 	// (On loopback the reset may come before the client's connect has
 	// returned: then connect reports it.)
@@ -132,27 +136,42 @@ static_resources:
 		t.Fatalf("abort on accept: read %d, %v; want EOF", n, err)
 	}
 
-	// 10 bytes go to the echo server and come back, then a reset.
+	// 10 bytes go on to the echo server (TestL4FaultAbortRecvReachesUpstream
+	// counts them there), then the client sees a reset (perhaps after some
+	// of the echo).
 	c = dialT(t, p.addr("recv"))
 	io.WriteString(c, "0123456789abcdefghij")
 	got, err := io.ReadAll(c)
-	if !errors.Is(err, syscall.ECONNRESET) && err != nil {
-		t.Fatalf("after bytes received: %v", err)
-	}
-	if len(got) > 10 || !strings.HasPrefix("0123456789", string(got)) {
-		t.Fatalf("after 10 bytes received, the client got back %q", got)
+	if !errors.Is(err, syscall.ECONNRESET) || len(got) > 10 || !strings.HasPrefix("0123456789", string(got)) {
+		t.Fatalf("after 10 bytes received: the client got back %q, then %v (want ECONNRESET)", got, err)
 	}
 
+	// Exactly 1234 bytes of the greeting, then a FIN, or a reset once they
+	// have been delivered.
 	c = dialT(t, p.addr("sent"))
+	io.WriteString(c, "x")
 	got, err = io.ReadAll(c)
 	if err != nil || len(got) != 1234 {
 		t.Fatalf("after 1234 bytes sent: got %d bytes, %v", len(got), err)
 	}
+	c = dialT(t, p.addr("sent-rst"))
+	io.WriteString(c, "x")
+	got, err = io.ReadAll(c)
+	if !errors.Is(err, syscall.ECONNRESET) || len(got) != 1234 {
+		t.Fatalf("after 1234 bytes sent, with a reset: got %d bytes, %v (want 1234, ECONNRESET)", len(got), err)
+	}
 	testutil.Eventually(t, 5*time.Second, "abort stats", func() bool {
-		return p.stat("network_fault.rst.aborts_injected") == 1 && p.stat("network_fault.fin.aborts_injected") == 1 &&
-			p.stat("network_fault.recv.aborts_injected") == 1 && p.stat("network_fault.sent.aborts_injected") == 1 &&
-			p.stat("network_fault.sent.active_faults") == 0
+		for _, l := range []string{"rst", "fin", "recv", "sent", "sent-rst"} {
+			if p.stat("network_fault."+l+".aborts_injected") != 1 || p.stat("network_fault."+l+".active_faults") != 0 {
+				return false
+			}
+		}
+		return true
 	})
+	// tcp_proxy never dialled for the connections aborted on accept.
+	if n := p.stat("cluster.never.upstream_cx_total"); n != 0 {
+		t.Errorf("%d upstream connections for connections aborted on accept", n)
+	}
 }
 
 // TestL4FaultAbortRecvReachesUpstream: with after_bytes_received, the

@@ -92,6 +92,8 @@ func TestNetworkLocalRateLimit(t *testing.T) {
 			`"@type": type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit, stat_prefix: `+name+`, `+lrl, "echo")
 	}
 	bucket := `token_bucket: { max_tokens: 3, fill_interval: 3600s }`
+	// (Shared buckets are process-wide: a key of this run's own.)
+	key := fmt.Sprintf("pair-%d", time.Now().UnixNano())
 	p := startProxy(t, `
 layered_runtime:
   layers:
@@ -100,7 +102,7 @@ layered_runtime:
 static_resources:
   listeners:
 `+listener("own", bucket)+
-		listener("a", bucket+`, share_key: pair`)+listener("b", bucket+`, share_key: pair`)+
+		listener("a", bucket+`, share_key: `+key)+listener("b", bucket+`, share_key: `+key)+
 		listener("dark", `token_bucket: { max_tokens: 1, fill_interval: 3600s }, runtime_enabled: { default_value: true, runtime_key: lrl.off }`)+`  clusters:
 `+staticCluster("echo", echo))
 	// talk reports whether the connection was proxied (its bytes echoed).

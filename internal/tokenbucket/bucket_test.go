@@ -29,13 +29,13 @@ func TestFromProto(t *testing.T) {
 }
 
 func TestTakeAndFill(t *testing.T) {
-	b := New(Spec{Max: 2, PerFill: 1, Interval: 100 * time.Millisecond})
+	b := New(Spec{Max: 2, PerFill: 1, Interval: 200 * time.Millisecond})
 	for i, want := range []bool{true, true, false} {
 		if ok, _, _ := b.Take(); ok != want {
 			t.Fatalf("take %d: %v", i, ok)
 		}
 	}
-	time.Sleep(120 * time.Millisecond)
+	time.Sleep(250 * time.Millisecond) // one fill (two would take 400 ms)
 	if ok, left, _ := b.Take(); !ok || left != 0 {
 		t.Fatalf("after a fill: %v, %d left", ok, left)
 	}

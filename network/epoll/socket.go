@@ -3,6 +3,7 @@ package epoll
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/straitproxy/strait/network"
@@ -19,6 +20,7 @@ type fdSocket struct {
 	fdmu          sync.RWMutex
 	fd            int // -1 once closed
 	local, remote net.Addr
+	rst           atomic.Bool // SO_LINGER 0: the close is a reset
 }
 
 func (s *fdSocket) LocalAddr() net.Addr  { return s.local }
@@ -53,14 +55,27 @@ func (s *fdSocket) Write(p []byte) (int, error) {
 	return total, nil
 }
 
-// SetLinger sets SO_LINGER: 0 makes the close send a reset.
+// SetLinger sets SO_LINGER: 0 makes the close send a reset (and the
+// shutdown before it then stops only the reading: a write shutdown
+// would send a FIN first).
 func (s *fdSocket) SetLinger(sec int) error {
 	s.fdmu.RLock()
 	defer s.fdmu.RUnlock()
 	if s.fd < 0 {
 		return net.ErrClosed
 	}
+	s.rst.Store(sec == 0)
 	return unix.SetsockoptLinger(s.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: int32(sec)})
+}
+
+// Unsent is the bytes the kernel's send queue still holds.
+func (s *fdSocket) Unsent() (int, error) {
+	s.fdmu.RLock()
+	defer s.fdmu.RUnlock()
+	if s.fd < 0 {
+		return 0, net.ErrClosed
+	}
+	return unix.IoctlGetInt(s.fd, unix.SIOCOUTQ)
 }
 
 // Writev writes the buffers in order with writev(2), all of them.
@@ -146,7 +161,11 @@ func (s *fdSocket) Close() error {
 func (s *fdSocket) shutdown() {
 	s.fdmu.RLock()
 	if s.fd >= 0 {
-		unix.Shutdown(s.fd, unix.SHUT_RDWR)
+		how := unix.SHUT_RDWR
+		if s.rst.Load() {
+			how = unix.SHUT_RD
+		}
+		unix.Shutdown(s.fd, how)
 	}
 	s.fdmu.RUnlock()
 }

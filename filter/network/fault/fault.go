@@ -140,8 +140,14 @@ func roll(has bool, pct float64) bool {
 // NewReadFilter decides the connection's faults.
 func (f *factory) NewReadFilter(*network.Conn) (filter.ReadFilter, error) {
 	c := &conn{f: f}
-	c.delay = roll(f.hasDelay, f.delayPct)
 	c.abort = roll(f.hasAbort, f.abortPct)
+	if c.abort && f.abortRecv == 0 && f.abortSent == 0 {
+		// Aborted on accept: no other fault has anything to act on.
+		c.faulty = true
+		f.active.Inc()
+		return c, nil
+	}
+	c.delay = roll(f.hasDelay, f.delayPct)
 	if roll(f.hasThrottle, f.throttlePct) {
 		f.throttles.Inc()
 		now := time.Now()
@@ -262,15 +268,18 @@ func (c *conn) OnWrite(cb filter.ConnCallbacks, data []byte) ([]byte, error) {
 		wait = c.wr.debt(len(out), time.Now())
 	}
 	c.mu.Unlock()
-	if wait > 0 {
-		// Pushes back on the writer: the bytes leave at the rate.
-		time.Sleep(wait)
+	// The writer waits (pushing back on the upstream the bytes come
+	// from), in steps, until the connection closes at the latest.
+	for wait > 0 {
+		if cb.Conn().Closed() {
+			return nil, errAborted
+		}
+		step := min(wait, 100*time.Millisecond)
+		time.Sleep(step)
+		wait -= step
 	}
 	if ending {
-		if c.f.reset {
-			return out, network.ErrWriteReset
-		}
-		return out, network.ErrWriteClose
+		cb.Close(c.f.reset) // after these bytes are written
 	}
 	return out, nil
 }
@@ -291,8 +300,8 @@ func (c *conn) OnDestroy() {
 
 var errAborted = errors.New("strait.filters.network.fault: connection aborted")
 
-// bucket is a token bucket of bytes per second, starting empty of debt
-// with a burst of a tenth of a second (at least one read's worth).
+// bucket is a token bucket of bytes per second, starting empty, with a
+// burst of a tenth of a second's worth (at least a byte).
 type bucket struct {
 	rate   int64
 	tokens float64
@@ -300,7 +309,7 @@ type bucket struct {
 }
 
 func (b *bucket) refill(now time.Time) {
-	burst := float64(b.rate) / 10
+	burst := max(1, float64(b.rate)/10)
 	b.tokens = min(burst, b.tokens+now.Sub(b.at).Seconds()*float64(b.rate))
 	b.at = now
 }

@@ -28,18 +28,22 @@ var _ filter.NetworkFactory = (*Factory)(nil)
 func (*Factory) Terminal() bool { return true }
 
 // NewHandler pauses the downstream until the upstream connects, which
-// happens on a worker.
+// happens when the connection starts (OnStart).
 func (f *Factory) NewHandler(c *network.Conn, _ network.Handler) (network.Handler, error) {
 	s := &session{cfg: f.cfg, down: c, connected: make(chan struct{})}
 	s.touch()
 	f.cfg.stats.CxTotal.Inc()
 	f.cfg.stats.CxActive.Inc()
 	c.PauseRead()
-	// A session lives as long as its connection: it must not hold one of
-	// the request workers.
-	go s.connect()
 	return s, nil
 }
+
+// OnStart dials the upstream once the filters before tcp_proxy let the
+// connection start (network.Starter): a connection a filter refused
+// (a rate limit, an abort on accept) never reaches the upstream, as in
+// Envoy. A session lives as long as its connection: it dials on a
+// goroutine of its own, not on one of the request workers.
+func (s *session) OnStart() { go s.connect() }
 
 // session is one proxied connection. The downstream reader writes to the
 // upstream (blocking: a slow upstream stops the reads); a goroutine copies
