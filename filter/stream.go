@@ -163,11 +163,16 @@ type StreamInfo struct {
 	// version, SNI, ALPN) and Info (what the listener filters learned).
 	Conn      *network.Conn
 	StartTime time.Time
-	// RouteName, ClusterName and UpstreamHost are filled as the request
-	// is routed and sent.
-	RouteName    string
-	ClusterName  string
-	UpstreamHost string
+	// RouteName, ClusterName and UpstreamHost ("ip:port" of the last
+	// attempt) are filled as the request is routed and sent;
+	// UpstreamStart is when it was first sent upstream.
+	RouteName     string
+	ClusterName   string
+	UpstreamHost  string
+	UpstreamStart time.Time
+	// BytesReceived and BytesSent count the request body read from the
+	// client and the response body written to it.
+	BytesReceived, BytesSent uint64
 	// ResponseFlags are Envoy's ("UH", "UF", "FI", ...; "" for none).
 	ResponseFlags string
 	// State is the filter state: values filters share along the chain,

@@ -35,6 +35,7 @@ func (s *Stream) forward() {
 		s.startMirrors()
 	}
 	s.upStart = time.Now()
+	s.info.UpstreamStart = s.upStart
 	if s.route.Timeout > 0 {
 		// From here, as Envoy's router times a request: the time a
 		// filter held it does not count.
@@ -191,6 +192,7 @@ func (s *Stream) tryOnce() error {
 		return &Error{Kind: KindNoHealthy, Source: Upstream}
 	}
 	s.host = h
+	s.info.UpstreamHost = h.Addr
 	if s.route.AutoHostRewrite && h.Hostname != "" {
 		s.req.Set(protocol.Authority, h.Hostname)
 	}

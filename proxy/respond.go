@@ -95,11 +95,16 @@ func (s *Stream) relayBody() error {
 			if !last {
 				s.holdIfMore(s.ds, s.us) // more (or the trailers) at hand
 			}
-			write := s.ds.WriteData
+			var werr error
 			if s.respRate > 0 {
-				write = s.writePaced
+				werr = s.writePaced(data, last)
+			} else {
+				werr = s.ds.WriteData(data, last)
 			}
-			if werr := write(data, last); werr != nil || last {
+			if werr == nil {
+				s.info.BytesSent += uint64(len(data))
+			}
+			if werr != nil || last {
 				return werr
 			}
 		}

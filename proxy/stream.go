@@ -450,7 +450,9 @@ func (s *Stream) sendReply(h *protocol.Headers, body []byte) {
 	if len(body) > 0 {
 		if err := s.ds.WriteData(body, true); err != nil {
 			s.resetDownstream()
+			return
 		}
+		s.info.BytesSent += uint64(len(body))
 	}
 }
 
@@ -508,6 +510,7 @@ func (s *Stream) traceRequest() {
 // replay while it fits the retry buffer.
 func (s *Stream) readBody() ([]byte, error) {
 	data, err := s.ds.ReadData()
+	s.info.BytesReceived += uint64(len(data))
 	if s.anyData && (len(data) > 0 || err == io.EOF) {
 		var ok bool
 		if data, ok = s.filterRequestData(data, err); !ok {

@@ -30,12 +30,16 @@ const allRoutes = `              - match: { prefix: "/" }
                 route: { cluster: backend }
 `
 
-// TestFaultAbortRate: an abort at 10 % over 2,000 requests lands within
-// the binomial bound (4.5 standard deviations), counted in the stats.
+// TestFaultAbortRate: an abort at 10 % over 10,000 requests (2,000
+// with -short) lands within the binomial bound (4.5 standard
+// deviations), counted in the stats.
 func TestFaultAbortRate(t *testing.T) {
 	up := testutil.StartUpstream(t)
 	p := startProxy(t, filterBootstrap(up.Addr, faultFilter(`abort: { http_status: 418, percentage: { numerator: 10 } }`), allRoutes))
-	const n = 2000
+	n := 10000
+	if testing.Short() {
+		n = 2000
+	}
 	var aborted, ok atomic.Int64
 	var wg sync.WaitGroup
 	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
@@ -61,8 +65,8 @@ func TestFaultAbortRate(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	mean, sd := n*0.1, math.Sqrt(n*0.1*0.9)
-	if a := float64(aborted.Load()); math.Abs(a-mean) > 4.5*sd || aborted.Load()+ok.Load() != n {
+	mean, sd := float64(n)*0.1, math.Sqrt(float64(n)*0.1*0.9)
+	if a := float64(aborted.Load()); math.Abs(a-mean) > 4.5*sd || aborted.Load()+ok.Load() != int64(n) {
 		t.Fatalf("%d aborted, %d ok of %d (expected %.0f ± %.0f)", aborted.Load(), ok.Load(), n, mean, 4.5*sd)
 	}
 	if got := p.stat("http.in.fault.aborts_injected"); got != aborted.Load() {
@@ -70,8 +74,9 @@ func TestFaultAbortRate(t *testing.T) {
 	}
 }
 
-// TestFaultDelayHoldsNoWorker: a 1 s delay on 200 concurrent requests
-// finishes in about 1 s in all with 4 workers: the delay is a timer.
+// TestFaultDelayHoldsNoWorker: a 1 s delay on 500 concurrent requests
+// (200 with -short) finishes in about 1 s in all with 4 workers: the
+// delay is a timer.
 func TestFaultDelayHoldsNoWorker(t *testing.T) {
 	up := testutil.StartUpstream(t)
 	b, err := config.Parse([]byte(filterBootstrap(up.Addr, faultFilter(`delay: { fixed_delay: 1s, percentage: { numerator: 100 } }`), allRoutes)), true)
@@ -87,7 +92,10 @@ func TestFaultDelayHoldsNoWorker(t *testing.T) {
 	}
 	defer srv.Shutdown(context.Background())
 	url := "http://" + srv.ListenerAddr("in").String() + "/d"
-	const n = 200
+	n := 500
+	if testing.Short() {
+		n = 200
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	var good atomic.Int64
@@ -109,7 +117,7 @@ func TestFaultDelayHoldsNoWorker(t *testing.T) {
 	}
 	wg.Wait()
 	el := time.Since(start)
-	if good.Load() != n || el < time.Second || el > 3*time.Second {
+	if good.Load() != int64(n) || el < time.Second || el > 3*time.Second {
 		t.Fatalf("%d of %d in %v", good.Load(), n, el)
 	}
 	if w := srv.Pool().Workers(); w > 4 {

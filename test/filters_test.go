@@ -47,6 +47,9 @@ type probeRoute struct {
 
 var probeDestroyed atomic.Int64
 
+// probeInfo is the stream info a probe saw last, at OnDestroy.
+var probeInfo atomic.Pointer[filter.StreamInfo]
+
 func init() {
 	filter.RegisterHTTPStruct("strait.test.probe", probeURL, func(_ *filter.BuildContext, m proto.Message) (filter.HTTPFactory, error) {
 		var c probeConfig
@@ -75,9 +78,11 @@ type probe struct {
 	c     probeConfig
 	timer *time.Timer
 	route string
+	cb    filter.Callbacks
 }
 
 func (p *probe) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool) filter.Status {
+	p.cb = cb
 	if h.Has("x-deny-" + p.c.Tag) {
 		cb.SendLocalReply(403, "denied by "+p.c.Tag, func(h *protocol.Headers) { h.Set("x-denier", p.c.Tag) })
 		return filter.Stop
@@ -141,6 +146,10 @@ func (p *probe) EncodeData(_ filter.Callbacks, b *filter.Buffer, _ bool) filter.
 func (p *probe) OnDestroy() {
 	if p.timer != nil {
 		p.timer.Stop()
+	}
+	if p.cb != nil {
+		si := *p.cb.Info()
+		probeInfo.Store(&si)
 	}
 	probeDestroyed.Add(1)
 }
@@ -447,5 +456,34 @@ func TestFilterParkTimeout(t *testing.T) {
 	testutil.Eventually(t, 2*time.Second, "OnDestroy", func() bool { return probeDestroyed.Load() > before })
 	if up.Started.Load() != 0 {
 		t.Fatal("the held request reached the upstream")
+	}
+}
+
+// TestStreamInfo: what the stream info tells a filter by the end of the
+// stream: route, cluster, upstream host, when it went upstream, and the
+// body bytes each way.
+func TestStreamInfo(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	routes := `              - name: echo-route
+                match: { prefix: "/" }
+                route: { cluster: backend }
+`
+	p := startProxy(t, filterBootstrap(up.Addr, probeFilter("info"), routes))
+	before := probeDestroyed.Load()
+	body := strings.Repeat("b", 1000)
+	resp, got := doReq(t, "POST", p.url("in")+"/echo", body)
+	if resp.StatusCode != 200 || got != body {
+		t.Fatalf("%d, %d bytes", resp.StatusCode, len(got))
+	}
+	testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { return probeDestroyed.Load() > before })
+	si := probeInfo.Load()
+	if si.RouteName != "echo-route" || si.ClusterName != "backend" || si.UpstreamHost != up.Addr {
+		t.Errorf("route %q cluster %q upstream %q", si.RouteName, si.ClusterName, si.UpstreamHost)
+	}
+	if si.BytesReceived != 1000 || si.BytesSent != 1000 {
+		t.Errorf("bytes received %d, sent %d; want 1000 each", si.BytesReceived, si.BytesSent)
+	}
+	if si.UpstreamStart.Before(si.StartTime) || time.Since(si.UpstreamStart) > 5*time.Second {
+		t.Errorf("upstream start %v, stream start %v", si.UpstreamStart, si.StartTime)
 	}
 }

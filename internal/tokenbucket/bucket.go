@@ -11,7 +11,6 @@ import (
 	"weak"
 
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"github.com/straitproxy/strait/config"
 )
 
 // Spec is a bucket's shape.
@@ -20,21 +19,31 @@ type Spec struct {
 	Interval     time.Duration
 }
 
-// FromProto validates tb as Envoy's local rate limits do (fill_interval
-// at least 50 ms); errors name the field under token_bucket.
+// FieldError is FromProto's error: the field (under the filter's
+// config) and what is wrong with it. (This package sits below config:
+// callers turn it into a config.At path error.)
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+
+// FromProto validates tb, the filter's token_bucket, as Envoy's local
+// rate limits do (fill_interval at least 50 ms).
 func FromProto(tb *typev3.TokenBucket) (Spec, error) {
 	if tb == nil {
-		return Spec{}, config.At("token_bucket", errors.New("required"))
+		return Spec{}, &FieldError{"token_bucket", errors.New("required")}
 	}
 	s := Spec{Max: int64(tb.GetMaxTokens()), PerFill: 1, Interval: tb.GetFillInterval().AsDuration()}
 	if v := tb.GetTokensPerFill(); v != nil {
 		s.PerFill = int64(v.GetValue())
 	}
 	if s.Max <= 0 {
-		return Spec{}, config.At("token_bucket.max_tokens", errors.New("must be above 0"))
+		return Spec{}, &FieldError{"token_bucket.max_tokens", errors.New("must be above 0")}
 	}
 	if s.Interval < 50*time.Millisecond {
-		return Spec{}, config.At("token_bucket.fill_interval", errors.New("at least 50ms, as Envoy"))
+		return Spec{}, &FieldError{"token_bucket.fill_interval", errors.New("at least 50ms, as Envoy")}
 	}
 	return s, nil
 }

@@ -71,8 +71,8 @@ func compile(m *lrlv3.LocalRateLimit) (*settings, error) {
 		return nil, err
 	}
 	spec, err := tokenbucket.FromProto(m.GetTokenBucket())
-	if err != nil {
-		return nil, err
+	if fe, ok := err.(*tokenbucket.FieldError); ok {
+		return nil, config.At(fe.Field, fe.Err)
 	}
 	s := &settings{statPrefix: m.GetStatPrefix(), status: 429,
 		xHeaders:  m.GetEnableXRatelimitHeaders() == ratelimitv3.XRateLimitHeadersRFCVersion_DRAFT_VERSION_03,

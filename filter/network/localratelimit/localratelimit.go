@@ -51,8 +51,8 @@ func build(bc *filter.BuildContext, m *lrlv3.LocalRateLimit) (*factory, error) {
 		return nil, config.At("stat_prefix", errors.New("required"))
 	}
 	spec, err := tokenbucket.FromProto(m.GetTokenBucket())
-	if err != nil {
-		return nil, err
+	if fe, ok := err.(*tokenbucket.FieldError); ok {
+		return nil, config.At(fe.Field, fe.Err)
 	}
 	f := &factory{enabledDef: true, rt: bc.Runtime}
 	if re := m.GetRuntimeEnabled(); re != nil {
