@@ -160,6 +160,25 @@ func TestRBACConfigErrors(t *testing.T) {
 			t.Errorf("%s: %v, want %q", c.cfg, err, c.want)
 		}
 	}
+
+	// The network filter.
+	echo := testutil.StartEcho(t)
+	for _, c := range []struct{ cfg, want string }{
+		{`stat_prefix: nr`, "rules or shadow_rules is required"},
+		{`rules: { action: DENY }`, "typed_config.stat_prefix: value length must be at least 1"},
+		{`stat_prefix: nr, matcher: {}`, "matcher: not supported yet"},
+		{`stat_prefix: nr, rules: { action: ALLOW, policies: { p: { permissions: [ { destination_port: 70000 } ], principals: [ { any: true } ] } } }`, "destination_port: value must be less than or equal to 65535"},
+		{`stat_prefix: nr, rules: { action: ALLOW, policies: { p: { permissions: [ { any: true } ], principals: [ { direct_remote_ip: { address_prefix: 10.0.0.300, prefix_len: 8 } } ] } } }`, "direct_remote_ip"},
+	} {
+		y := `
+static_resources:
+  listeners:
+` + l4Listener("net", "envoy.filters.network.rbac", `"@type": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC, `+c.cfg, "echo") + `  clusters:
+` + staticCluster("echo", echo)
+		if _, err := buildServer(y); err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "filters[0]") {
+			t.Errorf("network: %s: %v, want %q", c.cfg, err, c.want)
+		}
+	}
 }
 
 // TestNetworkRBAC: envoy.filters.network.rbac in front of tcp_proxy: an
