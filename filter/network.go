@@ -266,6 +266,7 @@ func (h *readHandler) resume() {
 // make the kernel send a reset instead). Neither blocks the caller.
 func (h *readHandler) end(kind int8) {
 	if kind == closeRST {
+		h.c.WillReset() // a handler closing first still resets
 		go h.c.ResetAfterFlush(time.Second)
 		return
 	}

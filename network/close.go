@@ -14,19 +14,30 @@ import (
 // FIN where the socket allows it, dropping unsent bytes. A transport
 // socket (TLS) is not closed politely first: the peer sees the reset.
 func (c *Conn) Reset() error {
+	c.resetting.Store(true)
+	return c.Close()
+}
+
+// WillReset makes the connection's close, whenever and by whomever it
+// comes, a reset (a filter asked for one that waits for written bytes
+// to leave: a handler that closes meanwhile must not send a FIN).
+func (c *Conn) WillReset() { c.resetting.Store(true) }
+
+// abort makes the socket's close a reset (closeOnce held).
+func (c *Conn) abort() {
 	if l, ok := c.base.(interface{ SetLinger(int) error }); ok {
 		l.SetLinger(0)
 	}
 	if c.base != c.raw {
 		c.base.Close() // not tls.Conn.Close: no close_notify
 	}
-	return c.Close()
 }
 
 // ResetAfterFlush waits, at most max, until the kernel sent everything
 // written (the socket's send queue is empty), then resets; reading is
 // paused meanwhile. It blocks: call it on a goroutine of its own.
 func (c *Conn) ResetAfterFlush(max time.Duration) {
+	c.WillReset()
 	c.PauseReadFor(PauseFilter)
 	// After a write under way (a write filter that asked for the reset).
 	c.wmu.Lock()
@@ -109,6 +120,9 @@ func (c *Conn) closeWith(err error) error {
 			close(c.done)
 		}
 		c.mu.Unlock()
+		if c.resetting.Load() {
+			c.abort()
+		}
 		cerr = c.raw.Close()
 		if c.wake != nil {
 			select {

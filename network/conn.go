@@ -85,6 +85,8 @@ type Conn struct {
 	closed    atomic.Bool
 	closeErr  error
 	closeOnce sync.Once
+	// resetting: the connection ends with a reset, whoever closes it.
+	resetting atomic.Bool
 
 	rx, tx atomic.Uint64
 
