@@ -18,28 +18,31 @@ func layer(pkg string) int {
 	case p == "config" || strings.HasPrefix(p, "internal/"):
 		return 0
 	case p == "protocol" || p == "network" || p == "tlsconfig" || p == "stats" || p == "accesslog":
-		return 1
+		return 10
+	case p == "protocol/rpc":
+		// The framed-RPC seam: codecs (protocol/dubbo) build on it.
+		return 15
 	case strings.HasPrefix(p, "protocol/") || strings.HasPrefix(p, "network/") || p == "transport":
-		return 2
+		return 20
 	case p == "filter" || p == "router" || p == "upstream":
-		return 3
+		return 30
 	case p == "proxy" || p == "rbac":
-		return 4
+		return 40
 	case strings.HasPrefix(p, "filter/") || strings.HasPrefix(p, "upstream/lb/") || strings.HasPrefix(p, "transport/"):
-		return 5
+		return 50
 	case p == "xds" || p == "admin" || p == "listener":
-		return 6
+		return 60
 	case p == "server" || p == "extensions":
-		return 7
+		return 70
 	case strings.HasPrefix(p, "cmd/"):
-		return 8
+		return 80
 	}
 	return -2
 }
 
 func isExtension(pkg string) bool {
 	p := strings.TrimPrefix(pkg, module)
-	return strings.HasPrefix(p, "protocol/") || strings.HasPrefix(p, "filter/") || strings.HasPrefix(p, "upstream/lb/") ||
+	return strings.HasPrefix(p, "protocol/") && p != "protocol/rpc" || strings.HasPrefix(p, "filter/") || strings.HasPrefix(p, "upstream/lb/") ||
 		strings.HasPrefix(p, "network/") || strings.HasPrefix(p, "transport/")
 }
 

@@ -3,6 +3,7 @@ module github.com/straitproxy/strait
 go 1.26.0
 
 require (
+	github.com/apache/dubbo-go-hessian2 v1.13.2
 	github.com/cncf/xds/go v0.0.0-20260202195803-dba9d589def2
 	github.com/emmansun/gmsm v0.44.0
 	github.com/envoyproxy/go-control-plane v0.14.0
@@ -21,11 +22,14 @@ require (
 
 require (
 	cel.dev/expr v0.25.3 // indirect
+	github.com/dubbogo/gost v1.13.1 // indirect
 	github.com/envoyproxy/go-control-plane/ratelimit v0.1.0 // indirect
 	github.com/envoyproxy/protoc-gen-validate v1.3.3 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/pandatix/go-abnf v0.5.3 // indirect
+	github.com/pkg/errors v0.9.1 // indirect
 	github.com/planetscale/vtprotobuf v0.6.1-0.20240319094008-0393e58bdf10 // indirect
+	go.uber.org/atomic v1.9.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.4 // indirect
 	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260817212433-ac3dfec99bb1 // indirect

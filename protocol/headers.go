@@ -15,6 +15,11 @@ const (
 	Scheme    = ":scheme"
 	Status    = ":status"
 	Protocol  = ":protocol"
+	// RPCMethod and RPCTimeout are set by framed-RPC codecs
+	// (protocol/rpc): the called method, and the caller's timeout in
+	// milliseconds when it sent one.
+	RPCMethod  = ":rpc-method"
+	RPCTimeout = ":rpc-timeout"
 )
 
 // Headers is an ordered multimap of header fields, stored in one byte slice
@@ -159,6 +164,28 @@ func set[T string | []byte](h *Headers, name string, value T) {
 		}
 	}
 	add(h, name, value)
+	if len(name) > 0 && name[0] == ':' {
+		h.movePseudo()
+	}
+}
+
+// SetJoin is Set with the value made of parts laid end to end; h does not
+// retain them.
+func (h *Headers) SetJoin(name string, parts ...[]byte) {
+	h.Del(name)
+	if h.fields == nil {
+		h.grow()
+	}
+	var f field
+	f.ns = int32(len(h.buf))
+	h.buf = append(h.buf, name...)
+	f.ne = int32(len(h.buf))
+	lower(h.buf[f.ns:f.ne])
+	for _, p := range parts {
+		h.buf = append(h.buf, p...)
+	}
+	f.vs, f.ve = f.ne, int32(len(h.buf))
+	h.fields = append(h.fields, f)
 	if len(name) > 0 && name[0] == ':' {
 		h.movePseudo()
 	}

@@ -48,6 +48,15 @@ type Config struct {
 	Codecs protocol.ServerOptions
 	// RetryBufferLimit is how much request body is kept to replay on retry.
 	RetryBufferLimit int
+
+	// RPC marks a framed-RPC connection manager (dubbo_proxy): its streams
+	// are calls, not HTTP requests, so HTTP's header handling (hop-by-hop
+	// fields, X-Forwarded-For, request ids, the server header) is skipped.
+	RPC bool
+	// UpstreamCodec, when set, is the protocol spoken to every upstream
+	// host, whatever the cluster's HTTP protocol options say (a pool per
+	// host and protocol).
+	UpstreamCodec *protocol.Codec
 }
 
 // Stats are the connection manager's counters ("http.<prefix>.*").
@@ -66,7 +75,13 @@ type Stats struct {
 
 // NewStats makes the counters under http.<prefix>.
 func NewStats(root *stats.Scope, prefix string) *Stats {
-	sc := root.Scope("http", "envoy_http_conn_manager_prefix", prefix)
+	return NewStatsUnder(root, "http", "envoy_http_conn_manager_prefix", prefix)
+}
+
+// NewStatsUnder makes the counters under kind.<prefix> (dubbo_proxy's:
+// "dubbo"), label naming the prefix in Prometheus form.
+func NewStatsUnder(root *stats.Scope, kind, label, prefix string) *Stats {
+	sc := root.Scope(kind, label, prefix)
 	s := &Stats{
 		CxTotal: sc.Counter("downstream_cx_total"), CxHTTP1Total: sc.Counter("downstream_cx_http1_total"), CxHTTP2Total: sc.Counter("downstream_cx_http2_total"),
 		CxDestroy: sc.Counter("downstream_cx_destroy"), CxProtocolError: sc.Counter("downstream_cx_protocol_error"),

@@ -76,7 +76,7 @@ func (cm *connManager) Drain() {
 func (cm *connManager) OnStream(ds protocol.ServerStream) {
 	n := cm.requests.Add(1)
 	h2 := ds.Protocol() == "HTTP/2"
-	if n == 1 {
+	if n == 1 && !cm.cfg.RPC {
 		// Counted on the first request: with codec_type AUTO the protocol
 		// is known only then.
 		if h2 {

@@ -42,6 +42,7 @@ func (s *Stream) forward() {
 		s.deadline = s.upStart.Add(s.route.Timeout)
 	}
 	s.capByGRPCTimeout()
+	s.capByCallTimeout()
 	if c, ok := s.ds.(protocol.Canceler); ok {
 		c.OnCancel(s.cancelFn)
 		defer c.OnCancel(nil)
@@ -233,9 +234,9 @@ func (s *Stream) tryOnce() error {
 // openStream gets an upstream stream: a multiplexed stream for HTTP/2
 // upstreams, else a pooled connection of its own.
 func (s *Stream) openStream(h *upstream.Host, wait time.Duration) error {
-	codec := s.cluster.CodecForHost(h, s.h2)
+	codec, mux := s.cfg.upstreamFor(s.cluster, h, s.h2)
 	if codec.NewMux != nil {
-		us, reused, err := h.Mux().NewStream(s.cm.conn.Context(), wait)
+		us, reused, err := mux.NewStream(s.cm.conn.Context(), wait)
 		if err != nil {
 			return err
 		}
@@ -263,6 +264,16 @@ func (s *Stream) openStream(h *upstream.Host, wait time.Duration) error {
 	s.prevConnReused = conn.Reused
 	s.us = codec.NewClient(conn)
 	return nil
+}
+
+// upstreamFor is the codec towards h and, when it multiplexes, the pool
+// of its connections: the network filter's RPC codec when it has one,
+// else the cluster's HTTP codec.
+func (cfg *Config) upstreamFor(cl *upstream.Cluster, h *upstream.Host, h2 bool) (*protocol.Codec, *upstream.MuxPool) {
+	if uc := cfg.UpstreamCodec; uc != nil {
+		return uc, h.MuxFor(uc)
+	}
+	return cl.CodecForHost(h, h2), h.Mux()
 }
 
 // upstreamSendError reports a failure to send that came from the upstream

@@ -84,6 +84,31 @@ func (s *Stream) capByGRPCTimeout() {
 	}
 }
 
+// capByCallTimeout lets an RPC caller's timeout (milliseconds, from its
+// call: Dubbo's "timeout" attachment) shorten the route timeout.
+func (s *Stream) capByCallTimeout() {
+	if !s.cfg.RPC {
+		return
+	}
+	v, ok := s.req.Get(protocol.RPCTimeout)
+	if !ok || len(v) == 0 || len(v) > 9 {
+		return
+	}
+	var ms int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return
+		}
+		ms = ms*10 + int64(c-'0')
+	}
+	if ms == 0 {
+		return
+	}
+	if t := s.start.Add(time.Duration(ms) * time.Millisecond); s.deadline.IsZero() || t.Before(s.deadline) {
+		s.deadline = t
+	}
+}
+
 // grpcStatusFor maps a local reply's HTTP status to a gRPC status, as the
 // gRPC spec's HTTP-to-gRPC table does.
 func grpcStatusFor(code int) int {

@@ -19,6 +19,12 @@ var hopByHop = [...]string{"connection", "keep-alive", "proxy-connection", "tran
 // x-request-id.
 func (s *Stream) decodeHeaders() bool {
 	h := s.req
+	if s.cfg.RPC {
+		if len(s.cfg.Filters) > 0 {
+			s.info.ClientAddr = s.clientAddr(h)
+		}
+		return true
+	}
 	s.upgrade = s.wantsUpgrade()
 	s.grpc = isGRPC(h)
 	if h.HasToken("connection", "close") || s.ds.Protocol() == "HTTP/1.0" && !h.HasToken("connection", "keep-alive") {
@@ -190,6 +196,9 @@ func remoteIP(a net.Addr) string {
 // the fields its Connection header names) and adds what the connection
 // manager owns: server, connection: close.
 func (s *Stream) finalizeResponseHeaders(h *protocol.Headers) {
+	if s.cfg.RPC {
+		return
+	}
 	tunnel := s.upgrade && h.StatusCode() == 101
 	s.removeConnectionListed(h) // RFC 9110 §7.6.1, as for requests
 	for _, name := range hopByHop {

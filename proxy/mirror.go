@@ -26,6 +26,7 @@ import (
 // shadow is one mirrored copy of a request.
 type shadow struct {
 	cl    *upstream.Cluster
+	cfg   *Config
 	stats *Stats
 	req   protocol.Headers
 	h2    bool
@@ -81,7 +82,7 @@ func (s *Stream) startMirrors() {
 			continue
 		}
 		st.MirrorTotal.Inc()
-		m := &shadow{cl: cl, stats: st, h2: s.h2, limit: s.BufferLimit(), wake: make(chan struct{}, 1)}
+		m := &shadow{cl: cl, cfg: s.cfg, stats: st, h2: s.h2, limit: s.BufferLimit(), wake: make(chan struct{}, 1)}
 		m.req.CopyFrom(s.req)
 		m.req.Set(protocol.Authority, p.ShadowHost(s.req.Host()))
 		d := s.route.Timeout
@@ -289,10 +290,10 @@ func (m *shadow) exchange(ctx context.Context) bool {
 
 // open gets an upstream stream on h, as the primary's openStream does.
 func (m *shadow) open(ctx context.Context, h *upstream.Host) (protocol.ClientStream, *upstream.Conn, error) {
-	codec := m.cl.CodecForHost(h, m.h2)
+	codec, mux := m.cfg.upstreamFor(m.cl, h, m.h2)
 	wait := time.Until(m.until)
 	if codec.NewMux != nil {
-		us, _, err := h.Mux().NewStream(ctx, wait)
+		us, _, err := mux.NewStream(ctx, wait)
 		return us, nil, err
 	}
 	// A body cannot be sent twice: a pooled connection is probed first,

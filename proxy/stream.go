@@ -211,9 +211,11 @@ func (s *Stream) begin() {
 	s.start = time.Now()
 	st := s.cfg.Stats
 	st.RqTotal.Inc()
-	if s.h2 {
+	switch {
+	case s.cfg.RPC:
+	case s.h2:
 		st.RqHTTP2Total.Inc()
-	} else {
+	default:
 		st.RqHTTP1Total.Inc()
 	}
 	st.RqActive.Inc()

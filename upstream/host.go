@@ -4,6 +4,8 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+
+	"github.com/straitproxy/strait/protocol"
 )
 
 // Host is one upstream endpoint. Its counters are plain atomics read by the
@@ -20,6 +22,10 @@ type Host struct {
 	cluster *Cluster
 	pool    *Pool
 	mux     *MuxPool // nil unless the cluster may speak a multiplexed protocol
+	// muxes are the pools of protocols a network filter chose (Dubbo):
+	// one per protocol name, made on first use.
+	muxMu sync.Mutex
+	muxes map[string]*MuxPool
 
 	// Active is the number of requests in flight to this host.
 	Active    atomic.Int64
@@ -55,6 +61,34 @@ func (h *Host) closePools() {
 	if h.mux != nil {
 		h.mux.Close()
 	}
+	h.muxMu.Lock()
+	for _, p := range h.muxes {
+		p.Close()
+	}
+	h.muxes = nil
+	h.muxMu.Unlock()
+}
+
+// MuxFor returns h's pool of multiplexed connections speaking codec, a
+// protocol the cluster does not name (an RPC protocol its network filter
+// speaks). Pools are kept by protocol name; a host that left its cluster
+// gets a closed pool.
+func (h *Host) MuxFor(codec *protocol.Codec) *MuxPool {
+	h.muxMu.Lock()
+	defer h.muxMu.Unlock()
+	if p := h.muxes[codec.Name]; p != nil {
+		return p
+	}
+	p := newMuxPool(h, codec, protocol.MuxOptions{})
+	if h.removed.Load() {
+		p.closed = true
+		return p
+	}
+	if h.muxes == nil {
+		h.muxes = map[string]*MuxPool{}
+	}
+	h.muxes[codec.Name] = p
+	return p
 }
 
 // Mux returns h's pool of multiplexed connections.
