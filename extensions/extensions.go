@@ -12,6 +12,7 @@ import (
 	_ "github.com/straitproxy/strait/filter/http/rbac"
 	_ "github.com/straitproxy/strait/filter/http/router"
 	_ "github.com/straitproxy/strait/filter/listener/httpinspector"
+	_ "github.com/straitproxy/strait/filter/listener/rpcinspector"
 	_ "github.com/straitproxy/strait/filter/listener/tlsinspector"
 	_ "github.com/straitproxy/strait/filter/network/dubboproxy"
 	_ "github.com/straitproxy/strait/filter/network/fault"

@@ -173,6 +173,12 @@ func RegisterListener(name string, cfg proto.Message, b ListenerBuilder) {
 	config.Register(config.Extension{Kind: config.ListenerFilter, Name: name, TypeURL: typeURL(cfg), Factory: b})
 }
 
+// RegisterListenerStruct registers a listener filter whose config is a
+// TypedStruct (no Envoy proto): typeURL is the struct's type URL.
+func RegisterListenerStruct(name, typeURL string, b ListenerBuilder) {
+	config.Register(config.Extension{Kind: config.ListenerFilter, Name: name, TypeURL: typeURL, Factory: b})
+}
+
 // BuildListener decodes, validates and builds one listener filter; a
 // filter given by name alone (no typed_config) is built from its empty
 // config, as Envoy still accepts for the inspectors.

@@ -76,21 +76,21 @@ func (w *walker) value(b []byte, depth int) ([]byte, error) {
 	case tag >= 0x60 && tag <= 0x6f:
 		return w.object(b[1:], int64(tag-0x60), depth)
 	case tag == 'H':
-		return w.mapEntries(b[1:], depth)
+		return w.untilZ(b[1:], depth, 2)
 	case tag == 'M':
 		rest, err := w.typeName(b[1:])
 		if err != nil {
 			return nil, err
 		}
-		return w.mapEntries(rest, depth)
+		return w.untilZ(rest, depth, 2)
 	case tag == 'U':
 		rest, err := w.typeName(b[1:])
 		if err != nil {
 			return nil, err
 		}
-		return w.untilZ(rest, depth)
+		return w.untilZ(rest, depth, 1)
 	case tag == 'W':
-		return w.untilZ(b[1:], depth)
+		return w.untilZ(b[1:], depth, 1)
 	case tag == 'V':
 		rest, err := w.typeName(b[1:])
 		if err != nil {
@@ -184,7 +184,9 @@ func (w *walker) values(b []byte, n int64, depth int) ([]byte, error) {
 	return b, nil
 }
 
-func (w *walker) untilZ(b []byte, depth int) ([]byte, error) {
+// untilZ skips values, per at a time (a map's key and value), up to the
+// 'Z' that ends them.
+func (w *walker) untilZ(b []byte, depth, per int) ([]byte, error) {
 	var err error
 	for {
 		if len(b) == 0 {
@@ -193,26 +195,10 @@ func (w *walker) untilZ(b []byte, depth int) ([]byte, error) {
 		if b[0] == 'Z' {
 			return b[1:], nil
 		}
-		if b, err = w.value(b, depth+1); err != nil {
-			return nil, err
-		}
-	}
-}
-
-func (w *walker) mapEntries(b []byte, depth int) ([]byte, error) {
-	var err error
-	for {
-		if len(b) == 0 {
-			return nil, errShort
-		}
-		if b[0] == 'Z' {
-			return b[1:], nil
-		}
-		if b, err = w.value(b, depth+1); err != nil { // key
-			return nil, err
-		}
-		if b, err = w.value(b, depth+1); err != nil { // value
-			return nil, err
+		for i := 0; i < per; i++ {
+			if b, err = w.value(b, depth+1); err != nil {
+				return nil, err
+			}
 		}
 	}
 }
@@ -274,6 +260,15 @@ func skipString(b []byte) ([]byte, error) {
 		}
 		n := 0
 		for ; chars > 0; chars-- {
+			// Eight ASCII characters at a time (payload strings are
+			// long; routing keys are not).
+			for chars >= 8 && n+8 <= len(b) && binary.LittleEndian.Uint64(b[n:])&0x8080808080808080 == 0 {
+				n += 8
+				chars -= 8
+			}
+			if chars == 0 {
+				break
+			}
 			if n >= len(b) {
 				return nil, errShort
 			}

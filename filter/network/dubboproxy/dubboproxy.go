@@ -102,8 +102,9 @@ func build(bc *filter.BuildContext, m *dubbov3.DubboProxy) (*proxy.Config, error
 	if err != nil {
 		return nil, err
 	}
-	// Filters may read any attachment; routes read what they match on.
-	codec := newCodec(rpc.ReadOptions{Attachments: nd.attachments || len(filters) > 0, Params: nd.params})
+	// Attachments are always read: the caller's timeout is one, and
+	// filters may read any; arguments only when routes match on them.
+	codec := newCodec(rpc.ReadOptions{Attachments: true, Params: nd.params})
 	cfg := &proxy.Config{
 		StatPrefix:        m.GetStatPrefix(),
 		Clusters:          bc.Clusters,

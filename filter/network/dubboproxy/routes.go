@@ -41,8 +41,7 @@ const defaultTimeout = 15
 
 // needs says what the codec must read for these routes.
 type needs struct {
-	attachments bool // group, headers
-	params      bool
+	params bool
 }
 
 // compileRoutes turns the Dubbo route configurations into a table.
@@ -56,9 +55,6 @@ func compileRoutes(rcs []*dubbov3.RouteConfiguration, base string, opt router.Op
 		common, err := serviceMatchers(rc)
 		if err != nil {
 			return nil, nd, config.At(path+".interface", err)
-		}
-		if rc.GetGroup() != "" {
-			nd.attachments = true
 		}
 		for j, r := range rc.GetRoutes() {
 			rpath := fmt.Sprintf("%s.routes[%d]", path, j)
@@ -149,7 +145,6 @@ func route(r *dubbov3.Route, common []*routev3.HeaderMatcher, path string, nd *n
 			return nil, config.At(fmt.Sprintf("%s.match.headers[%d]", path, i), err)
 		}
 		headers = append(headers, hm)
-		nd.attachments = true
 	}
 	a := r.GetRoute()
 	if a.GetMetadataMatch() != nil {
