@@ -35,3 +35,8 @@ fi
 if [ ! -x .tools/bin/tlcp-peer ] || [ test/tlcpinterop/main.go -nt .tools/bin/tlcp-peer ] || [ test/tlcpinterop/go.mod -nt .tools/bin/tlcp-peer ]; then
   (cd test/tlcpinterop && go build -o ../../.tools/bin/tlcp-peer .)
 fi
+# The Dubbo peer: a provider and consumer on dubbo-go v3.3.2 (a few hundred
+# modules, kept in their own module); rebuilt when its source changes.
+if [ ! -x .tools/bin/dubbo-peer ] || [ -n "$(find test/peers/dubbo -newer .tools/bin/dubbo-peer -type f)" ]; then
+  (cd test/peers/dubbo && go build -o ../../../.tools/bin/dubbo-peer .)
+fi
