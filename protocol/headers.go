@@ -17,9 +17,13 @@ const (
 	Protocol  = ":protocol"
 	// RPCMethod and RPCTimeout are set by framed-RPC codecs
 	// (protocol/rpc): the called method, and the caller's timeout in
-	// milliseconds when it sent one.
-	RPCMethod  = ":rpc-method"
-	RPCTimeout = ":rpc-timeout"
+	// milliseconds when it sent one. RPCOneWay ("1") marks a call that
+	// gets no answer; RPCException ("1") a reply that carries the
+	// provider's application exception (a normal answer on the wire).
+	RPCMethod    = ":rpc-method"
+	RPCTimeout   = ":rpc-timeout"
+	RPCOneWay    = ":rpc-oneway"
+	RPCException = ":rpc-exception"
 )
 
 // Headers is an ordered multimap of header fields, stored in one byte slice

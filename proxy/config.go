@@ -57,6 +57,18 @@ type Config struct {
 	// host, whatever the cluster's HTTP protocol options say (a pool per
 	// host and protocol).
 	UpstreamCodec *protocol.Codec
+	// Observer, when set, hears of every finished stream.
+	Observer Observer
+}
+
+// Observer hears of finished streams (dubbo_proxy's per-method stats).
+type Observer interface {
+	// StreamDone is called on the stream's worker as the stream ends: req
+	// is its request's headers (valid only during the call), status the
+	// response's (a local reply's included; 499 when the client left
+	// first), exception whether an RPC reply carried an application
+	// exception, took the stream's whole time. It must not block.
+	StreamDone(req *protocol.Headers, status int, exception bool, took time.Duration)
 }
 
 // Stats are the connection manager's counters ("http.<prefix>.*").

@@ -40,6 +40,9 @@ func (s *Stream) respond() {
 	resp := &s.resp
 	cl := s.cluster
 	s.status = resp.StatusCode()
+	if s.cfg.RPC {
+		s.exception = resp.Has(protocol.RPCException)
+	}
 	cl.Stats.CountStatus(s.status)
 	s.upstreamServiceTime(resp)
 	s.route.ApplyResponseHeaders(resp, s.req, s.varsFor())

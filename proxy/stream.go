@@ -71,6 +71,7 @@ type Stream struct {
 
 	resp        protocol.Headers
 	status      int
+	exception   bool // an RPC reply carried an application exception
 	respStarted bool
 	closeAfter  bool
 	h2          bool // the downstream speaks HTTP/2
@@ -473,7 +474,11 @@ func (s *Stream) finish() {
 	if c := s.status / 100; c >= 1 && c <= 5 {
 		st.RqClass[c].Inc()
 	}
-	st.RqTime.Observe(float64(time.Since(s.start).Microseconds()) / 1000)
+	took := time.Since(s.start)
+	st.RqTime.Observe(float64(took.Microseconds()) / 1000)
+	if o := s.cfg.Observer; o != nil {
+		o.StreamDone(s.req, s.status, s.exception, took)
+	}
 	st.RqActive.Dec()
 	st.RqCompleted.Inc()
 	if s.flags != "" {

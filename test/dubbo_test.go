@@ -175,6 +175,32 @@ static_resources:
 	if err := c.Ping(5 * time.Second); err != nil {
 		t.Errorf("heartbeat: %v", err)
 	}
+	// Envoy's dubbo_proxy counters, and the same per service and method.
+	testutil.Eventually(t, 5*time.Second, "calls to finish", func() bool { return p.stat("dubbo.dubbo.downstream_rq_active") == 0 })
+	m := "dubbo.dubbo.service.org.example.Echo.method."
+	for name, want := range map[string]int64{
+		"dubbo.dubbo.request": 11, "dubbo.dubbo.request_oneway": 1, "dubbo.dubbo.request_twoway": 10,
+		"dubbo.dubbo.response_success": 9, "dubbo.dubbo.response_business_exception": 1, "dubbo.dubbo.response_error": 1,
+		m + "echo.request": 8, m + "echo.response_success": 8, m + "echo.response_error": 0,
+		m + "fail.request": 1, m + "fail.response_business_exception": 1, m + "fail.response_success": 0,
+		m + "busy.response_error": 1, m + "note.request": 1,
+	} {
+		if got := p.stat(name); got != want {
+			t.Errorf("%s = %d, want %d", name, got, want)
+		}
+	}
+	var prom strings.Builder
+	if err := p.srv.Stats().WritePrometheus(&prom); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`envoy_dubbo_service_method_request{envoy_dubbo_prefix="dubbo",dubbo_service="org.example.Echo",dubbo_method="echo"} 8`,
+		`envoy_dubbo_service_method_request_time_count{envoy_dubbo_prefix="dubbo",dubbo_service="org.example.Echo",dubbo_method="echo"} 8`,
+	} {
+		if !strings.Contains(prom.String(), want) {
+			t.Errorf("/stats/prometheus lacks %s", want)
+		}
+	}
 }
 
 // TestDubboMultiplexing: 1,000 concurrent calls from 50 consumer

@@ -74,7 +74,10 @@ type Codec struct {
 	Params      bool
 }
 
-var _ rpc.Codec = Codec{}
+var (
+	_ rpc.Codec           = Codec{}
+	_ rpc.ExceptionReader = Codec{}
+)
 
 func (Codec) Name() string   { return Name }
 func (Codec) HeaderLen() int { return HeaderLen }
@@ -214,6 +217,23 @@ func (Codec) AppendPing(dst []byte, id uint64) []byte {
 func (Codec) AppendPong(dst, req []byte) []byte {
 	dst = appendHeader(dst, flagEvent|serial(req), StatusOK, binary.BigEndian.Uint64(req[4:12]), 1)
 	return append(dst, hessianNull)
+}
+
+// Response types, the first value of a hessian2 reply body (a compact
+// int: 0x90 + n): the two that carry an exception.
+const (
+	respException            = 0x90 // RESPONSE_WITH_EXCEPTION
+	respExceptionAttachments = 0x93 // RESPONSE_WITH_EXCEPTION_WITH_ATTACHMENTS
+)
+
+// Exception reports whether a reply whose status is OK carries the
+// provider's exception (rpc.ExceptionReader).
+func (Codec) Exception(reply []byte) bool {
+	if len(reply) <= HeaderLen || reply[2]&flagEvent != 0 || serial(reply) != Hessian2 {
+		return false
+	}
+	t := reply[HeaderLen]
+	return t == respException || t == respExceptionAttachments
 }
 
 // Request reads the call's routing keys into h (README.md lists them).

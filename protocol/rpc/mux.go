@@ -420,6 +420,9 @@ func (cs *clientStream) ReadHeaders(h *protocol.Headers) error {
 	}
 	h.Set(protocol.Status, httpStatus(cs.status))
 	h.Set(FrameHeader, "1")
+	if er, ok := cs.m.c.(ExceptionReader); ok && cs.status == StatusOK && er.Exception(cs.frame) {
+		h.Set(ExceptionHeader, "1")
+	}
 	return nil
 }
 

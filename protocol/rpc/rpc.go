@@ -109,7 +109,20 @@ const (
 	// ParamPrefix names the headers that carry arguments for routing
 	// (":param-0", ...), set only with ReadOptions.Params.
 	ParamPrefix = ":param-"
+	// OneWayHeader ("1") marks a one-way call.
+	OneWayHeader = protocol.RPCOneWay
+	// ExceptionHeader ("1") marks, on a relayed reply's headers, an
+	// answer that carries an application exception (codecs that
+	// implement ExceptionReader).
+	ExceptionHeader = protocol.RPCException
 )
+
+// ExceptionReader is implemented by a codec that can tell, from a whole
+// reply frame whose status is OK, that it carries the provider's
+// application exception rather than a value (stats count these apart).
+type ExceptionReader interface {
+	Exception(reply []byte) bool
+}
 
 // ReadOptions say what a codec reads of a call beyond its head.
 type ReadOptions struct {

@@ -111,6 +111,9 @@ func (s *server) dispatch(st *serverStream) {
 		st.release()
 		return
 	}
+	if st.kind == OneWay {
+		st.req.Set(OneWayHeader, "1")
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

@@ -121,6 +121,7 @@ func build(bc *filter.BuildContext, m *dubbov3.DubboProxy) (*proxy.Config, error
 		Routes:            new(atomic.Pointer[router.Table]),
 		Stats:             proxy.NewStatsUnder(bc.Stats, "dubbo", "envoy_dubbo_prefix", m.GetStatPrefix()),
 		Codecs:            protocol.ServerOptions{Scheme: "dubbo"},
+		Observer:          newCallStats(bc.Stats.Scope("dubbo", "envoy_dubbo_prefix", m.GetStatPrefix())),
 	}
 	cfg.Routes.Store(routes)
 	return cfg, nil
