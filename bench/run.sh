@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh http1|h2|tcp|grpc|tls [rounds] [seconds]
+# bench/run.sh http1|h2|tcp|grpc|dubbo|tls [rounds] [seconds]
 # bench/run.sh idle [connections] [wake] [tls]
 # bench/run.sh xds [updates] [endpoints]
 #
@@ -18,6 +18,10 @@
 #
 # grpc: unary gRPC calls through Strait against the same calls made
 # directly (bench/grpc.sh).
+#
+# dubbo: Dubbo two-way calls through dubbo_proxy against the same calls
+# made directly, our own load client and provider on dubbo-go-hessian2
+# (bench/dubbo.sh).
 #
 # tls: Strait (both I/O models) and nginx terminating TLS with equivalent
 # settings: kept-alive HTTP/1.1 and h2, full and resumed handshakes, 1 MiB
@@ -58,6 +62,7 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx)
 command -v haproxy >/dev/null || need+=(haproxy)
 [ "$mode" = tcp ] && [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ] && need+=(libnginx-mod-stream)
+if [ "$mode" = dubbo ]; then need=(); fi # Go client and provider only
 if [ "$mode" = xds ]; then # go-control-plane runs in process; wrk loads the churn runs
   need=(); command -v wrk >/dev/null || need+=(wrk)
 fi
@@ -88,6 +93,9 @@ if [ "$mode" = xds ]; then
 fi
 if [ "$mode" = grpc ]; then
   exec "$root/bench/grpc.sh" "$work" "$rounds" "$secs"
+fi
+if [ "$mode" = dubbo ]; then
+  exec "$root/bench/dubbo.sh" "$work" "$rounds" "$secs"
 fi
 if [ "$mode" = tls ]; then
   exec "$root/bench/tls.sh" "$work" "$rounds" "$secs"

@@ -28,8 +28,9 @@ type mux struct {
 	lim  int
 	beat time.Duration
 
-	wmu     sync.Mutex
-	scratch []byte // heartbeat frames, under wmu
+	out     batcher
+	scratch []byte // pongs, reader only
+	one     [1][]byte
 
 	mu        sync.Mutex
 	calls     map[uint64]*clientStream
@@ -51,6 +52,7 @@ func newMux(c Codec, o Options, nc net.Conn, mo protocol.MuxOptions) *mux {
 	}
 	m := &mux{c: c, nc: nc, mo: mo, hl: hl, max: o.maxFrame(hl), lim: lim, beat: o.Heartbeat,
 		calls: map[uint64]*clientStream{}, nextID: 1, idleSince: time.Now()}
+	m.out.init(m.write, m.fail)
 	m.lastRead.Store(time.Now().UnixNano())
 	if m.beat > 0 {
 		m.timer = time.AfterFunc(m.beat, m.heartbeat)
@@ -155,27 +157,22 @@ func (m *mux) ended() {
 	}
 }
 
-// send writes a frame under the write lock: head (already holding the new
-// id) and the rest of the frame in one gathered write.
-func (m *mux) send(vec [][]byte) error {
-	m.wmu.Lock()
-	var err error
+// write is the batcher's one writer at a time: head (already holding the
+// new id) and the rest of the frame, or frames queued meanwhile, in one
+// gathered write.
+func (m *mux) write(vec [][]byte) error {
 	if vw, ok := m.nc.(interface {
 		Writev([][]byte) (int64, error)
 	}); ok {
-		_, err = vw.Writev(vec)
-	} else {
-		for _, b := range vec {
-			if _, err = m.nc.Write(b); err != nil {
-				break
-			}
+		_, err := vw.Writev(vec)
+		return err
+	}
+	for _, b := range vec {
+		if _, err := m.nc.Write(b); err != nil {
+			return err
 		}
 	}
-	m.wmu.Unlock()
-	if err != nil {
-		m.fail(err)
-	}
-	return err
+	return nil
 }
 
 // heartbeat keeps an idle connection checked: a heartbeat goes out when
@@ -202,13 +199,7 @@ func (m *mux) heartbeat() {
 	m.timer.Reset(m.beat)
 	m.mu.Unlock()
 	if quiet {
-		m.wmu.Lock()
-		m.scratch = m.c.AppendPing(m.scratch[:0], id)
-		_, err := m.nc.Write(m.scratch)
-		m.wmu.Unlock()
-		if err != nil {
-			m.fail(err)
-		}
+		m.out.send([][]byte{m.c.AppendPing(nil, id)})
 	}
 }
 
@@ -275,13 +266,9 @@ func (m *mux) onFrame(f Frame, frame []byte) {
 		}
 		m.mu.Unlock()
 	case Ping:
-		m.wmu.Lock()
 		m.scratch = m.c.AppendPong(m.scratch[:0], frame[:m.hl])
-		_, err := m.nc.Write(m.scratch)
-		m.wmu.Unlock()
-		if err != nil {
-			m.fail(err)
-		}
+		m.one[0] = m.scratch
+		m.out.send(m.one[:])
 	case Pong:
 		m.mu.Lock()
 		m.pingOut = false
@@ -394,7 +381,7 @@ func (cs *clientStream) send(frame []byte) error {
 	copy(h, frame[:m.hl])
 	m.c.SetID(h, id)
 	cs.vec[0], cs.vec[1] = h, frame[m.hl:]
-	err = m.send(cs.vec[:])
+	err = m.out.send(cs.vec[:])
 	cs.vec[1] = nil
 	if err != nil {
 		return protocol.ErrUpstreamResetBeforeResponse

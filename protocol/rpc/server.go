@@ -29,6 +29,9 @@ type server struct {
 	cur     *serverStream
 	got     int
 	scratch []byte
+	one     [1][]byte
+
+	out batcher
 
 	mu       sync.Mutex
 	active   []*serverStream
@@ -44,8 +47,31 @@ func newServer(c Codec, o Options, conn protocol.Conn, cb protocol.ServerCallbac
 	if lim <= 0 {
 		lim = DefaultMaxActive
 	}
-	return &server{c: c, conn: conn, cb: cb, hl: hl, max: o.maxFrame(hl), lim: lim}
+	s := &server{c: c, conn: conn, cb: cb, hl: hl, max: o.maxFrame(hl), lim: lim}
+	s.out.init(s.write, nil)
+	return s
 }
+
+// write is the batcher's one writer at a time. A failed write needs no
+// more: the connection is gone and its reader sees it.
+func (s *server) write(vec [][]byte) error {
+	_, err := s.conn.Writev(vec...)
+	return err
+}
+
+// writeScratch sends s.scratch (reader only).
+func (s *server) writeScratch() {
+	s.one[0] = s.scratch
+	s.out.send(s.one[:])
+	s.one[0] = nil
+}
+
+// close closes the connection once the replies queued are written.
+func (s *server) close() { s.out.closeAfter(s.closeNow) }
+
+func (s *server) closeNow() { s.conn.Close() }
+
+func (s *server) lingerClose() { s.conn.LingerClose(lingerBad) }
 
 // Decode cuts data into frames. A frame's header stays unconsumed until
 // it is whole; its body is copied into the call's own buffer as it comes,
@@ -67,9 +93,9 @@ func (s *server) Decode(data []byte) int {
 			if f.Len > s.max || f.Len < s.hl {
 				if f.Kind == Call {
 					s.scratch = s.c.AppendError(s.scratch[:0], head, StatusBadRequest, "request frame too large")
-					s.conn.Write(s.scratch)
+					s.writeScratch()
 				}
-				s.conn.LingerClose(lingerBad)
+				s.out.closeAfter(s.lingerClose)
 				return len(data)
 			}
 			st := getServerStream()
@@ -95,7 +121,7 @@ func (s *server) dispatch(st *serverStream) {
 	switch st.kind {
 	case Ping:
 		s.scratch = s.c.AppendPong(s.scratch[:0], st.frame[:s.hl])
-		s.conn.Write(s.scratch)
+		s.writeScratch()
 		st.release()
 		return
 	case Call, OneWay:
@@ -106,7 +132,7 @@ func (s *server) dispatch(st *serverStream) {
 	if err := s.c.Request(st.frame, &st.req); err != nil {
 		if st.kind == Call {
 			s.scratch = s.c.AppendError(s.scratch[:0], st.frame[:s.hl], StatusBadRequest, err.Error())
-			s.conn.Write(s.scratch)
+			s.writeScratch()
 		}
 		st.release()
 		return
@@ -155,7 +181,7 @@ func (s *server) done(st *serverStream) {
 		s.conn.ResumeRead()
 	}
 	if closeNow {
-		s.conn.Close()
+		s.close()
 	}
 }
 
@@ -167,7 +193,7 @@ func (s *server) OnEOF() {
 	idle := len(s.active) == 0
 	s.mu.Unlock()
 	if idle {
-		s.conn.Close()
+		s.close()
 	}
 }
 
@@ -193,7 +219,7 @@ func (s *server) Drain() {
 	idle := len(s.active) == 0
 	s.mu.Unlock()
 	if idle {
-		s.conn.Close()
+		s.close()
 	}
 }
 
@@ -331,7 +357,7 @@ func (st *serverStream) relay(frame []byte) error {
 	copy(h, frame[:hl])
 	st.srv.c.SetID(h, st.id)
 	st.vec[0], st.vec[1] = h, frame[hl:]
-	_, err := st.srv.conn.Writev(st.vec[:]...)
+	err := st.srv.out.send(st.vec[:])
 	st.vec[1] = nil
 	return err
 }
@@ -339,7 +365,9 @@ func (st *serverStream) relay(frame []byte) error {
 func (st *serverStream) reply(status Status, msg string) error {
 	st.replied = true
 	st.out = st.srv.c.AppendError(st.out[:0], st.frame[:st.srv.hl], status, msg)
-	_, err := st.srv.conn.Write(st.out)
+	st.vec[0] = st.out
+	err := st.srv.out.send(st.vec[:1])
+	st.vec[0] = nil
 	return err
 }
 

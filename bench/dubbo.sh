@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Called by bench/run.sh dubbo WORKDIR ROUNDS SECONDS (strait already built
+# there). Runs Dubbo two-way calls (50 callers over 10 connections,
+# 128-byte hessian2 payloads; bench/dubbo is our load client and provider
+# on dubbo-go-hessian2) against the provider directly and through Strait's
+# dubbo_proxy (netpoll and epoll), interleaved, and prints calls/s, p50,
+# p99, Strait's CPU per call, its heap allocations per call (the whole
+# process's runtime Mallocs over the run, from the admin port's pprof) and
+# RSS, medians and ratios to the direct run.
+set -euo pipefail
+work=$1; rounds=$2; secs=$3
+root=$(cd "$(dirname "$0")/.." && pwd)
+out="$root/bench/out"; mkdir -p "$out"
+go build -o "$work/dubbobench" "$root/bench/dubbo"
+
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+waitport() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+cpu_ticks() { local t=0; for f in /proc/$1/task/*/stat; do set -- $(sed 's/^.*) //' "$f"); t=$((t + ${12} + ${13})); done; echo $t; }
+rss_kib() { awk '/VmRSS/{print $2}' /proc/$1/status; }
+mallocs() { curl -s "http://127.0.0.1:$1/debug/pprof/allocs?debug=1" | awk '/^# Mallocs/{print $4}'; }
+hz=$(getconf CLK_TCK)
+
+srv=$(freeport); p1=$(freeport); p2=$(freeport); a1=$(freeport); a2=$(freeport)
+"$work/dubbobench" serve -addr 127.0.0.1:$srv & waitport $srv
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+for pa in $p1:$a1 $p2:$a2; do
+  p=${pa%:*}; a=${pa#*:}
+  cat > "$work/dubbo-$p.yaml" <<YAML
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: $a } }
+static_resources:
+  listeners:
+  - name: bench
+    address: { socket_address: { address: 127.0.0.1, port_value: $p } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.dubbo_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.dubbo_proxy.v3.DubboProxy
+          stat_prefix: bench
+          route_config:
+          - interface: "*"
+            routes: [ { match: { method: { name: { safe_regex: { regex: ".*" } } } }, route: { cluster: dubbo } } ]
+  clusters:
+  - name: dubbo
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: dubbo
+      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $srv } } } } ] } ]
+YAML
+done
+"$work/strait" -c "$work/dubbo-$p1.yaml" --log-level error & pid1=$!
+"$work/strait" -c "$work/dubbo-$p2.yaml" --io-model epoll --log-level error & pid2=$!
+waitport $p1; waitport $p2
+
+results="$work/dubbo.tsv"; : > "$results"
+for r in $(seq "$rounds"); do
+  for name in direct strait strait-epoll; do
+    case $name in direct) port=$srv; pid=; adm=;; strait) port=$p1; pid=$pid1; adm=$a1;; strait-epoll) port=$p2; pid=$pid2; adm=$a2;; esac
+    c0=0; m0=0; [ -n "$pid" ] && c0=$(cpu_ticks $pid) && m0=$(mallocs $adm)
+    read -r calls rate p50 p99 errs < <("$work/dubbobench" load -addr 127.0.0.1:$port -c 50 -conns 10 -d ${secs}s)
+    cpu=0; rss=0; allocs=0
+    if [ -n "$pid" ]; then
+      c1=$(cpu_ticks $pid)
+      allocs=$(awk -v d=$(( $(mallocs $adm) - m0 )) -v n=$calls 'BEGIN{printf "%.3f", d/n}')
+      cpu=$(awk -v d=$((c1 - c0)) -v hz=$hz -v n=$calls 'BEGIN{printf "%.1f", d/hz*1e6/n}')
+      rss=$(( $(rss_kib $pid) / 1024 ))
+    fi
+    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$r" "$name" "$rate" "$p50" "$p99" "$cpu" "$rss" "$allocs" "errors=$errs" | tee -a "$results"
+  done
+done
+echo
+echo "mode=dubbo rounds=$rounds secs=$secs callers=50 conns=10 date=$(date -u +%F) cpus=$(nproc) go=$(go version | awk '{print $3}')"
+awk -F'\t' '
+function median(arr, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (arr[j] < arr[i]) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
+  return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2 }
+{ n[$2]++; k = n[$2]; R[$2, k] = $3; P5[$2, k] = $4; P9[$2, k] = $5; C[$2, k] = $6; S[$2, k] = $7; A[$2, k] = $8 }
+END {
+  printf "%-13s %10s %10s %10s %14s %12s %8s\n", "path", "calls/s", "p50 us", "p99 us", "cpu us/call", "allocs/call", "RSS MiB"
+  split("direct strait strait-epoll", names, " ")
+  for (i = 1; i <= 3; i++) { p = names[i]; m = n[p]
+    for (k = 1; k <= m; k++) a[k] = R[p, k]; r[p] = median(a, m)
+    for (k = 1; k <= m; k++) a[k] = P5[p, k]; q5[p] = median(a, m)
+    for (k = 1; k <= m; k++) a[k] = P9[p, k]; q9[p] = median(a, m)
+    for (k = 1; k <= m; k++) a[k] = C[p, k]; c[p] = median(a, m)
+    for (k = 1; k <= m; k++) a[k] = S[p, k]; s[p] = median(a, m)
+    for (k = 1; k <= m; k++) a[k] = A[p, k]; al[p] = median(a, m)
+    printf "%-13s %10.0f %10.0f %10.0f %14.1f %12.3f %8.0f\n", p, r[p], q5[p], q9[p], c[p], al[p], s[p] }
+  for (i = 2; i <= 3; i++) { p = names[i]
+    printf "%s/direct: calls/s %.2fx, p50 %.2fx (+%.0f us), p99 %.2fx\n", p, r[p] / r["direct"], q5[p] / q5["direct"], q5[p] - q5["direct"], q9[p] / q9["direct"] }
+}' "$results" | tee "$out/dubbo-summary.txt"
