@@ -40,10 +40,13 @@ type BuildContext struct {
 	// BufferLimit is the listener's per_connection_buffer_limit_bytes, 0
 	// when not configured.
 	BufferLimit int
-	Clusters    Clusters
-	Stats       *stats.Scope
-	Pool        *network.Pool
-	Log         *slog.Logger
+	// RPCMaxBody is the listener's rpc_max_body_bytes (its strait
+	// metadata): the body a framed-RPC call may declare; 0: the default.
+	RPCMaxBody int
+	Clusters   Clusters
+	Stats      *stats.Scope
+	Pool       *network.Pool
+	Log        *slog.Logger
 	// Draining reports whether the listener is draining.
 	Draining func() bool
 	// Routes delivers route configurations by name (RDS); nil when the

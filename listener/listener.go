@@ -98,15 +98,15 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	if ln.io == nil {
 		ln.io = network.Netpoll
 	}
-	if err := ln.ioModelFromMetadata(l); err != nil {
-		return nil, err
-	}
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
 		ln.bufferLimit = int(v.GetValue())
 	}
 	bc := &filter.BuildContext{Listener: ln.Name, Port: port, Clusters: o.Clusters, Stats: o.Stats,
 		Pool: o.Pool, Log: ln.log, Draining: ln.draining.Load, Routes: o.Routes, CheckSource: o.CheckSource, Runtime: o.Runtime,
 		Secrets: o.Secrets}
+	if err := ln.fromMetadata(l, bc); err != nil {
+		return nil, err
+	}
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
 		bc.BufferLimit = int(v.GetValue())
 	}
@@ -399,24 +399,34 @@ func (l *Listener) Close() {
 	}
 }
 
-// ioModelFromMetadata reads the listener's own I/O model choice:
+// fromMetadata reads the listener's own settings that Envoy's Listener
+// has no field for: its I/O model, and the body limit of framed-RPC calls
+// (Dubbo) its filters accept:
 //
-//	metadata: { filter_metadata: { strait: { io_model: epoll } } }
-func (l *Listener) ioModelFromMetadata(cfg *listenerv3.Listener) error {
+//	metadata: { filter_metadata: { strait: { io_model: epoll, rpc_max_body_bytes: 16777216 } } }
+func (l *Listener) fromMetadata(cfg *listenerv3.Listener, bc *filter.BuildContext) error {
 	md, ok := cfg.GetMetadata().GetFilterMetadata()["strait"]
 	if !ok {
 		return nil
 	}
 	for key, v := range md.GetFields() {
 		path := "metadata.filter_metadata.strait." + key
-		if key != "io_model" {
-			return config.At(path, fmt.Errorf("unknown key (supported: io_model)"))
+		switch key {
+		case "io_model":
+			m, err := network.Model(v.GetStringValue())
+			if err != nil {
+				return config.At(path, err)
+			}
+			l.io = m
+		case "rpc_max_body_bytes":
+			n, err := config.RPCBodyLimit(v)
+			if err != nil {
+				return config.At(path, err)
+			}
+			bc.RPCMaxBody = n
+		default:
+			return config.At(path, fmt.Errorf("unknown key (supported: io_model, rpc_max_body_bytes)"))
 		}
-		m, err := network.Model(v.GetStringValue())
-		if err != nil {
-			return config.At(path, err)
-		}
-		l.io = m
 	}
 	return nil
 }

@@ -297,6 +297,12 @@ type MuxOptions struct {
 	// connection failed or closed.
 	OnCapacity func()
 	OnClose    func()
+	// MaxBody (framed RPC) bounds the body a reply may declare; 0: the
+	// protocol's default.
+	MaxBody int
+	// Heartbeat (framed RPC) is how often an idle connection sends a
+	// heartbeat; 0: the protocol's default, negative: none.
+	Heartbeat time.Duration
 }
 
 var (

@@ -40,7 +40,10 @@ type Cluster struct {
 	// or HTTP/1.1 (Codec); learned on its first connection.
 	Auto bool
 	// Mux configures multiplexed connections (http2_protocol_options).
-	Mux        protocol.MuxOptions
+	Mux protocol.MuxOptions
+	// RPC configures framed-RPC connections (Dubbo): the body limit and
+	// heartbeat from metadata.filter_metadata.strait.
+	RPC        protocol.MuxOptions
 	Breaker    *Breaker
 	Stats      *ClusterStats
 	statsScope *stats.Scope // Stats' scope, forgotten when the cluster is removed
@@ -205,6 +208,9 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 		c.MaxRequestsPerConn = int(v.GetValue())
 	}
 	if err := unsupportedClusterFields(cl); err != nil {
+		return nil, err
+	}
+	if c.RPC, err = rpcOptions(cl); err != nil {
 		return nil, err
 	}
 	if c.TLS, err = transport.BuildUpstream(&transport.BuildContext{Log: log, Secrets: secrets,

@@ -52,6 +52,15 @@ func newMux(c Codec, o Options, nc net.Conn, mo protocol.MuxOptions) *mux {
 	}
 	m := &mux{c: c, nc: nc, mo: mo, hl: hl, max: o.maxFrame(hl), lim: lim, beat: o.Heartbeat,
 		calls: map[uint64]*clientStream{}, nextID: 1, idleSince: time.Now()}
+	if mo.MaxBody > 0 {
+		m.max = hl + mo.MaxBody
+	}
+	switch {
+	case mo.Heartbeat > 0:
+		m.beat = mo.Heartbeat
+	case mo.Heartbeat < 0:
+		m.beat = 0
+	}
 	m.out.init(m.write, m.fail)
 	m.lastRead.Store(time.Now().UnixNano())
 	if m.beat > 0 {
@@ -204,13 +213,19 @@ func (m *mux) heartbeat() {
 }
 
 // readLoop cuts replies out of what the upstream sends and hands each to
-// the call waiting for its id.
+// the call waiting for its id. A reply over the body limit fails its own
+// call and is read past: the connection's other calls go on. The buffer
+// grows for a large reply and shrinks back once it is handed on.
 func (m *mux) readLoop() {
 	buf := make([]byte, bufpool.Large)
 	r, w := 0, 0
+	skip := 0 // bytes of an oversized reply still to read past
 	for {
 		if r == w {
 			r, w = 0, 0
+			if len(buf) > bufpool.Large {
+				buf = make([]byte, bufpool.Large)
+			}
 		}
 		if w == len(buf) {
 			if r > 0 {
@@ -227,11 +242,27 @@ func (m *mux) readLoop() {
 			m.lastRead.Store(time.Now().UnixNano())
 			w += n
 		}
-		for w-r >= m.hl {
+		if skip > 0 {
+			d := min(skip, w-r)
+			r += d
+			skip -= d
+		}
+		for skip == 0 && w-r >= m.hl {
 			f, perr := m.c.Parse(buf[r : r+m.hl])
-			if perr != nil || f.Len > m.max || f.Len < m.hl {
+			if perr != nil || f.Len < m.hl {
 				m.fail(&protocol.MalformedError{Reason: "bad reply frame"})
 				return
+			}
+			if f.Len > m.max {
+				if f.Kind != Reply {
+					m.fail(&protocol.MalformedError{Reason: "oversized frame from upstream"})
+					return
+				}
+				m.refuse(f.ID)
+				d := min(f.Len, w-r)
+				r += d
+				skip = f.Len - d
+				continue
 			}
 			if w-r < f.Len {
 				if f.Len > len(buf) {
@@ -249,6 +280,20 @@ func (m *mux) readLoop() {
 			return
 		}
 	}
+}
+
+// errReplyTooLarge fails a call whose reply is over the body limit.
+var errReplyTooLarge = &protocol.MalformedError{Reason: "upstream reply over the body limit"}
+
+// refuse fails the call waiting for id: its reply is too large to take.
+func (m *mux) refuse(id uint64) {
+	m.mu.Lock()
+	if cs := m.calls[id]; cs != nil {
+		delete(m.calls, id)
+		cs.err = errReplyTooLarge
+		cs.signal()
+	}
+	m.mu.Unlock()
 }
 
 func (m *mux) onFrame(f Frame, frame []byte) {
