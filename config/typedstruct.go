@@ -25,6 +25,45 @@ var (
 	typedStructV1 = "type.googleapis.com/" + string((&udpatypev1.TypedStruct{}).ProtoReflect().Descriptor().FullName())
 )
 
+// IsTypedStruct reports whether a holds a TypedStruct (either name).
+func IsTypedStruct(a *anypb.Any) bool {
+	u := a.GetTypeUrl()
+	return u == typedStructV3 || u == typedStructV1
+}
+
+// UnwrapTypedStruct returns a TypedStruct's type URL (with its
+// type.googleapis.com/ prefix) and value (never nil).
+func UnwrapTypedStruct(typed *anypb.Any) (string, *structpb.Struct, error) {
+	var url string
+	var value *structpb.Struct
+	switch typed.GetTypeUrl() {
+	case typedStructV3:
+		var ts xdstypev3.TypedStruct
+		if err := typed.UnmarshalTo(&ts); err != nil {
+			return "", nil, err
+		}
+		url, value = ts.GetTypeUrl(), ts.GetValue()
+	case typedStructV1:
+		var ts udpatypev1.TypedStruct
+		if err := typed.UnmarshalTo(&ts); err != nil {
+			return "", nil, err
+		}
+		url, value = ts.GetTypeUrl(), ts.GetValue()
+	default:
+		return "", nil, fmt.Errorf("want a TypedStruct, got %s", typed.GetTypeUrl())
+	}
+	if url == "" {
+		return "", nil, At("type_url", errors.New("required"))
+	}
+	if !strings.Contains(url, "/") {
+		url = "type.googleapis.com/" + url
+	}
+	if value == nil {
+		value = &structpb.Struct{}
+	}
+	return url, value, nil
+}
+
 // decodeTypedStruct decodes a TypedStruct: its type_url names the
 // extension. When that type is a known proto message, the value is
 // decoded into it strictly (unknown fields refused), as Envoy does;
@@ -32,27 +71,9 @@ var (
 // README) the extension gets the *structpb.Struct and decodes it with
 // DecodeStruct.
 func decodeTypedStruct(k Kind, typed *anypb.Any) (*Extension, proto.Message, error) {
-	var url string
-	var value *structpb.Struct
-	switch typed.GetTypeUrl() {
-	case typedStructV3:
-		var ts xdstypev3.TypedStruct
-		if err := typed.UnmarshalTo(&ts); err != nil {
-			return nil, nil, err
-		}
-		url, value = ts.GetTypeUrl(), ts.GetValue()
-	default:
-		var ts udpatypev1.TypedStruct
-		if err := typed.UnmarshalTo(&ts); err != nil {
-			return nil, nil, err
-		}
-		url, value = ts.GetTypeUrl(), ts.GetValue()
-	}
-	if url == "" {
-		return nil, nil, At("type_url", errors.New("required"))
-	}
-	if !strings.Contains(url, "/") {
-		url = "type.googleapis.com/" + url
+	url, value, err := UnwrapTypedStruct(typed)
+	if err != nil {
+		return nil, nil, err
 	}
 	ext, err := Lookup(k, url)
 	if err != nil {

@@ -79,7 +79,11 @@ func build(bc *filter.BuildContext, m *dubbov3.DubboProxy) (*proxy.Config, error
 	default:
 		rcs = m.GetRouteConfig()
 	}
-	routes, nd, err := compileRoutes(rcs, base, router.Options{Runtime: bc.Runtime})
+	mirrors, err := mirrorsOf(m, rcs)
+	if err != nil {
+		return nil, err
+	}
+	routes, nd, err := compileRoutes(rcs, base, router.Options{Runtime: bc.Runtime}, mirrors)
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +149,9 @@ func dubboFilters(bc *filter.BuildContext, m *dubbov3.DubboProxy) ([]proxy.HTTPF
 	for i, f := range df {
 		path := fmt.Sprintf("dubbo_filters[%d]", i)
 		last := i == len(df)-1
+		if f.GetName() == MirrorName && !last {
+			continue // route decorations (mirror.go), read before the routes
+		}
 		if f.GetName() == RouterName {
 			if !last {
 				return nil, config.At(path, fmt.Errorf("%s must be last", RouterName))

@@ -45,7 +45,7 @@ type needs struct {
 }
 
 // compileRoutes turns the Dubbo route configurations into a table.
-func compileRoutes(rcs []*dubbov3.RouteConfiguration, base string, opt router.Options) (*router.Table, needs, error) {
+func compileRoutes(rcs []*dubbov3.RouteConfiguration, base string, opt router.Options, mirrors []*mirrorSpec) (*router.Table, needs, error) {
 	var nd needs
 	out := &routev3.RouteConfiguration{Name: "dubbo"}
 	vh := &routev3.VirtualHost{Name: "dubbo", Domains: []string{"*"}}
@@ -58,7 +58,7 @@ func compileRoutes(rcs []*dubbov3.RouteConfiguration, base string, opt router.Op
 		}
 		for j, r := range rc.GetRoutes() {
 			rpath := fmt.Sprintf("%s.routes[%d]", path, j)
-			er, err := route(r, common, rpath, &nd)
+			er, err := route(r, common, rpath, &nd, mirrorsFor(mirrors, rc.GetName()))
 			if err != nil {
 				return nil, nd, err
 			}
@@ -110,7 +110,7 @@ func strMatch(name string, sm *matcherv3.StringMatcher) *routev3.HeaderMatcher {
 }
 
 // route converts one Dubbo route.
-func route(r *dubbov3.Route, common []*routev3.HeaderMatcher, path string, nd *needs) (*routev3.Route, error) {
+func route(r *dubbov3.Route, common []*routev3.HeaderMatcher, path string, nd *needs, mirrors []*routev3.RouteAction_RequestMirrorPolicy) (*routev3.Route, error) {
 	headers := append([]*routev3.HeaderMatcher(nil), common...)
 	m := r.GetMatch().GetMethod()
 	if name := m.GetName(); name != nil {
@@ -156,6 +156,7 @@ func route(r *dubbov3.Route, common []*routev3.HeaderMatcher, path string, nd *n
 			RetryOn:    "connect-failure",
 			NumRetries: wrapperspb.UInt32(1),
 		},
+		RequestMirrorPolicies: mirrors,
 	}
 	switch cs := a.GetClusterSpecifier().(type) {
 	case *dubbov3.RouteAction_Cluster:
