@@ -13,16 +13,11 @@ import (
 )
 
 // Mirroring Dubbo calls. Envoy's Dubbo routes have no mirror policy, so
-// Strait takes one as a dubbo_filters entry of its own, a TypedStruct:
-//
-//   - name: strait.filters.dubbo.mirror
-//     config:
-//     "@type": type.googleapis.com/xds.type.v3.TypedStruct
-//     type_url: type.googleapis.com/strait.filters.dubbo.mirror.v1.Mirror
-//     value:
-//     route_configs: [ orders ]   # optional: these route configurations only
-//     request_mirror_policies:    # Envoy's RequestMirrorPolicy, as in HTTP routes
-//   - { cluster: orders-shadow, runtime_fraction: { default_value: { numerator: 10 } } }
+// Strait takes one as a dubbo_filters entry of its own, named
+// strait.filters.dubbo.mirror, whose config is a TypedStruct of
+// MirrorTypeURL: request_mirror_policies (Envoy's RequestMirrorPolicy, as
+// in HTTP routes) and, optionally, route_configs (the names of the route
+// configurations they are for). The README shows one.
 //
 // It is not a stream filter: its policies are added to the routes of the
 // route configurations it names (every one when it names none), and the
