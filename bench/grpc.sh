@@ -10,11 +10,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/bench/out"; mkdir -p "$out"
 go build -o "$work/grpcbench" "$root/bench/grpc"
 
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-waitport() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-cpu_ticks() { local t=0; for f in /proc/$1/task/*/stat; do set -- $(sed 's/^.*) //' "$f"); t=$((t + ${12} + ${13})); done; echo $t; }
-rss_kib() { awk '/VmRSS/{print $2}' /proc/$1/status; }
-hz=$(getconf CLK_TCK)
+. "$(dirname "$0")/lib.sh"
 
 srv=$(freeport); p1=$(freeport); p2=$(freeport)
 "$work/grpcbench" serve -addr 127.0.0.1:$srv & waitport $srv

@@ -10,9 +10,7 @@ out="$root/bench/out"; mkdir -p "$out"
 ulimit -n "$(ulimit -Hn)"
 go build -o "$work/idleclient" "$root/bench/idleclient"
 
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-waitport() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-rss_kib() { awk '/VmRSS/{print $2}' /proc/$1/status; }
+. "$(dirname "$0")/lib.sh"
 goroutines() { curl -s "http://127.0.0.1:$1/debug/pprof/goroutine?debug=1" | awk 'NR==1{print $4}'; }
 # waitline FILE PATTERN SECONDS: wait until FILE has a line matching PATTERN.
 waitline() { for _ in $(seq $(($3 * 20))); do grep -q "$2" "$1" 2>/dev/null && { grep "$2" "$1" | tail -1; return 0; }; sleep 0.05; done; echo "timed out waiting for $2" >&2; return 1; }

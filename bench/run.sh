@@ -70,8 +70,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-waitport() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+. "$root/bench/lib.sh"
 
 go build -o "$work/strait" ./cmd/strait
 go build -o "$work/upstream" ./bench/upstream
@@ -203,8 +202,6 @@ haproxy -f "$work/haproxy.cfg" -db & pid_haproxy=$!
 waitport $p_strait; waitport $p_epoll; waitport $p_nginx; waitport $p_haproxy
 
 # cpu_ticks PID...: user+system clock ticks of the processes and their children threads.
-cpu_ticks() { local t=0; for p in "$@"; do for f in /proc/$p/task/*/stat; do set -- $(sed 's/^.*) //' "$f"); t=$((t + ${12} + ${13})); done; done; echo $t; }
-rss_kib() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' /proc/$p/status))); done; echo $t; }
 pids_of() {
   case $1 in
     strait) echo $pid_strait ;;
@@ -215,7 +212,6 @@ pids_of() {
   esac
 }
 port_of() { case $1 in strait) echo $p_strait;; strait-epoll) echo $p_epoll;; strait-base) echo $p_base;; nginx) echo $p_nginx;; haproxy) echo $p_haproxy;; esac; }
-hz=$(getconf CLK_TCK)
 
 # Warm up each proxy (connections to the origin, page cache).
 # PROXIES limits the rotation, e.g. PROXIES="strait strait-epoll".

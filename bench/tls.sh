@@ -29,10 +29,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/bench/out"; mkdir -p "$out"
 go build -o "$work/tlsload" "$root/bench/tlsload"
 
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-waitport() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-cpu_ticks() { local t=0; for p in "$@"; do for f in /proc/$p/task/*/stat; do set -- $(sed 's/^.*) //' "$f"); t=$((t + ${12} + ${13})); done; done; echo $t; }
-hz=$(getconf CLK_TCK)
+. "$(dirname "$0")/lib.sh"
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
 openssl ecparam -name prime256v1 -genkey -noout -out "$work/key.pem"

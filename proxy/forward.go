@@ -19,15 +19,12 @@ const maxSafeRetries = 1
 // then relays the response.
 func (s *Stream) forward() {
 	cl := s.cluster
-	if !cl.Breaker.AcquireRequest() {
-		cl.Stats.RqOverflow.Inc()
+	call, ok := cl.Begin()
+	if !ok {
 		s.replyError(&Error{Kind: KindOverflow, Source: Upstream})
 		return
 	}
-	defer cl.Breaker.ReleaseRequest()
-	cl.Stats.RqTotal.Inc()
-	cl.Stats.RqActive.Inc()
-	defer cl.Stats.RqActive.Dec()
+	defer call.End()
 	if len(s.route.Mirrors) > 0 && !s.upgrade && !s.gone.Load() {
 		// After the primary's own circuit breaker: a copy never takes
 		// the primary's slot. (Upgraded streams are tunnels: not
@@ -197,8 +194,7 @@ func (s *Stream) tryOnce() error {
 	if s.route.AutoHostRewrite && h.Hostname != "" {
 		s.req.Set(protocol.Authority, h.Hostname)
 	}
-	h.Active.Add(1)
-	h.RqTotal.Add(1)
+	s.try = h.Begin()
 	wait := time.Duration(0)
 	if !s.deadline.IsZero() {
 		if wait = time.Until(s.deadline); wait <= 0 {
@@ -390,9 +386,10 @@ func (s *Stream) classifyTimeout(e *Error) *Error {
 // closed unless the response was read whole.
 func (s *Stream) dropAttempt(failed bool) {
 	if s.host != nil {
-		s.host.Active.Add(-1)
 		if failed {
-			s.host.RqError.Add(1)
+			s.try.End(false)
+		} else {
+			s.try.Drop()
 		}
 		s.prevHost = s.host
 		s.host = nil
@@ -416,7 +413,7 @@ func (s *Stream) dropAttempt(failed bool) {
 // endAttempt returns the connection to its pool after a relayed response.
 func (s *Stream) endAttempt(ok bool) {
 	h := s.host
-	h.Active.Add(-1)
+	s.try.End(ok)
 	s.unwatchAttempt()
 	s.stopPump()
 	reusable := s.us.Close() && ok
@@ -426,11 +423,6 @@ func (s *Stream) endAttempt(ok bool) {
 		s.conn = nil
 	}
 	s.host = nil
-	if ok {
-		h.RqSuccess.Add(1)
-	} else {
-		h.RqError.Add(1)
-	}
 	s.cluster.Stats.RqTime.Observe(float64(time.Since(s.upStart).Microseconds()) / 1000)
 }
 

@@ -26,6 +26,7 @@ import (
 // shadow is one mirrored copy of a request.
 type shadow struct {
 	cl    *upstream.Cluster
+	call  upstream.Call
 	cfg   *Config
 	stats *Stats
 	req   protocol.Headers
@@ -76,13 +77,13 @@ func (s *Stream) startMirrors() {
 			st.MirrorFailed.Inc()
 			continue
 		}
-		if !cl.Breaker.AcquireRequest() {
-			cl.Stats.RqOverflow.Inc()
+		call, ok := cl.Begin()
+		if !ok {
 			st.MirrorFailed.Inc()
 			continue
 		}
 		st.MirrorTotal.Inc()
-		m := &shadow{cl: cl, cfg: s.cfg, stats: st, h2: s.h2, limit: s.BufferLimit(), wake: make(chan struct{}, 1)}
+		m := &shadow{cl: cl, call: call, cfg: s.cfg, stats: st, h2: s.h2, limit: s.BufferLimit(), wake: make(chan struct{}, 1)}
 		m.req.CopyFrom(s.req)
 		m.req.Set(protocol.Authority, p.ShadowHost(s.req.Host()))
 		d := s.route.Timeout
@@ -200,10 +201,7 @@ func cancelStream(us protocol.ClientStream, err error) {
 // run sends the copy and drops the answer.
 func (m *shadow) run() {
 	cl := m.cl
-	defer cl.Breaker.ReleaseRequest()
-	cl.Stats.RqTotal.Inc()
-	cl.Stats.RqActive.Inc()
-	defer cl.Stats.RqActive.Dec()
+	defer m.call.End()
 	defer m.cancel()
 	start := time.Now()
 	ok := m.exchange(m.ctx)
@@ -233,13 +231,12 @@ func (m *shadow) exchange(ctx context.Context) bool {
 	if h == nil {
 		return false
 	}
-	h.Active.Add(1)
-	h.RqTotal.Add(1)
-	defer h.Active.Add(-1)
+	try := h.Begin()
+	defer try.Drop() // an outcome below ends it first
 	us, conn, err := m.open(ctx, h)
 	if err != nil {
 		if ctx.Err() == nil {
-			h.RqError.Add(1)
+			try.End(false)
 		}
 		return false
 	}
@@ -261,13 +258,13 @@ func (m *shadow) exchange(ctx context.Context) bool {
 	}
 	us.SetDeadline(m.until)
 	if err := m.send(ctx, us); err != nil {
-		h.RqError.Add(1)
+		try.End(false)
 		return false
 	}
 	var resp protocol.Headers
 	defer resp.Recycle()
 	if err := us.ReadHeaders(&resp); err != nil {
-		h.RqError.Add(1)
+		try.End(false)
 		return false
 	}
 	cl.Stats.CountStatus(resp.StatusCode())
@@ -278,12 +275,12 @@ func (m *shadow) exchange(ctx context.Context) bool {
 				break
 			}
 			if err != nil {
-				h.RqError.Add(1)
+				try.End(false)
 				return false
 			}
 		}
 	}
-	h.RqSuccess.Add(1)
+	try.End(true)
 	reusable = true
 	return true
 }

@@ -53,6 +53,7 @@ type Stream struct {
 
 	// upstream attempt state
 	host           *upstream.Host
+	try            upstream.Attempt // host's counters for this attempt
 	prevHost       *upstream.Host
 	conn           *upstream.Conn
 	us             protocol.ClientStream

@@ -2,7 +2,6 @@ package test
 
 import (
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -66,28 +65,7 @@ static_resources:
 // the route's 15 s.
 func TestDubboUpstreamHeartbeat(t *testing.T) {
 	prov := startProvider(t, dubbotest.Echo)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() { // a provider that reads and never answers
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 4096)
-				for {
-					if _, err := c.Read(buf); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	hung := hungProvider(t)
 	beat := "    metadata: { filter_metadata: { strait: { rpc_heartbeat_interval: 0.2s } } }\n"
 	p := startProxy(t, `
 static_resources:
@@ -95,7 +73,7 @@ static_resources:
 `+dubboListener("dubbo", `
             { interface: org.example.Hung, routes: [ { match: { method: { name: { safe_regex: { regex: ".*" } } } }, route: { cluster: hung } } ] },
             `+anyMethod, "")+`  clusters:
-`+clusterOf("svc", prov.Addr)+beat+clusterOf("hung", ln.Addr().String())+beat)
+`+clusterOf("svc", prov.Addr)+beat+clusterOf("hung", hung)+beat)
 	c := dialDubbo(t, p.addr("dubbo"))
 	if r, err := c.Invoke(&dubbotest.Call{Service: "org.example.Echo", Method: "echo", Args: []any{"x"}}, 5*time.Second); err != nil || r.Value != "x" {
 		t.Fatalf("echo: %+v, %v", r, err)

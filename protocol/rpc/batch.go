@@ -89,21 +89,22 @@ func (b *batcher) send(vec [][]byte) error {
 	err := b.write(v)
 	clear(v)
 	b.recycle(q)
-	for err == nil {
-		b.mu.Lock()
-		if len(b.queue) == 0 {
-			b.mu.Unlock()
-			break
-		}
+	// Write what was queued meanwhile until the queue is empty. The check
+	// that finds it empty and the end of busy are one critical section:
+	// a frame queued between them would never be written.
+	b.mu.Lock()
+	for err == nil && len(b.queue) > 0 {
 		q = b.queue
 		b.queue, b.spare = b.spare[:0], nil
 		b.mu.Unlock()
 		b.one[0] = q
 		err = b.write(b.one[:])
 		b.one[0] = nil
-		b.recycle(q)
+		b.mu.Lock()
+		if cap(q) <= 2*batchQueueMax {
+			b.spare = q[:0]
+		}
 	}
-	b.mu.Lock()
 	b.busy = false
 	if err != nil && b.err == nil {
 		b.err = err

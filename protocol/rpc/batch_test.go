@@ -97,6 +97,43 @@ func TestBatcherJoinsConcurrentFrames(t *testing.T) {
 	t.Logf("%d frames in %d writes", n, sink.writes)
 }
 
+// TestBatcherLosesNothing: senders racing writers that are finishing. A
+// queued frame is written by the writer in progress before its send
+// returns, so once every send has returned every frame is out: one
+// queued just as a writer found the queue empty must not be lost (a
+// lingering close then ran before the frame, and a Dubbo client saw EOF
+// for its answer).
+func TestBatcherLosesNothing(t *testing.T) {
+	const senders, each = 8, 20000
+	var got [senders]atomic.Int64
+	var b batcher
+	b.init(func(vec [][]byte) error {
+		for _, p := range vec {
+			for _, c := range p {
+				got[c].Add(1)
+			}
+		}
+		return nil
+	}, nil)
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			frame := [][]byte{{byte(s)}}
+			for range each {
+				b.send(frame)
+			}
+		}()
+	}
+	wg.Wait()
+	for s := range senders {
+		if n := got[s].Load(); n != each {
+			t.Errorf("sender %d: %d of %d frames written", s, n, each)
+		}
+	}
+}
+
 func TestBatcherErrorSticksAndCloseWaits(t *testing.T) {
 	sink := slowSink{fail: errors.New("broken pipe")}
 	var failed atomic.Int32

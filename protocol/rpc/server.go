@@ -30,6 +30,9 @@ type server struct {
 	got     int
 	scratch []byte
 	one     [1][]byte
+	// lingering: a refused frame lost the framing; what comes is dropped
+	// until the lingering close ends.
+	lingering bool
 
 	out batcher
 
@@ -77,6 +80,9 @@ func (s *server) lingerClose() { s.conn.LingerClose(lingerBad) }
 // it is whole; its body is copied into the call's own buffer as it comes,
 // so a large frame never sits in the connection's buffer.
 func (s *server) Decode(data []byte) int {
+	if s.lingering {
+		return len(data)
+	}
 	n := 0
 	for n < len(data) {
 		if s.cur == nil {
@@ -95,6 +101,11 @@ func (s *server) Decode(data []byte) int {
 					s.scratch = s.c.AppendError(s.scratch[:0], head, StatusBadRequest, "request frame too large")
 					s.writeScratch()
 				}
+				// The rest of the frame, and anything after it, is
+				// dropped while the connection lingers: parsed as frames,
+				// it would close the connection at once and the reset
+				// could destroy the answer before the client reads it.
+				s.lingering = true
 				s.out.closeAfter(s.lingerClose)
 				return len(data)
 			}
