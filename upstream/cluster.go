@@ -168,7 +168,7 @@ func (c *Cluster) newHost(addr string, weight uint32, hostname string) *Host {
 		mc = c.H2
 	}
 	if mc != nil && mc.NewMux != nil {
-		h.mux = newMuxPool(h, mc, c.Mux)
+		h.mux = newMuxPool(h, mc, c.Mux, alpnH2)
 	}
 	return h
 }

@@ -79,7 +79,7 @@ func (h *Host) MuxFor(codec *protocol.Codec) *MuxPool {
 	if p := h.muxes[codec.Name]; p != nil {
 		return p
 	}
-	p := newMuxPool(h, codec, h.cluster.RPC)
+	p := newMuxPool(h, codec, h.cluster.RPC, nil)
 	if h.removed.Load() {
 		p.closed = true
 		return p

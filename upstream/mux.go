@@ -19,6 +19,9 @@ type MuxPool struct {
 	host  *Host
 	codec *protocol.Codec
 	opts  protocol.MuxOptions
+	// alpn is offered on TLS connections whose cluster names none: h2
+	// for the cluster's HTTP/2 pool, nothing for another protocol's.
+	alpn []string
 
 	mu      sync.Mutex
 	conns   []*muxConn
@@ -36,8 +39,8 @@ type muxConn struct {
 // ErrPoolClosed: the host left the cluster while the request waited.
 var ErrPoolClosed = errors.New("upstream: host removed")
 
-func newMuxPool(h *Host, codec *protocol.Codec, opts protocol.MuxOptions) *MuxPool {
-	return &MuxPool{host: h, codec: codec, opts: opts, changed: make(chan struct{})}
+func newMuxPool(h *Host, codec *protocol.Codec, opts protocol.MuxOptions, alpn []string) *MuxPool {
+	return &MuxPool{host: h, codec: codec, opts: opts, alpn: alpn, changed: make(chan struct{})}
 }
 
 // NewStream returns a stream for one request and whether its connection
@@ -168,7 +171,7 @@ func (p *MuxPool) reapLocked() {
 
 // dial opens a connection and adds it to the pool.
 func (p *MuxPool) dial(ctx context.Context) error {
-	raw, err := p.host.connect(ctx, alpnH2)
+	raw, err := p.host.connect(ctx, p.alpn)
 	if err != nil {
 		return err
 	}

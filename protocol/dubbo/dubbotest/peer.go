@@ -42,10 +42,15 @@ func StartProvider(addr string, h Handler) (*Provider, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ServeProvider(ln, h), nil
+}
+
+// ServeProvider serves h on ln (a TLS listener, say) until Close.
+func ServeProvider(ln net.Listener, h Handler) *Provider {
 	p := &Provider{Addr: ln.Addr().String(), ln: ln, handler: h, conns: map[net.Conn]bool{}}
 	p.wg.Add(1)
 	go p.accept()
-	return p, nil
+	return p
 }
 
 func (p *Provider) accept() {
@@ -153,9 +158,14 @@ func Dial(addr string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	return NewClient(c), nil
+}
+
+// NewClient is a consumer on c (a TLS connection, say).
+func NewClient(c net.Conn) *Client {
 	cl := &Client{c: c, next: 1, wait: map[uint64]chan *Frame{}, closed: make(chan struct{})}
 	go cl.read()
-	return cl, nil
+	return cl
 }
 
 func (cl *Client) read() {
@@ -207,6 +217,14 @@ func (cl *Client) Roundtrip(build func(id uint64) []byte, timeout time.Duration)
 	case f := <-ch:
 		return f, nil
 	case <-cl.closed:
+		// The reader hands over a reply before it sees the close that
+		// follows (an error reply, then the server's FIN): when both are
+		// ready, the reply wins.
+		select {
+		case f := <-ch:
+			return f, nil
+		default:
+		}
 		cl.mu.Lock()
 		err := cl.err
 		cl.mu.Unlock()
