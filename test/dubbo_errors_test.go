@@ -97,6 +97,9 @@ static_resources:
 	if n := prov.Calls.Load(); n != 3 {
 		t.Errorf("the provider saw %d calls, want 3 (two slow ones, echo)", n)
 	}
+	if n := p.stat("dubbo.dubbo.request_decoding_error"); n != 2 {
+		t.Errorf("request_decoding_error = %d, want 2 (the garbage body, the 9 MiB frame)", n)
+	}
 	// Not Dubbo at all: closed without an answer.
 	raw, err := net.Dial("tcp", p.addr("dubbo"))
 	if err != nil {

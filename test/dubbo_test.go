@@ -184,6 +184,7 @@ static_resources:
 		m + "echo.request": 8, m + "echo.response_success": 8, m + "echo.response_error": 0,
 		m + "fail.request": 1, m + "fail.response_business_exception": 1, m + "fail.response_success": 0,
 		m + "busy.response_error": 1, m + "note.request": 1,
+		"dubbo.dubbo.request_event": 1, "dubbo.dubbo.request_decoding_success": 11, "dubbo.dubbo.request_decoding_error": 0,
 	} {
 		if got := p.stat(name); got != want {
 			t.Errorf("%s = %d, want %d", name, got, want)

@@ -174,6 +174,20 @@ type Options struct {
 	// Heartbeat is how often an idle upstream connection sends a
 	// heartbeat; one unanswered by the next closes it. 0: none.
 	Heartbeat time.Duration
+	// Events hears what a downstream connection handles before any
+	// stream exists (nil: nothing).
+	Events Events
+}
+
+// Events counts frames the engine handles itself. Its methods are called
+// from connections' readers and must not block.
+type Events interface {
+	// Heartbeat: a client's heartbeat, answered.
+	Heartbeat()
+	// Decoded: a call's frame was read, its routing keys decoded (ok), or
+	// it was refused as malformed or oversized (answered with
+	// StatusBadRequest).
+	Decoded(ok bool)
 }
 
 // Defaults.

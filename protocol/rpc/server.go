@@ -30,6 +30,7 @@ type server struct {
 	got     int
 	scratch []byte
 	one     [1][]byte
+	ev      Events
 	// lingering: a refused frame lost the framing; what comes is dropped
 	// until the lingering close ends.
 	lingering bool
@@ -50,7 +51,7 @@ func newServer(c Codec, o Options, conn protocol.Conn, cb protocol.ServerCallbac
 	if lim <= 0 {
 		lim = DefaultMaxActive
 	}
-	s := &server{c: c, conn: conn, cb: cb, hl: hl, max: o.maxFrame(hl), lim: lim}
+	s := &server{c: c, conn: conn, cb: cb, hl: hl, max: o.maxFrame(hl), lim: lim, ev: o.Events}
 	s.out.init(s.write, nil)
 	return s
 }
@@ -97,6 +98,9 @@ func (s *server) Decode(data []byte) int {
 				return len(data)
 			}
 			if f.Len > s.max || f.Len < s.hl {
+				if s.ev != nil && (f.Kind == Call || f.Kind == OneWay) {
+					s.ev.Decoded(false)
+				}
 				if f.Kind == Call {
 					s.scratch = s.c.AppendError(s.scratch[:0], head, StatusBadRequest, "request frame too large")
 					s.writeScratch()
@@ -134,6 +138,9 @@ func (s *server) dispatch(st *serverStream) {
 		s.scratch = s.c.AppendPong(s.scratch[:0], st.frame[:s.hl])
 		s.writeScratch()
 		st.release()
+		if s.ev != nil {
+			s.ev.Heartbeat()
+		}
 		return
 	case Call, OneWay:
 	default:
@@ -146,7 +153,13 @@ func (s *server) dispatch(st *serverStream) {
 			s.writeScratch()
 		}
 		st.release()
+		if s.ev != nil {
+			s.ev.Decoded(false)
+		}
 		return
+	}
+	if s.ev != nil {
+		s.ev.Decoded(true)
 	}
 	if st.kind == OneWay {
 		st.req.Set(OneWayHeader, "1")

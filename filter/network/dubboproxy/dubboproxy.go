@@ -109,12 +109,13 @@ func build(bc *filter.BuildContext, m *dubbov3.DubboProxy) (*proxy.Config, error
 	// Attachments are always read: the caller's timeout is one, and
 	// filters may read any; arguments only when routes match on them.
 	codec := newCodec(rpc.ReadOptions{Attachments: true, Params: nd.params})
+	cs := newCallStats(bc.Stats.Scope("dubbo", "envoy_dubbo_prefix", m.GetStatPrefix()))
 	cfg := &proxy.Config{
 		StatPrefix:        m.GetStatPrefix(),
 		Clusters:          bc.Clusters,
 		Pool:              bc.Pool,
 		Log:               bc.Log.With("filter", Name, "stat_prefix", m.GetStatPrefix()),
-		Codec:             rpc.NewCodec(codec, rpc.Options{MaxFrame: maxFrame(codec, bc.RPCMaxBody)}),
+		Codec:             rpc.NewCodec(codec, rpc.Options{MaxFrame: maxFrame(codec, bc.RPCMaxBody), Events: cs}),
 		UpstreamCodec:     up,
 		RPC:               true,
 		Draining:          bc.Draining,
@@ -125,7 +126,7 @@ func build(bc *filter.BuildContext, m *dubbov3.DubboProxy) (*proxy.Config, error
 		Routes:            new(atomic.Pointer[router.Table]),
 		Stats:             proxy.NewStatsUnder(bc.Stats, "dubbo", "envoy_dubbo_prefix", m.GetStatPrefix()),
 		Codecs:            protocol.ServerOptions{Scheme: "dubbo"},
-		Observer:          newCallStats(bc.Stats.Scope("dubbo", "envoy_dubbo_prefix", m.GetStatPrefix())),
+		Observer:          cs,
 	}
 	cfg.Routes.Store(routes)
 	return cfg, nil

@@ -26,6 +26,9 @@ type callStats struct {
 	all    methodStats
 	oneway *stats.Counter
 	twoway *stats.Counter
+	// Frames the engine handles before a stream: request_event (client
+	// heartbeats), request_decoding_success, request_decoding_error.
+	event, decoded, decodeErr *stats.Counter
 
 	mu     sync.RWMutex
 	byName map[string]map[string]*methodStats // service, method
@@ -62,11 +65,31 @@ func newCallStats(sc *stats.Scope) *callStats {
 		all:    newMethodStats(sc, false),
 		oneway: sc.Counter("request_oneway"),
 		twoway: sc.Counter("request_twoway"),
-		byName: map[string]map[string]*methodStats{},
+		event:  sc.Counter("request_event"),
+
+		decoded:   sc.Counter("request_decoding_success"),
+		decodeErr: sc.Counter("request_decoding_error"),
+		byName:    map[string]map[string]*methodStats{},
 	}
 }
 
-var _ proxy.Observer = (*callStats)(nil)
+var (
+	_ proxy.Observer = (*callStats)(nil)
+	_ rpc.Events     = (*callStats)(nil)
+)
+
+// Heartbeat counts a client's heartbeat (request_event).
+func (c *callStats) Heartbeat() { c.event.Inc() }
+
+// Decoded counts a call frame read (request_decoding_success) or refused
+// as malformed or oversized (request_decoding_error).
+func (c *callStats) Decoded(ok bool) {
+	if ok {
+		c.decoded.Inc()
+	} else {
+		c.decodeErr.Inc()
+	}
+}
 
 // StreamDone counts one call.
 func (c *callStats) StreamDone(req *protocol.Headers, status int, exception bool, took time.Duration) {
