@@ -48,6 +48,12 @@ func (s *Stream) forward() {
 	retrying := false
 	for {
 		err := s.tryOnce()
+		if retrying {
+			// The retry's budget slot is held for its attempt only, which
+			// is over whichever way it went.
+			cl.Breaker.ReleaseRetry()
+			retrying = false
+		}
 		if errors.Is(err, errFilterReplied) {
 			// A data filter answered the request (413, a denial): the
 			// attempt ends, and the body pump with it, then the reply
@@ -63,10 +69,6 @@ func (s *Stream) forward() {
 			s.flags = "DC"
 			s.resetDownstream()
 			return
-		}
-		if retrying {
-			cl.Breaker.ReleaseRetry()
-			retrying = false
 		}
 		if err == nil && s.resp.StatusCode() == 101 && !s.upgrade {
 			// A switch nobody asked for would leave the client tunnelling

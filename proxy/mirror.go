@@ -233,12 +233,17 @@ func (m *shadow) exchange(ctx context.Context) bool {
 	}
 	try := h.Begin()
 	defer try.Drop() // an outcome below ends it first
-	us, conn, err := m.open(ctx, h)
-	if err != nil {
+	// failed counts a failure against the host, unless the copy was
+	// abandoned or ran out of its time: that says nothing of the host.
+	failed := func() bool {
 		if ctx.Err() == nil {
 			try.End(false)
 		}
 		return false
+	}
+	us, conn, err := m.open(ctx, h)
+	if err != nil {
+		return failed()
 	}
 	reusable := false
 	defer func() {
@@ -258,14 +263,12 @@ func (m *shadow) exchange(ctx context.Context) bool {
 	}
 	us.SetDeadline(m.until)
 	if err := m.send(ctx, us); err != nil {
-		try.End(false)
-		return false
+		return failed()
 	}
 	var resp protocol.Headers
 	defer resp.Recycle()
 	if err := us.ReadHeaders(&resp); err != nil {
-		try.End(false)
-		return false
+		return failed()
 	}
 	cl.Stats.CountStatus(resp.StatusCode())
 	if !us.EndStream() {
@@ -275,8 +278,7 @@ func (m *shadow) exchange(ctx context.Context) bool {
 				break
 			}
 			if err != nil {
-				try.End(false)
-				return false
+				return failed()
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"errors"
 	"runtime"
 	"sync"
 )
@@ -27,6 +28,7 @@ type batcher struct {
 	write   func([][]byte) error
 	fail    func(error)
 	one     [1][]byte
+	one2    [1][]byte // sendNoWait's (one reader calls it)
 	vec     [8][]byte
 	waiters int
 	then    func() // run once the write in progress ends (closeAfter)
@@ -44,7 +46,11 @@ func (b *batcher) init(write func([][]byte) error, fail func(error)) {
 
 // send writes the frame made of vec, or queues it behind the write in
 // progress. The caller may reuse vec's buffers when send returns.
-func (b *batcher) send(vec [][]byte) error {
+func (b *batcher) send(vec [][]byte) error { return b.sendOpt(vec, false) }
+
+// sendOpt is send; noWait queues the frame behind a write in progress
+// whatever its size and the queue's.
+func (b *batcher) sendOpt(vec [][]byte, noWait bool) error {
 	n := 0
 	for _, p := range vec {
 		n += len(p)
@@ -55,7 +61,7 @@ func (b *batcher) send(vec [][]byte) error {
 		b.mu.Unlock()
 		return err
 	}
-	if b.busy && n <= batchFrameMax && len(b.queue)+n <= batchQueueMax {
+	if b.busy && (noWait || n <= batchFrameMax && len(b.queue)+n <= batchQueueMax) {
 		for _, p := range vec {
 			b.queue = append(b.queue, p...)
 		}
@@ -115,6 +121,9 @@ func (b *batcher) send(vec [][]byte) error {
 	}
 	then := b.then
 	b.then = nil
+	if then != nil && b.err == nil {
+		b.err = errBatcherClosed // nothing more goes out
+	}
 	b.mu.Unlock()
 	if err != nil && b.fail != nil {
 		b.fail(err)
@@ -137,6 +146,7 @@ func (b *batcher) recycle(q []byte) {
 
 // closeAfter runs f once what is queued has been written: now when no
 // write is in progress, else when the writer in progress is done.
+// From then on nothing more is written: a later send fails.
 func (b *batcher) closeAfter(f func()) {
 	b.mu.Lock()
 	if b.busy {
@@ -144,6 +154,22 @@ func (b *batcher) closeAfter(f func()) {
 		b.mu.Unlock()
 		return
 	}
+	if b.err == nil {
+		b.err = errBatcherClosed
+	}
 	b.mu.Unlock()
 	f()
+}
+
+// errBatcherClosed fails a send after closeAfter.
+var errBatcherClosed = errors.New("rpc: connection closing")
+
+// sendNoWait is send for a reader that must never wait on the writer (a
+// heartbeat's answer): while a write is in progress the frame is queued
+// whatever the queue's size. One goroutine at a time may call it.
+func (b *batcher) sendNoWait(p []byte) error {
+	b.one2[0] = p
+	err := b.sendOpt(b.one2[:], true)
+	b.one2[0] = nil
+	return err
 }

@@ -30,7 +30,6 @@ type mux struct {
 
 	out     batcher
 	scratch []byte // pongs, reader only
-	one     [1][]byte
 
 	mu        sync.Mutex
 	calls     map[uint64]*clientStream
@@ -311,9 +310,10 @@ func (m *mux) onFrame(f Frame, frame []byte) {
 		}
 		m.mu.Unlock()
 	case Ping:
+		// Never wait on the writer here: an upstream that is itself
+		// blocked writing to us would wait for this reader forever.
 		m.scratch = m.c.AppendPong(m.scratch[:0], frame[:m.hl])
-		m.one[0] = m.scratch
-		m.out.send(m.one[:])
+		m.out.sendNoWait(m.scratch)
 	case Pong:
 		m.mu.Lock()
 		m.pingOut = false
@@ -323,23 +323,29 @@ func (m *mux) onFrame(f Frame, frame []byte) {
 
 // clientStream is one call on an upstream connection, used by one worker.
 type clientStream struct {
-	m        *mux
-	id       uint64
-	oneway   bool
-	sent     bool
-	waiting  bool
-	req      *[]byte // the request frame when it came in pieces
-	reqLen   int
-	head     [64]byte
-	vec      [2][]byte
-	done     chan struct{}
-	resp     *[]byte
-	frame    []byte
-	status   Status
-	read     bool
-	err      error // guarded by m.mu until done is signalled
-	deadline time.Time
-	timer    *time.Timer
+	m       *mux
+	id      uint64
+	oneway  bool
+	sent    bool
+	waiting bool
+	// holds: the call keeps its slot until Close (a one-way call, or one
+	// the connection closed under); sendErr: why it was never sent whole;
+	// cancelled: the client left before the call was sent (under m.mu).
+	holds     bool
+	sendErr   error
+	cancelled error
+	req       *[]byte // the request frame when it came in pieces
+	reqLen    int
+	head      [64]byte
+	vec       [2][]byte
+	done      chan struct{}
+	resp      *[]byte
+	frame     []byte
+	status    Status
+	read      bool
+	err       error // guarded by m.mu until done is signalled
+	deadline  time.Time
+	timer     *time.Timer
 }
 
 var clientPool = sync.Pool{New: func() any { return &clientStream{done: make(chan struct{}, 1)} }}
@@ -391,10 +397,10 @@ func (cs *clientStream) WriteTrailers(*protocol.Headers) error {
 	return nil
 }
 
-// send gives the call the connection's next id and writes it.
+// send gives the call the connection's next id and writes it. A frame
+// refused here was never sent, and its slot goes back at Close.
 func (cs *clientStream) send(frame []byte) error {
 	m := cs.m
-	cs.sent = true
 	if len(frame) < m.hl {
 		return &protocol.RequestError{Status: 400, Reason: "truncated call frame"}
 	}
@@ -404,22 +410,27 @@ func (cs *clientStream) send(frame []byte) error {
 	}
 	cs.oneway = f.Kind == OneWay
 	m.mu.Lock()
-	if m.closed {
-		m.reserved--
-		cs.oneway = true // nothing to wait for; Close frees no slot
-		m.reserved++
+	if cs.cancelled != nil {
+		err := cs.cancelled
 		m.mu.Unlock()
-		return protocol.ErrUpstreamResetBeforeResponse
+		return err // not sent: Close gives the slot back
+	}
+	cs.sent = true
+	if m.closed {
+		cs.holds = true // nothing to wait for; Close frees the slot
+		cs.sendErr = protocol.ErrUpstreamResetBeforeResponse
+		m.mu.Unlock()
+		return cs.sendErr
 	}
 	id := m.nextID
 	m.nextID++
-	m.reserved--
 	cs.id = id
 	if !cs.oneway {
+		m.reserved--
 		m.calls[id] = cs
 		cs.waiting = true
 	} else {
-		m.reserved++ // a one-way call holds its slot until Close
+		cs.holds = true // a one-way call holds its slot until Close
 	}
 	m.mu.Unlock()
 	h := cs.head[:m.hl]
@@ -429,7 +440,9 @@ func (cs *clientStream) send(frame []byte) error {
 	err = m.out.send(cs.vec[:])
 	cs.vec[1] = nil
 	if err != nil {
-		return protocol.ErrUpstreamResetBeforeResponse
+		// A two-way call is failed by the connection's fail as well.
+		cs.sendErr = protocol.ErrUpstreamResetBeforeResponse
+		return cs.sendErr
 	}
 	return nil
 }
@@ -439,6 +452,9 @@ func (cs *clientStream) send(frame []byte) error {
 // body, relayed as it is.
 func (cs *clientStream) ReadHeaders(h *protocol.Headers) error {
 	h.Reset()
+	if cs.sendErr != nil {
+		return cs.sendErr
+	}
 	if cs.oneway {
 		h.Set(protocol.Status, "200")
 		h.Set(FrameHeader, "0")
@@ -528,6 +544,8 @@ func (cs *clientStream) Cancel(err error) {
 		delete(m.calls, cs.id)
 		cs.err = err
 		cs.signal()
+	} else if !cs.sent {
+		cs.cancelled = err // send will not send it
 	}
 	m.mu.Unlock()
 }
@@ -535,11 +553,9 @@ func (cs *clientStream) Cancel(err error) {
 // Close releases the call's slot; the connection stays usable.
 func (cs *clientStream) Close() bool {
 	m := cs.m
-	if cs.waiting {
-		cs.abandon(protocol.ErrDownstreamReset)
-	}
+	cs.abandon(protocol.ErrDownstreamReset) // (a no-op unless waiting)
 	m.mu.Lock()
-	if !cs.sent || cs.oneway {
+	if !cs.sent || cs.holds {
 		m.reserved--
 	}
 	reusable := !m.closed

@@ -43,6 +43,7 @@ type server struct {
 	closed   bool
 	draining bool
 	eof      bool
+	refused  bool // a frame was refused: linger-close once idle
 }
 
 func newServer(c Codec, o Options, conn protocol.Conn, cb protocol.ServerCallbacks) *server {
@@ -109,8 +110,15 @@ func (s *server) Decode(data []byte) int {
 				// dropped while the connection lingers: parsed as frames,
 				// it would close the connection at once and the reset
 				// could destroy the answer before the client reads it.
+				// Calls already in flight are answered first.
 				s.lingering = true
-				s.out.closeAfter(s.lingerClose)
+				s.mu.Lock()
+				s.refused = true
+				idle := len(s.active) == 0
+				s.mu.Unlock()
+				if idle {
+					s.out.closeAfter(s.lingerClose)
+				}
 				return len(data)
 			}
 			st := getServerStream()
@@ -199,12 +207,17 @@ func (s *server) done(st *serverStream) {
 	if resume {
 		s.paused = false
 	}
-	closeNow := (s.draining || s.eof) && len(s.active) == 0
+	idle := len(s.active) == 0
+	closeNow := (s.draining || s.eof) && idle
+	linger := s.refused && idle
 	s.mu.Unlock()
 	if resume {
 		s.conn.ResumeRead()
 	}
-	if closeNow {
+	switch {
+	case linger:
+		s.out.closeAfter(s.lingerClose)
+	case closeNow:
 		s.close()
 	}
 }
