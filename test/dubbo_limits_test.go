@@ -1,6 +1,7 @@
 package test
 
 import (
+	"encoding/binary"
 	"fmt"
 	"strings"
 	"testing"
@@ -115,5 +116,47 @@ func TestDubboLimitConfigRefused(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s %s: %v; want an error with %q", tc.where, tc.md, err, tc.want)
 		}
+	}
+}
+
+// TestDubboRefusedFrameAnswersCallsInFlight: a connection that refuses
+// an oversized frame still answers the calls it took before it, then
+// closes.
+func TestDubboRefusedFrameAnswersCallsInFlight(t *testing.T) {
+	release := make(chan struct{})
+	prov := startProvider(t, func(c *dubbotest.Call) (any, string, byte) {
+		if c.Method == "slow" {
+			<-release
+		}
+		return dubbotest.Echo(c)
+	})
+	p := startProxy(t, `
+static_resources:
+  listeners:
+`+dubboListener("dubbo", anyMethod, "")+`  clusters:
+`+clusterOf("svc", prov.Addr))
+	c := dialDubbo(t, p.addr("dubbo"))
+	slow := make(chan *dubbotest.Result, 1)
+	go func() {
+		r, err := c.Invoke(&dubbotest.Call{Service: "org.example.Echo", Method: "slow", Args: []any{"in flight"}}, 5*time.Second)
+		if err != nil {
+			r = &dubbotest.Result{Error: err.Error()}
+		}
+		slow <- r
+	}()
+	testutil.Eventually(t, 5*time.Second, "the slow call to reach the provider", func() bool { return prov.Calls.Load() == 1 })
+	f, err := c.Roundtrip(func(id uint64) []byte {
+		b := make([]byte, 16)
+		b[0], b[1], b[2] = 0xda, 0xbb, 0xc2
+		binary.BigEndian.PutUint64(b[4:], id)
+		binary.BigEndian.PutUint32(b[12:], 9<<20)
+		return b
+	}, 5*time.Second)
+	if err != nil || f.Status != 40 {
+		t.Fatalf("oversized frame: %+v, %v; want status 40", f, err)
+	}
+	close(release)
+	if r := <-slow; r.Status != 20 || r.Value != "in flight" {
+		t.Errorf("the call in flight before the refused frame: %+v", r)
 	}
 }
