@@ -108,6 +108,36 @@ filter_chains:
 	if got, err := call(c); got != "B" || err != nil {
 		t.Errorf("after the NACK: %q, %v; want B", got, err)
 	}
+	// A route to a cluster CDS has not sent yet is accepted, as Envoy
+	// does: its calls fail (70) until the cluster arrives, then reach it.
+	nacks := cp.nackCount() // (the last version's NACK may be repeated)
+	late := func(withCluster bool) map[resource.Type][]types.Resource {
+		r := res(listener("late", ""))
+		if withCluster {
+			r[resource.ClusterType] = append(r[resource.ClusterType], testutil.XDSCluster("late"))
+			r[resource.EndpointType] = append(r[resource.EndpointType], testutil.XDSEndpoints("late", provA.Addr))
+		}
+		return r
+	}
+	cp.set("4", late(false))
+	testutil.Eventually(t, 10*time.Second, "calls to the missing cluster to fail", func() bool {
+		c, err := dubbotest.Dial(laddr)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		r, err := c.Invoke(&dubbotest.Call{Service: "org.example.Svc", Method: "get"}, 5*time.Second)
+		return err == nil && r.Status == 70
+	})
+	cp.mu.Lock()
+	for _, n := range cp.nacks[nacks:] {
+		if strings.Contains(n, "late") {
+			t.Errorf("a route to a cluster still to come was NACKed: %s", n)
+		}
+	}
+	cp.mu.Unlock()
+	cp.set("5", late(true))
+	waitFor("A")
 	if n := p.stat("dubbo.rpc.request"); n < 2 {
 		t.Errorf("dubbo.rpc.request = %d", n)
 	}

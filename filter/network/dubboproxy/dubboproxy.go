@@ -87,8 +87,10 @@ func build(bc *filter.BuildContext, m *dubbov3.DubboProxy) (*proxy.Config, error
 	if err != nil {
 		return nil, err
 	}
+	// With CDS a cluster may arrive after the listener that names it: it
+	// is resolved per call then, as Envoy's Dubbo router does.
 	for _, name := range routes.ClusterNames() {
-		if !bc.Clusters.Known(name) {
+		if !bc.Clusters.Dynamic() && !bc.Clusters.Known(name) {
 			return nil, config.At(base, fmt.Errorf("a route names cluster %q, which does not exist", name))
 		}
 	}
