@@ -85,6 +85,19 @@ func startProxyTraced(t testing.TB, yaml string) (*proxy, *syncBuffer) {
 	return run(t, yaml, srv, err), buf
 }
 
+// waitTrace waits for a trace line with want: the request line is
+// written as the stream ends, which may be after its counters settle.
+func waitTrace(t testing.TB, trace *syncBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(trace.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no trace line with %q:\n%s", want, trace.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // ioModel is the I/O model the suite runs under: STRAIT_IO_MODEL, else
 // netpoll. make test runs the suite once per model.
 func ioModel() network.IOModel {
