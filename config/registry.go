@@ -133,7 +133,7 @@ func Decode(k Kind, typed *anypb.Any) (*Extension, proto.Message, error) {
 // TypedStruct is resolved by its inner type URL (typedstruct.go). An
 // unknown type is an *UnsupportedTypeError.
 func DecodeValue(k Kind, typed *anypb.Any) (*Extension, proto.Message, error) {
-	if u := typed.GetTypeUrl(); u == typedStructV3 || u == typedStructV1 {
+	if IsTypedStruct(typed) {
 		return decodeTypedStruct(k, typed)
 	}
 	ext, err := Lookup(k, typed.GetTypeUrl())

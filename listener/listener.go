@@ -98,9 +98,6 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	if ln.io == nil {
 		ln.io = network.Netpoll
 	}
-	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
-		ln.bufferLimit = int(v.GetValue())
-	}
 	bc := &filter.BuildContext{Listener: ln.Name, Port: port, Clusters: o.Clusters, Stats: o.Stats,
 		Pool: o.Pool, Log: ln.log, Draining: ln.draining.Load, Routes: o.Routes, CheckSource: o.CheckSource, Runtime: o.Runtime,
 		Secrets: o.Secrets}
@@ -108,7 +105,8 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 		return nil, err
 	}
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
-		bc.BufferLimit = int(v.GetValue())
+		ln.bufferLimit = int(v.GetValue())
+		bc.BufferLimit = ln.bufferLimit
 	}
 	sc := o.Stats.Scope("listener", "envoy_listener_address", ln.addr)
 	for i, fc := range l.GetFilterChains() {

@@ -84,13 +84,7 @@ static_resources:
 	}
 
 	// A frame over the size limit: refused from its header, then closed.
-	f, err = c.Roundtrip(func(id uint64) []byte {
-		b := make([]byte, 16)
-		b[0], b[1], b[2] = 0xda, 0xbb, 0xc2
-		binary.BigEndian.PutUint64(b[4:], id)
-		binary.BigEndian.PutUint32(b[12:], 9<<20)
-		return b
-	}, 5*time.Second)
+	f, err = c.Roundtrip(oversizedCall, 5*time.Second)
 	if err != nil || f.Status != 40 {
 		t.Errorf("9 MiB frame: %+v, %v; want status 40", f, err)
 	}
@@ -283,6 +277,16 @@ static_resources:
 	if n := p.stat("rpc_inspector.dubbo_found"); n != 1 {
 		t.Errorf("rpc_inspector.dubbo_found = %d", n)
 	}
+}
+
+// oversizedCall is the 16-byte header of a two-way call declaring a 9 MiB
+// body (over the 8 MiB default), and no body.
+func oversizedCall(id uint64) []byte {
+	b := make([]byte, 16)
+	b[0], b[1], b[2] = 0xda, 0xbb, 0xc2
+	binary.BigEndian.PutUint64(b[4:], id)
+	binary.BigEndian.PutUint32(b[12:], 9<<20)
+	return b
 }
 
 // closedAddr is a loopback address nothing listens on.

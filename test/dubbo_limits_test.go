@@ -1,7 +1,6 @@
 package test
 
 import (
-	"encoding/binary"
 	"fmt"
 	"strings"
 	"testing"
@@ -145,13 +144,7 @@ static_resources:
 		slow <- r
 	}()
 	testutil.Eventually(t, 5*time.Second, "the slow call to reach the provider", func() bool { return prov.Calls.Load() == 1 })
-	f, err := c.Roundtrip(func(id uint64) []byte {
-		b := make([]byte, 16)
-		b[0], b[1], b[2] = 0xda, 0xbb, 0xc2
-		binary.BigEndian.PutUint64(b[4:], id)
-		binary.BigEndian.PutUint32(b[12:], 9<<20)
-		return b
-	}, 5*time.Second)
+	f, err := c.Roundtrip(oversizedCall, 5*time.Second)
 	if err != nil || f.Status != 40 {
 		t.Fatalf("oversized frame: %+v, %v; want status 40", f, err)
 	}

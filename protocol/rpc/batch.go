@@ -107,9 +107,7 @@ func (b *batcher) sendOpt(vec [][]byte, noWait bool) error {
 		err = b.write(b.one[:])
 		b.one[0] = nil
 		b.mu.Lock()
-		if cap(q) <= 2*batchQueueMax {
-			b.spare = q[:0]
-		}
+		b.keepSpareLocked(q)
 	}
 	b.busy = false
 	if err != nil && b.err == nil {
@@ -136,12 +134,17 @@ func (b *batcher) sendOpt(vec [][]byte, noWait bool) error {
 
 // recycle keeps a written queue buffer for the next round (writer only).
 func (b *batcher) recycle(q []byte) {
-	if q == nil || cap(q) > 2*batchQueueMax {
-		return
-	}
 	b.mu.Lock()
-	b.spare = q[:0]
+	b.keepSpareLocked(q)
 	b.mu.Unlock()
+}
+
+// keepSpareLocked keeps q as the next queue unless it grew too large
+// (b.mu held).
+func (b *batcher) keepSpareLocked(q []byte) {
+	if q != nil && cap(q) <= 2*batchQueueMax {
+		b.spare = q[:0]
+	}
 }
 
 // closeAfter runs f once what is queued has been written: now when no

@@ -49,11 +49,11 @@ func newMux(c Codec, o Options, nc net.Conn, mo protocol.MuxOptions) *mux {
 	if lim <= 0 {
 		lim = DefaultMaxStreams
 	}
+	if mo.MaxBody > 0 { // the cluster's, over the codec's
+		o.MaxBody = mo.MaxBody
+	}
 	m := &mux{c: c, nc: nc, mo: mo, hl: hl, max: o.maxFrame(hl), lim: lim, beat: o.Heartbeat,
 		calls: map[uint64]*clientStream{}, nextID: 1, idleSince: time.Now()}
-	if mo.MaxBody > 0 {
-		m.max = hl + mo.MaxBody
-	}
 	switch {
 	case mo.Heartbeat > 0:
 		m.beat = mo.Heartbeat
@@ -136,10 +136,8 @@ func (m *mux) fail(err error) {
 	if m.timer != nil {
 		m.timer.Stop()
 	}
-	for id, cs := range m.calls {
-		delete(m.calls, id)
-		cs.err = protocol.ErrUpstreamResetBeforeResponse
-		cs.signal()
+	for _, cs := range m.calls {
+		cs.failLocked(protocol.ErrUpstreamResetBeforeResponse)
 	}
 	m.mu.Unlock()
 	m.nc.Close()
@@ -288,11 +286,16 @@ var errReplyTooLarge = &protocol.MalformedError{Reason: "upstream reply over the
 func (m *mux) refuse(id uint64) {
 	m.mu.Lock()
 	if cs := m.calls[id]; cs != nil {
-		delete(m.calls, id)
-		cs.err = errReplyTooLarge
-		cs.signal()
+		cs.failLocked(errReplyTooLarge)
 	}
 	m.mu.Unlock()
+}
+
+// failLocked ends a waiting call with err (m.mu held).
+func (cs *clientStream) failLocked(err error) {
+	delete(cs.m.calls, cs.id)
+	cs.err = err
+	cs.signal()
 }
 
 func (m *mux) onFrame(f Frame, frame []byte) {
@@ -541,9 +544,7 @@ func (cs *clientStream) Cancel(err error) {
 	m := cs.m
 	m.mu.Lock()
 	if cs.waiting {
-		delete(m.calls, cs.id)
-		cs.err = err
-		cs.signal()
+		cs.failLocked(err)
 	} else if !cs.sent {
 		cs.cancelled = err // send will not send it
 	}

@@ -162,9 +162,9 @@ func Lookup(name string) (func(ReadOptions) Codec, error) {
 
 // Options bound what the engine accepts.
 type Options struct {
-	// MaxFrame bounds a frame's length, header included; a larger one is
-	// refused before any of it is buffered. 0: DefaultMaxBody.
-	MaxFrame int
+	// MaxBody bounds the body a frame may declare (its header aside); a
+	// larger one is refused before any of it is buffered. 0: DefaultMaxBody.
+	MaxBody int
 	// MaxActive bounds a downstream connection's calls in flight; past
 	// it, the connection stops reading. 0: DefaultMaxActive.
 	MaxActive int
@@ -199,8 +199,8 @@ const (
 )
 
 func (o Options) maxFrame(hl int) int {
-	if o.MaxFrame > 0 {
-		return o.MaxFrame
+	if o.MaxBody > 0 {
+		return o.MaxBody + hl
 	}
 	return DefaultMaxBody + hl
 }

@@ -117,7 +117,7 @@ func build(bc *filter.BuildContext, m *dubbov3.DubboProxy) (*proxy.Config, error
 		Clusters:          bc.Clusters,
 		Pool:              bc.Pool,
 		Log:               bc.Log.With("filter", Name, "stat_prefix", m.GetStatPrefix()),
-		Codec:             rpc.NewCodec(codec, rpc.Options{MaxFrame: maxFrame(codec, bc.RPCMaxBody), Events: cs}),
+		Codec:             rpc.NewCodec(codec, rpc.Options{MaxBody: bc.RPCMaxBody, Events: cs}),
 		UpstreamCodec:     up,
 		RPC:               true,
 		Draining:          bc.Draining,
@@ -132,14 +132,6 @@ func build(bc *filter.BuildContext, m *dubbov3.DubboProxy) (*proxy.Config, error
 	}
 	cfg.Routes.Store(routes)
 	return cfg, nil
-}
-
-// maxFrame is the frame limit for a body limit (0: the engine's default).
-func maxFrame(c rpc.Codec, body int) int {
-	if body <= 0 {
-		return 0
-	}
-	return c.HeaderLen() + body
 }
 
 // dubboFilters builds dubbo_filters. Envoy's only Dubbo filter is the
