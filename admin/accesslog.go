@@ -19,9 +19,10 @@ import (
 // It is what admin.access_log_path configures (deprecated in v3, still in
 // Envoy's examples and go-control-plane's samples).
 type accessLog struct {
-	mu sync.Mutex
-	w  *bufio.Writer
-	f  io.Closer
+	mu   sync.Mutex
+	w    *bufio.Writer
+	f    io.Closer
+	path string // the file's path, when it was opened by path
 }
 
 // OpenAccessLog opens (creating, appending) the admin access log at path.
@@ -56,6 +57,38 @@ func (l *accessLog) write(r *http.Request, cw *countingWriter, start time.Time) 
 		max(r.ContentLength, 0), cw.n, time.Since(start).Milliseconds(),
 		dash(r.Header.Get("X-Forwarded-For")), dash(r.UserAgent()), dash(r.Header.Get("X-Request-Id")), dash(r.Host))
 	l.w.Flush()
+}
+
+// SetAccessLogPath opens path (creating, appending) as the admin access
+// log; ReopenAccessLog opens it again after rotation.
+func (s *Server) SetAccessLogPath(path string) error {
+	f, err := OpenAccessLog(path)
+	if err != nil {
+		return err
+	}
+	s.SetAccessLog(f)
+	s.access.path = path
+	return nil
+}
+
+// ReopenAccessLog reopens an access log set by path (log rotation); the
+// old file stays in use when the path cannot be opened.
+func (s *Server) ReopenAccessLog() {
+	l := s.access
+	if l == nil || l.path == "" {
+		return
+	}
+	f, err := OpenAccessLog(l.path)
+	if err != nil {
+		s.log.Warn("admin access log not reopened", "path", l.path, "err", err)
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.w.Flush()
+	l.f.Close()
+	l.w.Reset(f)
+	l.f = f
 }
 
 func (l *accessLog) close() {

@@ -33,6 +33,8 @@ type Source interface {
 	ConfigDump() proto.Message
 	// WriteClusters writes the /clusters page.
 	WriteClusters(w http.ResponseWriter)
+	// ReopenLogs reopens the access log files (and this server's).
+	ReopenLogs()
 }
 
 // Server is the admin HTTP server.
@@ -58,6 +60,7 @@ func New(src Source, st *stats.Store, log *slog.Logger) *Server {
 	mux.HandleFunc("GET /runtime", s.runtimePage)
 	mux.HandleFunc("POST /runtime_modify", s.runtimeModify)
 	mux.HandleFunc("POST /drain_listeners", s.drainListeners)
+	mux.HandleFunc("POST /reopen_logs", s.reopenLogs)
 	mux.HandleFunc("GET /{$}", s.index)
 	// Go's profiler (CPU, heap, goroutines), as Envoy's /cpuprofiler and
 	// /heapprofiler; the admin server is loopback-only by default.
@@ -114,9 +117,17 @@ func (s *Server) Close() error {
 	return err
 }
 
+// reopenLogs is Envoy's /reopen_logs: access log files are written out,
+// closed and opened again at their paths (after a rotation's mv).
+func (s *Server) reopenLogs(w http.ResponseWriter, _ *http.Request) {
+	s.src.ReopenLogs()
+	w.Header().Set("content-type", "text/plain")
+	fmt.Fprint(w, "OK\n")
+}
+
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("content-type", "text/plain")
-	fmt.Fprint(w, "strait admin\n  /ready\n  /stats (?format=json, ?filter=substring)\n  /stats/prometheus\n  /config_dump\n  /clusters\n  /runtime\n  POST /runtime_modify?key=value\n  POST /drain_listeners (?inboundonly, ?graceful)\n  /debug/pprof/\n")
+	fmt.Fprint(w, "strait admin\n  /ready\n  /stats (?format=json, ?filter=substring)\n  /stats/prometheus\n  /config_dump\n  /clusters\n  /runtime\n  POST /runtime_modify?key=value\n  POST /drain_listeners (?inboundonly, ?graceful)\n  POST /reopen_logs\n  /debug/pprof/\n")
 }
 
 // drainListeners is Envoy's POST /drain_listeners: ?inboundonly drains

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh http1|h2|tcp|grpc|dubbo|tls [rounds] [seconds]
+# bench/run.sh http1|h2|tcp|grpc|dubbo|tls|accesslog [rounds] [seconds]
 # bench/run.sh idle [connections] [wake] [tls]
 # bench/run.sh xds [updates] [endpoints]
 #
@@ -15,6 +15,10 @@
 # speak HTTP/1.1 to the origin; h2load drives 10 connections x 10
 # streams. h2load reports mean and max latency, not percentiles, so those
 # two columns are mean and max in this mode.
+#
+# accesslog: http1 through Strait with an access log in Envoy's default
+# format to a file ("strait") against the same binary and config without
+# it ("strait-base"), interleaved: the log's cost per request.
 #
 # grpc: unary gRPC calls through Strait against the same calls made
 # directly (bench/grpc.sh).
@@ -46,6 +50,11 @@
 # Everything listens on 127.0.0.1; every run is bounded in time.
 set -euo pipefail
 mode=${1:-http1}
+access_log=
+if [ "$mode" = accesslog ]; then
+  mode=http1 access_log=1
+  PROXIES=${PROXIES:-strait strait-base}
+fi
 rounds=${2:-5}
 secs=${3:-5}
 conns=50
@@ -74,6 +83,7 @@ fi
 
 go build -o "$work/strait" ./cmd/strait
 go build -o "$work/upstream" ./bench/upstream
+if [ -n "$access_log" ]; then BASE_BIN=${BASE_BIN:-$work/strait}; fi
 
 if [ "$mode" = idle ]; then
   exec "$root/bench/idle.sh" "$work" "${2:-10000}" "${3:-1000}" "${4:-}"
@@ -137,6 +147,9 @@ YAML
 # for strait and strait-epoll; strait-base (BASE_BIN, which may be the
 # same binary) keeps the bare chain, so one run measures a chain's cost.
 cp "$work/strait.yaml" "$work/strait-bare.yaml"
+if [ -n "$access_log" ]; then
+  sed -i "s|          generate_request_id: false|&\n          access_log: [ { name: envoy.access_loggers.file, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: $work/access.log } } ]|" "$work/strait.yaml"
+fi
 if [ -n "${FILTERS:-}" ]; then
   sed -i "s|http_filters: \[ { name: envoy.filters.http.router|http_filters: [ $FILTERS, { name: envoy.filters.http.router|" "$work/strait.yaml"
 fi

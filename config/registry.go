@@ -29,6 +29,9 @@ const (
 	// HTTPPerRoute is the per-route config type of an HTTP filter
 	// (typed_per_filter_config), registered under the filter's name.
 	HTTPPerRoute Kind = "http filter per-route config"
+	// AccessLogger is an access log sink (an access_log entry's
+	// typed_config).
+	AccessLogger Kind = "access logger"
 )
 
 // Extension is one registered extension: its canonical name

@@ -7,6 +7,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/stats"
@@ -60,6 +61,9 @@ type BuildContext struct {
 	Runtime *config.Runtime
 	// Secrets is the secret store TLS contexts name secrets from.
 	Secrets transport.SecretSource
+	// AccessLogs builds access_log lists (nil: file and stream loggers
+	// are refused).
+	AccessLogs *accesslog.Context
 	// StatPrefix is, for HTTP filters, their connection manager's
 	// stat_prefix (their stats go under http.<prefix>.).
 	StatPrefix string

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/protocol"
 )
@@ -173,21 +174,19 @@ type StreamInfo struct {
 	// BytesReceived and BytesSent count the request body read from the
 	// client and the response body written to it.
 	BytesReceived, BytesSent uint64
-	// ResponseFlags are Envoy's ("UH", "UF", "FI", ...; "" for none).
-	ResponseFlags string
+	// ResponseFlags are Envoy's (UH, UF, FI, ...).
+	ResponseFlags accesslog.Flags
+	// ResponseCodeDetails is what a filter's local reply says of its
+	// cause, in Envoy's words ("fault_filter_abort"); the access log's
+	// %RESPONSE_CODE_DETAILS%. Set it before SendLocalReply.
+	ResponseCodeDetails string
 	// State is the filter state: values filters share along the chain,
 	// by name. Nil until a filter sets one.
 	State map[string]any
 }
 
-// AddResponseFlag adds an Envoy response flag ("DI", "FI", ...).
-func (si *StreamInfo) AddResponseFlag(f string) {
-	if si.ResponseFlags == "" {
-		si.ResponseFlags = f
-	} else {
-		si.ResponseFlags += "," + f
-	}
-}
+// AddResponseFlag adds Envoy response flags.
+func (si *StreamInfo) AddResponseFlag(f accesslog.Flags) { si.ResponseFlags |= f }
 
 // SetState records a value in the filter state.
 func (si *StreamInfo) SetState(name string, v any) {

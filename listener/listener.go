@@ -12,6 +12,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/internal/tracelog"
@@ -47,6 +48,8 @@ type Listener struct {
 
 	mu    sync.Mutex
 	conns map[*network.Conn]network.Handler
+	// logs are the listener's access_log: an entry per connection.
+	logs accesslog.Loggers
 
 	cxTotal, cxDestroy, noChain        *stats.Counter
 	cxActive, preActive                *stats.Gauge
@@ -68,6 +71,8 @@ type Options struct {
 	Runtime *config.Runtime
 	// Secrets is the secret store (static secrets and SDS).
 	Secrets transport.SecretSource
+	// AccessLogs opens access log files (nil: access_log is refused).
+	AccessLogs *accesslog.Manager
 }
 
 // Build validates and builds l without binding it.
@@ -101,8 +106,15 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	bc := &filter.BuildContext{Listener: ln.Name, Port: port, Clusters: o.Clusters, Stats: o.Stats,
 		Pool: o.Pool, Log: ln.log, Draining: ln.draining.Load, Routes: o.Routes, CheckSource: o.CheckSource, Runtime: o.Runtime,
 		Secrets: o.Secrets}
+	if o.AccessLogs != nil {
+		bc.AccessLogs = &accesslog.Context{Files: o.AccessLogs, Runtime: o.Runtime}
+	}
 	if err := ln.fromMetadata(l, bc); err != nil {
 		return nil, err
+	}
+	var err error
+	if ln.logs, err = accesslog.Build(bc.AccessLogs, l.GetAccessLog()); err != nil {
+		return nil, config.At("access_log", err)
 	}
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
 		ln.bufferLimit = int(v.GetValue())
@@ -239,7 +251,7 @@ func (l *Listener) serveConn(c *network.Conn) {
 	ch := l.match(c)
 	if ch == nil {
 		l.noChain.Inc()
-		c.Close()
+		l.refuse(c, accesslog.NoRouteFound, "filter_chain_not_found")
 		return
 	}
 	var sock transport.Socket
@@ -247,13 +259,13 @@ func (l *Listener) serveConn(c *network.Conn) {
 		var err error
 		if sock, err = transport.Install(ch.ts, c); err != nil {
 			l.log.Warn("transport socket refused the connection", "err", err)
-			c.Close()
+			l.refuse(c, 0, "transport_socket_refused")
 			return
 		}
 	}
 	t, h, err := l.attach(c, ch)
 	if err != nil {
-		c.Close()
+		l.refuse(c, 0, "network_filter_refused")
 		return
 	}
 	if sock != nil {
@@ -310,6 +322,35 @@ func (t *tracked) OnClose(err error) {
 	t.l.mu.Unlock()
 	t.l.cxActive.Dec()
 	t.l.cxDestroy.Inc()
+	if t.l.logs != nil {
+		t.l.logConn(t.c, 0, "")
+	}
+}
+
+// refuse closes a connection no filter chain takes, logging it.
+func (l *Listener) refuse(c *network.Conn, flags accesslog.Flags, details string) {
+	c.Close()
+	if l.logs != nil {
+		l.logConn(c, flags, details)
+	}
+}
+
+// logConn writes a connection's entry to the listener's access_log, as
+// it closes: Envoy's listener access logs, one entry per connection.
+func (l *Listener) logConn(c *network.Conn, flags accesslog.Flags, details string) {
+	e := &accesslog.Entry{
+		Start: c.Start(), Duration: time.Since(c.Start()),
+		RequestDuration: accesslog.Unknown, ResponseDuration: accesslog.Unknown, ResponseTxDuration: accesslog.Unknown,
+		BytesReceived: c.BytesRead(), BytesSent: c.BytesWritten(), Flags: flags,
+		Conn: c, ConnectionID: c.ID(), TerminationDetails: details,
+	}
+	if info := c.Info(); info != nil {
+		e.ServerName = info.ServerName
+	}
+	if details == "" {
+		e.TerminationDetails = c.TerminationDetails()
+	}
+	l.logs.Log(e)
 }
 
 func (l *Listener) match(c *network.Conn) *chain {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/network"
@@ -185,7 +186,7 @@ func (s *sniffer) handOver(data []byte) int {
 	ch := l.match(c)
 	if ch == nil {
 		l.noChain.Inc()
-		c.Close()
+		l.refuse(c, accesslog.NoRouteFound, "filter_chain_not_found")
 		return 0
 	}
 	consumed := 0
@@ -200,7 +201,7 @@ func (s *sniffer) handOver(data []byte) int {
 		}
 		if err != nil {
 			l.log.Warn("transport socket refused the connection", "err", err)
-			c.Close()
+			l.refuse(c, 0, "transport_socket_refused")
 			return 0
 		}
 		consumed = len(data)
@@ -208,7 +209,7 @@ func (s *sniffer) handOver(data []byte) int {
 	t, h, err := l.attach(c, ch)
 	if err != nil {
 		l.forget(c)
-		c.Close()
+		l.refuse(c, 0, "network_filter_refused")
 		return consumed
 	}
 	if sock != nil {

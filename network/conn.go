@@ -89,6 +89,10 @@ type Conn struct {
 	resetting atomic.Bool
 
 	rx, tx atomic.Uint64
+	id     uint64
+	start  time.Time
+	// termination: why a filter closed the connection (under mu).
+	termination string
 
 	// onResume is the I/O model's hook, called by ResumeRead.
 	onResume func()
@@ -250,6 +254,32 @@ func (c *Conn) Peer() *PeerIdentity {
 	return p
 }
 
+// connIDs numbers connections, from 1, for the process's life.
+var connIDs atomic.Uint64
+
+// ID is the connection's number (access logs' %CONNECTION_ID%).
+func (c *Conn) ID() uint64 { return c.id }
+
+// SetTerminationDetails says why a filter closes the connection
+// (%CONNECTION_TERMINATION_DETAILS%); the first reason stays.
+func (c *Conn) SetTerminationDetails(s string) {
+	c.mu.Lock()
+	if c.termination == "" {
+		c.termination = s
+	}
+	c.mu.Unlock()
+}
+
+// TerminationDetails is what SetTerminationDetails recorded.
+func (c *Conn) TerminationDetails() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.termination
+}
+
+// Start is when the connection was accepted (or made).
+func (c *Conn) Start() time.Time { return c.start }
+
 // Info returns what the listener filters learned; nil when the listener
 // has none.
 func (c *Conn) Info() *ConnInfo { return c.info }
@@ -261,7 +291,8 @@ func (c *Conn) SetInfo(i *ConnInfo) { c.info = i }
 // NewConn wraps raw. ctx is the parent (the listener's); Conn.Context is
 // cancelled when the connection closes.
 func NewConn(ctx context.Context, raw Socket) *Conn {
-	return &Conn{raw: raw, base: raw, parent: ctx, ReadBufferSize: bufpool.Medium, BufferLimit: 1 << 20}
+	return &Conn{raw: raw, base: raw, parent: ctx, ReadBufferSize: bufpool.Medium, BufferLimit: 1 << 20, id: connIDs.Add(1),
+		start: time.Now()}
 }
 
 // SetHandler sets the receiver of reads. It is called before the I/O

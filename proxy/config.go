@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/protocol"
@@ -59,6 +60,8 @@ type Config struct {
 	UpstreamCodec *protocol.Codec
 	// Observer, when set, hears of every finished stream.
 	Observer Observer
+	// AccessLogs are the connection manager's access_log (nil: none).
+	AccessLogs accesslog.Loggers
 }
 
 // Observer hears of finished streams (dubbo_proxy's per-method stats).

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 
+	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/protocol"
 	"github.com/straitproxy/strait/upstream"
 )
@@ -61,8 +62,10 @@ type reply struct {
 	status     int
 	body       string
 	overloaded bool
-	// flag is Envoy's response flag for the cause (access logs' %RESPONSE_FLAGS%).
-	flag string
+	// flag is Envoy's response flag for the cause (access logs'
+	// %RESPONSE_FLAGS%), details its %RESPONSE_CODE_DETAILS%.
+	flag    accesslog.Flags
+	details string
 }
 
 // replyFor is the one place that maps errors to local replies, in Envoy's
@@ -71,25 +74,25 @@ func replyFor(e *Error) reply {
 	const prefix = "upstream connect error or disconnect/reset before headers. reset reason: "
 	switch e.Kind {
 	case KindConnectFailure:
-		return reply{503, prefix + "connection failure", false, "UF"}
+		return reply{503, prefix + "connection failure", false, accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}"}
 	case KindOverflow:
-		return reply{503, prefix + "overflow", true, "UO"}
+		return reply{503, prefix + "overflow", true, accesslog.UpstreamOverflow, "upstream_reset_before_response_started{overflow}"}
 	case KindNoHealthy:
-		return reply{503, "no healthy upstream", false, "UH"}
+		return reply{503, "no healthy upstream", false, accesslog.NoHealthyUpstream, "no_healthy_upstream"}
 	case KindResetBeforeHeaders, KindReset:
-		return reply{503, prefix + "connection termination", false, "UC"}
+		return reply{503, prefix + "connection termination", false, accesslog.UpstreamConnectionTermination, "upstream_reset_before_response_started{connection_termination}"}
 	case KindTimeout, KindPerTryTimeout:
-		return reply{504, "upstream request timeout", false, "UT"}
+		return reply{504, "upstream request timeout", false, accesslog.UpstreamRequestTimeout, "upstream_response_timeout"}
 	case KindStreamIdleTimeout:
-		return reply{504, "stream timeout", false, "SI"}
+		return reply{504, "stream timeout", false, accesslog.StreamIdleTimeout, "stream_idle_timeout"}
 	case KindMalformed:
-		return reply{502, "upstream sent a malformed response", false, "UPE"}
+		return reply{502, "upstream sent a malformed response", false, accesslog.UpstreamProtocolError, "upstream_reset_before_response_started{protocol_error}"}
 	case KindNoCluster:
-		return reply{503, "cluster not found", false, "NC"}
+		return reply{503, "cluster not found", false, accesslog.NoClusterFound, "cluster_not_found"}
 	case KindDownstreamReset:
-		return reply{499, "client disconnected", false, "DC"}
+		return reply{499, "client disconnected", false, accesslog.DownstreamConnectionTermination, "downstream_remote_disconnect"}
 	}
-	return reply{500, "internal error", false, ""}
+	return reply{500, "internal error", false, 0, "internal_error"}
 }
 
 // classify turns an upstream-side error into an *Error.

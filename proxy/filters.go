@@ -231,6 +231,7 @@ func (s *Stream) decodeData(data []byte, end, flush bool) ([]byte, bool) {
 		}
 		if st == filter.StopAndBuffer && !end && !flush {
 			if len(buf.B) > s.BufferLimit() {
+				s.info.ResponseCodeDetails = "request_payload_too_large"
 				s.SendLocalReply(413, "Payload Too Large", nil)
 				return nil, false
 			}

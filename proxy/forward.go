@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/protocol"
 	"github.com/straitproxy/strait/router"
 	"github.com/straitproxy/strait/upstream"
@@ -66,7 +67,8 @@ func (s *Stream) forward() {
 		if s.gone.Load() {
 			// The client left: the attempt was aborted (or never sent).
 			s.dropAttempt(false)
-			s.flags = "DC"
+			s.flags |= accesslog.DownstreamConnectionTermination
+			s.details = "downstream_remote_disconnect"
 			s.resetDownstream()
 			return
 		}
@@ -98,6 +100,7 @@ func (s *Stream) forward() {
 		var re *protocol.RequestError
 		if errors.As(err, &re) {
 			s.closeAfter = true
+			s.details = detailsOf(re.Reason)
 			s.localReply(re.Status, re.Reason, false)
 			return
 		}
@@ -126,7 +129,8 @@ func (s *Stream) forward() {
 		case KindStreamIdleTimeout:
 			if !s.bodyDone && !s.ds.HeadersOnly() {
 				// The request is not complete: 408, as Envoy answers.
-				s.flags = "SI"
+				s.flags |= accesslog.StreamIdleTimeout
+				s.details = "stream_idle_timeout"
 				s.closeAfter = true
 				s.localReply(errStreamTimeout.Status, errStreamTimeout.Reason, false)
 				return
@@ -160,7 +164,11 @@ func retryOnError(p *router.RetryPolicy, e *Error) bool {
 // breaker, counts the retry and waits the back-off.
 func (s *Stream) mayRetry(p *router.RetryPolicy) bool {
 	cl := s.cluster
-	if s.pumping || s.attempt > int(p.NumRetries) || !s.replayable {
+	if s.attempt > int(p.NumRetries) {
+		s.flags |= accesslog.UpstreamRetryLimitExceeded
+		return false
+	}
+	if s.pumping || !s.replayable {
 		return false
 	}
 	if !s.deadline.IsZero() && time.Now().After(s.deadline) {
@@ -260,6 +268,9 @@ func (s *Stream) openStream(h *upstream.Host, wait time.Duration) error {
 	}
 	s.conn = conn
 	s.prevConnReused = conn.Reused
+	if s.cfg.AccessLogs != nil {
+		s.upLocal = conn.LocalAddr()
+	}
 	s.us = codec.NewClient(conn)
 	return nil
 }
@@ -434,7 +445,11 @@ func (s *Stream) replyError(e *Error) {
 	if e.Kind == KindConnectFailure || e.Kind == KindResetBeforeHeaders || e.Kind == KindReset || e.Kind == KindMalformed {
 		s.cluster.Stats.RqRxReset.Inc()
 	}
-	s.flags = r.flag
+	s.flags |= r.flag
+	s.details = r.details
+	if e.Kind == KindConnectFailure && e.Err != nil && s.cfg.AccessLogs != nil {
+		s.upFail = e.Err.Error()
+	}
 	s.localReply(r.status, r.body, r.overloaded)
 }
 

@@ -232,9 +232,14 @@ func (s *Stream) keepTrailers(h *protocol.Headers) {
 	h.Del("content-length")
 }
 
-// upstreamServiceTime sets x-envoy-upstream-service-time in milliseconds.
+// upstreamServiceTime sets x-envoy-upstream-service-time in milliseconds;
+// the moment is the response's start for access logs.
 func (s *Stream) upstreamServiceTime(h *protocol.Headers) {
-	s.scratch = strconv.AppendInt(s.scratch[:0], time.Since(s.upStart).Milliseconds(), 10)
+	now := time.Now()
+	if s.cfg.AccessLogs != nil {
+		s.respAt = now
+	}
+	s.scratch = strconv.AppendInt(s.scratch[:0], now.Sub(s.upStart).Milliseconds(), 10)
 	h.SetBytes("x-envoy-upstream-service-time", s.scratch)
 }
 

@@ -37,7 +37,7 @@ func TestClassifyAndReply(t *testing.T) {
 		if e.Kind != c.kind {
 			t.Errorf("%v: kind %d, want %d", c.err, e.Kind, c.kind)
 		}
-		if r := replyFor(e); r.status != c.status || r.flag != c.flag {
+		if r := replyFor(e); r.status != c.status || r.flag.String() != c.flag {
 			t.Errorf("%v: reply %d %s, want %d %s", c.err, r.status, r.flag, c.status, c.flag)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/protocol"
 )
 
@@ -40,6 +41,7 @@ func (s *Stream) respond() {
 	resp := &s.resp
 	cl := s.cluster
 	s.status = resp.StatusCode()
+	s.details = "via_upstream"
 	if s.cfg.RPC {
 		s.exception = resp.Has(protocol.RPCException)
 	}
@@ -113,6 +115,10 @@ func (s *Stream) relayBody() error {
 		}
 		if err == io.EOF {
 			if t := s.us.Trailers(); t != nil {
+				if s.cfg.AccessLogs != nil {
+					s.trailers.CopyFrom(t)
+					s.hasTrailers = true
+				}
 				return s.ds.WriteTrailers(t)
 			}
 			return s.ds.WriteData(nil, true)
@@ -130,7 +136,8 @@ func (s *Stream) countBodyFailure(err error) {
 	switch classify(err, false).Kind {
 	case KindReset, KindResetBeforeHeaders, KindMalformed:
 		s.cluster.Stats.RqRxReset.Inc()
-		s.flags = "UR"
+		s.flags |= accesslog.UpstreamRemoteReset
+		s.details = "upstream_reset_after_response_started{remote_reset}"
 		return
 	case KindTimeout:
 	default:
@@ -139,14 +146,17 @@ func (s *Stream) countBodyFailure(err error) {
 	switch s.timer {
 	case timerStreamIdle:
 		s.cfg.Stats.RqIdleTimeout.Inc()
-		s.flags = "SI"
+		s.flags |= accesslog.StreamIdleTimeout
+		s.details = "stream_idle_timeout"
 	case timerPerTryIdle:
 		s.cluster.Stats.RqPerTryIdleTimeout.Inc()
-		s.flags = "UT"
+		s.flags |= accesslog.UpstreamRequestTimeout
+		s.details = "upstream_response_timeout"
 	case timerRoute:
 		s.cluster.Stats.RqTimeout.Inc()
 		s.cfg.Stats.RqTimeout.Inc()
-		s.flags = "UT"
+		s.flags |= accesslog.UpstreamRequestTimeout
+		s.details = "upstream_response_timeout"
 	}
 }
 

@@ -4,11 +4,13 @@ import (
 	"context"
 	"io"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/internal/tracelog"
 	"github.com/straitproxy/strait/protocol"
@@ -87,10 +89,22 @@ type Stream struct {
 	upStart  time.Time
 	deadline time.Time // route timeout, set once the request is sent
 	timer    timerKind // the deadline in effect on the upstream stream
-	// flags are Envoy's response flags of the answer ("" for none).
-	flags   string
-	random  uint64
-	scratch []byte
+	// flags are Envoy's response flags of the answer; details its
+	// response code details (access logs).
+	flags   accesslog.Flags
+	details string
+	// For access logs (set only when the manager has them): when the
+	// request ended and the response began, the upstream connection's
+	// local address, why the upstream connection failed, the response
+	// trailers (a copy), and the entry, kept across pooled uses.
+	reqAt, respAt time.Time
+	upLocal       net.Addr
+	upFail        string
+	trailers      protocol.Headers
+	hasTrailers   bool
+	logEntry      *accesslog.Entry
+	random        uint64
+	scratch       []byte
 
 	bodyTimer *time.Timer
 	// mirrors are the request's shadow copies (mirror.go), nil mostly.
@@ -126,7 +140,11 @@ func (s *Stream) release() {
 	if fx := s.fx; fx != nil && len(fx.chain) > 0 {
 		fx.reset()
 	}
-	*s = Stream{resp: s.resp, scratch: s.scratch[:0], body: s.body[:0], cancelFn: s.cancelFn, park: s.park, fx: s.fx}
+	if s.hasTrailers {
+		s.trailers.Reset()
+	}
+	*s = Stream{resp: s.resp, trailers: s.trailers, scratch: s.scratch[:0], body: s.body[:0], cancelFn: s.cancelFn, park: s.park, fx: s.fx,
+		logEntry: s.logEntry}
 	// A new generation: a filter's late Continue finds nothing to resume.
 	s.park.word.Store((s.park.gen() + 1) << parkShift)
 	s.resp.Reset()
@@ -145,6 +163,7 @@ func (s *Stream) Run() {
 			s.fx.resumeHook = nil
 			s.cfg.Stats.RqTimeout.Inc()
 			s.closeAfter = true
+			s.details = "request_overall_timeout"
 			s.localReply(408, "request timeout", false)
 			s.finish()
 			return
@@ -183,7 +202,8 @@ func (s *Stream) run() {
 func (s *Stream) resumeDecode() {
 	if s.gone.Load() {
 		// The client left while a filter held the request.
-		s.flags = "DC"
+		s.flags |= accesslog.DownstreamConnectionTermination
+		s.details = "downstream_remote_disconnect"
 		s.resetDownstream()
 		s.finish()
 		return
@@ -196,7 +216,9 @@ func (s *Stream) resumeDecode() {
 			s.finish()
 			return
 		case filtersGone:
-			s.flags = "DC"
+			s.flags |= accesslog.DownstreamConnectionTermination
+			s.details = "downstream_remote_disconnect"
+			s.details = "downstream_remote_disconnect"
 			s.resetDownstream()
 			s.finish()
 			return
@@ -225,6 +247,9 @@ func (s *Stream) begin() {
 	s.replayable = true
 	s.info = filter.StreamInfo{RemoteAddr: s.cm.conn.RemoteAddr(), LocalAddr: s.cm.conn.LocalAddr(), Protocol: s.ds.Protocol(),
 		Conn: s.cm.conn, StartTime: s.start}
+	if s.cfg.AccessLogs != nil && s.ds.HeadersOnly() {
+		s.reqAt = s.start
+	}
 }
 
 // routeRequest matches the route and answers what needs no upstream: no
@@ -237,7 +262,8 @@ func (s *Stream) routeRequest() bool {
 	}
 	if r == nil {
 		st.NoRoute.Inc()
-		s.flags = "NR"
+		s.flags |= accesslog.NoRouteFound
+		s.details = "route_not_found"
 		s.localReply(404, "route not found", false)
 		return false
 	}
@@ -246,10 +272,12 @@ func (s *Stream) routeRequest() bool {
 	switch {
 	case r.DirectResponse != nil:
 		st.DirectResponse.Inc()
+		s.details = "direct_response"
 		s.directResponse(r.DirectResponse)
 		return false
 	case r.Redirect != nil:
 		st.Redirect.Inc()
+		s.details = "direct_response"
 		s.redirect(r.Redirect)
 		return false
 	}
@@ -260,7 +288,8 @@ func (s *Stream) routeRequest() bool {
 	}
 	if !ok {
 		st.NoCluster.Inc()
-		s.flags = "NC"
+		s.flags |= accesslog.NoClusterFound
+		s.details = "cluster_not_found"
 		code := r.ClusterNotFoundStatus
 		if code == 0 {
 			code = 503
@@ -475,16 +504,15 @@ func (s *Stream) finish() {
 	if c := s.status / 100; c >= 1 && c <= 5 {
 		st.RqClass[c].Inc()
 	}
-	took := time.Since(s.start)
+	now := time.Now()
+	took := now.Sub(s.start)
 	st.RqTime.Observe(float64(took.Microseconds()) / 1000)
 	if o := s.cfg.Observer; o != nil {
 		o.StreamDone(s.req, s.status, s.exception, took)
 	}
 	st.RqActive.Dec()
 	st.RqCompleted.Inc()
-	if s.flags != "" {
-		s.info.AddResponseFlag(s.flags)
-	}
+	s.info.ResponseFlags |= s.flags
 	if s.fx != nil && len(s.fx.chain) > 0 {
 		s.destroyFilters()
 	}
@@ -493,6 +521,9 @@ func (s *Stream) finish() {
 	}
 	if tracelog.On(s.cfg.Log) {
 		s.traceRequest()
+	}
+	if s.cfg.AccessLogs != nil {
+		s.logAccess(now)
 	}
 	s.ds.Finish(s.closeAfter)
 	s.cm.streamDone()
@@ -505,7 +536,7 @@ func (s *Stream) traceRequest() {
 	if s.host != nil {
 		upstream = s.host.Addr
 	}
-	flags := s.flags
+	flags := s.info.ResponseFlags.String()
 	if flags == "" {
 		flags = "-"
 	}
@@ -534,6 +565,9 @@ func (s *Stream) readBody() ([]byte, error) {
 	}
 	if err == io.EOF {
 		s.bodyDone = true
+		if s.cfg.AccessLogs != nil {
+			s.reqAt = time.Now()
+		}
 		s.reqTrailer = s.ds.RequestTrailers()
 	}
 	if s.mirrors != nil && (err == nil && len(data) > 0 || err == io.EOF) {

@@ -33,6 +33,7 @@ func (s *Stream) tunnel() {
 		defer wg.Done()
 		for {
 			data, err := s.ds.ReadData()
+			s.info.BytesReceived += uint64(len(data))
 			if len(data) > 0 {
 				if s.us.WriteData(data, false) != nil {
 					s.conn.Close() // the upstream is gone: end the other direction too
@@ -55,6 +56,7 @@ func (s *Stream) tunnel() {
 			if s.ds.WriteData(data, false) != nil {
 				break
 			}
+			s.info.BytesSent += uint64(len(data))
 		}
 		if err != nil {
 			if err == io.EOF {

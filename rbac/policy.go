@@ -55,12 +55,13 @@ func (r *Rules) CountShadow(req *Request, c *Counters) {
 }
 
 // Enforce evaluates the enforced rules (none: allowed, uncounted); count
-// says whether the decision is counted.
-func (r *Rules) Enforce(req *Request, c *Counters, count bool) bool {
+// says whether the decision is counted. policy is the policy that
+// matched ("" for none).
+func (r *Rules) Enforce(req *Request, c *Counters, count bool) (ok bool, policy string) {
 	if r.Enforced == nil {
-		return true
+		return true, ""
 	}
-	ok, _ := r.Enforced.Allowed(req)
+	ok, policy = r.Enforced.Allowed(req)
 	if count {
 		if ok {
 			c.Allowed.Inc()
@@ -68,5 +69,15 @@ func (r *Rules) Enforce(req *Request, c *Counters, count bool) bool {
 			c.Denied.Inc()
 		}
 	}
-	return ok
+	return ok, policy
+}
+
+// DeniedDetails is Envoy's response code (or connection termination)
+// details of a denial: rbac_access_denied_matched_policy[NAME], [none]
+// when no policy matched.
+func DeniedDetails(policy string) string {
+	if policy == "" {
+		policy = "none"
+	}
+	return "rbac_access_denied_matched_policy[" + policy + "]"
 }

@@ -20,6 +20,7 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/admin"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
@@ -42,6 +43,9 @@ type Options struct {
 	Workers          int
 	// Version is what the node reports to a management server.
 	Version string
+	// FileFlushInterval is how long access log lines may wait before
+	// they are written (Envoy's --file-flush-interval-msec; 0: 1 s).
+	FileFlushInterval time.Duration
 }
 
 // Server is one running configuration.
@@ -69,6 +73,8 @@ type Server struct {
 	stopOnce     sync.Once
 	// secrets are the static and SDS secrets TLS contexts use.
 	secrets *tlsconfig.Secrets
+	// logs are the access log files.
+	logs *accesslog.Manager
 }
 
 // New validates b and builds everything without opening a port. The error
@@ -83,6 +89,13 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 		return nil, err
 	}
 	root := s.store.Root()
+	s.logs = accesslog.NewManager(root, o.FileFlushInterval)
+	built := false
+	defer func() {
+		if !built {
+			s.logs.Close()
+		}
+	}()
 	sr := b.GetStaticResources()
 	s.secrets = tlsconfig.NewSecrets()
 	s.secrets.Log = s.log
@@ -122,14 +135,13 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 	//nolint:staticcheck // deprecated in v3, still in Envoy's examples
 	if p := b.GetAdmin().GetAccessLogPath(); p != "" {
 		s.log.Warn("deprecated field admin.access_log_path; Envoy's replacement is admin.access_log")
-		f, err := admin.OpenAccessLog(p)
-		if err != nil {
+		if err := s.admin.SetAccessLogPath(p); err != nil {
 			s.closeAll()
 			return nil, config.At("admin.access_log_path", err)
 		}
-		s.admin.SetAccessLog(f)
 	}
 	s.serverStats(root)
+	built = true
 	return s, nil
 }
 
@@ -205,7 +217,7 @@ func (s *Server) buildListeners() error {
 // listenerOptions are what every listener is built with.
 func (s *Server) listenerOptions(routes filter.RouteSource) listener.Options {
 	o := listener.Options{Clusters: s.clusters, Stats: s.store.Root(), Pool: s.pool, Log: s.log, IOModel: s.opts.IOModel, Runtime: s.runtime,
-		Secrets: s.secrets}
+		Secrets: s.secrets, AccessLogs: s.logs}
 	if routes != nil {
 		o.Routes = routes
 	}
@@ -357,7 +369,20 @@ func (s *Server) closeAll() {
 	s.clusters.Stop()
 	s.pool.Close()
 	s.secrets.Close()
+	s.logs.Close()
 }
+
+// ReopenLogs is SIGUSR1 and the admin's /reopen_logs: every access log
+// file writes what it holds and opens its path again (log rotation).
+func (s *Server) ReopenLogs() {
+	s.logs.Reopen(5 * time.Second)
+	if s.admin != nil {
+		s.admin.ReopenAccessLog()
+	}
+}
+
+// FlushLogs writes what the access logs hold (tests, shutdown).
+func (s *Server) FlushLogs() { s.logs.Flush(5 * time.Second) }
 
 // DrainListeners is the admin's /drain_listeners: every listener (or the
 // inbound ones) stops taking connections, at once or, graceful, after the

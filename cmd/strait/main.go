@@ -27,6 +27,7 @@ type flags struct {
 	configPath, configYAML, mode, logLevel string
 	serviceNode, serviceCluster            string
 	drainTimeS                             int
+	fileFlushMs                            int
 	showVersion, adminAllowRemote          bool
 	workers                                int
 	ioModel                                string
@@ -45,6 +46,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.serviceNode, "service-node", "", "node id (overrides node.id)")
 	fs.StringVar(&f.serviceCluster, "service-cluster", "", "node cluster (overrides node.cluster)")
 	fs.IntVar(&f.drainTimeS, "drain-time-s", 600, "seconds to let connections finish when draining")
+	fs.IntVar(&f.fileFlushMs, "file-flush-interval-msec", 1000, "longest time access log lines wait before they are written")
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 	fs.BoolVar(&f.adminAllowRemote, "admin-allow-remote", false, "allow the admin server on a non-loopback address")
 	fs.IntVar(&f.workers, "workers", 0, "maximum request workers (default 16384)")
@@ -130,12 +132,13 @@ func build(f *flags, log *slog.Logger) (*server.Server, error) {
 		return nil, fmt.Errorf("--io-model: %w", err)
 	}
 	return server.New(b, server.Options{
-		IOModel:          io,
-		Log:              log,
-		DrainTime:        time.Duration(f.drainTimeS) * time.Second,
-		AdminAllowRemote: f.adminAllowRemote,
-		Workers:          f.workers,
-		Version:          version,
+		IOModel:           io,
+		Log:               log,
+		DrainTime:         time.Duration(f.drainTimeS) * time.Second,
+		AdminAllowRemote:  f.adminAllowRemote,
+		Workers:           f.workers,
+		Version:           version,
+		FileFlushInterval: time.Duration(f.fileFlushMs) * time.Millisecond,
 	})
 }
 
@@ -146,7 +149,19 @@ func serve(srv *server.Server, log *slog.Logger) int {
 		log.Error("start failed", "err", err)
 		return 1
 	}
-	<-ctx.Done()
+	// SIGUSR1 reopens the access log files, as Envoy's does.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	for waiting := true; waiting; {
+		select {
+		case <-usr1:
+			log.Info("reopening access logs", "signal", "SIGUSR1")
+			srv.ReopenLogs()
+		case <-ctx.Done():
+			waiting = false
+		}
+	}
 	log.Info("draining", "signal", "SIGTERM/SIGINT")
 	srv.Shutdown(context.Background())
 	log.Info("stopped")

@@ -26,6 +26,7 @@ import (
 	faultcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/protocol"
@@ -285,7 +286,7 @@ func (st *stream) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool
 	if delayed {
 		f.delays.Inc()
 		f.down(st.down, 0)
-		cb.Info().AddResponseFlag("DI")
+		cb.Info().AddResponseFlag(accesslog.DelayInjected)
 		k := cb.Continuation()
 		st.timer = time.AfterFunc(delay, k.Continue)
 		return filter.Stop
@@ -301,7 +302,8 @@ func (st *stream) OnResume(cb filter.Callbacks) filter.Status {
 	st.abort = false
 	st.f.aborts.Inc()
 	st.f.down(st.down, 1)
-	cb.Info().AddResponseFlag("FI")
+	cb.Info().AddResponseFlag(accesslog.FaultInjected)
+	cb.Info().ResponseCodeDetails = "fault_filter_abort"
 	status, grpc := st.statusFor()
 	cb.SendLocalReply(status, "fault filter abort", func(h *protocol.Headers) {
 		if grpc >= 0 && h.Has("grpc-status") {

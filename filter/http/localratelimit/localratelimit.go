@@ -23,6 +23,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	lrlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/internal/tokenbucket"
@@ -177,7 +178,8 @@ func (st *stream) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool
 		return filter.Continue
 	}
 	l.stEnf.Inc()
-	cb.Info().AddResponseFlag("RL")
+	cb.Info().AddResponseFlag(accesslog.RateLimited)
+	cb.Info().ResponseCodeDetails = "local_rate_limited"
 	cb.SendLocalReply(l.s.status, "local_rate_limited", func(h *protocol.Headers) {
 		h.Set("x-envoy-ratelimited", "true")
 		if l.s.exhausted && h.Has("grpc-status") {

@@ -93,10 +93,11 @@ func (f *factory) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool
 		req.Remote = si.ClientAddr
 	}
 	r.CountShadow(req, f.c)
-	ok := r.Enforce(req, f.c, true)
+	ok, policy := r.Enforce(req, f.c, true)
 	*req = engine.Request{}
 	reqPool.Put(req)
 	if !ok {
+		si.ResponseCodeDetails = engine.DeniedDetails(policy)
 		cb.SendLocalReply(403, "RBAC: access denied", nil)
 		return filter.Stop
 	}

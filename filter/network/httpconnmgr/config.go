@@ -9,6 +9,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/protocol"
@@ -99,6 +100,9 @@ func build(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (*proxy.Conf
 		return nil, err
 	}
 	cfg.Stats = proxy.NewStats(bc.Stats, m.GetStatPrefix())
+	if cfg.AccessLogs, err = accesslog.Build(bc.AccessLogs, m.GetAccessLog()); err != nil {
+		return nil, config.At("access_log", err)
+	}
 	if sr := m.GetScopedRoutes(); sr != nil {
 		cfg.Scopes = &atomic.Pointer[router.Scopes]{}
 		if err := subscribeScopes(bc, sr, ropt, cfg.Scopes); err != nil {
@@ -240,8 +244,6 @@ func upgrades(cfg *proxy.Config, m *hcmv3.HttpConnectionManager) error {
 
 func unsupported(m *hcmv3.HttpConnectionManager) error {
 	switch {
-	case len(m.GetAccessLog()) > 0:
-		return config.At("access_log", fmt.Errorf("access logs are not supported yet"))
 	case m.GetXffNumTrustedHops() != 0:
 		// Nothing derives a trusted client address from x-forwarded-for
 		// yet (access logs, RBAC): only the default, which changes

@@ -60,7 +60,11 @@ func TestBuild(t *testing.T) {
 - name: second
   typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }`, `http_filters[0]: filter "envoy.filters.http.router" is terminal and must be last`},
 		{"bad route", "stat_prefix: s\nroute_config: { virtual_hosts: [ { name: a, domains: ['*'], routes: [ { match: { safe_regex: { regex: '(' } }, route: { cluster: backend } } ] } ] }" + routerFilter, "route_config:"},
-		{"access log", "stat_prefix: s\naccess_log: [ { name: x } ]" + routes + routerFilter, "access_log: access logs are not supported yet"},
+		{"access log", "stat_prefix: s\naccess_log: [ { name: x } ]" + routes + routerFilter, "access_log[0].typed_config: required"},
+		{"access log format", "stat_prefix: s\naccess_log: [ { name: x, typed_config: { '@type': type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog, log_format: { text_format: '%NOPE%' } } } ]" + routes + routerFilter,
+			"access_log[0].typed_config.log_format.text_format: format \"%NOPE%\" at position 0: unknown command operator %NOPE%"},
+		{"access log filter", "stat_prefix: s\naccess_log: [ { name: x, filter: { header_filter: { header: { name: a } } }, typed_config: { '@type': type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog } } ]" + routes + routerFilter,
+			"access_log[0].filter.header_filter: not supported yet"},
 		{"trusted hops", "stat_prefix: s\nxff_num_trusted_hops: 1" + routes + routerFilter, "xff_num_trusted_hops: only 0 is supported yet"},
 		{"no trusted hops", "stat_prefix: s\nxff_num_trusted_hops: 0\ndrain_timeout: 1s" + routes + routerFilter, ""},
 	}

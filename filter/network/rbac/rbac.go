@@ -87,9 +87,11 @@ func (c *conn) OnData(cb filter.ConnCallbacks, data []byte, _ bool) (int, filter
 	if first {
 		f.r.CountShadow(&req, f.c)
 	}
-	if f.r.Enforce(&req, f.c, first) {
+	ok, policy := f.r.Enforce(&req, f.c, first)
+	if ok {
 		return len(data), filter.Continue
 	}
+	cb.Conn().SetTerminationDetails(engine.DeniedDetails(policy))
 	if !first {
 		f.c.Denied.Inc()
 	}

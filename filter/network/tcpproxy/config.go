@@ -5,6 +5,7 @@ import (
 	"time"
 
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/stats"
@@ -26,6 +27,7 @@ type Config struct {
 	idleTimeout time.Duration
 	attempts    int
 	stats       *Stats
+	logs        accesslog.Loggers
 }
 
 // Stats are the filter's counters under tcp.<stat_prefix>.
@@ -36,8 +38,6 @@ type Stats struct {
 
 func build(bc *filter.BuildContext, m *tcpv3.TcpProxy) (*Config, error) {
 	switch {
-	case len(m.GetAccessLog()) > 0:
-		return nil, config.At("access_log", fmt.Errorf("access logs are not supported yet"))
 	case m.GetTunnelingConfig() != nil:
 		return nil, config.At("tunneling_config", fmt.Errorf("not supported yet"))
 	case m.GetOnDemand() != nil:
@@ -71,6 +71,10 @@ func build(bc *filter.BuildContext, m *tcpv3.TcpProxy) (*Config, error) {
 			}
 			return nil, config.At(path, fmt.Errorf("cluster %q does not exist", w.name))
 		}
+	}
+	var err error
+	if c.logs, err = accesslog.Build(bc.AccessLogs, m.GetAccessLog()); err != nil {
+		return nil, config.At("access_log", err)
 	}
 	if c.totalWeight == 0 {
 		return nil, config.At("weighted_clusters", fmt.Errorf("total weight must be positive"))

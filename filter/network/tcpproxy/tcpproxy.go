@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/internal/bufpool"
 	"github.com/straitproxy/strait/network"
@@ -31,6 +32,9 @@ func (*Factory) Terminal() bool { return true }
 // happens when the connection starts (OnStart).
 func (f *Factory) NewHandler(c *network.Conn, _ network.Handler) (network.Handler, error) {
 	s := &session{cfg: f.cfg, down: c, connected: make(chan struct{})}
+	if f.cfg.logs != nil {
+		s.start = time.Now()
+	}
 	s.touch()
 	f.cfg.stats.CxTotal.Inc()
 	f.cfg.stats.CxActive.Inc()
@@ -58,6 +62,16 @@ type session struct {
 	timer     *time.Timer
 	closeOnce sync.Once
 	halfDone  atomic.Int32 // directions finished; 2 closes both
+	failed    atomic.Bool  // connect gave up (its fields are final)
+	idled     atomic.Bool  // the idle timeout closed the session
+
+	// For access logs: when the session began, the upstream chosen, and
+	// the response flags (written by connect before connected closes).
+	start         time.Time
+	cluster, host string
+	upLocal       net.Addr
+	flags         accesslog.Flags
+	upFail        string
 }
 
 func (s *session) touch() { s.last.Store(time.Now().UnixNano()) }
@@ -66,26 +80,37 @@ func (s *session) connect() {
 	cfg := s.cfg
 	var err error
 	for attempt := 0; attempt < cfg.attempts; attempt++ {
-		cl, ok := cfg.bc.Clusters.Get(cfg.pickCluster(rand.Uint64()))
+		name := cfg.pickCluster(rand.Uint64())
+		cl, ok := cfg.bc.Clusters.Get(name)
 		if !ok {
 			cfg.stats.CxNoRoute.Inc()
+			s.flags |= accesslog.NoClusterFound
 			err = errors.New("no cluster")
 			break
 		}
+		s.cluster = name
 		h := cl.Pick(&upstream.PickHint{Random: rand.Uint64()})
 		if h == nil {
 			cfg.stats.CxNoRoute.Inc()
+			s.flags |= accesslog.NoHealthyUpstream
 			err = errors.New("no healthy upstream")
 			break
 		}
+		s.host = h.Addr
 		if s.up, err = h.Dial(s.down.Context()); err == nil {
 			break
 		}
 		cfg.stats.ConnectFail.Inc()
+		s.flags |= accesslog.UpstreamConnectionFailure
+		s.upFail = err.Error()
 	}
 	if err != nil {
+		s.failed.Store(true)
 		s.down.Close()
 		return
+	}
+	if cfg.logs != nil {
+		s.upLocal = s.up.LocalAddr()
 	}
 	close(s.connected)
 	if s.down.Closed() {
@@ -166,12 +191,41 @@ func (s *session) close() {
 		}
 		s.mu.Unlock()
 		s.down.Close()
+		connected := false
 		select {
 		case <-s.connected:
 			s.up.Close()
+			connected = true
 		default:
 		}
+		if s.cfg.logs != nil {
+			s.log(connected || s.failed.Load())
+		}
 	})
+}
+
+// log writes the session's access log entry as it closes. What connect
+// wrote is read only once it is over (connected, or failed); a session
+// closed while it dials logs without it.
+func (s *session) log(settled bool) {
+	e := &accesslog.Entry{
+		Start: s.start, Duration: time.Since(s.start),
+		RequestDuration: accesslog.Unknown, ResponseDuration: accesslog.Unknown, ResponseTxDuration: accesslog.Unknown,
+		BytesReceived: s.down.BytesRead(), BytesSent: s.down.BytesWritten(),
+		Conn: s.down, ConnectionID: s.down.ID(),
+	}
+	if settled {
+		e.UpstreamCluster, e.UpstreamHost, e.UpstreamLocal = s.cluster, s.host, s.upLocal
+		e.Flags, e.UpstreamTransportFailure = s.flags, s.upFail
+	}
+	if info := s.down.Info(); info != nil {
+		e.ServerName = info.ServerName
+	}
+	e.TerminationDetails = s.down.TerminationDetails()
+	if s.idled.Load() && e.TerminationDetails == "" {
+		e.TerminationDetails = "idle_timeout"
+	}
+	s.cfg.logs.Log(e)
 }
 
 func (s *session) onIdle() {
@@ -183,5 +237,6 @@ func (s *session) onIdle() {
 		return
 	}
 	s.cfg.stats.IdleTimeout.Inc()
+	s.idled.Store(true)
 	s.close()
 }
