@@ -3,7 +3,7 @@ GO      ?= go
 # Peers built from Go sources (h2spec, gRPC interop) live here.
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 # Packages whose state is shared between goroutines: run under -race.
-RACE_PKGS = ./network/... ./upstream/... ./proxy/... ./protocol/... ./stats/... ./listener/... ./filter/... ./server/... ./xds/... ./test/... ./tlsconfig/... ./transport/...
+RACE_PKGS = ./accesslog/... ./network/... ./upstream/... ./proxy/... ./protocol/... ./stats/... ./listener/... ./filter/... ./server/... ./xds/... ./test/... ./tlsconfig/... ./transport/...
 
 .PHONY: all build run test deps fmt vet race unit fuzz bench clean
 

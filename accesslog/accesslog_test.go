@@ -183,7 +183,7 @@ func TestFilters(t *testing.T) {
 func TestFileRotation(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "access.log")
-	m := NewManager(stats.NewStore().Root(), time.Hour)
+	m := NewManager(testStats(stats.NewStore()), time.Hour)
 	defer m.Close()
 	typed, _ := anypb.New(&filev3.FileAccessLog{Path: path, AccessLogFormat: &filev3.FileAccessLog_LogFormat{
 		LogFormat: &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormatSource{
@@ -211,7 +211,7 @@ func TestFileRotation(t *testing.T) {
 }
 
 func TestBuildErrorsNamePaths(t *testing.T) {
-	m := NewManager(stats.NewStore().Root(), 0)
+	m := NewManager(testStats(stats.NewStore()), 0)
 	defer m.Close()
 	typed, _ := anypb.New(&filev3.FileAccessLog{Path: "/tmp/x.log", AccessLogFormat: &filev3.FileAccessLog_LogFormat{
 		LogFormat: &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%BOGUS%"}}}})
@@ -245,7 +245,7 @@ func TestStalledSinkDropsLines(t *testing.T) {
 	}
 	defer r.Close()
 	st := stats.NewStore()
-	m := NewManager(st.Root(), 10*time.Millisecond)
+	m := NewManager(testStats(st), 10*time.Millisecond)
 	f, err := m.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -276,4 +276,12 @@ func TestStalledSinkDropsLines(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close hung on the stalled file")
 	}
+}
+
+// testStats counts in a stats store under filesystem.*.
+func testStats(st *stats.Store) Stats {
+	fs := st.Root().Scope("filesystem", "", "")
+	c := func(i int) *stats.Counter { return fs.Counter(StatNames[i]) }
+	return Stats{WriteBuffered: c(0), WriteCompleted: c(1), WriteFailed: c(2), FlushedByTimer: c(3),
+		ReopenFailed: c(4), LinesDropped: c(5), TotalBuffered: fs.Gauge(StatNames[6])}
 }

@@ -6,8 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/straitproxy/strait/stats"
 )
 
 // Sink takes finished lines. Write copies the line and never blocks on
@@ -26,36 +24,62 @@ const (
 	maxPending           = 4 << 20
 )
 
+// Counter and Gauge are what the Manager counts with (the stats
+// package's, which sits beside this one).
+type (
+	Counter interface{ Add(uint64) }
+	Gauge   interface{ Add(int64) }
+)
+
+// Stats are the Manager's counters: Envoy's filesystem.* ones
+// (write_buffered counts lines), plus filesystem.lines_dropped.
+type Stats struct {
+	WriteBuffered, WriteCompleted, WriteFailed, FlushedByTimer, ReopenFailed, LinesDropped Counter
+	// TotalBuffered is the bytes being written.
+	TotalBuffered Gauge
+}
+
+// StatNames are the names of Stats' fields under "filesystem.", in
+// field order.
+var StatNames = [...]string{"write_buffered", "write_completed", "write_failed", "flushed_by_timer",
+	"reopen_failed", "lines_dropped", "write_total_buffered"}
+
 // Manager owns the access log files of a process: one File per path,
 // shared by every logger that names it (across config updates), each
-// with a goroutine that writes its lines. Its counters are Envoy's
-// filesystem.* ones, plus filesystem.lines_dropped.
+// with a goroutine that writes its lines.
 type Manager struct {
 	mu       sync.Mutex
 	files    map[string]*File
 	interval time.Duration
 	closed   bool
-
-	writeBuffered, writeCompleted, writeFailed, flushedByTimer, reopenFailed, linesDropped *stats.Counter
-	// totalBuffered is the bytes being written.
-	totalBuffered *stats.Gauge
+	st       Stats
 }
 
-// NewManager makes a Manager counting under sc ("filesystem.*");
-// flushInterval 0 is Envoy's 1 s.
-func NewManager(sc *stats.Scope, flushInterval time.Duration) *Manager {
+// NewManager makes a Manager; flushInterval 0 is Envoy's 1 s. A nil
+// counter in st is not counted.
+func NewManager(st Stats, flushInterval time.Duration) *Manager {
 	if flushInterval <= 0 {
 		flushInterval = defaultFlushInterval
 	}
-	fs := sc.Scope("filesystem", "", "")
-	return &Manager{
-		files: map[string]*File{}, interval: flushInterval,
-		writeBuffered: fs.Counter("write_buffered"), writeCompleted: fs.Counter("write_completed"),
-		writeFailed: fs.Counter("write_failed"), flushedByTimer: fs.Counter("flushed_by_timer"),
-		reopenFailed: fs.Counter("reopen_failed"), linesDropped: fs.Counter("lines_dropped"),
-		totalBuffered: fs.Gauge("write_total_buffered"),
+	for _, c := range []*Counter{&st.WriteBuffered, &st.WriteCompleted, &st.WriteFailed, &st.FlushedByTimer,
+		&st.ReopenFailed, &st.LinesDropped} {
+		if *c == nil {
+			*c = nopCounter{}
+		}
 	}
+	if st.TotalBuffered == nil {
+		st.TotalBuffered = nopGauge{}
+	}
+	return &Manager{files: map[string]*File{}, interval: flushInterval, st: st}
 }
+
+type (
+	nopCounter struct{}
+	nopGauge   struct{}
+)
+
+func (nopCounter) Add(uint64) {}
+func (nopGauge) Add(int64)    {}
 
 // Open returns the File for path, opening it (append, create 0644) on
 // first use.
@@ -184,7 +208,7 @@ func (f *File) Write(line []byte) {
 	f.mu.Lock()
 	if f.closed || len(f.pending)+len(line) > maxPending {
 		f.mu.Unlock()
-		f.m.linesDropped.Inc()
+		f.m.st.LinesDropped.Add(1)
 		return
 	}
 	f.pending = append(f.pending, line...)
@@ -212,7 +236,7 @@ func (f *File) run() {
 			f.flush()
 		case <-t.C:
 			if f.flush() {
-				f.m.flushedByTimer.Inc()
+				f.m.st.FlushedByTimer.Add(1)
 			}
 		case ack := <-f.reopen:
 			f.flush()
@@ -238,13 +262,13 @@ func (f *File) flush() bool {
 	if len(buf) == 0 {
 		return false
 	}
-	f.m.writeBuffered.Add(lines)
-	f.m.totalBuffered.Add(int64(len(buf)))
-	defer f.m.totalBuffered.Add(-int64(len(buf)))
+	f.m.st.WriteBuffered.Add(lines)
+	f.m.st.TotalBuffered.Add(int64(len(buf)))
+	defer f.m.st.TotalBuffered.Add(-int64(len(buf)))
 	if _, err := f.fd.Load().Write(buf); err != nil {
-		f.m.writeFailed.Inc()
+		f.m.st.WriteFailed.Add(1)
 	} else {
-		f.m.writeCompleted.Inc()
+		f.m.st.WriteCompleted.Add(1)
 	}
 	if cap(f.spare) > 4*flushSize {
 		f.spare = nil // a burst's buffer is not kept
@@ -260,7 +284,7 @@ func (f *File) reopenFile() {
 	}
 	fd, err := openLog(f.path)
 	if err != nil {
-		f.m.reopenFailed.Inc()
+		f.m.st.ReopenFailed.Add(1)
 		return
 	}
 	f.fd.Swap(fd).Close()

@@ -61,6 +61,7 @@ func New(src Source, st *stats.Store, log *slog.Logger) *Server {
 	mux.HandleFunc("POST /runtime_modify", s.runtimeModify)
 	mux.HandleFunc("POST /drain_listeners", s.drainListeners)
 	mux.HandleFunc("POST /reopen_logs", s.reopenLogs)
+	s.ops(mux)
 	mux.HandleFunc("GET /{$}", s.index)
 	// Go's profiler (CPU, heap, goroutines), as Envoy's /cpuprofiler and
 	// /heapprofiler; the admin server is loopback-only by default.
@@ -127,7 +128,24 @@ func (s *Server) reopenLogs(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("content-type", "text/plain")
-	fmt.Fprint(w, "strait admin\n  /ready\n  /stats (?format=json, ?filter=substring)\n  /stats/prometheus\n  /config_dump\n  /clusters\n  /runtime\n  POST /runtime_modify?key=value\n  POST /drain_listeners (?inboundonly, ?graceful)\n  POST /reopen_logs\n  /debug/pprof/\n")
+	fmt.Fprint(w, `strait admin
+  /ready
+  /server_info
+  /stats (?format=json, ?filter=REGEX, ?usedonly, ?histogram_buckets=cumulative|disjoint|none)
+  /stats/prometheus
+  /config_dump
+  /clusters
+  /listeners (?format=json)
+  /runtime
+  /memory
+  /logging; POST /logging?level=LEVEL or ?paths=LOGGER:LEVEL,...
+  POST /runtime_modify?key=value
+  POST /drain_listeners (?inboundonly, ?graceful)
+  POST /healthcheck/fail, POST /healthcheck/ok
+  POST /reopen_logs
+  POST /quitquitquit
+  /debug/pprof/
+`)
 }
 
 // drainListeners is Envoy's POST /drain_listeners: ?inboundonly drains
@@ -162,14 +180,18 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) statsPage(w http.ResponseWriter, r *http.Request) {
-	filter := r.URL.Query().Get("filter")
+	q, err := statsQuery(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
 	if r.URL.Query().Get("format") == "json" {
 		w.Header().Set("content-type", "application/json")
-		s.stats.WriteJSON(w, filter)
+		s.stats.WriteJSON(w, q)
 		return
 	}
 	w.Header().Set("content-type", "text/plain")
-	s.stats.WriteText(w, filter)
+	s.stats.WriteText(w, q)
 }
 
 func (s *Server) prometheus(w http.ResponseWriter, _ *http.Request) {

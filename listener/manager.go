@@ -436,6 +436,18 @@ func (m *Manager) Listeners() []*Listener {
 	return out
 }
 
+// Active are the dynamic listeners that are serving or warming (not the
+// draining ones), by name.
+func (m *Manager) Active() []*Listener {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Listener, 0, len(m.active))
+	for _, name := range slices.Sorted(maps.Keys(m.active)) {
+		out = append(out, m.active[name].l)
+	}
+	return out
+}
+
 // Addr returns the bound address of a serving dynamic listener.
 func (m *Manager) Addr(name string) net.Addr {
 	m.mu.Lock()

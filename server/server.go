@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -24,6 +25,7 @@ import (
 	"github.com/straitproxy/strait/admin"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/internal/tracelog"
 	"github.com/straitproxy/strait/listener"
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/stats"
@@ -46,6 +48,11 @@ type Options struct {
 	// FileFlushInterval is how long access log lines may wait before
 	// they are written (Envoy's --file-flush-interval-msec; 0: 1 s).
 	FileFlushInterval time.Duration
+	// CommandLine is what /server_info shows of the command line.
+	CommandLine *adminv3.CommandLineOptions
+	// LogLevels, when the process's logger is built on it, lets
+	// /logging change levels while it runs.
+	LogLevels *tracelog.Levels
 }
 
 // Server is one running configuration.
@@ -75,6 +82,10 @@ type Server struct {
 	secrets *tlsconfig.Secrets
 	// logs are the access log files.
 	logs *accesslog.Manager
+	// healthFailed: /healthcheck/fail was called (and not /healthcheck/ok).
+	healthFailed atomic.Bool
+	quit         chan struct{}
+	quitOnce     sync.Once
 }
 
 // New validates b and builds everything without opening a port. The error
@@ -83,13 +94,13 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	s := &Server{boot: b, opts: o, log: o.Log, store: stats.NewStore(), loaded: time.Now()}
+	s := &Server{boot: b, opts: o, log: o.Log, store: stats.NewStore(), loaded: time.Now(), quit: make(chan struct{})}
 	s.pool = network.NewPool(o.Workers)
 	if err := s.checkBootstrap(); err != nil {
 		return nil, err
 	}
 	root := s.store.Root()
-	s.logs = accesslog.NewManager(root, o.FileFlushInterval)
+	s.logs = accesslog.NewManager(fileStats(root), o.FileFlushInterval)
 	built := false
 	defer func() {
 		if !built {
@@ -405,7 +416,9 @@ func (s *Server) DrainListeners(inboundOnly, graceful bool) {
 
 // Ready implements admin.Source: serving, with its first xDS config
 // warm (or timed out).
-func (s *Server) Ready() bool { return s.ready.Load() && !s.initializing.Load() }
+func (s *Server) Ready() bool {
+	return s.ready.Load() && !s.initializing.Load() && !s.healthFailed.Load()
+}
 
 // ReadyState names the state for /ready: LIVE, INITIALIZING (waiting for
 // the first xDS config) or DRAINING.
@@ -413,7 +426,7 @@ func (s *Server) ReadyState() string {
 	switch {
 	case s.Ready():
 		return "LIVE"
-	case s.ready.Load():
+	case s.ready.Load() && !s.healthFailed.Load():
 		return "INITIALIZING"
 	}
 	return "DRAINING"

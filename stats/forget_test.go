@@ -31,7 +31,7 @@ func TestForget(t *testing.T) {
 		}
 	}
 	var out strings.Builder
-	s.WriteText(&out, "")
+	s.WriteText(&out, Query{})
 	if strings.Contains(out.String(), "cluster.c1.upstream_rq_time") {
 		t.Error("the histogram is still listed")
 	}

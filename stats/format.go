@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -62,26 +63,49 @@ func (s *Store) Lookup(name string) (int64, bool) {
 	return 0, false
 }
 
+// Query selects and shapes what /stats shows.
+type Query struct {
+	// Filter keeps the names it matches anywhere (nil: all), as Envoy's
+	// ?filter= (a regular expression).
+	Filter *regexp.Regexp
+	// UsedOnly leaves out what was never used: counters and gauges that
+	// are 0, histograms without a sample (Envoy's ?usedonly; Envoy also
+	// shows a gauge that was set back to 0).
+	UsedOnly bool
+	// Buckets is Envoy's ?histogram_buckets for the text form: "" or
+	// "none" (percentiles), "cumulative" (B<bound>(count of samples
+	// ≤ bound)) or "disjoint" (B<bound>(count in the bucket ending at
+	// bound)).
+	Buckets string
+}
+
+func (q Query) keep(name string) bool { return q.Filter == nil || q.Filter.MatchString(name) }
+
 // WriteText writes "name: value" lines, sorted, as Envoy's /stats does.
-// filter, when not empty, keeps the names that contain it.
-func (s *Store) WriteText(w io.Writer, filter string) error {
+func (s *Store) WriteText(w io.Writer, q Query) error {
 	sn := s.snapshot()
 	var b strings.Builder
 	type line struct{ name, val string }
 	var lines []line
 	for _, c := range sn.ctrs {
-		lines = append(lines, line{c.m.name, strconv.FormatUint(c.Value(), 10)})
+		if !q.UsedOnly || c.Value() != 0 {
+			lines = append(lines, line{c.m.name, strconv.FormatUint(c.Value(), 10)})
+		}
 	}
 	for _, g := range sn.gs {
-		lines = append(lines, line{g.m.name, strconv.FormatInt(g.Value(), 10)})
+		if !q.UsedOnly || g.Value() != 0 {
+			lines = append(lines, line{g.m.name, strconv.FormatInt(g.Value(), 10)})
+		}
 	}
 	for _, h := range sn.hists {
-		lines = append(lines, line{h.m.name, fmt.Sprintf("P50(%s) P90(%s) P99(%s) count(%d) sum(%g)",
-			fmtQ(h.Quantile(.5)), fmtQ(h.Quantile(.9)), fmtQ(h.Quantile(.99)), h.Count(), h.SumMs())})
+		if q.UsedOnly && h.Count() == 0 {
+			continue
+		}
+		lines = append(lines, line{h.m.name, histText(h, q.Buckets)})
 	}
 	sort.Slice(lines, func(i, j int) bool { return lines[i].name < lines[j].name })
 	for _, l := range lines {
-		if filter != "" && !strings.Contains(l.name, filter) {
+		if !q.keep(l.name) {
 			continue
 		}
 		b.WriteString(l.name)
@@ -93,6 +117,38 @@ func (s *Store) WriteText(w io.Writer, filter string) error {
 	return err
 }
 
+// histText is a histogram's value in the text form.
+func histText(h *Histogram, buckets string) string {
+	if buckets != "cumulative" && buckets != "disjoint" {
+		return fmt.Sprintf("P50(%s) P90(%s) P99(%s) count(%d) sum(%g)",
+			fmtQ(h.Quantile(.5)), fmtQ(h.Quantile(.9)), fmtQ(h.Quantile(.99)), h.Count(), h.SumMs())
+	}
+	var b strings.Builder
+	var prev uint64
+	for i, c := range h.Cumulative() {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		bound := "+Inf"
+		if i < len(Bounds) {
+			bound = strconv.FormatFloat(Bounds[i], 'g', -1, 64)
+		}
+		v := c
+		if buckets == "disjoint" {
+			v = c - prev
+		}
+		prev = c
+		fmt.Fprintf(&b, "B%s(%d)", bound, v)
+	}
+	return b.String()
+}
+
+// ValidBuckets reports whether Envoy's ?histogram_buckets value is one
+// the text form has.
+func ValidBuckets(v string) bool {
+	return v == "" || v == "none" || v == "cumulative" || v == "disjoint"
+}
+
 func fmtQ(v float64) string {
 	if v != v {
 		return "nan"
@@ -102,7 +158,7 @@ func fmtQ(v float64) string {
 
 // WriteJSON writes {"stats":[{"name":..,"value":..},...]} as Envoy's
 // /stats?format=json does (histograms as count and sum).
-func (s *Store) WriteJSON(w io.Writer, filter string) error {
+func (s *Store) WriteJSON(w io.Writer, q Query) error {
 	sn := s.snapshot()
 	type stat struct {
 		Name  string `json:"name"`
@@ -111,19 +167,18 @@ func (s *Store) WriteJSON(w io.Writer, filter string) error {
 	var out struct {
 		Stats []stat `json:"stats"`
 	}
-	keep := func(n string) bool { return filter == "" || strings.Contains(n, filter) }
 	for _, c := range sn.ctrs {
-		if keep(c.m.name) {
+		if q.keep(c.m.name) && (!q.UsedOnly || c.Value() != 0) {
 			out.Stats = append(out.Stats, stat{c.m.name, c.Value()})
 		}
 	}
 	for _, g := range sn.gs {
-		if keep(g.m.name) {
+		if q.keep(g.m.name) && (!q.UsedOnly || g.Value() != 0) {
 			out.Stats = append(out.Stats, stat{g.m.name, g.Value()})
 		}
 	}
 	for _, h := range sn.hists {
-		if keep(h.m.name) {
+		if q.keep(h.m.name) && (!q.UsedOnly || h.Count() != 0) {
 			out.Stats = append(out.Stats, stat{h.m.name, map[string]any{"count": h.Count(), "sum_ms": h.SumMs(),
 				"p50": nanNil(h.Quantile(.5)), "p99": nanNil(h.Quantile(.99))}})
 		}

@@ -15,7 +15,7 @@ func TestNamesAndPrometheusLabels(t *testing.T) {
 		t.Fatal("the same name made two counters")
 	}
 	var text, prom strings.Builder
-	s.WriteText(&text, "")
+	s.WriteText(&text, Query{})
 	s.WritePrometheus(&prom)
 	for _, want := range []string{"cluster.backend.upstream_rq_total: 3\n", "cluster.backend.upstream_rq_2xx: 1\n", "cluster.backend.upstream_cx_active: 2\n"} {
 		if !strings.Contains(text.String(), want) {

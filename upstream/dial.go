@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/straitproxy/strait/network"
 )
@@ -40,6 +41,7 @@ func (h *Host) connect(ctx context.Context, alpn []string) (net.Conn, error) {
 	cl.Stats.CxTotal.Inc()
 	h.CxTotal.Add(1)
 	d := net.Dialer{Timeout: cl.ConnectTimeout}
+	began := time.Now()
 	raw, err := d.DialContext(ctx, "tcp", h.Addr)
 	if err != nil {
 		cl.Breaker.Connections.Add(-1)
@@ -67,6 +69,7 @@ func (h *Host) connect(ctx context.Context, alpn []string) (net.Conn, error) {
 		cl.Stats.CxConnectFail.Inc()
 		return nil, &ConnectError{Addr: h.Addr, Err: err}
 	}
+	cl.Stats.CxConnectMs.Observe(float64(time.Since(began).Microseconds()) / 1000)
 	return tc, nil
 }
 

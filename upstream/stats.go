@@ -13,6 +13,9 @@ type ClusterStats struct {
 	RqActive, RqPendingActive, MembershipTotal, MembershipHealthy                  *stats.Gauge
 	RqClass                                                                        [6]*stats.Counter // [1..5] = 1xx..5xx
 	RqTime                                                                         *stats.Histogram
+	// CxConnectMs is the time to establish a connection (TCP, and TLS
+	// when the cluster has it).
+	CxConnectMs *stats.Histogram
 }
 
 func newClusterStats(sc *stats.Scope) *ClusterStats {
@@ -30,7 +33,7 @@ func newClusterStats(sc *stats.Scope) *ClusterStats {
 		RqTxReset: sc.Counter("upstream_rq_tx_reset"), RqStaleRetry: sc.Counter("upstream_rq_stale_retry"),
 		RqActive: sc.Gauge("upstream_rq_active"), RqPendingActive: sc.Gauge("upstream_rq_pending_active"),
 		MembershipTotal: sc.Gauge("membership_total"), MembershipHealthy: sc.Gauge("membership_healthy"),
-		RqTime: sc.Histogram("upstream_rq_time"),
+		RqTime: sc.Histogram("upstream_rq_time"), CxConnectMs: sc.Histogram("upstream_cx_connect_ms"),
 	}
 	for i := 1; i <= 5; i++ {
 		s.RqClass[i] = sc.Counter("upstream_rq_" + string(rune('0'+i)) + "xx")

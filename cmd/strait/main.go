@@ -10,14 +10,17 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/internal/tracelog"
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/server"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // version is set by the build (-ldflags "-X main.version=...").
@@ -61,21 +64,11 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 }
 
 func logLevel(s string) (slog.Level, error) {
-	switch strings.ToLower(s) {
-	case "trace":
-		return tracelog.Level, nil
-	case "debug":
-		return slog.LevelDebug, nil
-	case "info":
-		return slog.LevelInfo, nil
-	case "warn", "warning":
-		return slog.LevelWarn, nil
-	case "error", "critical":
-		return slog.LevelError, nil
-	case "off":
-		return slog.LevelError + 100, nil
+	l, err := tracelog.ParseLevel(s)
+	if err != nil {
+		return 0, fmt.Errorf("--log-level: %w", err)
 	}
-	return 0, fmt.Errorf("unknown --log-level %q", s)
+	return l, nil
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -98,8 +91,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl, ReplaceAttr: tracelog.ReplaceAttr}))
-	srv, err := build(f, log)
+	// The handler lets every level through; the levels (changeable by
+	// the admin's /logging) decide.
+	levels := tracelog.NewLevels(lvl)
+	log := slog.New(levels.Handler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: tracelog.Level, ReplaceAttr: tracelog.ReplaceAttr})))
+	srv, err := build(f, log, levels)
 	if err != nil {
 		fmt.Fprintf(stderr, "invalid configuration:\n%s\n", indent(err.Error()))
 		return 1
@@ -111,7 +107,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return serve(srv, log)
 }
 
-func build(f *flags, log *slog.Logger) (*server.Server, error) {
+func build(f *flags, log *slog.Logger, levels *tracelog.Levels) (*server.Server, error) {
 	b, err := config.LoadFile(f.configPath, f.configYAML)
 	if err != nil {
 		return nil, err
@@ -139,7 +135,22 @@ func build(f *flags, log *slog.Logger) (*server.Server, error) {
 		Workers:           f.workers,
 		Version:           version,
 		FileFlushInterval: time.Duration(f.fileFlushMs) * time.Millisecond,
+		LogLevels:         levels,
+		CommandLine: &adminv3.CommandLineOptions{
+			ConfigPath: f.configPath, ConfigYaml: f.configYAML, LogLevel: f.logLevel,
+			ServiceNode: f.serviceNode, ServiceCluster: f.serviceCluster, Mode: commandMode(f.mode),
+			DrainTime:         durationpb.New(time.Duration(f.drainTimeS) * time.Second),
+			FileFlushInterval: durationpb.New(time.Duration(f.fileFlushMs) * time.Millisecond),
+			Concurrency:       uint32(runtime.GOMAXPROCS(0)), DisableHotRestart: true,
+		},
 	})
+}
+
+func commandMode(m string) adminv3.CommandLineOptions_Mode {
+	if m == "validate" {
+		return adminv3.CommandLineOptions_Validate
+	}
+	return adminv3.CommandLineOptions_Serve
 }
 
 func serve(srv *server.Server, log *slog.Logger) int {
@@ -159,10 +170,13 @@ func serve(srv *server.Server, log *slog.Logger) int {
 			log.Info("reopening access logs", "signal", "SIGUSR1")
 			srv.ReopenLogs()
 		case <-ctx.Done():
+			log.Info("draining", "signal", "SIGTERM/SIGINT")
+			waiting = false
+		case <-srv.Quitting():
+			log.Info("draining", "admin", "/quitquitquit")
 			waiting = false
 		}
 	}
-	log.Info("draining", "signal", "SIGTERM/SIGINT")
 	srv.Shutdown(context.Background())
 	log.Info("stopped")
 	return 0

@@ -1,0 +1,81 @@
+package server
+
+import (
+	"time"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	"github.com/straitproxy/strait/accesslog"
+	"github.com/straitproxy/strait/admin"
+	"github.com/straitproxy/strait/internal/tracelog"
+	"github.com/straitproxy/strait/stats"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// What the admin's operations endpoints read and do (admin/ops.go).
+
+// ServerInfo is /server_info: version, state, uptime, the command line
+// and the node.
+func (s *Server) ServerInfo() *adminv3.ServerInfo {
+	state := adminv3.ServerInfo_LIVE
+	switch s.ReadyState() {
+	case "INITIALIZING":
+		state = adminv3.ServerInfo_INITIALIZING
+	case "DRAINING":
+		state = adminv3.ServerInfo_DRAINING
+	}
+	up := durationpb.New(time.Since(s.loaded).Truncate(time.Second))
+	si := &adminv3.ServerInfo{
+		Version: "strait/" + s.opts.Version, State: state,
+		UptimeCurrentEpoch: up, UptimeAllEpochs: up,
+		HotRestartVersion: "disabled", Node: s.node(),
+	}
+	if s.opts.CommandLine != nil {
+		si.CommandLineOptions = proto.Clone(s.opts.CommandLine).(*adminv3.CommandLineOptions)
+	}
+	return si
+}
+
+// ListenerAddrs lists the static listeners, then the dynamic ones that
+// are serving, with their bound addresses.
+func (s *Server) ListenerAddrs() []admin.NamedAddr {
+	var out []admin.NamedAddr
+	for _, l := range s.listeners {
+		out = append(out, admin.NamedAddr{Name: l.Name, Addr: l.Addr()})
+	}
+	if s.dyn != nil {
+		for _, l := range s.dyn.listeners.Active() {
+			out = append(out, admin.NamedAddr{Name: l.Name, Addr: l.Addr()})
+		}
+	}
+	return out
+}
+
+// SetHealthCheckFailed is /healthcheck/fail (true) and /healthcheck/ok:
+// a failed server answers /ready with 503 DRAINING and keeps serving.
+func (s *Server) SetHealthCheckFailed(failed bool) {
+	s.healthFailed.Store(failed)
+	if failed {
+		s.log.Info("health check failed by the admin API")
+	} else {
+		s.log.Info("health check passing again by the admin API")
+	}
+}
+
+// Quit is /quitquitquit: Quitting's channel closes; the process drains
+// and exits as on SIGTERM.
+func (s *Server) Quit() { s.quitOnce.Do(func() { close(s.quit) }) }
+
+// Quitting is closed once /quitquitquit was called.
+func (s *Server) Quitting() <-chan struct{} { return s.quit }
+
+// fileStats are the access log files' counters, filesystem.*.
+func fileStats(root *stats.Scope) accesslog.Stats {
+	fs := root.Scope("filesystem", "", "")
+	c := func(i int) *stats.Counter { return fs.Counter(accesslog.StatNames[i]) }
+	return accesslog.Stats{WriteBuffered: c(0), WriteCompleted: c(1), WriteFailed: c(2), FlushedByTimer: c(3),
+		ReopenFailed: c(4), LinesDropped: c(5), TotalBuffered: fs.Gauge(accesslog.StatNames[6])}
+}
+
+// LogLevels returns the levels /logging changes (nil: fixed).
+func (s *Server) LogLevels() *tracelog.Levels { return s.opts.LogLevels }
