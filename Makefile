@@ -5,12 +5,29 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 # Packages whose state is shared between goroutines: run under -race.
 RACE_PKGS = ./accesslog/... ./network/... ./upstream/... ./proxy/... ./protocol/... ./stats/... ./listener/... ./filter/... ./server/... ./xds/... ./test/... ./tlsconfig/... ./transport/...
 
-.PHONY: all build run test deps fmt vet race unit fuzz bench clean
+.PHONY: all build run test deps fmt vet race unit fuzz bench clean release
+
+# The version stamped into binaries (strait --version, /server_info).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Where make release writes.
+DIST ?= dist
+# Reproducible release flags: static, no paths, no build id.
+RELEASE_FLAGS = -trimpath -ldflags "-s -w -buildid= -X main.version=$(VERSION)"
+
 
 all: build
 
 build:
-	$(GO) build -o bin/strait ./cmd/strait
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/strait ./cmd/strait
+
+# make release: static linux/amd64 and linux/arm64 binaries in dist/,
+# with SHA256SUMS; the same source and Go version give the same bytes.
+release:
+	@mkdir -p $(DIST)
+	for arch in amd64 arm64; do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build $(RELEASE_FLAGS) -o $(DIST)/strait-$(VERSION)-linux-$$arch ./cmd/strait || exit 1; \
+	done
+	cd $(DIST) && sha256sum strait-$(VERSION)-linux-* > SHA256SUMS && cat SHA256SUMS
 
 run:
 	$(GO) run ./cmd/strait -c examples/quickstart.yaml
@@ -64,4 +81,4 @@ bench:
 	./bench/run.sh http1
 
 clean:
-	rm -rf bin bench/out
+	rm -rf bin bench/out dist

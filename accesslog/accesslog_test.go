@@ -285,3 +285,29 @@ func testStats(st *stats.Store) Stats {
 	return Stats{WriteBuffered: c(0), WriteCompleted: c(1), WriteFailed: c(2), FlushedByTimer: c(3),
 		ReopenFailed: c(4), LinesDropped: c(5), TotalBuffered: fs.Gauge(StatNames[6])}
 }
+
+// TestLegacyJSONFormatIsStrings: FileAccessLog's deprecated json_format
+// renders every value as a string (a missing one "-"), unlike
+// typed_json_format.
+func TestLegacyJSONFormatIsStrings(t *testing.T) {
+	s, _ := structpb.NewStruct(map[string]any{"code": "%RESPONSE_CODE%", "none": "%REQ(X-NONE)%"})
+	m := NewManager(Stats{}, time.Hour)
+	defer m.Close()
+	path := filepath.Join(t.TempDir(), "j.log")
+	for _, c := range []struct {
+		f    *filev3.FileAccessLog
+		want string
+	}{
+		{&filev3.FileAccessLog{Path: path, AccessLogFormat: &filev3.FileAccessLog_JsonFormat{JsonFormat: s}}, `{"code":"503","none":"-"}` + "\n"},
+		{&filev3.FileAccessLog{Path: path, AccessLogFormat: &filev3.FileAccessLog_TypedJsonFormat{TypedJsonFormat: s}}, `{"code":503,"none":null}` + "\n"},
+	} {
+		_, f, err := buildFile(&Context{Files: m}, c.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tmp []byte
+		if got := string(f.Append(nil, entry(), &tmp)); got != c.want {
+			t.Errorf("got %q, want %q", got, c.want)
+		}
+	}
+}

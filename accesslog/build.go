@@ -137,6 +137,9 @@ func buildFile(ctx *Context, msg proto.Message) (Sink, *Formatter, error) {
 		err = config.At("log_format", err)
 	case m.GetJsonFormat() != nil:
 		f, err = NewJSON(m.GetJsonFormat(), false)
+		if f != nil {
+			f.allStrings = true // "All values are rendered as strings"
+		}
 		err = config.At("json_format", err)
 	case m.GetTypedJsonFormat() != nil:
 		f, err = NewJSON(m.GetTypedJsonFormat(), false)

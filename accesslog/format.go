@@ -364,7 +364,8 @@ func (p *piece) tlsValue(b []byte, e *Entry) ([]byte, bool) {
 		sum := sha256.Sum256(leaf.Raw)
 		return hex.AppendEncode(b, sum[:]), true
 	case opPeerSerial:
-		return str(b, strings.ToUpper(leaf.SerialNumber.Text(16)))
+		// Lowercase hex of whole bytes, as Envoy prints it.
+		return hex.AppendEncode(b, leaf.SerialNumber.Bytes()), leaf.SerialNumber.Sign() != 0
 	}
 	return b, false
 }

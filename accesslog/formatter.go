@@ -16,6 +16,9 @@ type Formatter struct {
 	json      []jsonField
 	isJSON    bool
 	omitEmpty bool
+	// allStrings: FileAccessLog's deprecated json_format, whose values
+	// are all strings (a missing one "-").
+	allStrings bool
 }
 
 type jsonField struct {
@@ -133,8 +136,12 @@ func (f *Formatter) appendObject(b []byte, fields []jsonField, e *Entry, tmp *[]
 					b = b[:mark]
 					continue
 				}
-				b = append(b, "null"...)
-			case p.numeric():
+				if f.allStrings {
+					b = append(b, `"-"`...)
+				} else {
+					b = append(b, "null"...)
+				}
+			case p.numeric() && !f.allStrings:
 				b = append(b, v...)
 			default:
 				b = appendJSONString(b, v)

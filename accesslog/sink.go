@@ -105,7 +105,7 @@ func (m *Manager) Open(path string) (*File, error) {
 		}
 	}
 	f := &File{m: m, path: path, std: fd == os.Stdout || fd == os.Stderr,
-		wake: make(chan struct{}, 1), reopen: make(chan chan struct{}), done: make(chan struct{})}
+		wake: make(chan struct{}, 1), reopen: make(chan request), done: make(chan struct{})}
 	f.fd.Store(fd)
 	m.files[path] = f
 	go f.run()
@@ -119,7 +119,15 @@ func openLog(path string) (*os.File, error) {
 // Reopen makes every file write what it holds, close, and open its path
 // again (log rotation: SIGUSR1, POST /reopen_logs). It returns once
 // each file has done so, or after timeout.
-func (m *Manager) Reopen(timeout time.Duration) {
+func (m *Manager) Reopen(timeout time.Duration) { m.each(timeout, true) }
+
+// Flush makes every file write what it holds and returns once written
+// (or after timeout).
+func (m *Manager) Flush(timeout time.Duration) { m.each(timeout, false) }
+
+// each asks every file's goroutine to flush (and reopen), waiting for
+// each in turn.
+func (m *Manager) each(timeout time.Duration, reopen bool) {
 	m.mu.Lock()
 	files := make([]*File, 0, len(m.files))
 	for _, f := range m.files {
@@ -131,7 +139,7 @@ func (m *Manager) Reopen(timeout time.Duration) {
 	for _, f := range files {
 		ack := make(chan struct{})
 		select {
-		case f.reopen <- ack:
+		case f.reopen <- request{ack, reopen}:
 		case <-f.done:
 			continue
 		case <-deadline.C:
@@ -144,10 +152,6 @@ func (m *Manager) Reopen(timeout time.Duration) {
 		}
 	}
 }
-
-// Flush makes every file write what it holds and returns once written
-// (or after timeout).
-func (m *Manager) Flush(timeout time.Duration) { m.Reopen(timeout) }
 
 // Close writes what is pending and closes every file; loggers built
 // on it drop their lines from then on.
@@ -168,13 +172,24 @@ func (m *Manager) Close() {
 			continue
 		case <-time.After(time.Second):
 		}
-		// A write that does not finish (a pipe nobody reads, a hung
-		// disk): closing the file ends it.
+		// A write that does not finish: closing the file ends it when it
+		// is a pipe nobody reads; a hung disk, or a stdout pipe we do not
+		// close, may hold it longer. Shutdown does not wait for that: the
+		// goroutine is left to the write.
 		if !f.std {
 			f.fd.Load().Close()
 		}
-		<-f.done
+		select {
+		case <-f.done:
+		case <-time.After(time.Second):
+		}
 	}
+}
+
+// request asks a file's goroutine to flush, and to reopen.
+type request struct {
+	ack    chan struct{}
+	reopen bool
 }
 
 // File is one access log file: lines gather in a buffer that its
@@ -192,7 +207,7 @@ type File struct {
 	fd     atomic.Pointer[os.File]
 	spare  []byte
 	wake   chan struct{}
-	reopen chan chan struct{}
+	reopen chan request
 	quit   chan struct{}
 	done   chan struct{}
 	once   sync.Once
@@ -238,10 +253,12 @@ func (f *File) run() {
 			if f.flush() {
 				f.m.st.FlushedByTimer.Add(1)
 			}
-		case ack := <-f.reopen:
+		case r := <-f.reopen:
 			f.flush()
-			f.reopenFile()
-			close(ack)
+			if r.reopen {
+				f.reopenFile()
+			}
+			close(r.ack)
 		case <-quit:
 			f.flush()
 			if !f.std {

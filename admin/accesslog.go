@@ -85,6 +85,10 @@ func (s *Server) ReopenAccessLog() {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.f == nil {
+		f.Close() // the server closed meanwhile
+		return
+	}
 	l.w.Flush()
 	l.f.Close()
 	l.w.Reset(f)
@@ -94,8 +98,12 @@ func (s *Server) ReopenAccessLog() {
 func (l *accessLog) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.f == nil {
+		return
+	}
 	l.w.Flush()
 	l.f.Close()
+	l.f = nil
 }
 
 // countingWriter records a response's status and body size.

@@ -7,6 +7,7 @@ package admin
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,9 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
+
+//go:embed ui/index.html
+var pageHTML []byte
 
 // Source is what the admin pages read from the running server.
 type Source interface {
@@ -62,7 +66,8 @@ func New(src Source, st *stats.Store, log *slog.Logger) *Server {
 	mux.HandleFunc("POST /drain_listeners", s.drainListeners)
 	mux.HandleFunc("POST /reopen_logs", s.reopenLogs)
 	s.ops(mux)
-	mux.HandleFunc("GET /{$}", s.index)
+	mux.HandleFunc("GET /{$}", s.page)
+	mux.HandleFunc("GET /help", s.index)
 	// Go's profiler (CPU, heap, goroutines), as Envoy's /cpuprofiler and
 	// /heapprofiler; the admin server is loopback-only by default.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -126,9 +131,19 @@ func (s *Server) reopenLogs(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprint(w, "OK\n")
 }
 
+// page is the live admin page: one HTML file, no external assets, that
+// polls /stats?format=json, /server_info, /listeners and /clusters.
+func (s *Server) page(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("content-type", "text/html; charset=utf-8")
+	w.Header().Set("content-security-policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'")
+	w.Write(pageHTML)
+}
+
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("content-type", "text/plain")
 	fmt.Fprint(w, `strait admin
+  /  (the live page)
+  /help
   /ready
   /server_info
   /stats (?format=json, ?filter=REGEX, ?usedonly, ?histogram_buckets=cumulative|disjoint|none)

@@ -317,14 +317,16 @@ func (t *tracked) OnClose(err error) {
 	if tracelog.On(t.l.log) {
 		tracelog.Log(t.l.log, "connection closed", "remote", t.c.RemoteAddr(), "err", err)
 	}
+	if t.l.logs != nil {
+		// Before the connection leaves the listener's count: a drain
+		// that waits for none to be left finds its line written.
+		t.l.logConn(t.c, 0, "")
+	}
 	t.l.mu.Lock()
 	delete(t.l.conns, t.c)
 	t.l.mu.Unlock()
 	t.l.cxActive.Dec()
 	t.l.cxDestroy.Inc()
-	if t.l.logs != nil {
-		t.l.logConn(t.c, 0, "")
-	}
 }
 
 // refuse closes a connection no filter chain takes, logging it.
@@ -337,18 +339,18 @@ func (l *Listener) refuse(c *network.Conn, flags accesslog.Flags, details string
 
 // logConn writes a connection's entry to the listener's access_log, as
 // it closes: Envoy's listener access logs, one entry per connection.
+// details is why the listener refused it (%RESPONSE_CODE_DETAILS%, as
+// Envoy's filter_chain_not_found); why a filter closed it is the
+// connection's termination details.
 func (l *Listener) logConn(c *network.Conn, flags accesslog.Flags, details string) {
 	e := &accesslog.Entry{
 		Start: c.Start(), Duration: time.Since(c.Start()),
 		RequestDuration: accesslog.Unknown, ResponseDuration: accesslog.Unknown, ResponseTxDuration: accesslog.Unknown,
 		BytesReceived: c.BytesRead(), BytesSent: c.BytesWritten(), Flags: flags,
-		Conn: c, ConnectionID: c.ID(), TerminationDetails: details,
+		Conn: c, ConnectionID: c.ID(), ResponseCodeDetails: details, TerminationDetails: c.TerminationDetails(),
 	}
 	if info := c.Info(); info != nil {
 		e.ServerName = info.ServerName
-	}
-	if details == "" {
-		e.TerminationDetails = c.TerminationDetails()
 	}
 	l.logs.Log(e)
 }

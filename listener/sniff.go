@@ -87,6 +87,9 @@ type sniffer struct {
 	info network.ConnInfo
 	next int  // the first listener filter not done
 	pre  bool // counted in downstream_pre_cx_active
+	// logged: the access log has this connection (handOver refused it,
+	// or a filter chain took it and logs it as it closes).
+	logged bool
 
 	mu    sync.Mutex
 	state int
@@ -124,6 +127,7 @@ func (s *sniffer) expire() {
 	if !s.l.lfContinue {
 		s.state = finished
 		s.mu.Unlock()
+		s.c.SetTerminationDetails("listener_filters_timeout")
 		s.c.Close()
 		return
 	}
@@ -158,6 +162,7 @@ func (s *sniffer) OnRead(data []byte) int {
 		if err != nil {
 			if s.finish() {
 				s.l.lfError.Inc()
+				s.c.SetTerminationDetails("listener_filter_error")
 				s.c.Close()
 			}
 			return 0
@@ -186,6 +191,7 @@ func (s *sniffer) handOver(data []byte) int {
 	ch := l.match(c)
 	if ch == nil {
 		l.noChain.Inc()
+		s.logged = true
 		l.refuse(c, accesslog.NoRouteFound, "filter_chain_not_found")
 		return 0
 	}
@@ -201,6 +207,7 @@ func (s *sniffer) handOver(data []byte) int {
 		}
 		if err != nil {
 			l.log.Warn("transport socket refused the connection", "err", err)
+			s.logged = true
 			l.refuse(c, 0, "transport_socket_refused")
 			return 0
 		}
@@ -209,9 +216,11 @@ func (s *sniffer) handOver(data []byte) int {
 	t, h, err := l.attach(c, ch)
 	if err != nil {
 		l.forget(c)
+		s.logged = true
 		l.refuse(c, 0, "network_filter_refused")
 		return consumed
 	}
+	s.logged = true // the chain's tracked handler logs it from here
 	if sock != nil {
 		sock.SetInner(t)
 	} else {
@@ -250,10 +259,14 @@ func (s *sniffer) OnEOF() {
 	s.c.Close()
 }
 
-// OnClose: closed before a filter chain took the connection.
+// OnClose: closed before a filter chain took the connection; it is
+// logged unless handOver refused it (and logged it) already.
 func (s *sniffer) OnClose(error) {
 	s.finish()
 	s.unPre()
+	if s.l.logs != nil && !s.logged {
+		s.l.logConn(s.c, 0, "")
+	}
 	s.l.forget(s.c)
 }
 

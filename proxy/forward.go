@@ -106,6 +106,8 @@ func (s *Stream) forward() {
 		}
 		e := s.classifyTimeout(classify(err, s.timer == timerPerTry || s.timer == timerPerTryIdle))
 		if e.Kind == KindDownstreamReset {
+			s.flags |= accesslog.DownstreamConnectionTermination
+			s.details = "downstream_remote_disconnect"
 			s.resetDownstream()
 			return
 		}

@@ -78,6 +78,12 @@ func (s *Stream) respond() {
 	}
 	s.endAttempt(err == nil)
 	if err != nil {
+		if s.flags == 0 {
+			// Not the upstream's doing (countBodyFailure flags that): the
+			// client stopped taking the response.
+			s.flags |= accesslog.DownstreamConnectionTermination
+			s.details = "downstream_remote_disconnect"
+		}
 		s.resetDownstream()
 	}
 }

@@ -129,6 +129,10 @@ func newStream(cm *connManager, ds protocol.ServerStream) *Stream {
 	s := streamPool.Get().(*Stream)
 	s.cm, s.cfg, s.ds = cm, cm.cfg, ds
 	s.req = ds.Request()
+	// The request's time starts as it arrives, before it waits for a
+	// worker: timeouts, downstream_rq_time and access logs count that
+	// wait, as Envoy's do.
+	s.start = time.Now()
 	if s.cancelFn == nil {
 		s.cancelFn = s.clientGone
 		s.park = &parkCtl{s: s}
@@ -232,7 +236,6 @@ func (s *Stream) resumeDecode() {
 
 // begin: counters and per-request values.
 func (s *Stream) begin() {
-	s.start = time.Now()
 	st := s.cfg.Stats
 	st.RqTotal.Inc()
 	switch {

@@ -380,6 +380,11 @@ func (s *Server) closeAll() {
 	s.clusters.Stop()
 	s.pool.Close()
 	s.secrets.Close()
+	// The connections just closed write their access log lines as their
+	// readers see the close: give them a moment before the files go.
+	for deadline := time.Now().Add(time.Second); s.activeConns() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	s.logs.Close()
 }
 

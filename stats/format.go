@@ -166,7 +166,12 @@ func (s *Store) WriteJSON(w io.Writer, q Query) error {
 	}
 	var out struct {
 		Stats []stat `json:"stats"`
+		// HistogramBounds are the buckets' upper bounds (ms); each
+		// histogram's buckets are cumulative counts, one more than the
+		// bounds (+Inf).
+		HistogramBounds []float64 `json:"histogram_bounds_ms"`
 	}
+	out.HistogramBounds = Bounds
 	for _, c := range sn.ctrs {
 		if q.keep(c.m.name) && (!q.UsedOnly || c.Value() != 0) {
 			out.Stats = append(out.Stats, stat{c.m.name, c.Value()})
@@ -180,7 +185,7 @@ func (s *Store) WriteJSON(w io.Writer, q Query) error {
 	for _, h := range sn.hists {
 		if q.keep(h.m.name) && (!q.UsedOnly || h.Count() != 0) {
 			out.Stats = append(out.Stats, stat{h.m.name, map[string]any{"count": h.Count(), "sum_ms": h.SumMs(),
-				"p50": nanNil(h.Quantile(.5)), "p99": nanNil(h.Quantile(.99))}})
+				"p50": nanNil(h.Quantile(.5)), "p99": nanNil(h.Quantile(.99)), "buckets": h.Cumulative()}})
 		}
 	}
 	sort.Slice(out.Stats, func(i, j int) bool { return out.Stats[i].Name < out.Stats[j].Name })

@@ -338,9 +338,7 @@ func waitLogLines(t *testing.T, p *proxy, path string, n int) []string {
 // logs a connection no filter chain takes with NR.
 func TestAccessLogTCP(t *testing.T) {
 	echo := testutil.StartEcho(t)
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	deadAddr := closedPort(t)
 	dir := t.TempDir()
 	tcpLog, lisLog := filepath.Join(dir, "tcp.log"), filepath.Join(dir, "listener.log")
 	eh, ep, _ := net.SplitHostPort(echo)
@@ -387,7 +385,10 @@ static_resources:
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
         path: %[2]s
-        log_format: { text_format_source: { inline_string: "listener %%RESPONSE_FLAGS%% %%CONNECTION_TERMINATION_DETAILS%% %%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%%\n" } }
+        log_format: { text_format_source: { inline_string: "listener %%RESPONSE_FLAGS%% %%RESPONSE_CODE_DETAILS%% %%CONNECTION_TERMINATION_DETAILS%% %%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%%\n" } }
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+    listener_filters_timeout: 0.2s
     filter_chains:
     - filter_chain_match: { destination_port: 1 }
       filters:
@@ -425,10 +426,18 @@ static_resources:
 		time.Sleep(20 * time.Millisecond)
 		c.Close()
 	}
-	for _, name := range []string{"dead", "picky"} {
-		c, err := net.Dial("tcp", p.addr(name))
+	// dead: the connect fails; picky: bytes that no chain takes, then
+	// a connection that sends nothing until the listener filters give up.
+	for _, k := range []struct {
+		name  string
+		write bool
+	}{{"dead", false}, {"picky", true}, {"picky", false}} {
+		c, err := net.Dial("tcp", p.addr(k.name))
 		if err != nil {
 			t.Fatal(err)
+		}
+		if k.write {
+			io.WriteString(c, "hello\n")
 		}
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		io.Copy(io.Discard, c) // the proxy closes it
@@ -447,7 +456,7 @@ static_resources:
 				t.Errorf("session line: %q", line)
 			}
 		case "dead":
-			if f[1] != deadAddr || f[2] != "UF" || !strings.Contains(line, "refused") {
+			if f[1] != deadAddr || f[2] != "UF,URX" || !strings.Contains(line, "refused") {
 				t.Errorf("failed connect line: %q", line)
 			}
 		}
@@ -455,8 +464,10 @@ static_resources:
 	if sessions != 5 {
 		t.Errorf("%d session lines, want 5: %q", sessions, lines)
 	}
-	if l := waitLogLines(t, p, lisLog, 1); l[0] != "listener NR filter_chain_not_found 127.0.0.1" {
-		t.Errorf("listener line: %q", l[0])
+	l := waitLogLines(t, p, lisLog, 2)
+	want := []string{"listener NR filter_chain_not_found - 127.0.0.1", "listener - - listener_filters_timeout 127.0.0.1"}
+	if l[0] != want[0] && l[1] != want[0] || l[0] != want[1] && l[1] != want[1] {
+		t.Errorf("listener lines: %q, want %q", l, want)
 	}
 }
 

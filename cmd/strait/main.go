@@ -93,6 +93,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	// The handler lets every level through; the levels (changeable by
 	// the admin's /logging) decide.
+	// SIGUSR1 reopens the access log files, as Envoy's does; caught from
+	// here on, so a rotation's signal during start-up is not fatal.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 	levels := tracelog.NewLevels(lvl)
 	log := slog.New(levels.Handler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: tracelog.Level, ReplaceAttr: tracelog.ReplaceAttr})))
 	srv, err := build(f, log, levels)
@@ -104,7 +109,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "OK")
 		return 0
 	}
-	return serve(srv, log)
+	return serve(srv, log, usr1)
 }
 
 func build(f *flags, log *slog.Logger, levels *tracelog.Levels) (*server.Server, error) {
@@ -153,17 +158,13 @@ func commandMode(m string) adminv3.CommandLineOptions_Mode {
 	return adminv3.CommandLineOptions_Serve
 }
 
-func serve(srv *server.Server, log *slog.Logger) int {
+func serve(srv *server.Server, log *slog.Logger, usr1 <-chan os.Signal) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := srv.Start(ctx); err != nil {
 		log.Error("start failed", "err", err)
 		return 1
 	}
-	// SIGUSR1 reopens the access log files, as Envoy's does.
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	defer signal.Stop(usr1)
 	for waiting := true; waiting; {
 		select {
 		case <-usr1:

@@ -72,6 +72,7 @@ type session struct {
 	upLocal       net.Addr
 	flags         accesslog.Flags
 	upFail        string
+	attempts      int
 }
 
 func (s *session) touch() { s.last.Store(time.Now().UnixNano()) }
@@ -80,6 +81,7 @@ func (s *session) connect() {
 	cfg := s.cfg
 	var err error
 	for attempt := 0; attempt < cfg.attempts; attempt++ {
+		s.attempts = attempt + 1
 		name := cfg.pickCluster(rand.Uint64())
 		cl, ok := cfg.bc.Clusters.Get(name)
 		if !ok {
@@ -105,6 +107,9 @@ func (s *session) connect() {
 		s.upFail = err.Error()
 	}
 	if err != nil {
+		if s.flags&accesslog.UpstreamConnectionFailure != 0 && s.attempts == cfg.attempts {
+			s.flags |= accesslog.UpstreamRetryLimitExceeded
+		}
 		s.failed.Store(true)
 		s.down.Close()
 		return
@@ -216,7 +221,7 @@ func (s *session) log(settled bool) {
 	}
 	if settled {
 		e.UpstreamCluster, e.UpstreamHost, e.UpstreamLocal = s.cluster, s.host, s.upLocal
-		e.Flags, e.UpstreamTransportFailure = s.flags, s.upFail
+		e.Flags, e.UpstreamTransportFailure, e.Attempts = s.flags, s.upFail, s.attempts
 	}
 	if info := s.down.Info(); info != nil {
 		e.ServerName = info.ServerName
