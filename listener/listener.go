@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -174,6 +175,20 @@ func (l *Listener) Addr() net.Addr {
 		return nil
 	}
 	return l.bind.acc.Addr()
+}
+
+// ListenFile duplicates the listening socket (hot restart hands it to
+// the next process); an error when the listener is not bound or its I/O
+// model cannot.
+func (l *Listener) ListenFile() (*os.File, error) {
+	if l.bind == nil {
+		return nil, fmt.Errorf("listener %q is not bound", l.Name)
+	}
+	fa, ok := l.bind.acc.(network.FileAcceptor)
+	if !ok {
+		return nil, fmt.Errorf("listener %q: its I/O model cannot hand its socket over", l.Name)
+	}
+	return fa.File()
 }
 
 // IOModel is the listener's I/O model.

@@ -86,7 +86,14 @@ func (netpoll) Start(c *Conn) {
 
 // Listen binds addr with Go's net package; one goroutine accepts.
 func (netpoll) Listen(ctx context.Context, addr string, accept func(*Conn)) (Acceptor, error) {
-	ln, err := net.Listen("tcp", addr)
+	var ln net.Listener
+	var err error
+	if f, ok := TakeInherited(addr); ok {
+		ln, err = net.FileListener(f) // a duplicate: f is ours to close
+		f.Close()
+	} else {
+		ln, err = net.Listen("tcp", addr)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -101,6 +108,15 @@ type netAcceptor struct {
 }
 
 func (a *netAcceptor) Addr() net.Addr { return a.ln.Addr() }
+
+// File duplicates the listening socket (hot restart hands it over).
+func (a *netAcceptor) File() (*os.File, error) {
+	tl, ok := a.ln.(*net.TCPListener)
+	if !ok {
+		return nil, fmt.Errorf("not a TCP listener")
+	}
+	return tl.File()
+}
 
 func (a *netAcceptor) Close() error {
 	err := a.ln.Close()

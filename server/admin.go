@@ -24,11 +24,14 @@ func (s *Server) ServerInfo() *adminv3.ServerInfo {
 	case "DRAINING":
 		state = adminv3.ServerInfo_DRAINING
 	}
-	up := durationpb.New(time.Since(s.loaded).Truncate(time.Second))
 	si := &adminv3.ServerInfo{
 		Version: "strait/" + s.opts.Version, State: state,
-		UptimeCurrentEpoch: up, UptimeAllEpochs: up,
-		HotRestartVersion: "disabled", Node: s.node(),
+		UptimeCurrentEpoch: durationpb.New(time.Since(s.loaded).Truncate(time.Second)),
+		UptimeAllEpochs:    durationpb.New(time.Since(s.firstUp).Truncate(time.Second)),
+		HotRestartVersion:  "disabled", Node: s.node(),
+	}
+	if s.upgradeLn != nil {
+		si.HotRestartVersion = "strait.1"
 	}
 	if s.opts.CommandLine != nil {
 		si.CommandLineOptions = proto.Clone(s.opts.CommandLine).(*adminv3.CommandLineOptions)
@@ -75,6 +78,16 @@ func fileStats(root *stats.Scope) accesslog.Stats {
 	c := func(i int) *stats.Counter { return fs.Counter(accesslog.StatNames[i]) }
 	return accesslog.Stats{WriteBuffered: c(0), WriteCompleted: c(1), WriteFailed: c(2), FlushedByTimer: c(3),
 		ReopenFailed: c(4), LinesDropped: c(5), TotalBuffered: fs.Gauge(accesslog.StatNames[6])}
+}
+
+// AdoptParent takes over what a hot restart's parent counted: its
+// counters are added to this process's, and its family's start time is
+// uptime_all_epochs' origin.
+func (s *Server) AdoptParent(counters map[string]uint64, firstUp time.Time) {
+	s.store.CarryOver(counters)
+	if !firstUp.IsZero() && firstUp.Before(s.firstUp) {
+		s.firstUp = firstUp
+	}
 }
 
 // LogLevels returns the levels /logging changes (nil: fixed).

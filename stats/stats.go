@@ -138,6 +138,9 @@ type Store struct {
 	gs    map[string]*Gauge
 	hists map[string]*Histogram
 	funcs map[string]*funcStat
+	// carried are counter values a previous process (hot restart) had,
+	// added to each counter as it is made.
+	carried map[string]uint64
 }
 
 // funcStat is a value read when stats are read (a pool's size, a
@@ -192,8 +195,41 @@ func (sc *Scope) Counter(name string) *Counter {
 		return c
 	}
 	c := &Counter{m: sc.meta(name)}
+	if v, ok := sc.store.carried[full]; ok {
+		c.v.Add(v)
+		delete(sc.store.carried, full)
+	}
 	sc.store.ctrs[full] = c
 	return c
+}
+
+// Counters returns every counter's value by dotted name (what a hot
+// restart hands the next process).
+func (s *Store) Counters() map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]uint64, len(s.ctrs))
+	for name, c := range s.ctrs {
+		out[name] = c.Value()
+	}
+	return out
+}
+
+// CarryOver adds a previous process's counter values (hot restart): to
+// the counters that exist now, and to the others as they are made.
+func (s *Store) CarryOver(vals map[string]uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.carried == nil {
+		s.carried = map[string]uint64{}
+	}
+	for name, v := range vals {
+		if c, ok := s.ctrs[name]; ok {
+			c.v.Add(v)
+		} else {
+			s.carried[name] += v
+		}
+	}
 }
 
 // Gauge returns the gauge name in this scope, creating it once.

@@ -31,6 +31,8 @@ type flags struct {
 	serviceNode, serviceCluster            string
 	drainTimeS                             int
 	fileFlushMs                            int
+	restartEpoch, baseID                   int
+	socketPath                             string
 	showVersion, adminAllowRemote          bool
 	workers                                int
 	ioModel                                string
@@ -50,6 +52,9 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.serviceCluster, "service-cluster", "", "node cluster (overrides node.cluster)")
 	fs.IntVar(&f.drainTimeS, "drain-time-s", 600, "seconds to let connections finish when draining")
 	fs.IntVar(&f.fileFlushMs, "file-flush-interval-msec", 1000, "longest time access log lines wait before they are written")
+	fs.IntVar(&f.baseID, "base-id", -1, "hot restart family id: processes of one family hand over their sockets (-1: hot restart off)")
+	fs.IntVar(&f.restartEpoch, "restart-epoch", 0, "hot restart epoch: N > 0 takes over from epoch N-1 of the same --base-id")
+	fs.StringVar(&f.socketPath, "socket-path", os.TempDir(), "directory of the hot restart unix sockets")
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 	fs.BoolVar(&f.adminAllowRemote, "admin-allow-remote", false, "allow the admin server on a non-loopback address")
 	fs.IntVar(&f.workers, "workers", 0, "maximum request workers (default 16384)")
@@ -98,18 +103,41 @@ func run(args []string, stdout, stderr io.Writer) int {
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
+	if f.restartEpoch < 0 || f.restartEpoch > 0 && f.baseID < 0 {
+		fmt.Fprintln(stderr, "--restart-epoch N > 0 needs --base-id (the family of the process it takes over from)")
+		return 1
+	}
+	// A hot restart asks the previous epoch for its listening sockets
+	// before anything binds; a config that fails below leaves the
+	// previous process untouched (it handed duplicates).
+	var parent *server.Parent
+	if f.restartEpoch > 0 {
+		var err error
+		if parent, err = server.ConnectParent(server.UpgradeSocket(f.socketPath, f.baseID, f.restartEpoch-1)); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer parent.Close()
+		if _, err := parent.Sockets(); err != nil {
+			network.DropInherited()
+			fmt.Fprintln(stderr, "hot restart:", err)
+			return 1
+		}
+	}
 	levels := tracelog.NewLevels(lvl)
 	log := slog.New(levels.Handler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: tracelog.Level, ReplaceAttr: tracelog.ReplaceAttr})))
 	srv, err := build(f, log, levels)
 	if err != nil {
+		network.DropInherited()
 		fmt.Fprintf(stderr, "invalid configuration:\n%s\n", indent(err.Error()))
 		return 1
 	}
 	if f.mode == "validate" {
+		network.DropInherited()
 		fmt.Fprintln(stdout, "OK")
 		return 0
 	}
-	return serve(srv, log, usr1)
+	return serve(srv, log, usr1, f, parent)
 }
 
 func build(f *flags, log *slog.Logger, levels *tracelog.Levels) (*server.Server, error) {
@@ -146,7 +174,8 @@ func build(f *flags, log *slog.Logger, levels *tracelog.Levels) (*server.Server,
 			ServiceNode: f.serviceNode, ServiceCluster: f.serviceCluster, Mode: commandMode(f.mode),
 			DrainTime:         durationpb.New(time.Duration(f.drainTimeS) * time.Second),
 			FileFlushInterval: durationpb.New(time.Duration(f.fileFlushMs) * time.Millisecond),
-			Concurrency:       uint32(runtime.GOMAXPROCS(0)), DisableHotRestart: true,
+			Concurrency:       uint32(runtime.GOMAXPROCS(0)), DisableHotRestart: f.baseID < 0,
+			BaseId: uint64(max(f.baseID, 0)), RestartEpoch: uint32(f.restartEpoch), SocketPath: f.socketPath,
 		},
 	})
 }
@@ -158,12 +187,23 @@ func commandMode(m string) adminv3.CommandLineOptions_Mode {
 	return adminv3.CommandLineOptions_Serve
 }
 
-func serve(srv *server.Server, log *slog.Logger, usr1 <-chan os.Signal) int {
+func serve(srv *server.Server, log *slog.Logger, usr1 <-chan os.Signal, f *flags, parent *server.Parent) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := srv.Start(ctx); err != nil {
+		network.DropInherited()
 		log.Error("start failed", "err", err)
 		return 1
+	}
+	if f.baseID >= 0 {
+		if err := srv.ServeUpgrades(server.UpgradeSocket(f.socketPath, f.baseID, f.restartEpoch)); err != nil {
+			log.Error("hot restart", "err", err)
+			srv.Shutdown(context.Background())
+			return 1
+		}
+	}
+	if parent != nil {
+		takeOver(ctx, srv, log, parent)
 	}
 	for waiting := true; waiting; {
 		select {
@@ -181,6 +221,29 @@ func serve(srv *server.Server, log *slog.Logger, usr1 <-chan os.Signal) int {
 	srv.Shutdown(context.Background())
 	log.Info("stopped")
 	return 0
+}
+
+// takeOver finishes a hot restart once this process serves: the
+// parent's counters are added to ours, and once the initial
+// configuration is in (xDS included, at most a minute), the parent is
+// told to drain and exit; inherited sockets no listener took are closed.
+func takeOver(ctx context.Context, srv *server.Server, log *slog.Logger, parent *server.Parent) {
+	if counters, firstUp, err := parent.Stats(); err == nil {
+		srv.AdoptParent(counters, firstUp)
+	} else {
+		log.Warn("hot restart: the parent's stats", "err", err)
+	}
+	for deadline := time.Now().Add(time.Minute); !srv.Ready() && time.Now().Before(deadline) && ctx.Err() == nil; {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := parent.Drain(); err != nil {
+		log.Warn("hot restart: telling the parent to drain", "err", err)
+	}
+	parent.Close()
+	if n := network.DropInherited(); n > 0 {
+		log.Info("hot restart: closed sockets the new configuration does not listen on", "count", n)
+	}
+	log.Info("hot restart: took over from the previous epoch")
 }
 
 func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -68,6 +69,40 @@ func listenTCP(addr string) (int, *net.TCPAddr, error) {
 }
 
 func (a *acceptor) Addr() net.Addr { return a.addr }
+
+// adoptListener takes an inherited listening socket (hot restart): a
+// non-blocking, close-on-exec duplicate of f's descriptor; f is closed.
+func adoptListener(f *os.File) (int, *net.TCPAddr, error) {
+	defer f.Close()
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, nil, err
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		unix.Close(fd)
+		return -1, nil, err
+	}
+	return fd, sockaddrToTCP(sa), nil
+}
+
+// File duplicates the listening socket (hot restart hands it over).
+func (a *acceptor) File() (*os.File, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return nil, net.ErrClosed
+	}
+	fd, err := unix.FcntlInt(uintptr(a.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "listener"), nil
+}
 
 // rearm asks for the next readiness; a.mu is held.
 func (a *acceptor) rearm() {

@@ -61,7 +61,14 @@ func (m *Model) Listen(ctx context.Context, addr string, accept func(*network.Co
 	if err := m.start(); err != nil {
 		return nil, err
 	}
-	fd, bound, err := listenTCP(addr)
+	var fd int
+	var bound *net.TCPAddr
+	var err error
+	if f, ok := network.TakeInherited(addr); ok {
+		fd, bound, err = adoptListener(f)
+	} else {
+		fd, bound, err = listenTCP(addr)
+	}
 	if err != nil {
 		return nil, err
 	}

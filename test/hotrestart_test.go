@@ -1,0 +1,164 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/straitproxy/strait/internal/testutil"
+)
+
+// fdCount counts the open descriptors of a process.
+func fdCount(t *testing.T, pid int) int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestHotRestart upgrades the binary twice under load (20 keep-alive
+// clients, 200 requests/s in all): each new epoch takes the listening
+// socket from the one before (--restart-epoch, --base-id), which drains
+// and exits 0. No request fails, no connection is refused, counters
+// carry over; a new epoch with a broken config exits 1 and leaves the
+// serving process as it was (its descriptors included).
+func TestHotRestart(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	addr := closedPort(t)
+	_, port, _ := strings.Cut(addr, "127.0.0.1:")
+	yaml := strings.Replace(httpBootstrap(up.Addr, routeCfg{}, ""), "port_value: 0 } }\n    filter_chains", "port_value: "+port+" } }\n    filter_chains", 1)
+	if !strings.Contains(yaml, "port_value: "+port) {
+		t.Fatal("no fixed port in the config")
+	}
+	dir := t.TempDir()
+	base := strconv.Itoa(rand.IntN(1 << 20))
+	epoch := func(n int, cfg string) *process {
+		return runStrait(t, cfg, 1, "--base-id", base, "--restart-epoch", strconv.Itoa(n), "--socket-path", dir, "--drain-time-s", "3")
+	}
+	procs := []*process{epoch(0, yaml)}
+
+	var sent, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: 5 * time.Second}
+			defer c.CloseIdleConnections()
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			for n := 0; n < 600; n++ { // at most a minute
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				resp, err := c.Get("http://" + addr + "/")
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				sent.Add(1)
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				}
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	for n := 1; n <= 2; n++ {
+		before := sent.Load()
+		next := epoch(n, yaml)
+		prev := procs[len(procs)-1]
+		if code := prev.exitCode(t, 10*time.Second); code != 0 {
+			t.Fatalf("epoch %d exited %d\n%s", n-1, code, prev.stderr.String())
+		}
+		procs = append(procs, next)
+		// Counters carried over: every request the old epochs answered
+		// before this one started is in its count.
+		rq := adminCounter(t, next, "http.ingress.downstream_rq_total")
+		if rq < before {
+			t.Errorf("epoch %d: downstream_rq_total %d < %d requests sent before it", n, rq, before)
+		}
+		time.Sleep(time.Second)
+		// The new epoch answers the load itself.
+		if more := adminCounter(t, next, "http.ingress.downstream_rq_total"); more < rq+100 {
+			t.Errorf("epoch %d answered %d requests in a second of 200/s", n, more-rq)
+		}
+	}
+	cur := procs[len(procs)-1]
+	fds := fdCount(t, cur.cmd.Process.Pid)
+
+	// A broken config: the new epoch fails, the serving one is untouched.
+	bad := epochBroken(t, base, dir, strings.Replace(yaml, "cluster: backend", "cluster: nosuch", 1))
+	if bad == 0 {
+		t.Error("a broken config started")
+	}
+	close(stop)
+	wg.Wait()
+	if f := failed.Load(); f != 0 {
+		t.Errorf("%d of %d requests failed across two upgrades; first: %v", f, sent.Load(), firstErr.Load())
+	}
+	if code, _ := get(t, "http://"+addr+"/"); code != 200 {
+		t.Errorf("after the broken upgrade: %d", code)
+	}
+	if got := fdCount(t, cur.cmd.Process.Pid); got > fds+2 {
+		t.Errorf("descriptors of the serving process: %d before the broken upgrade, %d after", fds, got)
+	}
+	var si struct {
+		State             string `json:"state"`
+		HotRestartVersion string `json:"hot_restart_version"`
+		Options           struct {
+			RestartEpoch int `json:"restart_epoch"`
+		} `json:"command_line_options"`
+	}
+	_, body := get(t, "http://"+cur.admin+"/server_info")
+	if err := json.Unmarshal([]byte(body), &si); err != nil || si.State != "LIVE" || si.Options.RestartEpoch != 2 || si.HotRestartVersion == "disabled" {
+		t.Errorf("/server_info: %v %s", err, body)
+	}
+	t.Logf("%d requests, %d failed", sent.Load(), failed.Load())
+}
+
+// epochBroken runs a next epoch that must fail and returns its exit code.
+func epochBroken(t *testing.T, base, dir, yaml string) int {
+	cfg := dir + "/broken.yaml"
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{stderr: &syncBuffer{}}
+	p.cmd = exec.Command(straitBin, "-c", cfg, "--io-model", ioModel().Name(), "--base-id", base, "--restart-epoch", "3", "--socket-path", dir)
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	code := p.exitCode(t, 10*time.Second)
+	if !strings.Contains(p.stderr.String(), "nosuch") {
+		t.Errorf("the broken epoch's error does not name the bad cluster:\n%s", p.stderr.String())
+	}
+	return code
+}
+
+// adminCounter reads a counter from a process's /stats.
+func adminCounter(t *testing.T, p *process, name string) int64 {
+	_, body := get(t, "http://"+p.admin+"/stats?filter="+"^"+strings.ReplaceAll(name, ".", `\.`)+"$")
+	_, v, _ := strings.Cut(strings.TrimSpace(body), ": ")
+	n, _ := strconv.ParseInt(v, 10, 64)
+	return n
+}
