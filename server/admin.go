@@ -27,10 +27,10 @@ func (s *Server) ServerInfo() *adminv3.ServerInfo {
 	si := &adminv3.ServerInfo{
 		Version: "strait/" + s.opts.Version, State: state,
 		UptimeCurrentEpoch: durationpb.New(time.Since(s.loaded).Truncate(time.Second)),
-		UptimeAllEpochs:    durationpb.New(time.Since(s.firstUp).Truncate(time.Second)),
+		UptimeAllEpochs:    durationpb.New(time.Since(time.Unix(0, s.firstUp.Load())).Truncate(time.Second)),
 		HotRestartVersion:  "disabled", Node: s.node(),
 	}
-	if s.upgradeLn != nil {
+	if s.upgradeLn.Load() != nil {
 		si.HotRestartVersion = "strait.1"
 	}
 	if s.opts.CommandLine != nil {
@@ -85,8 +85,8 @@ func fileStats(root *stats.Scope) accesslog.Stats {
 // uptime_all_epochs' origin.
 func (s *Server) AdoptParent(counters map[string]uint64, firstUp time.Time) {
 	s.store.CarryOver(counters)
-	if !firstUp.IsZero() && firstUp.Before(s.firstUp) {
-		s.firstUp = firstUp
+	if !firstUp.IsZero() && firstUp.UnixNano() < s.firstUp.Load() {
+		s.firstUp.Store(firstUp.UnixNano())
 	}
 }
 

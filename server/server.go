@@ -88,8 +88,8 @@ type Server struct {
 	quitOnce     sync.Once
 	// Hot restart (upgrade.go): the socket the next epoch connects to,
 	// and when the family's first process started.
-	upgradeLn *net.UnixListener
-	firstUp   time.Time
+	upgradeLn atomic.Pointer[net.UnixListener]
+	firstUp   atomic.Int64 // unix nanoseconds
 }
 
 // New validates b and builds everything without opening a port. The error
@@ -99,7 +99,7 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 		o.Log = slog.Default()
 	}
 	s := &Server{boot: b, opts: o, log: o.Log, store: stats.NewStore(), loaded: time.Now(), quit: make(chan struct{})}
-	s.firstUp = s.loaded
+	s.firstUp.Store(s.loaded.UnixNano())
 	s.pool = network.NewPool(o.Workers)
 	if err := s.checkBootstrap(); err != nil {
 		return nil, err
@@ -373,8 +373,8 @@ func (s *Server) allListeners() []*listener.Listener {
 
 func (s *Server) closeAll() {
 	s.stopOnce.Do(func() { close(s.rtLayers.stop) })
-	if s.upgradeLn != nil {
-		s.upgradeLn.Close() // (removes the socket file)
+	if ln := s.upgradeLn.Load(); ln != nil {
+		ln.Close() // (removes the socket file)
 	}
 	if s.dyn != nil {
 		s.dyn.stop()

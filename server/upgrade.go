@@ -62,16 +62,21 @@ func writeMsg(c *net.UnixConn, m *upgradeMsg, fds []int) error {
 	if err != nil {
 		return err
 	}
-	frame := binary.BigEndian.AppendUint32(nil, uint32(len(b)))
-	frame = append(frame, b...)
+	// The header carries the descriptors; the body follows with Write,
+	// which loops over short writes (a large stats reply).
+	head := binary.BigEndian.AppendUint32(nil, uint32(len(b)))
 	var oob []byte
 	if len(fds) > 0 {
 		oob = syscall.UnixRights(fds...)
 	}
-	n, oobn, err := c.WriteMsgUnix(frame, oob, nil)
-	if err == nil && (n != len(frame) || oobn != len(oob)) {
+	n, oobn, err := c.WriteMsgUnix(head, oob, nil)
+	if err == nil && (n != len(head) || oobn != len(oob)) {
 		err = io.ErrShortWrite
 	}
+	if err != nil {
+		return err
+	}
+	_, err = c.Write(b)
 	return err
 }
 
@@ -105,11 +110,12 @@ func readMsg(c *net.UnixConn) (*upgradeMsg, []*os.File, error) {
 			return nil, nil, err
 		}
 	}
-	body := make([]byte, binary.BigEndian.Uint32(head))
-	if len(body) > 16<<20 {
+	size := binary.BigEndian.Uint32(head)
+	if size > 64<<20 {
 		closeAll(files)
-		return nil, nil, fmt.Errorf("upgrade message of %d bytes", len(body))
+		return nil, nil, fmt.Errorf("upgrade message of %d bytes", size)
 	}
+	body := make([]byte, size)
 	if _, err := io.ReadFull(c, body); err != nil {
 		closeAll(files)
 		return nil, nil, err
@@ -143,7 +149,7 @@ func (s *Server) ServeUpgrades(path string) error {
 		return fmt.Errorf("hot restart socket: %w", err)
 	}
 	os.Chmod(path, 0o600)
-	s.upgradeLn = ln
+	s.upgradeLn.Store(ln)
 	go func() {
 		for {
 			c, err := ln.AcceptUnix()
@@ -170,7 +176,7 @@ func (s *Server) serveUpgrade(c *net.UnixConn) {
 		case "sockets":
 			err = s.sendSockets(c)
 		case "stats":
-			err = writeMsg(c, &upgradeMsg{Type: "stats", Counters: s.store.Counters(), FirstUp: s.firstUp.UnixNano(),
+			err = writeMsg(c, &upgradeMsg{Type: "stats", Counters: s.store.Counters(), FirstUp: s.firstUp.Load(),
 				ParentPID: os.Getpid()}, nil)
 		case "drain":
 			s.log.Info("hot restart: the next epoch serves; draining")
@@ -276,6 +282,9 @@ func (p *Parent) Stats() (map[string]uint64, time.Time, error) {
 	closeAll(files)
 	if err != nil {
 		return nil, time.Time{}, err
+	}
+	if m.FirstUp == 0 {
+		return m.Counters, time.Time{}, nil
 	}
 	return m.Counters, time.Unix(0, m.FirstUp), nil
 }

@@ -208,9 +208,12 @@ func (sc *Scope) Counter(name string) *Counter {
 func (s *Store) Counters() map[string]uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]uint64, len(s.ctrs))
+	out := make(map[string]uint64, len(s.ctrs)+len(s.carried))
 	for name, c := range s.ctrs {
 		out[name] = c.Value()
+	}
+	for name, v := range s.carried { // carried from before, not made yet
+		out[name] += v
 	}
 	return out
 }

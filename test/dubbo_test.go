@@ -177,6 +177,8 @@ static_resources:
 	}
 	// Envoy's dubbo_proxy counters, and the same per service and method.
 	testutil.Eventually(t, 5*time.Second, "calls to finish", func() bool { return p.stat("dubbo.dubbo.downstream_rq_active") == 0 })
+	// The heartbeat is counted after its answer is written.
+	testutil.Eventually(t, 5*time.Second, "the heartbeat to be counted", func() bool { return p.stat("dubbo.dubbo.request_event") == 1 })
 	m := "dubbo.dubbo.service.org.example.Echo.method."
 	for name, want := range map[string]int64{
 		"dubbo.dubbo.request": 11, "dubbo.dubbo.request_oneway": 1, "dubbo.dubbo.request_twoway": 10,

@@ -236,6 +236,13 @@ func takeOver(ctx context.Context, srv *server.Server, log *slog.Logger, parent 
 	for deadline := time.Now().Add(time.Minute); !srv.Ready() && time.Now().Before(deadline) && ctx.Err() == nil; {
 		time.Sleep(20 * time.Millisecond)
 	}
+	if ctx.Err() != nil || !srv.Ready() {
+		// Stopped, or not serving its configuration: the parent keeps
+		// serving and this process does not take over.
+		log.Warn("hot restart: not taking over; the previous epoch keeps serving", "ready", srv.Ready())
+		parent.Close()
+		return
+	}
 	if err := parent.Drain(); err != nil {
 		log.Warn("hot restart: telling the parent to drain", "err", err)
 	}
