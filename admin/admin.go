@@ -14,8 +14,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"time"
 
+	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/stats"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -89,9 +91,10 @@ func CheckAddress(host string, allowRemote bool) error {
 	return fmt.Errorf("admin address %q is not a loopback address; pass --admin-allow-remote to expose the admin API", host)
 }
 
-// Start binds addr and serves.
+// Start binds addr (or takes the socket a hot restart handed over for
+// it) and serves.
 func (s *Server) Start(addr string) error {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := network.ListenTCP(addr)
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
@@ -110,6 +113,14 @@ func (s *Server) Addr() net.Addr {
 		return nil
 	}
 	return s.ln.Addr()
+}
+
+// ListenFile duplicates the admin's listening socket (hot restart).
+func (s *Server) ListenFile() (*os.File, error) {
+	if s.ln == nil {
+		return nil, errors.New("admin: not listening")
+	}
+	return network.ListenerFile(s.ln)
 }
 
 // Close stops the server.

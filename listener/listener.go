@@ -242,9 +242,10 @@ func (l *Listener) TakeOver(old *Listener) {
 // CheckBind reports whether the listener's address can be bound, by
 // binding it and letting it go at once (an update checks its new
 // addresses before it is accepted; the real bind happens when the
-// listener is warm). Port 0 always passes.
+// listener is warm). Port 0 always passes, and so does an address whose
+// socket a hot restart handed over.
 func (l *Listener) CheckBind() error {
-	if _, port, _ := net.SplitHostPort(l.addr); port == "0" {
+	if _, port, _ := net.SplitHostPort(l.addr); port == "0" || network.HasInherited(l.addr) {
 		return nil
 	}
 	ln, err := net.Listen("tcp", l.addr)

@@ -36,6 +36,14 @@ func TakeInherited(addr string) (*os.File, bool) {
 	return f, ok
 }
 
+// HasInherited reports whether a socket is inherited for addr (a
+// listener to be added there can serve it: nothing to bind).
+func HasInherited(addr string) bool {
+	inheritMu.Lock()
+	defer inheritMu.Unlock()
+	return inherited[addr] != nil
+}
+
 // DropInherited closes the inherited sockets no listener took (the new
 // configuration no longer has those addresses); it returns how many.
 func DropInherited() int {

@@ -87,14 +87,7 @@ func (netpoll) Start(c *Conn) {
 
 // Listen binds addr with Go's net package; one goroutine accepts.
 func (netpoll) Listen(ctx context.Context, addr string, accept func(*Conn)) (Acceptor, error) {
-	var ln net.Listener
-	var err error
-	if f, ok := TakeInherited(addr); ok {
-		ln, err = net.FileListener(f) // a duplicate: f is ours to close
-		f.Close()
-	} else {
-		ln, err = net.Listen("tcp", addr)
-	}
+	ln, err := ListenTCP(addr)
 	if err != nil {
 		return nil, err
 	}
@@ -111,8 +104,21 @@ type netAcceptor struct {
 func (a *netAcceptor) Addr() net.Addr { return a.ln.Addr() }
 
 // File duplicates the listening socket (hot restart hands it over).
-func (a *netAcceptor) File() (*os.File, error) {
-	tl, ok := a.ln.(*net.TCPListener)
+func (a *netAcceptor) File() (*os.File, error) { return ListenerFile(a.ln) }
+
+// ListenTCP serves the socket inherited for addr (hot restart), or binds
+// addr.
+func ListenTCP(addr string) (net.Listener, error) {
+	if f, ok := TakeInherited(addr); ok {
+		defer f.Close() // FileListener made a duplicate
+		return net.FileListener(f)
+	}
+	return net.Listen("tcp", addr)
+}
+
+// ListenerFile duplicates ln's socket for a hot restart's next process.
+func ListenerFile(ln net.Listener) (*os.File, error) {
+	tl, ok := ln.(*net.TCPListener)
 	if !ok {
 		return nil, fmt.Errorf("not a TCP listener")
 	}

@@ -90,5 +90,13 @@ func (s *Server) AdoptParent(counters map[string]uint64, firstUp time.Time) {
 	}
 }
 
+// ParentDraining is what the draining previous epoch reports: what it
+// counted since it last said (added to ours) and how many connections
+// it still has (server.parent_connections).
+func (s *Server) ParentDraining(counters map[string]uint64, conns int) {
+	s.store.CarryOver(counters)
+	s.parentConns.Store(int64(conns))
+}
+
 // LogLevels returns the levels /logging changes (nil: fixed).
 func (s *Server) LogLevels() *tracelog.Levels { return s.opts.LogLevels }

@@ -86,10 +86,19 @@ type Server struct {
 	healthFailed atomic.Bool
 	quit         chan struct{}
 	quitOnce     sync.Once
+	closedOnce   sync.Once
 	// Hot restart (upgrade.go): the socket the next epoch connects to,
 	// and when the family's first process started.
 	upgradeLn atomic.Pointer[net.UnixListener]
 	firstUp   atomic.Int64 // unix nanoseconds
+	// closed closes when closeAll is done; handingOff says a next epoch
+	// follows this one's counters, and handedOff closes once the last
+	// of them is sent (upgrade.go).
+	closed     chan struct{}
+	handingOff atomic.Bool
+	handedOff  chan struct{}
+	// parentConns: the connections the draining previous epoch has.
+	parentConns atomic.Int64
 }
 
 // New validates b and builds everything without opening a port. The error
@@ -98,7 +107,8 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	s := &Server{boot: b, opts: o, log: o.Log, store: stats.NewStore(), loaded: time.Now(), quit: make(chan struct{})}
+	s := &Server{boot: b, opts: o, log: o.Log, store: stats.NewStore(), loaded: time.Now(), quit: make(chan struct{}),
+		closed: make(chan struct{}), handedOff: make(chan struct{})}
 	s.firstUp.Store(s.loaded.UnixNano())
 	s.pool = network.NewPool(o.Workers)
 	if err := s.checkBootstrap(); err != nil {
@@ -280,6 +290,10 @@ func (s *Server) serverStats(root *stats.Scope) {
 	sc.GaugeFunc("workers_alive", func() int64 { return int64(pool.Workers()) })
 	sc.GaugeFunc("workers_max", func() int64 { return int64(pool.Max()) })
 	sc.GaugeFunc("workers_queued", func() int64 { return int64(pool.Queued()) })
+	// Envoy's hot restart gauges: the draining parent's connections, and
+	// the family's.
+	sc.GaugeFunc("parent_connections", s.parentConns.Load)
+	sc.GaugeFunc("total_connections", func() int64 { return int64(s.activeConns()) + s.parentConns.Load() })
 	seen := map[string]bool{}
 	for _, l := range s.listeners {
 		if m, ok := l.IOModel().(interface {
@@ -302,19 +316,21 @@ func (s *Server) Start(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	s.clusters.Current().Start(dctx)
 	cancel()
-	for _, l := range s.listeners {
-		if err := l.Start(context.Background()); err != nil {
-			s.closeAll()
-			return err
-		}
-		s.log.Info("listening", "listener", l.Name, "address", l.Addr().String())
-	}
+	// The admin first: a failure there must not have taken connections
+	// (a hot restart's listeners serve the parent's sockets).
 	if s.adminAddr != "" {
 		if err := s.admin.Start(s.adminAddr); err != nil {
 			s.closeAll()
 			return err
 		}
 		s.log.Info("admin listening", "address", s.admin.Addr().String())
+	}
+	for _, l := range s.listeners {
+		if err := l.Start(context.Background()); err != nil {
+			s.closeAll()
+			return err
+		}
+		s.log.Info("listening", "listener", l.Name, "address", l.Addr().String())
 	}
 	go s.watchDisk(s.rtLayers)
 	if s.dyn != nil {
@@ -394,6 +410,13 @@ func (s *Server) closeAll() {
 		time.Sleep(5 * time.Millisecond)
 	}
 	s.logs.Close()
+	s.closedOnce.Do(func() { close(s.closed) })
+	if s.handingOff.Load() {
+		select { // the next epoch's last look at our counters
+		case <-s.handedOff:
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
 
 // ReopenLogs is SIGUSR1 and the admin's /reopen_logs: every access log

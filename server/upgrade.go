@@ -22,14 +22,18 @@ import (
 // directory. The next epoch connects to it before it builds anything and
 // asks for
 //
-//   - "sockets": the listening sockets, sent with SCM_RIGHTS and named
-//     by the address each listener is configured with; the new process
-//     serves them instead of binding (network.Inherit), so the ports
-//     never close and no connection is refused;
+//   - "sockets": the listening sockets (the admin's included), sent
+//     with SCM_RIGHTS and named by the address each is configured with;
+//     the new process serves them instead of binding (network.Inherit),
+//     so the ports never close and no connection is refused;
 //   - "stats": the counters, which the new process adds to its own, and
 //     when the family's first process started (uptime_all_epochs);
 //   - "drain", once the new process serves (its initial configuration
-//     is in): the old process drains as on SIGTERM and exits.
+//     is in): the old process closes its admin listener, drains as on
+//     SIGTERM and exits. While it
+//     drains it keeps sending "stats" (every statsPushInterval, and a
+//     last one marked Final once every connection is closed), so the
+//     requests it still answers are counted in the new process too.
 //
 // A new process that fails before "drain" (a bad config, a crash) leaves
 // the old one as it was: the sockets it received were duplicates.
@@ -53,7 +57,14 @@ type upgradeMsg struct {
 	FirstUp   int64             `json:"first_up_unix_nano,omitempty"`
 	Error     string            `json:"error,omitempty"`
 	ParentPID int               `json:"pid,omitempty"`
+	// Final: the draining process's last stats; it exits next. Conns:
+	// the connections it still has.
+	Final bool `json:"final,omitempty"`
+	Conns int  `json:"connections,omitempty"`
 }
+
+// statsPushInterval is how often a draining process sends its counters.
+const statsPushInterval = 250 * time.Millisecond
 
 const maxFDsPerMsg = 200 // Linux allows 253 per message
 
@@ -180,12 +191,43 @@ func (s *Server) serveUpgrade(c *net.UnixConn) {
 				ParentPID: os.Getpid()}, nil)
 		case "drain":
 			s.log.Info("hot restart: the next epoch serves; draining")
-			err = writeMsg(c, &upgradeMsg{Type: "drain"}, nil)
-			s.Quit()
+			if err = writeMsg(c, &upgradeMsg{Type: "drain"}, nil); err == nil {
+				if s.admin != nil {
+					go s.admin.Close() // the next epoch's admin has the port
+				}
+				s.handingOff.Store(true)
+				s.Quit()
+				s.pushStats(c)
+				return
+			}
 		default:
 			err = writeMsg(c, &upgradeMsg{Type: m.Type, Error: "unknown request"}, nil)
 		}
 		if err != nil {
+			return
+		}
+	}
+}
+
+// pushStats sends the counters while this process drains, and a last
+// time once closeAll is done; Shutdown waits (a little) for that one.
+func (s *Server) pushStats(c *net.UnixConn) {
+	defer close(s.handedOff)
+	tick := time.NewTicker(statsPushInterval)
+	defer tick.Stop()
+	for {
+		final := false
+		select {
+		case <-tick.C:
+		case <-s.closed:
+			final = true
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		m := &upgradeMsg{Type: "stats", Counters: s.store.Counters(), Final: final}
+		if !final {
+			m.Conns = s.activeConns()
+		}
+		if writeMsg(c, m, nil) != nil || final {
 			return
 		}
 	}
@@ -198,9 +240,13 @@ func (s *Server) sendSockets(c *net.UnixConn) error {
 	var addrs []string
 	var files []*os.File
 	defer func() { closeAll(files) }()
+	fixed := func(addr string) bool {
+		_, port, _ := net.SplitHostPort(addr)
+		return port != "0"
+	}
 	for _, l := range s.allListeners() {
 		addr := l.ConfiguredAddress()
-		if _, port, _ := net.SplitHostPort(addr); port == "0" || l.Draining() {
+		if !fixed(addr) || l.Draining() {
 			continue
 		}
 		f, err := l.ListenFile()
@@ -208,6 +254,13 @@ func (s *Server) sendSockets(c *net.UnixConn) error {
 			continue // not bound (warming), or closed meanwhile
 		}
 		addrs, files = append(addrs, addr), append(files, f)
+	}
+	// The admin's socket too: the next process's admin serves it, and
+	// this one's stops at "drain".
+	if s.admin != nil && s.adminAddr != "" && fixed(s.adminAddr) {
+		if f, err := s.admin.ListenFile(); err == nil {
+			addrs, files = append(addrs, s.adminAddr), append(files, f)
+		}
 	}
 	for {
 		n := min(len(addrs), maxFDsPerMsg)
@@ -228,7 +281,8 @@ func (s *Server) sendSockets(c *net.UnixConn) error {
 
 // Parent is the previous epoch's process, as the new one talks to it.
 type Parent struct {
-	c *net.UnixConn
+	c    *net.UnixConn
+	last map[string]uint64 // the counters last taken
 }
 
 // ConnectParent connects to the previous epoch's socket.
@@ -283,17 +337,54 @@ func (p *Parent) Stats() (map[string]uint64, time.Time, error) {
 	if err != nil {
 		return nil, time.Time{}, err
 	}
+	p.last = m.Counters
 	if m.FirstUp == 0 {
 		return m.Counters, time.Time{}, nil
 	}
 	return m.Counters, time.Unix(0, m.FirstUp), nil
 }
 
-// Drain tells the parent to drain and exit.
-func (p *Parent) Drain() error {
+// Drain tells the parent to drain and exit. Then, until the parent's
+// last stats or its exit, add is called with what the parent counted
+// since the snapshot before (Stats, or the previous call), and how many
+// connections it still has.
+func (p *Parent) Drain(add func(counters map[string]uint64, conns int)) error {
 	_, files, err := p.ask("drain")
 	closeAll(files)
-	return err
+	if err != nil {
+		return err
+	}
+	for {
+		p.c.SetDeadline(time.Now().Add(10 * statsPushInterval))
+		m, files, err := readMsg(p.c)
+		closeAll(files)
+		if err != nil {
+			add(nil, 0)
+			if errors.Is(err, io.EOF) {
+				return nil // exited between two pushes
+			}
+			return err
+		}
+		if m.Type != "stats" {
+			continue
+		}
+		add(p.delta(m.Counters), m.Conns)
+		if m.Final {
+			return nil
+		}
+	}
+}
+
+// delta returns what grew since the last snapshot and keeps this one.
+func (p *Parent) delta(now map[string]uint64) map[string]uint64 {
+	d := map[string]uint64{}
+	for name, v := range now {
+		if last := p.last[name]; v > last {
+			d[name] = v - last
+		}
+	}
+	p.last = now
+	return d
 }
 
 // Close ends the conversation.

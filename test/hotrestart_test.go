@@ -29,8 +29,8 @@ func fdCount(t *testing.T, pid int) int {
 
 // TestHotRestart upgrades the binary twice under load (20 keep-alive
 // clients, 200 requests/s in all): each new epoch takes the listening
-// socket from the one before (--restart-epoch, --base-id), which drains
-// and exits 0. No request fails, no connection is refused, counters
+// sockets (the admin's too) from the one before (--restart-epoch,
+// --base-id), which drains and exits 0. No request fails, no connection is refused, counters
 // carry over; a new epoch with a broken config exits 1 and leaves the
 // serving process as it was (its descriptors included).
 func TestHotRestart(t *testing.T) {
@@ -38,8 +38,12 @@ func TestHotRestart(t *testing.T) {
 	addr := closedPort(t)
 	_, port, _ := strings.Cut(addr, "127.0.0.1:")
 	yaml := strings.Replace(httpBootstrap(up.Addr, routeCfg{}, ""), "port_value: 0 } }\n    filter_chains", "port_value: "+port+" } }\n    filter_chains", 1)
-	if !strings.Contains(yaml, "port_value: "+port) {
-		t.Fatal("no fixed port in the config")
+	// The admin's port is fixed too: each epoch's admin serves the
+	// socket the one before handed over.
+	_, aport, _ := strings.Cut(closedPort(t), "127.0.0.1:")
+	yaml = strings.Replace(yaml, "admin:\n  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }", "admin:\n  address: { socket_address: { address: 127.0.0.1, port_value: "+aport+" } }", 1)
+	if !strings.Contains(yaml, "port_value: "+port) || !strings.Contains(yaml, "port_value: "+aport) {
+		t.Fatal("no fixed ports in the config")
 	}
 	dir := t.TempDir()
 	base := strconv.Itoa(rand.IntN(1 << 20))
@@ -92,10 +96,19 @@ func TestHotRestart(t *testing.T) {
 		}
 		procs = append(procs, next)
 		// Counters carried over: every request the old epochs answered
-		// before this one started is in its count.
-		rq := adminCounter(t, next, "http.ingress.downstream_rq_total")
+		// before this one started is in its count, those they answered
+		// while draining too.
+		var rq int64
+		for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if rq = adminCounter(t, next, "http.ingress.downstream_rq_total"); rq >= before || time.Now().After(deadline) {
+				break
+			}
+		}
 		if rq < before {
 			t.Errorf("epoch %d: downstream_rq_total %d < %d requests sent before it", n, rq, before)
+		}
+		if pc := adminCounter(t, next, "server.parent_connections"); pc != 0 {
+			t.Errorf("epoch %d: server.parent_connections %d after the parent exited", n, pc)
 		}
 		time.Sleep(time.Second)
 		// The new epoch answers the load itself.
@@ -115,6 +128,10 @@ func TestHotRestart(t *testing.T) {
 	wg.Wait()
 	if f := failed.Load(); f != 0 {
 		t.Errorf("%d of %d requests failed across two upgrades; first: %v", f, sent.Load(), firstErr.Load())
+	}
+	// Each request counted once, whichever epoch answered it.
+	if rq := adminCounter(t, cur, "http.ingress.downstream_rq_total"); rq != sent.Load() {
+		t.Errorf("downstream_rq_total %d across three epochs, %d requests answered", rq, sent.Load())
 	}
 	if code, _ := get(t, "http://"+addr+"/"); code != 200 {
 		t.Errorf("after the broken upgrade: %d", code)
@@ -155,7 +172,7 @@ func epochBroken(t *testing.T, base, dir, yaml string) int {
 	return code
 }
 
-// adminCounter reads a counter from a process's /stats.
+// adminCounter reads a counter (or a gauge) from a process's /stats.
 func adminCounter(t *testing.T, p *process, name string) int64 {
 	_, body := get(t, "http://"+p.admin+"/stats?filter="+"^"+strings.ReplaceAll(name, ".", `\.`)+"$")
 	_, v, _ := strings.Cut(strings.TrimSpace(body), ": ")

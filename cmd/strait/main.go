@@ -243,13 +243,16 @@ func takeOver(ctx context.Context, srv *server.Server, log *slog.Logger, parent 
 		parent.Close()
 		return
 	}
-	if err := parent.Drain(); err != nil {
-		log.Warn("hot restart: telling the parent to drain", "err", err)
-	}
-	parent.Close()
 	if n := network.DropInherited(); n > 0 {
 		log.Info("hot restart: closed sockets the new configuration does not listen on", "count", n)
 	}
+	go func() {
+		// The parent drains; what it still counts is added to ours.
+		defer parent.Close()
+		if err := parent.Drain(srv.ParentDraining); err != nil {
+			log.Warn("hot restart: the draining parent", "err", err)
+		}
+	}()
 	log.Info("hot restart: took over from the previous epoch")
 }
 
