@@ -144,6 +144,15 @@ type NetworkFactory interface {
 	NewHandler(c *network.Conn, next network.Handler) (network.Handler, error)
 }
 
+// NetworkAdopter is a terminal network filter that takes over the
+// connections its counterpart in the previous process migrated (hot
+// restart; network.Migrator is that side): Adopt returns the handler
+// that serves c on from where h left it. The connection was accepted
+// before and its other filters already ran; the caller Starts it.
+type NetworkAdopter interface {
+	Adopt(c *network.Conn, h *network.Handoff) (network.Handler, error)
+}
+
 // HTTPFactory is a built stream filter, shared by every stream.
 type HTTPFactory interface {
 	// New returns the filter for one stream (a stateless filter returns

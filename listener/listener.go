@@ -333,16 +333,19 @@ func (t *tracked) OnClose(err error) {
 	if tracelog.On(t.l.log) {
 		tracelog.Log(t.l.log, "connection closed", "remote", t.c.RemoteAddr(), "err", err)
 	}
-	if t.l.logs != nil {
+	if t.l.logs != nil && !t.c.Migrated() {
 		// Before the connection leaves the listener's count: a drain
-		// that waits for none to be left finds its line written.
+		// that waits for none to be left finds its line written (a
+		// migrated one is the next process's to log).
 		t.l.logConn(t.c, 0, "")
 	}
 	t.l.mu.Lock()
 	delete(t.l.conns, t.c)
 	t.l.mu.Unlock()
 	t.l.cxActive.Dec()
-	t.l.cxDestroy.Inc()
+	if !t.c.Migrated() { // the next process counts its end
+		t.l.cxDestroy.Inc()
+	}
 }
 
 // refuse closes a connection no filter chain takes, logging it.

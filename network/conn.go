@@ -121,6 +121,13 @@ type Conn struct {
 	base Socket
 	// wf are the network write filters, in the order writes meet them.
 	wf []WriteFilter
+
+	// detach is a Detach waiting for the reader (under mu); detaching
+	// says one is under way; migrated: the socket went to another
+	// process (detach.go).
+	detach    *DetachRequest
+	detaching atomic.Bool
+	migrated  atomic.Bool
 }
 
 // WriteFilter sees the bytes written to a connection before its socket
@@ -569,19 +576,25 @@ func (c *Conn) CloseWrite() error {
 
 // waitReadable blocks while reading is paused. It returns false when the
 // connection closed meanwhile, and whether unconsumed bytes must be offered
-// again.
-func (c *Conn) waitReadable() (ok, redeliver bool) {
+// again; or a Detach waiting for the reader.
+func (c *Conn) waitReadable() (ok, redeliver bool, d *DetachRequest) {
 	for {
 		c.mu.Lock()
 		if c.paused == 0 {
 			r := c.redeliver
 			c.redeliver = false
 			c.mu.Unlock()
-			return !c.closed.Load(), r
+			return !c.closed.Load(), r, nil
+		}
+		if c.detach != nil && !c.closed.Load() {
+			d := c.detach
+			c.detach = nil
+			c.mu.Unlock()
+			return false, false, d
 		}
 		c.mu.Unlock()
 		if c.closed.Load() {
-			return false, false
+			return false, false, nil
 		}
 		<-c.wake
 	}

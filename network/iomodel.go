@@ -176,8 +176,21 @@ func readLoop(c *Conn) {
 		bufpool.Put(bp)
 		c.finish(readErr)
 	}()
+	// await waits while reading is paused, handing the connection over
+	// to a Detach meanwhile; ok false: the reader is done.
+	await := func() (ok, redeliver bool) {
+		for {
+			ok, redeliver, d := c.waitReadable()
+			if d == nil {
+				return ok, redeliver
+			}
+			if d.HandOver(buf[start:end]) {
+				return false, false
+			}
+		}
+	}
 	for {
-		ok, redeliver := c.waitReadable()
+		ok, redeliver := await()
 		if !ok {
 			return
 		}
@@ -209,14 +222,14 @@ func readLoop(c *Conn) {
 		}
 		// A kick that came after the check above left a past read
 		// deadline: clear it, and deliver the kick first.
-		if c.clearInterrupt() && c.kicked.Load() {
+		if c.clearInterrupt() && (c.kicked.Load() || c.detaching.Load()) {
 			continue
 		}
 		n, err := c.raw.Read(buf[end:])
 		if n > 0 {
 			c.rx.Add(uint64(n))
 			end += n
-			if ok, _ := c.waitReadable(); !ok {
+			if ok, _ := await(); !ok {
 				return
 			}
 			start += c.handler.OnRead(buf[start:end])

@@ -97,6 +97,10 @@ type Server struct {
 	closed     chan struct{}
 	handingOff atomic.Bool
 	handedOff  chan struct{}
+	// migrated closes once the connections that move have moved;
+	// stopping: Shutdown began (nothing is migrated after that).
+	migrated chan struct{}
+	stopping atomic.Bool
 	// parentConns: the connections the draining previous epoch has.
 	parentConns atomic.Int64
 }
@@ -108,7 +112,7 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 		o.Log = slog.Default()
 	}
 	s := &Server{boot: b, opts: o, log: o.Log, store: stats.NewStore(), loaded: time.Now(), quit: make(chan struct{}),
-		closed: make(chan struct{}), handedOff: make(chan struct{})}
+		closed: make(chan struct{}), handedOff: make(chan struct{}), migrated: make(chan struct{})}
 	s.firstUp.Store(s.loaded.UnixNano())
 	s.pool = network.NewPool(o.Workers)
 	if err := s.checkBootstrap(); err != nil {
@@ -345,12 +349,16 @@ func (s *Server) Start(ctx context.Context) error {
 // in-flight requests (idle ones close at once), then whatever is left is
 // closed when ctx ends or the drain time passes.
 func (s *Server) Shutdown(ctx context.Context) {
+	s.stopping.Store(true)
 	s.ready.Store(false)
 	if s.dyn != nil {
 		s.dyn.stop()
 	}
 	for _, l := range s.allListeners() {
 		l.Drain()
+	}
+	if s.handingOff.Load() {
+		<-s.migrated // each held at most migrateWait; before closeAll
 	}
 	deadline := time.NewTimer(s.opts.DrainTime)
 	defer deadline.Stop()

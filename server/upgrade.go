@@ -57,11 +57,28 @@ type upgradeMsg struct {
 	FirstUp   int64             `json:"first_up_unix_nano,omitempty"`
 	Error     string            `json:"error,omitempty"`
 	ParentPID int               `json:"pid,omitempty"`
+	// conn: a migrated connection (its sockets are the descriptors);
+	// the answer has Error when the new process did not take it.
+	Conn *connMsg `json:"conn,omitempty"`
 	// Final: the draining process's last stats; it exits next. Conns:
 	// the connections it still has.
 	Final bool `json:"final,omitempty"`
 	Conns int  `json:"connections,omitempty"`
 }
+
+// connMsg is a migrated connection: the listener it came through (by
+// configured address), what that listener's filters learned, and the
+// handler's part for the filter that resumes it.
+type connMsg struct {
+	Addr    string            `json:"addr"`
+	Filter  string            `json:"filter"`
+	Info    *network.ConnInfo `json:"info,omitempty"`
+	Pending []byte            `json:"pending,omitempty"`
+	State   json.RawMessage   `json:"state,omitempty"`
+}
+
+// migrateWait bounds how long one connection is held for its migration.
+const migrateWait = time.Second
 
 // statsPushInterval is how often a draining process sends its counters.
 const statsPushInterval = 250 * time.Millisecond
@@ -191,15 +208,26 @@ func (s *Server) serveUpgrade(c *net.UnixConn) {
 				ParentPID: os.Getpid()}, nil)
 		case "drain":
 			s.log.Info("hot restart: the next epoch serves; draining")
-			if err = writeMsg(c, &upgradeMsg{Type: "drain"}, nil); err == nil {
-				if s.admin != nil {
-					go s.admin.Close() // the next epoch's admin has the port
-				}
-				s.handingOff.Store(true)
-				s.Quit()
-				s.pushStats(c)
+			if !s.handingOff.CompareAndSwap(false, true) {
+				err = writeMsg(c, &upgradeMsg{Type: m.Type, Error: "already draining for a next epoch"}, nil)
+				break
+			}
+			if err = writeMsg(c, &upgradeMsg{Type: "drain"}, nil); err != nil {
+				close(s.migrated)
+				close(s.handedOff)
 				return
 			}
+			if s.admin != nil {
+				go s.admin.Close() // the next epoch's admin has the port
+			}
+			s.Quit()
+			if s.stopping.Load() {
+				close(s.migrated) // shutting down already: nothing is held
+			} else {
+				s.migrateConns(c)
+			}
+			s.pushStats(c)
+			return
 		default:
 			err = writeMsg(c, &upgradeMsg{Type: m.Type, Error: "unknown request"}, nil)
 		}
@@ -207,6 +235,97 @@ func (s *Server) serveUpgrade(c *net.UnixConn) {
 			return
 		}
 	}
+}
+
+// migrateConns moves each connection that can move to the next
+// process, one at a time: held (network.Migrator), sent, and let go here
+// once the next process serves it (Commit), or served on here (Abort).
+// Connections that cannot move drain here as on SIGTERM.
+func (s *Server) migrateConns(c *net.UnixConn) {
+	defer close(s.migrated)
+	moved, kept := 0, 0
+	for _, l := range s.allListeners() {
+		addr := l.ConfiguredAddress()
+		if _, port, _ := net.SplitHostPort(addr); port == "0" {
+			continue // the next process does not have this listener
+		}
+		for conn, m := range l.Migrators() {
+			h, err := m.Migrate(migrateWait)
+			if err != nil {
+				kept++
+				continue
+			}
+			sent, err := s.sendConn(c, &connMsg{Addr: addr, Filter: h.Filter, Info: conn.Info(), Pending: h.Pending, State: h.State},
+				append([]*os.File{h.Conn}, h.Files...))
+			var refused *refusedError
+			switch {
+			case err == nil:
+				h.Commit()
+				moved++
+				continue
+			case errors.As(err, &refused):
+				h.Abort() // the next process serves it nowhere
+				kept++
+				s.log.Info("hot restart: the next epoch did not take a connection", "err", err)
+				continue
+			case sent:
+				// The next process may serve it already: this one must
+				// not read it too. Let go without a FIN (if that process
+				// is gone, so is the connection).
+				h.Commit()
+			default:
+				h.Abort()
+				kept++
+			}
+			s.log.Warn("hot restart: connection migration stopped", "err", err)
+			s.log.Info("hot restart: connections migrated", "moved", moved, "kept", kept)
+			return
+		}
+	}
+	s.log.Info("hot restart: connections migrated", "moved", moved, "kept", kept)
+}
+
+// refusedError is the next process's answer that it did not take a
+// connection (it serves it nowhere: the old process goes on with it).
+type refusedError struct{ msg string }
+
+func (e *refusedError) Error() string { return e.msg }
+
+// sendConn sends one migrated connection and waits for the answer; sent
+// says the descriptors went (the next process may serve them).
+func (s *Server) sendConn(c *net.UnixConn, m *connMsg, files []*os.File) (sent bool, err error) {
+	fds := make([]int, len(files))
+	for i, f := range files {
+		fds[i] = int(f.Fd())
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := writeMsg(c, &upgradeMsg{Type: "conn", Conn: m}, fds); err != nil {
+		return false, err
+	}
+	reply, got, err := readMsg(c)
+	closeAll(got)
+	if err != nil {
+		return true, err
+	}
+	if reply.Error != "" {
+		return true, &refusedError{reply.Error}
+	}
+	return true, nil
+}
+
+// adoptConn serves a connection the previous epoch migrated, on the
+// listener configured with its address.
+func (s *Server) adoptConn(m *connMsg, files []*os.File) error {
+	if m == nil || len(files) == 0 {
+		return errors.New("a migrated connection without its socket")
+	}
+	for _, l := range s.allListeners() {
+		if l.ConfiguredAddress() != m.Addr || l.Draining() {
+			continue
+		}
+		return l.Adopt(files[0], m.Info, &network.Handoff{Filter: m.Filter, Files: files[1:], Pending: m.Pending, State: m.State})
+	}
+	return fmt.Errorf("no listener at %s", m.Addr)
 }
 
 // pushStats sends the counters while this process drains, and a last
@@ -345,30 +464,44 @@ func (p *Parent) Stats() (map[string]uint64, time.Time, error) {
 }
 
 // Drain tells the parent to drain and exit. Then, until the parent's
-// last stats or its exit, add is called with what the parent counted
-// since the snapshot before (Stats, or the previous call), and how many
-// connections it still has.
-func (p *Parent) Drain(add func(counters map[string]uint64, conns int)) error {
+// last stats or its exit, s serves the connections the parent migrates
+// and takes what the parent counted since the snapshot before (Stats,
+// or the previous one) and how many connections it still has.
+func (p *Parent) Drain(s *Server) error {
 	_, files, err := p.ask("drain")
 	closeAll(files)
 	if err != nil {
 		return err
 	}
 	for {
-		p.c.SetDeadline(time.Now().Add(10 * statsPushInterval))
+		// Generous: each connection that cannot move holds the parent
+		// up to migrateWait, and nothing comes meanwhile.
+		p.c.SetDeadline(time.Now().Add(10 * time.Minute))
 		m, files, err := readMsg(p.c)
-		closeAll(files)
 		if err != nil {
-			add(nil, 0)
+			s.ParentDraining(nil, 0)
 			if errors.Is(err, io.EOF) {
 				return nil // exited between two pushes
 			}
 			return err
 		}
+		if m.Type == "conn" {
+			err := s.adoptConn(m.Conn, files)
+			closeAll(files)
+			reply := &upgradeMsg{Type: "conn"}
+			if err != nil {
+				reply.Error = err.Error()
+			}
+			if err := writeMsg(p.c, reply, nil); err != nil {
+				return err
+			}
+			continue
+		}
+		closeAll(files)
 		if m.Type != "stats" {
 			continue
 		}
-		add(p.delta(m.Counters), m.Conns)
+		s.ParentDraining(p.delta(m.Counters), m.Conns)
 		if m.Final {
 			return nil
 		}

@@ -1,13 +1,16 @@
 package test
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,10 +48,14 @@ func TestHotRestart(t *testing.T) {
 	if !strings.Contains(yaml, "port_value: "+port) || !strings.Contains(yaml, "port_value: "+aport) {
 		t.Fatal("no fixed ports in the config")
 	}
+	// And a tcp_proxy listener in front of an echo server: its long
+	// sessions move to each new epoch (connection migration).
+	tcpAddr := closedPort(t)
+	yaml = withTCPProxy(yaml, tcpAddr, testutil.StartEcho(t))
 	dir := t.TempDir()
 	base := strconv.Itoa(rand.IntN(1 << 20))
 	epoch := func(n int, cfg string) *process {
-		return runStrait(t, cfg, 1, "--base-id", base, "--restart-epoch", strconv.Itoa(n), "--socket-path", dir, "--drain-time-s", "3")
+		return runStrait(t, cfg, 2, "--base-id", base, "--restart-epoch", strconv.Itoa(n), "--socket-path", dir, "--drain-time-s", "3")
 	}
 	procs := []*process{epoch(0, yaml)}
 
@@ -86,6 +93,22 @@ func TestHotRestart(t *testing.T) {
 			}
 		}()
 	}
+	// 20 long sessions, a message every 100 ms each, every one echoed
+	// back in order: none may break or lose a byte across the upgrades.
+	var exchanged atomic.Int64
+	sessErrs := make(chan error, 20)
+	for i := 0; i < 20; i++ {
+		c, err := net.Dial("tcp", tcpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			sessErrs <- longSession(c, i, stop, &exchanged)
+		}()
+	}
 	time.Sleep(500 * time.Millisecond)
 	for n := 1; n <= 2; n++ {
 		before := sent.Load()
@@ -95,6 +118,11 @@ func TestHotRestart(t *testing.T) {
 			t.Fatalf("epoch %d exited %d\n%s", n-1, code, prev.stderr.String())
 		}
 		procs = append(procs, next)
+		// The long sessions moved rather than drained: the old epoch
+		// says so (and its drain did not wait for them).
+		if m := movedRE.FindStringSubmatch(prev.stderr.String()); m == nil || m[1] != "20" {
+			t.Errorf("epoch %d did not migrate the 20 sessions: %q\n%s", n-1, m, prev.stderr.String())
+		}
 		// Counters carried over: every request the old epochs answered
 		// before this one started is in its count, those they answered
 		// while draining too.
@@ -126,6 +154,15 @@ func TestHotRestart(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+	close(sessErrs)
+	for err := range sessErrs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if x := exchanged.Load(); x < 20*20 {
+		t.Errorf("the long sessions exchanged %d messages", x)
+	}
 	if f := failed.Load(); f != 0 {
 		t.Errorf("%d of %d requests failed across two upgrades; first: %v", f, sent.Load(), firstErr.Load())
 	}
@@ -151,6 +188,65 @@ func TestHotRestart(t *testing.T) {
 		t.Errorf("/server_info: %v %s", err, body)
 	}
 	t.Logf("%d requests, %d failed", sent.Load(), failed.Load())
+}
+
+var movedRE = regexp.MustCompile(`connections migrated.* moved=(\d+)`)
+
+// longSession writes a numbered line every 100 ms until stop and reads
+// each back from the echo server through the proxy; any error, reset or
+// wrong byte ends it with an error.
+func longSession(c net.Conn, id int, stop <-chan struct{}, exchanged *atomic.Int64) error {
+	r := bufio.NewReader(c)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for n := 0; n < 600; n++ { // at most a minute
+		select {
+		case <-stop:
+			return nil
+		case <-tick.C:
+		}
+		msg := fmt.Sprintf("session %d message %d %s\n", id, n, strings.Repeat("x", n%50))
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, msg); err != nil {
+			return fmt.Errorf("session %d, message %d: %w", id, n, err)
+		}
+		got, err := r.ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("session %d, message %d: %w", id, n, err)
+		}
+		if got != msg {
+			return fmt.Errorf("session %d: sent %q, got %q", id, msg, got)
+		}
+		exchanged.Add(1)
+	}
+	return nil
+}
+
+// withTCPProxy adds a listener at addr with tcp_proxy to the cluster
+// "echo" at echo.
+func withTCPProxy(yaml, addr, echo string) string {
+	lh, lp, _ := net.SplitHostPort(addr)
+	eh, ep, _ := net.SplitHostPort(echo)
+	yaml = strings.Replace(yaml, "  listeners:\n", fmt.Sprintf(`  listeners:
+  - name: tcp
+    address: { socket_address: { address: %s, port_value: %s } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: echo
+`, lh, lp), 1)
+	return strings.Replace(yaml, "  clusters:\n", fmt.Sprintf(`  clusters:
+  - name: echo
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: echo
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: %s, port_value: %s } } }
+`, eh, ep), 1)
 }
 
 // epochBroken runs a next epoch that must fail and returns its exit code.

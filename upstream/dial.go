@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -120,6 +121,51 @@ func (d *dedicated) Close() error {
 		d.host.CxActive.Add(-1)
 	})
 	return err
+}
+
+// File duplicates the connection's socket for a hot restart's next
+// process (an error over TLS: its state is this process's).
+func (d *dedicated) File() (*os.File, error) { return network.DupSocket(d.Conn) }
+
+// Release closes the connection here once another process has taken its
+// socket: no longer active here, but not destroyed.
+func (d *dedicated) Release() error {
+	err := d.Conn.Close()
+	d.once.Do(func() {
+		d.host.cluster.Breaker.Connections.Add(-1)
+		d.host.cluster.Stats.CxActive.Dec()
+		d.host.CxActive.Add(-1)
+	})
+	return err
+}
+
+// Adopt serves a connection to h that a hot restart's previous process
+// made and handed over (f is a duplicate, the caller's to close): it
+// counts as active here, not as a new connection.
+func (h *Host) Adopt(f *os.File) (net.Conn, error) {
+	nc, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	cl := h.cluster
+	cl.Breaker.Connections.Add(1)
+	cl.Stats.CxActive.Inc()
+	h.CxActive.Add(1)
+	c := network.NewTCPConn(nc)
+	if tc, ok := c.(*network.TCPConn); ok {
+		tc.ReadLimit = cl.BufferLimit
+	}
+	return &dedicated{Conn: c, host: h}, nil
+}
+
+// Host returns the cluster's host at addr, excluded ones included.
+func (c *Cluster) Host(addr string) *Host {
+	for _, h := range c.Hosts().All {
+		if h.Addr == addr {
+			return h
+		}
+	}
+	return nil
 }
 
 // CloseWrite half-closes the connection.

@@ -303,6 +303,20 @@ func (c *conn) stop() bool {
 		c.finish(nil)
 		return true
 	}
+	if d := c.nc.TakeDetach(); d != nil {
+		// A migration (network.Detach): hand the unconsumed bytes over
+		// and wait; committed, the socket is another process's now.
+		c.mu.Unlock()
+		var pending []byte
+		if c.buf != nil {
+			pending = (*c.buf)[c.start:c.end]
+		}
+		if d.HandOver(pending) {
+			c.finish(nil)
+			return true
+		}
+		return false
+	}
 	if c.again {
 		c.again = false
 		c.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -97,6 +98,40 @@ func (m *Model) newConn(ctx context.Context, fd int, local, remote net.Addr) *ne
 	c.r.conns[int32(fd)] = c
 	c.r.mu.Unlock()
 	return c.nc
+}
+
+// AdoptConn implements network.ConnAdopter: a connection of a socket a
+// hot restart handed over, made non-blocking and served by a reactor.
+func (m *Model) AdoptConn(ctx context.Context, f *os.File) (*network.Conn, error) {
+	if err := m.start(); err != nil {
+		return nil, err
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fd, derr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, derr
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	lsa, err := unix.Getsockname(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	rsa, err := unix.Getpeername(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return m.newConn(ctx, fd, sockaddrToTCP(lsa), sockaddrToTCP(rsa)), nil
 }
 
 // Start implements network.IOModel: register for the first readiness.

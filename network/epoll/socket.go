@@ -2,6 +2,7 @@ package epoll
 
 import (
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +22,7 @@ type fdSocket struct {
 	fd            int // -1 once closed
 	local, remote net.Addr
 	rst           atomic.Bool // SO_LINGER 0: the close is a reset
+	migrated      atomic.Bool // another process has the socket now
 }
 
 func (s *fdSocket) LocalAddr() net.Addr  { return s.local }
@@ -157,8 +159,29 @@ func (s *fdSocket) Close() error {
 	return nil
 }
 
+// Migrated marks the socket as handed to another process: closing it
+// here must not shut it down (network.Detached.Commit).
+func (s *fdSocket) Migrated() { s.migrated.Store(true) }
+
+// Dup duplicates the descriptor (network.DupSocket).
+func (s *fdSocket) Dup() (*os.File, error) {
+	s.fdmu.RLock()
+	defer s.fdmu.RUnlock()
+	if s.fd < 0 {
+		return nil, net.ErrClosed
+	}
+	fd, err := unix.FcntlInt(uintptr(s.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "socket"), nil
+}
+
 // shutdown stops both directions without releasing the descriptor.
 func (s *fdSocket) shutdown() {
+	if s.migrated.Load() {
+		return
+	}
 	s.fdmu.RLock()
 	if s.fd >= 0 {
 		how := unix.SHUT_RDWR

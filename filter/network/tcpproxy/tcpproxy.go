@@ -58,12 +58,16 @@ type session struct {
 	up        net.Conn
 	connected chan struct{}
 	last      atomic.Int64
-	mu        sync.Mutex // guards timer
+	mu        sync.Mutex // guards timer and copyStopped
 	timer     *time.Timer
-	closeOnce sync.Once
-	halfDone  atomic.Int32 // directions finished; 2 closes both
-	failed    atomic.Bool  // connect gave up (its fields are final)
-	idled     atomic.Bool  // the idle timeout closed the session
+	// copyStopped: a migration waits for copyUp to stop (migrate.go);
+	// moved: the session went to the next process.
+	copyStopped chan struct{}
+	moved       atomic.Bool
+	closeOnce   sync.Once
+	halfDone    atomic.Int32 // directions finished; 2 closes both
+	failed      atomic.Bool  // connect gave up (its fields are final)
+	idled       atomic.Bool  // the idle timeout closed the session
 
 	// For access logs: when the session began, the upstream chosen, and
 	// the response flags (written by connect before connected closes).
@@ -117,15 +121,22 @@ func (s *session) connect() {
 	if cfg.logs != nil {
 		s.upLocal = s.up.LocalAddr()
 	}
-	close(s.connected)
-	if s.down.Closed() {
-		s.up.Close() // the client left while we dialled
-		return
-	}
+	// The idle timer before connected closes: a migration, which waits
+	// for connected, finds it to stop.
 	if cfg.idleTimeout > 0 {
 		s.mu.Lock()
 		s.timer = time.AfterFunc(cfg.idleTimeout, s.onIdle)
 		s.mu.Unlock()
+	}
+	close(s.connected)
+	if s.down.Closed() {
+		s.up.Close() // the client left while we dialled
+		s.mu.Lock()
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+		s.mu.Unlock()
+		return
 	}
 	s.down.ResumeRead()
 	s.copyUp()
@@ -147,6 +158,12 @@ func (s *session) copyUp() {
 			s.cfg.stats.TxBytes.Add(uint64(n))
 		}
 		if err != nil {
+			if wake, stop := s.migrationWake(err); wake {
+				if stop {
+					return
+				}
+				continue
+			}
 			if errors.Is(err, io.EOF) {
 				s.down.CloseWrite()
 				s.doneOne()
@@ -196,6 +213,9 @@ func (s *session) close() {
 		}
 		s.mu.Unlock()
 		s.down.Close()
+		if s.moved.Load() {
+			return // the next process serves it, and logs it
+		}
 		connected := false
 		select {
 		case <-s.connected:
