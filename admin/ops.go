@@ -133,8 +133,8 @@ func (s *Server) logging(w http.ResponseWriter, r *http.Request) {
 					http.Error(w, fmt.Sprintf("bad ?paths entry %q: want LOGGER:LEVEL", p), http.StatusBadRequest)
 					return
 				}
-				if !known(name) {
-					http.Error(w, fmt.Sprintf("unknown logger %q (loggers: %s)", name, strings.Join(tracelog.Names, ", ")), http.StatusBadRequest)
+				if err := lv.Check(name); err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
 					return
 				}
 				pairs = append(pairs, pair{name, level})
@@ -152,15 +152,6 @@ func (s *Server) logging(w http.ResponseWriter, r *http.Request) {
 	for _, l := range lv.List() {
 		fmt.Fprintf(w, "  %s\n", l)
 	}
-}
-
-func known(name string) bool {
-	for _, n := range tracelog.Names {
-		if n == name {
-			return true
-		}
-	}
-	return false
 }
 
 // healthcheck is /healthcheck/fail and /healthcheck/ok: failing makes

@@ -2,6 +2,7 @@
 # bench/run.sh http1|h2|tcp|grpc|dubbo|tls|accesslog [rounds] [seconds]
 # bench/run.sh idle [connections] [wake] [tls]
 # bench/run.sh xds [updates] [endpoints]
+# bench/run.sh hotrestart [upgrades]
 #
 # http1, tcp: runs Strait (netpoll and epoll I/O models), nginx (1 worker)
 # and HAProxy (1 thread) in front of the same loopback origin, interleaved
@@ -47,6 +48,12 @@
 # answer. With tls the connections are TLS, and nginx terminating the
 # same TLS is measured beside (its RSS; it has no goroutines).
 #
+# hotrestart: for each I/O model, Strait is hot-restarted N times (default
+# 5) under 200 req/s from 20 keep-alive clients and 20 TCP sessions
+# through tcp_proxy echoing a line every 100 ms (bench/hotrestart): the
+# longest latency in each upgrade's window against the two seconds
+# before it (the stall), failed requests and broken sessions.
+#
 # Everything listens on 127.0.0.1; every run is bounded in time.
 set -euo pipefail
 mode=${1:-http1}
@@ -71,7 +78,7 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx)
 command -v haproxy >/dev/null || need+=(haproxy)
 [ "$mode" = tcp ] && [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ] && need+=(libnginx-mod-stream)
-if [ "$mode" = dubbo ]; then need=(); fi # Go client and provider only
+if [ "$mode" = dubbo ] || [ "$mode" = hotrestart ]; then need=(); fi # Go clients and servers only
 if [ "$mode" = xds ]; then # go-control-plane runs in process; wrk loads the churn runs
   need=(); command -v wrk >/dev/null || need+=(wrk)
 fi
@@ -87,6 +94,13 @@ if [ -n "$access_log" ]; then BASE_BIN=${BASE_BIN:-$work/strait}; fi
 
 if [ "$mode" = idle ]; then
   exec "$root/bench/idle.sh" "$work" "${2:-10000}" "${3:-1000}" "${4:-}"
+fi
+if [ "$mode" = hotrestart ]; then
+  go build -o "$work/hrbench" ./bench/hotrestart
+  for model in netpoll epoll; do
+    timeout 600 "$work/hrbench" -strait "$work/strait" -upgrades "${2:-5}" -model $model
+  done
+  exit 0
 fi
 if [ "$mode" = xds ]; then
   go build -o "$work/xdsbench" ./bench/xds

@@ -17,6 +17,14 @@ import (
 // of that one filter, without a transport socket, take a migrated
 // connection: the filters before it and TLS keep state of this process.
 
+// StopAccepting closes this process's copy of the listening socket: the
+// next process accepts on it alone; the connections go on.
+func (l *Listener) StopAccepting() {
+	if l.owns() {
+		l.bind.acc.Close()
+	}
+}
+
 // Migrators returns the connections whose handler can move.
 func (l *Listener) Migrators() map[*network.Conn]network.Migrator {
 	l.mu.Lock()

@@ -145,6 +145,16 @@ type ServerCodec interface {
 	Active() int
 }
 
+// IdleHolder is a server codec that can stop taking requests for a
+// while (hot restart's connection migration): HoldIdle succeeds only on
+// a connection idle between requests (no stream, nothing of the next
+// request read, not closing) and leaves what it is given unconsumed
+// until ReleaseIdle.
+type IdleHolder interface {
+	HoldIdle() bool
+	ReleaseIdle()
+}
+
 // ServerOptions are the connection manager's settings a codec honours.
 type ServerOptions struct {
 	MaxHeaderBytes int

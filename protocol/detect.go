@@ -113,6 +113,20 @@ func (d *detector) choose(prefix []byte) *Codec {
 	return d.codecs[len(d.codecs)-1]
 }
 
+// HoldIdle implements IdleHolder through the chosen codec (nothing is
+// held before the protocol is known).
+func (d *detector) HoldIdle() bool {
+	h, ok := d.get().(IdleHolder)
+	return ok && h.HoldIdle()
+}
+
+// ReleaseIdle implements IdleHolder.
+func (d *detector) ReleaseIdle() {
+	if h, ok := d.get().(IdleHolder); ok {
+		h.ReleaseIdle()
+	}
+}
+
 func (d *detector) OnEOF() {
 	if sc := d.get(); sc != nil {
 		sc.OnEOF()

@@ -23,12 +23,19 @@ type connManager struct {
 	vars router.Vars
 	// scheme is the connection's: "https" over TLS, else the codecs'.
 	scheme string
+	// moving: held for a migration (migrate.go); the idle timeout waits.
+	moving atomic.Bool
 }
 
 var _ network.Handler = (*connManager)(nil)
 
 // NewConnHandler attaches the connection manager to a new connection.
 func NewConnHandler(cfg *Config, c *network.Conn) network.Handler {
+	cfg.Stats.CxTotal.Inc()
+	return newConnManager(cfg, c)
+}
+
+func newConnManager(cfg *Config, c *network.Conn) *connManager {
 	cm := &connManager{cfg: cfg, conn: c, scheme: cfg.Codecs.Scheme}
 	codecs := cfg.Codecs
 	if c.Secure() {
@@ -39,7 +46,6 @@ func NewConnHandler(cfg *Config, c *network.Conn) network.Handler {
 	}
 	cm.codec = cfg.Codec.NewServer(c, codecs, cm)
 	cm.vars = router.Vars{RemoteAddr: c.RemoteAddr().String(), LocalAddr: c.LocalAddr().String()}
-	cfg.Stats.CxTotal.Inc()
 	cfg.Stats.CxActive.Inc()
 	cm.lastDone.Store(time.Now().UnixNano())
 	if cfg.IdleTimeout > 0 {
@@ -61,7 +67,9 @@ func (cm *connManager) OnClose(err error) {
 	}
 	cm.codec.OnClose(err)
 	cm.cfg.Stats.CxActive.Dec()
-	cm.cfg.Stats.CxDestroy.Inc()
+	if !cm.conn.Migrated() { // the next process counts its end
+		cm.cfg.Stats.CxDestroy.Inc()
+	}
 }
 
 // Drain is called when the listener drains.
@@ -109,7 +117,7 @@ func (cm *connManager) onIdle() {
 		return
 	}
 	left := cm.cfg.IdleTimeout - time.Since(time.Unix(0, cm.lastDone.Load()))
-	if cm.codec.Active() > 0 || left > 0 {
+	if cm.codec.Active() > 0 || left > 0 || cm.moving.Load() {
 		if left <= 0 {
 			left = cm.cfg.IdleTimeout
 		}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine: Go modules, and the
-# external peers the end-to-end tests drive (curl, ab, wrk, h2load, h2spec).
+# external peers the end-to-end tests drive (curl, ab, wrk, h2load, h2spec,
+# chromium for the admin page).
 # Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v ab   >/dev/null || need+=(apache2-utils)
 command -v wrk  >/dev/null || need+=(wrk)
 command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v chromium >/dev/null || need+=(chromium) # the admin page's browser test
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
   echo "installing ${need[*]}"

@@ -354,11 +354,13 @@ func (s *Server) Shutdown(ctx context.Context) {
 	if s.dyn != nil {
 		s.dyn.stop()
 	}
+	if s.handingOff.Load() {
+		// Before the drain: an idle HTTP/1.1 connection moves rather
+		// than closes (each is held at most migrateWait).
+		<-s.migrated
+	}
 	for _, l := range s.allListeners() {
 		l.Drain()
-	}
-	if s.handingOff.Load() {
-		<-s.migrated // each held at most migrateWait; before closeAll
 	}
 	deadline := time.NewTimer(s.opts.DrainTime)
 	defer deadline.Stop()

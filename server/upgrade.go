@@ -245,6 +245,12 @@ func (s *Server) migrateConns(c *net.UnixConn) {
 	defer close(s.migrated)
 	moved, kept := 0, 0
 	for _, l := range s.allListeners() {
+		// New connections go to the next process from now on.
+		if _, port, _ := net.SplitHostPort(l.ConfiguredAddress()); port != "0" {
+			l.StopAccepting()
+		}
+	}
+	for _, l := range s.allListeners() {
 		addr := l.ConfiguredAddress()
 		if _, port, _ := net.SplitHostPort(addr); port == "0" {
 			continue // the next process does not have this listener

@@ -1,11 +1,18 @@
 package test
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/straitproxy/strait/internal/testutil"
 )
@@ -83,5 +90,79 @@ func TestAdminPage(t *testing.T) {
 	}
 	if code, body := get(t, p.admin()+"/help"); code != 200 || !strings.Contains(body, "/server_info") {
 		t.Errorf("/help: %d %q", code, body)
+	}
+}
+
+// TestAdminPageInChromium loads the admin page in headless Chromium
+// (Debian's chromium, which scripts/install-test-deps.sh installs) while
+// requests flow, and checks the graphs it drew: points in each, requests
+// per second and connections above zero, listeners and hosts listed.
+// STRAIT_ADMIN_SCREENSHOT=docs/admin.png also saves a screenshot there.
+func TestAdminPageInChromium(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("no chromium (scripts/install-test-deps.sh installs it)")
+	}
+	up := testutil.StartUpstream(t)
+	p := startProxy(t, httpBootstrap(up.Addr, routeCfg{}, ""))
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // steady traffic while the page samples, bounded
+		defer close(done)
+		c := &http.Client{Timeout: 2 * time.Second}
+		defer c.CloseIdleConnections()
+		for i := 0; i < 20000; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if resp, err := c.Get(p.url("ingress") + "/"); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	time.Sleep(time.Second)
+	run := func(extra ...string) string {
+		args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+			"--disable-background-networking", "--disable-component-update", "--disable-sync",
+			"--user-data-dir=" + t.TempDir(), "--window-size=1280,1100", "--virtual-time-budget=6000"}, extra...)
+		cmd := exec.Command(chromium, append(args, p.admin()+"/")...)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		ctxDone := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+		defer ctxDone.Stop()
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("chromium: %v\n%s", err, errb.String())
+		}
+		return out.String()
+	}
+	dom := run("--dump-dom")
+	canvas := regexp.MustCompile(`<canvas id="(\w+)"[^>]*data-points="(\d+)" data-nonzero="(\d+)"`)
+	drawn := map[string][2]int{}
+	for _, m := range canvas.FindAllStringSubmatch(dom, -1) {
+		pts, _ := strconv.Atoi(m[2])
+		nz, _ := strconv.Atoi(m[3])
+		drawn[m[1]] = [2]int{pts, nz}
+	}
+	for _, id := range []string{"rps", "lat", "cx", "err"} {
+		if drawn[id][0] < 2 {
+			t.Errorf("graph %s: %d points drawn", id, drawn[id][0])
+		}
+	}
+	if drawn["rps"][1] == 0 || drawn["cx"][1] == 0 || drawn["lat"][1] == 0 {
+		t.Errorf("graphs empty under traffic: %v", drawn)
+	}
+	if !strings.Contains(dom, ">ingress<") || !regexp.MustCompile(`>backend<.*>127\.0\.0\.1:\d+<`).MatchString(dom) {
+		t.Errorf("the listeners or hosts are missing from the page:\n%s", dom)
+	}
+	if path := os.Getenv("STRAIT_ADMIN_SCREENSHOT"); path != "" {
+		abs, _ := filepath.Abs(filepath.Join("..", path))
+		run("--screenshot=" + abs)
+		if fi, err := os.Stat(abs); err != nil || fi.Size() == 0 {
+			t.Errorf("screenshot %s: %v", abs, err)
+		}
 	}
 }

@@ -8,13 +8,16 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,9 +34,10 @@ func fdCount(t *testing.T, pid int) int {
 }
 
 // TestHotRestart upgrades the binary twice under load (20 keep-alive
-// clients, 200 requests/s in all): each new epoch takes the listening
-// sockets (the admin's too) from the one before (--restart-epoch,
-// --base-id), which drains and exits 0. No request fails, no connection is refused, counters
+// clients, 200 requests/s in all, and 20 long TCP sessions): each new
+// epoch takes the listening sockets (the admin's too) from the one before
+// (--restart-epoch, --base-id) and its long sessions and idle HTTP/1.1
+// connections (migration); the old one drains and exits 0. No request fails, no connection is refused, counters
 // carry over; a new epoch with a broken config exits 1 and leaves the
 // serving process as it was (its descriptors included).
 func TestHotRestart(t *testing.T) {
@@ -109,6 +113,32 @@ func TestHotRestart(t *testing.T) {
 			sessErrs <- longSession(c, i, stop, &exchanged)
 		}()
 	}
+	// An idle keep-alive connection: it moves too, so the request after
+	// each upgrade goes over the same connection to the new epoch.
+	idleTr := &http.Transport{MaxIdleConnsPerHost: 1}
+	defer idleTr.CloseIdleConnections()
+	idleClient := &http.Client{Transport: idleTr, Timeout: 5 * time.Second}
+	var idleSent int64
+	reused := func() (bool, error) {
+		idleSent++
+		var got bool
+		req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(i httptrace.GotConnInfo) { got = i.Reused }}))
+		resp, err := idleClient.Do(req)
+		if err != nil {
+			return false, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return false, fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return got, nil
+	}
+	if _, err := reused(); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(500 * time.Millisecond)
 	for n := 1; n <= 2; n++ {
 		before := sent.Load()
@@ -120,8 +150,15 @@ func TestHotRestart(t *testing.T) {
 		procs = append(procs, next)
 		// The long sessions moved rather than drained: the old epoch
 		// says so (and its drain did not wait for them).
-		if m := movedRE.FindStringSubmatch(prev.stderr.String()); m == nil || m[1] != "20" {
-			t.Errorf("epoch %d did not migrate the 20 sessions: %q\n%s", n-1, m, prev.stderr.String())
+		moved := -1
+		if m := movedRE.FindStringSubmatch(prev.stderr.String()); m != nil {
+			moved, _ = strconv.Atoi(m[1])
+		}
+		if moved <= 20 {
+			t.Errorf("epoch %d migrated %d connections, not the 20 sessions and idle ones\n%s", n-1, moved, prev.stderr.String())
+		}
+		if again, err := reused(); err != nil || !again {
+			t.Errorf("epoch %d: the idle keep-alive connection did not move (reused %v, %v)", n, again, err)
 		}
 		// Counters carried over: every request the old epochs answered
 		// before this one started is in its count, those they answered
@@ -167,8 +204,8 @@ func TestHotRestart(t *testing.T) {
 		t.Errorf("%d of %d requests failed across two upgrades; first: %v", f, sent.Load(), firstErr.Load())
 	}
 	// Each request counted once, whichever epoch answered it.
-	if rq := adminCounter(t, cur, "http.ingress.downstream_rq_total"); rq != sent.Load() {
-		t.Errorf("downstream_rq_total %d across three epochs, %d requests answered", rq, sent.Load())
+	if rq := adminCounter(t, cur, "http.ingress.downstream_rq_total"); rq != sent.Load()+idleSent {
+		t.Errorf("downstream_rq_total %d across three epochs, %d requests answered", rq, sent.Load()+idleSent)
 	}
 	if code, _ := get(t, "http://"+addr+"/"); code != 200 {
 		t.Errorf("after the broken upgrade: %d", code)
@@ -274,4 +311,115 @@ func adminCounter(t *testing.T, p *process, name string) int64 {
 	_, v, _ := strings.Cut(strings.TrimSpace(body), ": ")
 	n, _ := strconv.ParseInt(v, 10, 64)
 	return n
+}
+
+// TestHotRestartWrapper drives deploy/strait-epochs as systemd would:
+// SIGHUP (systemctl reload) starts the next epoch, which takes over
+// while a kept-alive connection goes on; a SIGHUP with a broken config
+// leaves the serving epoch; SIGUSR1 reaches the serving epoch; SIGTERM
+// stops everything and the wrapper exits 0.
+func TestHotRestartWrapper(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	addr, admin := closedPort(t), closedPort(t)
+	_, port, _ := strings.Cut(addr, "127.0.0.1:")
+	_, aport, _ := strings.Cut(admin, "127.0.0.1:")
+	yaml := strings.Replace(httpBootstrap(up.Addr, routeCfg{}, ""), "port_value: 0 } }\n    filter_chains", "port_value: "+port+" } }\n    filter_chains", 1)
+	yaml = strings.Replace(yaml, "port_value: 0 } }\nstatic_resources", "port_value: "+aport+" } }\nstatic_resources", 1)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "strait.yaml")
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := exec.Command("bash", "../deploy/strait-epochs", straitBin, "-c", cfg, "--io-model", ioModel().Name(), "--drain-time-s", "2")
+	w.Env = append(os.Environ(), "STRAIT_BASE_ID="+strconv.Itoa(rand.IntN(1<<20)), "STRAIT_SOCKET_DIR="+dir)
+	stderr := &syncBuffer{}
+	w.Stderr = stderr
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if w.ProcessState == nil {
+			w.Process.Signal(syscall.SIGTERM)
+			w.Wait()
+		}
+	})
+	epoch := func() int {
+		resp, err := http.Get("http://" + admin + "/server_info")
+		if err != nil {
+			return -1
+		}
+		defer resp.Body.Close()
+		var si struct {
+			Options struct {
+				RestartEpoch int `json:"restart_epoch"`
+			} `json:"command_line_options"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&si) != nil {
+			return -1
+		}
+		return si.Options.RestartEpoch
+	}
+	testutil.Eventually(t, 10*time.Second, "epoch 0 to serve", func() bool { return epoch() == 0 })
+	c := &http.Client{Timeout: 5 * time.Second}
+	defer c.CloseIdleConnections()
+	if code, _ := getWith(t, c, "http://"+addr+"/"); code != 200 {
+		t.Fatalf("epoch 0: %d", code)
+	}
+
+	w.Process.Signal(syscall.SIGHUP)
+	testutil.Eventually(t, 10*time.Second, "epoch 1 to take over", func() bool { return epoch() == 1 })
+	if code, _ := getWith(t, c, "http://"+addr+"/"); code != 200 {
+		t.Errorf("after the reload: %d", code)
+	}
+
+	// A broken config: the next epoch fails, epoch 1 goes on.
+	if err := os.WriteFile(cfg, []byte(strings.Replace(yaml, "cluster: backend", "cluster: nosuch", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.Process.Signal(syscall.SIGHUP)
+	testutil.Eventually(t, 10*time.Second, "the broken epoch to fail", func() bool { return strings.Contains(stderr.String(), "nosuch") })
+	time.Sleep(300 * time.Millisecond)
+	if e := epoch(); e != 1 {
+		t.Errorf("after a broken reload the admin says epoch %d", e)
+	}
+	if code, _ := getWith(t, c, "http://"+addr+"/"); code != 200 {
+		t.Errorf("after a broken reload: %d", code)
+	}
+	// Mended, the next reload is epoch 2.
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.Process.Signal(syscall.SIGHUP)
+	testutil.Eventually(t, 10*time.Second, "epoch 2 to take over", func() bool { return epoch() == 2 })
+
+	w.Process.Signal(syscall.SIGUSR1)
+	testutil.Eventually(t, 5*time.Second, "SIGUSR1 to reach the serving epoch", func() bool {
+		return strings.Contains(stderr.String(), "reopening access logs")
+	})
+	w.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- w.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("strait-epochs after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("strait-epochs did not stop\n%s", stderr.String())
+	}
+	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		t.Error("the port still answers after SIGTERM")
+	}
+}
+
+// getWith fetches url with c (its kept-alive connections); 0 on error.
+func getWith(t *testing.T, c *http.Client, url string) (int, string) {
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Logf("GET %s: %v", url, err)
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

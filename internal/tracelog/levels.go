@@ -51,11 +51,18 @@ func (l *Levels) Set(name, level string) error {
 		}
 		return nil
 	}
-	v, ok := l.levels[name]
-	if !ok {
+	if err := l.Check(name); err != nil {
+		return err
+	}
+	l.levels[name].Set(lvl)
+	return nil
+}
+
+// Check reports an error unless name is one of the loggers.
+func (l *Levels) Check(name string) error {
+	if _, ok := l.levels[name]; !ok {
 		return fmt.Errorf("unknown logger %q (loggers: %s)", name, strings.Join(Names, ", "))
 	}
-	v.Set(lvl)
 	return nil
 }
 

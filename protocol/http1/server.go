@@ -17,6 +17,7 @@ const (
 	stWait            // request read; waiting for the response to finish
 	stDiscard         // response done early; discarding the rest of the body
 	stUpgraded        // a 101 was sent: raw bytes into the pipe
+	stHeld            // idle, held for a migration: bytes stay unconsumed
 	stClosed
 )
 
@@ -91,6 +92,10 @@ func (sc *serverConn) decodeOnce(data []byte) (n int, more bool) {
 		sc.c.PauseRead()
 		sc.mu.Unlock()
 		return 0, false
+	}
+	if state == stHeld {
+		sc.mu.Unlock()
+		return 0, false // the migration sees them and gives up
 	}
 	sc.mu.Unlock()
 	switch state {
@@ -362,6 +367,12 @@ func (sc *serverConn) Drain() {
 	}
 	sc.draining = true
 	idle := !sc.active
+	if sc.state == stHeld {
+		// Held for a migration: a close now would shut the socket the
+		// next process may serve already; ReleaseIdle acts on the drain.
+		sc.mu.Unlock()
+		return
+	}
 	sc.mu.Unlock()
 	switch {
 	case !idle:
@@ -369,6 +380,40 @@ func (sc *serverConn) Drain() {
 		sc.c.Close()
 	default:
 		time.AfterFunc(sc.opts.DrainGrace, sc.closeIfIdle)
+	}
+}
+
+// HoldIdle implements protocol.IdleHolder: an idle connection (between
+// two requests, nothing of the next one read, not closing) stops taking
+// requests until ReleaseIdle; what it reads meanwhile stays unconsumed.
+func (sc *serverConn) HoldIdle() bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.state != stHead || sc.active || sc.eof || sc.draining || sc.scanned != 0 {
+		return false
+	}
+	sc.state = stHeld
+	return true
+}
+
+// ReleaseIdle implements protocol.IdleHolder: reading requests goes on
+// (the caller has the reader offer the bytes held again).
+func (sc *serverConn) ReleaseIdle() {
+	sc.mu.Lock()
+	if sc.state != stHeld {
+		sc.mu.Unlock()
+		return
+	}
+	sc.state = stHead
+	drained := sc.draining
+	sc.mu.Unlock()
+	if drained {
+		// Drained while held: as Drain does for an idle connection.
+		if sc.opts.DrainGrace <= 0 {
+			sc.closeIfIdle()
+		} else {
+			time.AfterFunc(sc.opts.DrainGrace, sc.closeIfIdle)
+		}
 	}
 }
 

@@ -4,6 +4,8 @@
 package httpconnmgr
 
 import (
+	"fmt"
+
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/proxy"
@@ -22,6 +24,20 @@ func (*Factory) Terminal() bool { return true }
 // NewHandler attaches a connection manager to c.
 func (f *Factory) NewHandler(c *network.Conn, _ network.Handler) (network.Handler, error) {
 	return proxy.NewConnHandler(f.cfg, c), nil
+}
+
+var _ filter.NetworkAdopter = (*Factory)(nil)
+
+// Adopt implements filter.NetworkAdopter: an idle HTTP/1.1 connection
+// the previous process migrated reads its next request here.
+func (f *Factory) Adopt(c *network.Conn, h *network.Handoff) (network.Handler, error) {
+	if h.Filter != Name {
+		return nil, fmt.Errorf("http_connection_manager: cannot resume a connection of %s", h.Filter)
+	}
+	if len(h.Pending) > 0 || len(h.Files) > 0 {
+		return nil, fmt.Errorf("http_connection_manager: only idle connections move")
+	}
+	return proxy.ResumeConnHandler(f.cfg, c), nil
 }
 
 // Config exposes the built config (for tests and the admin config dump).

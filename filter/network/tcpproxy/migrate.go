@@ -119,7 +119,8 @@ func (s *session) Migrate(wait time.Duration) (*network.Handoff, error) {
 	}, nil
 }
 
-// started is when the session began (for the next process's log line).
+// started is when the session began: its connection's start, or the
+// start in the process it migrated from.
 func (s *session) started() time.Time {
 	if !s.start.IsZero() {
 		return s.start
@@ -163,8 +164,8 @@ func (f *Factory) Adopt(c *network.Conn, h *network.Handoff) (network.Handler, e
 	s := &session{cfg: f.cfg, down: c, up: up, connected: make(chan struct{}),
 		cluster: st.Cluster, host: st.Host, attempts: st.Attempts}
 	close(s.connected)
+	s.start = time.Unix(0, st.Start)
 	if f.cfg.logs != nil {
-		s.start = time.Unix(0, st.Start)
 		s.upLocal = up.LocalAddr()
 	}
 	s.touch()

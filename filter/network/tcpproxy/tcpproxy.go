@@ -32,9 +32,6 @@ func (*Factory) Terminal() bool { return true }
 // happens when the connection starts (OnStart).
 func (f *Factory) NewHandler(c *network.Conn, _ network.Handler) (network.Handler, error) {
 	s := &session{cfg: f.cfg, down: c, connected: make(chan struct{})}
-	if f.cfg.logs != nil {
-		s.start = time.Now()
-	}
 	s.touch()
 	f.cfg.stats.CxTotal.Inc()
 	f.cfg.stats.CxActive.Inc()
@@ -69,7 +66,8 @@ type session struct {
 	failed      atomic.Bool  // connect gave up (its fields are final)
 	idled       atomic.Bool  // the idle timeout closed the session
 
-	// For access logs: when the session began, the upstream chosen, and
+	// For access logs: when a migrated session began in the process
+	// before (zero: the connection's start), the upstream chosen, and
 	// the response flags (written by connect before connected closes).
 	start         time.Time
 	cluster, host string
@@ -234,7 +232,7 @@ func (s *session) close() {
 // closed while it dials logs without it.
 func (s *session) log(settled bool) {
 	e := &accesslog.Entry{
-		Start: s.start, Duration: time.Since(s.start),
+		Start: s.started(), Duration: time.Since(s.started()),
 		RequestDuration: accesslog.Unknown, ResponseDuration: accesslog.Unknown, ResponseTxDuration: accesslog.Unknown,
 		BytesReceived: s.down.BytesRead(), BytesSent: s.down.BytesWritten(),
 		Conn: s.down, ConnectionID: s.down.ID(),
