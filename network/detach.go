@@ -74,10 +74,19 @@ func (c *Conn) TakeDetach() *DetachRequest {
 	return d
 }
 
+// Detachable reports whether Detach may succeed: a plaintext socket,
+// no write filters, open.
+func (c *Conn) Detachable() bool {
+	return !c.secure && c.tr == nil && c.wf == nil && !c.closed.Load()
+}
+
 // Detach holds the reader, at most wait, and duplicates the socket. The
 // caller ends with Commit or Abort. Writes are the caller's to stop.
-func (c *Conn) Detach(wait time.Duration) (*Detached, error) {
-	if c.secure || c.tr != nil || c.wf != nil {
+// When it fails, undo (if not nil) runs before reading resumes (the
+// handler takes its bytes again). While it is under way a close here
+// does not shut the socket down: another process may have it.
+func (c *Conn) Detach(wait time.Duration, undo func()) (*Detached, error) {
+	if !c.Detachable() {
 		return nil, ErrNotDetachable
 	}
 	d := &DetachRequest{got: make(chan handOver, 1)}
@@ -90,6 +99,15 @@ func (c *Conn) Detach(wait time.Duration) (*Detached, error) {
 	c.paused |= PauseDetach
 	c.detaching.Store(true)
 	c.mu.Unlock()
+	c.setMigrating(true)
+	fail := func() {
+		c.setMigrating(false)
+		c.detaching.Store(false)
+		if undo != nil {
+			undo()
+		}
+		c.ResumeReadFor(PauseDetach)
+	}
 	c.wakeReader()
 	var req handOver
 	select {
@@ -100,8 +118,7 @@ func (c *Conn) Detach(wait time.Duration) (*Detached, error) {
 		c.detach = nil
 		c.mu.Unlock()
 		if !taken {
-			c.detaching.Store(false)
-			c.ResumeReadFor(PauseDetach)
+			fail()
 			return nil, fmt.Errorf("%w: its reader did not stop within %v", ErrNotDetachable, wait)
 		}
 		req = <-d.got // the reader took it just now
@@ -109,8 +126,7 @@ func (c *Conn) Detach(wait time.Duration) (*Detached, error) {
 	f, err := DupSocket(c.base)
 	if err != nil {
 		req.ack <- false
-		c.detaching.Store(false)
-		c.ResumeReadFor(PauseDetach)
+		fail()
 		return nil, fmt.Errorf("%w: %v", ErrNotDetachable, err)
 	}
 	return &Detached{c: c, File: f, Pending: req.pending, ack: req.ack}, nil
@@ -144,9 +160,6 @@ func (d *Detached) Commit() {
 	d.File.Close()
 	c := d.c
 	c.migrated.Store(true)
-	if m, ok := c.base.(interface{ Migrated() }); ok {
-		m.Migrated()
-	}
 	c.closeWith(ErrMigrated)
 	d.ack <- true
 }
@@ -155,8 +168,17 @@ func (d *Detached) Commit() {
 func (d *Detached) Abort() {
 	d.File.Close()
 	d.ack <- false
+	d.c.setMigrating(false)
 	d.c.detaching.Store(false)
 	d.c.ResumeReadFor(PauseDetach)
+}
+
+// setMigrating tells the socket (epoll's) that a close must not shut it
+// down: another process has it, or may.
+func (c *Conn) setMigrating(on bool) {
+	if m, ok := c.base.(interface{ SetMigrating(bool) }); ok {
+		m.SetMigrating(on)
+	}
 }
 
 // Migrated reports whether the connection moved to another process.

@@ -84,7 +84,7 @@ func TestDetach(t *testing.T) {
 
 			io.WriteString(cl, "hello")
 			eventually(t, "hello read and held", func() bool { last, _ := h.snapshot(); return last == "hello" })
-			d, err := c.Detach(time.Second)
+			d, err := c.Detach(time.Second, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -99,7 +99,7 @@ func TestDetach(t *testing.T) {
 			io.WriteString(cl, " world")
 			eventually(t, "reading goes on", func() bool { _, got := h.snapshot(); return got == "hello world" })
 
-			d, err = c.Detach(time.Second)
+			d, err = c.Detach(time.Second, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

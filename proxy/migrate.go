@@ -26,7 +26,7 @@ var _ network.Migrator = (*connManager)(nil)
 // Migrate implements network.Migrator.
 func (cm *connManager) Migrate(wait time.Duration) (*network.Handoff, error) {
 	h, ok := cm.codec.(protocol.IdleHolder)
-	if !ok || !h.HoldIdle() {
+	if !ok || !cm.conn.Detachable() || !h.HoldIdle() {
 		return nil, errBusy
 	}
 	cm.moving.Store(true)
@@ -34,9 +34,11 @@ func (cm *connManager) Migrate(wait time.Duration) (*network.Handoff, error) {
 		cm.moving.Store(false)
 		h.ReleaseIdle()
 	}
-	d, err := cm.conn.Detach(wait)
+	// (A failed Detach undoes the hold before reading resumes: bytes
+	// of a request read meanwhile are offered again to a codec that
+	// takes them.)
+	d, err := cm.conn.Detach(wait, undo)
 	if err != nil {
-		undo()
 		return nil, err
 	}
 	if len(d.Pending) > 0 {

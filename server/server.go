@@ -356,8 +356,13 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 	if s.handingOff.Load() {
 		// Before the drain: an idle HTTP/1.1 connection moves rather
-		// than closes (each is held at most migrateWait).
-		<-s.migrated
+		// than closes (each is held at most migrateWait; the whole
+		// within the drain time).
+		select {
+		case <-s.migrated:
+		case <-ctx.Done():
+		case <-time.After(s.opts.DrainTime):
+		}
 	}
 	for _, l := range s.allListeners() {
 		l.Drain()

@@ -101,7 +101,9 @@ func TestAdminPage(t *testing.T) {
 func TestAdminPageInChromium(t *testing.T) {
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
-		t.Skip("no chromium (scripts/install-test-deps.sh installs it)")
+		if chromium, err = exec.LookPath("chromium-browser"); err != nil {
+			t.Skip("no chromium (scripts/install-test-deps.sh installs it)")
+		}
 	}
 	up := testutil.StartUpstream(t)
 	p := startProxy(t, httpBootstrap(up.Addr, routeCfg{}, ""))

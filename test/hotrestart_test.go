@@ -368,8 +368,20 @@ func TestHotRestartWrapper(t *testing.T) {
 
 	w.Process.Signal(syscall.SIGHUP)
 	testutil.Eventually(t, 10*time.Second, "epoch 1 to take over", func() bool { return epoch() == 1 })
-	if code, _ := getWith(t, c, "http://"+addr+"/"); code != 200 {
-		t.Errorf("after the reload: %d", code)
+	testutil.Eventually(t, 10*time.Second, "epoch 0 to exit", func() bool { return strings.Count(stderr.String(), "msg=stopped") == 1 })
+	// The kept-alive connection moved with the reload.
+	var reused bool
+	req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}))
+	if resp, err := c.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("after the reload: %v", err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if !reused {
+			t.Error("the kept-alive connection did not move to epoch 1")
+		}
 	}
 
 	// A broken config: the next epoch fails, epoch 1 goes on.
@@ -391,6 +403,7 @@ func TestHotRestartWrapper(t *testing.T) {
 	}
 	w.Process.Signal(syscall.SIGHUP)
 	testutil.Eventually(t, 10*time.Second, "epoch 2 to take over", func() bool { return epoch() == 2 })
+	testutil.Eventually(t, 10*time.Second, "epoch 1 to exit", func() bool { return strings.Count(stderr.String(), "msg=stopped") == 2 })
 
 	w.Process.Signal(syscall.SIGUSR1)
 	testutil.Eventually(t, 5*time.Second, "SIGUSR1 to reach the serving epoch", func() bool {

@@ -159,9 +159,9 @@ func (s *fdSocket) Close() error {
 	return nil
 }
 
-// Migrated marks the socket as handed to another process: closing it
-// here must not shut it down (network.Detached.Commit).
-func (s *fdSocket) Migrated() { s.migrated.Store(true) }
+// SetMigrating marks the socket as (perhaps) handed to another process:
+// closing it here must not shut it down (network.Conn.Detach).
+func (s *fdSocket) SetMigrating(on bool) { s.migrated.Store(on) }
 
 // Dup duplicates the descriptor (network.DupSocket).
 func (s *fdSocket) Dup() (*os.File, error) {

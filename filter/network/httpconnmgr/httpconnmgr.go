@@ -5,9 +5,11 @@ package httpconnmgr
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/network"
+	"github.com/straitproxy/strait/protocol/http1"
 	"github.com/straitproxy/strait/proxy"
 )
 
@@ -36,6 +38,11 @@ func (f *Factory) Adopt(c *network.Conn, h *network.Handoff) (network.Handler, e
 	}
 	if len(h.Pending) > 0 || len(h.Files) > 0 {
 		return nil, fmt.Errorf("http_connection_manager: only idle connections move")
+	}
+	// An idle HTTP/1.1 connection: the codec must still take HTTP/1.1
+	// (codec_type HTTP1 or AUTO), not HTTP/2 alone or an RPC codec.
+	if name := f.cfg.Codec.Name; name != http1.Name && !strings.Contains(name, http1.Name+",") && !strings.Contains(name, ","+http1.Name) {
+		return nil, fmt.Errorf("http_connection_manager: codec %s does not take HTTP/1.1", name)
 	}
 	return proxy.ResumeConnHandler(f.cfg, c), nil
 }

@@ -91,7 +91,7 @@ func (s *session) Migrate(wait time.Duration) (*network.Handoff, error) {
 		resume()
 		go s.copyUp()
 	}
-	d, err := s.down.Detach(time.Until(end))
+	d, err := s.down.Detach(time.Until(end), nil)
 	if err != nil {
 		restart()
 		return nil, err
