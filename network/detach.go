@@ -194,18 +194,25 @@ func DupSocket(s any) (*os.File, error) {
 	if !ok {
 		return nil, fmt.Errorf("%T is not a socket", s)
 	}
-	rc, err := sc.SyscallConn()
+	fd, err := DupFD(sc)
 	if err != nil {
 		return nil, err
 	}
+	return os.NewFile(uintptr(fd), "socket"), nil
+}
+
+// DupFD duplicates sc's descriptor (close-on-exec) through its raw
+// connection, leaving its blocking mode as it is.
+func DupFD(sc syscall.Conn) (int, error) {
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
 	fd, derr := -1, error(nil)
 	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return nil, err
+		return -1, err
 	}
-	if derr != nil {
-		return nil, derr
-	}
-	return os.NewFile(uintptr(fd), "socket"), nil
+	return fd, derr
 }
 
 // Handoff is a connection on its way to the next process (hot

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/internal/bufpool"
-	"golang.org/x/sys/unix"
 )
 
 // IOModel drives a listener's accepts and its connections' reads: it
@@ -124,17 +123,9 @@ func ListenerFile(ln net.Listener) (*os.File, error) {
 	}
 	// Not tl.File(): its Fd() would make the shared socket blocking,
 	// stalling this process's own Accept.
-	rc, err := tl.SyscallConn()
+	fd, err := DupFD(tl)
 	if err != nil {
 		return nil, err
-	}
-	var fd int
-	var derr error
-	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, derr
 	}
 	return os.NewFile(uintptr(fd), "listener"), nil
 }

@@ -106,16 +106,9 @@ func (m *Model) AdoptConn(ctx context.Context, f *os.File) (*network.Conn, error
 	if err := m.start(); err != nil {
 		return nil, err
 	}
-	rc, err := f.SyscallConn()
+	fd, err := network.DupFD(f)
 	if err != nil {
 		return nil, err
-	}
-	fd, derr := -1, error(nil)
-	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, derr
 	}
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
