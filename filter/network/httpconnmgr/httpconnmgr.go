@@ -9,7 +9,6 @@ import (
 
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/network"
-	"github.com/straitproxy/strait/protocol/http1"
 	"github.com/straitproxy/strait/proxy"
 )
 
@@ -30,6 +29,10 @@ func (f *Factory) NewHandler(c *network.Conn, _ network.Handler) (network.Handle
 
 var _ filter.NetworkAdopter = (*Factory)(nil)
 
+// http1Codec is protocol/http1's registered name (an extension does not
+// import another): alone, or among AUTO's "auto(http1,http2)".
+const http1Codec = "http1"
+
 // Adopt implements filter.NetworkAdopter: an idle HTTP/1.1 connection
 // the previous process migrated reads its next request here.
 func (f *Factory) Adopt(c *network.Conn, h *network.Handoff) (network.Handler, error) {
@@ -41,7 +44,7 @@ func (f *Factory) Adopt(c *network.Conn, h *network.Handoff) (network.Handler, e
 	}
 	// An idle HTTP/1.1 connection: the codec must still take HTTP/1.1
 	// (codec_type HTTP1 or AUTO), not HTTP/2 alone or an RPC codec.
-	if name := f.cfg.Codec.Name; name != http1.Name && !strings.Contains(name, http1.Name+",") && !strings.Contains(name, ","+http1.Name) {
+	if name := f.cfg.Codec.Name; name != http1Codec && !strings.Contains(name, "("+http1Codec) && !strings.Contains(name, ","+http1Codec) {
 		return nil, fmt.Errorf("http_connection_manager: codec %s does not take HTTP/1.1", name)
 	}
 	return proxy.ResumeConnHandler(f.cfg, c), nil
