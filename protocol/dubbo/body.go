@@ -78,20 +78,29 @@ func readString(b []byte) (s, rest []byte, err error) {
 		if n >= len(b) {
 			return nil, nil, errShort
 		}
-		c := b[n]
+		c, size := b[n], 0
 		switch {
 		case c < 0x80:
-			n++
+			size = 1
 		case c&0xe0 == 0xc0:
-			n += 2
+			size = 2
 		case c&0xf0 == 0xe0:
-			n += 3
+			size = 3
 		default:
 			return nil, nil, fmt.Errorf("bad utf-8 byte 0x%02x", c)
 		}
-	}
-	if n > len(b) {
-		return nil, nil, errShort
+		if n+size > len(b) {
+			return nil, nil, errShort
+		}
+		// Continuation bytes are 10xxxxxx: a Java writer sends nothing
+		// else, and decoders disagree on where a string with anything
+		// else ends, so it is refused rather than guessed at.
+		for _, c := range b[n+1 : n+size] {
+			if c&0xc0 != 0x80 {
+				return nil, nil, fmt.Errorf("bad utf-8 continuation byte 0x%02x", c)
+			}
+		}
+		n += size
 	}
 	return b[:n], b[n:], nil
 }

@@ -186,6 +186,19 @@ func TestChunkedStringRefused(t *testing.T) {
 	}
 }
 
+// TestBadUTF8Refused: a lead byte must be followed by continuation
+// bytes; hessian2 would end such a string elsewhere (fuzz finding).
+func TestBadUTF8Refused(t *testing.T) {
+	for _, b := range []string{"\x01\xeda0", "\x01\xc3(", "\x02\xe4\xb8", "\x01\xff"} {
+		if s, _, err := readString([]byte(b)); err == nil {
+			t.Errorf("readString(%q) = %q, want an error", b, s)
+		}
+	}
+	if s, _, err := readString([]byte("\x02\xe4\xb8\xadx")); err != nil || string(s) != "中x" {
+		t.Errorf("valid utf-8: %q, %v", s, err)
+	}
+}
+
 func TestErrorReplyDecodes(t *testing.T) {
 	req := mustRequest(t, 77, &dubbotest.Call{Service: "a.B", Method: "m"})
 	for st, code := range map[rpc.Status]byte{
@@ -274,7 +287,10 @@ func FuzzRequest(f *testing.F) {
 			for _, want := range [][]byte{head.DubboVersion, head.Service} {
 				v, err := d.Decode()
 				s, ok := v.(string)
-				if err != nil || !ok && v != nil || s != string(want) && bytes.IndexByte(want, 0xed) < 0 {
+				if bytes.IndexByte(want, 0xed) >= 0 {
+					break // a lone surrogate: hessian2 reads ahead for its pair
+				}
+				if err != nil || !ok && v != nil || s != string(want) {
 					t.Fatalf("codec read %q, hessian2 %#v, %v", want, v, err)
 				}
 			}
