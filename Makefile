@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 # Packages whose state is shared between goroutines: run under -race.
 RACE_PKGS = ./accesslog/... ./network/... ./upstream/... ./proxy/... ./protocol/... ./stats/... ./listener/... ./filter/... ./server/... ./xds/... ./test/... ./tlsconfig/... ./transport/...
 
-.PHONY: all build run test deps fmt vet race unit fuzz bench clean release
+.PHONY: all build run test deps fmt vet race unit fuzz bench clean release docker-check
 
 # The version stamped into binaries (strait --version, /server_info).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -28,6 +28,11 @@ release:
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build $(RELEASE_FLAGS) -o $(DIST)/strait-$(VERSION)-linux-$$arch ./cmd/strait || exit 1; \
 	done
 	cd $(DIST) && sha256sum strait-$(VERSION)-linux-* > SHA256SUMS && cat SHA256SUMS
+
+# make docker-check: build the image and check it serves (skips without
+# a Docker daemon; not part of make test).
+docker-check:
+	./scripts/docker-check.sh $(VERSION)
 
 run:
 	$(GO) run ./cmd/strait -c examples/quickstart.yaml

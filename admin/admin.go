@@ -67,6 +67,7 @@ func New(src Source, st *stats.Store, log *slog.Logger) *Server {
 	mux.HandleFunc("POST /runtime_modify", s.runtimeModify)
 	mux.HandleFunc("POST /drain_listeners", s.drainListeners)
 	mux.HandleFunc("POST /reopen_logs", s.reopenLogs)
+	mux.HandleFunc("POST /reset_counters", s.resetCounters)
 	s.ops(mux)
 	mux.HandleFunc("GET /{$}", s.page)
 	mux.HandleFunc("GET /help", s.index)
@@ -164,11 +165,14 @@ func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
   /listeners (?format=json)
   /runtime
   /memory
+  /certs
+  /hot_restart_version
   /logging; POST /logging?level=LEVEL or ?paths=LOGGER:LEVEL,...
   POST /runtime_modify?key=value
   POST /drain_listeners (?inboundonly, ?graceful)
   POST /healthcheck/fail, POST /healthcheck/ok
   POST /reopen_logs
+  POST /reset_counters
   POST /quitquitquit
   /debug/pprof/
 `)
@@ -178,17 +182,15 @@ func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 // only listeners with traffic_direction INBOUND, ?graceful keeps them
 // accepting (and draining what comes) for the drain time first.
 func (s *Server) drainListeners(w http.ResponseWriter, r *http.Request) {
-	d, ok := s.src.(interface {
+	d, ok := capability[interface {
 		DrainListeners(inboundOnly, graceful bool)
-	})
+	}](s, w, "draining")
 	if !ok {
-		http.Error(w, "draining is not available", http.StatusNotImplemented)
 		return
 	}
 	q := r.URL.Query()
 	d.DrainListeners(q.Has("inboundonly"), q.Has("graceful"))
-	w.Header().Set("content-type", "text/plain")
-	fmt.Fprintln(w, "OK")
+	writeLine(w, "OK")
 }
 
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {

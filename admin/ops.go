@@ -29,6 +29,7 @@ type (
 	healthChecker interface{ SetHealthCheckFailed(failed bool) }
 	quitter       interface{ Quit() }
 	logLeveler    interface{ LogLevels() *tracelog.Levels }
+	certLister    interface{ Certificates() *adminv3.Certificates }
 )
 
 // NamedAddr is a listener's name and bound address.
@@ -46,6 +47,24 @@ func (s *Server) ops(mux *http.ServeMux) {
 	mux.HandleFunc("POST /healthcheck/ok", s.healthcheck(false))
 	mux.HandleFunc("POST /quitquitquit", s.quit)
 	mux.HandleFunc("GET /memory", s.memory)
+	mux.HandleFunc("GET /certs", s.certs)
+	mux.HandleFunc("GET /hot_restart_version", s.hotRestartVersion)
+}
+
+// capability is the server's source as T (an optional part of it), or
+// answers 501 saying what is not available.
+func capability[T any](s *Server, w http.ResponseWriter, what string) (T, bool) {
+	v, ok := s.src.(T)
+	if !ok {
+		http.Error(w, what+" is not available", http.StatusNotImplemented)
+	}
+	return v, ok
+}
+
+// writeLine answers a plain-text line.
+func writeLine(w http.ResponseWriter, line any) {
+	w.Header().Set("content-type", "text/plain")
+	fmt.Fprintln(w, line)
 }
 
 func writeProto(w http.ResponseWriter, m proto.Message) {
@@ -60,20 +79,45 @@ func writeProto(w http.ResponseWriter, m proto.Message) {
 }
 
 func (s *Server) serverInfo(w http.ResponseWriter, _ *http.Request) {
-	si, ok := s.src.(serverInfoer)
+	si, ok := capability[serverInfoer](s, w, "server_info")
 	if !ok {
-		http.Error(w, "server_info is not available", http.StatusNotImplemented)
 		return
 	}
 	writeProto(w, si.ServerInfo())
 }
 
+// certs is Envoy's /certs: the certificates of every TLS context in use
+// (listeners' filter chains, clusters), never a key.
+func (s *Server) certs(w http.ResponseWriter, _ *http.Request) {
+	cl, ok := capability[certLister](s, w, "certs")
+	if !ok {
+		return
+	}
+	writeProto(w, cl.Certificates())
+}
+
+// resetCounters is Envoy's POST /reset_counters: every counter back to
+// zero (debugging with /stats; Prometheus sees a counter reset).
+func (s *Server) resetCounters(w http.ResponseWriter, _ *http.Request) {
+	s.stats.ResetCounters()
+	writeLine(w, "OK")
+}
+
+// hotRestartVersion is Envoy's /hot_restart_version: the hot restart
+// protocol a new epoch must speak ("disabled" without --base-id).
+func (s *Server) hotRestartVersion(w http.ResponseWriter, _ *http.Request) {
+	si, ok := capability[serverInfoer](s, w, "hot_restart_version")
+	if !ok {
+		return
+	}
+	writeLine(w, si.ServerInfo().GetHotRestartVersion())
+}
+
 // listeners is Envoy's /listeners: "name::address" lines, or with
 // ?format=json the envoy.admin.v3.Listeners message.
 func (s *Server) listeners(w http.ResponseWriter, r *http.Request) {
-	ll, ok := s.src.(listenerLister)
+	ll, ok := capability[listenerLister](s, w, "listeners")
 	if !ok {
-		http.Error(w, "listeners are not available", http.StatusNotImplemented)
 		return
 	}
 	list := ll.ListenerAddrs()
@@ -147,8 +191,7 @@ func (s *Server) logging(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "changing levels needs POST", http.StatusMethodNotAllowed)
 		return
 	}
-	w.Header().Set("content-type", "text/plain")
-	fmt.Fprintln(w, "active loggers:")
+	writeLine(w, "active loggers:")
 	for _, l := range lv.List() {
 		fmt.Fprintf(w, "  %s\n", l)
 	}
@@ -159,26 +202,22 @@ func (s *Server) logging(w http.ResponseWriter, r *http.Request) {
 // while everything keeps serving.
 func (s *Server) healthcheck(failed bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) {
-		hc, ok := s.src.(healthChecker)
+		hc, ok := capability[healthChecker](s, w, "health checking")
 		if !ok {
-			http.Error(w, "health checking is not available", http.StatusNotImplemented)
 			return
 		}
 		hc.SetHealthCheckFailed(failed)
-		w.Header().Set("content-type", "text/plain")
-		fmt.Fprintln(w, "OK")
+		writeLine(w, "OK")
 	}
 }
 
 // quit is /quitquitquit: the process drains and exits, as on SIGTERM.
 func (s *Server) quit(w http.ResponseWriter, _ *http.Request) {
-	q, ok := s.src.(quitter)
+	q, ok := capability[quitter](s, w, "quitting")
 	if !ok {
-		http.Error(w, "quitting is not available", http.StatusNotImplemented)
 		return
 	}
-	w.Header().Set("content-type", "text/plain")
-	fmt.Fprintln(w, "OK")
+	writeLine(w, "OK")
 	if f, ok := w.(http.Flusher); ok {
 		f.Flush()
 	}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/straitproxy/strait/accesslog"
@@ -166,6 +167,23 @@ func (l *Listener) TransportReady() bool {
 	return true
 }
 
+// Certificates lists the /certs entry of each TLS context of the
+// listener's filter chains, at now.
+func (l *Listener) Certificates(now time.Time) []*adminv3.Certificate {
+	var out []*adminv3.Certificate
+	for _, c := range append(l.chains, l.def) {
+		if c == nil {
+			continue
+		}
+		if r, ok := c.ts.(transport.CertReporter); ok {
+			if cert := r.Certificates(now); cert != nil {
+				out = append(out, cert)
+			}
+		}
+	}
+	return out
+}
+
 // ConfiguredAddress is the address as configured (port may be 0).
 func (l *Listener) ConfiguredAddress() string { return l.addr }
 
@@ -311,14 +329,19 @@ func (l *Listener) attach(c *network.Conn, ch *chain) (t, h network.Handler, err
 		}
 		h = next
 	}
-	l.cxActive.Inc()
 	if tracelog.On(l.log) {
 		tracelog.Log(l.log, "connection accepted", "remote", c.RemoteAddr(), "local", c.LocalAddr(), "chain", ch.name)
 	}
+	return l.track(c, h), h, nil
+}
+
+// track counts c as the listener's, served by h, until it closes.
+func (l *Listener) track(c *network.Conn, h network.Handler) network.Handler {
+	l.cxActive.Inc()
 	l.mu.Lock()
 	l.conns[c] = h
 	l.mu.Unlock()
-	return &tracked{Handler: h, l: l, c: c}, h, nil
+	return &tracked{Handler: h, l: l, c: c}
 }
 
 // tracked removes a connection from its listener when it closes.

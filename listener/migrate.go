@@ -64,11 +64,7 @@ func (l *Listener) Adopt(f *os.File, info *network.ConnInfo, h *network.Handoff)
 		c.Close()
 		return err
 	}
-	l.cxActive.Inc()
-	l.mu.Lock()
-	l.conns[c] = handler
-	l.mu.Unlock()
-	c.SetHandler(&tracked{Handler: handler, l: l, c: c})
+	c.SetHandler(l.track(c, handler))
 	l.io.Start(c)
 	if l.draining.Load() {
 		drain(handler, c)

@@ -271,6 +271,10 @@ type Codec struct {
 	// (HTTP/2, Dubbo).
 	NewClient func(c UpstreamConn) ClientStream
 	NewMux    func(c net.Conn, opts MuxOptions) MuxConn
+	// Resumes says its server codec can take a connection that another
+	// process served up to an idle point between two requests (hot
+	// restart's connection migration: HTTP/1.1 keep-alive).
+	Resumes bool
 }
 
 // MuxConn is an upstream connection carrying many streams at once. It

@@ -14,11 +14,14 @@ import (
 // codec_type AUTO, and the seam other protocols (Dubbo) plug into.
 func Auto(codecs ...*Codec) *Codec {
 	names := make([]string, len(codecs))
+	resumes := false
 	for i, c := range codecs {
 		names[i] = c.Name
+		resumes = resumes || c.Resumes // its first bytes choose that codec
 	}
 	return &Codec{
-		Name: "auto(" + strings.Join(names, ",") + ")",
+		Name:    "auto(" + strings.Join(names, ",") + ")",
+		Resumes: resumes,
 		NewServer: func(c Conn, opts ServerOptions, cb ServerCallbacks) ServerCodec {
 			return &detector{codecs: codecs, c: c, opts: opts, cb: cb}
 		},

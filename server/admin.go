@@ -7,6 +7,7 @@ import (
 	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/admin"
 	"github.com/straitproxy/strait/internal/tracelog"
+	"github.com/straitproxy/strait/listener"
 	"github.com/straitproxy/strait/stats"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -43,13 +44,17 @@ func (s *Server) ServerInfo() *adminv3.ServerInfo {
 // are serving, with their bound addresses.
 func (s *Server) ListenerAddrs() []admin.NamedAddr {
 	var out []admin.NamedAddr
-	for _, l := range s.listeners {
+	for _, l := range s.serving() {
 		out = append(out, admin.NamedAddr{Name: l.Name, Addr: l.Addr()})
 	}
+	return out
+}
+
+// serving lists the static listeners, then the active dynamic ones.
+func (s *Server) serving() []*listener.Listener {
+	out := append([]*listener.Listener(nil), s.listeners...)
 	if s.dyn != nil {
-		for _, l := range s.dyn.listeners.Active() {
-			out = append(out, admin.NamedAddr{Name: l.Name, Addr: l.Addr()})
-		}
+		out = append(out, s.dyn.listeners.Active()...)
 	}
 	return out
 }

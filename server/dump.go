@@ -5,9 +5,11 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/transport"
 	"github.com/straitproxy/strait/xds"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -39,6 +41,27 @@ func (s *Server) ConfigDump() proto.Message {
 		dump.Configs = append(dump.Configs, a)
 	}
 	return dump
+}
+
+// Certificates is the admin's /certs: the TLS contexts of the serving
+// listeners' filter chains, then of the clusters, each with its trusted
+// CAs and the leaf of each of its certificates.
+func (s *Server) Certificates() *adminv3.Certificates {
+	now := time.Now()
+	out := &adminv3.Certificates{}
+	for _, l := range s.serving() {
+		out.Certificates = append(out.Certificates, l.Certificates(now)...)
+	}
+	cm := s.clusters.Current()
+	for _, name := range cm.Names() {
+		c, _ := cm.Get(name)
+		if r, ok := c.TLS.(transport.CertReporter); ok {
+			if cert := r.Certificates(now); cert != nil {
+				out.Certificates = append(out.Certificates, cert)
+			}
+		}
+	}
+	return out
 }
 
 // WriteClusters implements admin.Source in Envoy's text form:

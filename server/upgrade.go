@@ -469,11 +469,11 @@ func (p *Parent) Stats() (map[string]uint64, time.Time, error) {
 	return m.Counters, time.Unix(0, m.FirstUp), nil
 }
 
-// Drain tells the parent to drain and exit. Then, until the parent's
+// Follow tells the parent to drain and exit, then follows it: until its
 // last stats or its exit, s serves the connections the parent migrates
 // and takes what the parent counted since the snapshot before (Stats,
 // or the previous one) and how many connections it still has.
-func (p *Parent) Drain(s *Server) error {
+func (p *Parent) Follow(s *Server) error {
 	_, files, err := p.ask("drain")
 	closeAll(files)
 	if err != nil {

@@ -218,6 +218,19 @@ func (s *Store) Counters() map[string]uint64 {
 	return out
 }
 
+// ResetCounters sets every counter to zero, and forgets the counts
+// carried from a previous process for counters not made yet (the
+// admin's /reset_counters). Counters computed by a function
+// (CounterFunc), gauges and histograms are left as they are.
+func (s *Store) ResetCounters() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.ctrs {
+		c.v.Store(0)
+	}
+	s.carried = nil
+}
+
 // CarryOver adds a previous process's counter values (hot restart): to
 // the counters that exist now, and to the others as they are made.
 func (s *Store) CarryOver(vals map[string]uint64) {

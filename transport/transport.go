@@ -18,6 +18,7 @@ import (
 	"net"
 	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -70,6 +71,13 @@ func Install(d Downstream, c *network.Conn) (Socket, error) {
 	}
 	c.SetTransport(s)
 	return s, nil
+}
+
+// CertReporter is a transport socket (downstream or upstream) that lists
+// its certificates for the admin's /certs: its trusted CAs and the leaf
+// of each of its own chains, as loaded now (nil before its secrets came).
+type CertReporter interface {
+	Certificates(now time.Time) *adminv3.Certificate
 }
 
 // BuildContext is what a transport socket's builder may use.

@@ -57,11 +57,7 @@ func (h *Host) connect(ctx context.Context, alpn []string) (net.Conn, error) {
 	}
 	cl.Stats.CxActive.Inc()
 	h.CxActive.Add(1)
-	c := network.NewTCPConn(raw)
-	if tc, ok := c.(*network.TCPConn); ok {
-		tc.ReadLimit = cl.BufferLimit
-	}
-	tc, err := h.secure(ctx, c, alpn)
+	tc, err := h.secure(ctx, cl.wrap(raw), alpn)
 	if err != nil {
 		cl.Stats.CxActive.Dec()
 		h.CxActive.Add(-1)
@@ -111,13 +107,19 @@ type dedicated struct {
 	once sync.Once
 }
 
-func (d *dedicated) Close() error {
+func (d *dedicated) Close() error { return d.end(true) }
+
+// end closes the connection and gives back its slot once; destroyed
+// counts it as destroyed here (not so when another process took it).
+func (d *dedicated) end(destroyed bool) error {
 	err := d.Conn.Close()
 	d.once.Do(func() {
 		cl := d.host.cluster
 		cl.Breaker.Connections.Add(-1)
 		cl.Stats.CxActive.Dec()
-		cl.Stats.CxDestroy.Inc()
+		if destroyed {
+			cl.Stats.CxDestroy.Inc()
+		}
 		d.host.CxActive.Add(-1)
 	})
 	return err
@@ -129,15 +131,7 @@ func (d *dedicated) File() (*os.File, error) { return network.DupSocket(d.Conn) 
 
 // Release closes the connection here once another process has taken its
 // socket: no longer active here, but not destroyed.
-func (d *dedicated) Release() error {
-	err := d.Conn.Close()
-	d.once.Do(func() {
-		d.host.cluster.Breaker.Connections.Add(-1)
-		d.host.cluster.Stats.CxActive.Dec()
-		d.host.CxActive.Add(-1)
-	})
-	return err
-}
+func (d *dedicated) Release() error { return d.end(false) }
 
 // Adopt serves a connection to h that a hot restart's previous process
 // made and handed over (f is a duplicate, the caller's to close): it
@@ -151,11 +145,17 @@ func (h *Host) Adopt(f *os.File) (net.Conn, error) {
 	cl.Breaker.Connections.Add(1)
 	cl.Stats.CxActive.Inc()
 	h.CxActive.Add(1)
-	c := network.NewTCPConn(nc)
-	if tc, ok := c.(*network.TCPConn); ok {
-		tc.ReadLimit = cl.BufferLimit
+	return &dedicated{Conn: cl.wrap(nc), host: h}, nil
+}
+
+// wrap makes a raw TCP connection to a host of c the proxy's own,
+// reading at most the cluster's buffer limit at a time.
+func (c *Cluster) wrap(raw net.Conn) net.Conn {
+	nc := network.NewTCPConn(raw)
+	if tc, ok := nc.(*network.TCPConn); ok {
+		tc.ReadLimit = c.BufferLimit
 	}
-	return &dedicated{Conn: c, host: h}, nil
+	return nc
 }
 
 // Host returns the cluster's host at addr, excluded ones included.

@@ -249,7 +249,7 @@ func takeOver(ctx context.Context, srv *server.Server, log *slog.Logger, parent 
 	go func() {
 		// The parent drains; what it still counts is added to ours.
 		defer parent.Close()
-		if err := parent.Drain(srv); err != nil {
+		if err := parent.Follow(srv); err != nil {
 			log.Warn("hot restart: the draining parent", "err", err)
 		}
 	}()

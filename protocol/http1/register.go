@@ -11,5 +11,6 @@ func init() {
 		Match:     LooksLikeRequest,
 		NewServer: newServer,
 		NewClient: newClient,
+		Resumes:   true,
 	})
 }

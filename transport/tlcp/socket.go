@@ -3,12 +3,14 @@ package tlcp
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
 	"time"
 
 	"github.com/emmansun/gmsm/smx509"
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/network"
@@ -92,61 +94,95 @@ func (p *certPair) load() (*Certificate, error) {
 	return LoadCertificate(chain, key)
 }
 
+// certReport is what /certs shows of a context: its trusted CAs, then
+// the signing and encryption certificates.
+type certReport struct{ cas, chain []tlsconfig.Cert }
+
+// Certificates implements transport.CertReporter for both sides.
+func (r *certReport) Certificates(now time.Time) *adminv3.Certificate {
+	return tlsconfig.Certificates(r.cas, r.chain, now)
+}
+
+// smCert describes an SM2 certificate.
+func smCert(source string, c *smx509.Certificate) tlsconfig.Cert {
+	return tlsconfig.Cert{Source: source, Serial: c.SerialNumber, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
+		DNS: c.DNSNames, URIs: c.URIs, IPs: c.IPAddresses}
+}
+
+// sourceName names a DataSource given as JSON as /certs does.
+func sourceName(raw json.RawMessage) string {
+	var ds corev3.DataSource
+	_ = protojson.Unmarshal(raw, &ds)
+	return tlsconfig.SourceName(&ds)
+}
+
 // common builds what both sides share: certificates, suites, the
 // trusted CA, the session cache.
-func (s *settings) common(cfg *Config) error {
+func (s *settings) common(cfg *Config) (*certReport, error) {
+	r := &certReport{}
 	if s.SignCertificate != nil {
 		c, err := s.SignCertificate.load()
 		if err != nil {
-			return config.At("sign_certificate", err)
+			return nil, config.At("sign_certificate", err)
 		}
 		cfg.SignCert = c
+		r.chain = append(r.chain, smCert(sourceName(s.SignCertificate.CertificateChain), c.Leaf))
 	}
 	if s.EncryptionCertificate != nil {
 		c, err := s.EncryptionCertificate.load()
 		if err != nil {
-			return config.At("encryption_certificate", err)
+			return nil, config.At("encryption_certificate", err)
 		}
 		cfg.EncCert = c
+		r.chain = append(r.chain, smCert(sourceName(s.EncryptionCertificate.CertificateChain), c.Leaf))
 	}
 	if cfg.EncCert != nil && cfg.SignCert == nil {
-		return config.At("sign_certificate", errors.New("required with an encryption certificate"))
+		return nil, config.At("sign_certificate", errors.New("required with an encryption certificate"))
 	}
 	for i, n := range s.CipherSuites {
 		id, ok := SuiteByName(n)
 		if !ok {
-			return config.At(fmt.Sprintf("cipher_suites[%d]", i), fmt.Errorf("%q: not one of ECC_SM4_GCM_SM3, ECC_SM4_CBC_SM3, ECDHE_SM4_GCM_SM3, ECDHE_SM4_CBC_SM3", n))
+			return nil, config.At(fmt.Sprintf("cipher_suites[%d]", i), fmt.Errorf("%q: not one of ECC_SM4_GCM_SM3, ECC_SM4_CBC_SM3, ECDHE_SM4_GCM_SM3, ECDHE_SM4_CBC_SM3", n))
 		}
 		cfg.Suites = append(cfg.Suites, id)
 	}
 	if s.TrustedCA != nil {
 		b, err := readDataSource(s.TrustedCA)
 		if err != nil {
-			return config.At("trusted_ca", err)
+			return nil, config.At("trusted_ca", err)
 		}
 		pool := smx509.NewCertPool()
 		if !pool.AppendCertsFromPEM(b) {
-			return config.At("trusted_ca", errors.New("no PEM certificate"))
+			return nil, config.At("trusted_ca", errors.New("no PEM certificate"))
 		}
 		cfg.ClientCAs, cfg.RootCAs = pool, pool
+		for rest := b; ; {
+			var blk *pem.Block
+			if blk, rest = pem.Decode(rest); blk == nil {
+				break
+			}
+			if c, err := smx509.ParseCertificate(blk.Bytes); err == nil && blk.Type == "CERTIFICATE" {
+				r.cas = append(r.cas, smCert(sourceName(s.TrustedCA), c))
+			}
+		}
 	}
 	n, life := defaultSessions, defaultSessionTimeout
 	if s.SessionCacheSize != nil {
 		if n = *s.SessionCacheSize; n < 0 {
-			return config.At("session_cache_size", errors.New("must be >= 0"))
+			return nil, config.At("session_cache_size", errors.New("must be >= 0"))
 		}
 	}
 	if s.SessionTimeout != "" {
 		d, err := time.ParseDuration(s.SessionTimeout)
 		if err != nil || d <= 0 {
-			return config.At("session_timeout", fmt.Errorf("%q: a positive duration such as \"300s\"", s.SessionTimeout))
+			return nil, config.At("session_timeout", fmt.Errorf("%q: a positive duration such as \"300s\"", s.SessionTimeout))
 		}
 		life = d
 	}
 	if n > 0 {
 		cfg.Sessions = NewSessionCache(n, life)
 	}
-	return nil
+	return r, nil
 }
 
 // offersECC reports whether suites (empty: the defaults) hold an ECC
@@ -173,6 +209,7 @@ func decode(m *structpb.Struct) (*settings, error) {
 
 // downstream is a built TLCP server context.
 type downstream struct {
+	*certReport
 	cfg       *Config
 	handshake time.Duration
 	stats     *sslStats
@@ -187,7 +224,8 @@ func buildDownstream(bc *transport.BuildContext, m *structpb.Struct) (*downstrea
 		return nil, config.At("sni", errors.New("an upstream field"))
 	}
 	cfg := &Config{}
-	if err := s.common(cfg); err != nil {
+	report, err := s.common(cfg)
+	if err != nil {
 		return nil, err
 	}
 	if cfg.SignCert == nil {
@@ -208,7 +246,7 @@ func buildDownstream(bc *transport.BuildContext, m *structpb.Struct) (*downstrea
 	case cfg.ClientCAs != nil:
 		cfg.ClientAuth = VerifyClientCertIfGiven
 	}
-	d := &downstream{cfg: cfg, handshake: defaultHandshakeTimeout, stats: newSSLStats(bc.Stats)}
+	d := &downstream{certReport: report, cfg: cfg, handshake: defaultHandshakeTimeout, stats: newSSLStats(bc.Stats)}
 	if bc.HandshakeTimeout > 0 {
 		d.handshake = bc.HandshakeTimeout
 	}
@@ -235,6 +273,7 @@ func (d *downstream) done(s transport.Session, err error) { d.stats.done(s.(*Con
 
 // upstream is a built TLCP client context.
 type upstream struct {
+	*certReport
 	cfg   *Config
 	stats *sslStats
 }
@@ -248,7 +287,8 @@ func buildUpstream(bc *transport.BuildContext, m *structpb.Struct) (*upstream, e
 		return nil, config.At("require_client_certificate", errors.New("a downstream field"))
 	}
 	cfg := &Config{ServerName: s.SNI}
-	if err := s.common(cfg); err != nil {
+	report, err := s.common(cfg)
+	if err != nil {
 		return nil, err
 	}
 	cfg.ClientCAs = nil
@@ -258,7 +298,7 @@ func buildUpstream(bc *transport.BuildContext, m *structpb.Struct) (*upstream, e
 	// As Envoy's upstream TLS: without a trusted CA the server's
 	// certificates are not verified.
 	cfg.InsecureSkipVerify = cfg.RootCAs == nil
-	return &upstream{cfg: cfg, stats: newSSLStats(bc.Stats)}, nil
+	return &upstream{certReport: report, cfg: cfg, stats: newSSLStats(bc.Stats)}, nil
 }
 
 // Client implements transport.Upstream. TLCP has no ALPN: the cluster's

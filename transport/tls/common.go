@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/straitproxy/strait/config"
@@ -90,19 +92,22 @@ func version(v tlsv3.TlsParameters_TlsProtocol, def uint16) (uint16, error) {
 // common is a built CommonTlsContext: a config template (certificates,
 // ALPN, versions, suites, curves) and the peer validation (nil: none).
 type common struct {
-	cfg *gotls.Config
-	val *validator
+	cfg   *gotls.Config
+	val   *validator
+	certs []tlsconfig.Cert // the leaf of each certificate, for /certs
 }
 
 // buildCommon builds what both sides take of a CommonTlsContext.
 func buildCommon(ctx *tlsv3.CommonTlsContext) (*common, error) {
 	cfg := &gotls.Config{MinVersion: gotls.VersionTLS12, NextProtos: ctx.GetAlpnProtocols(), CipherSuites: defaultCiphers}
+	c := &common{cfg: cfg}
 	for i, tc := range ctx.GetTlsCertificates() {
 		cert, err := loadPair(tc, fmt.Sprintf("common_tls_context.tls_certificates[%d]", i))
 		if err != nil {
 			return nil, err
 		}
 		cfg.Certificates = append(cfg.Certificates, cert)
+		c.certs = append(c.certs, tlsconfig.FromX509(tlsconfig.SourceName(tc.GetCertificateChain()), cert.Leaf))
 	}
 	if p := ctx.GetTlsParams(); p != nil {
 		const path = "common_tls_context.tls_params"
@@ -137,7 +142,6 @@ func buildCommon(ctx *tlsv3.CommonTlsContext) (*common, error) {
 			cfg.CurvePreferences = append(cfg.CurvePreferences, id)
 		}
 	}
-	c := &common{cfg: cfg}
 	if vc := ctx.GetValidationContext(); vc != nil {
 		v, err := buildValidator(vc, "common_tls_context.validation_context")
 		if err != nil {
@@ -165,17 +169,26 @@ func loadPair(tc *tlsv3.TlsCertificate, path string) (gotls.Certificate, error) 
 	return cert, config.At(path, err)
 }
 
-// loadPool reads PEM certificates into a pool.
-func loadPool(ds *corev3.DataSource) (*x509.CertPool, error) {
+// loadPool reads PEM certificates into a pool, and describes them.
+func loadPool(ds *corev3.DataSource) (*x509.CertPool, []tlsconfig.Cert, error) {
 	pem, err := readSource(ds)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, errors.New("no PEM certificate in it")
+		return nil, nil, errors.New("no PEM certificate in it")
 	}
-	return pool, nil
+	return pool, tlsconfig.ParsePEM(tlsconfig.SourceName(ds), pem), nil
+}
+
+// report is the context's /certs entry at now.
+func (c *common) report(now time.Time) *adminv3.Certificate {
+	var cas []tlsconfig.Cert
+	if c.val != nil {
+		cas = c.val.cas
+	}
+	return tlsconfig.Certificates(cas, c.certs, now)
 }
 
 // readSource reads a DataSource (tlsconfig.DataSource), which must be

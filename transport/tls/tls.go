@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/straitproxy/strait/config"
@@ -49,8 +50,9 @@ var supported = support(map[string]string{
 // downstream is a built DownstreamTlsContext: the configuration new
 // handshakes use, replaced when its secrets change.
 type downstream struct {
-	cur atomic.Pointer[gotls.Config]
-	sc  *secretContext
+	cur   atomic.Pointer[gotls.Config]
+	built atomic.Pointer[common] // the version cur was made from (for /certs)
+	sc    *secretContext
 	// handshake bounds each handshake.
 	handshake time.Duration
 	stats     *sslStats
@@ -85,6 +87,7 @@ func build(bc *transport.BuildContext, m *tlsv3.DownstreamTlsContext) (*downstre
 		d.keys = &keys
 	}
 	sc, err := buildContext(bc, ctx, func(c *common) error {
+		d.built.Store(c)
 		d.mu.Lock()
 		d.base = finishDownstream(m, c)
 		d.publishLocked()
@@ -149,6 +152,14 @@ func (d *downstream) watchTicketKeys(bc *transport.BuildContext, ref *tlsv3.SdsS
 
 // Ready implements transport.Waiter.
 func (d *downstream) Ready() bool { return d.cur.Load() != nil }
+
+// Certificates implements transport.CertReporter.
+func (d *downstream) Certificates(now time.Time) *adminv3.Certificate {
+	if c := d.built.Load(); c != nil {
+		return c.report(now)
+	}
+	return nil
+}
 
 // finishDownstream completes a server configuration from the context's
 // options.

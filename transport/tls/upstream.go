@@ -6,7 +6,9 @@ import (
 	"errors"
 	"net"
 	"sync/atomic"
+	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/transport"
@@ -43,7 +45,8 @@ type upstream struct {
 type upstreamState struct {
 	cfg  *gotls.Config
 	val  *validator
-	alpn bool // the config names ALPN protocols
+	c    *common // what it was built from (for /certs)
+	alpn bool    // the config names ALPN protocols
 }
 
 func buildUpstream(bc *transport.BuildContext, m *tlsv3.UpstreamTlsContext) (*upstream, error) {
@@ -68,7 +71,7 @@ func buildUpstream(bc *transport.BuildContext, m *tlsv3.UpstreamTlsContext) (*up
 		// says.
 		cfg.InsecureSkipVerify = true
 		cfg.ClientSessionCache = u.cache
-		u.cur.Store(&upstreamState{cfg: cfg, val: c.val, alpn: len(cfg.NextProtos) > 0})
+		u.cur.Store(&upstreamState{cfg: cfg, val: c.val, c: c, alpn: len(cfg.NextProtos) > 0})
 		return nil
 	})
 	if err != nil {
@@ -80,6 +83,14 @@ func buildUpstream(bc *transport.BuildContext, m *tlsv3.UpstreamTlsContext) (*up
 
 // Ready implements transport.Waiter.
 func (u *upstream) Ready() bool { return u.cur.Load() != nil }
+
+// Certificates implements transport.CertReporter.
+func (u *upstream) Certificates(now time.Time) *adminv3.Certificate {
+	if st := u.cur.Load(); st != nil {
+		return st.c.report(now)
+	}
+	return nil
+}
 
 // Client implements transport.Upstream.
 func (u *upstream) Client(ctx context.Context, nc net.Conn, hostname string, alpn []string) (net.Conn, error) {

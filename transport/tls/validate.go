@@ -15,6 +15,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/router"
+	"github.com/straitproxy/strait/tlsconfig"
 )
 
 // The kinds of verification failure, for the ssl.fail_verify_* stats.
@@ -28,7 +29,8 @@ var (
 // CertificateValidationContext says: the chain up to trusted_ca (unless
 // ACCEPT_UNTRUSTED), its CRLs, then the leaf's SANs, SPKI or hash pins.
 type validator struct {
-	roots          *x509.CertPool // nil: the chain is not verified
+	roots          *x509.CertPool   // nil: the chain is not verified
+	cas            []tlsconfig.Cert // trusted_ca's certificates, for /certs
 	sans           []sanMatcher
 	spki, hashes   [][]byte // SHA-256 pins; either list accepting is enough
 	crls           []*x509.RevocationList
@@ -53,11 +55,11 @@ func buildValidator(vc *tlsv3.CertificateValidationContext, path string) (*valid
 		untrusted:      vc.GetTrustChainVerification() == tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED,
 		suppressCAList: vc.GetSuppressClientCaList()}
 	if vc.GetTrustedCa() != nil {
-		pool, err := loadPool(vc.GetTrustedCa())
+		pool, cas, err := loadPool(vc.GetTrustedCa())
 		if err != nil {
 			return nil, config.At(path+".trusted_ca", err)
 		}
-		v.roots, v.hasTrustedCA = pool, true
+		v.roots, v.cas, v.hasTrustedCA = pool, cas, true
 	}
 	if vc.GetSystemRootCerts() != nil {
 		if v.roots != nil {

@@ -5,7 +5,6 @@ package httpconnmgr
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/network"
@@ -29,10 +28,6 @@ func (f *Factory) NewHandler(c *network.Conn, _ network.Handler) (network.Handle
 
 var _ filter.NetworkAdopter = (*Factory)(nil)
 
-// http1Codec is protocol/http1's registered name (an extension does not
-// import another): alone, or among AUTO's "auto(http1,http2)".
-const http1Codec = "http1"
-
 // Adopt implements filter.NetworkAdopter: an idle HTTP/1.1 connection
 // the previous process migrated reads its next request here.
 func (f *Factory) Adopt(c *network.Conn, h *network.Handoff) (network.Handler, error) {
@@ -42,10 +37,10 @@ func (f *Factory) Adopt(c *network.Conn, h *network.Handoff) (network.Handler, e
 	if len(h.Pending) > 0 || len(h.Files) > 0 {
 		return nil, fmt.Errorf("http_connection_manager: only idle connections move")
 	}
-	// An idle HTTP/1.1 connection: the codec must still take HTTP/1.1
+	// An idle HTTP/1.1 connection: the codec must still take it
 	// (codec_type HTTP1 or AUTO), not HTTP/2 alone or an RPC codec.
-	if name := f.cfg.Codec.Name; name != http1Codec && !strings.Contains(name, "("+http1Codec) && !strings.Contains(name, ","+http1Codec) {
-		return nil, fmt.Errorf("http_connection_manager: codec %s does not take HTTP/1.1", name)
+	if !f.cfg.Codec.Resumes {
+		return nil, fmt.Errorf("http_connection_manager: codec %s cannot resume an idle connection", f.cfg.Codec.Name)
 	}
 	return proxy.ResumeConnHandler(f.cfg, c), nil
 }
