@@ -50,8 +50,6 @@ type Server struct {
 	log   *slog.Logger
 	srv   *http.Server
 	ln    net.Listener
-	// access is the admin access log (nil: none).
-	access *accessLog
 }
 
 // New makes an admin server; it binds nothing until Start.
@@ -128,11 +126,7 @@ func (s *Server) ListenFile() (*os.File, error) {
 func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	err := s.srv.Shutdown(ctx)
-	if s.access != nil {
-		s.access.close()
-	}
-	return err
+	return s.srv.Shutdown(ctx)
 }
 
 // reopenLogs is Envoy's /reopen_logs: access log files are written out,

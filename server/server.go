@@ -162,13 +162,11 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 		s.dyn.listeners.SetStatic(s.listeners)
 	}
 	s.admin = admin.New(s, s.store, s.log.With("component", "admin"))
-	//nolint:staticcheck // deprecated in v3, still in Envoy's examples
-	if p := b.GetAdmin().GetAccessLogPath(); p != "" {
-		s.log.Warn("deprecated field admin.access_log_path; Envoy's replacement is admin.access_log")
-		if err := s.admin.SetAccessLogPath(p); err != nil {
-			s.closeAll()
-			return nil, config.At("admin.access_log_path", err)
-		}
+	if ls, err := s.adminLoggers(b.GetAdmin()); err != nil {
+		s.closeAll()
+		return nil, err
+	} else if len(ls) > 0 {
+		s.admin.SetRequestLog(logAdmin(ls))
 	}
 	s.serverStats(root)
 	built = true
@@ -191,9 +189,7 @@ func (s *Server) checkBootstrap() error {
 	} else if b.GetAdmin().GetAddress() != nil {
 		errs = append(errs, config.At("admin.address", errors.New("a socket_address is required")))
 	}
-	if len(b.GetAdmin().GetAccessLog()) > 0 {
-		errs = append(errs, config.At("admin.access_log", errors.New("access logs are not supported yet (admin.access_log_path is)")))
-	} else if err := supported.Check(b); err != nil {
+	if err := supported.Check(b); err != nil {
 		errs = append(errs, err)
 	}
 	return config.Join(errs)
@@ -438,9 +434,6 @@ func (s *Server) closeAll() {
 // file writes what it holds and opens its path again (log rotation).
 func (s *Server) ReopenLogs() {
 	s.logs.Reopen(5 * time.Second)
-	if s.admin != nil {
-		s.admin.ReopenAccessLog()
-	}
 }
 
 // FlushLogs writes what the access logs hold (tests, shutdown).

@@ -12,7 +12,7 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.config.bootstrap.v3.RuntimeLayer.DiskLayer":    `symlink_root subdirectory append_service_cluster`,
 	"envoy.config.bootstrap.v3.RuntimeLayer.RtdsLayer":    `name rtds_config`,
 	"envoy.config.bootstrap.v3.Bootstrap.StaticResources": `listeners clusters secrets`,
-	"envoy.config.bootstrap.v3.Admin":                     `address access_log_path`,
+	"envoy.config.bootstrap.v3.Admin":                     `address access_log_path access_log`,
 	"envoy.config.core.v3.Address":                        `socket_address`,
 	"envoy.config.core.v3.SocketAddress":                  `address port_value protocol`,
 })

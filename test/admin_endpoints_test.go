@@ -2,9 +2,11 @@ package test
 
 import (
 	"crypto/x509"
+	"encoding/json"
 	"math/big"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -142,5 +144,71 @@ static_resources:
 			!d.ExpirationTime.AsTime().Equal(want.leaf.Cert.Leaf.NotAfter) || d.DaysUntilExpiration != 0 /* valid for a day */ {
 			t.Errorf("cert_chain[%d]: %v", i, d)
 		}
+	}
+}
+
+// TestAdminAccessLog: admin.access_log takes any access logger with its
+// filters (here JSON lines of the 404s only), beside the deprecated
+// admin.access_log_path (every request, Envoy's default format); both
+// follow a rotation by mv and /reopen_logs; a bad one refuses the config
+// naming the field.
+func TestAdminAccessLog(t *testing.T) {
+	dir := t.TempDir()
+	jsonPath, textPath := filepath.Join(dir, "admin.json"), filepath.Join(dir, "admin.log")
+	up := testutil.StartUpstream(t)
+	logs := `  access_log_path: ` + textPath + `
+  access_log:
+  - name: envoy.access_loggers.file
+    filter: { status_code_filter: { comparison: { op: EQ, value: { default_value: 404, runtime_key: k } } } }
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+      path: ` + jsonPath + `
+      log_format: { json_format: { method: "%REQ(:METHOD)%", path: "%REQ(:PATH)%", code: "%RESPONSE_CODE%", ua: "%REQ(USER-AGENT)%", type: "%RESP(CONTENT-TYPE)%", peer: "%DOWNSTREAM_REMOTE_ADDRESS%" } }
+`
+	y := strings.Replace(httpBootstrap(up.Addr, routeCfg{}, ""), "admin:\n", "admin:\n"+logs, 1)
+	p := startProxy(t, y)
+	get(t, p.admin()+"/ready")
+	get(t, p.admin()+"/no-such-page")
+	p.srv.FlushLogs()
+	if err := os.Rename(jsonPath, jsonPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(textPath, textPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := adminDo(t, "POST", p.admin()+"/reopen_logs"); code != 200 {
+		t.Fatalf("/reopen_logs: %d", code)
+	}
+	get(t, p.admin()+"/also-missing")
+	p.srv.FlushLogs()
+	read := func(f string) []string {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Split(strings.TrimSpace(string(b)), "\n")
+	}
+	var entry map[string]any
+	if l := read(jsonPath + ".1"); len(l) != 1 || json.Unmarshal([]byte(l[0]), &entry) != nil ||
+		entry["method"] != "GET" || entry["path"] != "/no-such-page" || entry["code"] != float64(404) ||
+		!strings.HasPrefix(entry["ua"].(string), "Go-http-client") || !strings.HasPrefix(entry["type"].(string), "text/plain") ||
+		!strings.HasPrefix(entry["peer"].(string), "127.0.0.1:") {
+		t.Errorf("admin.access_log before the rotation: %q", l)
+	}
+	if l := read(jsonPath); len(l) != 1 || !strings.Contains(l[0], `"/also-missing"`) {
+		t.Errorf("admin.access_log after the rotation: %q", l)
+	}
+	if l := read(textPath + ".1"); len(l) != 2 || !strings.Contains(l[0], `"GET /ready HTTP/1.1" 200`) ||
+		!strings.Contains(l[1], `"GET /no-such-page HTTP/1.1" 404`) {
+		t.Errorf("admin.access_log_path before the rotation: %q", l)
+	}
+	// (/reopen_logs is logged once it answered: after the reopen.)
+	if l := read(textPath); len(l) != 2 || !strings.Contains(l[0], `"POST /reopen_logs HTTP/1.1" 200`) ||
+		!strings.Contains(l[1], `"GET /also-missing HTTP/1.1" 404`) {
+		t.Errorf("admin.access_log_path after the rotation: %q", l)
+	}
+	bad := strings.Replace(y, "path: "+jsonPath, "path: /no/such/dir/admin.json", 1)
+	if _, err := buildServer(bad); err == nil || !strings.Contains(err.Error(), "admin.access_log") {
+		t.Fatalf("an unwritable admin.access_log: %v", err)
 	}
 }

@@ -72,6 +72,7 @@ func TestAdminAccessLogPath(t *testing.T) {
 	p := startProxy(t, y)
 	get(t, p.admin()+"/ready")
 	get(t, p.admin()+"/no-such-page")
+	p.srv.FlushLogs()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
