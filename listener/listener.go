@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -156,8 +157,8 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 // TransportReady reports whether every transport socket of the listener
 // has its secrets (a listener warms until then).
 func (l *Listener) TransportReady() bool {
-	for _, c := range append(l.chains, l.def) {
-		if c == nil || c.ts == nil {
+	for _, c := range l.allChains() {
+		if c.ts == nil {
 			continue
 		}
 		if w, ok := c.ts.(transport.Waiter); ok && !w.Ready() {
@@ -167,14 +168,21 @@ func (l *Listener) TransportReady() bool {
 	return true
 }
 
+// allChains lists the filter chains, the default one last (a new
+// slice: the listener is shared by goroutines that read it at once).
+func (l *Listener) allChains() []*chain {
+	out := slices.Clip(l.chains)
+	if l.def != nil {
+		out = append(out, l.def)
+	}
+	return out
+}
+
 // Certificates lists the /certs entry of each TLS context of the
 // listener's filter chains, at now.
 func (l *Listener) Certificates(now time.Time) []*adminv3.Certificate {
 	var out []*adminv3.Certificate
-	for _, c := range append(l.chains, l.def) {
-		if c == nil {
-			continue
-		}
+	for _, c := range l.allChains() {
 		if r, ok := c.ts.(transport.CertReporter); ok {
 			if cert := r.Certificates(now); cert != nil {
 				out = append(out, cert)

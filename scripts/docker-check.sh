@@ -35,13 +35,19 @@ if [ -z "$user" ] || [ "${user%%:*}" = 0 ] || [ "${user%%:*}" = root ]; then
 	exit 1
 fi
 
+command -v curl >/dev/null || { echo "docker-check: curl is needed" >&2; exit 1; }
 docker run -d --name "$name" -p 127.0.0.1::10000 "$tag" >/dev/null
-port=$(docker port "$name" 10000/tcp | head -1 | sed 's/.*://')
+if ! port=$(docker port "$name" 10000/tcp | head -1 | sed 's/.*://') || [ -z "$port" ]; then
+	echo "docker-check: the container did not publish port 10000" >&2
+	docker logs "$name" >&2 || true
+	exit 1
+fi
 body=
 for _ in $(seq 1 50); do
-	if body=$(curl -sS --max-time 2 "http://127.0.0.1:$port/direct" 2>/dev/null); then
+	if body=$(curl -fsS --max-time 2 "http://127.0.0.1:$port/direct" 2>/dev/null); then
 		break
 	fi
+	body=
 	sleep 0.2
 done
 if [ "$body" != "hello from strait itself" ]; then

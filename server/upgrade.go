@@ -514,12 +514,17 @@ func (p *Parent) Follow(s *Server) error {
 	}
 }
 
-// delta returns what grew since the last snapshot and keeps this one.
+// delta returns what grew since the last snapshot and keeps this one; a
+// counter lower than before was reset (/reset_counters) and counted v
+// since.
 func (p *Parent) delta(now map[string]uint64) map[string]uint64 {
 	d := map[string]uint64{}
 	for name, v := range now {
-		if last := p.last[name]; v > last {
+		switch last := p.last[name]; {
+		case v > last:
 			d[name] = v - last
+		case v < last:
+			d[name] = v
 		}
 	}
 	p.last = now

@@ -3,6 +3,7 @@ package test
 import (
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -56,7 +57,7 @@ func TestAdminCerts(t *testing.T) {
 	}
 	ln, cl := certs.Certificates[0], certs.Certificates[1]
 	for _, ctx := range []*adminv3.Certificate{ln, cl} {
-		if len(ctx.CaCert) != 1 || ctx.CaCert[0].Path != pki.caFile || ctx.CaCert[0].SerialNumber != "1" {
+		if len(ctx.CaCert) != 1 || ctx.CaCert[0].Path != pki.caFile || ctx.CaCert[0].SerialNumber != "01" {
 			t.Errorf("ca_cert: %v", ctx.CaCert)
 		}
 	}
@@ -122,13 +123,14 @@ static_resources:
     - `+strings.TrimLeft(tlcpSocket(6, tp.signCert, tp.signKey, tp.encCert, tp.encKey, "trusted_ca: { filename: "+tp.caFile+" }"), " ")+
 		hcmFilter("tlcp", "")+`  clusters:
 `+staticCluster("backend", up.Addr))
+	before := time.Now()
 	code, body := adminDo(t, "GET", p.admin()+"/certs")
 	var certs adminv3.Certificates
 	if err := protojson.Unmarshal([]byte(body), &certs); code != 200 || err != nil || len(certs.Certificates) != 1 {
 		t.Fatalf("/certs: %d %v\n%s", code, err, body)
 	}
 	c := certs.Certificates[0]
-	if len(c.CaCert) != 1 || c.CaCert[0].Path != tp.caFile || c.CaCert[0].SerialNumber != tp.ca.Cert.SerialNumber.Text(16) {
+	if len(c.CaCert) != 1 || c.CaCert[0].Path != tp.caFile || c.CaCert[0].SerialNumber != fmt.Sprintf("%x", tp.ca.Cert.SerialNumber.Bytes()) {
 		t.Errorf("ca_cert: %v", c.CaCert)
 	}
 	if len(c.CertChain) != 2 {
@@ -139,9 +141,10 @@ static_resources:
 		leaf *tlcptest.Issued
 	}{{tp.signCert, tp.sign}, {tp.encCert, tp.enc}} {
 		d := c.CertChain[i]
-		if d.Path != want.path || d.SerialNumber != want.leaf.Cert.Leaf.SerialNumber.Text(16) ||
+		if d.Path != want.path || d.SerialNumber != fmt.Sprintf("%x", want.leaf.Cert.Leaf.SerialNumber.Bytes()) ||
 			len(d.SubjectAltNames) != 1 || d.SubjectAltNames[0].GetDns() != "tlcp.test" ||
-			!d.ExpirationTime.AsTime().Equal(want.leaf.Cert.Leaf.NotAfter) || d.DaysUntilExpiration != 0 /* valid for a day */ {
+			!d.ExpirationTime.AsTime().Equal(want.leaf.Cert.Leaf.NotAfter) ||
+			d.DaysUntilExpiration != daysLeft(want.leaf.Cert.Leaf.NotAfter, before) && d.DaysUntilExpiration != daysLeft(want.leaf.Cert.Leaf.NotAfter, time.Now()) {
 			t.Errorf("cert_chain[%d]: %v", i, d)
 		}
 	}
@@ -211,4 +214,9 @@ func TestAdminAccessLog(t *testing.T) {
 	if _, err := buildServer(bad); err == nil || !strings.Contains(err.Error(), "admin.access_log") {
 		t.Fatalf("an unwritable admin.access_log: %v", err)
 	}
+}
+
+// daysLeft is whole days from now to notAfter (0 once past).
+func daysLeft(notAfter, now time.Time) uint64 {
+	return uint64(max(0, notAfter.Unix()-now.Unix()) / 86400)
 }

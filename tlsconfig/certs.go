@@ -2,6 +2,7 @@ package tlsconfig
 
 import (
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -64,10 +65,12 @@ func (c Cert) Details(now time.Time) *adminv3.CertificateDetails {
 	d := &adminv3.CertificateDetails{Path: c.Source, ValidFrom: timestamppb.New(c.NotBefore),
 		ExpirationTime: timestamppb.New(c.NotAfter)}
 	if c.Serial != nil {
-		d.SerialNumber = c.Serial.Text(16)
+		d.SerialNumber = serialHex(c.Serial)
 	}
-	if left := c.NotAfter.Sub(now); left > 0 {
-		d.DaysUntilExpiration = uint64(left / (24 * time.Hour))
+	// (In seconds: a Duration ends at 292 years, and "never expires"
+	// certificates run to 9999.)
+	if left := c.NotAfter.Unix() - now.Unix(); left > 0 {
+		d.DaysUntilExpiration = uint64(left / 86400)
 	}
 	for _, n := range c.DNS {
 		d.SubjectAltNames = append(d.SubjectAltNames, &adminv3.SubjectAlternateName{Name: &adminv3.SubjectAlternateName_Dns{Dns: n}})
@@ -79,6 +82,19 @@ func (c Cert) Details(now time.Time) *adminv3.CertificateDetails {
 		d.SubjectAltNames = append(d.SubjectAltNames, &adminv3.SubjectAlternateName{Name: &adminv3.SubjectAlternateName_IpAddress{IpAddress: ip.String()}})
 	}
 	return d
+}
+
+// serialHex writes a serial number as Envoy does (BoringSSL's
+// BN_bn2hex): lowercase hex in whole bytes, "01" for 1.
+func serialHex(n *big.Int) string {
+	if n.Sign() == 0 {
+		return "0"
+	}
+	s := hex.EncodeToString(new(big.Int).Abs(n).Bytes())
+	if n.Sign() < 0 {
+		return "-" + s
+	}
+	return s
 }
 
 // Certificates is one TLS context's /certs entry: its CA certificates

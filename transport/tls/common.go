@@ -107,7 +107,13 @@ func buildCommon(ctx *tlsv3.CommonTlsContext) (*common, error) {
 			return nil, err
 		}
 		cfg.Certificates = append(cfg.Certificates, cert)
-		c.certs = append(c.certs, tlsconfig.FromX509(tlsconfig.SourceName(tc.GetCertificateChain()), cert.Leaf))
+		leaf := cert.Leaf // nil under GODEBUG=x509keypairleaf=0
+		if leaf == nil {
+			if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+				return nil, config.At(fmt.Sprintf("common_tls_context.tls_certificates[%d].certificate_chain", i), err)
+			}
+		}
+		c.certs = append(c.certs, tlsconfig.FromX509(tlsconfig.SourceName(tc.GetCertificateChain()), leaf))
 	}
 	if p := ctx.GetTlsParams(); p != nil {
 		const path = "common_tls_context.tls_params"

@@ -57,10 +57,11 @@ type downstream struct {
 	handshake time.Duration
 	stats     *sslStats
 
-	mu      sync.Mutex
-	base    *gotls.Config // the last built configuration, without ticket keys
-	keys    *[][32]byte   // session ticket keys (nil: crypto/tls's own)
-	keysSDS bool          // the keys come from a secret: wait for them
+	mu       sync.Mutex
+	base     *gotls.Config // the last built configuration, without ticket keys
+	baseFrom *common       // what base was built from
+	keys     *[][32]byte   // session ticket keys (nil: crypto/tls's own)
+	keysSDS  bool          // the keys come from a secret: wait for them
 }
 
 func build(bc *transport.BuildContext, m *tlsv3.DownstreamTlsContext) (*downstream, error) {
@@ -87,9 +88,8 @@ func build(bc *transport.BuildContext, m *tlsv3.DownstreamTlsContext) (*downstre
 		d.keys = &keys
 	}
 	sc, err := buildContext(bc, ctx, func(c *common) error {
-		d.built.Store(c)
 		d.mu.Lock()
-		d.base = finishDownstream(m, c)
+		d.base, d.baseFrom = finishDownstream(m, c), c
 		d.publishLocked()
 		d.mu.Unlock()
 		return nil
@@ -118,6 +118,7 @@ func (d *downstream) publishLocked() {
 		cfg.SetSessionTicketKeys(*d.keys)
 	}
 	d.cur.Store(cfg)
+	d.built.Store(d.baseFrom)
 }
 
 // watchTicketKeys takes the ticket keys from a secret (static or SDS):

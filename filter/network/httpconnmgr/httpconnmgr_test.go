@@ -118,3 +118,26 @@ func parseHCM(t *testing.T, y string) (*hcmv3.HttpConnectionManager, *filter.Bui
 	return &m, &filter.BuildContext{Clusters: clusters{"backend": true}, Stats: stats.NewStore().Root(),
 		Pool: network.NewPool(4), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
+
+// TestAdoptNeedsHTTP1: a migrated idle connection is HTTP/1.1, so only a
+// manager whose codec takes HTTP/1.1 (HTTP1, AUTO) resumes it; HTTP2
+// refuses it (the previous process serves it on).
+func TestAdoptNeedsHTTP1(t *testing.T) {
+	for codec, resumes := range map[string]bool{"AUTO": true, "HTTP1": true, "HTTP2": false} {
+		m, bc := parseHCM(t, "stat_prefix: s\ncodec_type: "+codec+routes+routerFilter)
+		ext, _ := config.ByName(config.NetworkFilter, Name)
+		nf, err := ext.Factory.(filter.NetworkBuilder)(bc, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := nf.(*Factory)
+		if f.cfg.Codec.Resumes != resumes {
+			t.Errorf("%s: codec %s Resumes = %v", codec, f.cfg.Codec.Name, f.cfg.Codec.Resumes)
+		}
+		if !resumes {
+			if _, err := f.Adopt(nil, &network.Handoff{Filter: Name}); err == nil || !strings.Contains(err.Error(), "cannot resume") {
+				t.Errorf("%s: Adopt: %v", codec, err)
+			}
+		}
+	}
+}
