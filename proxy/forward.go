@@ -34,12 +34,19 @@ func (s *Stream) forward() {
 	}
 	s.upStart = time.Now()
 	s.info.UpstreamStart = s.upStart
-	if s.route.Timeout > 0 {
-		// From here, as Envoy's router times a request: the time a
-		// filter held it does not count.
-		s.deadline = s.upStart.Add(s.route.Timeout)
+	if g := s.route.GRPCTimeout; g != nil && s.grpc {
+		s.deadline = time.Time{}
+		if d := g.For(grpcTimeout(s.req)); d > 0 {
+			s.deadline = s.start.Add(d)
+		}
+	} else {
+		if s.route.Timeout > 0 {
+			// From here, as Envoy's router times a request: the time
+			// a filter held it does not count.
+			s.deadline = s.upStart.Add(s.route.Timeout)
+		}
+		s.capByGRPCTimeout()
 	}
-	s.capByGRPCTimeout()
 	s.capByCallTimeout()
 	if c, ok := s.ds.(protocol.Canceler); ok {
 		c.OnCancel(s.cancelFn)

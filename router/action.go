@@ -46,6 +46,10 @@ type Route struct {
 	// IdleTimeout overrides the stream idle timeout: 0 when unset,
 	// IdleTimeoutDisabled when set to 0.
 	IdleTimeout time.Duration
+	// GRPCTimeout, when set, makes a gRPC request's grpc-timeout header
+	// its timeout instead of Timeout (max_grpc_timeout, or
+	// max_stream_duration.grpc_timeout_header_max).
+	GRPCTimeout *GRPCTimeout
 	// Retry is the route's retry policy, else its virtual host's, else nil.
 	Retry *RetryPolicy
 	// PerFilterConfig is typed_per_filter_config of the route
@@ -218,4 +222,27 @@ func expandTemplate(sub string, groups int) ([]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// GRPCTimeout is Envoy's max_grpc_timeout and grpc_timeout_offset: a
+// gRPC request times out after its grpc-timeout less Offset (when the
+// header is longer than Offset), capped at Max; without the header,
+// after Max; Max 0 means no cap (and no timeout without the header).
+type GRPCTimeout struct {
+	Max, Offset time.Duration
+}
+
+// For returns the timeout of a request whose grpc-timeout is header (ok
+// false: none); 0 means none.
+func (g *GRPCTimeout) For(header time.Duration, ok bool) time.Duration {
+	if !ok {
+		return g.Max
+	}
+	if header > g.Offset {
+		header -= g.Offset
+	}
+	if g.Max > 0 && header > g.Max {
+		return g.Max
+	}
+	return header
 }

@@ -196,3 +196,52 @@ func TestGRPCRetryOnStatus(t *testing.T) {
 		t.Fatalf("grpc-status %q after %d calls, want 0 after 2", grpcStatus(r), calls.Load())
 	}
 }
+
+// TestGRPCMaxTimeout: max_grpc_timeout (what Istio sends, 0s) makes a
+// gRPC call's grpc-timeout its timeout instead of the route's (none
+// without the header); a non-zero one caps it, grpc_timeout_offset
+// shortens it, and max_stream_duration.grpc_timeout_header_max does the
+// same. An offset alone is refused.
+func TestGRPCMaxTimeout(t *testing.T) {
+	up := testutil.StartUpstreamH2C(t)
+	routes := `              - match: { prefix: "/uncapped/" }
+                route: { cluster: backend, timeout: 0.3s, max_grpc_timeout: 0s, prefix_rewrite: "/" }
+              - match: { prefix: "/capped/" }
+                route: { cluster: backend, timeout: 10s, max_grpc_timeout: 0.3s, prefix_rewrite: "/" }
+              - match: { prefix: "/offset/" }
+                route: { cluster: backend, max_grpc_timeout: 0s, grpc_timeout_offset: 3.5s, prefix_rewrite: "/" }
+              - match: { prefix: "/msd/" }
+                route: { cluster: backend, timeout: 10s, max_stream_duration: { grpc_timeout_header_max: 0.3s }, prefix_rewrite: "/" }`
+	y := httpBootstrap(up.Addr, routeCfg{routes: routes}, h2Upstream)
+	p := startProxy(t, y)
+	base := p.url("ingress")
+	call := func(path, timeout string) (string, time.Duration) {
+		h := map[string]string{}
+		if timeout != "" {
+			h["grpc-timeout"] = timeout
+		}
+		start := time.Now()
+		r := grpcCall(t, base+path, h)
+		return grpcStatus(r), time.Since(start)
+	}
+	if st, took := call("/uncapped/slow/800", ""); st == "4" || took < 700*time.Millisecond {
+		t.Errorf("max_grpc_timeout 0s, no grpc-timeout: grpc-status %q after %v; the route's 0.3s must not apply", st, took)
+	}
+	if st, took := call("/uncapped/slow/3000", "200m"); st != "4" || took > 2*time.Second {
+		t.Errorf("max_grpc_timeout 0s, grpc-timeout 200m: grpc-status %q after %v", st, took)
+	}
+	for _, path := range []string{"/capped/slow/3000", "/msd/slow/3000"} {
+		for _, h := range []string{"", "5S"} {
+			if st, took := call(path, h); st != "4" || took > 2*time.Second {
+				t.Errorf("%s, grpc-timeout %q: grpc-status %q after %v; want DEADLINE_EXCEEDED at the 0.3s cap", path, h, st, took)
+			}
+		}
+	}
+	if st, took := call("/offset/slow/5000", "4S"); st != "4" || took > 3*time.Second {
+		t.Errorf("grpc_timeout_offset 3.5s, grpc-timeout 4S: grpc-status %q after %v; want 0.5s", st, took)
+	}
+	bad := strings.Replace(y, "max_grpc_timeout: 0s, grpc_timeout_offset", "grpc_timeout_offset", 1)
+	if _, err := buildServer(bad); err == nil || !strings.Contains(err.Error(), "grpc_timeout_offset") {
+		t.Errorf("an offset without max_grpc_timeout: %v", err)
+	}
+}
