@@ -213,6 +213,7 @@ func (s *Stream) tryOnce() error {
 	if s.route.AutoHostRewrite && h.Hostname != "" {
 		s.req.Set(protocol.Authority, h.Hostname)
 	}
+	s.setAttemptCount(s.req, true)
 	s.try = h.Begin()
 	wait := time.Duration(0)
 	if !s.deadline.IsZero() {

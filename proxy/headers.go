@@ -232,6 +232,21 @@ func (s *Stream) keepTrailers(h *protocol.Headers) {
 	h.Del("content-length")
 }
 
+// attemptCountHeader is the header include_request_attempt_count and
+// include_attempt_count_in_response set.
+const attemptCountHeader = "x-envoy-attempt-count"
+
+// setAttemptCount sets x-envoy-attempt-count on h to the attempt's
+// number when the virtual host asks for it (up: on the request).
+func (s *Stream) setAttemptCount(h *protocol.Headers, up bool) {
+	vh := s.route.VirtualHost
+	if vh == nil || up && !vh.AttemptCountUp || !up && !vh.AttemptCountDown {
+		return
+	}
+	s.scratch = strconv.AppendInt(s.scratch[:0], int64(s.attempt), 10)
+	h.SetBytes(attemptCountHeader, s.scratch)
+}
+
 // upstreamServiceTime sets x-envoy-upstream-service-time in milliseconds;
 // the moment is the response's start for access logs.
 func (s *Stream) upstreamServiceTime(h *protocol.Headers) {

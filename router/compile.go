@@ -191,7 +191,8 @@ func (c *compiler) virtualHost(cfg *routev3.VirtualHost, path string) (*VirtualH
 	if err != nil {
 		return nil, err
 	}
-	vh := &VirtualHost{Name: cfg.GetName(), headers: own}
+	vh := &VirtualHost{Name: cfg.GetName(), headers: own,
+		AttemptCountUp: cfg.GetIncludeRequestAttemptCount(), AttemptCountDown: cfg.GetIncludeAttemptCountInResponse()}
 	var retry *RetryPolicy
 	if cfg.GetRetryPolicy() != nil {
 		if retry, err = compileRetry(cfg.GetRetryPolicy(), joinPath(path, "retry_policy")); err != nil {

@@ -11,6 +11,11 @@ import (
 type VirtualHost struct {
 	// Name is the virtual host's name, unique within its Table.
 	Name string
+	// AttemptCountUp and AttemptCountDown put x-envoy-attempt-count
+	// (the attempt's number) on upstream requests and (how many attempts
+	// were made) on responses: include_request_attempt_count and
+	// include_attempt_count_in_response.
+	AttemptCountUp, AttemptCountDown bool
 
 	headers *mutation // its own level only
 	routes  []*Route
