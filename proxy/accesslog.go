@@ -26,6 +26,9 @@ func (s *Stream) logAccess(now time.Time) {
 		UpstreamTransportFailure: s.upFail, Attempts: s.attempt, RouteName: s.info.RouteName,
 		Conn: s.cm.conn, ConnectionID: s.cm.conn.ID(),
 	}
+	if s.cluster != nil {
+		e.UpstreamCluster = s.cluster.StatName
+	}
 	if s.upLocal != nil {
 		e.UpstreamLocal = s.upLocal
 	}

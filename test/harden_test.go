@@ -845,8 +845,14 @@ func TestH2StalledStreamsDoNotStarve(t *testing.T) {
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		if d := time.Since(start); d > 2*time.Second || resp.StatusCode != 200 {
-			t.Fatalf("h2 upstream=%v: another client's request: %d after %v", h2up, resp.StatusCode, d)
+		// The defect held it for the route timeout (15 s); under -race
+		// (-short) with 300 stalled 1 MiB answers one took 3.4 s in CI.
+		limit := 2 * time.Second
+		if testing.Short() {
+			limit = 6 * time.Second
+		}
+		if d := time.Since(start); d > limit || resp.StatusCode != 200 {
+			t.Fatalf("h2 upstream=%v: another client's request: %d after %v (limit %v)", h2up, resp.StatusCode, d, limit)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -21,7 +22,10 @@ import (
 // Cluster is a named group of hosts with one balancer, one set of
 // circuit breakers and one set of stats.
 type Cluster struct {
-	Name               string
+	Name string
+	// StatName is alt_stat_name, else Name: the cluster's name in stats
+	// (cluster.<StatName>.*) and access logs (%UPSTREAM_CLUSTER%).
+	StatName           string
 	ConnectTimeout     time.Duration
 	IdleTimeout        time.Duration
 	MaxRequestsPerConn int
@@ -191,6 +195,7 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 	}
 	c := &Cluster{
 		Name:           cl.GetName(),
+		StatName:       cmp.Or(cl.GetAltStatName(), cl.GetName()),
 		ConnectTimeout: 5 * time.Second,
 		IdleTimeout:    time.Hour,
 		BufferLimit:    1 << 20,
@@ -214,7 +219,7 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 		return nil, err
 	}
 	if c.TLS, err = transport.BuildUpstream(&transport.BuildContext{Log: log, Secrets: secrets,
-		Stats: sc.Scope("cluster", "envoy_cluster_name", cl.GetName())}, cl.GetTransportSocket()); err != nil {
+		Stats: sc.Scope("cluster", "envoy_cluster_name", c.StatName)}, cl.GetTransportSocket()); err != nil {
 		return nil, config.At("transport_socket", err)
 	}
 	if err := supported.Check(cl); err != nil {
@@ -244,7 +249,7 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 	}
 	c.LBName = lbName
 	c.lb = ext.Factory.(LBFactory)()
-	c.statsScope = sc.Scope("cluster", "envoy_cluster_name", c.Name)
+	c.statsScope = sc.Scope("cluster", "envoy_cluster_name", c.StatName)
 	c.Stats = newClusterStats(c.statsScope)
 	c.localityWeighted = localityWeighted(cl)
 	switch cl.GetType() {

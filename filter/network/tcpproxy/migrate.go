@@ -162,7 +162,7 @@ func (f *Factory) Adopt(c *network.Conn, h *network.Handoff) (network.Handler, e
 		f.cfg.stats.RxBytes.Add(uint64(len(h.Pending)))
 	}
 	s := &session{cfg: f.cfg, down: c, up: up, connected: make(chan struct{}),
-		cluster: st.Cluster, host: st.Host, attempts: st.Attempts}
+		cluster: st.Cluster, clusterStat: cl.StatName, host: st.Host, attempts: st.Attempts}
 	close(s.connected)
 	s.start = time.Unix(0, st.Start)
 	if f.cfg.logs != nil {

@@ -5,6 +5,7 @@
 package tcpproxy
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -71,6 +72,7 @@ type session struct {
 	// the response flags (written by connect before connected closes).
 	start         time.Time
 	cluster, host string
+	clusterStat   string // the cluster's alt_stat_name, else its name
 	upLocal       net.Addr
 	flags         accesslog.Flags
 	upFail        string
@@ -92,7 +94,7 @@ func (s *session) connect() {
 			err = errors.New("no cluster")
 			break
 		}
-		s.cluster = name
+		s.cluster, s.clusterStat = name, cl.StatName
 		h := cl.Pick(&upstream.PickHint{Random: rand.Uint64()})
 		if h == nil {
 			cfg.stats.CxNoRoute.Inc()
@@ -238,7 +240,7 @@ func (s *session) log(settled bool) {
 		Conn: s.down, ConnectionID: s.down.ID(),
 	}
 	if settled {
-		e.UpstreamCluster, e.UpstreamHost, e.UpstreamLocal = s.cluster, s.host, s.upLocal
+		e.UpstreamCluster, e.UpstreamHost, e.UpstreamLocal = cmp.Or(s.clusterStat, s.cluster), s.host, s.upLocal
 		e.Flags, e.UpstreamTransportFailure, e.Attempts = s.flags, s.upFail, s.attempts
 	}
 	if info := s.down.Info(); info != nil {

@@ -1,11 +1,18 @@
+// Fields Istio's pilot sends that Strait used to refuse (issue 16), each
+// with Envoy's semantics.
+
 package test
 
 import (
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/straitproxy/strait/internal/testutil"
 )
 
 // TestAttemptCount: a virtual host with include_request_attempt_count
@@ -49,5 +56,33 @@ func TestAttemptCount(t *testing.T) {
 	resp.Body.Close()
 	if a, b := <-seen, <-seen; resp.StatusCode != 200 || a != "" || b != "" || resp.Header.Get("x-envoy-attempt-count") != "" {
 		t.Fatalf("without the options: %d, upstream saw %q %q, response header %q", resp.StatusCode, a, b, resp.Header.Get("x-envoy-attempt-count"))
+	}
+}
+
+// TestAltStatName: a cluster's alt_stat_name names it in stats and in
+// %UPSTREAM_CLUSTER%, as Envoy's observability name; routing still uses
+// its name.
+func TestAltStatName(t *testing.T) {
+	up := testutil.StartUpstream(t)
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	hcm := `          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: ` + logFile + `
+              log_format: { text_format_source: { inline_string: "%UPSTREAM_CLUSTER%\n" } }`
+	p := startProxy(t, httpBootstrap(up.Addr, routeCfg{hcmOpts: hcm}, "    alt_stat_name: backend_observed"))
+	if code, _ := get(t, p.url("ingress")+"/"); code != 200 {
+		t.Fatalf("request: %d", code)
+	}
+	p.srv.FlushLogs()
+	if got := p.stat("cluster.backend_observed.upstream_rq_total"); got != 1 {
+		t.Errorf("cluster.backend_observed.upstream_rq_total = %d", got)
+	}
+	if _, ok := p.srv.Stats().Lookup("cluster.backend.upstream_rq_total"); ok {
+		t.Error("stats still under the cluster's name")
+	}
+	if b, err := os.ReadFile(logFile); err != nil || string(b) != "backend_observed\n" {
+		t.Errorf("%%UPSTREAM_CLUSTER%%: %q %v", b, err)
 	}
 }
