@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/straitproxy/strait/accesslog"
@@ -35,9 +36,12 @@ func (s *Stream) forward() {
 	s.upStart = time.Now()
 	s.info.UpstreamStart = s.upStart
 	if g := s.route.GRPCTimeout; g != nil && s.grpc {
+		// (Timed from here as the route timeout; the upstream is told.)
 		s.deadline = time.Time{}
 		if d := g.For(grpcTimeout(s.req)); d > 0 {
-			s.deadline = s.start.Add(d)
+			s.deadline = s.upStart.Add(d)
+			s.scratch = appendGRPCTimeout(s.scratch[:0], d)
+			s.req.SetBytes("grpc-timeout", s.scratch)
 		}
 	} else {
 		if s.route.Timeout > 0 {
@@ -199,6 +203,20 @@ func (s *Stream) mayRetry(p *router.RetryPolicy) bool {
 	return true
 }
 
+// avoidTried is the previous_hosts retry host predicate: while h is a
+// host this request tried, choose again, at most attempts times (the
+// last choice stands); h is then remembered as tried.
+func (s *Stream) avoidTried(h *upstream.Host, attempts int) *upstream.Host {
+	for i := 0; i < attempts && slices.Contains(s.tried, h); i++ {
+		s.hint.Random = s.hint.Random*0x5851f42d4c957f2d + 0x14057b7ef767814f
+		if again := s.cluster.Pick(&s.hint); again != nil {
+			h = again
+		}
+	}
+	s.tried = append(s.tried, h)
+	return h
+}
+
 // tryOnce is one attempt: choose a host, get a connection, send the
 // request, receive the response headers.
 func (s *Stream) tryOnce() error {
@@ -207,6 +225,9 @@ func (s *Stream) tryOnce() error {
 	h := s.cluster.Pick(&s.hint)
 	if h == nil {
 		return &Error{Kind: KindNoHealthy, Source: Upstream}
+	}
+	if p := s.route.Retry; p != nil && p.AvoidTried {
+		h = s.avoidTried(h, p.HostSelectionAttempts)
 	}
 	s.host = h
 	s.info.UpstreamHost = h.Addr

@@ -66,6 +66,20 @@ func grpcTimeout(h *protocol.Headers) (time.Duration, bool) {
 	return time.Duration(n) * unit, true
 }
 
+// appendGRPCTimeout appends d as a grpc-timeout value: at most 8 digits,
+// in the finest unit from milliseconds up that holds it (rounded up).
+func appendGRPCTimeout(b []byte, d time.Duration) []byte {
+	for _, u := range []struct {
+		unit time.Duration
+		c    byte
+	}{{time.Millisecond, 'm'}, {time.Second, 'S'}, {time.Minute, 'M'}, {time.Hour, 'H'}} {
+		if n := (d + u.unit - 1) / u.unit; n <= 99999999 || u.c == 'H' {
+			return append(strconv.AppendInt(b, int64(min(n, 99999999)), 10), u.c)
+		}
+	}
+	return b
+}
+
 // maxGRPCTimeout clamps grpc-timeout values that overflow a Duration.
 const maxGRPCTimeout = 100 * 365 * 24 * time.Hour
 

@@ -210,6 +210,9 @@ func (s *Stream) finalizeResponseHeaders(h *protocol.Headers) {
 	if s.cfg.ServerName != "" {
 		h.Set("server", s.cfg.ServerName)
 	}
+	if s.attempt > 0 { // an upstream's answer, or ours after attempts
+		s.setAttemptCount(h, false)
+	}
 	if s.cfg.Draining != nil && s.cfg.Draining() {
 		s.closeAfter = true
 	}
@@ -239,6 +242,9 @@ const attemptCountHeader = "x-envoy-attempt-count"
 // setAttemptCount sets x-envoy-attempt-count on h to the attempt's
 // number when the virtual host asks for it (up: on the request).
 func (s *Stream) setAttemptCount(h *protocol.Headers, up bool) {
+	if s.route == nil {
+		return
+	}
 	vh := s.route.VirtualHost
 	if vh == nil || up && !vh.AttemptCountUp || !up && !vh.AttemptCountDown {
 		return

@@ -47,7 +47,6 @@ func (s *Stream) respond() {
 	}
 	cl.Stats.CountStatus(s.status)
 	s.upstreamServiceTime(resp)
-	s.setAttemptCount(resp, false)
 	s.route.ApplyResponseHeaders(resp, s.req, s.varsFor())
 	if s.encN > 0 {
 		s.encodeHeaders(resp, s.us.EndStream())

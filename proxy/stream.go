@@ -57,6 +57,7 @@ type Stream struct {
 	host           *upstream.Host
 	try            upstream.Attempt // host's counters for this attempt
 	prevHost       *upstream.Host
+	tried          []*upstream.Host // hosts tried (with the previous_hosts predicate)
 	conn           *upstream.Conn
 	us             protocol.ClientStream
 	attempt        int
@@ -147,7 +148,7 @@ func (s *Stream) release() {
 	if s.hasTrailers {
 		s.trailers.Reset()
 	}
-	*s = Stream{resp: s.resp, trailers: s.trailers, scratch: s.scratch[:0], body: s.body[:0], cancelFn: s.cancelFn, park: s.park, fx: s.fx,
+	*s = Stream{resp: s.resp, trailers: s.trailers, scratch: s.scratch[:0], tried: s.tried[:0], body: s.body[:0], cancelFn: s.cancelFn, park: s.park, fx: s.fx,
 		logEntry: s.logEntry}
 	// A new generation: a filter's late Continue finds nothing to resume.
 	s.park.word.Store((s.park.gen() + 1) << parkShift)

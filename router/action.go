@@ -47,8 +47,7 @@ type Route struct {
 	// IdleTimeoutDisabled when set to 0.
 	IdleTimeout time.Duration
 	// GRPCTimeout, when set, makes a gRPC request's grpc-timeout header
-	// its timeout instead of Timeout (max_grpc_timeout, or
-	// max_stream_duration.grpc_timeout_header_max).
+	// its timeout instead of Timeout (max_grpc_timeout).
 	GRPCTimeout *GRPCTimeout
 	// Retry is the route's retry policy, else its virtual host's, else nil.
 	Retry *RetryPolicy
@@ -226,8 +225,9 @@ func expandTemplate(sub string, groups int) ([]byte, error) {
 
 // GRPCTimeout is Envoy's max_grpc_timeout and grpc_timeout_offset: a
 // gRPC request times out after its grpc-timeout less Offset (when the
-// header is longer than Offset), capped at Max; without the header,
-// after Max; Max 0 means no cap (and no timeout without the header).
+// header is longer than Offset), capped at Max; without the header (or
+// with 0, which means none), after Max; Max 0 means no cap (and no
+// timeout without the header).
 type GRPCTimeout struct {
 	Max, Offset time.Duration
 }
@@ -235,7 +235,7 @@ type GRPCTimeout struct {
 // For returns the timeout of a request whose grpc-timeout is header (ok
 // false: none); 0 means none.
 func (g *GRPCTimeout) For(header time.Duration, ok bool) time.Duration {
-	if !ok {
+	if !ok || header == 0 {
 		return g.Max
 	}
 	if header > g.Offset {

@@ -357,40 +357,28 @@ func (r *Route) setTimeouts(cfg *routev3.RouteAction, path string) error {
 	return r.setGRPCTimeout(cfg, path)
 }
 
-// setGRPCTimeout reads max_stream_duration's grpc_timeout_header_max and
-// _offset, else the deprecated max_grpc_timeout and grpc_timeout_offset
-// (which Istio sends), as Envoy prefers them.
+// setGRPCTimeout reads max_grpc_timeout and grpc_timeout_offset
+// (deprecated, and what Istio sends). (max_stream_duration's
+// grpc_timeout_header_max works in the connection manager, from the
+// stream's start and without the route timeout: refused for now.)
 func (r *Route) setGRPCTimeout(cfg *routev3.RouteAction, path string) error {
-	msd := cfg.GetMaxStreamDuration()
-	pairs := []struct {
-		maxName, offName string
-		max, off         *durationpb.Duration
-	}{
-		{"max_stream_duration.grpc_timeout_header_max", "max_stream_duration.grpc_timeout_header_offset",
-			msd.GetGrpcTimeoutHeaderMax(), msd.GetGrpcTimeoutHeaderOffset()},
-		//nolint:staticcheck // deprecated in v3, still what Istio sends
-		{"max_grpc_timeout", "grpc_timeout_offset", cfg.GetMaxGrpcTimeout(), cfg.GetGrpcTimeoutOffset()},
-	}
-	for _, p := range pairs {
-		if p.off != nil && p.max == nil {
-			return config.At(joinPath(path, p.offName), errors.New("takes effect only with "+p.maxName))
+	//nolint:staticcheck // deprecated in v3, still what Istio sends
+	maxV, offV := cfg.GetMaxGrpcTimeout(), cfg.GetGrpcTimeoutOffset()
+	if maxV == nil {
+		if offV != nil {
+			return config.At(joinPath(path, "grpc_timeout_offset"), errors.New("takes effect only with max_grpc_timeout"))
 		}
-	}
-	for _, p := range pairs {
-		if p.max == nil {
-			continue
-		}
-		g := &GRPCTimeout{}
-		var err error
-		if g.Max, err = optDuration(p.max, joinPath(path, p.maxName)); err != nil {
-			return err
-		}
-		if g.Offset, err = optDuration(p.off, joinPath(path, p.offName)); err != nil {
-			return err
-		}
-		r.GRPCTimeout = g
 		return nil
 	}
+	g := &GRPCTimeout{}
+	var err error
+	if g.Max, err = optDuration(maxV, joinPath(path, "max_grpc_timeout")); err != nil {
+		return err
+	}
+	if g.Offset, err = optDuration(offV, joinPath(path, "grpc_timeout_offset")); err != nil {
+		return err
+	}
+	r.GRPCTimeout = g
 	return nil
 }
 

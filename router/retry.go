@@ -1,12 +1,15 @@
 package router
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	"github.com/straitproxy/strait/config"
 )
 
 // RetryOn is a set of retry conditions, the retry_on field of a retry policy.
@@ -109,6 +112,12 @@ type RetryPolicy struct {
 	// BackOffMax caps the back-off: 10 × BackOffBase unless max_interval
 	// is set.
 	BackOffMax time.Duration
+	// AvoidTried is the previous_hosts retry host predicate: a retry's
+	// host choice is made again, up to HostSelectionAttempts times
+	// (host_selection_retry_max_attempts, default 1), while it falls on
+	// a host this request tried; then the last choice stands.
+	AvoidTried            bool
+	HostSelectionAttempts int
 }
 
 // ShouldRetryStatus reports whether a response with this status code may be
@@ -151,7 +160,35 @@ func compileRetry(cfg *routev3.RetryPolicy, path string) (*RetryPolicy, error) {
 	if err := p.setBackOff(cfg.GetRetryBackOff(), joinPath(path, "retry_back_off")); err != nil {
 		return nil, err
 	}
+	if err := p.setHostPredicates(cfg, path); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// previousHostsType is the one retry host predicate compiled in.
+var previousHostsType = string((&previoushostsv3.PreviousHostsPredicate{}).ProtoReflect().Descriptor().FullName())
+
+func (p *RetryPolicy) setHostPredicates(cfg *routev3.RetryPolicy, path string) error {
+	for i, pred := range cfg.GetRetryHostPredicate() {
+		ppath := indexPath(path, "retry_host_predicate", i)
+		tc := pred.GetTypedConfig()
+		if tc == nil {
+			return config.At(joinPath(ppath, "typed_config"), errors.New("required"))
+		}
+		if name := string(tc.MessageName()); name != previousHostsType {
+			return config.At(joinPath(ppath, "typed_config"), fmt.Errorf("retry host predicate %s is not supported (only %s)", name, previousHostsType))
+		}
+		p.AvoidTried = true
+	}
+	p.HostSelectionAttempts = 1
+	if n := cfg.GetHostSelectionRetryMaxAttempts(); n != 0 {
+		if n < 0 {
+			return config.At(joinPath(path, "host_selection_retry_max_attempts"), errors.New("must not be negative"))
+		}
+		p.HostSelectionAttempts = int(min(n, 10000)) // each is one pick
+	}
+	return nil
 }
 
 func (p *RetryPolicy) setBackOff(b *routev3.RetryPolicy_RetryBackOff, path string) error {

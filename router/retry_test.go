@@ -103,11 +103,11 @@ func TestRetryPolicyCompile(t *testing.T) {
 		path string
 		want RetryPolicy
 	}{
-		{"/defaults", RetryPolicy{On: Retry5xx, NumRetries: 1, BackOffBase: 25 * time.Millisecond, BackOffMax: 250 * time.Millisecond}},
-		{"/base", RetryPolicy{On: RetryReset, NumRetries: 1, BackOffBase: 100 * time.Millisecond, BackOffMax: time.Second}},
+		{"/defaults", RetryPolicy{On: Retry5xx, NumRetries: 1, BackOffBase: 25 * time.Millisecond, BackOffMax: 250 * time.Millisecond, HostSelectionAttempts: 1}},
+		{"/base", RetryPolicy{On: RetryReset, NumRetries: 1, BackOffBase: 100 * time.Millisecond, BackOffMax: time.Second, HostSelectionAttempts: 1}},
 		{"/full", RetryPolicy{On: RetryRetriableStatusCodes, NumRetries: 0, PerTryTimeout: 2 * time.Second,
 			PerTryIdleTimeout: time.Second, RetriableStatusCodes: []uint32{418, 503},
-			BackOffBase: 50 * time.Millisecond, BackOffMax: 200 * time.Millisecond}},
+			BackOffBase: 50 * time.Millisecond, BackOffMax: 200 * time.Millisecond, HostSelectionAttempts: 1}},
 	}
 	for _, tc := range cases {
 		got := tbl.Match(request("x", tc.path)).Retry

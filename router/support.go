@@ -47,16 +47,17 @@ var supportedFields = map[string]string{
 		cluster_not_found_response_code prefix_rewrite regex_rewrite
 		host_rewrite_literal auto_host_rewrite append_x_forwarded_host
 		timeout idle_timeout retry_policy request_mirror_policies
-		max_grpc_timeout grpc_timeout_offset max_stream_duration`,
-	"envoy.config.route.v3.RouteAction.MaxStreamDuration": `grpc_timeout_header_max grpc_timeout_header_offset`,
+		max_grpc_timeout grpc_timeout_offset`,
 	"envoy.config.route.v3.RouteAction.RequestMirrorPolicy": `cluster cluster_header
 		runtime_fraction trace_sampled disable_shadow_host_suffix_append
 		host_rewrite_literal`,
 	"envoy.config.route.v3.WeightedCluster":               `clusters total_weight`,
 	"envoy.config.route.v3.WeightedCluster.ClusterWeight": `name weight`,
 	"envoy.config.route.v3.RetryPolicy": `retry_on num_retries per_try_timeout
-		per_try_idle_timeout retriable_status_codes retry_back_off`,
-	"envoy.config.route.v3.RetryPolicy.RetryBackOff": `base_interval max_interval`,
+		per_try_idle_timeout retriable_status_codes retry_back_off
+		retry_host_predicate host_selection_retry_max_attempts`,
+	"envoy.config.route.v3.RetryPolicy.RetryHostPredicate": `name typed_config`,
+	"envoy.config.route.v3.RetryPolicy.RetryBackOff":       `base_interval max_interval`,
 	"envoy.config.route.v3.RedirectAction": `https_redirect scheme_redirect
 		host_redirect port_redirect path_redirect prefix_rewrite regex_rewrite
 		response_code strip_query`,

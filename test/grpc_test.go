@@ -199,9 +199,10 @@ func TestGRPCRetryOnStatus(t *testing.T) {
 
 // TestGRPCMaxTimeout: max_grpc_timeout (what Istio sends, 0s) makes a
 // gRPC call's grpc-timeout its timeout instead of the route's (none
-// without the header); a non-zero one caps it, grpc_timeout_offset
-// shortens it, and max_stream_duration.grpc_timeout_header_max does the
-// same. An offset alone is refused.
+// without the header); a non-zero one caps it (a header of 0, "none",
+// too) and grpc_timeout_offset shortens it; the upstream is sent the
+// timeout applied. An offset alone is refused, and
+// max_stream_duration (not built) too.
 func TestGRPCMaxTimeout(t *testing.T) {
 	up := testutil.StartUpstreamH2C(t)
 	routes := `              - match: { prefix: "/uncapped/" }
@@ -209,9 +210,7 @@ func TestGRPCMaxTimeout(t *testing.T) {
               - match: { prefix: "/capped/" }
                 route: { cluster: backend, timeout: 10s, max_grpc_timeout: 0.3s, prefix_rewrite: "/" }
               - match: { prefix: "/offset/" }
-                route: { cluster: backend, max_grpc_timeout: 0s, grpc_timeout_offset: 3.5s, prefix_rewrite: "/" }
-              - match: { prefix: "/msd/" }
-                route: { cluster: backend, timeout: 10s, max_stream_duration: { grpc_timeout_header_max: 0.3s }, prefix_rewrite: "/" }`
+                route: { cluster: backend, max_grpc_timeout: 0s, grpc_timeout_offset: 3.5s, prefix_rewrite: "/" }`
 	y := httpBootstrap(up.Addr, routeCfg{routes: routes}, h2Upstream)
 	p := startProxy(t, y)
 	base := p.url("ingress")
@@ -230,11 +229,9 @@ func TestGRPCMaxTimeout(t *testing.T) {
 	if st, took := call("/uncapped/slow/3000", "200m"); st != "4" || took > 2*time.Second {
 		t.Errorf("max_grpc_timeout 0s, grpc-timeout 200m: grpc-status %q after %v", st, took)
 	}
-	for _, path := range []string{"/capped/slow/3000", "/msd/slow/3000"} {
-		for _, h := range []string{"", "5S"} {
-			if st, took := call(path, h); st != "4" || took > 2*time.Second {
-				t.Errorf("%s, grpc-timeout %q: grpc-status %q after %v; want DEADLINE_EXCEEDED at the 0.3s cap", path, h, st, took)
-			}
+	for _, h := range []string{"", "5S", "0m"} {
+		if st, took := call("/capped/slow/3000", h); st != "4" || took > 2*time.Second {
+			t.Errorf("capped, grpc-timeout %q: grpc-status %q after %v; want DEADLINE_EXCEEDED at the 0.3s cap", h, st, took)
 		}
 	}
 	if st, took := call("/offset/slow/5000", "4S"); st != "4" || took > 3*time.Second {
@@ -243,5 +240,26 @@ func TestGRPCMaxTimeout(t *testing.T) {
 	bad := strings.Replace(y, "max_grpc_timeout: 0s, grpc_timeout_offset", "grpc_timeout_offset", 1)
 	if _, err := buildServer(bad); err == nil || !strings.Contains(err.Error(), "grpc_timeout_offset") {
 		t.Errorf("an offset without max_grpc_timeout: %v", err)
+	}
+	bad = strings.Replace(y, "max_grpc_timeout: 0.3s", "max_stream_duration: { grpc_timeout_header_max: 0.3s }", 1)
+	if _, err := buildServer(bad); err == nil || !strings.Contains(err.Error(), "max_stream_duration") {
+		t.Errorf("max_stream_duration: %v", err)
+	}
+
+	// What the upstream is told.
+	seen := make(chan string, 4)
+	addr := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Get("grpc-timeout")
+		w.Header().Set("content-type", "application/grpc")
+		w.Header().Set("grpc-status", "0")
+	}, true)
+	p = startProxy(t, httpBootstrap(addr, routeCfg{routes: `              - match: { prefix: "/" }
+                route: { cluster: backend, max_grpc_timeout: 0.3s, grpc_timeout_offset: 0.1s }`}, h2Upstream))
+	for h, want := range map[string]string{"": "300m", "5S": "300m", "250m": "150m"} {
+		base = p.url("ingress")
+		call("/svc/M", h)
+		if got := <-seen; got != want {
+			t.Errorf("grpc-timeout %q: the upstream was sent %q, want %q", h, got, want)
+		}
 	}
 }

@@ -4,11 +4,14 @@
 package test
 
 import (
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -18,7 +21,8 @@ import (
 // TestAttemptCount: a virtual host with include_request_attempt_count
 // numbers each upstream attempt in x-envoy-attempt-count (1, then 2 on
 // the retry), and include_attempt_count_in_response tells the client how
-// many were made; without them no such header goes either way.
+// many were made, on the proxy's own reply after attempts too; without
+// them no such header goes either way.
 func TestAttemptCount(t *testing.T) {
 	var calls atomic.Int32
 	seen := make(chan string, 8)
@@ -31,7 +35,7 @@ func TestAttemptCount(t *testing.T) {
 		io.WriteString(w, "ok")
 	}, false)
 	routes := `              - match: { prefix: "/" }
-                route: { cluster: backend, retry_policy: { retry_on: 5xx, num_retries: 2, retry_back_off: { base_interval: 0.001s } } }`
+                route: { cluster: backend, retry_policy: { retry_on: "5xx,connect-failure", num_retries: 2, retry_back_off: { base_interval: 0.001s } } }`
 	y := httpBootstrap(addr, routeCfg{routes: routes}, "")
 	counted := strings.Replace(y, `              domains: ["*"]`, `              domains: ["*"]
               include_request_attempt_count: true
@@ -47,6 +51,17 @@ func TestAttemptCount(t *testing.T) {
 	}
 	if a, b := <-seen, <-seen; a != "1" || b != "2" {
 		t.Fatalf("the upstream saw attempt counts %q, %q; want 1, 2", a, b)
+	}
+	// The proxy's own reply after attempts (connect failures) too.
+	dead := strings.Replace(counted, "port_value: "+portOf(addr), "port_value: "+portOf(closedPort(t)), 1)
+	p = startProxy(t, dead)
+	resp, err = http.Get(p.url("ingress") + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("x-envoy-attempt-count") != "3" {
+		t.Fatalf("connect failures: %d, x-envoy-attempt-count %q; want 503 after 3 attempts", resp.StatusCode, resp.Header.Get("x-envoy-attempt-count"))
 	}
 	p = startProxy(t, y)
 	resp, err = http.Get(p.url("ingress") + "/")
@@ -85,4 +100,76 @@ func TestAltStatName(t *testing.T) {
 	if b, err := os.ReadFile(logFile); err != nil || string(b) != "backend_observed\n" {
 		t.Errorf("%%UPSTREAM_CLUSTER%%: %q %v", b, err)
 	}
+}
+
+// TestRetryPreviousHosts: with the previous_hosts retry host predicate
+// (and host_selection_retry_max_attempts), each retry goes to a host the
+// request has not tried: three attempts over three failing hosts reach
+// all three, for every request.
+func TestRetryPreviousHosts(t *testing.T) {
+	var mu sync.Mutex
+	hits := map[string]map[string]bool{} // request id -> hosts
+	var addrs []string
+	for i := range 3 {
+		host := fmt.Sprint("h", i)
+		addrs = append(addrs, serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			id := r.Header.Get("x-test-id")
+			if hits[id] == nil {
+				hits[id] = map[string]bool{}
+			}
+			hits[id][host] = true
+			mu.Unlock()
+			w.WriteHeader(503)
+		}, false))
+	}
+	routes := `              - match: { prefix: "/" }
+                route:
+                  cluster: backend
+                  retry_policy:
+                    retry_on: 5xx
+                    num_retries: 2
+                    retry_back_off: { base_interval: 0.001s }
+                    host_selection_retry_max_attempts: 1000
+                    retry_host_predicate:
+                    - name: envoy.retry_host_predicates.previous_hosts
+                      typed_config: { "@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate }`
+	y := httpBootstrap(addrs[0], routeCfg{routes: routes}, "    lb_policy: RANDOM")
+	// One heavy host: weighted RANDOM picks it again and again (it has
+	// no notion of the last host), so without the predicate attempts
+	// repeat it.
+	for i, a := range addrs[1:] {
+		host, port, _ := net.SplitHostPort(a)
+		y = strings.Replace(y, "      - lb_endpoints:\n", fmt.Sprintf("      - lb_endpoints:\n        - endpoint: { address: { socket_address: { address: %s, port_value: %s } } }\n          load_balancing_weight: %d\n", host, port, 1+9*i), 1)
+	}
+	p := startProxy(t, y)
+	const n = 20
+	for i := range n {
+		req, _ := http.NewRequest("GET", p.url("ingress")+"/", nil)
+		req.Header.Set("x-test-id", fmt.Sprint(i))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 503 {
+			t.Fatalf("request %d: %d, want the last attempt's 503", i, resp.StatusCode)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range n {
+		if got := len(hits[fmt.Sprint(i)]); got != 3 {
+			t.Errorf("request %d reached %d distinct hosts in 3 attempts: %v", i, got, hits[fmt.Sprint(i)])
+		}
+	}
+	bad := strings.Replace(y, "previous_hosts.v3.PreviousHostsPredicate", "omit_canary_hosts.v3.OmitCanaryHostsPredicate", 1)
+	if _, err := buildServer(bad); err == nil || !strings.Contains(err.Error(), "retry_host_predicate[0]") {
+		t.Errorf("an unsupported retry host predicate: %v", err)
+	}
+}
+
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
 }

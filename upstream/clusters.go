@@ -477,12 +477,24 @@ func (m *Clusters) checkSource(c *Cluster) error {
 	return config.At("eds_cluster_config.eds_config", m.o.CheckSource(c.EDSSource))
 }
 
-// forgetIfGone drops a stopped cluster's stats when no cluster of its
-// name is left, static, active or warming (mu held): a removed cluster's
-// stats go, as in Envoy, while an updated one's carry on.
+// forgetIfGone drops a stopped cluster's stats when no cluster with its
+// stat name is left, static, active, warming or lingering (mu held): a
+// removed cluster's stats go, as in Envoy, while an updated one's carry
+// on.
 func (m *Clusters) forgetIfGone(c *Cluster) {
-	if m.active[c.Name] != nil || m.warming[c.Name] != nil || m.static[c.Name] != nil || m.lingering[c.Name] != nil {
-		return
+	// (Stats are by StatName, alt_stat_name, which clusters may share
+	// and an update may change.)
+	for _, o := range m.static {
+		if o.StatName == c.StatName {
+			return
+		}
+	}
+	for _, set := range []map[string]*dynCluster{m.active, m.warming, m.lingering} {
+		for _, d := range set {
+			if d.c.StatName == c.StatName {
+				return
+			}
+		}
 	}
 	c.ForgetStats()
 }

@@ -117,3 +117,35 @@ func TestAwaitWarmingCluster(t *testing.T) {
 		t.Fatal("Await waited for a cluster nothing warms")
 	}
 }
+
+// TestAltStatNameStats: clusters sharing an alt_stat_name share its
+// stats, which stay while any of them is left; a cluster whose update
+// changes its alt_stat_name leaves its old stats behind it.
+func TestAltStatNameStats(t *testing.T) {
+	store := stats.NewStore()
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	empty, err := Build(nil, store.Root(), discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewClusters(empty, store.Root(), discard, ClustersOptions{CDS: true})
+	t.Cleanup(m.Stop)
+	named := func(name, alt string) *config.Resource {
+		return res(t, name, &clusterv3.Cluster{}, `{"name":"`+name+`","alt_stat_name":"`+alt+`","type":"EDS","connect_timeout":"1s","eds_cluster_config":{"eds_config":{"ads":{}}}}`)
+	}
+	has := func(stat string) bool { _, ok := store.Lookup(stat); return ok }
+	m.ApplyCDS(map[string]*config.Resource{"a": named("a", "shared"), "b": named("b", "shared")}, nil)
+	m.ApplyEDS(map[string]*config.Resource{"a": assignment(t, "a"), "b": assignment(t, "b")})
+	if !has("cluster.shared.update_empty") || has("cluster.a.update_empty") {
+		t.Fatal("stats not under the alt_stat_name")
+	}
+	m.ApplyCDS(map[string]*config.Resource{"b": named("b", "shared")}, nil)
+	if !has("cluster.shared.update_empty") {
+		t.Fatal("removing a took the stats b still counts into")
+	}
+	m.ApplyCDS(map[string]*config.Resource{"b": named("b", "renamed")}, nil)
+	m.ApplyEDS(map[string]*config.Resource{"b": assignment(t, "b")})
+	if has("cluster.shared.update_empty") || !has("cluster.renamed.update_empty") {
+		t.Fatalf("after b's alt_stat_name changed: shared %v, renamed %v", has("cluster.shared.update_empty"), has("cluster.renamed.update_empty"))
+	}
+}
