@@ -38,6 +38,10 @@ type Config struct {
 	UseRemoteAddress  bool
 	XffNumTrustedHops int
 	GenerateRequestID bool
+	// XFCC and ClientCertDetails are forward_client_cert_details and
+	// set_current_client_cert_details (xfcc.go).
+	XFCC              XFCCMode
+	ClientCertDetails ClientCertDetails
 	// Upgrades lists the allowed Upgrade values, lowercase ("websocket").
 	Upgrades map[string]bool
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +26,9 @@ type connManager struct {
 	scheme string
 	// moving: held for a migration (migrate.go); the idle timeout waits.
 	moving atomic.Bool
+	// xfcc is this hop's x-forwarded-client-cert element (xfcc.go).
+	xfccOnce sync.Once
+	xfcc     []byte
 }
 
 var _ network.Handler = (*connManager)(nil)

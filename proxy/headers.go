@@ -50,6 +50,7 @@ func (s *Stream) decodeHeaders() bool {
 		s.info.ClientAddr = s.clientAddr(h) // for the filters (remote_ip)
 	}
 	s.forwardedFor(h)
+	s.clientCert(h)
 	if s.cfg.GenerateRequestID && !h.Has("x-request-id") {
 		var id [36]byte
 		h.SetBytes("x-request-id", uuid4(id[:0]))

@@ -82,6 +82,13 @@ func build(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (*proxy.Conf
 			cfg.ServerName = m.GetServerName()
 		}
 	}
+	cfg.XFCC = xfccModes[m.GetForwardClientCertDetails()]
+	// (As in Envoy, the details shape only what APPEND_FORWARD and
+	// SANITIZE_SET write.)
+	if d := m.GetSetCurrentClientCertDetails(); d != nil {
+		cfg.ClientCertDetails = proxy.ClientCertDetails{Subject: d.GetSubject().GetValue(), Cert: d.GetCert(),
+			Chain: d.GetChain(), DNS: d.GetDns(), URI: d.GetUri()}
+	}
 	if kb := m.GetMaxRequestHeadersKb(); kb != nil {
 		cfg.Codecs.MaxHeaderBytes = int(kb.GetValue()) << 10
 	}
@@ -410,4 +417,13 @@ func scopeKeys(scopes []*routev3.ScopedRouteConfiguration) (map[string]string, e
 		keys[k] = sc.GetName()
 	}
 	return keys, nil
+}
+
+// xfccModes maps forward_client_cert_details.
+var xfccModes = map[hcmv3.HttpConnectionManager_ForwardClientCertDetails]proxy.XFCCMode{
+	hcmv3.HttpConnectionManager_SANITIZE:            proxy.XFCCSanitize,
+	hcmv3.HttpConnectionManager_FORWARD_ONLY:        proxy.XFCCForwardOnly,
+	hcmv3.HttpConnectionManager_APPEND_FORWARD:      proxy.XFCCAppendForward,
+	hcmv3.HttpConnectionManager_SANITIZE_SET:        proxy.XFCCSanitizeSet,
+	hcmv3.HttpConnectionManager_ALWAYS_FORWARD_ONLY: proxy.XFCCAlwaysForwardOnly,
 }

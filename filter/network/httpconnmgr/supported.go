@@ -12,7 +12,10 @@ var supported = config.NewSupport(map[string]string{
 		common_http_protocol_options stream_idle_timeout request_timeout request_headers_timeout upgrade_configs
 		drain_timeout
 		strip_any_host_port strip_matching_host_port xff_num_trusted_hops
-		http2_protocol_options scoped_routes access_log`,
+		http2_protocol_options scoped_routes access_log
+		forward_client_cert_details set_current_client_cert_details`,
+	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails": `subject
+		cert chain dns uri`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.ScopedRoutes": `name scope_key_builder
 		rds_config_source scoped_route_configurations_list scoped_rds`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.ScopedRds": `scoped_rds_config_source
