@@ -36,12 +36,11 @@ func (s *Stream) forward() {
 	s.upStart = time.Now()
 	s.info.UpstreamStart = s.upStart
 	if g := s.route.GRPCTimeout; g != nil && s.grpc {
-		// (Timed from here as the route timeout; the upstream is told.)
+		// (Timed from here as the route timeout; each attempt tells the
+		// upstream what it has left.)
 		s.deadline = time.Time{}
 		if d := g.For(grpcTimeout(s.req)); d > 0 {
 			s.deadline = s.upStart.Add(d)
-			s.scratch = appendGRPCTimeout(s.scratch[:0], d)
-			s.req.SetBytes("grpc-timeout", s.scratch)
 		}
 	} else {
 		if s.route.Timeout > 0 {
@@ -241,6 +240,9 @@ func (s *Stream) tryOnce() error {
 		if wait = time.Until(s.deadline); wait <= 0 {
 			return &Error{Kind: KindTimeout, Source: Upstream, Err: upstream.ErrPendingTimeout}
 		}
+	}
+	if s.route.GRPCTimeout != nil && s.grpc {
+		s.tellGRPCTimeout(wait)
 	}
 	if err := s.openStream(h, wait); err != nil {
 		return err

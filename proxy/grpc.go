@@ -66,6 +66,20 @@ func grpcTimeout(h *protocol.Headers) (time.Duration, bool) {
 	return time.Duration(n) * unit, true
 }
 
+// tellGRPCTimeout sets the attempt's grpc-timeout under max_grpc_timeout,
+// as Envoy does: what is left of the call's timeout (left, 0: none), or
+// the per-try timeout when shorter.
+func (s *Stream) tellGRPCTimeout(left time.Duration) {
+	d := left
+	if p := s.route.Retry; p != nil && p.PerTryTimeout > 0 && (d == 0 || p.PerTryTimeout < d) {
+		d = p.PerTryTimeout
+	}
+	if d > 0 {
+		s.scratch = appendGRPCTimeout(s.scratch[:0], d)
+		s.req.SetBytes("grpc-timeout", s.scratch)
+	}
+}
+
 // appendGRPCTimeout appends d as a grpc-timeout value: at most 8 digits,
 // in the finest unit from milliseconds up that holds it (rounded up).
 func appendGRPCTimeout(b []byte, d time.Duration) []byte {

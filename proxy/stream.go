@@ -148,7 +148,7 @@ func (s *Stream) release() {
 	if s.hasTrailers {
 		s.trailers.Reset()
 	}
-	*s = Stream{resp: s.resp, trailers: s.trailers, scratch: s.scratch[:0], tried: s.tried[:0], body: s.body[:0], cancelFn: s.cancelFn, park: s.park, fx: s.fx,
+	*s = Stream{resp: s.resp, trailers: s.trailers, scratch: s.scratch[:0], tried: clearHosts(s.tried), body: s.body[:0], cancelFn: s.cancelFn, park: s.park, fx: s.fx,
 		logEntry: s.logEntry}
 	// A new generation: a filter's late Continue finds nothing to resume.
 	s.park.word.Store((s.park.gen() + 1) << parkShift)
@@ -629,4 +629,10 @@ func (s *Stream) unwatchAttempt() {
 	s.abortMu.Lock()
 	s.abortUp = nil
 	s.abortMu.Unlock()
+}
+
+// clearHosts empties a reused slice without keeping its hosts alive.
+func clearHosts(hs []*upstream.Host) []*upstream.Host {
+	clear(hs)
+	return hs[:0]
 }

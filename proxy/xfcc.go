@@ -63,12 +63,15 @@ func (s *Stream) clientCert(h *protocol.Headers) {
 	case elem == nil: // not mutual TLS
 		h.Del(xfccHeader)
 	case mode == XFCCAppendForward:
-		if old, ok := h.Get(xfccHeader); ok && len(old) > 0 {
-			s.scratch = append(append(append(s.scratch[:0], old...), ','), elem...)
-			h.SetBytes(xfccHeader, s.scratch)
-			return
-		}
-		h.SetBytes(xfccHeader, elem)
+		// Every line the client sent, joined, then this hop's.
+		s.scratch = s.scratch[:0]
+		h.Visit(func(name, value []byte) bool {
+			if len(value) > 0 && protocol.EqualFold(name, xfccHeader) {
+				s.scratch = append(append(s.scratch, value...), ',')
+			}
+			return true
+		})
+		h.SetBytes(xfccHeader, append(s.scratch, elem...))
 	case mode == XFCCSanitizeSet:
 		h.SetBytes(xfccHeader, elem)
 	}
@@ -105,9 +108,13 @@ func appendXFCC(b []byte, chain []*x509.Certificate, d ClientCertDetails) []byte
 		b = appendQuoted(b, "Chain", all.String())
 	}
 	if d.Subject {
-		b = appendQuoted(b, "Subject", leaf.Subject.String())
+		// (RFC 2253 escapes its own specials: written as it is.)
+		b = append(append(append(b, `;Subject="`...), leaf.Subject.String()...), '"')
 	}
 	if d.URI {
+		if len(leaf.URIs) == 0 {
+			b = append(b, ";URI="...) // as Envoy writes it
+		}
 		for _, u := range leaf.URIs {
 			b = appendPair(b, "URI", u.String())
 		}

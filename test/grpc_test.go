@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -253,13 +254,20 @@ func TestGRPCMaxTimeout(t *testing.T) {
 		w.Header().Set("content-type", "application/grpc")
 		w.Header().Set("grpc-status", "0")
 	}, true)
-	p = startProxy(t, httpBootstrap(addr, routeCfg{routes: `              - match: { prefix: "/" }
+	p = startProxy(t, httpBootstrap(addr, routeCfg{routes: `              - match: { prefix: "/pertry/" }
+                route: { cluster: backend, max_grpc_timeout: 0.3s, retry_policy: { retry_on: 5xx, per_try_timeout: 0.05s } }
+              - match: { prefix: "/" }
                 route: { cluster: backend, max_grpc_timeout: 0.3s, grpc_timeout_offset: 0.1s }`}, h2Upstream))
-	for h, want := range map[string]string{"": "300m", "5S": "300m", "250m": "150m"} {
-		base = p.url("ingress")
-		call("/svc/M", h)
-		if got := <-seen; got != want {
-			t.Errorf("grpc-timeout %q: the upstream was sent %q, want %q", h, got, want)
+	base = p.url("ingress")
+	for _, tc := range []struct {
+		path, header string
+		wantMs       int // what is left when the attempt starts: a little less
+	}{{"/svc/M", "", 300}, {"/svc/M", "5S", 300}, {"/svc/M", "250m", 150}, {"/pertry/M", "5S", 50}} {
+		call(tc.path, tc.header)
+		got := <-seen
+		ms, err := strconv.Atoi(strings.TrimSuffix(got, "m"))
+		if err != nil || !strings.HasSuffix(got, "m") || ms > tc.wantMs || ms < tc.wantMs-100 {
+			t.Errorf("%s, grpc-timeout %q: the upstream was sent %q, want about %dm", tc.path, tc.header, got, tc.wantMs)
 		}
 	}
 }

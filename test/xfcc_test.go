@@ -24,6 +24,7 @@ func TestXFCC(t *testing.T) {
 	pki := newPKI(t)
 	scert, skey := pki.issue(t, "server", false, "localhost")
 	ccert, ckey := pki.issueWith(t, "client", true, func(c *x509.Certificate) {
+		c.Subject.Organization = []string{"Acme, Inc."}
 		c.DNSNames = []string{"client.example"}
 		u, _ := url.Parse("spiffe://cluster.local/ns/default/sa/client")
 		c.URIs = []*url.URL{u}
@@ -73,7 +74,7 @@ func TestXFCC(t *testing.T) {
 	raw, _ := os.ReadFile(ccert)
 	sum := sha256.Sum256(kp.Certificate[0])
 	want := "Hash=" + hex.EncodeToString(sum[:]) + `;Cert="` + strings.ReplaceAll(url.QueryEscape(string(raw)), "+", "%20") +
-		`";Subject="CN=client";URI=spiffe://cluster.local/ns/default/sa/client;DNS=client.example`
+		`";Subject="CN=client,O=Acme\, Inc.";URI=spiffe://cluster.local/ns/default/sa/client;DNS=client.example`
 	got := send(mtls, "https://"+p.addr("ingress")+"/", spoof)
 	if got != want {
 		t.Errorf("SANITIZE_SET:\n got %q\nwant %q", got, want)
@@ -86,6 +87,18 @@ func TestXFCC(t *testing.T) {
 	p = startProxy(t, withHCM(tlsBootstrap(up, tlsCtx), "          forward_client_cert_details: APPEND_FORWARD\n"))
 	if got := send(mtls, "https://"+p.addr("ingress")+"/", spoof); got != spoof+",Hash="+hex.EncodeToString(sum[:]) {
 		t.Errorf("APPEND_FORWARD: %q", got)
+	}
+	// Two lines from the client: both hops are kept.
+	req, _ := http.NewRequest("GET", "https://"+p.addr("ingress")+"/", nil)
+	req.Header.Add("X-Forwarded-Client-Cert", "Hash=aa")
+	req.Header.Add("X-Forwarded-Client-Cert", "Hash=bb")
+	if resp, err := mtls.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	if got := <-seen; got != "Hash=aa,Hash=bb,Hash="+hex.EncodeToString(sum[:]) {
+		t.Errorf("APPEND_FORWARD over two header lines: %q", got)
 	}
 
 	plain := httpBootstrap(up, routeCfg{}, "")

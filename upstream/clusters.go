@@ -45,6 +45,9 @@ type Clusters struct {
 	cla     map[string]*config.Resource
 	claGone map[string]bool // assignments whose initial fetch timed out
 	retired []*Cluster
+	// forgets are stopped clusters whose stats go at the end of changed()
+	// unless a cluster then serving or warming uses their stat name.
+	forgets []*Cluster
 	// lingering are clusters CDS removed while routes still named them:
 	// they serve until no route does, or their timer ends them.
 	lingering map[string]*dynCluster
@@ -363,6 +366,12 @@ func (m *Clusters) changed() {
 		m.forgetIfGone(c)
 	}
 	m.retired = nil
+	for _, c := range m.forgets {
+		if !m.statNameUsed(c.StatName) {
+			c.ForgetStats()
+		}
+	}
+	m.forgets = nil
 	names := map[string]*corev3.ConfigSource{}
 	for _, dm := range []map[string]*dynCluster{m.active, m.warming} {
 		for _, dc := range dm {
@@ -477,26 +486,28 @@ func (m *Clusters) checkSource(c *Cluster) error {
 	return config.At("eds_cluster_config.eds_config", m.o.CheckSource(c.EDSSource))
 }
 
-// forgetIfGone drops a stopped cluster's stats when no cluster with its
-// stat name is left, static, active, warming or lingering (mu held): a
-// removed cluster's stats go, as in Envoy, while an updated one's carry
-// on.
-func (m *Clusters) forgetIfGone(c *Cluster) {
-	// (Stats are by StatName, alt_stat_name, which clusters may share
-	// and an update may change.)
+// forgetIfGone drops a stopped cluster's stats, at the end of changed(),
+// when no cluster with its stat name is left, static, active, warming or
+// lingering (mu held): a removed cluster's stats go, as in Envoy, while
+// an updated one's carry on. (Stats are by StatName, alt_stat_name,
+// which clusters may share and an update may change; the new versions
+// of an update join the maps only as they warm, hence the wait.)
+func (m *Clusters) forgetIfGone(c *Cluster) { m.forgets = append(m.forgets, c) }
+
+func (m *Clusters) statNameUsed(name string) bool {
 	for _, o := range m.static {
-		if o.StatName == c.StatName {
-			return
+		if o.StatName == name {
+			return true
 		}
 	}
 	for _, set := range []map[string]*dynCluster{m.active, m.warming, m.lingering} {
 		for _, d := range set {
-			if d.c.StatName == c.StatName {
-				return
+			if d.c.StatName == name {
+				return true
 			}
 		}
 	}
-	c.ForgetStats()
+	return false
 }
 
 // ApplyEDS applies the complete set of assignments: each changed one goes

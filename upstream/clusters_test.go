@@ -148,4 +148,14 @@ func TestAltStatNameStats(t *testing.T) {
 	if has("cluster.shared.update_empty") || !has("cluster.renamed.update_empty") {
 		t.Fatalf("after b's alt_stat_name changed: shared %v, renamed %v", has("cluster.shared.update_empty"), has("cluster.renamed.update_empty"))
 	}
+	// A warming cluster replaced by a new version (both waiting for
+	// their endpoints): the stats stay for the new one.
+	w := func(timeout string) *config.Resource {
+		return res(t, "w", &clusterv3.Cluster{}, `{"name":"w","type":"EDS","connect_timeout":"`+timeout+`","eds_cluster_config":{"eds_config":{"ads":{}}}}`)
+	}
+	m.ApplyCDS(map[string]*config.Resource{"b": named("b", "renamed"), "w": w("1s")}, nil)
+	m.ApplyCDS(map[string]*config.Resource{"b": named("b", "renamed"), "w": w("2s")}, nil)
+	if !has("cluster.w.update_empty") {
+		t.Fatal("replacing a warming cluster dropped the stats its new version counts into")
+	}
 }
