@@ -42,6 +42,9 @@ type Config struct {
 	// set_current_client_cert_details (xfcc.go).
 	XFCC              XFCCMode
 	ClientCertDetails ClientCertDetails
+	// PathNormalization is normalize_path, merge_slashes and
+	// path_with_escaped_slashes_action (pathnorm.go).
+	PathNormalization PathNormalization
 	// Upgrades lists the allowed Upgrade values, lowercase ("websocket").
 	Upgrades map[string]bool
 
@@ -84,6 +87,7 @@ type Stats struct {
 	CxActive, RqActive                                                                                            *stats.Gauge
 	RqTotal, RqHTTP1Total, RqHTTP2Total, RqRxReset, RqTimeout, RqIdleTimeout, RqCompleted                         *stats.Counter
 	NoRoute, NoCluster, DirectResponse, Redirect, RqOverload, RqHeaderTimeout                                     *stats.Counter
+	RqFailedPathNormalization                                                                                     *stats.Counter
 	// Mirroring: copies started, abandoned (lagging past the buffer
 	// limit, or the request cut short) and failed (no cluster, overflow,
 	// no host, upstream error or timeout).
@@ -114,8 +118,9 @@ func NewStatsUnder(root *stats.Scope, kind, label, prefix string) *Stats {
 		NoRoute:       sc.Counter("no_route"), NoCluster: sc.Counter("no_cluster"),
 		DirectResponse: sc.Counter("rq_direct_response"), Redirect: sc.Counter("rq_redirect"),
 		RqOverload: sc.Counter("downstream_rq_overload_close"), RqHeaderTimeout: sc.Counter("downstream_rq_header_timeout"),
-		RqTime:      sc.Histogram("downstream_rq_time"),
-		MirrorTotal: sc.Counter("rq_mirror_total"), MirrorAbandoned: sc.Counter("rq_mirror_abandoned"),
+		RqFailedPathNormalization: sc.Counter("downstream_rq_failed_path_normalization"),
+		RqTime:                    sc.Histogram("downstream_rq_time"),
+		MirrorTotal:               sc.Counter("rq_mirror_total"), MirrorAbandoned: sc.Counter("rq_mirror_abandoned"),
 		MirrorFailed: sc.Counter("rq_mirror_failed"),
 	}
 	for i := 1; i <= 5; i++ {

@@ -25,6 +25,9 @@ func (s *Stream) decodeHeaders() bool {
 		}
 		return true
 	}
+	if !s.normalizePath(h) {
+		return false
+	}
 	s.upgrade = s.wantsUpgrade()
 	s.grpc = isGRPC(h)
 	if h.HasToken("connection", "close") || s.ds.Protocol() == "HTTP/1.0" && !h.HasToken("connection", "keep-alive") {

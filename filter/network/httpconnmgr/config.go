@@ -82,6 +82,9 @@ func build(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (*proxy.Conf
 			cfg.ServerName = m.GetServerName()
 		}
 	}
+	if err := pathSettings(cfg, m); err != nil {
+		return nil, err
+	}
 	cfg.XFCC = xfccModes[m.GetForwardClientCertDetails()]
 	// (As in Envoy, the details shape only what APPEND_FORWARD and
 	// SANITIZE_SET write.)
@@ -426,4 +429,21 @@ var xfccModes = map[hcmv3.HttpConnectionManager_ForwardClientCertDetails]proxy.X
 	hcmv3.HttpConnectionManager_APPEND_FORWARD:      proxy.XFCCAppendForward,
 	hcmv3.HttpConnectionManager_SANITIZE_SET:        proxy.XFCCSanitizeSet,
 	hcmv3.HttpConnectionManager_ALWAYS_FORWARD_ONLY: proxy.XFCCAlwaysForwardOnly,
+}
+
+// pathSettings reads normalize_path, merge_slashes and
+// path_with_escaped_slashes_action.
+func pathSettings(cfg *proxy.Config, m *hcmv3.HttpConnectionManager) error {
+	pn := proxy.PathNormalization{Normalize: m.GetNormalizePath().GetValue(), MergeSlashes: m.GetMergeSlashes()}
+	switch a := m.GetPathWithEscapedSlashesAction(); a {
+	case hcmv3.HttpConnectionManager_IMPLEMENTATION_SPECIFIC_DEFAULT, hcmv3.HttpConnectionManager_KEEP_UNCHANGED:
+	case hcmv3.HttpConnectionManager_REJECT_REQUEST:
+		pn.EscapedSlashes = proxy.SlashesReject
+	case hcmv3.HttpConnectionManager_UNESCAPE_AND_FORWARD:
+		pn.EscapedSlashes = proxy.SlashesUnescape
+	default:
+		return config.At("path_with_escaped_slashes_action", fmt.Errorf("%s is not supported yet", a))
+	}
+	cfg.PathNormalization = pn
+	return nil
 }
