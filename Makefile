@@ -76,6 +76,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzClientConn$$' -fuzztime=60000x -parallel 2 ./protocol/http2/
 	$(GO) test -run='^$$' -fuzz='^FuzzRequest$$' -fuzztime=100000x -parallel 2 ./protocol/dubbo/
 	$(GO) test -run='^$$' -fuzz='^FuzzCompileAndMatch$$' -fuzztime=60000x -parallel 2 ./router/
+	$(GO) test -run='^$$' -fuzz='^FuzzPathNormalization$$' -fuzztime=100000x -parallel 2 ./proxy/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseBootstrap$$' -fuzztime=60000x -parallel 2 ./config/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseClientHello$$' -fuzztime=30000x -parallel 2 ./transport/
 	$(GO) test -run='^$$' -fuzz='^FuzzServerHandshake$$' -fuzztime=60000x -parallel 2 ./transport/tlcp/

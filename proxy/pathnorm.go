@@ -107,12 +107,14 @@ func unescapeSlashes(p []byte) []byte {
 // backslash is a slash, an escaped unreserved character (RFC 3986 §2.3:
 // letters, digits, "-", ".", "_", "~") is decoded, other escapes stay as
 // written, and bytes a path may not hold raw (controls, space, '"', '<',
-// '>', '`', '{', '}', non-ASCII) are escaped. In place when nothing
-// grows; appended to a new slice otherwise.
+// '>', '`', '{', '}', non-ASCII, and a '%' that begins no escape, so
+// that "%7%61" cannot become "%7a" and then "z" on the next hop's
+// decoding) are escaped. In place when nothing grows; appended to a new
+// slice otherwise.
 func canonicalPath(p []byte) []byte {
 	grow := false
-	for _, c := range p {
-		if mustEscape(c) {
+	for i, c := range p {
+		if mustEscape(c) || c == '%' && (i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2])) {
 			grow = true
 			break
 		}
@@ -136,7 +138,7 @@ func canonicalPath(p []byte) []byte {
 				out = append(out, c, p[r+1], p[r+2])
 			}
 			r += 2
-		case mustEscape(c):
+		case mustEscape(c) || c == '%': // (a '%' that begins no escape: "%25")
 			out = append(out, '%', hexDigits[c>>4], hexDigits[c&15])
 		default:
 			out = append(out, c)

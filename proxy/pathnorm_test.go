@@ -1,6 +1,9 @@
 package proxy
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestPathNormalization: the RFC 3986 normalization (dot segments,
 // escaped unreserved characters, backslashes, escaping), merging slashes
@@ -24,7 +27,8 @@ func TestPathNormalization(t *testing.T) {
 		"/a\\..\\admin":         "/admin",
 		"/a b":                  "/a%20b",
 		"/caf\xc3\xa9":          "/caf%C3%A9",
-		"/%7euser/%zz":          "/~user/%zz",
+		"/%7euser/%zz":          "/~user/%25zz",
+		"/%7%61":                "/%257a",
 		"/public/..%2f..%2fadm": "/public/..%2f..%2fadm",
 	} {
 		got := string(removeDotSegments(canonicalPath([]byte(in))))
@@ -45,4 +49,27 @@ func TestPathNormalization(t *testing.T) {
 			t.Errorf("hasEscapedSlash(%q) = false", in)
 		}
 	}
+}
+
+// FuzzPathNormalization: any path normalizes to one that starts with
+// "/", holds no "." or ".." segment and normalizes to itself.
+func FuzzPathNormalization(f *testing.F) {
+	for _, s := range []string{"/", "/a/../b", "/%2e%2e/x", "/a\\b/./c/..", "//a//b/", "/caf\xc3\xa9 x", "/%zz%4"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		if len(in) == 0 || in[0] != '/' || strings.IndexByte(in, '?') >= 0 {
+			return
+		}
+		once := string(removeDotSegments(canonicalPath([]byte(in))))
+		twice := string(removeDotSegments(canonicalPath([]byte(once))))
+		if once == "" || once[0] != '/' || once != twice {
+			t.Fatalf("%q -> %q -> %q", in, once, twice)
+		}
+		for _, seg := range strings.Split(once, "/") {
+			if seg == "." || seg == ".." {
+				t.Fatalf("%q -> %q keeps a dot segment", in, once)
+			}
+		}
+	})
 }
