@@ -181,7 +181,7 @@ func portOf(addr string) string {
 // normalized path with its query untouched; REJECT_REQUEST answers 400.
 // Without them the path goes as it came.
 func TestPathNormalization(t *testing.T) {
-	seen := make(chan string, 1)
+	seen := make(chan string, 16) // (a regression must fail, not block the upstream)
 	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) { seen <- r.RequestURI }, false)
 	routes := `              - match: { path: "/admin" }
                 direct_response: { status: 403, body: { inline_string: "admin" } }
