@@ -183,11 +183,7 @@ func (l *Listener) allChains() []*chain {
 func (l *Listener) Certificates(now time.Time) []*adminv3.Certificate {
 	var out []*adminv3.Certificate
 	for _, c := range l.allChains() {
-		if r, ok := c.ts.(transport.CertReporter); ok {
-			if cert := r.Certificates(now); cert != nil {
-				out = append(out, cert)
-			}
-		}
+		out = transport.AppendCertificates(out, c.ts, now)
 	}
 	return out
 }

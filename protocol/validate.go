@@ -138,3 +138,26 @@ func CheckPath[T string | []byte](method, path T) string {
 	}
 	return CheckTarget(path)
 }
+
+// PercentByte decodes the escape "%XY" at b[i]; ok is false when b[i]
+// begins none (not '%', or not followed by two hex digits).
+func PercentByte(b []byte, i int) (c byte, ok bool) {
+	if b[i] != '%' || i+2 >= len(b) {
+		return 0, false
+	}
+	hi, ok1 := unhex(b[i+1])
+	lo, ok2 := unhex(b[i+2])
+	return hi<<4 | lo, ok1 && ok2
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}

@@ -114,7 +114,7 @@ func unescapeSlashes(p []byte) []byte {
 func canonicalPath(p []byte) []byte {
 	grow := false
 	for i, c := range p {
-		if mustEscape(c) || c == '%' && (i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2])) {
+		if mustEscape(c) || c == '%' && !escaped(p, i) {
 			grow = true
 			break
 		}
@@ -131,8 +131,8 @@ func canonicalPath(p []byte) []byte {
 		switch {
 		case c == '\\':
 			out = append(out, '/')
-		case c == '%' && r+2 < len(p) && isHex(p[r+1]) && isHex(p[r+2]):
-			if d := unhex(p[r+1])<<4 | unhex(p[r+2]); unreserved(d) {
+		case c == '%' && escaped(p, r):
+			if d, _ := protocol.PercentByte(p, r); unreserved(d) {
 				out = append(out, d)
 			} else {
 				out = append(out, c, p[r+1], p[r+2])
@@ -151,16 +151,10 @@ func mustEscape(c byte) bool {
 	return c <= ' ' || c >= 0x7f || c == '"' || c == '<' || c == '>' || c == '`' || c == '{' || c == '}'
 }
 
-func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
-
-func unhex(c byte) byte {
-	switch {
-	case c <= '9':
-		return c - '0'
-	case c <= 'F':
-		return c - 'A' + 10
-	}
-	return c - 'a' + 10
+// escaped reports whether p[i] begins an escape "%XY".
+func escaped(p []byte, i int) bool {
+	_, ok := protocol.PercentByte(p, i)
+	return ok
 }
 
 func unreserved(c byte) bool {

@@ -441,7 +441,7 @@ func decodedEqual(raw []byte, s string) bool {
 	j := 0
 	for i := 0; i < len(raw); j++ {
 		c := raw[i]
-		if b, ok := unhexAt(raw, i); ok {
+		if b, ok := protocol.PercentByte(raw, i); ok {
 			c = b
 			i += 3
 		} else {
@@ -459,7 +459,7 @@ func decodedEqual(raw []byte, s string) bool {
 func percentDecode(raw []byte) []byte {
 	out := make([]byte, 0, len(raw))
 	for i := 0; i < len(raw); {
-		if b, ok := unhexAt(raw, i); ok {
+		if b, ok := protocol.PercentByte(raw, i); ok {
 			out = append(out, b)
 			i += 3
 			continue
@@ -468,27 +468,6 @@ func percentDecode(raw []byte) []byte {
 		i++
 	}
 	return out
-}
-
-func unhexAt(b []byte, i int) (byte, bool) {
-	if b[i] != '%' || i+2 >= len(b) {
-		return 0, false
-	}
-	hi, ok1 := unhex(b[i+1])
-	lo, ok2 := unhex(b[i+2])
-	return hi<<4 | lo, ok1 && ok2
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }
 
 // StringMatcher is a compiled envoy.type.matcher.v3.StringMatcher for

@@ -55,11 +55,7 @@ func (s *Server) Certificates() *adminv3.Certificates {
 	cm := s.clusters.Current()
 	for _, name := range cm.Names() {
 		c, _ := cm.Get(name)
-		if r, ok := c.TLS.(transport.CertReporter); ok {
-			if cert := r.Certificates(now); cert != nil {
-				out.Certificates = append(out.Certificates, cert)
-			}
-		}
+		out.Certificates = transport.AppendCertificates(out.Certificates, c.TLS, now)
 	}
 	return out
 }

@@ -41,22 +41,32 @@ func SourceName(ds *corev3.DataSource) string {
 	return "<inline>"
 }
 
-// ParsePEM parses every CERTIFICATE block of a PEM bundle (those
-// crypto/x509 cannot parse are left out).
-func ParsePEM(source string, b []byte) []Cert {
-	var out []Cert
+// PEMBlocks returns the DER of each block of type typ in a PEM bundle
+// ("CERTIFICATE", "X509 CRL"), in order, up to the first that does not
+// decode.
+func PEMBlocks(b []byte, typ string) [][]byte {
+	var out [][]byte
 	for {
 		var blk *pem.Block
 		if blk, b = pem.Decode(b); blk == nil {
 			return out
 		}
-		if blk.Type != "CERTIFICATE" {
-			continue
+		if blk.Type == typ {
+			out = append(out, blk.Bytes)
 		}
-		if c, err := x509.ParseCertificate(blk.Bytes); err == nil {
+	}
+}
+
+// ParsePEM parses every CERTIFICATE block of a PEM bundle (those
+// crypto/x509 cannot parse are left out).
+func ParsePEM(source string, b []byte) []Cert {
+	var out []Cert
+	for _, der := range PEMBlocks(b, "CERTIFICATE") {
+		if c, err := x509.ParseCertificate(der); err == nil {
 			out = append(out, FromX509(source, c))
 		}
 	}
+	return out
 }
 
 // Details is Envoy's CertificateDetails of c at now: days until

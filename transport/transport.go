@@ -80,6 +80,17 @@ type CertReporter interface {
 	Certificates(now time.Time) *adminv3.Certificate
 }
 
+// AppendCertificates appends the /certs entry of socket (a Downstream or
+// Upstream, nil for raw_buffer) when it reports one.
+func AppendCertificates(out []*adminv3.Certificate, socket any, now time.Time) []*adminv3.Certificate {
+	if r, ok := socket.(CertReporter); ok {
+		if c := r.Certificates(now); c != nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // BuildContext is what a transport socket's builder may use.
 type BuildContext struct {
 	Log *slog.Logger

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/straitproxy/strait/tlsconfig"
 )
 
 // Certificate is an SM2 certificate with its chain and key.
@@ -23,17 +24,7 @@ type Certificate struct {
 // LoadCertificate parses a PEM chain (the certificate first) and its PEM
 // SM2 key (PKCS#8 or SEC 1), and checks that they match.
 func LoadCertificate(chainPEM, keyPEM []byte) (*Certificate, error) {
-	c := &Certificate{}
-	for rest := chainPEM; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type == "CERTIFICATE" {
-			c.Chain = append(c.Chain, b.Bytes)
-		}
-	}
+	c := &Certificate{Chain: tlsconfig.PEMBlocks(chainPEM, "CERTIFICATE")}
 	if len(c.Chain) == 0 {
 		return nil, errors.New("no PEM certificate")
 	}

@@ -3,7 +3,6 @@ package tlcp
 import (
 	"context"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -156,12 +155,8 @@ func (s *settings) common(cfg *Config) (*certReport, error) {
 			return nil, config.At("trusted_ca", errors.New("no PEM certificate"))
 		}
 		cfg.ClientCAs, cfg.RootCAs = pool, pool
-		for rest := b; ; {
-			var blk *pem.Block
-			if blk, rest = pem.Decode(rest); blk == nil {
-				break
-			}
-			if c, err := smx509.ParseCertificate(blk.Bytes); err == nil && blk.Type == "CERTIFICATE" {
+		for _, der := range tlsconfig.PEMBlocks(b, "CERTIFICATE") {
+			if c, err := smx509.ParseCertificate(der); err == nil {
 				r.cas = append(r.cas, smCert(sourceName(s.TrustedCA), c))
 			}
 		}

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"strings"
@@ -110,15 +109,8 @@ func buildValidator(vc *tlsv3.CertificateValidationContext, path string) (*valid
 		if err != nil {
 			return nil, config.At(path+".crl", err)
 		}
-		for len(b) > 0 {
-			var blk *pem.Block
-			if blk, b = pem.Decode(b); blk == nil {
-				break
-			}
-			if blk.Type != "X509 CRL" {
-				continue
-			}
-			rl, err := x509.ParseRevocationList(blk.Bytes)
+		for _, der := range tlsconfig.PEMBlocks(b, "X509 CRL") {
+			rl, err := x509.ParseRevocationList(der)
 			if err != nil {
 				return nil, config.At(path+".crl", err)
 			}
