@@ -287,6 +287,10 @@ func (h *readHandler) Close(reset bool) {
 	kind := closeFIN
 	if reset {
 		kind = closeRST
+		// At once, not when OnData returns: the bytes it lets on may
+		// bring an answer whose failed write closes the connection
+		// before end runs, and that close must be a reset too.
+		h.c.WillReset()
 	}
 	h.mu.Lock()
 	if h.inData {
