@@ -42,7 +42,10 @@ type Listener struct {
 	lateTransport bool
 	io            network.IOModel
 	bufferLimit   int
-	log           *slog.Logger
+	// acceptBatch is max_connections_to_accept_per_socket_event (0: no
+	// bound).
+	acceptBatch int
+	log         *slog.Logger
 
 	bind     *binding
 	draining atomic.Bool
@@ -118,6 +121,9 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	var err error
 	if ln.logs, err = accesslog.Build(bc.AccessLogs, l.GetAccessLog()); err != nil {
 		return nil, config.At("access_log", err)
+	}
+	if v := l.GetMaxConnectionsToAcceptPerSocketEvent(); v != nil {
+		ln.acceptBatch = int(v.GetValue()) // validated > 0
 	}
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
 		ln.bufferLimit = int(v.GetValue())
@@ -243,7 +249,16 @@ func (l *Listener) Start(ctx context.Context) error {
 	}
 	b.acc = acc
 	l.bind = b
+	l.setAcceptBatch()
 	return nil
+}
+
+// setAcceptBatch applies max_connections_to_accept_per_socket_event to
+// the listening socket, when its I/O model can bound its accepts.
+func (l *Listener) setAcceptBatch() {
+	if ba, ok := l.bind.acc.(network.BatchAcceptor); ok {
+		ba.SetAcceptBatch(l.acceptBatch)
+	}
 }
 
 // CanTakeOver reports whether l can take old's listening socket: same
@@ -258,6 +273,7 @@ func (l *Listener) CanTakeOver(old *Listener) bool {
 func (l *Listener) TakeOver(old *Listener) {
 	l.bind = old.bind
 	l.bind.cur.Store(l)
+	l.setAcceptBatch()
 	old.Drain()
 }
 

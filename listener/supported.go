@@ -8,7 +8,8 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.config.listener.v3.Listener": `name address filter_chains
 		default_filter_chain per_connection_buffer_limit_bytes
 		-metadata traffic_direction listener_filters listener_filters_timeout
-		continue_on_listener_filters_timeout access_log`,
+		continue_on_listener_filters_timeout access_log
+		max_connections_to_accept_per_socket_event`,
 	"envoy.config.listener.v3.ListenerFilter": `name typed_config`,
 	"envoy.config.core.v3.Address":            `socket_address`,
 	"envoy.config.core.v3.SocketAddress":      `address port_value protocol`,

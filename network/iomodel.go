@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/straitproxy/strait/internal/bufpool"
@@ -34,6 +36,15 @@ type Acceptor interface {
 	Addr() net.Addr
 	// Close stops accepting and returns once no accept callback runs.
 	Close() error
+}
+
+// BatchAcceptor is an Acceptor whose accepts in a row can be bounded
+// (Envoy's max_connections_to_accept_per_socket_event): after n
+// connections it lets other work run before it accepts the rest of the
+// backlog. n <= 0 is no bound. It may be set while the socket accepts.
+type BatchAcceptor interface {
+	Acceptor
+	SetAcceptBatch(n int)
 }
 
 var (
@@ -96,9 +107,17 @@ func (netpoll) Listen(ctx context.Context, addr string, accept func(*Conn)) (Acc
 }
 
 type netAcceptor struct {
-	ln   net.Listener
-	done chan struct{}
+	ln    net.Listener
+	done  chan struct{}
+	batch atomic.Int32
 }
+
+// SetAcceptBatch implements BatchAcceptor. Go's poller wakes the
+// accepting goroutine for one connection at a time, so the nearest thing
+// to Envoy's event loop turn is a yield: after n accepts in a row the
+// goroutine steps aside for the other runnable ones (other listeners'
+// accepts, the connections just accepted) before it takes more.
+func (a *netAcceptor) SetAcceptBatch(n int) { a.batch.Store(int32(max(n, 0))) }
 
 func (a *netAcceptor) Addr() net.Addr { return a.ln.Addr() }
 
@@ -139,7 +158,12 @@ func (a *netAcceptor) Close() error {
 func (a *netAcceptor) loop(ctx context.Context, accept func(*Conn)) {
 	defer close(a.done)
 	var backoff time.Duration
+	inRow := int32(0)
 	for {
+		if n := a.batch.Load(); n > 0 && inRow >= n {
+			inRow = 0
+			runtime.Gosched()
+		}
 		raw, err := a.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -151,6 +175,7 @@ func (a *netAcceptor) loop(ctx context.Context, accept func(*Conn)) {
 			continue
 		}
 		backoff = 0
+		inRow++
 		c := NewConn(ctx, NewTCPConn(raw).(Socket))
 		c.wake = make(chan struct{}, 1) // before anyone can resume it
 		accept(c)

@@ -226,3 +226,40 @@ func TestPathNormalization(t *testing.T) {
 		t.Errorf("UNESCAPE_AND_REDIRECT: %v", err)
 	}
 }
+
+// TestAcceptBatchServesBursts: a listener with
+// max_connections_to_accept_per_socket_event: 1 serves a burst of new
+// connections under both I/O models; none waits on the bound.
+func TestAcceptBatchServesBursts(t *testing.T) {
+	addr := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }, false)
+	for _, model := range []string{"netpoll", "epoll"} {
+		t.Run(model, func(t *testing.T) {
+			y := httpBootstrap(addr, routeCfg{}, "")
+			y = strings.Replace(y, "    filter_chains:", "    max_connections_to_accept_per_socket_event: 1\n    metadata: { filter_metadata: { strait: { io_model: "+model+" } } }\n    filter_chains:", 1)
+			p := startProxy(t, y)
+			var wg sync.WaitGroup
+			errs := make(chan error, 40)
+			for i := 0; i < 40; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+					resp, err := c.Get(p.url("ingress") + "/")
+					if err != nil {
+						errs <- err
+						return
+					}
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						errs <- fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -237,3 +237,47 @@ func TestCloseBeforeStart(t *testing.T) {
 	}
 	wait(t, "descriptors released", func() bool { return openFDs(t) <= fds && m.Connections() == 0 })
 }
+
+// TestAcceptBatch: with a batch of n, one readiness accepts at most n
+// connections of the backlog; the rest wait for the next readiness, and
+// a batch of 0 takes the backlog to EAGAIN.
+func TestAcceptBatch(t *testing.T) {
+	m := &Model{}
+	if err := m.start(); err != nil {
+		t.Fatal(err)
+	}
+	fd, addr, err := listenTCP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	// Not registered with a reactor: the test is the only one to accept.
+	a := &acceptor{m: m, r: m.pick(), fd: fd, addr: addr, ctx: context.Background(),
+		accept: func(c *network.Conn) { got++; c.Close() }}
+	defer a.Close()
+	dial := func(n int) {
+		for i := 0; i < n; i++ {
+			c, err := net.Dial("tcp", addr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}
+	dial(5)
+	a.SetAcceptBatch(2)
+	for _, want := range []int{2, 2, 1, 0} {
+		got = 0
+		a.acceptAll()
+		if got != want {
+			t.Fatalf("one readiness accepted %d connections, want %d", got, want)
+		}
+	}
+	dial(3)
+	a.SetAcceptBatch(0)
+	got = 0
+	a.acceptAll()
+	if got != 3 {
+		t.Fatalf("an unbounded readiness accepted %d of 3", got)
+	}
+}

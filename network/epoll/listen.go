@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/straitproxy/strait/network"
@@ -24,7 +25,15 @@ type acceptor struct {
 
 	mu     sync.Mutex // held while accepting; Close waits on it
 	closed bool
+	// batch bounds the accepts per readiness (0: until EAGAIN).
+	batch atomic.Int32
 }
+
+// SetAcceptBatch implements network.BatchAcceptor: acceptAll takes at
+// most n connections per readiness and re-arms; the level-triggered
+// registration reports the rest of the backlog on a later epoll_wait,
+// after the reactor has served the other events it holds.
+func (a *acceptor) SetAcceptBatch(n int) { a.batch.Store(int32(max(n, 0))) }
 
 func listenTCP(addr string) (int, *net.TCPAddr, error) {
 	ta, err := net.ResolveTCPAddr("tcp", addr)
@@ -128,12 +137,14 @@ func (a *acceptor) Close() error {
 	return unix.Close(a.fd)
 }
 
-// acceptAll accepts until EAGAIN, then re-arms the one-shot registration.
+// acceptAll accepts until EAGAIN, or batch connections, then re-arms the
+// one-shot registration.
 func (a *acceptor) acceptAll() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	defer a.rearm()
-	for !a.closed {
+	batch := a.batch.Load()
+	for n := int32(0); !a.closed && (batch <= 0 || n < batch); {
 		nfd, sa, err := unix.Accept4(a.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		switch err {
 		case nil:
@@ -153,6 +164,7 @@ func (a *acceptor) acceptAll() {
 		unix.SetsockoptInt(nfd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
 		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15)
 		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15)
+		n++
 		a.m.connAccepted()
 		a.accept(a.m.newConn(a.ctx, nfd, a.addr, sockaddrToTCP(sa)))
 	}
