@@ -242,6 +242,41 @@ type Aborter interface {
 	Abort(err error)
 }
 
+// Continuer is implemented by server streams of protocols with interim
+// answers (HTTP/1.1, HTTP/2). A request that carries Expect: 100-continue
+// (RFC 9110 §10.1.1) is answered 100 Continue by its first ReadData;
+// after ProxyContinue only SendContinue answers it, so the proxy can relay
+// the upstream's own 100 Continue (Envoy's proxy_100_continue).
+type Continuer interface {
+	// ExpectsContinue reports whether the client waits for 100 Continue
+	// before it sends the body: it asked, and none was sent yet.
+	ExpectsContinue() bool
+	// ProxyContinue stops ReadData from answering 100 Continue itself;
+	// called before the body is read.
+	ProxyContinue()
+	// SendContinue writes 100 Continue once; later calls do nothing. On
+	// the goroutine that writes the response.
+	SendContinue() error
+}
+
+// ContinueNotifier is implemented by client streams that report the
+// upstream's 100 Continue: f runs on the goroutine that waits in
+// ReadHeaders (or AwaitContinue), for each 100 before the final answer.
+type ContinueNotifier interface {
+	OnContinue(f func())
+}
+
+// ContinueAwaiter is implemented by client streams that send the body
+// after the headers on the same goroutine (HTTP/1.1): AwaitContinue sends
+// the request head and waits until deadline for the upstream's first
+// answer, as an RFC 9110 §10.1.1 client may. continued is true when it was
+// 100 Continue (reported to OnContinue's f); answered is true when a final
+// answer came instead, left for ReadHeaders (the body must not be sent).
+// Neither: the deadline passed.
+type ContinueAwaiter interface {
+	AwaitContinue(deadline time.Time) (continued, answered bool, err error)
+}
+
 // Cancelable is implemented by client streams that another goroutine can
 // fail while their worker waits on them (the client left): Cancel makes
 // the pending and later calls return err, and the connection is not

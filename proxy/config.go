@@ -45,6 +45,10 @@ type Config struct {
 	// PathNormalization is normalize_path, merge_slashes and
 	// path_with_escaped_slashes_action (pathnorm.go).
 	PathNormalization PathNormalization
+	// Proxy100Continue is proxy_100_continue: Expect: 100-continue goes
+	// upstream and the upstream's 100 Continue comes back; without it the
+	// codec answers 100 Continue itself and Expect is removed.
+	Proxy100Continue bool
 	// Upgrades lists the allowed Upgrade values, lowercase ("websocket").
 	Upgrades map[string]bool
 

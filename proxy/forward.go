@@ -250,8 +250,18 @@ func (s *Stream) tryOnce() error {
 	if !s.watchAttempt() {
 		return protocol.ErrDownstreamReset
 	}
+	if s.relayContinue {
+		if n, ok := s.us.(protocol.ContinueNotifier); ok {
+			n.OnContinue(s.continueFn)
+		}
+	}
 	s.us.SetDeadline(s.responseDeadline()) // bounds sending too
 	if err := s.sendRequest(); err != nil {
+		if err == errAnsweredFirst {
+			// The upstream answered instead of 100 Continue: no body went,
+			// and the client, still waiting, sends none either.
+			return s.us.ReadHeaders(&s.resp)
+		}
 		if err == errFilterReplied || !upstreamSendError(err) || s.conn != nil && s.prevConnReused && !s.connChecked {
 			// (On a reused HTTP/1.1 connection not probed before use, an
 			// answer may predate the request, e.g. an idle 408: the safe

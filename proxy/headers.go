@@ -48,7 +48,7 @@ func (s *Stream) decodeHeaders() bool {
 	if s.upgrade {
 		h.Set("connection", "upgrade")
 	}
-	h.Del("expect") // the codec answers 100-continue itself
+	s.expectContinue(h)
 	if len(s.cfg.Filters) > 0 {
 		s.info.ClientAddr = s.clientAddr(h) // for the filters (remote_ip)
 	}
@@ -59,6 +59,32 @@ func (s *Stream) decodeHeaders() bool {
 		h.SetBytes("x-request-id", uuid4(id[:0]))
 	}
 	return true
+}
+
+// expectContinue keeps Expect: 100-continue for the upstream when the
+// connection manager relays 100 Continue (proxy_100_continue) and the
+// client waits for it; otherwise the codec answers it and the field goes.
+func (s *Stream) expectContinue(h *protocol.Headers) {
+	if s.cfg.Proxy100Continue {
+		if c, ok := s.ds.(protocol.Continuer); ok && c.ExpectsContinue() {
+			c.ProxyContinue()
+			s.relayContinue = true
+			if s.continueFn == nil {
+				s.continueFn = s.sendContinue
+			}
+			return
+		}
+	}
+	h.Del("expect")
+}
+
+// sendContinue relays the upstream's 100 Continue to the client (once: a
+// retry's upstream may send its own). A failed write surfaces on the
+// response.
+func (s *Stream) sendContinue() {
+	if c, ok := s.ds.(protocol.Continuer); ok {
+		c.SendContinue()
+	}
 }
 
 func (s *Stream) wantsUpgrade() bool {

@@ -49,6 +49,9 @@ func (s *Stream) sendRequest() error {
 			return nil
 		}
 	}
+	if err := s.awaitContinue(us); err != nil {
+		return err
+	}
 	idle := s.streamIdle()
 	s.armBodyTimer()
 	defer s.stopBodyTimer()
@@ -62,6 +65,41 @@ func (s *Stream) sendRequest() error {
 		}
 	}
 	return s.endBody(us)
+}
+
+// continueWait bounds how long a request whose client waits for 100
+// Continue waits for the upstream's before it reads the body anyway: a
+// second, as curl and Go's transport wait for a server that never sends
+// one (an HTTP/1.0 server, say).
+const continueWait = time.Second
+
+// errAnsweredFirst: the upstream gave its final answer instead of 100
+// Continue, so the body is not sent.
+var errAnsweredFirst = errors.New("upstream answered before 100 Continue")
+
+// awaitContinue, towards an upstream that takes the body after the head
+// on this goroutine (HTTP/1.1), waits for its 100 Continue before reading
+// a body the client holds back until then (proxy_100_continue). Towards
+// multiplexed upstreams the response reader relays it as it comes.
+func (s *Stream) awaitContinue(us protocol.ClientStream) error {
+	if !s.relayContinue || s.bodyDone || len(s.body) > 0 || s.bodyAtHand() {
+		return nil
+	}
+	if c, ok := s.ds.(protocol.Continuer); !ok || !c.ExpectsContinue() {
+		return nil
+	}
+	aw, ok := us.(protocol.ContinueAwaiter)
+	if !ok {
+		return nil
+	}
+	_, answered, err := aw.AwaitContinue(time.Now().Add(continueWait))
+	switch {
+	case err != nil:
+		return err
+	case answered:
+		return errAnsweredFirst
+	}
+	return nil
 }
 
 // holdIfMore lets dst's next write wait for the one after it when src

@@ -85,6 +85,10 @@ type Stream struct {
 	pumpDone chan struct{}
 	sentEnd  bool // this attempt's request end went upstream with its last data
 	upgrade  bool
+	// relayContinue: the client waits for the upstream's 100 Continue
+	// (proxy_100_continue); continueFn relays it (kept across requests).
+	relayContinue bool
+	continueFn    func()
 
 	start    time.Time
 	upStart  time.Time
@@ -149,7 +153,7 @@ func (s *Stream) release() {
 		s.trailers.Reset()
 	}
 	*s = Stream{resp: s.resp, trailers: s.trailers, scratch: s.scratch[:0], tried: clearHosts(s.tried), body: s.body[:0], cancelFn: s.cancelFn, park: s.park, fx: s.fx,
-		logEntry: s.logEntry}
+		logEntry: s.logEntry, continueFn: s.continueFn}
 	// A new generation: a filter's late Continue finds nothing to resume.
 	s.park.word.Store((s.park.gen() + 1) << parkShift)
 	s.resp.Reset()

@@ -150,8 +150,8 @@ func TestConfigErrors(t *testing.T) {
     address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
     filter_chains: [ { filters: [ { name: t, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: backend } } ] } ]
   clusters:`, 1), `static_resources.listeners[1].name: duplicate listener name "ingress"`},
-		{"unimplemented hcm field", strings.Replace(good, "stat_prefix: ingress", "stat_prefix: ingress\n          proxy_100_continue: true", 1),
-			"typed_config.proxy_100_continue: not supported yet"},
+		{"unimplemented hcm field", strings.Replace(good, "stat_prefix: ingress", "stat_prefix: ingress\n          proxy_status_config: {}", 1),
+			"typed_config.proxy_status_config: not supported yet"},
 		{"unimplemented cluster field", strings.Replace(good, "connect_timeout: 1s", "connect_timeout: 1s\n    respect_dns_ttl: true", 1),
 			"static_resources.clusters[0].respect_dns_ttl: not supported yet"},
 		{"bad regex", strings.Replace(good, `match: { prefix: "/" }`, `match: { safe_regex: { regex: "(" } }`, 1), "safe_regex"},

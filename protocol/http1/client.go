@@ -45,11 +45,18 @@ type clientStream struct {
 	failed     bool
 	hasTrailer bool
 	deadline   time.Time // as set on the socket
+	// onContinue hears the upstream's 100 Continue; interim parses it.
+	onContinue func()
+	interim    protocol.Headers
 	// aborted: Cancel failed the stream from another goroutine.
 	aborted atomic.Bool
 }
 
-var _ protocol.ClientStream = (*clientStream)(nil)
+var (
+	_ protocol.ClientStream     = (*clientStream)(nil)
+	_ protocol.ContinueNotifier = (*clientStream)(nil)
+	_ protocol.ContinueAwaiter  = (*clientStream)(nil)
+)
 
 func newClient(c protocol.UpstreamConn) protocol.ClientStream {
 	state := c.CodecState()
@@ -75,6 +82,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 func (cs *clientStream) reset() {
 	cs.aborted.Store(false)
+	cs.onContinue = nil
 	cs.head, cs.tail, cs.out = cs.head[:0], cs.tail[:0], cs.out[:0]
 	cs.sentAll, cs.gotByte, cs.respDone, cs.upgraded, cs.failed, cs.hasTrailer = false, false, false, false, false, false
 	cs.rstart, cs.rend = 0, 0
@@ -267,6 +275,9 @@ func (cs *clientStream) ReadHeaders(h *protocol.Headers) error {
 			if err == nil {
 				cs.rstart += n
 				if info.Status >= 100 && info.Status < 200 && info.Status != 101 {
+					if info.Status == 100 && cs.onContinue != nil {
+						cs.onContinue()
+					}
 					continue
 				}
 				return cs.startBody(info)
@@ -287,6 +298,62 @@ func (cs *clientStream) ReadHeaders(h *protocol.Headers) error {
 		if err := cs.fill(); err != nil {
 			cs.failed = true
 			return cs.ioError(err)
+		}
+	}
+}
+
+// OnContinue implements protocol.ContinueNotifier.
+func (cs *clientStream) OnContinue(f func()) { cs.onContinue = f }
+
+// AwaitContinue implements protocol.ContinueAwaiter: it flushes the head
+// and reads until the first answer that is not a 1xx other than 100.
+func (cs *clientStream) AwaitContinue(deadline time.Time) (continued, answered bool, err error) {
+	if len(cs.head) > 0 {
+		if err := cs.send(nil, nil, false); err != nil {
+			return false, false, err
+		}
+	}
+	// The stream's own deadline, when sooner, stays in force.
+	wait := deadline
+	if !cs.deadline.IsZero() && cs.deadline.Before(wait) {
+		wait = cs.deadline
+	}
+	if cs.aborted.Load() {
+		return false, false, protocol.ErrDownstreamReset
+	}
+	cs.conn.SetReadDeadline(wait)
+	defer func() {
+		if !cs.aborted.Load() {
+			cs.conn.SetReadDeadline(cs.deadline)
+		}
+	}()
+	for {
+		if cs.rend > cs.rstart {
+			n, info, err := ParseResponseHead((*cs.rbp)[cs.rstart:cs.rend], &cs.interim, cs.lim, cs.isHead, cs.isConnect)
+			switch {
+			case err == ErrNeedMore:
+			case err != nil:
+				return false, true, nil // ReadHeaders reports it
+			case info.Status == 100:
+				cs.rstart += n
+				if cs.onContinue != nil {
+					cs.onContinue()
+				}
+				return true, false, nil
+			case info.Status > 100 && info.Status < 200 && info.Status != 101:
+				cs.rstart += n
+				continue
+			default:
+				return false, true, nil // a final answer, left for ReadHeaders
+			}
+		}
+		if err := cs.fill(); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && !cs.aborted.Load() && wait.Equal(deadline) {
+				return false, false, nil
+			}
+			cs.failed = true
+			return false, false, cs.ioError(err)
 		}
 	}
 }

@@ -27,6 +27,8 @@ type serverStream struct {
 	isHead      bool
 	trailers    bool
 	continued   bool
+	// proxyContinue: only SendContinue answers Expect: 100-continue.
+	proxyContinue bool
 
 	// response
 	keepAlive bool
@@ -70,6 +72,7 @@ var (
 	_ protocol.Upgrader     = (*serverStream)(nil)
 	_ protocol.ReadCanceler = (*serverStream)(nil)
 	_ protocol.Canceler     = (*serverStream)(nil)
+	_ protocol.Continuer    = (*serverStream)(nil)
 )
 
 // begin readies the stream for a request just parsed (reader goroutine).
@@ -83,7 +86,7 @@ func (st *serverStream) begin(info RequestInfo) {
 		st.pipe.close(nil)
 	}
 	st.isHead = string(st.req.Method()) == "HEAD"
-	st.trailers, st.continued = false, false
+	st.trailers, st.continued, st.proxyContinue = false, false, false
 	st.keepAlive = info.KeepAlive
 	st.respDone, st.upgraded, st.finished = false, false, false
 	st.answered.Store(false)
@@ -103,15 +106,37 @@ func (st *serverStream) Protocol() string {
 	return "HTTP/1.1"
 }
 
-// ReadData answers Expect: 100-continue on first use, then reads the pipe.
+// ReadData answers Expect: 100-continue on first use (unless the proxy
+// relays the upstream's), then reads the pipe.
 func (st *serverStream) ReadData() ([]byte, error) {
-	if st.info.ExpectContinue && !st.continued && !st.headersOnly {
-		st.continued = true
-		if _, err := st.sc.c.Write(continueLine); err != nil {
-			return nil, protocol.ErrDownstreamReset
+	// (proxyContinue first: then continued belongs to the response
+	// writer, which may be another goroutine than this reader.)
+	if !st.proxyContinue && st.ExpectsContinue() {
+		if err := st.SendContinue(); err != nil {
+			return nil, err
 		}
 	}
 	return st.pipe.read()
+}
+
+// ExpectsContinue implements protocol.Continuer.
+func (st *serverStream) ExpectsContinue() bool {
+	return st.info.ExpectContinue && !st.continued && !st.headersOnly
+}
+
+// ProxyContinue implements protocol.Continuer.
+func (st *serverStream) ProxyContinue() { st.proxyContinue = true }
+
+// SendContinue implements protocol.Continuer.
+func (st *serverStream) SendContinue() error {
+	if !st.ExpectsContinue() {
+		return nil
+	}
+	st.continued = true
+	if _, err := st.sc.c.Write(continueLine); err != nil {
+		return protocol.ErrDownstreamReset
+	}
+	return nil
 }
 
 func (st *serverStream) RequestTrailers() *protocol.Headers {
@@ -127,6 +152,13 @@ func (st *serverStream) WriteHeaders(h *protocol.Headers, end bool) error {
 	code := h.StatusCode()
 	cl, hasCL := contentLength(h)
 	st.keepAlive = st.keepAlive && !h.HasToken("connection", "close") && !st.sc.drained()
+	if code >= 200 && st.ExpectsContinue() {
+		// A final answer to a client still waiting for 100 Continue: it
+		// may send the body or not (RFC 9110 §10.1.1), so the bytes that
+		// follow cannot be told from a next request. Close after it, as
+		// Go's server does.
+		st.keepAlive = false
+	}
 	switch {
 	case code == 101:
 		st.framing = FramingNone

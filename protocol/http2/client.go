@@ -393,6 +393,10 @@ func (cc *clientConn) onHeaders(id uint32, frag []byte, endHeaders, endStream, f
 	if b.kind == blkResponse {
 		code := cs.resp.StatusCode()
 		if code >= 100 && code < 200 {
+			if code == 100 {
+				cs.continues++
+				cs.in.cond.Broadcast()
+			}
 			return nil // interim: wait for the final answer
 		}
 		cs.gotHeaders = true
@@ -482,9 +486,16 @@ type clientStream struct {
 	stopSend                           bool // the server reset with NO_ERROR after answering
 	deadline                           *time.Timer
 	timedOut                           bool
+	// continues counts the upstream's 100 Continue not yet told to
+	// onContinue.
+	continues  int
+	onContinue func()
 }
 
-var _ protocol.ClientStream = (*clientStream)(nil)
+var (
+	_ protocol.ClientStream     = (*clientStream)(nil)
+	_ protocol.ContinueNotifier = (*clientStream)(nil)
+)
 
 // failLocked fails the stream's pending and future calls. mu held.
 func (cs *clientStream) failLocked(err error) {
@@ -578,6 +589,14 @@ func (cs *clientStream) ReadHeaders(h *protocol.Headers) error {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	for !cs.gotHeaders && cs.in.err == nil && !cs.timedOut {
+		if cs.continues > 0 && cs.onContinue != nil {
+			cs.continues--
+			f := cs.onContinue
+			cc.mu.Unlock()
+			f() // (it writes downstream: not under the connection's lock)
+			cc.mu.Lock()
+			continue
+		}
 		cs.in.cond.Wait()
 	}
 	if !cs.gotHeaders {
@@ -591,6 +610,13 @@ func (cs *clientStream) ReadHeaders(h *protocol.Headers) error {
 }
 
 func (cs *clientStream) EndStream() bool { return cs.endOnHeaders }
+
+// OnContinue implements protocol.ContinueNotifier.
+func (cs *clientStream) OnContinue(f func()) {
+	cs.cc.mu.Lock()
+	cs.onContinue = f
+	cs.cc.mu.Unlock()
+}
 
 func (cs *clientStream) ReadData() ([]byte, error) {
 	return cs.cc.read(cs.id, &cs.flow, &cs.in, true)

@@ -493,6 +493,7 @@ func (sc *serverConn) endBlock() *serverStream {
 	}
 	st.clen = b.clen
 	st.headersOnly = b.endStream
+	st.expect = !b.endStream && expectsContinue(&st.req)
 	sc.streams[b.id] = st
 	sc.opened++
 	if b.tooLarge {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/straitproxy/strait/protocol"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // serverStream is one request on a downstream connection. The reader
@@ -25,6 +26,9 @@ type serverStream struct {
 	received    int64
 
 	recvDone, sendDone, reset, finished bool
+	// expect: the request asked for 100 Continue; continued: it was
+	// sent; proxyContinue: only SendContinue sends it.
+	expect, continued, proxyContinue bool
 	// hold: the next WriteHeaders without endStream is not flushed (the
 	// body write that follows flushes both).
 	hold bool
@@ -36,6 +40,7 @@ type serverStream struct {
 var (
 	_ protocol.ServerStream = (*serverStream)(nil)
 	_ protocol.Canceler     = (*serverStream)(nil)
+	_ protocol.Continuer    = (*serverStream)(nil)
 )
 
 // OnCancel implements protocol.Canceler.
@@ -75,8 +80,49 @@ func (st *serverStream) Request() *protocol.Headers { return &st.req }
 func (st *serverStream) HeadersOnly() bool          { return st.headersOnly }
 func (st *serverStream) Protocol() string           { return "HTTP/2" }
 
+// ReadData answers Expect: 100-continue on first use (unless the proxy
+// relays the upstream's), then reads the body.
 func (st *serverStream) ReadData() ([]byte, error) {
+	// (proxyContinue first: then continued belongs to the response
+	// writer, which may be another goroutine than this reader.)
+	if !st.proxyContinue && st.ExpectsContinue() {
+		if err := st.SendContinue(); err != nil {
+			return nil, err
+		}
+	}
 	return st.sc.read(st.id, &st.flow, &st.in, true)
+}
+
+// ExpectsContinue implements protocol.Continuer.
+func (st *serverStream) ExpectsContinue() bool { return st.expect && !st.continued }
+
+// ProxyContinue implements protocol.Continuer.
+func (st *serverStream) ProxyContinue() { st.proxyContinue = true }
+
+// SendContinue implements protocol.Continuer: a HEADERS frame with
+// :status 100 that does not end the stream (RFC 9113 §8.1).
+func (st *serverStream) SendContinue() error {
+	if !st.ExpectsContinue() {
+		return nil
+	}
+	st.continued = true
+	sc := st.sc
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.waitQueueLocked()
+	if err := st.stopErr(); err != nil {
+		return err
+	}
+	sc.hbuf.Reset()
+	sc.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "100"})
+	sc.writeHeaderBlock(st.id, false)
+	return sc.flushLocked()
+}
+
+// expectsContinue reports Expect: 100-continue in a request's headers.
+func expectsContinue(h *protocol.Headers) bool {
+	v, ok := h.Get("expect")
+	return ok && protocol.EqualFold(protocol.TrimOWS(v), "100-continue")
 }
 
 // Buffered reports whether ReadData would return without waiting.

@@ -57,6 +57,7 @@ func build(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (*proxy.Conf
 		UseRemoteAddress:  m.GetUseRemoteAddress().GetValue(),
 		XffNumTrustedHops: int(m.GetXffNumTrustedHops()),
 		GenerateRequestID: m.GetGenerateRequestId() == nil || m.GetGenerateRequestId().GetValue(),
+		Proxy100Continue:  m.GetProxy_100Continue(),
 		IdleTimeout:       defaultIdleTimeout,
 		StreamIdleTimeout: defaultStreamIdleTimeout,
 		RetryBufferLimit:  retryBufferLimit,
