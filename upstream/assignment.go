@@ -183,8 +183,73 @@ func priorityLoad(levels []level, factor uint32) []uint32 {
 	return cum
 }
 
+// defaultPanicThreshold is Envoy's healthy_panic_threshold default.
+const defaultPanicThreshold = 50
+
+// panicLevels says which priorities are in panic, as Envoy decides: none
+// while the total health (the priorities' health summed, capped at 100%)
+// is 100%, or when the threshold is 0; otherwise each priority whose
+// healthy share of its hosts is below the threshold (an empty one too).
+// total: every priority is.
+func panicLevels(levels []level, factor uint32, threshold float64) (panics []bool, total bool) {
+	panics = make([]bool, len(levels))
+	if threshold <= 0 || len(levels) == 0 {
+		return panics, false
+	}
+	var sum uint64
+	for _, lv := range levels {
+		if lv.total > 0 {
+			sum += min(100, uint64(factor)*uint64(lv.healthy)/uint64(lv.total))
+		}
+	}
+	if sum >= 100 {
+		return panics, false
+	}
+	total = true
+	for i, lv := range levels {
+		share := 0.0
+		if lv.total > 0 {
+			share = 100 * float64(lv.healthy) / float64(lv.total)
+		}
+		panics[i] = share < threshold
+		total = total && panics[i]
+	}
+	return panics, total
+}
+
+// panicLoad spreads traffic when every priority is in panic: by each
+// priority's number of hosts, healthy or not (the rounding remainder to
+// the first that has any). Cumulative, in parts per loadScale.
+func panicLoad(levels []level) []uint32 {
+	cum := make([]uint32, len(levels))
+	var hosts uint64
+	for _, lv := range levels {
+		hosts += uint64(lv.total)
+	}
+	if hosts == 0 {
+		return cum
+	}
+	share := make([]uint64, len(levels))
+	left, first := uint64(loadScale), -1
+	for i, lv := range levels {
+		share[i] = uint64(lv.total) * loadScale / hosts
+		left -= share[i]
+		if first < 0 && lv.total > 0 {
+			first = i
+		}
+	}
+	share[first] += left
+	var given uint64
+	for i := range levels {
+		given += share[i]
+		cum[i] = uint32(given)
+	}
+	return cum
+}
+
 // assign turns parsed levels into a host set, reusing the hosts (and so
 // the pooled connections and counters) of endpoints that are unchanged.
+// A priority in panic picks among all its hosts, by their own weights.
 func (c *Cluster) assign(levels []level, factor uint32) {
 	old := map[string]*Host{}
 	if hs := c.hosts.Load(); hs != nil {
@@ -192,10 +257,12 @@ func (c *Cluster) assign(levels []level, factor uint32) {
 			old[h.Addr] = h
 		}
 	}
-	var all, healthyAll []*Host
-	var allW []uint32
+	panics, totalPanic := panicLevels(levels, factor, c.panicThreshold)
+	var all, pickAll []*Host
+	var pickAllW []uint32
 	var sets []*HostSet
-	for _, lv := range levels {
+	healthy := 0
+	for i, lv := range levels {
 		var pick []*Host
 		var w []uint32
 		for _, e := range lv.eps {
@@ -205,21 +272,35 @@ func (c *Cluster) assign(levels []level, factor uint32) {
 			}
 			delete(old, e.addr) // a duplicate address gets its own host
 			all = append(all, h)
-			if e.healthy {
-				pick = append(pick, h)
-				w = append(w, e.eff)
-				healthyAll = append(healthyAll, h)
-				allW = append(allW, e.eff)
+			switch {
+			case panics[i]:
+				pick, w = append(pick, h), append(w, e.weight)
+			case e.healthy:
+				pick, w = append(pick, h), append(w, e.eff)
 			}
 		}
-		sets = append(sets, newWeightedSet(pick, w))
+		set := newWeightedSet(pick, w)
+		set.panic, set.healthy = panics[i], lv.healthy
+		healthy += lv.healthy
+		sets = append(sets, set)
+		pickAll, pickAllW = append(pickAll, pick...), append(pickAllW, w...)
 	}
-	hs := newWeightedSet(healthyAll, allW)
+	var hs *HostSet
+	switch {
+	case len(sets) == 1:
+		hs = sets[0]
+	default:
+		hs = newWeightedSet(pickAll, pickAllW)
+		hs.healthy = healthy
+		if len(sets) > 1 {
+			hs.levels = sets
+			hs.load = priorityLoad(levels, factor)
+			if totalPanic {
+				hs.load = panicLoad(levels)
+			}
+		}
+	}
 	hs.All = all
-	if len(levels) > 1 {
-		hs.levels = sets
-		hs.load = priorityLoad(levels, factor)
-	}
 	c.swapHosts(hs)
 }
 

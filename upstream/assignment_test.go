@@ -229,3 +229,68 @@ func BenchmarkApply10kEndpoints(b *testing.B) {
 		c.ApplyAssignment(p)
 	}
 }
+
+// TestHealthyPanicThreshold: below the panic threshold (Envoy's default
+// 50%) a priority balances over all its hosts, healthy or not, and
+// counts lb_healthy_panic; threshold 0 never panics; while the total
+// health is 100% no priority panics; when every priority panics, load
+// follows host counts.
+func TestHealthyPanicThreshold(t *testing.T) {
+	unhealthy := `,"health_status":"UNHEALTHY"`
+	oneOfFour := cla(t, `{"cluster_name":"c","endpoints":[{"lb_endpoints":[`+
+		ep("127.0.0.1", 1, "")+`,`+ep("127.0.0.1", 2, unhealthy)+`,`+
+		ep("127.0.0.1", 3, unhealthy)+`,`+ep("127.0.0.1", 4, unhealthy)+`]}]}`)
+	c := edsCluster(t, "")
+	apply(t, c, oneOfFour)
+	got := picks(c, 1000)
+	if len(got) != 4 || got["127.0.0.1:2"] != 250 {
+		t.Fatalf("1 of 4 healthy under the default threshold: picks %v, want all four evenly", got)
+	}
+	if n := c.Stats.LBHealthyPanic.Value(); n != 1000 {
+		t.Fatalf("lb_healthy_panic %d, want 1000", n)
+	}
+	if c.Stats.MembershipHealthy.Value() != 1 {
+		t.Fatalf("membership_healthy %d in panic, want 1", c.Stats.MembershipHealthy.Value())
+	}
+
+	c = edsCluster(t, `,"common_lb_config":{"healthy_panic_threshold":{"value":0}}`)
+	apply(t, c, oneOfFour)
+	if got := picks(c, 100); got["127.0.0.1:1"] != 100 || c.Stats.LBHealthyPanic.Value() != 0 {
+		t.Fatalf("threshold 0: picks %v, panics %d; want only the healthy host", got, c.Stats.LBHealthyPanic.Value())
+	}
+	apply(t, c, cla(t, `{"cluster_name":"c","endpoints":[{"lb_endpoints":[`+ep("127.0.0.1", 2, unhealthy)+`]}]}`))
+	if got := picks(c, 10); got["none"] != 10 {
+		t.Fatalf("threshold 0, nothing healthy: picks %v, want none", got)
+	}
+
+	// 30%: 1 of 4 (25%) panics, 2 of 4 (50%) does not.
+	c = edsCluster(t, `,"common_lb_config":{"healthy_panic_threshold":{"value":30}}`)
+	apply(t, c, oneOfFour)
+	if got := picks(c, 100); len(got) != 4 {
+		t.Fatalf("threshold 30, 25%% healthy: picks %v, want all four", got)
+	}
+	apply(t, c, cla(t, `{"cluster_name":"c","endpoints":[{"lb_endpoints":[`+
+		ep("127.0.0.1", 1, "")+`,`+ep("127.0.0.1", 2, "")+`,`+
+		ep("127.0.0.1", 3, unhealthy)+`,`+ep("127.0.0.1", 4, unhealthy)+`]}]}`))
+	if got := picks(c, 100); got["127.0.0.1:1"] != 50 || got["127.0.0.1:2"] != 50 {
+		t.Fatalf("threshold 30, 50%% healthy: picks %v, want the two healthy hosts", got)
+	}
+
+	// Priority 0 has nothing healthy but priority 1 is whole: total
+	// health 100%, no panic, priority 1 takes everything.
+	c = edsCluster(t, "")
+	apply(t, c, cla(t, `{"cluster_name":"c","endpoints":[{"priority":0,"lb_endpoints":[`+
+		ep("127.0.0.1", 1, unhealthy)+`]},{"priority":1,"lb_endpoints":[`+ep("127.0.0.1", 5, "")+`]}]}`))
+	if got := picks(c, 100); got["127.0.0.1:5"] != 100 {
+		t.Fatalf("whole priority 1: picks %v", got)
+	}
+	// Nothing healthy anywhere: both priorities panic and split by host
+	// count, 1 host against 3.
+	apply(t, c, cla(t, `{"cluster_name":"c","endpoints":[{"priority":0,"lb_endpoints":[`+
+		ep("127.0.0.1", 1, unhealthy)+`]},{"priority":1,"lb_endpoints":[`+ep("127.0.0.1", 5, unhealthy)+`,`+
+		ep("127.0.0.1", 6, unhealthy)+`,`+ep("127.0.0.1", 7, unhealthy)+`]}]}`))
+	got = picks(c, 10000)
+	if p0 := got["127.0.0.1:1"]; p0 < 2300 || p0 > 2700 || got["none"] != 0 {
+		t.Fatalf("total panic: priority 0 got %d of 10000, want about 2500 (%v)", p0, got)
+	}
+}

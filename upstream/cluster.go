@@ -63,6 +63,9 @@ type Cluster struct {
 
 	lb               LoadBalancer
 	localityWeighted bool
+	// panicThreshold is common_lb_config.healthy_panic_threshold, in
+	// percent (default 50; 0: never panic).
+	panicThreshold float64
 	endpointsSet     atomic.Bool
 	hosts            atomic.Pointer[HostSet]
 	dns              *dnsResolver
@@ -87,6 +90,9 @@ func (c *Cluster) Pick(hint *PickHint) *Host {
 			r = hint.Random
 		}
 		hs = hs.pickLevel(r)
+	}
+	if hs.panic {
+		c.Stats.LBHealthyPanic.Inc()
 	}
 	return c.lb.Pick(hs, hint)
 }
@@ -120,7 +126,7 @@ func (c *Cluster) swapHosts(hs *HostSet) {
 	old := c.hosts.Load()
 	c.hosts.Store(hs)
 	c.Stats.MembershipTotal.Set(int64(len(hs.All)))
-	c.Stats.MembershipHealthy.Set(int64(len(hs.Hosts)))
+	c.Stats.MembershipHealthy.Set(int64(hs.healthy))
 	if old == nil {
 		return
 	}
@@ -252,6 +258,10 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 	c.statsScope = sc.Scope("cluster", "envoy_cluster_name", c.StatName)
 	c.Stats = newClusterStats(c.statsScope)
 	c.localityWeighted = localityWeighted(cl)
+	c.panicThreshold = defaultPanicThreshold
+	if v := cl.GetCommonLbConfig().GetHealthyPanicThreshold(); v != nil {
+		c.panicThreshold = min(100, v.GetValue()) // validated >= 0
+	}
 	switch cl.GetType() {
 	case clusterv3.Cluster_STATIC:
 		if err := c.staticHosts(cl); err != nil {

@@ -118,6 +118,10 @@ type HostSet struct {
 	// cumulative share of traffic of each, in parts per loadScale.
 	levels []*HostSet
 	load   []uint32
+	// panic: too few hosts are healthy, so Hosts are all of them, healthy
+	// or not (Envoy's panic threshold); healthy counts the healthy ones.
+	panic   bool
+	healthy int
 }
 
 // pickLevel chooses the priority for one request from its random number.
@@ -143,7 +147,7 @@ func newHostSet(hosts []*Host) *HostSet {
 }
 
 func newWeightedSet(hosts []*Host, weights []uint32) *HostSet {
-	hs := &HostSet{Hosts: hosts, All: hosts, Weights: weights}
+	hs := &HostSet{Hosts: hosts, All: hosts, Weights: weights, healthy: len(hosts)}
 	for i, w := range weights {
 		hs.TotalWeight += uint64(w)
 		if i > 0 && w != weights[0] {

@@ -10,6 +10,7 @@ type ClusterStats struct {
 	RqTotal, RqPendingTotal, RqPendingOverflow, RqRetry, RqRetrySuccess            *stats.Counter
 	RqRetryOverflow, RqTimeout, RqPerTryTimeout, RqRxReset, RqOverflow             *stats.Counter
 	RqPerTryIdleTimeout, UpdateEmpty, RqTxReset, RqStaleRetry                      *stats.Counter
+	LBHealthyPanic                                                                 *stats.Counter
 	RqActive, RqPendingActive, MembershipTotal, MembershipHealthy                  *stats.Gauge
 	RqClass                                                                        [6]*stats.Counter // [1..5] = 1xx..5xx
 	RqTime                                                                         *stats.Histogram
@@ -31,6 +32,7 @@ func newClusterStats(sc *stats.Scope) *ClusterStats {
 		RqPerTryIdleTimeout: sc.Counter("upstream_rq_per_try_idle_timeout"), UpdateEmpty: sc.Counter("update_empty"),
 		RqRxReset: sc.Counter("upstream_rq_rx_reset"), RqOverflow: sc.Counter("upstream_rq_overflow"),
 		RqTxReset: sc.Counter("upstream_rq_tx_reset"), RqStaleRetry: sc.Counter("upstream_rq_stale_retry"),
+		LBHealthyPanic: sc.Counter("lb_healthy_panic"),
 		RqActive: sc.Gauge("upstream_rq_active"), RqPendingActive: sc.Gauge("upstream_rq_pending_active"),
 		MembershipTotal: sc.Gauge("membership_total"), MembershipHealthy: sc.Gauge("membership_healthy"),
 		RqTime: sc.Histogram("upstream_rq_time"), CxConnectMs: sc.Histogram("upstream_cx_connect_ms"),

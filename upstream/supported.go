@@ -12,7 +12,7 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.config.core.v3.TransportSocket":                  `name typed_config`,
 	"envoy.config.cluster.v3.Cluster.EdsClusterConfig":      `eds_config service_name`,
 	"envoy.config.core.v3.ConfigSource":                     `ads api_config_source initial_fetch_timeout resource_api_version`,
-	"envoy.config.cluster.v3.Cluster.CommonLbConfig":        `locality_weighted_lb_config`,
+	"envoy.config.cluster.v3.Cluster.CommonLbConfig":        `locality_weighted_lb_config healthy_panic_threshold`,
 	"envoy.config.endpoint.v3.ClusterLoadAssignment":        `cluster_name endpoints policy`,
 	"envoy.config.endpoint.v3.ClusterLoadAssignment.Policy": `overprovisioning_factor`,
 	"envoy.config.endpoint.v3.LocalityLbEndpoints":          `lb_endpoints priority load_balancing_weight -locality`,
@@ -21,6 +21,7 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.config.core.v3.Address":                          `socket_address`,
 	"envoy.config.core.v3.SocketAddress":                    `address port_value protocol`,
 	"envoy.config.cluster.v3.CircuitBreakers":               `thresholds`,
+	"envoy.type.v3.Percent":                                 `value`,
 	"envoy.config.cluster.v3.CircuitBreakers.Thresholds": `priority max_connections
 		max_pending_requests max_requests max_retries -track_remaining`,
 	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": `common_http_protocol_options
