@@ -38,6 +38,13 @@ type Config struct {
 	UseRemoteAddress  bool
 	XffNumTrustedHops int
 	GenerateRequestID bool
+	// RequestID is request_id_extension (the UUID one); Tracing the
+	// tracing block without a provider (nil: none).
+	RequestID RequestIDOptions
+	Tracing   *Tracing
+	// AlwaysSetRequestIDInResponse copies x-request-id to the response
+	// (always_set_request_id_in_response).
+	AlwaysSetRequestIDInResponse bool
 	// XFCC and ClientCertDetails are forward_client_cert_details and
 	// set_current_client_cert_details (xfcc.go).
 	XFCC              XFCCMode
@@ -92,6 +99,8 @@ type Stats struct {
 	RqTotal, RqHTTP1Total, RqHTTP2Total, RqRxReset, RqTimeout, RqIdleTimeout, RqCompleted                         *stats.Counter
 	NoRoute, NoCluster, DirectResponse, Redirect, RqOverload, RqHeaderTimeout                                     *stats.Counter
 	RqFailedPathNormalization                                                                                     *stats.Counter
+	// Tracing decisions (http.<prefix>.tracing.*).
+	TracingRandomSampling, TracingServiceForced, TracingClientEnabled, TracingNotTraceable *stats.Counter
 	// Mirroring: copies started, abandoned (lagging past the buffer
 	// limit, or the request cut short) and failed (no cluster, overflow,
 	// no host, upstream error or timeout).
@@ -102,7 +111,11 @@ type Stats struct {
 
 // NewStats makes the counters under http.<prefix>.
 func NewStats(root *stats.Scope, prefix string) *Stats {
-	return NewStatsUnder(root, "http", "envoy_http_conn_manager_prefix", prefix)
+	s := NewStatsUnder(root, "http", "envoy_http_conn_manager_prefix", prefix)
+	sc := root.Scope("http", "envoy_http_conn_manager_prefix", prefix)
+	s.TracingRandomSampling, s.TracingServiceForced = sc.Counter("tracing.random_sampling"), sc.Counter("tracing.service_forced")
+	s.TracingClientEnabled, s.TracingNotTraceable = sc.Counter("tracing.client_enabled"), sc.Counter("tracing.not_traceable")
+	return s
 }
 
 // NewStatsUnder makes the counters under kind.<prefix> (dubbo_proxy's:

@@ -54,10 +54,19 @@ func (s *Stream) decodeHeaders() bool {
 	}
 	s.forwardedFor(h)
 	s.clientCert(h)
-	if s.cfg.GenerateRequestID && !h.Has("x-request-id") {
+	if s.cfg.UseRemoteAddress {
+		// An edge request (no address is internal without
+		// internal_address_config): Envoy's internal headers are not the
+		// client's to set.
+		h.Del(forceTraceHdr)
+	}
+	// An edge request gets a fresh id (Envoy: unless
+	// preserve_external_request_id), any other one when it has none.
+	if s.cfg.GenerateRequestID && (s.cfg.UseRemoteAddress || !h.Has("x-request-id")) {
 		var id [36]byte
 		h.SetBytes("x-request-id", uuid4(id[:0]))
 	}
+	s.decideTrace(h)
 	return true
 }
 
@@ -239,6 +248,11 @@ func (s *Stream) finalizeResponseHeaders(h *protocol.Headers) {
 	}
 	if s.cfg.ServerName != "" {
 		h.Set("server", s.cfg.ServerName)
+	}
+	if s.cfg.AlwaysSetRequestIDInResponse || s.req.Has(forceTraceHdr) {
+		if id, ok := s.req.Get("x-request-id"); ok {
+			h.SetBytes("x-request-id", id)
+		}
 	}
 	if s.attempt > 0 { // an upstream's answer, or ours after attempts
 		s.setAttemptCount(h, false)

@@ -86,6 +86,9 @@ func build(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (*proxy.Conf
 	if err := pathSettings(cfg, m); err != nil {
 		return nil, err
 	}
+	if err := tracingSettings(bc, cfg, m); err != nil {
+		return nil, err
+	}
 	cfg.XFCC = xfccModes[m.GetForwardClientCertDetails()]
 	// (As in Envoy, the details shape only what APPEND_FORWARD and
 	// SANITIZE_SET write.)
@@ -260,8 +263,6 @@ func unsupported(m *hcmv3.HttpConnectionManager) error {
 		// yet (access logs, RBAC): only the default, which changes
 		// nothing, is accepted.
 		return config.At("xff_num_trusted_hops", fmt.Errorf("only 0 is supported yet"))
-	case m.GetTracing() != nil:
-		return config.At("tracing", fmt.Errorf("not supported yet"))
 	}
 	return nil
 }

@@ -14,7 +14,11 @@ var supported = config.NewSupport(map[string]string{
 		strip_any_host_port strip_matching_host_port xff_num_trusted_hops
 		http2_protocol_options scoped_routes access_log
 		forward_client_cert_details set_current_client_cert_details
-		normalize_path merge_slashes path_with_escaped_slashes_action proxy_100_continue`,
+		normalize_path merge_slashes path_with_escaped_slashes_action proxy_100_continue
+		tracing request_id_extension always_set_request_id_in_response`,
+	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing": `client_sampling
+		random_sampling overall_sampling provider -custom_tags`,
+	"envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension": `typed_config`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails": `subject
 		cert chain dns uri`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.ScopedRoutes": `name scope_key_builder
