@@ -97,7 +97,7 @@ func TestTracingDecision(t *testing.T) {
 // extension are refused with their paths.
 func TestTracingConfigErrors(t *testing.T) {
 	for hcm, want := range map[string]string{
-		`          tracing: { provider: { name: envoy.tracers.zipkin } }`: "tracing.provider: not supported yet",
+		`          tracing: { provider: { name: envoy.tracers.zipkin } }`:                                           "tracing.provider: not supported yet",
 		`          request_id_extension: { typed_config: { "@type": type.googleapis.com/google.protobuf.Struct } }`: "request_id_extension.typed_config",
 	} {
 		_, err := buildServer(httpBootstrap("127.0.0.1:1", routeCfg{hcmOpts: hcm}, ""))

@@ -66,12 +66,12 @@ type Cluster struct {
 	// panicThreshold is common_lb_config.healthy_panic_threshold, in
 	// percent (default 50; 0: never panic).
 	panicThreshold float64
-	endpointsSet     atomic.Bool
-	hosts            atomic.Pointer[HostSet]
-	dns              *dnsResolver
-	stopped          chan struct{}
-	once             sync.Once
-	log              *slog.Logger
+	endpointsSet   atomic.Bool
+	hosts          atomic.Pointer[HostSet]
+	dns            *dnsResolver
+	stopped        chan struct{}
+	once           sync.Once
+	log            *slog.Logger
 }
 
 // Hosts returns the current host set.

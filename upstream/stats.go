@@ -33,7 +33,7 @@ func newClusterStats(sc *stats.Scope) *ClusterStats {
 		RqRxReset: sc.Counter("upstream_rq_rx_reset"), RqOverflow: sc.Counter("upstream_rq_overflow"),
 		RqTxReset: sc.Counter("upstream_rq_tx_reset"), RqStaleRetry: sc.Counter("upstream_rq_stale_retry"),
 		LBHealthyPanic: sc.Counter("lb_healthy_panic"),
-		RqActive: sc.Gauge("upstream_rq_active"), RqPendingActive: sc.Gauge("upstream_rq_pending_active"),
+		RqActive:       sc.Gauge("upstream_rq_active"), RqPendingActive: sc.Gauge("upstream_rq_pending_active"),
 		MembershipTotal: sc.Gauge("membership_total"), MembershipHealthy: sc.Gauge("membership_healthy"),
 		RqTime: sc.Histogram("upstream_rq_time"), CxConnectMs: sc.Histogram("upstream_cx_connect_ms"),
 	}
