@@ -86,8 +86,18 @@ func compileFilterConfigs(m map[string]*anypb.Any, path string) (map[string]any,
 	return out, nil
 }
 
+// Merger is a built per-route config that takes what it leaves unset
+// from the config of a less specific level (route over virtual host over
+// route configuration): Envoy's CORS filter reads each field of its
+// policy from the most specific level that sets it. MergeOver returns the
+// merged value; less is the less specific level's built value, of any
+// filter's type (a FilterConfig switch too).
+type Merger interface {
+	MergeOver(less any) any
+}
+
 // mergeFilters overlays the more specific per-filter configs on the less
-// specific ones, by filter name.
+// specific ones, by filter name; a Merger merges with what it overlays.
 func mergeFilters(base, over map[string]any) map[string]any {
 	if len(over) == 0 {
 		return base
@@ -97,6 +107,11 @@ func mergeFilters(base, over map[string]any) map[string]any {
 		out[k] = v
 	}
 	for k, v := range over {
+		if m, ok := v.(Merger); ok {
+			if b, ok := out[k]; ok {
+				v = m.MergeOver(b)
+			}
+		}
 		out[k] = v
 	}
 	return out

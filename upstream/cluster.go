@@ -52,6 +52,8 @@ type Cluster struct {
 	Stats      *ClusterStats
 	statsScope *stats.Scope // Stats' scope, forgotten when the cluster is removed
 	LBName     string
+	// attached are extensions' values kept with the cluster (Attached).
+	attached sync.Map
 
 	// EDSName is the assignment an EDS cluster waits for (its
 	// eds_cluster_config.service_name, else its name); empty otherwise.
@@ -72,6 +74,23 @@ type Cluster struct {
 	stopped        chan struct{}
 	once           sync.Once
 	log            *slog.Logger
+}
+
+// StatsScope is the cluster's stats scope (cluster.<stat name>.), for
+// extensions that count per cluster (gRPC stats); its stats are
+// forgotten with the cluster's.
+func (c *Cluster) StatsScope() *stats.Scope { return c.statsScope }
+
+// Attached returns the value an extension keeps with this cluster under
+// key, made by mk on first use (callers that race may each run mk; one
+// value is kept). It lives as long as the cluster: a cluster that
+// replaces it starts afresh.
+func (c *Cluster) Attached(key any, mk func() any) any {
+	if v, ok := c.attached.Load(key); ok {
+		return v
+	}
+	v, _ := c.attached.LoadOrStore(key, mk())
+	return v
 }
 
 // Hosts returns the current host set.
