@@ -9,6 +9,7 @@ import (
 	_ "github.com/straitproxy/strait/filter/http/cors"
 	_ "github.com/straitproxy/strait/filter/http/fault"
 	_ "github.com/straitproxy/strait/filter/http/grpcstats"
+	_ "github.com/straitproxy/strait/filter/http/istioalpn"
 	_ "github.com/straitproxy/strait/filter/http/localratelimit"
 	_ "github.com/straitproxy/strait/filter/http/ondemand"
 	_ "github.com/straitproxy/strait/filter/http/rbac"

@@ -185,6 +185,12 @@ type StreamInfo struct {
 	State map[string]any
 }
 
+// StateApplicationProtocols is the filter state that overrides the ALPN
+// protocols the request's upstream TLS connection offers (Envoy's
+// envoy.network.application_protocols): a []string. Such connections are
+// pooled apart from the others.
+const StateApplicationProtocols = "envoy.network.application_protocols"
+
 // AddResponseFlag adds Envoy response flags.
 func (si *StreamInfo) AddResponseFlag(f accesslog.Flags) { si.ResponseFlags |= f }
 

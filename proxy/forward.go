@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/accesslog"
+	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/protocol"
 	"github.com/straitproxy/strait/router"
 	"github.com/straitproxy/strait/upstream"
@@ -284,6 +285,10 @@ func (s *Stream) tryOnce() error {
 // upstreams, else a pooled connection of its own.
 func (s *Stream) openStream(h *upstream.Host, wait time.Duration) error {
 	codec, mux := s.cfg.upstreamFor(s.cluster, h, s.h2)
+	pool := h.Pool()
+	if alpn := s.alpnOverride(); alpn != nil && s.cfg.UpstreamCodec == nil {
+		pool, mux = h.PoolsFor(alpn)
+	}
 	if codec.NewMux != nil {
 		us, reused, err := mux.NewStream(s.cm.conn.Context(), wait)
 		if err != nil {
@@ -302,7 +307,7 @@ func (s *Stream) openStream(h *upstream.Host, wait time.Duration) error {
 		reuse = upstream.ReuseChecked
 	}
 	s.connChecked = reuse != upstream.ReuseAny
-	conn, err := h.Pool().Acquire(s.cm.conn.Context(), wait, reuse)
+	conn, err := pool.Acquire(s.cm.conn.Context(), wait, reuse)
 	if errors.Is(err, upstream.ErrProtocolSwitched) {
 		return s.openStream(h, wait) // now the host's protocol is h2
 	}
@@ -326,6 +331,15 @@ func (cfg *Config) upstreamFor(cl *upstream.Cluster, h *upstream.Host, h2 bool) 
 		return uc, h.MuxFor(uc)
 	}
 	return cl.CodecForHost(h, h2), h.Mux()
+}
+
+// alpnOverride is the ALPN a filter asked for, nil without one.
+func (s *Stream) alpnOverride() []string {
+	if s.info.State == nil {
+		return nil
+	}
+	v, _ := s.info.State[filter.StateApplicationProtocols].([]string)
+	return v
 }
 
 // upstreamSendError reports a failure to send that came from the upstream
@@ -460,7 +474,7 @@ func (s *Stream) dropAttempt(failed bool) {
 		s.us = nil
 	}
 	if s.conn != nil {
-		s.conn.Host().Pool().Release(s.conn, false)
+		s.conn.Pool().Release(s.conn, false)
 		s.conn = nil
 	}
 	s.resp.Reset()
@@ -468,14 +482,13 @@ func (s *Stream) dropAttempt(failed bool) {
 
 // endAttempt returns the connection to its pool after a relayed response.
 func (s *Stream) endAttempt(ok bool) {
-	h := s.host
 	s.try.End(ok)
 	s.unwatchAttempt()
 	s.stopPump()
 	reusable := s.us.Close() && ok
 	s.us = nil
 	if s.conn != nil {
-		h.Pool().Release(s.conn, reusable)
+		s.conn.Pool().Release(s.conn, reusable)
 		s.conn = nil
 	}
 	s.host = nil

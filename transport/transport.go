@@ -147,9 +147,16 @@ func RegisterUpstreamStruct(name, typeURL string, b UpstreamBuilder) {
 type Upstream interface {
 	// Client runs the client side over nc, a connection just made to the
 	// host named hostname ("" when unknown; for auto_host_sni), offering
-	// alpn when the config
-	// names no ALPN protocols; the handshake is bounded by ctx.
-	Client(ctx context.Context, nc net.Conn, hostname string, alpn []string) (net.Conn, error)
+	// the ALPN protocols alpn says; the handshake is bounded by ctx.
+	Client(ctx context.Context, nc net.Conn, hostname string, alpn ALPN) (net.Conn, error)
+}
+
+// ALPN is what an upstream connection offers: Override when set (a
+// request's filter state asked for it: Envoy's application protocols
+// override, which Istio's ALPN filter sets), else the config's own
+// protocols, else Default (what the cluster's codec speaks).
+type ALPN struct {
+	Default, Override []string
 }
 
 // UpstreamBuilder builds an upstream transport socket from its decoded,

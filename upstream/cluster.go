@@ -54,6 +54,7 @@ type Cluster struct {
 	LBName     string
 	// attached are extensions' values kept with the cluster (Attached).
 	attached sync.Map
+	metadata *corev3.Metadata
 
 	// EDSName is the assignment an EDS cluster waits for (its
 	// eds_cluster_config.service_name, else its name); empty otherwise.
@@ -277,6 +278,7 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 	c.statsScope = sc.Scope("cluster", "envoy_cluster_name", c.StatName)
 	c.Stats = newClusterStats(c.statsScope)
 	c.localityWeighted = localityWeighted(cl)
+	c.metadata = cl.GetMetadata()
 	c.panicThreshold = defaultPanicThreshold
 	if v := cl.GetCommonLbConfig().GetHealthyPanicThreshold(); v != nil {
 		c.panicThreshold = min(100, v.GetValue()) // validated >= 0

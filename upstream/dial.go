@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/network"
+	"github.com/straitproxy/strait/transport"
 )
 
 // ErrConnectionOverflow: the cluster is at max_connections.
@@ -37,7 +38,7 @@ func (h *Host) Dial(ctx context.Context) (net.Conn, error) {
 // in the stats. On failure it gives back the connection slot the caller
 // took and reports a *ConnectError; on success the connection counts as
 // active.
-func (h *Host) connect(ctx context.Context, alpn []string) (net.Conn, error) {
+func (h *Host) connect(ctx context.Context, alpn transport.ALPN) (net.Conn, error) {
 	cl := h.cluster
 	cl.Stats.CxTotal.Inc()
 	h.CxTotal.Add(1)
@@ -79,13 +80,13 @@ func (h *Host) DialUncounted(ctx context.Context, alpn []string) (net.Conn, erro
 	if err != nil {
 		return nil, err
 	}
-	return h.secure(ctx, nc, alpn)
+	return h.secure(ctx, nc, transport.ALPN{Default: alpn})
 }
 
 // secure runs the cluster's transport socket (TLS) over nc, bounded by
 // the connect timeout; it closes nc when that fails. Without one, nc is
 // the connection.
-func (h *Host) secure(ctx context.Context, nc net.Conn, alpn []string) (net.Conn, error) {
+func (h *Host) secure(ctx context.Context, nc net.Conn, alpn transport.ALPN) (net.Conn, error) {
 	cl := h.cluster
 	if cl.TLS == nil {
 		return nc, nil

@@ -26,6 +26,8 @@ type Host struct {
 	// one per protocol name, made on first use.
 	muxMu sync.Mutex
 	muxes map[string]*MuxPool
+	// alts are the pools of ALPN overrides (PoolsFor), under muxMu.
+	alts map[string]*altPools
 
 	// Active is the number of requests in flight to this host.
 	Active    atomic.Int64
@@ -66,6 +68,13 @@ func (h *Host) closePools() {
 		p.Close()
 	}
 	h.muxes = nil
+	for _, a := range h.alts {
+		a.pool.Close()
+		if a.mux != nil {
+			a.mux.Close()
+		}
+	}
+	h.alts = nil
 	h.muxMu.Unlock()
 }
 

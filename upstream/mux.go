@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/protocol"
+	"github.com/straitproxy/strait/transport"
 )
 
 // MuxPool holds a host's multiplexed connections (HTTP/2). A request
@@ -22,6 +23,8 @@ type MuxPool struct {
 	// alpn is offered on TLS connections whose cluster names none: h2
 	// for the cluster's HTTP/2 pool, nothing for another protocol's.
 	alpn []string
+	// override is offered instead of any other (a pool of Host.PoolsFor).
+	override []string
 
 	mu      sync.Mutex
 	conns   []*muxConn
@@ -171,7 +174,7 @@ func (p *MuxPool) reapLocked() {
 
 // dial opens a connection and adds it to the pool.
 func (p *MuxPool) dial(ctx context.Context) error {
-	raw, err := p.host.connect(ctx, p.alpn)
+	raw, err := p.host.connect(ctx, transport.ALPN{Default: p.alpn, Override: p.override})
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/straitproxy/strait/transport"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,6 +37,7 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 type Conn struct {
 	net.Conn
 	host     *Host
+	pool     *Pool
 	Requests int
 	lastUsed time.Time
 	// Reused reports whether this connection carried a request before.
@@ -75,6 +77,11 @@ type Pool struct {
 	dialing int
 	// sweeping: a sweep of the idle connections is scheduled.
 	sweeping bool
+	// override is the ALPN its connections offer instead of the
+	// cluster's (a pool of Host.PoolsFor); altMux is the multiplexed
+	// pool beside it, where an h2 connection goes (auto_config).
+	override []string
+	altMux   *MuxPool
 }
 
 // Reuse says which connection Acquire may lend.
@@ -203,18 +210,22 @@ var (
 
 func (p *Pool) dial(ctx context.Context, alpn []string) (*Conn, error) {
 	h := p.host
-	raw, err := h.connect(ctx, alpn)
+	raw, err := h.connect(ctx, transport.ALPN{Default: alpn, Override: p.override})
 	p.mu.Lock()
 	p.dialing--
 	p.mu.Unlock()
 	if err == nil && h.cluster.Auto && alpn != nil {
-		err = h.learnProtocol(raw)
+		mux := h.mux
+		if p.override != nil {
+			mux = p.altMux
+		}
+		err = h.learnProtocol(raw, mux)
 	}
 	if err != nil {
 		p.wakeOne()
 		return nil, err
 	}
-	c := &Conn{Conn: raw, host: h, lastUsed: time.Now()}
+	c := &Conn{Conn: raw, host: h, pool: p, lastUsed: time.Now()}
 	sock := raw
 	if tc, ok := raw.(interface{ NetConn() net.Conn }); ok {
 		// TLS: peek at the TCP socket under it; bytes there are read
@@ -247,17 +258,17 @@ var ErrProtocolSwitched = errors.New("upstream: ALPN chose h2; the request goes 
 // learnProtocol records what ALPN chose on a new connection of an
 // auto_config cluster; an h2 connection is handed to the multiplexed
 // pool (ErrProtocolSwitched).
-func (h *Host) learnProtocol(raw net.Conn) error {
+func (h *Host) learnProtocol(raw net.Conn, mux *MuxPool) error {
 	np := ""
 	if st, ok := raw.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		np = st.ConnectionState().NegotiatedProtocol
 	}
-	if np != "h2" || h.mux == nil {
+	if np != "h2" || mux == nil {
 		h.proto.Store(protoHTTP1)
 		return nil
 	}
 	h.proto.Store(protoH2)
-	if err := h.mux.adopt(raw); err != nil {
+	if err := mux.adopt(raw); err != nil {
 		return err
 	}
 	return ErrProtocolSwitched

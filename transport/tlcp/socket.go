@@ -298,7 +298,7 @@ func buildUpstream(bc *transport.BuildContext, m *structpb.Struct) (*upstream, e
 
 // Client implements transport.Upstream. TLCP has no ALPN: the cluster's
 // protocol is what its config says.
-func (u *upstream) Client(ctx context.Context, nc net.Conn, hostname string, _ []string) (net.Conn, error) {
+func (u *upstream) Client(ctx context.Context, nc net.Conn, hostname string, _ transport.ALPN) (net.Conn, error) {
 	c := Client(nc, u.cfg)
 	if d, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(d)

@@ -93,14 +93,17 @@ func (u *upstream) Certificates(now time.Time) *adminv3.Certificate {
 }
 
 // Client implements transport.Upstream.
-func (u *upstream) Client(ctx context.Context, nc net.Conn, hostname string, alpn []string) (net.Conn, error) {
+func (u *upstream) Client(ctx context.Context, nc net.Conn, hostname string, alpn transport.ALPN) (net.Conn, error) {
 	st := u.cur.Load()
 	if st == nil {
 		return nil, errors.New("the TLS context is waiting for its secrets")
 	}
 	cfg := st.cfg.Clone() // shares the session cache
-	if !st.alpn && len(alpn) > 0 {
-		cfg.NextProtos = alpn
+	switch {
+	case len(alpn.Override) > 0:
+		cfg.NextProtos = alpn.Override
+	case !st.alpn && len(alpn.Default) > 0:
+		cfg.NextProtos = alpn.Default
 	}
 	if u.autoHost && hostname != "" {
 		cfg.ServerName = hostname
