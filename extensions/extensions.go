@@ -12,6 +12,7 @@ import (
 	_ "github.com/straitproxy/strait/filter/http/istioalpn"
 	_ "github.com/straitproxy/strait/filter/http/localratelimit"
 	_ "github.com/straitproxy/strait/filter/http/ondemand"
+	_ "github.com/straitproxy/strait/filter/http/peermetadata"
 	_ "github.com/straitproxy/strait/filter/http/rbac"
 	_ "github.com/straitproxy/strait/filter/http/router"
 	_ "github.com/straitproxy/strait/filter/listener/httpinspector"

@@ -67,6 +67,9 @@ type BuildContext struct {
 	// StatPrefix is, for HTTP filters, their connection manager's
 	// stat_prefix (their stats go under http.<prefix>.).
 	StatPrefix string
+	// Node is this proxy's node (id, cluster, metadata, locality), as the
+	// management server knows it; nil when there is none.
+	Node *corev3.Node
 }
 
 // RouteSource delivers RDS route configurations by name.

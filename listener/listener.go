@@ -79,6 +79,8 @@ type Options struct {
 	Secrets transport.SecretSource
 	// AccessLogs opens access log files (nil: access_log is refused).
 	AccessLogs *accesslog.Manager
+	// Node is this proxy's node (the bootstrap's, as told to xDS).
+	Node *corev3.Node
 }
 
 // Build validates and builds l without binding it.
@@ -111,7 +113,7 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	}
 	bc := &filter.BuildContext{Listener: ln.Name, Port: port, Clusters: o.Clusters, Stats: o.Stats,
 		Pool: o.Pool, Log: ln.log, Draining: ln.draining.Load, Routes: o.Routes, CheckSource: o.CheckSource, Runtime: o.Runtime,
-		Secrets: o.Secrets}
+		Secrets: o.Secrets, Node: o.Node}
 	if o.AccessLogs != nil {
 		bc.AccessLogs = &accesslog.Context{Files: o.AccessLogs, Runtime: o.Runtime}
 	}

@@ -243,7 +243,7 @@ func (s *Server) buildListeners() error {
 // listenerOptions are what every listener is built with.
 func (s *Server) listenerOptions(routes filter.RouteSource) listener.Options {
 	o := listener.Options{Clusters: s.clusters, Stats: s.store.Root(), Pool: s.pool, Log: s.log, IOModel: s.opts.IOModel, Runtime: s.runtime,
-		Secrets: s.secrets, AccessLogs: s.logs}
+		Secrets: s.secrets, AccessLogs: s.logs, Node: s.node()}
 	if routes != nil {
 		o.Routes = routes
 	}
