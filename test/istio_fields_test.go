@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/straitproxy/strait/internal/testutil"
 )
@@ -261,5 +262,44 @@ func TestAcceptBatchServesBursts(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestDNSClusterResolver: a STRICT_DNS cluster with typed_dns_resolver_config
+// (c-ares) asks the resolvers it names, and with respect_dns_ttl
+// re-resolves when the answer's TTL runs out rather than at
+// dns_refresh_rate; dns_jitter is accepted and only adds to the wait.
+func TestDNSClusterResolver(t *testing.T) {
+	addr := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }, false)
+	records := map[string]testutil.DNSRecord{"backend.test.": {IPs: []string{"127.0.0.1"}, TTL: 1}}
+	cluster := func(dns *testutil.DNSServer, extra string) string {
+		dnsHost, dnsPort, _ := net.SplitHostPort(dns.Addr)
+		y := httpBootstrap(addr, routeCfg{}, `    type: STRICT_DNS
+    dns_lookup_family: V4_ONLY
+    dns_refresh_rate: 60s
+    dns_jitter: 0.05s
+`+extra+`    typed_dns_resolver_config:
+      name: envoy.network.dns_resolver.cares
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig
+        resolvers: [ { socket_address: { address: `+dnsHost+`, port_value: `+dnsPort+` } } ]
+        udp_max_queries: 100`)
+		return strings.Replace(y, "address: 127.0.0.1, port_value: "+portOf(addr), "address: backend.test., port_value: "+portOf(addr), 1)
+	}
+	dns := testutil.StartDNS(t, records)
+	p := startProxy(t, cluster(dns, "    respect_dns_ttl: true\n"))
+	if code, body := get(t, p.url("ingress")+"/"); code != 200 || body != "ok" {
+		t.Fatalf("through the resolved name: %d %q", code, body)
+	}
+	testutil.Eventually(t, 5*time.Second, "a re-resolution after the 1 s TTL", func() bool { return dns.Queries.Load() >= 3 })
+
+	dns = testutil.StartDNS(t, records) // the first proxy goes on asking its own
+	p = startProxy(t, cluster(dns, ""))
+	if code, _ := get(t, p.url("ingress")+"/"); code != 200 {
+		t.Fatalf("without respect_dns_ttl: %d", code)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if n := dns.Queries.Load(); n != 1 {
+		t.Fatalf("without respect_dns_ttl the name was asked %d times in 2.5 s; want once (refresh 60 s)", n)
 	}
 }

@@ -144,7 +144,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown type url", strings.Replace(good, "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router", "type.googleapis.com/envoy.extensions.filters.http.nothing.v3.Nothing", 1),
 			`static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config: unsupported type URL "type.googleapis.com/envoy.extensions.filters.http.nothing.v3.Nothing"`},
 		{"known but unsupported type", strings.Replace(good, "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router", "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", 1),
-			`http_filters[0]: filter "envoy.filters.http.router": typed_config: unsupported http filter type "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" (supported: type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, type.googleapis.com/envoy.extensions.filters.http.on_demand.v3.OnDemand, type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC, type.googleapis.com/envoy.extensions.filters.http.router.v3.Router, type.googleapis.com/strait.examples.HeaderEcho)`},
+			`http_filters[0]: filter "envoy.filters.http.router": typed_config: unsupported http filter type "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" (supported: type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors, `},
 		{"proto validation", strings.Replace(good, "connect_timeout: 1s", "connect_timeout: -1s", 1), "static_resources.clusters[0].connect_timeout: value must be greater than 0s"},
 		{"duplicate listener", strings.Replace(good, "  clusters:", `  - name: ingress
     address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
@@ -152,8 +152,8 @@ func TestConfigErrors(t *testing.T) {
   clusters:`, 1), `static_resources.listeners[1].name: duplicate listener name "ingress"`},
 		{"unimplemented hcm field", strings.Replace(good, "stat_prefix: ingress", "stat_prefix: ingress\n          proxy_status_config: {}", 1),
 			"typed_config.proxy_status_config: not supported yet"},
-		{"unimplemented cluster field", strings.Replace(good, "connect_timeout: 1s", "connect_timeout: 1s\n    respect_dns_ttl: true", 1),
-			"static_resources.clusters[0].respect_dns_ttl: not supported yet"},
+		{"unimplemented cluster field", strings.Replace(good, "connect_timeout: 1s", "connect_timeout: 1s\n    ignore_health_on_host_removal: true", 1),
+			"static_resources.clusters[0].ignore_health_on_host_removal: not supported yet"},
 		{"bad regex", strings.Replace(good, `match: { prefix: "/" }`, `match: { safe_regex: { regex: "(" } }`, 1), "safe_regex"},
 		{"admin not loopback", strings.Replace(good, "address: { socket_address: { address: 127.0.0.1, port_value: 0 } }\nstatic", "address: { socket_address: { address: 0.0.0.0, port_value: 0 } }\nstatic", 1), "admin.address.socket_address.address"},
 	}

@@ -295,6 +295,9 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 		}
 		c.setHosts(nil)
 		c.dns = newDNSResolver(c, eps, dnsRefresh(cl), dnsFamily(cl.GetDnsLookupFamily()))
+		if err := c.dns.configure(cl); err != nil {
+			return nil, err
+		}
 	case clusterv3.Cluster_EDS:
 		if cl.GetLoadAssignment() != nil {
 			return nil, config.At("load_assignment", fmt.Errorf("an EDS cluster takes its endpoints from EDS"))

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"time"
@@ -9,11 +10,20 @@ import (
 
 // dnsResolver re-resolves a STRICT_DNS cluster's names every refresh and
 // swaps in the new host set; hosts whose address stays keep their pools.
+// With respect_dns_ttl the answers' shortest TTL sets the next refresh (a
+// TTL of 0: dns_refresh_rate), as Envoy; dns_jitter adds up to that much
+// to each wait.
 type dnsResolver struct {
 	c       *Cluster
 	eps     []endpoint
 	refresh time.Duration
 	family  string
+	lastTTL time.Duration
+	// client asks name servers itself (respect_dns_ttl,
+	// typed_dns_resolver_config); nil: the system resolver.
+	client     *dnsClient
+	respectTTL bool
+	jitter     time.Duration
 }
 
 func newDNSResolver(c *Cluster, eps []endpoint, refresh time.Duration, family string) *dnsResolver {
@@ -21,26 +31,50 @@ func newDNSResolver(c *Cluster, eps []endpoint, refresh time.Duration, family st
 }
 
 func (d *dnsResolver) start(ctx context.Context) {
-	d.resolve(ctx)
+	d.lastTTL = d.resolve(ctx)
 	go d.loop()
 }
 
+// next is the wait before the next resolution.
+func (d *dnsResolver) next(ttl time.Duration) time.Duration {
+	wait := d.refresh
+	if d.respectTTL && ttl > 0 {
+		wait = ttl
+	}
+	if d.jitter > 0 {
+		wait += rand.N(d.jitter)
+	}
+	return wait
+}
+
 func (d *dnsResolver) loop() {
-	t := time.NewTicker(d.refresh)
+	t := time.NewTimer(d.next(d.lastTTL))
 	defer t.Stop()
 	for {
 		select {
 		case <-d.c.stopped:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), d.refresh)
-			d.resolve(ctx)
+			ctx, cancel := context.WithTimeout(context.Background(), max(d.refresh, 5*time.Second))
+			ttl := d.resolve(ctx)
 			cancel()
+			t.Reset(d.next(ttl))
 		}
 	}
 }
 
-func (d *dnsResolver) resolve(ctx context.Context) {
+// lookupIP resolves one name; ttl is -1 when unknown (the system resolver).
+func (d *dnsResolver) lookupIP(ctx context.Context, host string) ([]net.IP, time.Duration, error) {
+	if d.client != nil {
+		return d.client.lookup(ctx, host, d.family)
+	}
+	ips, err := net.DefaultResolver.LookupIP(ctx, d.family, host)
+	return ips, -1, err
+}
+
+// resolve looks every name up and installs the hosts; it returns the
+// shortest TTL of the answers (-1: none known).
+func (d *dnsResolver) resolve(ctx context.Context) time.Duration {
 	old := map[string]*Host{}
 	if hs := d.c.hosts.Load(); hs != nil {
 		for _, h := range hs.Hosts {
@@ -50,8 +84,12 @@ func (d *dnsResolver) resolve(ctx context.Context) {
 	var hosts []*Host
 	seen := map[string]bool{}
 	failed := false
+	minTTL := time.Duration(-1)
 	for _, ep := range d.eps {
-		ips, err := net.DefaultResolver.LookupIP(ctx, d.family, ep.host)
+		ips, ttl, err := d.lookupIP(ctx, ep.host)
+		if err == nil && ttl >= 0 && (minTTL < 0 || ttl < minTTL) {
+			minTTL = ttl
+		}
 		if err != nil {
 			d.c.log.Warn("dns resolution failed", "host", ep.host, "err", err)
 			failed = true
@@ -75,11 +113,12 @@ func (d *dnsResolver) resolve(ctx context.Context) {
 		}
 	}
 	if failed && len(hosts) == 0 && len(old) > 0 {
-		return // keep the last good answer through a resolver outage
+		return minTTL // keep the last good answer through a resolver outage
 	}
 	if !sameHosts(d.c.hosts.Load(), hosts) {
 		d.c.setHosts(hosts)
 	}
+	return minTTL
 }
 
 func sameHosts(hs *HostSet, hosts []*Host) bool {
