@@ -32,6 +32,9 @@ const (
 	// AccessLogger is an access log sink (an access_log entry's
 	// typed_config).
 	AccessLogger Kind = "access logger"
+	// UpstreamNetworkFilter is a filter on a cluster's connections (a
+	// cluster's filters).
+	UpstreamNetworkFilter Kind = "upstream network filter"
 )
 
 // Extension is one registered extension: its canonical name

@@ -54,12 +54,10 @@ func (s *Stream) decodeHeaders() bool {
 	}
 	s.forwardedFor(h)
 	s.clientCert(h)
-	if s.cfg.UseRemoteAddress {
-		// An edge request (no address is internal without
-		// internal_address_config): Envoy's internal headers are not the
-		// client's to set.
-		h.Del(forceTraceHdr)
-	}
+	// No address is internal without internal_address_config (refused):
+	// as Envoy does for every request that is not internal, the client's
+	// x-envoy-force-trace is dropped.
+	h.Del(forceTraceHdr)
 	// An edge request gets a fresh id (Envoy: unless
 	// preserve_external_request_id), any other one when it has none.
 	if s.cfg.GenerateRequestID && (s.cfg.UseRemoteAddress || !h.Has("x-request-id")) {

@@ -43,6 +43,11 @@ func (s *Stream) sendRequest() error {
 			}
 		}
 		if !s.bodyDone {
+			if !s.relayContinue {
+				// The codec's own 100 Continue goes from here, before the
+				// pump reads: the response is written on this goroutine.
+				s.sendContinue()
+			}
 			s.pumping = true
 			s.pumpDone = make(chan struct{})
 			go s.pump(us, ab)
@@ -68,9 +73,9 @@ func (s *Stream) sendRequest() error {
 }
 
 // continueWait bounds how long a request whose client waits for 100
-// Continue waits for the upstream's before it reads the body anyway: a
-// second, as curl and Go's transport wait for a server that never sends
-// one (an HTTP/1.0 server, say).
+// Continue waits for the upstream's before the proxy sends its own and
+// reads the body: a second, as curl and Go's transport wait for a server
+// that never sends one (an HTTP/1.0 server, say).
 const continueWait = time.Second
 
 // errAnsweredFirst: the upstream gave its final answer instead of 100
@@ -92,12 +97,17 @@ func (s *Stream) awaitContinue(us protocol.ClientStream) error {
 	if !ok {
 		return nil
 	}
-	_, answered, err := aw.AwaitContinue(time.Now().Add(continueWait))
+	continued, answered, err := aw.AwaitContinue(time.Now().Add(continueWait))
 	switch {
 	case err != nil:
 		return err
 	case answered:
 		return errAnsweredFirst
+	case !continued:
+		// The upstream said nothing in time (it may not know Expect): the
+		// proxy lets the client send, as a client stops waiting, since a
+		// 100 that comes later could not be read before the body.
+		s.sendContinue()
 	}
 	return nil
 }

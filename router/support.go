@@ -14,7 +14,7 @@ import (
 // after this table was written.
 //
 // A name prefixed with "-" is accepted and ignored: it only decorates the
-// route (metadata, tracing names, stats prefixes) and changes no traffic.
+// route (metadata, decorators, stats prefixes) and changes no traffic.
 // Messages not listed here (durations, wrappers, Any, ranges) are leaves and
 // are not walked.
 var supportedFields = map[string]string{
@@ -32,7 +32,7 @@ var supportedFields = map[string]string{
 	"envoy.config.route.v3.Route": `name match route redirect direct_response
 		request_headers_to_add request_headers_to_remove
 		response_headers_to_add response_headers_to_remove
-		typed_per_filter_config -metadata -decorator -tracing -stat_prefix`,
+		typed_per_filter_config -metadata -decorator -stat_prefix`,
 	"envoy.config.route.v3.RouteMatch": `prefix path safe_regex
 		path_separated_prefix case_sensitive headers query_parameters runtime_fraction`,
 	"envoy.config.core.v3.RuntimeFractionalPercent": `default_value runtime_key`,

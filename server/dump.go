@@ -71,11 +71,11 @@ func (s *Server) WriteClusters(w http.ResponseWriter) {
 		fmt.Fprintf(w, "%s::default_priority::max_pending_requests::%d\n", name, b.MaxPendingRequests)
 		fmt.Fprintf(w, "%s::default_priority::max_requests::%d\n", name, b.MaxRequests)
 		fmt.Fprintf(w, "%s::default_priority::max_retries::%d\n", name, b.MaxRetries)
-		for _, h := range c.Hosts().Hosts {
+		for _, h := range c.Hosts().All {
 			p := name + "::" + h.Addr + "::"
 			fmt.Fprintf(w, "%scx_active::%d\n%scx_total::%d\n%scx_connect_fail::%d\n", p, h.CxActive.Load(), p, h.CxTotal.Load(), p, h.CxFail.Load())
 			fmt.Fprintf(w, "%srq_active::%d\n%srq_total::%d\n%srq_success::%d\n%srq_error::%d\n", p, h.Active.Load(), p, h.RqTotal.Load(), p, h.RqSuccess.Load(), p, h.RqError.Load())
-			fmt.Fprintf(w, "%sweight::%d\n%shealth_flags::healthy\n", p, h.Weight, p)
+			fmt.Fprintf(w, "%sweight::%d\n%shealth_flags::%s\n", p, h.Weight, p, h.HealthFlags())
 		}
 	}
 }

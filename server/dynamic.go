@@ -70,6 +70,7 @@ func newDynamic(s *Server, dr *bootstrapv3.Bootstrap_DynamicResources, static *u
 		Initialized:    d.finishCDS,
 		Linger:         min(s.opts.DrainTime, maxLinger),
 		Secrets:        s.secrets,
+		Node:           s.node(),
 	})
 	s.clusters = d.clusters // before the listener options take it
 	s.secrets.SetSubscriber(func(cs *corev3.ConfigSource, names []string) { d.src.watch(cs, xds.SecretType, false, names) })

@@ -133,7 +133,7 @@ func New(b *bootstrapv3.Bootstrap, o Options) (*Server, error) {
 	if err := s.secrets.SetStatic(sr.GetSecrets()); err != nil {
 		return nil, err
 	}
-	cm, err := upstream.Build(sr.GetClusters(), root, s.log, s.secrets)
+	cm, err := upstream.Build(sr.GetClusters(), root, s.log, upstream.Env{Secrets: s.secrets, Node: s.node()})
 	if err != nil {
 		s.secrets.Close()
 		return nil, config.At("static_resources", err)

@@ -103,23 +103,28 @@ func TestProxy100Continue(t *testing.T) {
 			<-expects
 		})
 	}
-	t.Run("default", func(t *testing.T) {
-		addr, expects := continueUpstream(t, false)
-		p := startProxy(t, httpBootstrap(addr, routeCfg{}, ""))
-		proxied := strings.TrimPrefix(p.url("ingress"), "http://")
-		continued, resp, got, _ := expectExchange(t, proxied, "/echo", body)
-		if !continued || resp.StatusCode != 200 || got != strconv.Itoa(len(body)) {
-			t.Fatalf("/echo: continued %v, %d %q", continued, resp.StatusCode, got)
-		}
-		if e := <-expects; e != "" {
-			t.Fatalf("the upstream saw Expect %q; Envoy removes it", e)
-		}
-		continued, resp, _, _ = expectExchange(t, proxied, "/deny", body)
-		if !continued || resp.StatusCode != 401 {
-			t.Fatalf("/deny: continued %v, status %d; want the proxy's 100 Continue, then 401", continued, resp.StatusCode)
-		}
-		<-expects
-	})
+	for _, up := range []struct {
+		name, clusterOpts string
+		h2c               bool
+	}{{"default, http1 upstream", "", false}, {"default, h2c upstream", "    http2_protocol_options: {}", true}} {
+		t.Run(up.name, func(t *testing.T) {
+			addr, expects := continueUpstream(t, up.h2c)
+			p := startProxy(t, httpBootstrap(addr, routeCfg{}, up.clusterOpts))
+			proxied := strings.TrimPrefix(p.url("ingress"), "http://")
+			continued, resp, got, _ := expectExchange(t, proxied, "/echo", body)
+			if !continued || resp.StatusCode != 200 || got != strconv.Itoa(len(body)) {
+				t.Fatalf("/echo: continued %v, %d %q", continued, resp.StatusCode, got)
+			}
+			if e := <-expects; e != "" {
+				t.Fatalf("the upstream saw Expect %q; Envoy removes it", e)
+			}
+			continued, resp, _, _ = expectExchange(t, proxied, "/deny", body)
+			if !continued || resp.StatusCode != 401 {
+				t.Fatalf("/deny: continued %v, status %d; want the proxy's 100 Continue, then 401", continued, resp.StatusCode)
+			}
+			<-expects
+		})
+	}
 }
 
 // TestProxy100ContinueHTTP2Client: curl over HTTP/2 waits for 100 Continue
@@ -150,5 +155,44 @@ func TestProxy100ContinueHTTP2Client(t *testing.T) {
 				t.Fatalf("the upstream saw Expect %q, want %q", e, tc.expect)
 			}
 		})
+	}
+}
+
+// TestProxy100ContinueSilentUpstream: an HTTP/1.1 upstream that never
+// sends 100 Continue (it reads the body regardless): the proxy waits for it
+// a second, then answers 100 Continue itself so the client sends the body.
+func TestProxy100ContinueSilentUpstream(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					b, _ := io.ReadAll(req.Body)
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(strconv.Itoa(len(b))), len(b))
+				}
+			}()
+		}
+	}()
+	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{hcmOpts: "          proxy_100_continue: true"}, ""))
+	continued, resp, got, waited := expectExchange(t, strings.TrimPrefix(p.url("ingress"), "http://"), "/", "hello")
+	if !continued || resp.StatusCode != 200 || got != "5" {
+		t.Fatalf("continued %v, %d %q", continued, resp.StatusCode, got)
+	}
+	if waited < 900*time.Millisecond || waited > 3*time.Second {
+		t.Fatalf("the proxy's own 100 Continue came after %v; want about a second", waited)
 	}
 }

@@ -10,11 +10,10 @@ import (
 // provider makes Envoy's decision for each request and packs it into
 // x-request-id's 15th character (9 sampled, a forced, b client, 4 not
 // traced), counted in http.<prefix>.tracing.*: a client trace id
-// (client_sampling), x-envoy-force-trace, then the id's value against
-// random_sampling; overall_sampling takes it back; an id that carries a
-// decision keeps it. x-envoy-force-trace also returns the id to the
-// client. At the edge (use_remote_address) the client's id is replaced
-// and its x-envoy-force-trace dropped.
+// (client_sampling), then the id's value against random_sampling;
+// overall_sampling takes it back; an id that carries a decision keeps it.
+// A client's x-envoy-force-trace is dropped (no request is internal). At
+// the edge (use_remote_address) the client's id is replaced.
 func TestTracingDecision(t *testing.T) {
 	seen := make(chan http.Header, 4)
 	addr := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) { seen <- r.Header.Clone() }, false)
@@ -43,9 +42,11 @@ func TestTracingDecision(t *testing.T) {
 	if up, _ := send(p); up.Get("x-request-id") != id {
 		t.Fatalf("not sampled: the upstream saw %q", up.Get("x-request-id"))
 	}
+	// No request is internal (internal_address_config is refused): a
+	// client's x-envoy-force-trace is dropped, as Envoy drops it.
 	up, resp := send(p, "x-envoy-force-trace", "true")
-	if up.Get("x-request-id") != packed('a') || resp.Header.Get("x-request-id") != packed('a') {
-		t.Fatalf("forced: upstream %q, response %q", up.Get("x-request-id"), resp.Header.Get("x-request-id"))
+	if up.Get("x-request-id") != id || up.Get("x-envoy-force-trace") != "" || resp.Header.Get("x-request-id") != "" {
+		t.Fatalf("forced by a client: upstream %q %q, response %q", up.Get("x-request-id"), up.Get("x-envoy-force-trace"), resp.Header.Get("x-request-id"))
 	}
 	if up, _ := send(p, "x-client-trace-id", "c1"); up.Get("x-request-id") != packed('b') {
 		t.Fatalf("client trace id: the upstream saw %q", up.Get("x-request-id"))
@@ -61,7 +62,7 @@ func TestTracingDecision(t *testing.T) {
 	if got := (<-seen).Get("x-request-id"); got != packed('9') {
 		t.Fatalf("a sampled id became %q", got)
 	}
-	for name, want := range map[string]int64{"not_traceable": 1, "service_forced": 1, "client_enabled": 1, "random_sampling": 1} {
+	for name, want := range map[string]int64{"not_traceable": 2, "service_forced": 0, "client_enabled": 1, "random_sampling": 1} {
 		if got := p.stat("http.ingress.tracing." + name); got != want {
 			t.Fatalf("http.ingress.tracing.%s = %d, want %d", name, got, want)
 		}
@@ -72,7 +73,7 @@ func TestTracingDecision(t *testing.T) {
 		t.Fatalf("sampled: the upstream saw %q", up.Get("x-request-id"))
 	}
 	p = start("          tracing: { random_sampling: { value: 100 }, overall_sampling: { value: 0 } }")
-	if up, _ := send(p, "x-envoy-force-trace", "1"); up.Get("x-request-id") != packed('4') {
+	if up, _ := send(p); up.Get("x-request-id") != packed('4') {
 		t.Fatalf("overall sampling 0: the upstream saw %q", up.Get("x-request-id"))
 	}
 	p = start(`          tracing: {}

@@ -25,18 +25,25 @@ type epEntry struct {
 	eff      uint32 // the weight balancers use (locality share folded in)
 	hostname string
 	healthy  bool
+	flag     uint32 // the host's health flag (HealthFlags)
 }
 
 // localityScale is the resolution of folded locality weights: a
 // priority's traffic is split in parts per million.
 const localityScale = 1_000_000
 
-// level is one priority of an assignment.
+// level is one priority of an assignment. excluded counts its DRAINING
+// endpoints, which Envoy leaves out of a priority's health and panic
+// shares.
 type level struct {
-	eps     []epEntry
-	total   int
-	healthy int
+	eps      []epEntry
+	total    int
+	healthy  int
+	excluded int
 }
+
+// counted is the number of hosts a priority's health is a share of.
+func (lv level) counted() int { return lv.total - lv.excluded }
 
 // parseAssignment validates a ClusterLoadAssignment (from the cluster's
 // load_assignment or from EDS) into priority levels. Endpoints whose
@@ -71,7 +78,7 @@ func parseAssignment(cla *endpointv3.ClusterLoadAssignment, localityWeighted boo
 		}
 		var eps []epEntry
 		var sumW uint64
-		healthy := 0
+		healthy, excluded := 0, 0
 		for j, lb := range le.GetLbEndpoints() {
 			epath := fmt.Sprintf("%s.lb_endpoints[%d]", path, j)
 			if lb.GetEndpointName() != "" {
@@ -93,12 +100,20 @@ func parseAssignment(cla *endpointv3.ClusterLoadAssignment, localityWeighted boo
 			}
 			hs := lb.GetHealthStatus()
 			ok := hs != corev3.HealthStatus_UNHEALTHY && hs != corev3.HealthStatus_DRAINING && hs != corev3.HealthStatus_TIMEOUT
+			flag := flagHealthy
+			switch {
+			case hs == corev3.HealthStatus_DRAINING:
+				excluded++
+				flag = flagDraining
+			case !ok:
+				flag = flagFailedEDS
+			}
 			if ok {
 				healthy++
 				sumW += uint64(w)
 			}
 			eps = append(eps, epEntry{addr: net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))),
-				weight: w, hostname: lb.GetEndpoint().GetHostname(), healthy: ok})
+				weight: w, hostname: lb.GetEndpoint().GetHostname(), healthy: ok, flag: flag})
 		}
 		for k := range eps {
 			eps[k].eff = eps[k].weight
@@ -114,6 +129,7 @@ func parseAssignment(cla *endpointv3.ClusterLoadAssignment, localityWeighted boo
 		lv := &levels[p]
 		lv.eps = append(lv.eps, eps...)
 		lv.total += len(eps)
+		lv.excluded += excluded
 	}
 	// A locality gets its weight's share of its priority's traffic, scaled
 	// by its healthy share (Envoy gives a locality without weight or
@@ -155,8 +171,8 @@ func priorityLoad(levels []level, factor uint32) []uint32 {
 	health := make([]uint64, len(levels))
 	var sum uint64
 	for i, lv := range levels {
-		if lv.total > 0 {
-			health[i] = min(loadScale, uint64(factor)*loadScale/100*uint64(lv.healthy)/uint64(lv.total))
+		if lv.counted() > 0 {
+			health[i] = min(loadScale, uint64(factor)*loadScale/100*uint64(lv.healthy)/uint64(lv.counted()))
 		}
 		sum += health[i]
 	}
@@ -189,7 +205,8 @@ const defaultPanicThreshold = 50
 // panicLevels says which priorities are in panic, as Envoy decides: none
 // while the total health (the priorities' health summed, capped at 100%)
 // is 100%, or when the threshold is 0; otherwise each priority whose
-// healthy share of its hosts is below the threshold (an empty one too).
+// healthy share of its hosts (DRAINING ones left out) is below the
+// threshold (an empty one too).
 // total: every priority is.
 func panicLevels(levels []level, factor uint32, threshold float64) (panics []bool, total bool) {
 	panics = make([]bool, len(levels))
@@ -198,8 +215,8 @@ func panicLevels(levels []level, factor uint32, threshold float64) (panics []boo
 	}
 	var sum uint64
 	for _, lv := range levels {
-		if lv.total > 0 {
-			sum += min(100, uint64(factor)*uint64(lv.healthy)/uint64(lv.total))
+		if lv.counted() > 0 {
+			sum += min(100, uint64(factor)*uint64(lv.healthy)/uint64(lv.counted()))
 		}
 	}
 	if sum >= 100 {
@@ -208,8 +225,8 @@ func panicLevels(levels []level, factor uint32, threshold float64) (panics []boo
 	total = true
 	for i, lv := range levels {
 		share := 0.0
-		if lv.total > 0 {
-			share = 100 * float64(lv.healthy) / float64(lv.total)
+		if lv.counted() > 0 {
+			share = 100 * float64(lv.healthy) / float64(lv.counted())
 		}
 		panics[i] = share < threshold
 		total = total && panics[i]
@@ -271,6 +288,7 @@ func (c *Cluster) assign(levels []level, factor uint32) {
 				h = c.newHost(e.addr, e.weight, e.hostname)
 			}
 			delete(old, e.addr) // a duplicate address gets its own host
+			h.healthFlag.Store(e.flag)
 			all = append(all, h)
 			switch {
 			case panics[i]:

@@ -276,6 +276,28 @@ func TestHealthyPanicThreshold(t *testing.T) {
 		t.Fatalf("threshold 30, 50%% healthy: picks %v, want the two healthy hosts", got)
 	}
 
+	// DRAINING endpoints are left out of the share: 1 healthy of 1
+	// counted is no panic.
+	c = edsCluster(t, "")
+	draining := `,"health_status":"DRAINING"`
+	apply(t, c, cla(t, `{"cluster_name":"c","endpoints":[{"lb_endpoints":[`+
+		ep("127.0.0.1", 1, "")+`,`+ep("127.0.0.1", 2, draining)+`,`+ep("127.0.0.1", 3, draining)+`]}]}`))
+	if got := picks(c, 100); got["127.0.0.1:1"] != 100 || c.Stats.LBHealthyPanic.Value() != 0 {
+		t.Fatalf("draining hosts: picks %v, panics %d; want the healthy host only", got, c.Stats.LBHealthyPanic.Value())
+	}
+
+	// Factor 100: priority 0 is 25% healthy (in panic, over all four),
+	// priority 1 50% (not), total 75%: they split 1:2, priority 1 over its
+	// healthy hosts only.
+	apply(t, c, cla(t, `{"cluster_name":"c","policy":{"overprovisioning_factor":100},"endpoints":[{"priority":0,"lb_endpoints":[`+
+		ep("127.0.0.1", 1, "")+`,`+ep("127.0.0.1", 2, unhealthy)+`,`+ep("127.0.0.1", 3, unhealthy)+`,`+ep("127.0.0.1", 4, unhealthy)+
+		`]},{"priority":1,"lb_endpoints":[`+ep("127.0.0.1", 5, "")+`,`+ep("127.0.0.1", 6, "")+`,`+
+		ep("127.0.0.1", 7, unhealthy)+`,`+ep("127.0.0.1", 8, unhealthy)+`]}]}`))
+	got = picks(c, 12000)
+	if p2 := got["127.0.0.1:2"]; p2 < 800 || p2 > 1200 || got["127.0.0.1:7"] != 0 || got["127.0.0.1:5"] < 3600 || got["127.0.0.1:5"] > 4400 {
+		t.Fatalf("partial panic: %v; want about 1000 on each priority 0 host, 4000 on each healthy priority 1 host", got)
+	}
+
 	// Priority 0 has nothing healthy but priority 1 is whole: total
 	// health 100%, no panic, priority 1 takes everything.
 	c = edsCluster(t, "")

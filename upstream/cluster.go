@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -55,6 +56,8 @@ type Cluster struct {
 	// attached are extensions' values kept with the cluster (Attached).
 	attached sync.Map
 	metadata *corev3.Metadata
+	// connFilters are its upstream network filters (filters).
+	connFilters []ConnFilter
 
 	// EDSName is the assignment an EDS cluster waits for (its
 	// eds_cluster_config.service_name, else its name); empty otherwise.
@@ -206,12 +209,21 @@ func (c *Cluster) newHost(addr string, weight uint32, hostname string) *Host {
 // BuildCluster validates cl and builds it. Errors name the field inside
 // the cluster; the caller prefixes the cluster's own path.
 func BuildCluster(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger) (*Cluster, error) {
-	return BuildClusterWith(cl, sc, log, nil)
+	return BuildClusterWith(cl, sc, log, Env{})
 }
 
-// BuildClusterWith is BuildCluster with the secret store its transport
-// socket may name secrets from.
-func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, secrets transport.SecretSource) (*Cluster, error) {
+// Env is what building a cluster may use beyond its config.
+type Env struct {
+	// Secrets is the store its transport socket may name secrets from.
+	Secrets transport.SecretSource
+	// Node is this proxy's node (its upstream filters tell peers who it
+	// is).
+	Node *corev3.Node
+}
+
+// BuildClusterWith is BuildCluster in env.
+func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, env Env) (*Cluster, error) {
+	secrets := env.Secrets
 	if errs := config.ValidationErrors(cl.ValidateAll()); len(errs) > 0 {
 		return nil, config.Join(errs)
 	}
@@ -279,9 +291,12 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 	c.Stats = newClusterStats(c.statsScope)
 	c.localityWeighted = localityWeighted(cl)
 	c.metadata = cl.GetMetadata()
+	if err := c.buildConnFilters(cl, env); err != nil {
+		return nil, err
+	}
 	c.panicThreshold = defaultPanicThreshold
 	if v := cl.GetCommonLbConfig().GetHealthyPanicThreshold(); v != nil {
-		c.panicThreshold = min(100, v.GetValue()) // validated >= 0
+		c.panicThreshold = min(100, math.Round(v.GetValue())) // validated >= 0; Envoy rounds it
 	}
 	switch cl.GetType() {
 	case clusterv3.Cluster_STATIC:

@@ -79,6 +79,8 @@ type ClustersOptions struct {
 	Linger time.Duration
 	// Secrets is the secret store transport sockets name secrets from.
 	Secrets transport.SecretSource
+	// Node is this proxy's node.
+	Node *corev3.Node
 }
 
 type dynCluster struct {
@@ -201,7 +203,7 @@ func (m *Clusters) ApplyCDS(set map[string]*config.Resource, inUse map[string]bo
 
 // build builds one cluster and gives it the assignment it names, if known.
 func (m *Clusters) build(r *config.Resource) (*dynCluster, error) {
-	c, err := BuildClusterWith(r.Message.(*clusterv3.Cluster), m.scope, m.log, m.o.Secrets)
+	c, err := BuildClusterWith(r.Message.(*clusterv3.Cluster), m.scope, m.log, Env{Secrets: m.o.Secrets, Node: m.o.Node})
 	if err != nil {
 		return nil, err
 	}

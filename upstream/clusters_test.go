@@ -32,7 +32,7 @@ func assignment(t *testing.T, name string) *config.Resource {
 }
 
 func newTestClusters(t *testing.T, linger time.Duration) *Clusters {
-	empty, err := Build(nil, stats.NewStore().Root(), slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	empty, err := Build(nil, stats.NewStore().Root(), slog.New(slog.NewTextHandler(io.Discard, nil)), Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestAwaitWarmingCluster(t *testing.T) {
 func TestAltStatNameStats(t *testing.T) {
 	store := stats.NewStore()
 	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	empty, err := Build(nil, store.Root(), discard, nil)
+	empty, err := Build(nil, store.Root(), discard, Env{})
 	if err != nil {
 		t.Fatal(err)
 	}

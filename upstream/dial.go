@@ -59,6 +59,14 @@ func (h *Host) connect(ctx context.Context, alpn transport.ALPN) (net.Conn, erro
 	cl.Stats.CxActive.Inc()
 	h.CxActive.Add(1)
 	tc, err := h.secure(ctx, cl.wrap(raw), alpn)
+	if err == nil {
+		var fc net.Conn
+		if fc, err = h.filterConn(tc); err != nil {
+			tc.Close()
+		} else {
+			tc = fc
+		}
+	}
 	if err != nil {
 		cl.Stats.CxActive.Dec()
 		h.CxActive.Add(-1)

@@ -40,8 +40,29 @@ type Host struct {
 	RqSuccess atomic.Uint64
 	removed   atomic.Bool
 	// proto is what ALPN chose for this host (auto_config).
-	proto      atomic.Int32
+	proto atomic.Int32
+	// healthFlag is what its assignment says of its health.
 	healthFlag atomic.Uint32
+}
+
+// The health flags of a host.
+const (
+	flagHealthy uint32 = iota
+	flagFailedEDS
+	flagDraining
+)
+
+// HealthFlags is Envoy's health_flags for the admin /clusters page:
+// "healthy", "/failed_eds_health" (UNHEALTHY or TIMEOUT in its
+// assignment), "/eds_status_draining".
+func (h *Host) HealthFlags() string {
+	switch h.healthFlag.Load() {
+	case flagFailedEDS:
+		return "/failed_eds_health"
+	case flagDraining:
+		return "/eds_status_draining"
+	}
+	return "healthy"
 }
 
 // Cluster returns the cluster that owns h.

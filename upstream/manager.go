@@ -9,7 +9,6 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/stats"
-	"github.com/straitproxy/strait/transport"
 )
 
 // Manager is the set of clusters, looked up by name. It is immutable once
@@ -21,7 +20,7 @@ type Manager struct {
 
 // Build validates and builds every cluster; any error fails the whole set
 // and names the cluster's path ("clusters[2].lb_policy: ...").
-func Build(cls []*clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, secrets transport.SecretSource) (*Manager, error) {
+func Build(cls []*clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, env Env) (*Manager, error) {
 	m := &Manager{clusters: map[string]*Cluster{}}
 	var errs []error
 	for i, cl := range cls {
@@ -30,7 +29,7 @@ func Build(cls []*clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, secrets 
 			errs = append(errs, config.At(path+".name", fmt.Errorf("duplicate cluster name %q", cl.GetName())))
 			continue
 		}
-		c, err := BuildClusterWith(cl, sc, log, secrets)
+		c, err := BuildClusterWith(cl, sc, log, env)
 		if err != nil {
 			errs = append(errs, config.At(path, err))
 			continue

@@ -8,7 +8,8 @@ var supported = config.NewSupport(map[string]string{
 		load_assignment circuit_breakers dns_refresh_rate dns_lookup_family
 		per_connection_buffer_limit_bytes max_requests_per_connection
 		typed_extension_protocol_options eds_cluster_config common_lb_config transport_socket -metadata
-		alt_stat_name respect_dns_ttl dns_jitter typed_dns_resolver_config`,
+		alt_stat_name respect_dns_ttl dns_jitter typed_dns_resolver_config filters`,
+	"envoy.config.cluster.v3.Filter":                        `name typed_config`,
 	"envoy.config.core.v3.TypedExtensionConfig":             `name typed_config`,
 	"envoy.config.core.v3.TransportSocket":                  `name typed_config`,
 	"envoy.config.cluster.v3.Cluster.EdsClusterConfig":      `eds_config service_name`,

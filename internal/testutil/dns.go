@@ -43,13 +43,21 @@ func (s *DNSServer) Set(name string, r DNSRecord) {
 // StartDNS runs a name server until the test ends.
 func StartDNS(t testing.TB, records map[string]DNSRecord) *DNSServer {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	// The same port for UDP and TCP: a free UDP port's TCP twin may be
+	// taken, so try a few.
+	var pc net.PacketConn
+	var ln net.Listener
+	var err error
+	for try := 0; try < 50; try++ {
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
 		pc.Close()
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	s := &DNSServer{Addr: pc.LocalAddr().String(), records: map[string]DNSRecord{}}

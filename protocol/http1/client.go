@@ -318,15 +318,19 @@ func (cs *clientStream) AwaitContinue(deadline time.Time) (continued, answered b
 	if !cs.deadline.IsZero() && cs.deadline.Before(wait) {
 		wait = cs.deadline
 	}
-	if cs.aborted.Load() {
-		return false, false, protocol.ErrDownstreamReset
-	}
+	// A Cancel from another goroutine sets a past deadline: whatever
+	// this sets, a Cancel seen after it is applied again.
 	cs.conn.SetReadDeadline(wait)
 	defer func() {
-		if !cs.aborted.Load() {
-			cs.conn.SetReadDeadline(cs.deadline)
+		cs.conn.SetReadDeadline(cs.deadline)
+		if cs.aborted.Load() {
+			cs.conn.SetDeadline(aLongTimeAgo)
 		}
 	}()
+	if cs.aborted.Load() {
+		cs.conn.SetDeadline(aLongTimeAgo)
+		return false, false, protocol.ErrDownstreamReset
+	}
 	for {
 		if cs.rend > cs.rstart {
 			n, info, err := ParseResponseHead((*cs.rbp)[cs.rstart:cs.rend], &cs.interim, cs.lim, cs.isHead, cs.isConnect)

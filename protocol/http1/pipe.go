@@ -79,6 +79,13 @@ func (p *pipe) close(err error) {
 	p.cond.Broadcast()
 }
 
+// complete reports whether the body arrived whole.
+func (p *pipe) complete() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.eof && p.err == nil
+}
+
 // read returns what is buffered, valid until the next read; io.EOF once
 // the body ended and was read whole.
 func (p *pipe) read() ([]byte, error) {

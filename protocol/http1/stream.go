@@ -154,10 +154,14 @@ func (st *serverStream) WriteHeaders(h *protocol.Headers, end bool) error {
 	st.keepAlive = st.keepAlive && !h.HasToken("connection", "close") && !st.sc.drained()
 	if code >= 200 && st.ExpectsContinue() {
 		// A final answer to a client still waiting for 100 Continue: it
-		// may send the body or not (RFC 9110 §10.1.1), so the bytes that
-		// follow cannot be told from a next request. Close after it, as
-		// Go's server does.
-		st.keepAlive = false
+		// may send the body or not (RFC 9110 §10.1.1), so unless the body
+		// came whole the bytes that follow cannot be told from a next
+		// request. Close after it, as Go's server does. No 100 Continue
+		// may follow the final answer.
+		if !st.pipe.complete() {
+			st.keepAlive = false
+		}
+		st.continued = true
 	}
 	switch {
 	case code == 101:

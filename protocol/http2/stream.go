@@ -102,13 +102,13 @@ func (st *serverStream) ProxyContinue() { st.proxyContinue = true }
 // SendContinue implements protocol.Continuer: a HEADERS frame with
 // :status 100 that does not end the stream (RFC 9113 §8.1).
 func (st *serverStream) SendContinue() error {
+	sc := st.sc
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
 	if !st.ExpectsContinue() {
 		return nil
 	}
 	st.continued = true
-	sc := st.sc
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
 	sc.waitQueueLocked()
 	if err := st.stopErr(); err != nil {
 		return err
@@ -154,6 +154,9 @@ func (st *serverStream) WriteHeaders(h *protocol.Headers, endStream bool) error 
 	sc.waitQueueLocked()
 	if err := st.stopErr(); err != nil {
 		return err
+	}
+	if st.expect && !st.continued {
+		st.continued = true // no 100 Continue after the answer
 	}
 	sc.encodeHeaders(h, false)
 	sc.writeHeaderBlock(st.id, endStream)

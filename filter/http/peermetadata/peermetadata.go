@@ -28,13 +28,13 @@ package peermetadata
 import (
 	"encoding/base64"
 	"fmt"
-	"sort"
 	"strings"
 	"unicode"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/internal/istiomd"
 	"github.com/straitproxy/strait/protocol"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -48,8 +48,8 @@ const (
 
 // The exchange headers.
 const (
-	hdrID       = "x-envoy-peer-metadata-id"
-	hdrMetadata = "x-envoy-peer-metadata"
+	hdrID       = istiomd.HeaderID
+	hdrMetadata = istiomd.HeaderMetadata
 )
 
 // The filter state keys of what was learned.
@@ -177,41 +177,10 @@ func snake(k string) string {
 	return b.String()
 }
 
-// The node metadata keys a workload tells its peers, and the labels.
-var (
-	metadataKeys = []string{"NAME", "NAMESPACE", "WORKLOAD_NAME", "CLUSTER_ID", "OWNER", "MESH_ID", "SERVICE_ACCOUNT"}
-	labelKeys    = []string{"service.istio.io/canonical-name", "service.istio.io/canonical-revision", "app", "version"}
-)
-
-// workloadMetadata is the x-envoy-peer-metadata value of this node: its
-// metadata's identity keys, LABELS narrowed to the ones peers read, and
-// its locality; base64 of the Struct serialized deterministically.
+// workloadMetadata is the x-envoy-peer-metadata value of this node:
+// base64 of its Struct serialized deterministically.
 func workloadMetadata(n *corev3.Node, extra []string) (string, error) {
-	md := n.GetMetadata().GetFields()
-	out := &structpb.Struct{Fields: map[string]*structpb.Value{}}
-	for _, k := range metadataKeys {
-		if v, ok := md[k]; ok && v.GetStringValue() != "" {
-			out.Fields[k] = structpb.NewStringValue(v.GetStringValue())
-		}
-	}
-	labels := &structpb.Struct{Fields: map[string]*structpb.Value{}}
-	keys := append(append([]string(nil), labelKeys...), extra...)
-	sort.Strings(keys)
-	for _, k := range keys {
-		if v, ok := md["LABELS"].GetStructValue().GetFields()[k]; ok {
-			labels.Fields[k] = v
-		}
-	}
-	if len(labels.Fields) > 0 {
-		out.Fields["LABELS"] = structpb.NewStructValue(labels)
-	}
-	if r := n.GetLocality().GetRegion(); r != "" {
-		out.Fields["REGION"] = structpb.NewStringValue(r)
-	}
-	if z := n.GetLocality().GetZone(); z != "" {
-		out.Fields["AVAILABILITY_ZONE"] = structpb.NewStringValue(z)
-	}
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(out)
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(istiomd.Workload(n, extra))
 	if err != nil {
 		return "", err
 	}

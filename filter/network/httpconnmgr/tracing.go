@@ -47,9 +47,19 @@ func tracingSettings(bc *filter.BuildContext, cfg *proxy.Config, m *hcmv3.HttpCo
 	if rt == nil {
 		rt = config.NewRuntime()
 	}
-	cfg.Tracing = &proxy.Tracing{ClientSampling: perTenThousand(t.GetClientSampling()),
+	cfg.Tracing = &proxy.Tracing{ClientSampling: perHundred(t.GetClientSampling()),
 		RandomSampling: perTenThousand(t.GetRandomSampling()), OverallSampling: perTenThousand(t.GetOverallSampling()), Runtime: rt}
 	return nil
+}
+
+// perHundred is client_sampling as Envoy reads it: the whole percent,
+// truncated, of a hundred; unset is 100%.
+func perHundred(p *typev3.Percent) *typev3.FractionalPercent {
+	n := uint32(100)
+	if p != nil {
+		n = uint32(p.GetValue())
+	}
+	return &typev3.FractionalPercent{Numerator: n, Denominator: typev3.FractionalPercent_HUNDRED}
 }
 
 // perTenThousand turns a tracing Percent into Envoy's fraction of ten
