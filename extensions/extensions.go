@@ -24,6 +24,7 @@ import (
 	_ "github.com/straitproxy/strait/filter/network/localratelimit"
 	_ "github.com/straitproxy/strait/filter/network/rbac"
 	_ "github.com/straitproxy/strait/filter/network/tcpproxy"
+	_ "github.com/straitproxy/strait/filter/upstream/metadataexchange"
 	_ "github.com/straitproxy/strait/network/epoll"
 	_ "github.com/straitproxy/strait/protocol/dubbo"
 	_ "github.com/straitproxy/strait/protocol/http1"

@@ -1,0 +1,208 @@
+// Package metadataexchange is Istio's TCP metadata exchange on a cluster's
+// connections (a cluster's filters: "istio.metadata_exchange" with
+// envoy.tcp.metadataexchange.config.MetadataExchange in a TypedStruct, as
+// Istio's pilot puts on outbound clusters).
+//
+// When a connection's TLS negotiated the configured ALPN protocol
+// (istio-peer-exchange), both ends send, before any other byte, a preamble:
+// the magic 0x3D230467 and a length (4 bytes each, big-endian), then a
+// serialized google.protobuf.Any holding a Struct with this workload's
+// identity under "x-envoy-peer-metadata" and its node id under
+// "x-envoy-peer-metadata-id". The filter writes its own at once and takes
+// the peer's off the front of what it reads; the rest passes untouched.
+// Stats, under the cluster: metadata_exchange.alpn_protocol_found,
+// alpn_protocol_not_found (any other ALPN: the connection is left as it
+// is), metadata_added, initial_header_not_found (the peer's bytes do not
+// start with the magic: they pass through as they are), header_not_found
+// (the peer's metadata does not decode). enable_discovery looks peers up
+// in Istio's workload discovery extension, which Strait does not have: it
+// finds nothing, as in Envoy without it.
+package metadataexchange
+
+import (
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/internal/istiomd"
+	"github.com/straitproxy/strait/stats"
+	"github.com/straitproxy/strait/upstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Name is the name pilot gives the filter; TypeURL its config's type.
+const (
+	Name    = "istio.metadata_exchange"
+	TypeURL = "type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange"
+)
+
+// magic opens a metadata exchange preamble.
+const magic = 0x3D230467
+
+// maxPreamble bounds the peer's metadata (a workload's identity is a few
+// hundred bytes).
+const maxPreamble = 64 << 10
+
+func init() {
+	upstream.RegisterConnFilter(Name, TypeURL, build)
+}
+
+type settings struct {
+	Protocol         string   `json:"protocol"`
+	EnableDiscovery  bool     `json:"enable_discovery"`
+	AdditionalLabels []string `json:"additional_labels"`
+}
+
+type mx struct {
+	protocol                                  string
+	preamble                                  []byte
+	found, notFound, added, noMagic, noHeader *stats.Counter
+}
+
+func build(env upstream.ConnFilterEnv, m proto.Message) (upstream.ConnFilter, error) {
+	var s settings
+	st, ok := m.(*structpb.Struct)
+	if !ok {
+		return nil, errors.New("a TypedStruct config is expected")
+	}
+	if err := config.DecodeStruct(st, &s); err != nil {
+		return nil, err
+	}
+	if s.Protocol == "" {
+		return nil, config.At("protocol", errors.New("required"))
+	}
+	data := &structpb.Struct{Fields: map[string]*structpb.Value{
+		istiomd.HeaderMetadata: structpb.NewStructValue(istiomd.Workload(env.Node, s.AdditionalLabels)),
+	}}
+	if id := env.Node.GetId(); id != "" {
+		data.Fields[istiomd.HeaderID] = structpb.NewStringValue(id)
+	}
+	value, err := proto.MarshalOptions{Deterministic: true}.Marshal(data)
+	if err != nil {
+		return nil, err
+	}
+	anyb, err := proto.Marshal(&anypb.Any{TypeUrl: "type.googleapis.com/google.protobuf.Struct", Value: value})
+	if err != nil {
+		return nil, err
+	}
+	pre := binary.BigEndian.AppendUint32(nil, magic)
+	pre = binary.BigEndian.AppendUint32(pre, uint32(len(anyb)))
+	sc := env.Stats.Scope("metadata_exchange", "", "")
+	return &mx{protocol: s.Protocol, preamble: append(pre, anyb...),
+		found: sc.Counter("alpn_protocol_found"), notFound: sc.Counter("alpn_protocol_not_found"),
+		added: sc.Counter("metadata_added"), noMagic: sc.Counter("initial_header_not_found"),
+		noHeader: sc.Counter("header_not_found")}, nil
+}
+
+// Connected implements upstream.ConnFilter.
+func (f *mx) Connected(_ *upstream.Host, c net.Conn) (net.Conn, error) {
+	st, ok := c.(interface{ ConnectionState() tls.ConnectionState })
+	if !ok || st.ConnectionState().NegotiatedProtocol != f.protocol {
+		f.notFound.Inc()
+		return c, nil
+	}
+	f.found.Inc()
+	if _, err := c.Write(f.preamble); err != nil {
+		return nil, fmt.Errorf("metadata exchange: %w", err)
+	}
+	f.added.Inc()
+	return &conn{Conn: c, f: f}, nil
+}
+
+// conn takes the peer's preamble off the front of what it reads.
+type conn struct {
+	net.Conn
+	f *mx
+
+	mu      sync.Mutex
+	done    bool
+	pending []byte // read past the preamble, not handed out yet
+	// Peer is the peer's identity, once read (nil when it sent none).
+	Peer *structpb.Struct
+}
+
+// ConnectionState is the TLS state under the exchange.
+func (c *conn) ConnectionState() tls.ConnectionState {
+	return c.Conn.(interface{ ConnectionState() tls.ConnectionState }).ConnectionState()
+}
+
+// NetConn is the socket under the TLS connection (the pool's liveness
+// probe looks at it).
+func (c *conn) NetConn() net.Conn {
+	if nc, ok := c.Conn.(interface{ NetConn() net.Conn }); ok {
+		return nc.NetConn()
+	}
+	return c.Conn
+}
+
+func (c *conn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.done {
+		if err := c.readPreamble(); err != nil {
+			return 0, err
+		}
+	}
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// readPreamble reads until the peer's preamble is whole (or shown not to
+// be one); c.mu is held.
+func (c *conn) readPreamble() error {
+	buf := make([]byte, 0, 512)
+	for {
+		if len(buf) >= 4 && binary.BigEndian.Uint32(buf) != magic {
+			c.f.noMagic.Inc()
+			c.done, c.pending = true, buf // not an exchange: pass it on
+			return nil
+		}
+		if len(buf) >= 8 {
+			n := int(binary.BigEndian.Uint32(buf[4:]))
+			if n > maxPreamble {
+				c.f.noHeader.Inc()
+				c.done = true
+				return fmt.Errorf("metadata exchange: a peer preamble of %d bytes", n)
+			}
+			if len(buf) >= 8+n {
+				c.learn(buf[8 : 8+n])
+				c.done, c.pending = true, buf[8+n:]
+				return nil
+			}
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, make([]byte, len(buf))...)[:len(buf)]
+		}
+		k, err := c.Conn.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			// The peer ended before its preamble: what came passes on.
+			c.done, c.pending = true, buf
+			if len(buf) > 0 {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// learn decodes the peer's metadata.
+func (c *conn) learn(b []byte) {
+	var a anypb.Any
+	var s structpb.Struct
+	if proto.Unmarshal(b, &a) != nil || a.UnmarshalTo(&s) != nil {
+		c.f.noHeader.Inc()
+		return
+	}
+	c.Peer = s.GetFields()[istiomd.HeaderMetadata].GetStructValue()
+}

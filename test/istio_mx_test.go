@@ -1,0 +1,129 @@
+package test
+
+import (
+	"crypto/tls"
+	"encoding/binary"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// mxPreamble is an istio-peer-exchange preamble carrying fields.
+func mxPreamble(t *testing.T, fields map[string]any) []byte {
+	s, err := structpb.NewStruct(fields)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := anypb.New(s)
+	b, _ := proto.Marshal(a)
+	out := binary.BigEndian.AppendUint32(nil, 0x3D230467)
+	return append(binary.BigEndian.AppendUint32(out, uint32(len(b))), b...)
+}
+
+// TestIstioTCPMetadataExchange: a cluster's istio.metadata_exchange filter,
+// on a TLS connection that negotiated istio-peer-exchange, sends this
+// proxy's identity first and takes the peer's off the front of the
+// stream, so the bytes between client and upstream pass untouched; on a
+// connection that negotiated anything else it does nothing.
+func TestIstioTCPMetadataExchange(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "upstream", false, "up.example")
+	kp, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	told := make(chan *structpb.Struct, 4)
+	serve := func(protos []string) string {
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{kp}, NextProtos: protos})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					tc := c.(*tls.Conn)
+					if tc.Handshake() != nil {
+						return
+					}
+					if tc.ConnectionState().NegotiatedProtocol == "istio-peer-exchange" {
+						var h [8]byte
+						if _, err := io.ReadFull(c, h[:]); err != nil || binary.BigEndian.Uint32(h[:]) != 0x3D230467 {
+							return
+						}
+						b := make([]byte, binary.BigEndian.Uint32(h[4:]))
+						io.ReadFull(c, b)
+						var a anypb.Any
+						var s structpb.Struct
+						if proto.Unmarshal(b, &a) != nil || a.UnmarshalTo(&s) != nil {
+							return
+						}
+						told <- &s
+						c.Write(mxPreamble(t, map[string]any{"x-envoy-peer-metadata": map[string]any{"NAME": "backend-1"}}))
+					}
+					io.Copy(c, c) // echo
+				}()
+			}
+		}()
+		return ln.Addr().String()
+	}
+	run := func(addr string) string {
+		y := `
+node:
+  id: router~10.0.0.1~gw-1.ns~ns.svc.cluster.local
+  metadata: { NAME: gw-1, NAMESPACE: ns }
+` + tcpBootstrap(addr) + `    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: up.example
+        common_tls_context: { alpn_protocols: [istio-peer-exchange, istio] }
+    filters:
+    - name: istio.metadata_exchange
+      typed_config:
+        "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+        type_url: type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange
+        value: { protocol: istio-peer-exchange, enable_discovery: true }
+`
+		p := startProxy(t, y)
+		c, err := net.Dial("tcp", p.addr("tcp"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "ping")
+		got := make([]byte, 4)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
+			t.Fatalf("echo: %q %v", got, err)
+		}
+		return strings.Join([]string{
+			strconv.FormatInt(p.stat("cluster.echo.metadata_exchange.alpn_protocol_found"), 10),
+			strconv.FormatInt(p.stat("cluster.echo.metadata_exchange.alpn_protocol_not_found"), 10),
+			strconv.FormatInt(p.stat("cluster.echo.metadata_exchange.metadata_added"), 10),
+			strconv.FormatInt(p.stat("cluster.echo.metadata_exchange.initial_header_not_found"), 10)}, ",")
+	}
+	if got := run(serve([]string{"istio-peer-exchange"})); got != "1,0,1,0" {
+		t.Fatalf("exchange: found,not found,added,no magic = %s", got)
+	}
+	s := <-told
+	md := s.GetFields()["x-envoy-peer-metadata"].GetStructValue().GetFields()
+	if s.GetFields()["x-envoy-peer-metadata-id"].GetStringValue() != "router~10.0.0.1~gw-1.ns~ns.svc.cluster.local" || md["NAME"].GetStringValue() != "gw-1" {
+		t.Fatalf("the upstream was told %v", s)
+	}
+	if got := run(serve([]string{"istio"})); got != "0,1,0,0" {
+		t.Fatalf("no exchange: found,not found,added,no magic = %s", got)
+	}
+}
