@@ -155,6 +155,17 @@ type IdleHolder interface {
 	ReleaseIdle()
 }
 
+// TunnelHolder is a server stream upgraded to a tunnel (101) that a
+// migration can stop between two deliveries: with HoldTunnel(true),
+// ReadData returns what was read and then ErrTunnelHeld rather than wait
+// for more; HoldTunnel(false) makes it wait again.
+type TunnelHolder interface {
+	HoldTunnel(on bool)
+}
+
+// ErrTunnelHeld is ReadData's answer on a held tunnel with nothing left.
+var ErrTunnelHeld = errors.New("protocol: the tunnel is held for a migration")
+
 // ServerOptions are the connection manager's settings a codec honours.
 type ServerOptions struct {
 	MaxHeaderBytes int

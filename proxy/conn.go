@@ -26,6 +26,9 @@ type connManager struct {
 	scheme string
 	// moving: held for a migration (migrate.go); the idle timeout waits.
 	moving atomic.Bool
+	// tunnel is the stream tunnelling the connection after a 101, for a
+	// migration (tunnelmove.go).
+	tunnel atomic.Pointer[tunnelCtl]
 	// xfcc is this hop's x-forwarded-client-cert element (xfcc.go).
 	xfccOnce sync.Once
 	xfcc     []byte

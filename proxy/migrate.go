@@ -25,6 +25,9 @@ var _ network.Migrator = (*connManager)(nil)
 
 // Migrate implements network.Migrator.
 func (cm *connManager) Migrate(wait time.Duration) (*network.Handoff, error) {
+	if t := cm.tunnel.Load(); t != nil {
+		return t.migrate(wait)
+	}
 	h, ok := cm.codec.(protocol.IdleHolder)
 	if !ok || !cm.conn.Detachable() || !h.HoldIdle() {
 		return nil, errBusy
@@ -53,12 +56,4 @@ func (cm *connManager) Migrate(wait time.Duration) (*network.Handoff, error) {
 			d.Abort()
 		},
 	}, nil
-}
-
-// ResumeConnHandler serves a connection the previous process migrated
-// (idle HTTP/1.1: its next request comes here). It was counted there.
-func ResumeConnHandler(cfg *Config, c *network.Conn) network.Handler {
-	cm := newConnManager(cfg, c)
-	cm.requests.Store(1) // its protocol was counted too
-	return cm
 }

@@ -78,8 +78,10 @@ type Stream struct {
 	exception   bool // an RPC reply carried an application exception
 	respStarted bool
 	closeAfter  bool
-	h2          bool // the downstream speaks HTTP/2
-	grpc        bool // the request is a gRPC call
+	// moved: the stream's tunnel moved to the next process (tunnelmove.go).
+	moved bool
+	h2    bool // the downstream speaks HTTP/2
+	grpc  bool // the request is a gRPC call
 	// pumping: the request body streams on a goroutine until pumpDone.
 	pumping  bool
 	pumpDone chan struct{}
@@ -530,7 +532,7 @@ func (s *Stream) finish() {
 	if tracelog.On(s.cfg.Log) {
 		s.traceRequest()
 	}
-	if s.cfg.AccessLogs != nil {
+	if s.cfg.AccessLogs != nil && !s.moved { // a moved tunnel is logged where it ends
 		s.logAccess(now)
 	}
 	s.ds.Finish(s.closeAfter)

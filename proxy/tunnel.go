@@ -27,6 +27,9 @@ func (s *Stream) tunnel() {
 	if u, ok := s.ds.(protocol.Upgrader); ok {
 		u.Upgrade()
 	}
+	t := &tunnelCtl{s: s}
+	s.cm.tunnel.Store(t)
+	defer s.cm.tunnel.CompareAndSwap(t, nil)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -40,11 +43,17 @@ func (s *Stream) tunnel() {
 					return
 				}
 			}
-			if err == io.EOF {
+			switch {
+			case err == nil:
+			case err == protocol.ErrTunnelHeld: // a migration (tunnelmove.go)
+				if halt(&t.move) {
+					return
+				}
+			case err == io.EOF:
+				t.half.Store(true)
 				s.us.WriteData(nil, true) // half-close towards the upstream
 				return
-			}
-			if err != nil {
+			default:
 				s.conn.Close() // the client is gone: unblock the upstream reader
 				return
 			}
@@ -59,6 +68,15 @@ func (s *Stream) tunnel() {
 			s.info.BytesSent += uint64(len(data))
 		}
 		if err != nil {
+			if isTimeout(err) { // only a migration sets a deadline here
+				if halt(&t.move) {
+					wg.Wait()
+					s.endMoved()
+					return
+				}
+				continue
+			}
+			t.half.Store(true)
 			if err == io.EOF {
 				s.ds.WriteData(nil, true)
 			}

@@ -492,7 +492,7 @@ func TestAccessLogRotation(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			c := &http.Client{Timeout: 5 * time.Second}
-			for i := 0; i < 2000; i++ {
+			for i := 0; i < 50000; i++ { // bounded; stop ends it first
 				select {
 				case <-stop:
 					return

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/internal/testutil"
+	"golang.org/x/net/websocket"
 )
 
 // fdCount counts the open descriptors of a process.
@@ -34,17 +35,34 @@ func fdCount(t *testing.T, pid int) int {
 }
 
 // TestHotRestart upgrades the binary twice under load (20 keep-alive
-// clients, 200 requests/s in all, and 20 long TCP sessions): each new
+// clients, 200 requests/s in all, 20 long TCP sessions and 20 WebSocket
+// ones): each new
 // epoch takes the listening sockets (the admin's too) from the one before
-// (--restart-epoch, --base-id) and its long sessions and idle HTTP/1.1
-// connections (migration); the old one drains and exits 0. No request fails, no connection is refused, counters
+// (--restart-epoch, --base-id) and its long sessions, WebSocket tunnels
+// and idle HTTP/1.1 connections (migration); the old one drains and exits 0. No request fails, no connection is refused, counters
 // carry over; a new epoch with a broken config exits 1 and leaves the
 // serving process as it was (its descriptors included).
 func TestHotRestart(t *testing.T) {
 	up := testutil.StartUpstream(t)
 	addr := closedPort(t)
 	_, port, _ := strings.Cut(addr, "127.0.0.1:")
-	yaml := strings.Replace(httpBootstrap(up.Addr, routeCfg{}, ""), "port_value: 0 } }\n    filter_chains", "port_value: "+port+" } }\n    filter_chains", 1)
+	// WebSocket under /ws: upgraded connections move too.
+	rc := routeCfg{hcmOpts: "          upgrade_configs: [ { upgrade_type: websocket } ]",
+		routes: `              - match: { prefix: "/ws" }
+                route: { cluster: ws }
+              - match: { prefix: "/" }
+                route: { cluster: backend }`}
+	yaml := strings.Replace(httpBootstrap(up.Addr, rc, ""), "port_value: 0 } }\n    filter_chains", "port_value: "+port+" } }\n    filter_chains", 1)
+	wh, wp, _ := net.SplitHostPort(startWSEcho(t))
+	yaml = strings.Replace(yaml, "  clusters:\n", fmt.Sprintf(`  clusters:
+  - name: ws
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: ws
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: %s, port_value: %s } } }
+`, wh, wp), 1)
 	// The admin's port is fixed too: each epoch's admin serves the
 	// socket the one before handed over.
 	_, aport, _ := strings.Cut(closedPort(t), "127.0.0.1:")
@@ -100,7 +118,7 @@ func TestHotRestart(t *testing.T) {
 	// 20 long sessions, a message every 100 ms each, every one echoed
 	// back in order: none may break or lose a byte across the upgrades.
 	var exchanged atomic.Int64
-	sessErrs := make(chan error, 20)
+	sessErrs := make(chan error, 40)
 	for i := 0; i < 20; i++ {
 		c, err := net.Dial("tcp", tcpAddr)
 		if err != nil {
@@ -111,6 +129,20 @@ func TestHotRestart(t *testing.T) {
 			defer wg.Done()
 			defer c.Close()
 			sessErrs <- longSession(c, i, stop, &exchanged)
+		}()
+	}
+	// And 20 WebSocket sessions through the connection manager, the same
+	// way: the upgraded connections move with their upstream ones.
+	for i := 20; i < 40; i++ {
+		ws, err := websocket.Dial("ws://"+addr+"/ws", "", "http://localhost/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer ws.Close()
+			sessErrs <- longSession(ws, i, stop, &exchanged)
 		}()
 	}
 	// An idle keep-alive connection: it moves too, so the request after
@@ -154,8 +186,8 @@ func TestHotRestart(t *testing.T) {
 		if m := movedRE.FindStringSubmatch(prev.stderr.String()); m != nil {
 			moved, _ = strconv.Atoi(m[1])
 		}
-		if moved <= 20 {
-			t.Errorf("epoch %d migrated %d connections, not the 20 sessions and idle ones\n%s", n-1, moved, prev.stderr.String())
+		if moved <= 40 {
+			t.Errorf("epoch %d migrated %d connections, not the 40 sessions and idle ones\n%s", n-1, moved, prev.stderr.String())
 		}
 		if again, err := reused(); err != nil || !again {
 			t.Errorf("epoch %d: the idle keep-alive connection did not move (reused %v, %v)", n, again, err)
@@ -197,15 +229,15 @@ func TestHotRestart(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if x := exchanged.Load(); x < 20*20 {
+	if x := exchanged.Load(); x < 40*20 {
 		t.Errorf("the long sessions exchanged %d messages", x)
 	}
 	if f := failed.Load(); f != 0 {
 		t.Errorf("%d of %d requests failed across two upgrades; first: %v", f, sent.Load(), firstErr.Load())
 	}
 	// Each request counted once, whichever epoch answered it.
-	if rq := adminCounter(t, cur, "http.ingress.downstream_rq_total"); rq != sent.Load()+idleSent {
-		t.Errorf("downstream_rq_total %d across three epochs, %d requests answered", rq, sent.Load()+idleSent)
+	if rq := adminCounter(t, cur, "http.ingress.downstream_rq_total"); rq != sent.Load()+idleSent+20 {
+		t.Errorf("downstream_rq_total %d across three epochs, %d requests answered (20 of them upgrades)", rq, sent.Load()+idleSent+20)
 	}
 	if code, _ := get(t, "http://"+addr+"/"); code != 200 {
 		t.Errorf("after the broken upgrade: %d", code)

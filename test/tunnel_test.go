@@ -16,22 +16,9 @@ import (
 // TestWebSocketEcho runs a real WebSocket client and server (x/net/websocket)
 // through the proxy with upgrade_configs websocket.
 func TestWebSocketEcho(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: websocket.Handler(func(ws *websocket.Conn) {
-		for {
-			var msg string
-			if websocket.Message.Receive(ws, &msg) != nil || websocket.Message.Send(ws, msg) != nil {
-				return
-			}
-		}
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	wsAddr := startWSEcho(t)
 	// The route timeout bounds the upgrade request, not the tunnel.
-	p := startProxy(t, httpBootstrap(ln.Addr().String(), routeCfg{
+	p := startProxy(t, httpBootstrap(wsAddr, routeCfg{
 		hcmOpts: "          upgrade_configs: [ { upgrade_type: websocket } ]",
 		routes: `              - match: { prefix: "/" }
                 route: { cluster: backend, timeout: 0.3s }`}, ""))
@@ -71,6 +58,27 @@ func TestWebSocketEcho(t *testing.T) {
 	testutil.Eventually(t, 3*time.Second, "the upstream connection to close", func() bool {
 		return p.stat("cluster.backend.upstream_cx_active") == 0 && p.stat("http.ingress.downstream_rq_active") == 0
 	})
+}
+
+// startWSEcho runs a WebSocket server that echoes each message, closed
+// by t.Cleanup; it returns its address.
+func startWSEcho(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: websocket.Handler(func(ws *websocket.Conn) {
+		for {
+			var msg string
+			if websocket.Message.Receive(ws, &msg) != nil || websocket.Message.Send(ws, msg) != nil {
+				return
+			}
+		}
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
 }
 
 func TestUpgradeNotConfiguredIsStripped(t *testing.T) {

@@ -5,11 +5,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
 	"unsafe"
 
+	"github.com/straitproxy/strait/network"
 	"github.com/straitproxy/strait/transport"
 	"golang.org/x/sys/unix"
 )
@@ -349,14 +351,28 @@ func (p *Pool) sweep() {
 }
 
 func (p *Pool) destroy(c *Conn) {
+	p.drop(c, true)
+}
+
+// Handed lets c go once a hot restart's next process took its socket
+// (File): closed here, no longer active, but not destroyed.
+func (p *Pool) Handed(c *Conn) { p.drop(c, false) }
+
+func (p *Pool) drop(c *Conn, destroyed bool) {
 	c.Conn.Close()
 	cl := p.host.cluster
 	cl.Breaker.Connections.Add(-1)
 	cl.Stats.CxActive.Dec()
-	cl.Stats.CxDestroy.Inc()
+	if destroyed {
+		cl.Stats.CxDestroy.Inc()
+	}
 	p.host.CxActive.Add(-1)
 	p.wakeOne()
 }
+
+// File duplicates c's socket for a hot restart's next process (an error
+// over TLS or an upstream filter: their state is this process's).
+func (c *Conn) File() (*os.File, error) { return network.DupSocket(c.Conn) }
 
 // wakeOne tells the oldest waiter that a connection slot freed up.
 func (p *Pool) wakeOne() {

@@ -20,7 +20,10 @@ type pipe struct {
 	err    error
 	limit  int
 	paused bool
-	conn   protocol.Conn
+	// held: read returns protocol.ErrTunnelHeld rather than wait (a
+	// tunnel held for a migration).
+	held bool
+	conn protocol.Conn
 }
 
 func (p *pipe) init(c protocol.Conn, limit int) {
@@ -33,7 +36,7 @@ func (p *pipe) init(c protocol.Conn, limit int) {
 func (p *pipe) reset() {
 	p.mu.Lock()
 	p.w, p.r = p.w[:0], p.r[:0]
-	p.eof, p.err, p.paused = false, nil, false
+	p.eof, p.err, p.paused, p.held = false, nil, false, false
 	p.mu.Unlock()
 }
 
@@ -79,6 +82,14 @@ func (p *pipe) close(err error) {
 	p.cond.Broadcast()
 }
 
+// hold sets or clears held.
+func (p *pipe) hold(on bool) {
+	p.mu.Lock()
+	p.held = on
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
 // complete reports whether the body arrived whole.
 func (p *pipe) complete() bool {
 	p.mu.Lock()
@@ -91,13 +102,16 @@ func (p *pipe) complete() bool {
 func (p *pipe) read() ([]byte, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for len(p.w) == 0 && !p.eof {
+	for len(p.w) == 0 && !p.eof && !p.held {
 		p.cond.Wait()
 	}
 	if p.err != nil {
 		return nil, p.err
 	}
 	if len(p.w) == 0 {
+		if !p.eof {
+			return nil, protocol.ErrTunnelHeld
+		}
 		return nil, io.EOF
 	}
 	p.r, p.w = p.w, p.r[:0]

@@ -335,6 +335,11 @@ func (st *serverStream) Upgrade() {
 	sc.mu.Unlock()
 }
 
+// HoldTunnel implements protocol.TunnelHolder.
+func (st *serverStream) HoldTunnel(on bool) { st.pipe.hold(on) }
+
+var _ protocol.TunnelHolder = (*serverStream)(nil)
+
 func (st *serverStream) Finish(reset bool) { st.sc.finish(reset) }
 
 // ReadCancel returns a function that makes this request's pending and

@@ -29,20 +29,13 @@ func (f *Factory) NewHandler(c *network.Conn, _ network.Handler) (network.Handle
 var _ filter.NetworkAdopter = (*Factory)(nil)
 
 // Adopt implements filter.NetworkAdopter: an idle HTTP/1.1 connection
-// the previous process migrated reads its next request here.
+// the previous process migrated reads its next request here; a tunnel
+// (an upgraded connection, with its upstream connection) goes on.
 func (f *Factory) Adopt(c *network.Conn, h *network.Handoff) (network.Handler, error) {
 	if h.Filter != Name {
 		return nil, fmt.Errorf("http_connection_manager: cannot resume a connection of %s", h.Filter)
 	}
-	if len(h.Pending) > 0 || len(h.Files) > 0 {
-		return nil, fmt.Errorf("http_connection_manager: only idle connections move")
-	}
-	// An idle HTTP/1.1 connection: the codec must still take it
-	// (codec_type HTTP1 or AUTO), not HTTP/2 alone or an RPC codec.
-	if !f.cfg.Codec.Resumes {
-		return nil, fmt.Errorf("http_connection_manager: codec %s cannot resume an idle connection", f.cfg.Codec.Name)
-	}
-	return proxy.ResumeConnHandler(f.cfg, c), nil
+	return proxy.ResumeConnHandler(f.cfg, c, h)
 }
 
 // Config exposes the built config (for tests and the admin config dump).
