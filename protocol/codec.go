@@ -161,6 +161,9 @@ type IdleHolder interface {
 // for more; HoldTunnel(false) makes it wait again.
 type TunnelHolder interface {
 	HoldTunnel(on bool)
+	// TunnelEnded reports that the client's side ended (or failed): the
+	// tunnel is half-closed or closing.
+	TunnelEnded() bool
 }
 
 // ErrTunnelHeld is ReadData's answer on a held tunnel with nothing left.

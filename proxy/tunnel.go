@@ -39,6 +39,7 @@ func (s *Stream) tunnel() {
 			s.info.BytesReceived += uint64(len(data))
 			if len(data) > 0 {
 				if s.us.WriteData(data, false) != nil {
+					t.half.Store(true)
 					s.conn.Close() // the upstream is gone: end the other direction too
 					return
 				}
@@ -54,6 +55,7 @@ func (s *Stream) tunnel() {
 				s.us.WriteData(nil, true) // half-close towards the upstream
 				return
 			default:
+				t.half.Store(true)
 				s.conn.Close() // the client is gone: unblock the upstream reader
 				return
 			}
@@ -63,6 +65,7 @@ func (s *Stream) tunnel() {
 		data, err := s.us.ReadData()
 		if len(data) > 0 {
 			if s.ds.WriteData(data, false) != nil {
+				t.half.Store(true)
 				break
 			}
 			s.info.BytesSent += uint64(len(data))
@@ -86,5 +89,6 @@ func (s *Stream) tunnel() {
 	s.conn.Close()    // unblocks the other direction's upstream write
 	s.ds.Finish(true) // closes the client side, which ends the reader
 	wg.Wait()
+	t.end() // after a migration attempt under way gave up
 	s.endAttempt(false)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -98,16 +99,34 @@ type tunnelCtl struct {
 	s    *Stream
 	half atomic.Bool // a direction ended: it cannot move
 	move atomic.Pointer[tunnelMove]
+	// mu is held by a migration attempt until it hands the tunnel over
+	// (both copies stopped) or gives up; the tunnel takes it to end, so
+	// that an attempt never touches a stream that ended (ended).
+	mu    sync.Mutex
+	ended bool
+}
+
+// end marks the tunnel ended, after any migration attempt.
+func (t *tunnelCtl) end() {
+	t.mu.Lock()
+	t.ended = true
+	t.mu.Unlock()
 }
 
 // migrate holds both copies and returns the tunnel's Handoff.
 func (t *tunnelCtl) migrate(wait time.Duration) (*network.Handoff, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	s := t.s
-	th, ok := s.ds.(protocol.TunnelHolder)
-	if !ok || t.half.Load() || !s.cm.conn.Detachable() || s.conn == nil {
+	if t.ended || t.half.Load() {
 		return nil, errBusy
 	}
-	uf, err := s.conn.File()
+	th, ok := s.ds.(protocol.TunnelHolder)
+	down, up := s.cm.conn, s.conn
+	if !ok || up == nil || !down.Detachable() || th.TunnelEnded() {
+		return nil, errBusy
+	}
+	uf, err := up.File()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errBusy, err)
 	}
@@ -116,18 +135,18 @@ func (t *tunnelCtl) migrate(wait time.Duration) (*network.Handoff, error) {
 	t.move.Store(m)
 	resume := func() {
 		th.HoldTunnel(false)
-		s.conn.SetReadDeadline(time.Time{})
+		up.SetReadDeadline(time.Time{})
 		t.move.Store(nil)
 		close(m.decided)
 	}
-	d, err := s.cm.conn.Detach(time.Until(end), nil)
+	d, err := down.Detach(time.Until(end), nil)
 	if err != nil {
 		uf.Close()
 		resume()
 		return nil, err
 	}
 	th.HoldTunnel(true)
-	s.conn.SetReadDeadline(aLongTimeAgo)
+	up.SetReadDeadline(aLongTimeAgo)
 	if !m.await(2, end) || t.half.Load() {
 		uf.Close()
 		d.Abort()

@@ -89,16 +89,25 @@ func ResumeConnHandler(cfg *Config, c *network.Conn, h *network.Handoff) (networ
 	}
 	t := &resumedTunnel{cfg: cfg, down: c, up: up, st: st, cluster: cl.StatName}
 	if len(h.Pending) > 0 {
+		// Taken over from here whatever happens: a write that failed
+		// (part of it may have gone) ends the tunnel, as it would have
+		// in the previous process, rather than send its bytes twice.
+		up.SetWriteDeadline(time.Now().Add(pendingWriteWait))
 		if _, err := up.Write(h.Pending); err != nil {
-			up.Close()
-			return nil, err
+			up.Close() // copyUp's read fails: the tunnel ends
+		} else {
+			t.rx.Add(uint64(len(h.Pending)))
 		}
-		t.rx.Add(uint64(len(h.Pending)))
+		up.SetWriteDeadline(time.Time{})
 	}
 	cfg.Stats.CxActive.Inc()
 	go t.copyUp()
 	return t, nil
 }
+
+// pendingWriteWait bounds the write of a migrated tunnel's pending bytes
+// (the previous process waits for the answer).
+const pendingWriteWait = 2 * time.Second
 
 // copyUp moves upstream bytes to the downstream until the upstream ends.
 func (t *resumedTunnel) copyUp() {
@@ -202,6 +211,13 @@ func (t *resumedTunnel) Migrate(wait time.Duration) (*network.Handoff, error) {
 		return nil, errBusy
 	}
 	end := time.Now().Add(wait)
+	// The downstream's reader first, while the upstream copy goes on
+	// (an upstream that answers as it reads needs its answers read to
+	// go on reading); then the upstream copy.
+	d, err := t.down.Detach(time.Until(end), nil)
+	if err != nil {
+		return nil, err
+	}
 	m := newTunnelMove()
 	t.move.Store(m)
 	resume := func() {
@@ -210,14 +226,10 @@ func (t *resumedTunnel) Migrate(wait time.Duration) (*network.Handoff, error) {
 		close(m.decided)
 	}
 	t.up.SetReadDeadline(aLongTimeAgo)
-	if !m.await(1, end) {
+	if !m.await(1, end) || t.half.Load() != 0 {
+		d.Abort()
 		resume()
 		return nil, fmt.Errorf("%w: the tunnel did not stop", errBusy)
-	}
-	d, err := t.down.Detach(time.Until(end), nil)
-	if err != nil {
-		resume()
-		return nil, err
 	}
 	uf, err := t.up.File()
 	if err != nil {

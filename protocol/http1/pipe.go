@@ -90,6 +90,13 @@ func (p *pipe) hold(on bool) {
 	p.cond.Broadcast()
 }
 
+// ended reports that the body (a tunnel's client side) ended or failed.
+func (p *pipe) ended() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.eof
+}
+
 // complete reports whether the body arrived whole.
 func (p *pipe) complete() bool {
 	p.mu.Lock()

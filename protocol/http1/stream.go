@@ -338,6 +338,9 @@ func (st *serverStream) Upgrade() {
 // HoldTunnel implements protocol.TunnelHolder.
 func (st *serverStream) HoldTunnel(on bool) { st.pipe.hold(on) }
 
+// TunnelEnded implements protocol.TunnelHolder.
+func (st *serverStream) TunnelEnded() bool { return st.pipe.ended() }
+
 var _ protocol.TunnelHolder = (*serverStream)(nil)
 
 func (st *serverStream) Finish(reset bool) { st.sc.finish(reset) }
