@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/straitproxy/strait/accesslog"
@@ -90,6 +91,7 @@ func (s *Stream) forward() {
 		}
 		if err == nil {
 			code := s.resp.StatusCode()
+			s.try.Answered(s.outlierStatus(code))
 			if policy != nil && s.pumping && s.us.EndStream() {
 				// A headers-only answer ends the exchange: the body pump
 				// can stop, and the request is replayable if its body was
@@ -107,6 +109,7 @@ func (s *Stream) forward() {
 			s.respond()
 			return
 		}
+		s.reportFailure(err)
 		s.dropAttempt(true)
 		var re *protocol.RequestError
 		if errors.As(err, &re) {
@@ -122,7 +125,7 @@ func (s *Stream) forward() {
 			s.resetDownstream()
 			return
 		}
-		if e.Kind == KindResetBeforeHeaders && s.prevConnReused && s.safeRetries < maxSafeRetries && !s.pumping && s.replayable && s.idempotent() {
+		if s.staleConn(e.Kind) {
 			// The pooled connection died under us (the upstream closed it
 			// unannounced): not the upstream's fault, and safe to send
 			// again, on a new connection.
@@ -248,6 +251,7 @@ func (s *Stream) tryOnce() error {
 	if err := s.openStream(h, wait); err != nil {
 		return err
 	}
+	s.try.Connected()
 	if !s.watchAttempt() {
 		return protocol.ErrDownstreamReset
 	}
@@ -450,6 +454,52 @@ func (s *Stream) classifyTimeout(e *Error) *Error {
 		s.cluster.Stats.RqPerTryTimeout.Inc()
 	}
 	return e
+}
+
+// staleConn reports a failure that is the pooled connection's, died
+// under the request (the upstream closed it unannounced): not the
+// upstream's fault, and safe to send again on a new connection.
+func (s *Stream) staleConn(k Kind) bool {
+	return k == KindResetBeforeHeaders && s.prevConnReused && s.safeRetries < maxSafeRetries && !s.pumping && s.replayable && s.idempotent()
+}
+
+// reportFailure tells outlier detection of an attempt that failed before
+// an answer, when the failure is the upstream's: a connection that
+// failed or broke, no answer in time. (Overflow, the client leaving, a
+// request error and a stale pooled connection are not.)
+func (s *Stream) reportFailure(err error) {
+	var re *protocol.RequestError
+	if errors.As(err, &re) || errors.Is(err, errFilterReplied) {
+		return
+	}
+	switch k := classify(err, false).Kind; {
+	case s.staleConn(k):
+	case k == KindConnectFailure:
+		s.try.Failed(upstream.FailConnect)
+	case k == KindTimeout || k == KindPerTryTimeout:
+		s.try.Failed(upstream.FailTimeout)
+	case k == KindReset || k == KindResetBeforeHeaders || k == KindMalformed:
+		s.try.Failed(upstream.FailReset)
+	}
+}
+
+// outlierStatus is the status outlier detection judges an answer by: a
+// gRPC call's grpc-status in the headers (a trailers-only answer) as
+// its HTTP status, else the answer's status. (As in Envoy, a grpc-status
+// in trailers is not judged.)
+func (s *Stream) outlierStatus(code int) int {
+	if !s.grpc {
+		return code
+	}
+	v, ok := s.resp.Get("grpc-status")
+	if !ok {
+		return code
+	}
+	g, err := strconv.Atoi(string(v))
+	if err != nil {
+		return code
+	}
+	return grpcHTTPStatus(g)
 }
 
 // dropAttempt closes the attempt's upstream stream; the connection is

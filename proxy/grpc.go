@@ -229,3 +229,34 @@ func grpcRetry(p *router.RetryPolicy, resp *protocol.Headers) bool {
 	}
 	return p.On&need != 0
 }
+
+// grpcHTTPStatus is the HTTP status a gRPC status stands for (the
+// mapping of gRPC's HTTP-to-gRPC table read backwards, as Envoy uses it
+// for outlier detection).
+func grpcHTTPStatus(code int) int {
+	switch code {
+	case 0: // OK
+		return 200
+	case grpcCancelled:
+		return 499
+	case 3, 9, 11: // invalid argument, failed precondition, out of range
+		return 400
+	case grpcDeadlineExceeded:
+		return 504
+	case 5: // not found
+		return 404
+	case 6, 10: // already exists, aborted
+		return 409
+	case grpcPermissionDenied:
+		return 403
+	case grpcResourceExhausted:
+		return 429
+	case grpcUnimplemented:
+		return 501
+	case grpcUnavailable:
+		return 503
+	case grpcUnauthenticated:
+		return 401
+	}
+	return 500 // unknown, internal, data loss and any other
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/straitproxy/strait/accesslog"
 	"github.com/straitproxy/strait/protocol"
+	"github.com/straitproxy/strait/upstream"
 )
 
 // Relaying the response downstream, through the encoders.
@@ -141,6 +142,7 @@ func (s *Stream) relayBody() error {
 func (s *Stream) countBodyFailure(err error) {
 	switch classify(err, false).Kind {
 	case KindReset, KindResetBeforeHeaders, KindMalformed:
+		s.try.Failed(upstream.FailReset)
 		s.cluster.Stats.RqRxReset.Inc()
 		s.flags |= accesslog.UpstreamRemoteReset
 		s.details = "upstream_reset_after_response_started{remote_reset}"
@@ -155,10 +157,12 @@ func (s *Stream) countBodyFailure(err error) {
 		s.flags |= accesslog.StreamIdleTimeout
 		s.details = "stream_idle_timeout"
 	case timerPerTryIdle:
+		s.try.Failed(upstream.FailTimeout)
 		s.cluster.Stats.RqPerTryIdleTimeout.Inc()
 		s.flags |= accesslog.UpstreamRequestTimeout
 		s.details = "upstream_response_timeout"
 	case timerRoute:
+		s.try.Failed(upstream.FailTimeout)
 		s.cluster.Stats.RqTimeout.Inc()
 		s.cfg.Stats.RqTimeout.Inc()
 		s.flags |= accesslog.UpstreamRequestTimeout

@@ -265,35 +265,59 @@ func panicLoad(levels []level) []uint32 {
 }
 
 // assign turns parsed levels into a host set, reusing the hosts (and so
-// the pooled connections and counters) of endpoints that are unchanged.
-// A priority in panic picks among all its hosts, by their own weights.
+// the pooled connections, counters and outlier state) of endpoints that
+// are unchanged. A priority in panic picks among all its hosts, by their
+// own weights. Hosts that outlier detection ejected count as unhealthy.
 func (c *Cluster) assign(levels []level, factor uint32) {
+	c.assignMu.Lock()
+	defer c.assignMu.Unlock()
+	c.src = hostSource{levels: levels, factor: factor}
+	c.assignLocked(levels, factor)
+}
+
+func (c *Cluster) assignLocked(levels []level, factor uint32) {
 	old := map[string]*Host{}
 	if hs := c.hosts.Load(); hs != nil {
 		for _, h := range hs.All {
 			old[h.Addr] = h
 		}
 	}
-	panics, totalPanic := panicLevels(levels, factor, c.panicThreshold)
-	var all, pickAll []*Host
-	var pickAllW []uint32
-	var sets []*HostSet
-	healthy := 0
+	// The hosts first, and each priority's health without the ejected.
+	hosts := make([][]*Host, len(levels))
+	adj, copied := levels, false
 	for i, lv := range levels {
-		var pick []*Host
-		var w []uint32
-		for _, e := range lv.eps {
+		hosts[i] = make([]*Host, len(lv.eps))
+		for j, e := range lv.eps {
 			h := old[e.addr]
 			if h == nil || h.Weight != e.weight || h.Hostname != e.hostname {
 				h = c.newHost(e.addr, e.weight, e.hostname)
 			}
 			delete(old, e.addr) // a duplicate address gets its own host
+			hosts[i][j] = h
+			if e.healthy && h.od.ejected.Load() {
+				if !copied {
+					adj, copied = append([]level(nil), levels...), true
+				}
+				adj[i].healthy--
+			}
+		}
+	}
+	panics, totalPanic := panicLevels(adj, factor, c.panicThreshold)
+	var all, pickAll []*Host
+	var pickAllW []uint32
+	var sets []*HostSet
+	healthy := 0
+	for i, lv := range adj {
+		var pick []*Host
+		var w []uint32
+		for j, e := range lv.eps {
+			h := hosts[i][j]
 			h.healthFlag.Store(e.flag)
 			all = append(all, h)
 			switch {
 			case panics[i]:
 				pick, w = append(pick, h), append(w, e.weight)
-			case e.healthy:
+			case e.healthy && !h.od.ejected.Load():
 				pick, w = append(pick, h), append(w, e.eff)
 			}
 		}
@@ -312,14 +336,72 @@ func (c *Cluster) assign(levels []level, factor uint32) {
 		hs.healthy = healthy
 		if len(sets) > 1 {
 			hs.levels = sets
-			hs.load = priorityLoad(levels, factor)
+			hs.load = priorityLoad(adj, factor)
 			if totalPanic {
-				hs.load = panicLoad(levels)
+				hs.load = panicLoad(adj)
 			}
 		}
 	}
 	hs.All = all
 	c.swapHosts(hs)
+}
+
+// hostSource is what the cluster's host set was last built from: an
+// assignment's levels, or (DNS) a list of hosts.
+type hostSource struct {
+	levels []level
+	factor uint32
+	plain  []*Host
+	isList bool
+}
+
+// setHosts installs a DNS cluster's hosts (one priority, all healthy but
+// for outlier ejections).
+func (c *Cluster) setHosts(hosts []*Host) {
+	c.assignMu.Lock()
+	defer c.assignMu.Unlock()
+	c.src = hostSource{plain: hosts, isList: true}
+	c.setHostsLocked(hosts)
+}
+
+func (c *Cluster) setHostsLocked(hosts []*Host) {
+	out := 0
+	for _, h := range hosts {
+		if h.od.ejected.Load() {
+			out++
+		}
+	}
+	if out == 0 {
+		c.swapHosts(newHostSet(hosts))
+		return
+	}
+	pick := make([]*Host, 0, len(hosts)-out)
+	for _, h := range hosts {
+		if !h.od.ejected.Load() {
+			pick = append(pick, h)
+		}
+	}
+	panics, _ := panicLevels([]level{{total: len(hosts), healthy: len(pick)}}, defaultOverprovisioning, c.panicThreshold)
+	hs := newHostSet(pick)
+	if panics[0] {
+		hs = newHostSet(hosts)
+		hs.panic = true
+	}
+	hs.healthy = len(pick)
+	hs.All = hosts
+	c.swapHosts(hs)
+}
+
+// rebuildHosts builds the host set again from its last source: outlier
+// detection ejected or returned a host.
+func (c *Cluster) rebuildHosts() {
+	c.assignMu.Lock()
+	defer c.assignMu.Unlock()
+	if c.src.isList {
+		c.setHostsLocked(c.src.plain)
+	} else {
+		c.assignLocked(c.src.levels, c.src.factor)
+	}
 }
 
 // localityWeighted reports whether the cluster asks for locality weights.

@@ -74,10 +74,16 @@ type Cluster struct {
 	panicThreshold float64
 	endpointsSet   atomic.Bool
 	hosts          atomic.Pointer[HostSet]
-	dns            *dnsResolver
-	stopped        chan struct{}
-	once           sync.Once
-	log            *slog.Logger
+	// assignMu serializes builds of the host set; src is what the last
+	// was built from (assignment.go).
+	assignMu sync.Mutex
+	src      hostSource
+	// outlier is its outlier detection (outlier.go); nil without.
+	outlier *outlierDetector
+	dns     *dnsResolver
+	stopped chan struct{}
+	once    sync.Once
+	log     *slog.Logger
 }
 
 // StatsScope is the cluster's stats scope (cluster.<stat name>.), for
@@ -141,8 +147,6 @@ func (c *Cluster) ForgetStats() {
 	}
 }
 
-func (c *Cluster) setHosts(hosts []*Host) { c.swapHosts(newHostSet(hosts)) }
-
 // swapHosts installs hs; hosts of the old set that are not in hs close
 // their idle connections (in-flight requests finish on theirs).
 func (c *Cluster) swapHosts(hs *HostSet) {
@@ -161,6 +165,9 @@ func (c *Cluster) swapHosts(hs *HostSet) {
 		if !keep[h] {
 			h.removed.Store(true)
 			h.closePools()
+			if c.outlier != nil {
+				c.outlier.left(h)
+			}
 		}
 	}
 }
@@ -294,6 +301,13 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 	if err := c.buildConnFilters(cl, env); err != nil {
 		return nil, err
 	}
+	if od := cl.GetOutlierDetection(); od != nil {
+		cfg, err := buildOutlierConfig(od)
+		if err != nil {
+			return nil, config.At("outlier_detection", err)
+		}
+		c.outlier = newOutlierDetector(c, cfg)
+	}
 	c.panicThreshold = defaultPanicThreshold
 	if v := cl.GetCommonLbConfig().GetHealthyPanicThreshold(); v != nil {
 		c.panicThreshold = min(100, math.Round(v.GetValue())) // validated >= 0; Envoy rounds it
@@ -334,6 +348,9 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 	default:
 		return nil, config.At("type", fmt.Errorf("cluster type %s is not supported yet (supported: STATIC, STRICT_DNS, LOGICAL_DNS, EDS)", cl.GetType()))
 	}
+	if c.outlier != nil {
+		go c.outlier.run() // until Stop
+	}
 	return c, nil
 }
 
@@ -352,8 +369,6 @@ func unsupportedClusterFields(cl *clusterv3.Cluster) error {
 	switch {
 	case len(cl.GetHealthChecks()) > 0:
 		return config.At("health_checks", fmt.Errorf("active health checking is not supported yet"))
-	case cl.GetOutlierDetection() != nil:
-		return config.At("outlier_detection", fmt.Errorf("outlier detection is not supported yet"))
 	case cl.GetEdsClusterConfig() != nil && cl.GetType() != clusterv3.Cluster_EDS:
 		return config.At("eds_cluster_config", fmt.Errorf("only for type EDS"))
 	case cl.GetLoadBalancingPolicy() != nil:

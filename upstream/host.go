@@ -43,6 +43,8 @@ type Host struct {
 	proto atomic.Int32
 	// healthFlag is what its assignment says of its health.
 	healthFlag atomic.Uint32
+	// od is its outlier detection state (outlier.go).
+	od hostMonitor
 }
 
 // The health flags of a host.
@@ -53,16 +55,24 @@ const (
 )
 
 // HealthFlags is Envoy's health_flags for the admin /clusters page:
-// "healthy", "/failed_eds_health" (UNHEALTHY or TIMEOUT in its
-// assignment), "/eds_status_draining".
+// "healthy", or the flags that make it not: "/failed_outlier_check"
+// (ejected by outlier detection), "/failed_eds_health" (UNHEALTHY or
+// TIMEOUT in its assignment), "/eds_status_draining".
 func (h *Host) HealthFlags() string {
+	f := ""
+	if h.od.ejected.Load() {
+		f = "/failed_outlier_check"
+	}
 	switch h.healthFlag.Load() {
 	case flagFailedEDS:
-		return "/failed_eds_health"
+		f += "/failed_eds_health"
 	case flagDraining:
-		return "/eds_status_draining"
+		f += "/eds_status_draining"
 	}
-	return "healthy"
+	if f == "" {
+		return "healthy"
+	}
+	return f
 }
 
 // Cluster returns the cluster that owns h.

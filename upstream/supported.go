@@ -8,7 +8,16 @@ var supported = config.NewSupport(map[string]string{
 		load_assignment circuit_breakers dns_refresh_rate dns_lookup_family
 		per_connection_buffer_limit_bytes max_requests_per_connection
 		typed_extension_protocol_options eds_cluster_config common_lb_config transport_socket -metadata
-		alt_stat_name respect_dns_ttl dns_jitter typed_dns_resolver_config filters`,
+		alt_stat_name respect_dns_ttl dns_jitter typed_dns_resolver_config filters outlier_detection`,
+	"envoy.config.cluster.v3.OutlierDetection": `consecutive_5xx interval base_ejection_time
+		max_ejection_percent enforcing_consecutive_5xx enforcing_success_rate success_rate_minimum_hosts
+		success_rate_request_volume success_rate_stdev_factor consecutive_gateway_failure
+		enforcing_consecutive_gateway_failure split_external_local_origin_errors
+		consecutive_local_origin_failure enforcing_consecutive_local_origin_failure
+		enforcing_local_origin_success_rate failure_percentage_threshold enforcing_failure_percentage
+		enforcing_failure_percentage_local_origin failure_percentage_minimum_hosts
+		failure_percentage_request_volume max_ejection_time max_ejection_time_jitter
+		successful_active_health_check_uneject_host always_eject_one_host`,
 	"envoy.config.cluster.v3.Filter":                        `name typed_config`,
 	"envoy.config.core.v3.TypedExtensionConfig":             `name typed_config`,
 	"envoy.config.core.v3.TransportSocket":                  `name typed_config`,

@@ -104,7 +104,11 @@ func (s *session) connect() {
 		}
 		s.host = h.Addr
 		if s.up, err = h.Dial(s.down.Context()); err == nil {
+			h.ReportConnect(true)
 			break
+		}
+		if s.down.Context().Err() == nil { // not the client leaving
+			h.ReportConnect(false)
 		}
 		cfg.stats.ConnectFail.Inc()
 		s.flags |= accesslog.UpstreamConnectionFailure
