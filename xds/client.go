@@ -125,6 +125,7 @@ type typeState struct {
 	version  string // last accepted version_info (SotW)
 	// Per stream:
 	nonce   string          // last response's nonce
+	acked   string          // the last nonce sent back (delta)
 	sent    map[string]bool // delta: names the server knows we want
 	pending bool            // a request is due
 	nack    string          // error_detail for the due request
@@ -367,7 +368,7 @@ func (c *Client) stream() (got bool, err error) {
 	}
 	c.mu.Lock()
 	for _, ts := range c.types {
-		ts.nonce, ts.sent, ts.dropped, ts.nack, ts.first, ts.pending = "", map[string]bool{}, map[string]bool{}, "", true, true
+		ts.nonce, ts.acked, ts.sent, ts.dropped, ts.nack, ts.first, ts.pending = "", "", map[string]bool{}, map[string]bool{}, "", true, true
 		ts.gen++ // a delayed NACK from the old stream is void
 	}
 	c.mu.Unlock()

@@ -487,3 +487,35 @@ func TestNamespacedDelta(t *testing.T) {
 		t.Fatal("other/b or an empty answer nobody asked for taken by a subscription to vr")
 	}
 }
+
+// TestDeltaSubscriptionsApartFromACKs: in delta, a change of
+// subscriptions after a response goes in a request without a nonce, the
+// ACK in one of its own: a server that finds the ACK's nonce stale (it
+// sent another response meanwhile) drops that request whole, as Istio's
+// pilot does, and must not lose the new names with it.
+func TestDeltaSubscriptionsApartFromACKs(t *testing.T) {
+	fs := startServer(t)
+	fs.set(t, "1", &routev3.RouteConfiguration{Name: "r1"}, &routev3.RouteConfiguration{Name: "r2"})
+	c := newClient(t, fs, true, &recorder{})
+	c.Watch(RouteType, false, []string{"r1"})
+	eventually(t, "r1", func() bool { return c.Known(RouteType)["r1"] != nil })
+	c.Watch(RouteType, false, []string{"r1", "r2"})
+	eventually(t, "r2", func() bool { return c.Known(RouteType)["r2"] != nil })
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	for i, r := range fs.dreqs {
+		if r.GetResponseNonce() != "" && (len(r.GetResourceNamesSubscribe()) > 0 || len(r.GetResourceNamesUnsubscribe()) > 0) {
+			t.Errorf("request %d carries nonce %q and subscription changes %v %v", i, r.GetResponseNonce(),
+				r.GetResourceNamesSubscribe(), r.GetResourceNamesUnsubscribe())
+		}
+	}
+	acks := 0
+	for _, r := range fs.dreqs {
+		if r.GetResponseNonce() != "" {
+			acks++
+		}
+	}
+	if acks < 2 {
+		t.Errorf("%d ACKs for the two responses: %v", acks, fs.dreqs)
+	}
+}

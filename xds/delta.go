@@ -55,9 +55,34 @@ func (s *deltaSession) send(ts *typeState) error {
 		sort.Strings(req.ResourceNamesUnsubscribe)
 	}
 	req.ErrorDetail = ts.takeNack()
+	// A change of subscriptions goes in a request of its own, without a
+	// nonce (a "spontaneous" request): one that rides on an ACK whose
+	// nonce the server already superseded is dropped whole as stale by
+	// servers such as Istio's pilot, and the new names with it. The
+	// ACK (or NACK), when one is due, goes first on its own.
+	var ack *discoveryv3.DeltaDiscoveryRequest
+	changes := len(req.ResourceNamesSubscribe) > 0 || len(req.ResourceNamesUnsubscribe) > 0
+	if changes && req.ResponseNonce != "" {
+		if req.ResponseNonce != ts.acked || req.ErrorDetail != nil {
+			ack = &discoveryv3.DeltaDiscoveryRequest{TypeUrl: ts.url, ResponseNonce: req.ResponseNonce, ErrorDetail: req.ErrorDetail}
+		}
+		req.ResponseNonce, req.ErrorDetail = "", nil
+	}
+	if ack != nil {
+		ts.acked = ack.ResponseNonce
+		s.c.logRequest(ts.url, "", ack.GetResponseNonce(), ack.GetErrorDetail(), "subscribe", []string(nil),
+			"unsubscribe", []string(nil), "initial_versions", 0)
+	} else if req.ResponseNonce != "" {
+		ts.acked = req.ResponseNonce
+	}
 	s.c.logRequest(ts.url, "", req.GetResponseNonce(), req.GetErrorDetail(), "subscribe", req.GetResourceNamesSubscribe(),
 		"unsubscribe", req.GetResourceNamesUnsubscribe(), "initial_versions", len(req.GetInitialResourceVersions()))
 	s.c.mu.Unlock()
+	if ack != nil {
+		if err := s.st.Send(ack); err != nil {
+			return err
+		}
+	}
 	return s.st.Send(req)
 }
 

@@ -15,7 +15,7 @@ var supported = config.NewSupport(map[string]string{
 		http2_protocol_options scoped_routes access_log
 		forward_client_cert_details set_current_client_cert_details
 		normalize_path merge_slashes path_with_escaped_slashes_action proxy_100_continue
-		tracing request_id_extension always_set_request_id_in_response`,
+		tracing request_id_extension always_set_request_id_in_response http_protocol_options`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing": `client_sampling
 		random_sampling overall_sampling provider -custom_tags`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension": `typed_config`,
@@ -31,6 +31,9 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.extensions.filters.network.http_connection_manager.v3.Rds": `config_source route_config_name`,
 	"envoy.config.core.v3.ConfigSource":                               `ads api_config_source initial_fetch_timeout resource_api_version`,
 	"envoy.config.core.v3.HttpProtocolOptions":                        `idle_timeout max_headers_count max_requests_per_connection`,
+	// The HTTP/1.1 options: none of their fields yet (an empty message, as
+	// Istio's pilot sends, is the defaults).
+	"envoy.config.core.v3.Http1ProtocolOptions": ``,
 	"envoy.config.core.v3.Http2ProtocolOptions": `max_concurrent_streams initial_stream_window_size
 		initial_connection_window_size max_outbound_control_frames
 		max_consecutive_inbound_frames_with_empty_payload max_inbound_priority_frames_per_stream
