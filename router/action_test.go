@@ -265,3 +265,41 @@ func TestNoRetryPolicy(t *testing.T) {
 		t.Fatalf("Retry = %+v, PerFilterConfig = %v", r.Retry, r.PerFilterConfig)
 	}
 }
+
+// TestRequireTLS: a virtual host's require_tls answers requests that did
+// not come over TLS (x-forwarded-proto not https) with a 301 to https,
+// host and path as they were; EXTERNAL_ONLY spares internal requests.
+func TestRequireTLS(t *testing.T) {
+	tbl := mustCompile(t, `
+virtual_hosts:
+- name: all
+  domains: ["all.example"]
+  require_tls: ALL
+  routes: [ { match: { prefix: "/" }, direct_response: { status: 200 } } ]
+- name: ext
+  domains: ["ext.example"]
+  require_tls: EXTERNAL_ONLY
+  routes: [ { match: { prefix: "/" }, direct_response: { status: 200 } } ]
+`, Options{})
+	for _, tc := range []struct {
+		host, path string
+		kv         []string
+		want       string // "" : the vhost's own route
+	}{
+		{"all.example", "/p?q=1", []string{"x-forwarded-proto", "http"}, "https://all.example/p?q=1"},
+		{"all.example", "/p", nil, "https://all.example/p"},
+		{"all.example", "/p", []string{"x-forwarded-proto", "https"}, ""},
+		{"ext.example", "/p", []string{"x-forwarded-proto", "http"}, "https://ext.example/p"},
+		{"ext.example", "/p", []string{"x-forwarded-proto", "http", "x-envoy-internal", "true"}, ""},
+	} {
+		r := tbl.Match(request(tc.host, tc.path, tc.kv...))
+		switch {
+		case r == nil:
+			t.Errorf("%s%s %v: no route", tc.host, tc.path, tc.kv)
+		case tc.want == "" && r.Redirect != nil:
+			t.Errorf("%s%s %v: redirected to %s", tc.host, tc.path, tc.kv, r.Redirect.Location(request(tc.host, tc.path, tc.kv...)))
+		case tc.want != "" && (r.Redirect == nil || r.Redirect.Status != 301 || r.Redirect.Location(request(tc.host, tc.path, tc.kv...)) != tc.want):
+			t.Errorf("%s%s %v: %+v, want a 301 to %s", tc.host, tc.path, tc.kv, r.Redirect, tc.want)
+		}
+	}
+}

@@ -115,6 +115,9 @@ func (t *Table) MatchRandom(h *protocol.Headers, random uint64) *Route {
 	if vh == nil {
 		return nil
 	}
+	if r := vh.tlsRedirectFor(h); r != nil {
+		return r
+	}
 	path := h.Path()
 	for _, r := range vh.routes {
 		if r.match.matches(h, path, random) {
@@ -192,7 +195,11 @@ func (c *compiler) virtualHost(cfg *routev3.VirtualHost, path string) (*VirtualH
 		return nil, err
 	}
 	vh := &VirtualHost{Name: cfg.GetName(), headers: own,
-		AttemptCountUp: cfg.GetIncludeRequestAttemptCount(), AttemptCountDown: cfg.GetIncludeAttemptCountInResponse()}
+		AttemptCountUp: cfg.GetIncludeRequestAttemptCount(), AttemptCountDown: cfg.GetIncludeAttemptCountInResponse(),
+		requireTLS: cfg.GetRequireTls()}
+	if vh.requireTLS != routev3.VirtualHost_NONE {
+		vh.tlsRedirect = &Route{VirtualHost: vh, Redirect: &Redirect{Status: 301, scheme: "https", sslRedirect: true}}
+	}
 	var retry *RetryPolicy
 	if cfg.GetRetryPolicy() != nil {
 		if retry, err = compileRetry(cfg.GetRetryPolicy(), joinPath(path, "retry_policy")); err != nil {

@@ -24,6 +24,9 @@ type Redirect struct {
 	pathQuery  bool   // path_redirect has its own query
 	rewrite    pathRewrite
 	stripQuery bool
+	// sslRedirect: a virtual host's require_tls redirect, "https://"
+	// then the request's host and path as they are (Envoy's).
+	sslRedirect bool
 }
 
 var redirectStatus = map[routev3.RedirectAction_RedirectResponseCode]int{
@@ -71,6 +74,9 @@ func compileRedirect(cfg *routev3.RedirectAction, m *routeMatch, path string) (*
 //     regex_rewrite; strip_query drops the query, except one written in
 //     path_redirect.
 func (r *Redirect) Location(h *protocol.Headers) string {
+	if r.sslRedirect {
+		return "https://" + string(h.Host()) + string(h.Path())
+	}
 	reqScheme, _ := h.Get(protocol.Scheme)
 	scheme := r.scheme
 	if scheme == "" {

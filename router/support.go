@@ -28,7 +28,7 @@ var supportedFields = map[string]string{
 		request_headers_to_add request_headers_to_remove
 		response_headers_to_add response_headers_to_remove
 		typed_per_filter_config retry_policy request_mirror_policies -metadata
-		include_request_attempt_count include_attempt_count_in_response`,
+		include_request_attempt_count include_attempt_count_in_response require_tls`,
 	"envoy.config.route.v3.Route": `name match route redirect direct_response
 		request_headers_to_add request_headers_to_remove
 		response_headers_to_add response_headers_to_remove

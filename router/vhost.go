@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/straitproxy/strait/protocol"
 )
 
 // VirtualHost is a compiled virtual host. It is shared by all streams and
@@ -19,6 +23,29 @@ type VirtualHost struct {
 
 	headers *mutation // its own level only
 	routes  []*Route
+	// requireTLS is require_tls; tlsRedirect answers a request that
+	// breaks it (301 to https).
+	requireTLS  routev3.VirtualHost_TlsRequirementType
+	tlsRedirect *Route
+}
+
+// tlsRedirectFor reports the redirect a request gets under require_tls,
+// as Envoy decides: ALL, any request whose x-forwarded-proto is not
+// https; EXTERNAL_ONLY, such a request unless it is internal
+// (x-envoy-internal: true).
+func (vh *VirtualHost) tlsRedirectFor(h *protocol.Headers) *Route {
+	if vh.requireTLS == routev3.VirtualHost_NONE {
+		return nil
+	}
+	if p, _ := h.Get("x-forwarded-proto"); protocol.EqualFold(p, "https") {
+		return nil
+	}
+	if vh.requireTLS == routev3.VirtualHost_EXTERNAL_ONLY {
+		if v, _ := h.Get("x-envoy-internal"); string(v) == "true" {
+			return nil
+		}
+	}
+	return vh.tlsRedirect
 }
 
 // hostIndex finds the virtual host for an authority the way Envoy does:

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,14 +35,32 @@ type pilotPeer struct {
 }
 
 // startPilot runs pilot with the Istio resources in cfg.
-func startPilot(t *testing.T, cfg string) *pilotPeer {
+func startPilot(t *testing.T, cfg string) *pilotPeer { return startPilotWith(t, cfg, "") }
+
+// startPilotWith runs pilot with Istio resources and Kubernetes objects
+// (Secrets). With objects, every ADS client is taken to be the gateway's
+// service account, as istiod would learn from its workload certificate,
+// so that pilot serves it the Secrets its Gateways name.
+func startPilotWith(t *testing.T, cfg, kube string) *pilotPeer {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "istio.yaml")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "istio.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	args := []string{"-config", path}
+	if kube != "" {
+		kp := filepath.Join(dir, "kube.yaml")
+		if err := os.WriteFile(kp, []byte(kube), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "-kube", kp, "-identity", "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway")
+	}
 	p := &pilotPeer{stderr: &syncBuffer{}, lines: make(chan string, 16)}
-	p.cmd = exec.Command(tool(t, "istio-pilot-peer"), "-config", path)
+	p.cmd = exec.Command(tool(t, "istio-pilot-peer"), args...)
+	if kube != "" {
+		p.cmd.Env = append(os.Environ(), "XDS_AUTH_PLAINTEXT=true")
+	}
 	p.cmd.Stderr = p.stderr
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -258,7 +277,34 @@ func TestIstioGateway(t *testing.T) {
 			if resp.Header.Get("x-istio-resp") != "gateway" {
 				t.Errorf("the VirtualService's response header is missing: %v", resp.Header)
 			}
-			// A new route in pilot reaches Strait.
+			// A new route in pilot reaches Strait, under load: no request
+			// fails across the change.
+			var sent, failed atomic.Int64
+			var firstErr atomic.Value
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					lc := &http.Client{Timeout: 5 * time.Second}
+					defer lc.CloseIdleConnections()
+					for i := 0; i < 3000; i++ { // bounded; stop ends it first
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						code, got := body(lc, url+"/load")
+						sent.Add(1)
+						if code != 200 || got != "backend /load" {
+							failed.Add(1)
+							firstErr.CompareAndSwap(nil, fmt.Sprintf("%d %q", code, got))
+						}
+						time.Sleep(5 * time.Millisecond)
+					}
+				}()
+			}
 			other := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("other")) }, false)
 			oh, op, _ := net.SplitHostPort(other)
 			pilot.apply(t, fmt.Sprintf(`apiVersion: networking.istio.io/v1
@@ -292,6 +338,12 @@ spec:
 					t.Fatalf("the new route: %d %q\n%s\n/clusters:\n%s\npilot:\n%s", code, got, proc.stderr.String(), cl, pilot.stderr.String())
 				}
 				time.Sleep(20 * time.Millisecond)
+			}
+			time.Sleep(200 * time.Millisecond)
+			close(stop)
+			wg.Wait()
+			if f := failed.Load(); f != 0 || sent.Load() < 20 {
+				t.Errorf("%d of %d requests failed across the change; first: %v", f, sent.Load(), firstErr.Load())
 			}
 			if code, got := body(c, url+"/c"); code != 200 || got != "backend /c" {
 				t.Errorf("the old route after the change: %d %q", code, got)
@@ -471,5 +523,113 @@ spec:
 	_, st := get(t, admin+"/stats?filter=outlier_detection.ejections_enforced_consecutive_5xx")
 	if !strings.Contains(st, "pool.example.com;.outlier_detection.ejections_enforced_consecutive_5xx: 1") {
 		t.Errorf("outlier stats:\n%s", st)
+	}
+}
+
+// TestIstioGatewayHosts: a Gateway with several hosts on one port, each
+// with its VirtualService, and an HTTPS redirect on another; a
+// ServiceEntry resolved by DNS; a delay fault.
+func TestIstioGatewayHosts(t *testing.T) {
+	ok := func(int) int { return 200 }
+	dns := startCounting(t, "dns", ok)
+	slow := startCounting(t, "slow", ok)
+	_, p1, _ := net.SplitHostPort(closedPort(t))
+	_, p2, _ := net.SplitHostPort(closedPort(t))
+	_, dp, _ := net.SplitHostPort(dns.addr)
+	cfg := fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: ingress, namespace: istio-system }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+  - port: { number: %s, name: http, protocol: HTTP }
+    bind: 127.0.0.1
+    hosts: [a.example.com, b.example.com]
+  - port: { number: %s, name: http-redirect, protocol: HTTP }
+    bind: 127.0.0.1
+    hosts: [secure.example.com]
+    tls: { httpsRedirect: true }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: dns, namespace: istio-system }
+spec:
+  hosts: [dns.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [ { number: %s, name: http, protocol: HTTP } ]
+  endpoints: [ { address: localhost } ]
+`, p1, p2, dp) + serviceEntry("slow", "slow.example.com", 18085, slow.addr) + fmt.Sprintf(`---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: a, namespace: istio-system }
+spec:
+  hosts: [a.example.com]
+  gateways: [istio-system/ingress]
+  http:
+  - route: [ { destination: { host: dns.example.com, port: { number: %s } } } ]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: b, namespace: istio-system }
+spec:
+  hosts: [b.example.com]
+  gateways: [istio-system/ingress]
+  http:
+  - fault: { delay: { fixedDelay: 300ms, percentage: { value: 100 } } }
+    route: [ { destination: { host: slow.example.com, port: { number: 18085 } } } ]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: secure, namespace: istio-system }
+spec:
+  hosts: [secure.example.com]
+  gateways: [istio-system/ingress]
+  http:
+  - route: [ { destination: { host: slow.example.com, port: { number: 18085 } } } ]
+`, dp)
+	pilot := startPilot(t, cfg)
+	proc := runStrait(t, istioGateway(pilot.Addr, false), 0)
+	admin := "http://" + proc.admin
+	c := &http.Client{Timeout: 3 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	do := func(port, host, path string) (int, string, http.Header, time.Duration) {
+		req, _ := http.NewRequest("GET", "http://127.0.0.1:"+port+path, nil)
+		req.Host = host
+		start := time.Now()
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, err.Error(), nil, 0
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header, time.Since(start)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	var code int
+	var got string
+	for time.Now().Before(deadline) {
+		if code, got, _, _ = do(p1, "a.example.com", "/x"); code == 200 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code != 200 || got != "dns" {
+		t.Fatalf("a.example.com through a DNS ServiceEntry: %d %q; rejected %v\n%s", code, got, rejections(t, admin), proc.stderr.String())
+	}
+	if code, got, _, d := do(p1, "b.example.com", "/y"); code != 200 || got != "slow" || d < 300*time.Millisecond {
+		t.Errorf("b.example.com with a 300ms delay fault: %d %q in %v", code, got, d)
+	}
+	if code, _, _, _ := do(p1, "c.example.com", "/z"); code != 404 {
+		t.Errorf("a host the Gateway does not serve: %d, want 404", code)
+	}
+	code, _, h, _ := do(p2, "secure.example.com", "/p?q=1")
+	if code != 301 || h.Get("Location") != "https://secure.example.com/p?q=1" {
+		t.Errorf("httpsRedirect: %d, location %q", code, h.Get("Location"))
+	}
+	if slow.count("/p") != 0 {
+		t.Error("the redirected request reached the upstream")
+	}
+	if r := rejections(t, admin); len(r) > 0 {
+		t.Fatalf("Strait rejected pilot's updates: %v\n%s", r, proc.stderr.String())
 	}
 }

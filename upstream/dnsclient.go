@@ -33,6 +33,44 @@ type dnsClient struct {
 	rotate   bool
 	next     atomic.Uint32
 	noSearch bool
+	// hostsFile is read before any server is asked, as c-ares does
+	// ("/etc/hosts"; "" for none).
+	hostsFile string
+}
+
+// fromHosts returns the addresses of family a hosts file gives name
+// (case-insensitive; nil when it gives none). The file is read at each
+// lookup: lookups are as rare as DNS refreshes.
+func fromHosts(path, name, family string) []net.IP {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	name = strings.TrimSuffix(name, ".")
+	var ips []net.IP
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		ip := net.ParseIP(fields[0])
+		if ip == nil || family == "ip4" && ip.To4() == nil || family == "ip6" && ip.To4() != nil {
+			continue
+		}
+		for _, n := range fields[1:] {
+			if strings.EqualFold(strings.TrimSuffix(n, "."), name) {
+				ips = append(ips, ip)
+				break
+			}
+		}
+	}
+	return ips
 }
 
 // resolvConf reads the system's name servers, search list and ndots (the
@@ -94,6 +132,9 @@ var errNoRecords = errors.New("no such host")
 // lookup resolves name to addresses of family ("ip4", "ip6", "ip": both)
 // and the shortest TTL among the records of the answer.
 func (d *dnsClient) lookup(ctx context.Context, name, family string) ([]net.IP, time.Duration, error) {
+	if ips := fromHosts(d.hostsFile, name, family); len(ips) > 0 {
+		return ips, -1, nil // no TTL: the refresh rate applies
+	}
 	var types []dnsmessage.Type
 	if family != "ip6" {
 		types = append(types, dnsmessage.TypeA)

@@ -47,3 +47,33 @@ func TestResolvConf(t *testing.T) {
 		t.Fatalf("%v %v %d", servers, search, ndots)
 	}
 }
+
+// TestDNSClientHostsFile: names in the hosts file resolve from it, by
+// family, before any server is asked (as c-ares does), without a TTL.
+func TestDNSClientHostsFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "hosts")
+	os.WriteFile(p, []byte("# comment\n127.0.0.1 localhost Local.Test # trailing\n::1 localhost ip6-localhost\n10.1.2.3 other\n"), 0o644)
+	d := &dnsClient{servers: []string{"127.0.0.1:1"}, timeout: 50 * time.Millisecond, tries: 1, hostsFile: p}
+	for _, tc := range []struct {
+		name, family string
+		want         []string
+	}{
+		{"localhost", "ip4", []string{"127.0.0.1"}},
+		{"localhost", "ip6", []string{"::1"}},
+		{"localhost.", "ip", []string{"127.0.0.1", "::1"}},
+		{"local.test", "ip4", []string{"127.0.0.1"}},
+	} {
+		ips, ttl, err := d.lookup(context.Background(), tc.name, tc.family)
+		if err != nil || len(ips) != len(tc.want) || ttl != -1 {
+			t.Fatalf("%s %s: %v %v %v", tc.name, tc.family, ips, ttl, err)
+		}
+		for i, ip := range ips {
+			if ip.String() != tc.want[i] {
+				t.Errorf("%s %s: %v, want %v", tc.name, tc.family, ips, tc.want)
+			}
+		}
+	}
+	if _, _, err := d.lookup(context.Background(), "other", "ip6"); err == nil {
+		t.Error("an IPv4 hosts entry answered for ip6")
+	}
+}

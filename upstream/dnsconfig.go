@@ -14,6 +14,9 @@ import (
 // resolvConfPath is where the system's resolver settings are read.
 var resolvConfPath = "/etc/resolv.conf"
 
+// hostsPath is the hosts file read before the name servers are asked.
+var hostsPath = "/etc/hosts"
+
 var caresSupported = config.NewSupport(map[string]string{
 	"envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig": `resolvers
 		use_resolvers_as_fallback dns_resolver_options udp_max_queries query_timeout_seconds
@@ -36,7 +39,7 @@ func (d *dnsResolver) configure(cl *clusterv3.Cluster) error {
 		return nil // the system resolver will do: no TTL is needed
 	}
 	servers, search, ndots := resolvConf(resolvConfPath)
-	c := &dnsClient{servers: servers, search: search, ndots: ndots, timeout: 5 * time.Second, tries: 4}
+	c := &dnsClient{servers: servers, search: search, ndots: ndots, timeout: 5 * time.Second, tries: 4, hostsFile: hostsPath}
 	if tc != nil {
 		var cares caresv3.CaresDnsResolverConfig
 		path := "typed_dns_resolver_config.typed_config"

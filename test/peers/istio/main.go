@@ -2,7 +2,7 @@
 // Kubernetes clients, serving ADS in plaintext on a loopback port: the
 // control plane of the end-to-end Istio tests (test/istio_test.go).
 //
-//	istio-pilot-peer -config FILE
+//	istio-pilot-peer -config FILE [-kube FILE] [-identity SPIFFE-ID]
 //
 // It prints "ADS <address>" once pilot serves, then reads commands on
 // stdin, one per line, each answered with one line ("ok ..." or
@@ -29,10 +29,14 @@ import (
 	"istio.io/istio/pilot/pkg/config/kube/crd"
 	"istio.io/istio/pilot/test/xds"
 	istiolog "istio.io/istio/pkg/log"
+	"istio.io/istio/pkg/security"
 )
 
 func main() {
 	cfgPath := flag.String("config", "", "Istio resources (multi-document YAML) to start with")
+	kubePath := flag.String("kube", "", "Kubernetes objects (multi-document YAML: Secrets for credentialName) to start with")
+	identity := flag.String("identity", "", "with XDS_AUTH_PLAINTEXT=true in the environment: the SPIFFE identity every plaintext ADS client is taken to have "+
+		"(what istiod learns from a workload certificate on its TLS port; lets pilot serve credentialName secrets)")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("istio-pilot-peer: ")
@@ -57,11 +61,24 @@ func main() {
 		}
 		initial = string(b)
 	}
+	kube := ""
+	if *kubePath != "" {
+		b, err := os.ReadFile(*kubePath)
+		if err != nil {
+			log.Fatal(err)
+		}
+		kube = string(b)
+	}
 	f := &failer{}
 	fds := xds.NewFakeDiscoveryServer(f, xds.FakeOptions{
-		ConfigString:    initial,
-		ListenerBuilder: func() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") },
+		ConfigString:               initial,
+		KubernetesObjectString:     kube,
+		DisableSecretAuthorization: true,
+		ListenerBuilder:            func() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") },
 	})
+	if *identity != "" {
+		fds.Discovery.Authenticators = append(fds.Discovery.Authenticators, fixedIdentity(*identity))
+	}
 	fmt.Printf("ADS %s\n", fds.Listener.Addr())
 	os.Stdout.Sync()
 
@@ -122,6 +139,16 @@ func command(fds *xds.FakeDiscoveryServer, verb, path string) (int, error) {
 	}
 	return len(cfgs), nil
 }
+
+// fixedIdentity authenticates every caller as one SPIFFE identity: the
+// test's stand-in for istiod's check of a workload certificate.
+type fixedIdentity string
+
+func (id fixedIdentity) Authenticate(security.AuthContext) (*security.Caller, error) {
+	return &security.Caller{AuthSource: security.AuthSourceClientCertificate, Identities: []string{string(id)}}, nil
+}
+
+func (fixedIdentity) AuthenticatorType() string { return "FixedIdentity" }
 
 // failer is the test.Failer pilot's fake server wants: a failure ends
 // the process; cleanups run at exit.
