@@ -131,6 +131,9 @@ func (c *Cluster) Pick(hint *PickHint) *Host {
 func (c *Cluster) Stop() {
 	c.once.Do(func() {
 		close(c.stopped)
+		if c.outlier != nil {
+			c.outlier.stop()
+		}
 		for _, h := range c.hosts.Load().All {
 			h.removed.Store(true)
 			h.closePools()

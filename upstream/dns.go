@@ -77,7 +77,7 @@ func (d *dnsResolver) lookupIP(ctx context.Context, host string) ([]net.IP, time
 func (d *dnsResolver) resolve(ctx context.Context) time.Duration {
 	old := map[string]*Host{}
 	if hs := d.c.hosts.Load(); hs != nil {
-		for _, h := range hs.Hosts {
+		for _, h := range hs.All { // ejected hosts too: they keep their state
 			old[h.Addr] = h
 		}
 	}
@@ -122,11 +122,11 @@ func (d *dnsResolver) resolve(ctx context.Context) time.Duration {
 }
 
 func sameHosts(hs *HostSet, hosts []*Host) bool {
-	if hs == nil || len(hs.Hosts) != len(hosts) {
+	if hs == nil || len(hs.All) != len(hosts) {
 		return false
 	}
 	for i := range hosts {
-		if hs.Hosts[i] != hosts[i] {
+		if hs.All[i] != hosts[i] {
 			return false
 		}
 	}

@@ -38,6 +38,9 @@ func Build(cls []*clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, env Env)
 		m.names = append(m.names, c.Name)
 	}
 	if len(errs) > 0 {
+		for _, c := range m.clusters {
+			c.Stop() // its DNS and outlier detection goroutines end
+		}
 		return nil, config.Join(errs)
 	}
 	sort.Strings(m.names)

@@ -86,7 +86,7 @@ func buildOutlierConfig(od *clusterv3.OutlierDetection) (*outlierConfig, error) 
 	c := &outlierConfig{
 		interval:           ms(od.GetInterval(), od.GetInterval() == nil, 10*time.Second),
 		baseEjection:       ms(od.GetBaseEjectionTime(), od.GetBaseEjectionTime() == nil, 30*time.Second),
-		maxEjection:        ms(od.GetMaxEjectionTime(), od.GetMaxEjectionTime() == nil, 300*time.Second),
+		maxEjection:        ms(od.GetMaxEjectionTime(), od.GetMaxEjectionTime() == nil, 0),
 		jitter:             ms(od.GetMaxEjectionTimeJitter(), od.GetMaxEjectionTimeJitter() == nil, 0),
 		maxEjectionPercent: float64(min(100, u(od.GetMaxEjectionPercent(), od.GetMaxEjectionPercent() == nil, 10))),
 		split:              od.GetSplitExternalLocalOriginErrors(),
@@ -111,6 +111,9 @@ func buildOutlierConfig(od *clusterv3.OutlierDetection) (*outlierConfig, error) 
 		ejSuccessRateLocal: u(od.GetEnforcingLocalOriginSuccessRate(), od.GetEnforcingLocalOriginSuccessRate() == nil, 100),
 		ejFailurePct:       u(od.GetEnforcingFailurePercentage(), od.GetEnforcingFailurePercentage() == nil, 0),
 		ejFailurePctLocal:  u(od.GetEnforcingFailurePercentageLocalOrigin(), od.GetEnforcingFailurePercentageLocalOrigin() == nil, 0),
+	}
+	if od.GetMaxEjectionTime() == nil {
+		c.maxEjection = max(300*time.Second, c.baseEjection) // Envoy's default
 	}
 	switch {
 	case c.interval <= 0:
@@ -147,14 +150,19 @@ type hostMonitor struct {
 
 // outlierDetector is a cluster's.
 type outlierDetector struct {
-	cfg    *outlierConfig
-	c      *Cluster
-	mu     sync.Mutex
-	active *stats.Gauge
-	total  *stats.Counter
-	over   *stats.Counter
-	enf    [numEjectionTypes]*stats.Counter
-	det    [numEjectionTypes]*stats.Counter
+	cfg *outlierConfig
+	c   *Cluster
+	mu  sync.Mutex
+	// out is how many of the cluster's hosts this detector ejected (the
+	// ejections_active gauge, shared by every version of the cluster,
+	// adds them up); stopped: the cluster is retired.
+	out     int
+	stopped bool
+	active  *stats.Gauge
+	total   *stats.Counter
+	over    *stats.Counter
+	enf     [numEjectionTypes]*stats.Counter
+	det     [numEjectionTypes]*stats.Counter
 }
 
 func newOutlierDetector(c *Cluster, cfg *outlierConfig) *outlierDetector {
@@ -249,7 +257,10 @@ func (d *outlierDetector) eject(h *Host, t int, now time.Time) bool {
 	if hosts == 0 {
 		return false
 	}
-	active := d.active.Value()
+	active := d.out
+	if d.stopped {
+		return false
+	}
 	if !(100*float64(active)/float64(hosts) < d.cfg.maxEjectionPercent || d.cfg.alwaysEjectOne && active == 0) {
 		d.over.Inc()
 		return false
@@ -268,6 +279,7 @@ func (d *outlierDetector) eject(h *Host, t int, now time.Time) bool {
 	if d.cfg.jitter > 0 {
 		m.jitter = rand.N(d.cfg.jitter + 1)
 	}
+	d.out++
 	d.active.Inc()
 	d.total.Inc()
 	d.enf[t].Inc()
@@ -336,6 +348,7 @@ func (d *outlierDetector) check(now time.Time) bool {
 			for k := range m.consecutive {
 				m.consecutive[k].Store(0)
 			}
+			d.out--
 			d.active.Dec()
 			changed = true
 			d.c.log.Info("outlier detection: host back", "host", h.Addr)
@@ -359,12 +372,8 @@ func (d *outlierDetector) byRate(hosts []*Host, vol []uint64, rates []float64, o
 	var sr, fp []hostRate
 	sum := 0.0
 	for i, h := range hosts {
-		h.od.lastRate[o] = -1
 		if h.od.ejected.Load() || rates[i] < 0 {
 			continue
-		}
-		if vol[i] >= min(cfg.srVolume, cfg.fpVolume) {
-			h.od.lastRate[o] = rates[i]
 		}
 		if vol[i] >= cfg.srVolume {
 			sr = append(sr, hostRate{h, rates[i]})
@@ -408,8 +417,21 @@ func (d *outlierDetector) byRate(hosts []*Host, vol []uint64, rates []float64, o
 // counted as out.
 func (d *outlierDetector) left(h *Host) {
 	d.mu.Lock()
-	if h.od.ejected.Swap(false) {
+	if h.od.ejected.Swap(false) && !d.stopped {
+		d.out--
 		d.active.Dec()
+	}
+	d.mu.Unlock()
+}
+
+// stop takes this detector's ejections out of the shared gauge: the
+// cluster is retired (a new version, if any, has its own detector).
+func (d *outlierDetector) stop() {
+	d.mu.Lock()
+	if !d.stopped {
+		d.stopped = true
+		d.active.Add(int64(-d.out))
+		d.out = 0
 	}
 	d.mu.Unlock()
 }

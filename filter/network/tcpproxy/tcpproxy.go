@@ -107,7 +107,7 @@ func (s *session) connect() {
 			h.ReportConnect(true)
 			break
 		}
-		if s.down.Context().Err() == nil { // not the client leaving
+		if ce := (*upstream.ConnectError)(nil); errors.As(err, &ce) && s.down.Context().Err() == nil { // not an overflow, not the client leaving
 			h.ReportConnect(false)
 		}
 		cfg.stats.ConnectFail.Inc()
