@@ -28,7 +28,8 @@ func layer(pkg string) int {
 		return 30
 	case p == "proxy" || p == "rbac":
 		return 40
-	case strings.HasPrefix(p, "filter/") || strings.HasPrefix(p, "upstream/lb/") || strings.HasPrefix(p, "transport/"):
+	case strings.HasPrefix(p, "filter/") || strings.HasPrefix(p, "upstream/lb/") || strings.HasPrefix(p, "transport/") ||
+		strings.HasPrefix(p, "tracing/"):
 		return 50
 	case p == "xds" || p == "admin" || p == "listener":
 		return 60
@@ -43,7 +44,7 @@ func layer(pkg string) int {
 func isExtension(pkg string) bool {
 	p := strings.TrimPrefix(pkg, module)
 	return strings.HasPrefix(p, "protocol/") && p != "protocol/rpc" || strings.HasPrefix(p, "filter/") || strings.HasPrefix(p, "upstream/lb/") ||
-		strings.HasPrefix(p, "network/") || strings.HasPrefix(p, "transport/")
+		strings.HasPrefix(p, "network/") || strings.HasPrefix(p, "transport/") || strings.HasPrefix(p, "tracing/")
 }
 
 // TestImportsPointDown fails on an import that points up the layer order

@@ -35,6 +35,8 @@ const (
 	// UpstreamNetworkFilter is a filter on a cluster's connections (a
 	// cluster's filters).
 	UpstreamNetworkFilter Kind = "upstream network filter"
+	// Tracer is a connection manager's tracing.provider.
+	Tracer Kind = "tracer"
 )
 
 // Extension is one registered extension: its canonical name

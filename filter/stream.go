@@ -183,6 +183,23 @@ type StreamInfo struct {
 	// State is the filter state: values filters share along the chain,
 	// by name. Nil until a filter sets one.
 	State map[string]any
+	// Metadata is the request's dynamic metadata: values by filter
+	// namespace ("envoy.filters.http.rbac") and key, for what reads it
+	// later (the tracer's custom tags). Nil until a filter sets one.
+	Metadata map[string]map[string]string
+}
+
+// SetMetadata sets a dynamic metadata value.
+func (si *StreamInfo) SetMetadata(ns, key, value string) {
+	if si.Metadata == nil {
+		si.Metadata = map[string]map[string]string{}
+	}
+	m := si.Metadata[ns]
+	if m == nil {
+		m = map[string]string{}
+		si.Metadata[ns] = m
+	}
+	m[key] = value
 }
 
 // StateApplicationProtocols is the filter state that overrides the ALPN

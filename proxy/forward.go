@@ -238,6 +238,9 @@ func (s *Stream) tryOnce() error {
 		s.req.Set(protocol.Authority, h.Hostname)
 	}
 	s.setAttemptCount(s.req, true)
+	if s.span != nil {
+		s.startUpstreamSpan()
+	}
 	s.try = h.Begin()
 	wait := time.Duration(0)
 	if !s.deadline.IsZero() {
@@ -469,7 +472,11 @@ func (s *Stream) staleConn(k Kind) bool {
 // request error and a stale pooled connection are not.)
 func (s *Stream) reportFailure(err error) {
 	var re *protocol.RequestError
-	if errors.As(err, &re) || errors.Is(err, errFilterReplied) {
+	if errors.As(err, &re) || errors.Is(err, errFilterReplied) || errors.Is(err, upstream.ErrPendingTimeout) ||
+		s.timer == timerStreamIdle {
+		// The request's own fault, or no stream on the host yet (waiting
+		// for a connection is this proxy's limit, not the host's), or the
+		// client's silence.
 		return
 	}
 	switch k := classify(err, false).Kind; {
@@ -488,7 +495,7 @@ func (s *Stream) reportFailure(err error) {
 // its HTTP status, else the answer's status. (As in Envoy, a grpc-status
 // in trailers is not judged.)
 func (s *Stream) outlierStatus(code int) int {
-	if !s.grpc {
+	if !s.grpc || code >= 500 {
 		return code
 	}
 	v, ok := s.resp.Get("grpc-status")

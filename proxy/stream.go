@@ -80,8 +80,11 @@ type Stream struct {
 	closeAfter  bool
 	// moved: the stream's tunnel moved to the next process (tunnelmove.go).
 	moved bool
-	h2    bool // the downstream speaks HTTP/2
-	grpc  bool // the request is a gRPC call
+	// span is a traced request's span, upSpan its upstream attempt's
+	// (tracer.go).
+	span, upSpan Span
+	h2           bool // the downstream speaks HTTP/2
+	grpc         bool // the request is a gRPC call
 	// pumping: the request body streams on a goroutine until pumpDone.
 	pumping  bool
 	pumpDone chan struct{}
@@ -534,6 +537,9 @@ func (s *Stream) finish() {
 	}
 	if s.cfg.AccessLogs != nil && !s.moved { // a moved tunnel is logged where it ends
 		s.logAccess(now)
+	}
+	if s.span != nil {
+		s.finishSpan(now)
 	}
 	s.ds.Finish(s.closeAfter)
 	s.cm.streamDone()

@@ -20,6 +20,14 @@ import (
 type Tracing struct {
 	ClientSampling, RandomSampling, OverallSampling *typev3.FractionalPercent
 	Runtime                                         *config.Runtime
+	// Tracer is the provider's: traced requests get a span (tracer.go);
+	// nil without a provider.
+	Tracer Tracer
+	// Tags are custom_tags, put on each span.
+	Tags []CustomTag
+	// SpawnUpstream: each upstream request gets a CLIENT span of its own
+	// under the request's (spawn_upstream_span).
+	SpawnUpstream bool
 }
 
 // RequestIDOptions are the UUID request_id_extension's: pack the trace
@@ -138,6 +146,9 @@ func (s *Stream) decideTrace(h *protocol.Headers) {
 		st.TracingClientEnabled.Inc()
 	default:
 		st.TracingNotTraceable.Inc()
+	}
+	if t.Tracer != nil && r != NotTraceable {
+		s.span = t.Tracer.Start(h, s.start)
 	}
 }
 

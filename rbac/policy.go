@@ -42,16 +42,20 @@ func NewCounters(sc *stats.Scope, prefix, shadowPrefix string) *Counters {
 		ShadowAllowed: sc.Counter(shadowPrefix + "shadow_allowed"), ShadowDenied: sc.Counter(shadowPrefix + "shadow_denied")}
 }
 
-// CountShadow evaluates the shadow rules, if any, and counts the result.
-func (r *Rules) CountShadow(req *Request, c *Counters) {
+// CountShadow evaluates the shadow rules, if any, and counts the result;
+// it returns the result (evaluated false: no shadow rules) and the
+// policy that matched ("" for none).
+func (r *Rules) CountShadow(req *Request, c *Counters) (evaluated, ok bool, policy string) {
 	if r.Shadow == nil {
-		return
+		return false, false, ""
 	}
-	if ok, _ := r.Shadow.Allowed(req); ok {
+	ok, policy = r.Shadow.Allowed(req)
+	if ok {
 		c.ShadowAllowed.Inc()
 	} else {
 		c.ShadowDenied.Inc()
 	}
+	return true, ok, policy
 }
 
 // Enforce evaluates the enforced rules (none: allowed, uncounted); count

@@ -24,6 +24,9 @@ type Route struct {
 	// VirtualHost is the virtual host the route belongs to.
 	VirtualHost *VirtualHost
 
+	// Decorator is decorator.operation: a traced request's span name.
+	Decorator string
+
 	// The action: exactly one of Cluster, Weighted, DirectResponse and
 	// Redirect is set.
 	Cluster        string

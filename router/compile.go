@@ -263,7 +263,7 @@ func (c *compiler) route(cfg *routev3.Route, path string) (*Route, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Route{Name: cfg.GetName(), match: m, headerLevels: levels{own}}
+	r := &Route{Name: cfg.GetName(), match: m, headerLevels: levels{own}, Decorator: cfg.GetDecorator().GetOperation()}
 	switch a := cfg.GetAction().(type) {
 	case *routev3.Route_Route:
 		err = c.routeAction(r, a.Route, joinPath(path, "route"))

@@ -35,13 +35,13 @@ type pilotPeer struct {
 }
 
 // startPilot runs pilot with the Istio resources in cfg.
-func startPilot(t *testing.T, cfg string) *pilotPeer { return startPilotWith(t, cfg, "") }
+func startPilot(t *testing.T, cfg string) *pilotPeer { return startPilotWith(t, cfg, "", "") }
 
 // startPilotWith runs pilot with Istio resources and Kubernetes objects
 // (Secrets). With objects, every ADS client is taken to be the gateway's
 // service account, as istiod would learn from its workload certificate,
 // so that pilot serves it the Secrets its Gateways name.
-func startPilotWith(t *testing.T, cfg, kube string) *pilotPeer {
+func startPilotWith(t *testing.T, cfg, kube, meshCfg string) *pilotPeer {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "istio.yaml")
@@ -55,6 +55,13 @@ func startPilotWith(t *testing.T, cfg, kube string) *pilotPeer {
 			t.Fatal(err)
 		}
 		args = append(args, "-kube", kp, "-identity", "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway")
+	}
+	if meshCfg != "" {
+		mp := filepath.Join(dir, "mesh.yaml")
+		if err := os.WriteFile(mp, []byte(meshCfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "-mesh", mp)
 	}
 	p := &pilotPeer{stderr: &syncBuffer{}, lines: make(chan string, 16)}
 	p.cmd = exec.Command(tool(t, "istio-pilot-peer"), args...)
@@ -327,6 +334,17 @@ spec:
   - match: [ { uri: { prefix: /v2 } } ]
     route: [ { destination: { host: other.example.com, port: { number: 18081 } } } ]
   - route: [ { destination: { host: backend.example.com, port: { number: 18080 } } } ]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: backend, namespace: istio-system }
+spec:
+  host: backend.example.com
+  trafficPolicy:
+    loadBalancer: { simple: LEAST_REQUEST }
+    connectionPool:
+      tcp: { maxConnections: 50, connectTimeout: 2s }
+      http: { http1MaxPendingRequests: 50, maxRequestsPerConnection: 10 }
 `, oh, op))
 			deadline = time.Now().Add(10 * time.Second)
 			for {
@@ -338,6 +356,15 @@ spec:
 					t.Fatalf("the new route: %d %q\n%s\n/clusters:\n%s\npilot:\n%s", code, got, proc.stderr.String(), cl, pilot.stderr.String())
 				}
 				time.Sleep(20 * time.Millisecond)
+			}
+			// The DestinationRule change replaced the backend's cluster.
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				if _, dump := get(t, admin+"/config_dump"); strings.Contains(dump, "LEAST_REQUEST") {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the DestinationRule change did not reach Strait")
+				}
 			}
 			time.Sleep(200 * time.Millisecond)
 			close(stop)

@@ -75,7 +75,7 @@ spec:
   - route: [ { destination: { host: backend.example.com, port: { number: 18080 } } } ]
 `
 	kube := kubeTLSSecret(t, "cred", cert, key, "") + "---\n" + kubeTLSSecret(t, "mcred", cert, key, pki.caFile)
-	pilot := startPilotWith(t, cfg, kube)
+	pilot := startPilotWith(t, cfg, kube, "")
 	proc := runStrait(t, istioGateway(pilot.Addr, false), 0)
 	admin := "http://" + proc.admin
 	roots := x509.NewCertPool()

@@ -94,11 +94,20 @@ func TestTracingDecision(t *testing.T) {
 	}
 }
 
-// TestTracingConfigErrors: a tracer provider and another request id
-// extension are refused with their paths.
+// TestTracingConfigErrors: a tracer provider not built in, a Zipkin
+// tracer with a field it does not implement or a cluster not
+// configured, and another request id extension are refused with their
+// paths.
 func TestTracingConfigErrors(t *testing.T) {
+	zipkin := func(extra string) string {
+		return `          tracing: { provider: { name: envoy.tracers.zipkin, typed_config: { "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig, collector_endpoint: /api/v2/spans, collector_endpoint_version: HTTP_JSON, ` + extra + ` } } }`
+	}
 	for hcm, want := range map[string]string{
-		`          tracing: { provider: { name: envoy.tracers.zipkin } }`:                                           "tracing.provider: not supported yet",
+		`          tracing: { provider: { name: envoy.tracers.zipkin } }`:                                                                                                  `tracing.provider.typed_config: tracer "" is not supported (supported: type.googleapis.com/envoy.config.trace.v3.ZipkinConfig)`,
+		`          tracing: { provider: { name: envoy.tracers.opentelemetry, typed_config: { "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig } } }`: "envoy.config.trace.v3.OpenTelemetryConfig\" is not supported",
+		zipkin(`collector_cluster: backend, split_spans_for_request: true`):                                                                                                "tracing.provider.typed_config.split_spans_for_request: not supported yet",
+		zipkin(`collector_cluster: nosuch`):                                                                         `tracing.provider.typed_config.collector_cluster: cluster "nosuch" is not configured`,
+		strings.Replace(zipkin(`collector_cluster: backend`), "HTTP_JSON", "HTTP_PROTO", 1):                         "collector_endpoint_version: HTTP_PROTO is not supported",
 		`          request_id_extension: { typed_config: { "@type": type.googleapis.com/google.protobuf.Struct } }`: "request_id_extension.typed_config",
 	} {
 		_, err := buildServer(httpBootstrap("127.0.0.1:1", routeCfg{hcmOpts: hcm}, ""))

@@ -51,9 +51,13 @@ func compile(m *rbacv3.RBAC) (*engine.Rules, error) {
 }
 
 type factory struct {
-	r *engine.Rules
-	c *engine.Counters
+	r            *engine.Rules
+	c            *engine.Counters
+	shadowPrefix string
 }
+
+// metadataNS is the dynamic metadata namespace of the filter's results.
+const metadataNS = "envoy.filters.http.rbac"
 
 func build(bc *filter.BuildContext, m *rbacv3.RBAC) (*factory, error) {
 	if err := supported.Check(m); err != nil {
@@ -67,7 +71,7 @@ func build(bc *filter.BuildContext, m *rbacv3.RBAC) (*factory, error) {
 		return nil, err
 	}
 	sc := bc.Stats.Scope("http", "envoy_http_conn_manager_prefix", bc.StatPrefix).Scope("rbac", "", "")
-	return &factory{r: r, c: engine.NewCounters(sc, m.GetRulesStatPrefix(), m.GetShadowRulesStatPrefix())}, nil
+	return &factory{r: r, c: engine.NewCounters(sc, m.GetRulesStatPrefix(), m.GetShadowRulesStatPrefix()), shadowPrefix: m.GetShadowRulesStatPrefix()}, nil
 }
 
 // New implements filter.HTTPFactory: the filter keeps no per-stream
@@ -92,7 +96,18 @@ func (f *factory) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool
 	if si.ClientAddr.IsValid() {
 		req.Remote = si.ClientAddr
 	}
-	r.CountShadow(req, f.c)
+	if done, allowed, policy := r.CountShadow(req, f.c); done {
+		// As Envoy's RBAC filter, the shadow result in the request's
+		// dynamic metadata (what Istio's dry-run trace tags read).
+		res := "denied"
+		if allowed {
+			res = "allowed"
+		}
+		si.SetMetadata(metadataNS, f.shadowPrefix+"shadow_engine_result", res)
+		if policy != "" {
+			si.SetMetadata(metadataNS, f.shadowPrefix+"shadow_effective_policy_id", policy)
+		}
+	}
 	ok, policy := r.Enforce(req, f.c, true)
 	*req = engine.Request{}
 	reqPool.Put(req)

@@ -17,8 +17,13 @@ var supported = config.NewSupport(map[string]string{
 		normalize_path merge_slashes path_with_escaped_slashes_action proxy_100_continue
 		tracing request_id_extension always_set_request_id_in_response http_protocol_options`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing": `client_sampling
-		random_sampling overall_sampling provider -custom_tags`,
+		random_sampling overall_sampling provider custom_tags spawn_upstream_span`,
+	"envoy.type.tracing.v3.CustomTag":                                                `tag literal environment request_header metadata`,
+	"envoy.type.tracing.v3.CustomTag.Literal":                                        `value`,
+	"envoy.type.tracing.v3.CustomTag.Environment":                                    `name default_value`,
+	"envoy.type.tracing.v3.CustomTag.Header":                                         `name default_value`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension": `typed_config`,
+	"envoy.config.trace.v3.Tracing.Http":                                             `name typed_config`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails": `subject
 		cert chain dns uri`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.ScopedRoutes": `name scope_key_builder

@@ -1,8 +1,11 @@
 package httpconnmgr
 
 import (
+	"cmp"
 	"fmt"
 	"math"
+	"os"
+	"strings"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	uuidv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/request_id/uuid/v3"
@@ -13,9 +16,9 @@ import (
 )
 
 // tracingSettings reads request_id_extension, always_set_request_id_in_response
-// and the tracing block. A tracing block names no provider here: the
-// decision Envoy makes for each request is made and packed into
-// x-request-id, with no span to report (proxy/tracing.go).
+// and the tracing block: the decision Envoy makes for each request is
+// made and packed into x-request-id (proxy/tracing.go); with a provider,
+// a traced request also gets a span from its tracer (proxy/tracer.go).
 func tracingSettings(bc *filter.BuildContext, cfg *proxy.Config, m *hcmv3.HttpConnectionManager) error {
 	cfg.RequestID = proxy.DefaultRequestID
 	if ext := m.GetRequestIdExtension(); ext != nil {
@@ -40,15 +43,49 @@ func tracingSettings(bc *filter.BuildContext, cfg *proxy.Config, m *hcmv3.HttpCo
 	if t == nil {
 		return nil
 	}
-	if t.GetProvider() != nil {
-		return config.At("tracing.provider", fmt.Errorf("not supported yet: no tracer is built (without a provider, the sampling decision is made and carried in x-request-id)"))
-	}
 	rt := bc.Runtime
 	if rt == nil {
 		rt = config.NewRuntime()
 	}
 	cfg.Tracing = &proxy.Tracing{ClientSampling: perHundred(t.GetClientSampling()),
 		RandomSampling: perTenThousand(t.GetRandomSampling()), OverallSampling: perTenThousand(t.GetOverallSampling()), Runtime: rt}
+	cfg.Tracing.SpawnUpstream = t.GetSpawnUpstreamSpan().GetValue()
+	for i, ct := range t.GetCustomTags() {
+		tag := proxy.CustomTag{Name: ct.GetTag()}
+		switch {
+		case ct.GetLiteral() != nil:
+			tag.Value = ct.GetLiteral().GetValue()
+		case ct.GetEnvironment() != nil:
+			tag.Value = cmp.Or(os.Getenv(ct.GetEnvironment().GetName()), ct.GetEnvironment().GetDefaultValue())
+		case ct.GetRequestHeader() != nil:
+			tag.Header, tag.Default = strings.ToLower(ct.GetRequestHeader().GetName()), ct.GetRequestHeader().GetDefaultValue()
+		case ct.GetMetadata() != nil:
+			md := ct.GetMetadata()
+			path := fmt.Sprintf("tracing.custom_tags[%d].metadata", i)
+			if md.GetKind().GetRequest() == nil {
+				return config.At(path+".kind", fmt.Errorf("only request (dynamic) metadata is supported"))
+			}
+			segs := md.GetMetadataKey().GetPath()
+			if len(segs) != 1 {
+				return config.At(path+".metadata_key.path", fmt.Errorf("one key is supported (a filter's value), got %d", len(segs)))
+			}
+			tag.MetaNS, tag.MetaKey, tag.Default = md.GetMetadataKey().GetKey(), segs[0].GetKey(), md.GetDefaultValue()
+		}
+		cfg.Tracing.Tags = append(cfg.Tracing.Tags, tag)
+	}
+	if p := t.GetProvider(); p != nil {
+		tc := p.GetTypedConfig()
+		ext, ok := config.ByTypeURL(config.Tracer, tc.GetTypeUrl())
+		if !ok {
+			return config.At("tracing.provider.typed_config", fmt.Errorf("tracer %q is not supported (supported: %s)", tc.GetTypeUrl(),
+				strings.Join(config.TypeURLs(config.Tracer), ", ")))
+		}
+		tr, err := ext.Factory.(proxy.TracerFactory)(bc, tc)
+		if err != nil {
+			return config.At("tracing.provider.typed_config", err)
+		}
+		cfg.Tracing.Tracer = tr
+	}
 	return nil
 }
 

@@ -85,7 +85,7 @@ func (c *conn) OnData(cb filter.ConnCallbacks, data []byte, _ bool) (int, filter
 	f := c.f
 	req := engine.ConnRequest(cb.Conn())
 	if first {
-		f.r.CountShadow(&req, f.c)
+		f.r.CountShadow(&req, f.c) // (no request to carry dynamic metadata)
 	}
 	ok, policy := f.r.Enforce(&req, f.c, first)
 	if ok {

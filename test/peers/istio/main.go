@@ -2,7 +2,7 @@
 // Kubernetes clients, serving ADS in plaintext on a loopback port: the
 // control plane of the end-to-end Istio tests (test/istio_test.go).
 //
-//	istio-pilot-peer -config FILE [-kube FILE] [-identity SPIFFE-ID]
+//	istio-pilot-peer -config FILE [-mesh FILE] [-kube FILE] [-identity SPIFFE-ID]
 //
 // It prints "ADS <address>" once pilot serves, then reads commands on
 // stdin, one per line, each answered with one line ("ok ..." or
@@ -26,14 +26,17 @@ import (
 	"sync"
 	"syscall"
 
+	meshconfig "istio.io/api/mesh/v1alpha1"
 	"istio.io/istio/pilot/pkg/config/kube/crd"
 	"istio.io/istio/pilot/test/xds"
+	"istio.io/istio/pkg/config/mesh"
 	istiolog "istio.io/istio/pkg/log"
 	"istio.io/istio/pkg/security"
 )
 
 func main() {
 	cfgPath := flag.String("config", "", "Istio resources (multi-document YAML) to start with")
+	meshPath := flag.String("mesh", "", "Istio's MeshConfig (YAML, as in the istio ConfigMap's mesh key) over its defaults")
 	kubePath := flag.String("kube", "", "Kubernetes objects (multi-document YAML: Secrets for credentialName) to start with")
 	identity := flag.String("identity", "", "with XDS_AUTH_PLAINTEXT=true in the environment: the SPIFFE identity every plaintext ADS client is taken to have "+
 		"(what istiod learns from a workload certificate on its TLS port; lets pilot serve credentialName secrets)")
@@ -69,8 +72,19 @@ func main() {
 		}
 		kube = string(b)
 	}
+	var meshCfg *meshconfig.MeshConfig
+	if *meshPath != "" {
+		b, err := os.ReadFile(*meshPath)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if meshCfg, err = mesh.ApplyMeshConfigDefaults(string(b)); err != nil {
+			log.Fatalf("-mesh: %v", err)
+		}
+	}
 	f := &failer{}
 	fds := xds.NewFakeDiscoveryServer(f, xds.FakeOptions{
+		MeshConfig:                 meshCfg,
 		ConfigString:               initial,
 		KubernetesObjectString:     kube,
 		DisableSecretAuthorization: true,

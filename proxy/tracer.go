@@ -1,0 +1,142 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/straitproxy/strait/accesslog"
+	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/protocol"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// The tracer seam: a connection manager's tracing.provider is a Tracer,
+// an extension of kind config.Tracer (tracing/NAME), built by its
+// TracerFactory. The connection manager decides whether a request is
+// traced (tracing.go); a traced request gets a span from the tracer,
+// which takes the trace context from the request's headers and puts its
+// own in them for the upstream, and the span is finished, with what the
+// request became, when the stream ends. Untraced requests never reach the
+// tracer: the seam costs them nothing.
+
+// Tracer makes spans.
+type Tracer interface {
+	// Start begins the span of a traced request that arrived at start,
+	// continuing the trace context in h (a new trace without one), and
+	// sets h's trace context to the span's for the upstream. nil: the
+	// tracer does not trace it (a context that says not sampled).
+	Start(h *protocol.Headers, start time.Time) Span
+}
+
+// Span is a traced request's span.
+type Span interface {
+	// Finish ends the span; e is valid only during the call.
+	Finish(e *SpanEnd)
+	// Child begins a CLIENT span under this one for an upstream request
+	// (spawn_upstream_span) and sets h's trace context to it.
+	Child(h *protocol.Headers, start time.Time) Span
+}
+
+// SpanEnd is what a request became, for its span's tags.
+type SpanEnd struct {
+	End time.Time
+	// Operation is the route's decorator operation, else "".
+	Operation string
+	Request   *protocol.Headers
+	// Response is nil when no response was started.
+	Response        *protocol.Headers
+	Status          int
+	Flags           accesslog.Flags
+	Protocol        string
+	Cluster         string // the upstream cluster's stat name, "" when none
+	UpstreamHost    string
+	Peer            string // the downstream's address
+	BytesReceived   uint64
+	BytesSent       uint64
+	ResponseDetails string
+	// Tags are the connection manager's custom_tags, resolved for this
+	// request (name, value).
+	Tags [][2]string
+}
+
+// CustomTag is one of the tracing block's custom_tags: a literal value
+// (Value; an environment variable's is read when the config is built),
+// a request header's (Header), or a value of the request's dynamic
+// metadata (MetaNS, MetaKey), with Default when it is absent.
+type CustomTag struct {
+	Name, Value, Header, Default string
+	MetaNS, MetaKey              string
+}
+
+// TracerFactory builds a tracer from its provider's typed_config.
+type TracerFactory func(bc *filter.BuildContext, cfg *anypb.Any) (Tracer, error)
+
+// startUpstreamSpan begins an upstream attempt's span, ending the
+// previous attempt's, when the connection manager spawns upstream spans.
+func (s *Stream) startUpstreamSpan() {
+	if s.span == nil || !s.cfg.Tracing.SpawnUpstream {
+		return
+	}
+	now := time.Now()
+	if s.upSpan != nil {
+		s.upSpan.Finish(&SpanEnd{End: now, Request: s.req, Status: s.resp.StatusCode(), Protocol: s.info.Protocol,
+			Cluster: s.clusterStat(), UpstreamHost: s.info.UpstreamHost})
+	}
+	s.upSpan = s.span.Child(s.req, now)
+}
+
+func (s *Stream) clusterStat() string {
+	if s.cluster != nil {
+		return s.cluster.StatName
+	}
+	return s.info.ClusterName
+}
+
+// finishSpan ends the request's span (and its last upstream span).
+func (s *Stream) finishSpan(now time.Time) {
+	if s.upSpan != nil {
+		st := 0
+		if s.respStarted {
+			st = s.status
+		}
+		s.upSpan.Finish(&SpanEnd{End: now, Request: s.req, Status: st, Protocol: s.info.Protocol,
+			Cluster: s.clusterStat(), UpstreamHost: s.info.UpstreamHost, Flags: s.info.ResponseFlags})
+		s.upSpan = nil
+	}
+	e := &SpanEnd{End: now, Request: s.req, Status: s.status, Flags: s.info.ResponseFlags, Protocol: s.info.Protocol,
+		Cluster: s.info.ClusterName, UpstreamHost: s.info.UpstreamHost, BytesReceived: s.info.BytesReceived,
+		BytesSent: s.info.BytesSent, ResponseDetails: s.details}
+	if s.cluster != nil {
+		e.Cluster = s.cluster.StatName
+	}
+	if s.route != nil {
+		e.Operation = s.route.Decorator
+	}
+	if s.respStarted {
+		e.Response = &s.resp
+	}
+	if a := s.cm.conn.RemoteAddr(); a != nil {
+		e.Peer = a.String()
+	}
+	for _, t := range s.cfg.Tracing.Tags {
+		v := t.Value
+		switch {
+		case t.Header != "":
+			if hv, ok := s.req.Get(t.Header); ok {
+				v = string(hv)
+			} else {
+				v = t.Default
+			}
+		case t.MetaNS != "":
+			if mv, ok := s.info.Metadata[t.MetaNS][t.MetaKey]; ok {
+				v = mv
+			} else {
+				v = t.Default
+			}
+		}
+		if v != "" {
+			e.Tags = append(e.Tags, [2]string{t.Name, v})
+		}
+	}
+	s.span.Finish(e)
+	s.span = nil
+}

@@ -1,0 +1,238 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/straitproxy/strait/internal/testutil"
+)
+
+// zipkinCollector is a Zipkin collector: it keeps the v2 JSON spans
+// posted to /api/v2/spans.
+type zipkinCollector struct {
+	addr  string
+	mu    sync.Mutex
+	spans []map[string]any
+	hosts []string
+}
+
+func startZipkin(t *testing.T) *zipkinCollector {
+	z := &zipkinCollector{}
+	z.addr = serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		var got []map[string]any
+		if r.URL.Path != "/api/v2/spans" || r.Method != "POST" || json.NewDecoder(r.Body).Decode(&got) != nil {
+			w.WriteHeader(400)
+			return
+		}
+		z.mu.Lock()
+		z.spans = append(z.spans, got...)
+		z.hosts = append(z.hosts, r.Host)
+		z.mu.Unlock()
+		w.WriteHeader(202)
+	}, false)
+	return z
+}
+
+func (z *zipkinCollector) all() []map[string]any {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return append([]map[string]any(nil), z.spans...)
+}
+
+// TestZipkinTracer: with tracing.provider envoy.tracers.zipkin, each
+// traced request gets a span posted to the collector cluster, with
+// Envoy's tags; the upstream gets the span's B3 context; an incoming B3
+// context is continued (the client's span shared); a request the client
+// marks not sampled gets no span.
+func TestZipkinTracer(t *testing.T) {
+	zk := startZipkin(t)
+	var mu sync.Mutex
+	seen := map[string]http.Header{}
+	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path] = r.Header.Clone()
+		mu.Unlock()
+		if r.URL.Path == "/fail" {
+			w.WriteHeader(503)
+		}
+	}, false)
+	zh, zp, _ := net.SplitHostPort(zk.addr)
+	y := httpBootstrap(up, routeCfg{hcmOpts: `          tracing:
+            random_sampling: { value: 100 }
+            custom_tags:
+            - { tag: mesh, literal: { value: strait-test } }
+            - { tag: tenant, request_header: { name: X-Tenant, default_value: none } }
+            provider:
+              name: envoy.tracers.zipkin
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
+                collector_cluster: zipkin
+                collector_endpoint: /api/v2/spans
+                collector_endpoint_version: HTTP_JSON
+                collector_hostname: zipkin.example`}, "")
+	y = strings.Replace(y, "  clusters:\n", fmt.Sprintf(`  clusters:
+  - name: zipkin
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: zipkin
+      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: %s, port_value: %s } } } } ] } ]
+`, zh, zp), 1)
+	y = "node: { id: gw-1, cluster: gateway }\nlayered_runtime:\n  layers:\n  - name: static\n    static_layer: { tracing.zipkin.min_flush_spans: 1 }\n" + y
+	p := startProxy(t, y)
+	url := p.url("ingress")
+	do := func(path string, kv ...string) {
+		req, _ := http.NewRequest("GET", url+path, nil)
+		for i := 0; i+1 < len(kv); i += 2 {
+			req.Header.Set(kv[i], kv[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	do("/new", "x-tenant", "acme")
+	do("/fail")
+	do("/cont", "x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124", "x-b3-spanid", "a2fb4a1d1a96d312", "x-b3-parentspanid", "0020000000000001", "x-b3-sampled", "1")
+	do("/single", "b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")
+	do("/off", "x-b3-sampled", "0")
+	testutil.Eventually(t, 5*time.Second, "four spans at the collector", func() bool { return len(zk.all()) >= 4 })
+	time.Sleep(100 * time.Millisecond)
+	spans := map[string]map[string]any{}
+	for _, s := range zk.all() {
+		tags, _ := s["tags"].(map[string]any)
+		u, _ := tags["http.url"].(string)
+		spans[u[strings.LastIndex(u, "/"):]] = s
+	}
+	if len(spans) != 4 || spans["/off"] != nil {
+		t.Fatalf("spans for %v, want /new /fail /cont /single", keys(spans))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// A new trace: the upstream continues the span.
+	s := spans["/new"]
+	h := seen["/new"]
+	if h.Get("x-b3-traceid") != s["traceId"] || h.Get("x-b3-spanid") != s["id"] || h.Get("x-b3-sampled") != "1" || s["parentId"] != nil {
+		t.Errorf("/new: span %v, upstream B3 %v", s, h)
+	}
+	tags := s["tags"].(map[string]any)
+	if s["kind"] != "SERVER" || s["name"] != "ingress" || tags["http.status_code"] != "200" || tags["http.method"] != "GET" ||
+		tags["upstream_cluster"] != "backend" || tags["node_id"] != "gw-1" || tags["guid:x-request-id"] != h.Get("x-request-id") ||
+		s["localEndpoint"].(map[string]any)["serviceName"] != "gateway" || tags["mesh"] != "strait-test" || tags["tenant"] != "acme" {
+		t.Errorf("/new span: %v", s)
+	}
+	if d, _ := s["duration"].(float64); d <= 0 {
+		t.Errorf("/new duration %v", s["duration"])
+	}
+	if tags := spans["/fail"]["tags"].(map[string]any); tags["http.status_code"] != "503" || tags["error"] != "true" || tags["tenant"] != "none" {
+		t.Errorf("/fail span tags: %v", tags)
+	}
+	// A client's context: the span is the client's, shared.
+	s, h = spans["/cont"], seen["/cont"]
+	if s["traceId"] != "463ac35c9f6413ad48485a3953bb6124" || s["id"] != "a2fb4a1d1a96d312" || s["parentId"] != "0020000000000001" || s["shared"] != true ||
+		h.Get("x-b3-traceid") != "463ac35c9f6413ad48485a3953bb6124" || h.Get("x-b3-spanid") != "a2fb4a1d1a96d312" {
+		t.Errorf("/cont: span %v, upstream B3 %v", s, h)
+	}
+	s, h = spans["/single"], seen["/single"]
+	if s["traceId"] != "80f198ee56343ba864fe8b2a57d3eff7" || s["id"] != "e457b5a2e4d86bd1" || h.Get("b3") != "" || h.Get("x-b3-traceid") != "80f198ee56343ba864fe8b2a57d3eff7" {
+		t.Errorf("/single: span %v, upstream %v", s, h)
+	}
+	if h := seen["/off"]; h.Get("x-b3-sampled") != "0" || h.Get("x-b3-traceid") != "" {
+		t.Errorf("/off: upstream B3 %v, want the client's headers untouched", h)
+	}
+	zk.mu.Lock()
+	if zk.hosts[0] != "zipkin.example" {
+		t.Errorf("collector Host %q, want collector_hostname", zk.hosts[0])
+	}
+	zk.mu.Unlock()
+	if n := p.stat("tracing.zipkin.spans_sent"); n != 4 {
+		t.Errorf("tracing.zipkin.spans_sent %d", n)
+	}
+}
+
+func keys(m map[string]map[string]any) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// TestIstioGatewayTracing: Istio's mesh config names a zipkin tracing
+// provider; pilot configures Strait's connection manager with
+// envoy.tracers.zipkin and its own custom tags, and the spans of
+// requests through the gateway reach the collector, the upstream
+// continuing them.
+func TestIstioGatewayTracing(t *testing.T) {
+	zk := startZipkin(t)
+	var mu sync.Mutex
+	var upTrace, upSpan string
+	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		upTrace, upSpan = r.Header.Get("x-b3-traceid"), r.Header.Get("x-b3-spanid")
+		mu.Unlock()
+		w.Write([]byte("traced"))
+	}, false)
+	_, ps, _ := net.SplitHostPort(closedPort(t))
+	port := 0
+	fmt.Sscan(ps, &port)
+	cfg := istioBase(port, up) + istioRoute + serviceEntry("zipkin", "zipkin.istio-system.svc.cluster.local", 9411, zk.addr)
+	meshCfg := `enableTracing: true
+defaultConfig:
+  tracing: { sampling: 100 }
+extensionProviders:
+- name: zipkin
+  zipkin: { service: zipkin.istio-system.svc.cluster.local, port: 9411 }
+defaultProviders:
+  tracing: [zipkin]
+`
+	pilot := startPilotWith(t, cfg, "", meshCfg)
+	y := "layered_runtime:\n  layers:\n  - name: static\n    static_layer: { tracing.zipkin.min_flush_spans: 1 }\n" + istioGateway(pilot.Addr, false)
+	proc := runStrait(t, y, 0)
+	admin := "http://" + proc.admin
+	url := fmt.Sprintf("http://127.0.0.1:%d/t", port)
+	c := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(20 * time.Second)
+	var code int
+	for time.Now().Before(deadline) {
+		if code, _ = body(c, url); code == 200 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := rejections(t, admin); code != 200 || len(r) > 0 {
+		t.Fatalf("through the gateway: %d; rejected %v\n%s", code, r, proc.stderr.String())
+	}
+	// Pilot asks for an upstream span of its own (spawn_upstream_span):
+	// a SERVER span for the request, a CLIENT span under it for the
+	// upstream request, whose context the upstream gets.
+	testutil.Eventually(t, 10*time.Second, "two spans at the collector", func() bool { return len(zk.all()) >= 2 })
+	var server, client map[string]any
+	for _, s := range zk.all() {
+		switch s["kind"] {
+		case "SERVER":
+			server = s
+		case "CLIENT":
+			client = s
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if server == nil || client == nil || server["traceId"] != upTrace || client["traceId"] != upTrace ||
+		client["parentId"] != server["id"] || client["id"] != upSpan {
+		t.Fatalf("server span %v\nclient span %v\nupstream B3 %s/%s", server, client, upTrace, upSpan)
+	}
+	tags := server["tags"].(map[string]any)
+	if tags["http.status_code"] != "200" || !strings.Contains(fmt.Sprint(server["name"]), "backend.example.com") {
+		t.Errorf("server span: %v", server)
+	}
+	t.Logf("spans from pilot's config:\n%v\n%v", server, client)
+}

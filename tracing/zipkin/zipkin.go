@@ -1,0 +1,517 @@
+// Package zipkin is the Zipkin tracer (envoy.tracers.zipkin): B3 trace
+// context taken from and given to requests, and one span per traced
+// request reported to a collector cluster in Zipkin's v2 JSON, batched
+// off the request path.
+package zipkin
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/protocol"
+	"github.com/straitproxy/strait/proxy"
+	"github.com/straitproxy/strait/stats"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+func init() {
+	config.Register(config.Extension{Kind: config.Tracer, Name: "envoy.tracers.zipkin",
+		TypeURL: "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig", Factory: proxy.TracerFactory(build)})
+}
+
+var supported = config.NewSupport(map[string]string{
+	"envoy.config.trace.v3.ZipkinConfig": `collector_cluster collector_endpoint trace_id_128bit
+		shared_span_context collector_endpoint_version collector_hostname collector_service`,
+	"envoy.config.core.v3.HttpService":       `http_uri request_headers_to_add`,
+	"envoy.config.core.v3.HttpUri":           `uri cluster timeout`,
+	"envoy.config.core.v3.HeaderValueOption": `header`,
+	"envoy.config.core.v3.HeaderValue":       `key value`,
+})
+
+// B3 propagation headers.
+const (
+	hTraceID  = "x-b3-traceid"
+	hSpanID   = "x-b3-spanid"
+	hParentID = "x-b3-parentspanid"
+	hSampled  = "x-b3-sampled"
+	hFlags    = "x-b3-flags"
+	hSingle   = "b3"
+)
+
+// Envoy's runtime keys for the reporter, with its defaults.
+const (
+	flushIntervalKey = "tracing.zipkin.flush_interval_ms"
+	minFlushKey      = "tracing.zipkin.min_flush_spans"
+	maxPending       = 1000 // spans waiting for the reporter; more are dropped
+)
+
+// tracer is one connection manager's Zipkin tracer.
+type tracer struct {
+	shared  bool
+	id128   bool
+	service string // the node's cluster: the spans' localEndpoint
+	nodeID  string
+	rep     *reporter
+}
+
+func build(bc *filter.BuildContext, tc *anypb.Any) (proxy.Tracer, error) {
+	var c tracev3.ZipkinConfig
+	if err := tc.UnmarshalTo(&c); err != nil {
+		return nil, err
+	}
+	if errs := config.ValidationErrors(c.ValidateAll()); len(errs) > 0 {
+		return nil, config.Join(errs)
+	}
+	if err := supported.Check(&c); err != nil {
+		return nil, err
+	}
+	// Where spans go: collector_service (an HTTP service: the URI's path
+	// and host on its cluster), else the legacy collector_* fields.
+	cluster, path, host := c.GetCollectorCluster(), c.GetCollectorEndpoint(), c.GetCollectorHostname()
+	timeout := 5 * time.Second
+	var headers [][2]string
+	if svc := c.GetCollectorService(); svc != nil {
+		if cluster != "" || path != "" || host != "" {
+			return nil, config.At("collector_service", fmt.Errorf("give either collector_service or collector_cluster and collector_endpoint"))
+		}
+		u, err := url.Parse(svc.GetHttpUri().GetUri())
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return nil, config.At("collector_service.http_uri.uri", fmt.Errorf("%q is not an http URI", svc.GetHttpUri().GetUri()))
+		}
+		cluster, path, host = svc.GetHttpUri().GetCluster(), u.RequestURI(), u.Host
+		if d := svc.GetHttpUri().GetTimeout(); d != nil && d.AsDuration() > 0 {
+			timeout = d.AsDuration()
+		}
+		for _, o := range svc.GetRequestHeadersToAdd() {
+			headers = append(headers, [2]string{o.GetHeader().GetKey(), o.GetHeader().GetValue()})
+		}
+		if cluster == "" {
+			return nil, config.At("collector_service.http_uri.cluster", fmt.Errorf("required"))
+		}
+	}
+	switch {
+	case cluster == "":
+		return nil, config.At("collector_cluster", fmt.Errorf("required"))
+	case !strings.HasPrefix(path, "/"):
+		return nil, config.At("collector_endpoint", fmt.Errorf("%q: an absolute path is required", path))
+	case c.GetCollectorEndpointVersion() != tracev3.ZipkinConfig_HTTP_JSON:
+		return nil, config.At("collector_endpoint_version", fmt.Errorf("%s is not supported (supported: HTTP_JSON)", c.GetCollectorEndpointVersion()))
+	}
+	if bc.Clusters == nil {
+		return nil, config.At("collector_cluster", fmt.Errorf("no clusters to send spans to"))
+	}
+	if !bc.Clusters.Known(cluster) && !bc.Clusters.Dynamic() {
+		return nil, config.At("collector_cluster", fmt.Errorf("cluster %q is not configured", cluster))
+	}
+	t := &tracer{shared: true, id128: c.GetTraceId_128Bit()}
+	if v := c.GetSharedSpanContext(); v != nil {
+		t.shared = v.GetValue()
+	}
+	if n := bc.Node; n != nil {
+		t.service, t.nodeID = n.GetCluster(), n.GetId()
+	}
+	if host == "" {
+		host = cluster
+	}
+	sc := bc.Stats
+	if sc == nil {
+		sc = stats.NewStore().Root()
+	}
+	t.rep = sharedReporter(bc, &collector{cluster: cluster, path: path, host: host, timeout: timeout, headers: headers},
+		sc.Scope("tracing", "", "").Scope("zipkin", "", ""))
+	return t, nil
+}
+
+// Reporters are shared by every tracer that reports to the same place
+// (each listener update builds its connection managers' tracers again):
+// one goroutine and one connection pool per collector, for the process.
+var (
+	reportersMu sync.Mutex
+	reporters   = map[string]*reporter{}
+)
+
+// collector is where a reporter posts spans.
+type collector struct {
+	cluster, path, host string
+	timeout             time.Duration
+	headers             [][2]string
+}
+
+func sharedReporter(bc *filter.BuildContext, col *collector, sc *stats.Scope) *reporter {
+	key := fmt.Sprintf("%q %q %q %v %q", col.cluster, col.path, col.host, col.timeout, col.headers)
+	reportersMu.Lock()
+	defer reportersMu.Unlock()
+	if r := reporters[key]; r != nil {
+		r.clusters.Store(&bc.Clusters) // the newest cluster lookup
+		return r
+	}
+	r := newReporter(bc, col, sc)
+	reporters[key] = r
+	return r
+}
+
+// span is a request's span in the making.
+type span struct {
+	t                            *tracer
+	traceID, id, parentID        string
+	shared, debug                bool
+	start                        time.Time
+	name, method, url, useragent string
+	requestID                    string
+	client                       bool // an upstream request's span
+}
+
+// Child implements proxy.Span: a CLIENT span under s for an upstream
+// request, whose context h then carries.
+func (s *span) Child(h *protocol.Headers, start time.Time) proxy.Span {
+	c := *s
+	c.id, c.parentID, c.shared, c.client, c.start = newID(false), s.id, false, true, start
+	h.Del(hSingle)
+	h.Set(hTraceID, c.traceID)
+	h.Set(hSpanID, c.id)
+	h.Set(hParentID, c.parentID)
+	h.Set(hSampled, "1")
+	return &c
+}
+
+// Start implements proxy.Tracer: the B3 context of h (b3 single header,
+// else x-b3-*) is continued, a new trace begun without one; a context
+// that says not sampled is not traced. h then carries the span's
+// context.
+func (t *tracer) Start(h *protocol.Headers, start time.Time) proxy.Span {
+	traceID, spanID, parentID, sampled, debug := extract(h)
+	if sampled == "0" && !debug {
+		return nil
+	}
+	s := &span{t: t, start: start, debug: debug}
+	switch {
+	case traceID == "" || spanID == "":
+		s.traceID = newID(t.id128)
+		s.id = s.traceID[len(s.traceID)-16:]
+	case t.shared:
+		// The client's span, shared: the server side of the same id.
+		s.traceID, s.id, s.parentID, s.shared = traceID, spanID, parentID, true
+	default:
+		s.traceID, s.id, s.parentID = traceID, newID(false), spanID
+	}
+	m, _ := h.Get(protocol.Method)
+	s.method = string(m)
+	sch, _ := h.Get(protocol.Scheme)
+	s.url = string(sch) + "://" + string(h.Host()) + string(h.Path())
+	if ua, ok := h.Get("user-agent"); ok {
+		s.useragent = string(ua)
+	}
+	if id, ok := h.Get("x-request-id"); ok {
+		s.requestID = string(id)
+	}
+	// The upstream continues this span.
+	h.Del(hSingle)
+	h.Set(hTraceID, s.traceID)
+	h.Set(hSpanID, s.id)
+	if s.parentID != "" {
+		h.Set(hParentID, s.parentID)
+	} else {
+		h.Del(hParentID)
+	}
+	h.Set(hSampled, "1")
+	return s
+}
+
+// extract reads a B3 context: the single b3 header wins.
+func extract(h *protocol.Headers) (traceID, spanID, parentID, sampled string, debug bool) {
+	if v, ok := h.Get(hSingle); ok {
+		parts := strings.Split(string(v), "-")
+		switch len(parts) {
+		case 1: // only a sampling state
+			sampled = parts[0]
+		case 2, 3, 4:
+			traceID, spanID = parts[0], parts[1]
+			if len(parts) > 2 {
+				sampled = parts[2]
+			}
+			if len(parts) > 3 {
+				parentID = parts[3]
+			}
+		}
+		if sampled == "d" {
+			sampled, debug = "1", true
+		}
+		if !validID(traceID, true) || !validID(spanID, false) || parentID != "" && !validID(parentID, false) {
+			traceID, spanID, parentID = "", "", ""
+		}
+		return
+	}
+	t, _ := h.Get(hTraceID)
+	sp, _ := h.Get(hSpanID)
+	p, _ := h.Get(hParentID)
+	smp, _ := h.Get(hSampled)
+	f, _ := h.Get(hFlags)
+	traceID, spanID, parentID, sampled, debug = strings.ToLower(string(t)), strings.ToLower(string(sp)), strings.ToLower(string(p)), string(smp), string(f) == "1"
+	if sampled == "true" {
+		sampled = "1"
+	} else if sampled == "false" {
+		sampled = "0"
+	}
+	if !validID(traceID, true) || !validID(spanID, false) || parentID != "" && !validID(parentID, false) {
+		traceID, spanID, parentID = "", "", ""
+	}
+	return
+}
+
+// validID reports a 16 (or, for a trace id, 32) hex digit id, not zero.
+func validID(s string, trace bool) bool {
+	if len(s) != 16 && !(trace && len(s) == 32) {
+		return false
+	}
+	zero := true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+		zero = zero && c == '0'
+	}
+	return !zero
+}
+
+func newID(long bool) string {
+	var b [16]byte
+	n := 8
+	if long {
+		n = 16
+	}
+	for {
+		for i := 0; i < n; i += 8 {
+			v := rand.Uint64()
+			for j := 0; j < 8; j++ {
+				b[i+j] = byte(v >> (8 * j))
+			}
+		}
+		s := hex.EncodeToString(b[:n])
+		if validID(s, long) {
+			return s
+		}
+	}
+}
+
+// zspan is a span in Zipkin's v2 JSON.
+type zspan struct {
+	TraceID        string            `json:"traceId"`
+	ID             string            `json:"id"`
+	ParentID       string            `json:"parentId,omitempty"`
+	Name           string            `json:"name"`
+	Kind           string            `json:"kind"`
+	Timestamp      int64             `json:"timestamp"`
+	Duration       int64             `json:"duration"`
+	Shared         bool              `json:"shared,omitempty"`
+	Debug          bool              `json:"debug,omitempty"`
+	LocalEndpoint  *endpoint         `json:"localEndpoint,omitempty"`
+	RemoteEndpoint *endpoint         `json:"remoteEndpoint,omitempty"`
+	Tags           map[string]string `json:"tags"`
+}
+
+type endpoint struct {
+	ServiceName string `json:"serviceName,omitempty"`
+	IPv4        string `json:"ipv4,omitempty"`
+	IPv6        string `json:"ipv6,omitempty"`
+	Port        int    `json:"port,omitempty"`
+}
+
+// Finish implements proxy.Span: the span, with Envoy's tags, goes to the
+// reporter.
+func (s *span) Finish(e *proxy.SpanEnd) {
+	name, kind := e.Operation, "SERVER"
+	switch {
+	case s.client:
+		name, kind = "router "+e.Cluster+" egress", "CLIENT" // Envoy's name
+	case name == "":
+		name = "ingress"
+	}
+	z := &zspan{TraceID: s.traceID, ID: s.id, ParentID: s.parentID, Name: name, Kind: kind,
+		Timestamp: s.start.UnixMicro(), Duration: max(1, e.End.Sub(s.start).Microseconds()), Shared: s.shared, Debug: s.debug,
+		LocalEndpoint: &endpoint{ServiceName: s.t.service}}
+	tags := map[string]string{"component": "proxy", "http.method": s.method, "http.url": s.url,
+		"http.protocol": e.Protocol, "http.status_code": strconv.Itoa(e.Status), "response_flags": flagsOr(e.Flags.String()),
+		"request_size": strconv.FormatUint(e.BytesReceived, 10), "response_size": strconv.FormatUint(e.BytesSent, 10)}
+	if s.t.nodeID != "" {
+		tags["node_id"] = s.t.nodeID
+	}
+	if s.requestID != "" {
+		tags["guid:x-request-id"] = s.requestID
+	}
+	if s.useragent != "" {
+		tags["user_agent"] = s.useragent
+	}
+	if e.Cluster != "" {
+		tags["upstream_cluster"] = e.Cluster
+	}
+	if e.UpstreamHost != "" {
+		tags["upstream_address"] = e.UpstreamHost
+	}
+	if e.Peer != "" {
+		tags["peer.address"] = e.Peer
+		if host, port, err := net.SplitHostPort(e.Peer); err == nil {
+			ep := &endpoint{}
+			if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
+				ep.IPv4 = host
+			} else {
+				ep.IPv6 = host
+			}
+			ep.Port, _ = strconv.Atoi(port)
+			z.RemoteEndpoint = ep
+		}
+	}
+	if e.Status >= 500 || e.Status == 0 {
+		tags["error"] = "true"
+	}
+	for _, kv := range e.Tags {
+		tags[kv[0]] = kv[1]
+	}
+	z.Tags = tags
+	s.t.rep.add(z)
+}
+
+func flagsOr(f string) string {
+	if f == "" {
+		return "-"
+	}
+	return f
+}
+
+// reporter batches spans and posts them to the collector cluster.
+type reporter struct {
+	clusters atomic.Pointer[filter.Clusters]
+	col      *collector
+	rt       *config.Runtime
+	client   *http.Client
+
+	mu      sync.Mutex
+	pending []*zspan
+	kick    chan struct{}
+
+	spansSent, timerFlushed, noCluster, sent, dropped, failed *stats.Counter
+}
+
+func newReporter(bc *filter.BuildContext, col *collector, sc *stats.Scope) *reporter {
+	r := &reporter{col: col, rt: bc.Runtime,
+		kick:      make(chan struct{}, 1),
+		spansSent: sc.Counter("spans_sent"), timerFlushed: sc.Counter("timer_flushed"), noCluster: sc.Counter("reports_skipped_no_cluster"),
+		sent: sc.Counter("reports_sent"), dropped: sc.Counter("reports_dropped"), failed: sc.Counter("reports_failed")}
+	r.client = &http.Client{Timeout: col.timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}}}
+	r.clusters.Store(&bc.Clusters)
+	go r.run()
+	return r
+}
+
+func (r *reporter) runtime(key string, def uint64) uint64 {
+	if r.rt == nil {
+		return def
+	}
+	if e, ok := r.rt.Snapshot().Get(key); ok && e.IsNum && e.Num >= 1 {
+		return uint64(e.Num)
+	}
+	return def
+}
+
+// add queues a span; a full queue drops it (counted); enough spans wake
+// the reporter.
+func (r *reporter) add(z *zspan) {
+	r.mu.Lock()
+	if len(r.pending) >= maxPending {
+		r.mu.Unlock()
+		r.dropped.Inc()
+		return
+	}
+	r.pending = append(r.pending, z)
+	n := len(r.pending)
+	r.mu.Unlock()
+	if uint64(n) >= r.runtime(minFlushKey, 5) {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// run flushes when enough spans wait, and at each flush interval. It
+// lives as long as the process (a tracer is shared by the connection
+// manager's builds; its goroutine holds no connection when idle).
+func (r *reporter) run() {
+	for {
+		interval := time.Duration(r.runtime(flushIntervalKey, 5000)) * time.Millisecond
+		t := time.NewTimer(interval)
+		select {
+		case <-r.kick:
+			t.Stop()
+		case <-t.C:
+			r.timerFlushed.Inc()
+		}
+		r.flush()
+	}
+}
+
+func (r *reporter) flush() {
+	r.mu.Lock()
+	batch := r.pending
+	r.pending = nil
+	r.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	cl, ok := (*r.clusters.Load()).Get(r.col.cluster)
+	if !ok {
+		r.noCluster.Inc()
+		return
+	}
+	h := cl.Pick(nil)
+	if h == nil {
+		r.failed.Inc()
+		return
+	}
+	body, err := json.Marshal(batch)
+	if err != nil {
+		r.failed.Inc()
+		return
+	}
+	req, err := http.NewRequest("POST", "http://"+h.Addr+r.col.path, bytes.NewReader(body))
+	if err != nil {
+		r.failed.Inc()
+		return
+	}
+	req.Host = r.col.host
+	req.Header.Set("Content-Type", "application/json")
+	for _, kv := range r.col.headers {
+		req.Header.Add(kv[0], kv[1])
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		r.failed.Inc()
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		r.failed.Inc()
+		return
+	}
+	r.sent.Inc()
+	r.spansSent.Add(uint64(len(batch)))
+}

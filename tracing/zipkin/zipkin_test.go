@@ -1,0 +1,44 @@
+package zipkin
+
+import (
+	"testing"
+
+	"github.com/straitproxy/strait/protocol"
+)
+
+func TestExtract(t *testing.T) {
+	hdr := func(kv ...string) *protocol.Headers {
+		h := new(protocol.Headers)
+		for i := 0; i+1 < len(kv); i += 2 {
+			h.AddString(kv[i], kv[i+1])
+		}
+		return h
+	}
+	for _, tc := range []struct {
+		name                     string
+		h                        *protocol.Headers
+		trace, span, parent, smp string
+		debug                    bool
+	}{
+		{"multi", hdr("x-b3-traceid", "463AC35C9F6413AD", "x-b3-spanid", "a2fb4a1d1a96d312", "x-b3-sampled", "true"), "463ac35c9f6413ad", "a2fb4a1d1a96d312", "", "1", false},
+		{"single with parent", hdr("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"), "80f198ee56343ba864fe8b2a57d3eff7", "e457b5a2e4d86bd1", "05e3ac9a4f6e3b90", "1", false},
+		{"single wins", hdr("b3", "0", "x-b3-traceid", "463ac35c9f6413ad", "x-b3-spanid", "a2fb4a1d1a96d312"), "", "", "", "0", false},
+		{"debug", hdr("b3", "80f198ee56343ba8-e457b5a2e4d86bd1-d"), "80f198ee56343ba8", "e457b5a2e4d86bd1", "", "1", true},
+		{"flags", hdr("x-b3-traceid", "463ac35c9f6413ad", "x-b3-spanid", "a2fb4a1d1a96d312", "x-b3-flags", "1"), "463ac35c9f6413ad", "a2fb4a1d1a96d312", "", "", true},
+		{"bad ids dropped", hdr("x-b3-traceid", "xyz", "x-b3-spanid", "a2fb4a1d1a96d312", "x-b3-sampled", "1"), "", "", "", "1", false},
+		{"zero id dropped", hdr("x-b3-traceid", "0000000000000000", "x-b3-spanid", "a2fb4a1d1a96d312"), "", "", "", "", false},
+	} {
+		tr, sp, p, smp, dbg := extract(tc.h)
+		if tr != tc.trace || sp != tc.span || p != tc.parent || smp != tc.smp || dbg != tc.debug {
+			t.Errorf("%s: %q %q %q %q %v", tc.name, tr, sp, p, smp, dbg)
+		}
+	}
+	for range 100 {
+		if id := newID(true); !validID(id, true) || len(id) != 32 {
+			t.Fatalf("newID(true) = %q", id)
+		}
+		if id := newID(false); !validID(id, false) || len(id) != 16 {
+			t.Fatalf("newID(false) = %q", id)
+		}
+	}
+}
