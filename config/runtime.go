@@ -312,3 +312,16 @@ func DiskEntries(dir string) (map[string]RuntimeEntry, error) {
 	}
 	return out, err
 }
+
+// Uint reads a whole number of the runtime's snapshot (false: not set, not
+// a number, or negative); a nil runtime has none.
+func (r *Runtime) Uint(key string) (uint64, bool) {
+	if r == nil {
+		return 0, false
+	}
+	e, ok := r.Snapshot().Get(key)
+	if !ok || !e.IsNum || e.Num < 0 {
+		return 0, false
+	}
+	return uint64(e.Num), true
+}

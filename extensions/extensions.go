@@ -29,6 +29,7 @@ import (
 	_ "github.com/straitproxy/strait/protocol/dubbo"
 	_ "github.com/straitproxy/strait/protocol/http1"
 	_ "github.com/straitproxy/strait/protocol/http2"
+	_ "github.com/straitproxy/strait/tracing/opentelemetry"
 	_ "github.com/straitproxy/strait/tracing/zipkin"
 	_ "github.com/straitproxy/strait/transport/tlcp"
 	_ "github.com/straitproxy/strait/transport/tls"

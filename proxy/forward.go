@@ -512,6 +512,9 @@ func (s *Stream) outlierStatus(code int) int {
 // dropAttempt closes the attempt's upstream stream; the connection is
 // closed unless the response was read whole.
 func (s *Stream) dropAttempt(failed bool) {
+	if s.upSpan != nil {
+		s.endUpstreamSpan(failed)
+	}
 	if s.host != nil {
 		if failed {
 			s.try.End(false)

@@ -70,18 +70,32 @@ type CustomTag struct {
 // TracerFactory builds a tracer from its provider's typed_config.
 type TracerFactory func(bc *filter.BuildContext, cfg *anypb.Any) (Tracer, error)
 
-// startUpstreamSpan begins an upstream attempt's span, ending the
-// previous attempt's, when the connection manager spawns upstream spans.
+// startUpstreamSpan begins an upstream attempt's span when the
+// connection manager spawns upstream spans.
 func (s *Stream) startUpstreamSpan() {
 	if s.span == nil || !s.cfg.Tracing.SpawnUpstream {
 		return
 	}
-	now := time.Now()
-	if s.upSpan != nil {
-		s.upSpan.Finish(&SpanEnd{End: now, Request: s.req, Status: s.resp.StatusCode(), Protocol: s.info.Protocol,
-			Cluster: s.clusterStat(), UpstreamHost: s.info.UpstreamHost})
+	if s.upSpan != nil { // an attempt that was given up without dropAttempt
+		s.endUpstreamSpan(true)
 	}
-	s.upSpan = s.span.Child(s.req, now)
+	s.upSpan = s.span.Child(s.req, time.Now())
+}
+
+// endUpstreamSpan ends a dropped attempt's span (before a retry) with
+// the status its host answered (0 when it failed) and its host.
+func (s *Stream) endUpstreamSpan(failed bool) {
+	st := 0
+	if !failed {
+		st = s.resp.StatusCode()
+	}
+	host := s.info.UpstreamHost
+	if s.host != nil {
+		host = s.host.Addr
+	}
+	s.upSpan.Finish(&SpanEnd{End: time.Now(), Request: s.req, Status: st, Protocol: s.info.Protocol,
+		Cluster: s.clusterStat(), UpstreamHost: host, Flags: s.flags})
+	s.upSpan = nil
 }
 
 func (s *Stream) clusterStat() string {

@@ -43,26 +43,9 @@ func fdCount(t *testing.T, pid int) int {
 // carry over; a new epoch with a broken config exits 1 and leaves the
 // serving process as it was (its descriptors included).
 func TestHotRestart(t *testing.T) {
-	up := testutil.StartUpstream(t)
-	addr := closedPort(t)
-	_, port, _ := strings.Cut(addr, "127.0.0.1:")
 	// WebSocket under /ws: upgraded connections move too.
-	rc := routeCfg{hcmOpts: "          upgrade_configs: [ { upgrade_type: websocket } ]",
-		routes: `              - match: { prefix: "/ws" }
-                route: { cluster: ws }
-              - match: { prefix: "/" }
-                route: { cluster: backend }`}
-	yaml := strings.Replace(httpBootstrap(up.Addr, rc, ""), "port_value: 0 } }\n    filter_chains", "port_value: "+port+" } }\n    filter_chains", 1)
-	wh, wp, _ := net.SplitHostPort(startWSEcho(t))
-	yaml = strings.Replace(yaml, "  clusters:\n", fmt.Sprintf(`  clusters:
-  - name: ws
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: ws
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: %s, port_value: %s } } }
-`, wh, wp), 1)
+	yaml, addr := wsRestartBootstrap(t)
+	_, port, _ := strings.Cut(addr, "127.0.0.1:")
 	// The admin's port is fixed too: each epoch's admin serves the
 	// socket the one before handed over.
 	_, aport, _ := strings.Cut(closedPort(t), "127.0.0.1:")

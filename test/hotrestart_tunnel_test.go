@@ -15,21 +15,20 @@ import (
 	"golang.org/x/net/websocket"
 )
 
-// TestHotRestartTunnelRefused: an epoch cannot serve the WebSocket
-// tunnels (its config has no cluster of their name), so it refuses them
-// and the old process takes them back (the migration's Abort): each
-// session goes on there, in both directions, with no message lost, until
-// the session ends; the requests of the listener go to the new epoch.
-func TestHotRestartTunnelRefused(t *testing.T) {
+// wsRestartBootstrap is a bootstrap whose ingress listener is on a fixed
+// port (its address is returned), with WebSocket upgrades under /ws to
+// the cluster ws (an echo server) and the rest to backend: what hot
+// restart tests carry across epochs.
+func wsRestartBootstrap(t *testing.T) (yaml, addr string) {
 	up := testutil.StartUpstream(t)
-	addr := closedPort(t)
+	addr = closedPort(t)
 	_, port, _ := strings.Cut(addr, "127.0.0.1:")
 	rc := routeCfg{hcmOpts: "          upgrade_configs: [ { upgrade_type: websocket } ]",
 		routes: `              - match: { prefix: "/ws" }
                 route: { cluster: ws }
               - match: { prefix: "/" }
                 route: { cluster: backend }`}
-	yaml := strings.Replace(httpBootstrap(up.Addr, rc, ""), "port_value: 0 } }\n    filter_chains", "port_value: "+port+" } }\n    filter_chains", 1)
+	yaml = strings.Replace(httpBootstrap(up.Addr, rc, ""), "port_value: 0 } }\n    filter_chains", "port_value: "+port+" } }\n    filter_chains", 1)
 	wh, wp, _ := net.SplitHostPort(startWSEcho(t))
 	yaml = strings.Replace(yaml, "  clusters:\n", fmt.Sprintf(`  clusters:
   - name: ws
@@ -40,6 +39,16 @@ func TestHotRestartTunnelRefused(t *testing.T) {
       - lb_endpoints:
         - endpoint: { address: { socket_address: { address: %s, port_value: %s } } }
 `, wh, wp), 1)
+	return yaml, addr
+}
+
+// TestHotRestartTunnelRefused: an epoch cannot serve the WebSocket
+// tunnels (its config has no cluster of their name), so it refuses them
+// and the old process takes them back (the migration's Abort): each
+// session goes on there, in both directions, with no message lost, until
+// the session ends; the requests of the listener go to the new epoch.
+func TestHotRestartTunnelRefused(t *testing.T) {
+	yaml, addr := wsRestartBootstrap(t)
 	renamed := strings.NewReplacer("name: ws\n", "name: ws2\n", "cluster_name: ws\n", "cluster_name: ws2\n", "cluster: ws }", "cluster: ws2 }").Replace(yaml)
 	if strings.Count(renamed, "ws2") != 3 {
 		t.Fatalf("the next epoch's config does not rename the cluster:\n%s", renamed)

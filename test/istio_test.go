@@ -432,8 +432,15 @@ func (s *countingServer) count(path string) int {
 
 // TestIstioGatewayTraffic: what a VirtualService and a DestinationRule
 // promise, through Strait as pilot configured it: fault injection,
-// weighted destinations, mirroring, retries, and outlier ejection.
+// weighted destinations, mirroring, retries, and outlier ejection; over
+// state-of-the-world ADS and over delta.
 func TestIstioGatewayTraffic(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sotw", true: "delta"}[delta], func(t *testing.T) { istioGatewayTraffic(t, delta) })
+	}
+}
+
+func istioGatewayTraffic(t *testing.T, delta bool) {
 	ok := func(int) int { return 200 }
 	a := startCounting(t, "a", ok)
 	b := startCounting(t, "b", ok)
@@ -488,7 +495,7 @@ spec:
     outlierDetection: { consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50 }
 `
 	pilot := startPilot(t, cfg)
-	proc := runStrait(t, istioGateway(pilot.Addr, false), 0)
+	proc := runStrait(t, istioGateway(pilot.Addr, delta), 0)
 	admin := "http://" + proc.admin
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 	c := &http.Client{Timeout: 3 * time.Second}

@@ -41,8 +41,14 @@ data:
 
 // TestIstioGatewayTLS: a Gateway terminating TLS with credentials pilot
 // serves over SDS (credentialName: a Kubernetes Secret), SIMPLE and
-// MUTUAL.
+// MUTUAL, over state-of-the-world ADS and over delta.
 func TestIstioGatewayTLS(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sotw", true: "delta"}[delta], func(t *testing.T) { istioGatewayTLS(t, delta) })
+	}
+}
+
+func istioGatewayTLS(t *testing.T, delta bool) {
 	pki := newPKI(t)
 	cert, key := pki.issue(t, "gateway", false, "tls.example.com", "mtls.example.com")
 	ccert, ckey := pki.issue(t, "client", true, "client")
@@ -76,7 +82,7 @@ spec:
 `
 	kube := kubeTLSSecret(t, "cred", cert, key, "") + "---\n" + kubeTLSSecret(t, "mcred", cert, key, pki.caFile)
 	pilot := startPilotWith(t, cfg, kube, "")
-	proc := runStrait(t, istioGateway(pilot.Addr, false), 0)
+	proc := runStrait(t, istioGateway(pilot.Addr, delta), 0)
 	admin := "http://" + proc.admin
 	roots := x509.NewCertPool()
 	roots.AddCert(pki.ca)

@@ -103,9 +103,10 @@ func TestTracingConfigErrors(t *testing.T) {
 		return `          tracing: { provider: { name: envoy.tracers.zipkin, typed_config: { "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig, collector_endpoint: /api/v2/spans, collector_endpoint_version: HTTP_JSON, ` + extra + ` } } }`
 	}
 	for hcm, want := range map[string]string{
-		`          tracing: { provider: { name: envoy.tracers.zipkin } }`:                                                                                                  `tracing.provider.typed_config: tracer "" is not supported (supported: type.googleapis.com/envoy.config.trace.v3.ZipkinConfig)`,
-		`          tracing: { provider: { name: envoy.tracers.opentelemetry, typed_config: { "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig } } }`: "envoy.config.trace.v3.OpenTelemetryConfig\" is not supported",
-		zipkin(`collector_cluster: backend, split_spans_for_request: true`):                                                                                                "tracing.provider.typed_config.split_spans_for_request: not supported yet",
+		`          tracing: { provider: { name: envoy.tracers.zipkin } }`: `tracing.provider.typed_config: tracer "" is not supported (supported: type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig, type.googleapis.com/envoy.config.trace.v3.ZipkinConfig)`,
+		`          tracing: { provider: { name: envoy.tracers.datadog, typed_config: { "@type": type.googleapis.com/envoy.config.trace.v3.DatadogConfig, collector_cluster: backend, service_name: x } } }`:                                                          "envoy.config.trace.v3.DatadogConfig\" is not supported",
+		`          tracing: { provider: { name: envoy.tracers.opentelemetry, typed_config: { "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig, http_service: { http_uri: { uri: "http://x/v1/traces", cluster: backend, timeout: 1s } } } } }`: "tracing.provider.typed_config.http_service: not supported yet",
+		zipkin(`collector_cluster: backend, split_spans_for_request: true`):                                         "tracing.provider.typed_config.split_spans_for_request: not supported yet",
 		zipkin(`collector_cluster: nosuch`):                                                                         `tracing.provider.typed_config.collector_cluster: cluster "nosuch" is not configured`,
 		strings.Replace(zipkin(`collector_cluster: backend`), "HTTP_JSON", "HTTP_PROTO", 1):                         "collector_endpoint_version: HTTP_PROTO is not supported",
 		`          request_id_extension: { typed_config: { "@type": type.googleapis.com/google.protobuf.Struct } }`: "request_id_extension.typed_config",

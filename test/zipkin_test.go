@@ -236,3 +236,69 @@ defaultProviders:
 	}
 	t.Logf("spans from pilot's config:\n%v\n%v", server, client)
 }
+
+// TestZipkinUpstreamSpans: with spawn_upstream_span each upstream
+// attempt has a CLIENT span of its own under the request's SERVER span,
+// ended with what that attempt's host answered (a retried 503, then the
+// 200).
+func TestZipkinUpstreamSpans(t *testing.T) {
+	zk := startZipkin(t)
+	var mu sync.Mutex
+	n := 0
+	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		n++
+		first := n == 1
+		mu.Unlock()
+		if first {
+			w.WriteHeader(503)
+		}
+	}, false)
+	zh, zp, _ := net.SplitHostPort(zk.addr)
+	y := httpBootstrap(up, routeCfg{hcmOpts: `          tracing:
+            random_sampling: { value: 100 }
+            spawn_upstream_span: true
+            provider:
+              name: envoy.tracers.zipkin
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
+                collector_cluster: zipkin
+                collector_endpoint: /api/v2/spans
+                collector_endpoint_version: HTTP_JSON`, routes: `              - match: { prefix: "/" }
+                route: { cluster: backend, retry_policy: { retry_on: 5xx, num_retries: 1 } }`}, "")
+	y = strings.Replace(y, "  clusters:\n", fmt.Sprintf(`  clusters:
+  - name: zipkin
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: zipkin
+      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: %s, port_value: %s } } } } ] } ]
+`, zh, zp), 1)
+	y = "layered_runtime:\n  layers:\n  - name: static\n    static_layer: { tracing.zipkin.min_flush_spans: 1 }\n" + y
+	p := startProxy(t, y)
+	if code, _ := get(t, p.url("ingress")+"/retry"); code != 200 {
+		t.Fatalf("retried request: %d", code)
+	}
+	testutil.Eventually(t, 5*time.Second, "three spans", func() bool { return len(zk.all()) >= 3 })
+	var server map[string]any
+	var clients []map[string]any
+	for _, s := range zk.all() {
+		if s["kind"] == "SERVER" {
+			server = s
+		} else {
+			clients = append(clients, s)
+		}
+	}
+	if server == nil || len(clients) != 2 {
+		t.Fatalf("spans: %v", zk.all())
+	}
+	codes := map[string]bool{}
+	for _, c := range clients {
+		if c["parentId"] != server["id"] || c["traceId"] != server["traceId"] || c["kind"] != "CLIENT" {
+			t.Errorf("client span %v under server %v", c, server)
+		}
+		codes[c["tags"].(map[string]any)["http.status_code"].(string)] = true
+	}
+	if !codes["503"] || !codes["200"] {
+		t.Errorf("attempt spans' statuses %v, want 503 and 200", codes)
+	}
+}

@@ -6,7 +6,6 @@ package zipkin
 
 import (
 	"bytes"
-	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/internal/spanbatch"
 	"github.com/straitproxy/strait/protocol"
 	"github.com/straitproxy/strait/proxy"
 	"github.com/straitproxy/strait/stats"
@@ -57,7 +57,6 @@ const (
 const (
 	flushIntervalKey = "tracing.zipkin.flush_interval_ms"
 	minFlushKey      = "tracing.zipkin.min_flush_spans"
-	maxPending       = 1000 // spans waiting for the reporter; more are dropped
 )
 
 // tracer is one connection manager's Zipkin tracer.
@@ -90,8 +89,8 @@ func build(bc *filter.BuildContext, tc *anypb.Any) (proxy.Tracer, error) {
 			return nil, config.At("collector_service", fmt.Errorf("give either collector_service or collector_cluster and collector_endpoint"))
 		}
 		u, err := url.Parse(svc.GetHttpUri().GetUri())
-		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-			return nil, config.At("collector_service.http_uri.uri", fmt.Errorf("%q is not an http URI", svc.GetHttpUri().GetUri()))
+		if err != nil || u.Host == "" || u.Scheme != "http" {
+			return nil, config.At("collector_service.http_uri.uri", fmt.Errorf("%q is not an http:// URI (https is not supported yet)", svc.GetHttpUri().GetUri()))
 		}
 		cluster, path, host = svc.GetHttpUri().GetCluster(), u.RequestURI(), u.Host
 		if d := svc.GetHttpUri().GetTimeout(); d != nil && d.AsDuration() > 0 {
@@ -195,7 +194,7 @@ func (s *span) Child(h *protocol.Headers, start time.Time) proxy.Span {
 // context.
 func (t *tracer) Start(h *protocol.Headers, start time.Time) proxy.Span {
 	traceID, spanID, parentID, sampled, debug := extract(h)
-	if sampled == "0" && !debug {
+	if sampled != "" && sampled != "1" && !debug { // "0", or a value B3 does not define
 		return nil
 	}
 	s := &span{t: t, start: start, debug: debug}
@@ -235,7 +234,7 @@ func (t *tracer) Start(h *protocol.Headers, start time.Time) proxy.Span {
 // extract reads a B3 context: the single b3 header wins.
 func extract(h *protocol.Headers) (traceID, spanID, parentID, sampled string, debug bool) {
 	if v, ok := h.Get(hSingle); ok {
-		parts := strings.Split(string(v), "-")
+		parts := strings.Split(strings.ToLower(string(v)), "-")
 		switch len(parts) {
 		case 1: // only a sampling state
 			sampled = parts[0]
@@ -393,109 +392,52 @@ func flagsOr(f string) string {
 	return f
 }
 
-// reporter batches spans and posts them to the collector cluster.
+// reporter posts batches of spans to the collector cluster.
 type reporter struct {
 	clusters atomic.Pointer[filter.Clusters]
 	col      *collector
-	rt       *config.Runtime
 	client   *http.Client
+	batch    spanbatch.Batcher[*zspan]
 
-	mu      sync.Mutex
-	pending []*zspan
-	kick    chan struct{}
-
-	spansSent, timerFlushed, noCluster, sent, dropped, failed *stats.Counter
+	// As Envoy counts them: failed, a network failure; dropped, an
+	// answer other than 2xx.
+	noCluster, sent, failed, dropped *stats.Counter
 }
 
 func newReporter(bc *filter.BuildContext, col *collector, sc *stats.Scope) *reporter {
-	r := &reporter{col: col, rt: bc.Runtime,
-		kick:      make(chan struct{}, 1),
-		spansSent: sc.Counter("spans_sent"), timerFlushed: sc.Counter("timer_flushed"), noCluster: sc.Counter("reports_skipped_no_cluster"),
-		sent: sc.Counter("reports_sent"), dropped: sc.Counter("reports_dropped"), failed: sc.Counter("reports_failed")}
-	r.client = &http.Client{Timeout: col.timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		}}}
+	r := &reporter{col: col, noCluster: sc.Counter("reports_skipped_no_cluster"),
+		sent: sc.Counter("reports_sent"), failed: sc.Counter("reports_failed"), dropped: sc.Counter("reports_dropped")}
+	r.batch = spanbatch.Batcher[*zspan]{Lookup: bc.Runtime.Uint, MinFlushKey: minFlushKey, FlushKey: flushIntervalKey,
+		Send: r.send, SpansSent: sc.Counter("spans_sent"), TimerFlushed: sc.Counter("timer_flushed"), Dropped: sc.Counter("spans_dropped")}
+	r.client = &http.Client{Timeout: col.timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute}}
 	r.clusters.Store(&bc.Clusters)
-	go r.run()
+	r.batch.Start()
 	return r
 }
 
-func (r *reporter) runtime(key string, def uint64) uint64 {
-	if r.rt == nil {
-		return def
-	}
-	if e, ok := r.rt.Snapshot().Get(key); ok && e.IsNum && e.Num >= 1 {
-		return uint64(e.Num)
-	}
-	return def
-}
+func (r *reporter) add(z *zspan) { r.batch.Add(z) }
 
-// add queues a span; a full queue drops it (counted); enough spans wake
-// the reporter.
-func (r *reporter) add(z *zspan) {
-	r.mu.Lock()
-	if len(r.pending) >= maxPending {
-		r.mu.Unlock()
-		r.dropped.Inc()
-		return
-	}
-	r.pending = append(r.pending, z)
-	n := len(r.pending)
-	r.mu.Unlock()
-	if uint64(n) >= r.runtime(minFlushKey, 5) {
-		select {
-		case r.kick <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// run flushes when enough spans wait, and at each flush interval. It
-// lives as long as the process (a tracer is shared by the connection
-// manager's builds; its goroutine holds no connection when idle).
-func (r *reporter) run() {
-	for {
-		interval := time.Duration(r.runtime(flushIntervalKey, 5000)) * time.Millisecond
-		t := time.NewTimer(interval)
-		select {
-		case <-r.kick:
-			t.Stop()
-		case <-t.C:
-			r.timerFlushed.Inc()
-		}
-		r.flush()
-	}
-}
-
-func (r *reporter) flush() {
-	r.mu.Lock()
-	batch := r.pending
-	r.pending = nil
-	r.mu.Unlock()
-	if len(batch) == 0 {
-		return
-	}
+// send posts a batch; it returns the spans that went.
+func (r *reporter) send(batch []*zspan) int {
 	cl, ok := (*r.clusters.Load()).Get(r.col.cluster)
 	if !ok {
 		r.noCluster.Inc()
-		return
+		return 0
 	}
 	h := cl.Pick(nil)
 	if h == nil {
 		r.failed.Inc()
-		return
+		return 0
 	}
 	body, err := json.Marshal(batch)
 	if err != nil {
 		r.failed.Inc()
-		return
+		return 0
 	}
 	req, err := http.NewRequest("POST", "http://"+h.Addr+r.col.path, bytes.NewReader(body))
 	if err != nil {
 		r.failed.Inc()
-		return
+		return 0
 	}
 	req.Host = r.col.host
 	req.Header.Set("Content-Type", "application/json")
@@ -505,13 +447,13 @@ func (r *reporter) flush() {
 	resp, err := r.client.Do(req)
 	if err != nil {
 		r.failed.Inc()
-		return
+		return 0
 	}
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		r.failed.Inc()
-		return
+		r.dropped.Inc()
+		return 0
 	}
 	r.sent.Inc()
-	r.spansSent.Add(uint64(len(batch)))
+	return len(batch)
 }

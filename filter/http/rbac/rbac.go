@@ -51,9 +51,11 @@ func compile(m *rbacv3.RBAC) (*engine.Rules, error) {
 }
 
 type factory struct {
-	r            *engine.Rules
-	c            *engine.Counters
-	shadowPrefix string
+	r *engine.Rules
+	c *engine.Counters
+	// resultKey and policyKey are the shadow result's metadata keys
+	// (shadow_rules_stat_prefix + Envoy's names).
+	resultKey, policyKey string
 }
 
 // metadataNS is the dynamic metadata namespace of the filter's results.
@@ -71,7 +73,8 @@ func build(bc *filter.BuildContext, m *rbacv3.RBAC) (*factory, error) {
 		return nil, err
 	}
 	sc := bc.Stats.Scope("http", "envoy_http_conn_manager_prefix", bc.StatPrefix).Scope("rbac", "", "")
-	return &factory{r: r, c: engine.NewCounters(sc, m.GetRulesStatPrefix(), m.GetShadowRulesStatPrefix()), shadowPrefix: m.GetShadowRulesStatPrefix()}, nil
+	return &factory{r: r, c: engine.NewCounters(sc, m.GetRulesStatPrefix(), m.GetShadowRulesStatPrefix()), resultKey: m.GetShadowRulesStatPrefix() + "shadow_engine_result",
+		policyKey: m.GetShadowRulesStatPrefix() + "shadow_effective_policy_id"}, nil
 }
 
 // New implements filter.HTTPFactory: the filter keeps no per-stream
@@ -103,9 +106,9 @@ func (f *factory) DecodeHeaders(cb filter.Callbacks, h *protocol.Headers, _ bool
 		if allowed {
 			res = "allowed"
 		}
-		si.SetMetadata(metadataNS, f.shadowPrefix+"shadow_engine_result", res)
+		si.SetMetadata(metadataNS, f.resultKey, res)
 		if policy != "" {
-			si.SetMetadata(metadataNS, f.shadowPrefix+"shadow_effective_policy_id", policy)
+			si.SetMetadata(metadataNS, f.policyKey, policy)
 		}
 	}
 	ok, policy := r.Enforce(req, f.c, true)

@@ -1,0 +1,223 @@
+package test
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/straitproxy/strait/internal/testutil"
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
+)
+
+// otlpCollector is an OTLP/gRPC trace collector keeping what it gets.
+type otlpCollector struct {
+	collectorpb.UnimplementedTraceServiceServer
+	mu      sync.Mutex
+	spans   []*tracepb.Span
+	service string
+}
+
+func (c *otlpCollector) Export(_ context.Context, req *collectorpb.ExportTraceServiceRequest) (*collectorpb.ExportTraceServiceResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, rs := range req.GetResourceSpans() {
+		for _, a := range rs.GetResource().GetAttributes() {
+			if a.GetKey() == "service.name" {
+				c.service = a.GetValue().GetStringValue()
+			}
+		}
+		for _, ss := range rs.GetScopeSpans() {
+			c.spans = append(c.spans, ss.GetSpans()...)
+		}
+	}
+	return &collectorpb.ExportTraceServiceResponse{}, nil
+}
+
+func (c *otlpCollector) all() []*tracepb.Span {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*tracepb.Span(nil), c.spans...)
+}
+
+func attr(s *tracepb.Span, key string) string {
+	for _, a := range s.GetAttributes() {
+		if a.GetKey() == key {
+			return a.GetValue().GetStringValue()
+		}
+	}
+	return ""
+}
+
+// TestOpenTelemetryTracer: with tracing.provider envoy.tracers.opentelemetry,
+// a traced request's span is exported over OTLP/gRPC to the collector
+// cluster, its W3C trace context continued (a span of ours under the
+// caller's) and given to the upstream; with spawn_upstream_span the
+// upstream request has a CLIENT span of its own; a traceparent that is
+// not sampled means no span.
+func TestOpenTelemetryTracer(t *testing.T) {
+	col := &otlpCollector{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	collectorpb.RegisterTraceServiceServer(gs, col)
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	var mu sync.Mutex
+	seen := map[string]string{}
+	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path] = r.Header.Get("traceparent")
+		mu.Unlock()
+	}, false)
+	oh, op, _ := net.SplitHostPort(ln.Addr().String())
+	y := httpBootstrap(up, routeCfg{hcmOpts: `          tracing:
+            random_sampling: { value: 100 }
+            spawn_upstream_span: true
+            custom_tags: [ { tag: env, environment: { name: STRAIT_NO_SUCH_VAR, default_value: test } } ]
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                grpc_service: { envoy_grpc: { cluster_name: otel }, timeout: 2s }
+                service_name: strait-gateway`}, "")
+	y = strings.Replace(y, "  clusters:\n", fmt.Sprintf(`  clusters:
+  - name: otel
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }
+    load_assignment:
+      cluster_name: otel
+      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: %s, port_value: %s } } } } ] } ]
+`, oh, op), 1)
+	y = "layered_runtime:\n  layers:\n  - name: static\n    static_layer: { tracing.opentelemetry.min_flush_spans: 1 }\n" + y
+	p := startProxy(t, y)
+	do := func(path string, kv ...string) {
+		req, _ := http.NewRequest("GET", p.url("ingress")+path, nil)
+		for i := 0; i+1 < len(kv); i += 2 {
+			req.Header.Set(kv[i], kv[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	const callerTrace, callerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	do("/new")
+	do("/cont", "traceparent", "00-"+callerTrace+"-"+callerSpan+"-01", "tracestate", "vendor=x")
+	do("/off", "traceparent", "00-"+callerTrace+"-"+callerSpan+"-00")
+	testutil.Eventually(t, 5*time.Second, "four spans at the collector", func() bool { return len(col.all()) >= 4 })
+	time.Sleep(100 * time.Millisecond)
+	byPath := map[string][]*tracepb.Span{}
+	for _, s := range col.all() {
+		u := attr(s, "http.url")
+		byPath[u[strings.LastIndex(u, "/"):]] = append(byPath[u[strings.LastIndex(u, "/"):]], s)
+	}
+	if len(byPath) != 2 || len(byPath["/new"]) != 2 || len(byPath["/cont"]) != 2 {
+		t.Fatalf("spans by path: %v", byPath)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for path, spans := range byPath {
+		var server, client *tracepb.Span
+		for _, s := range spans {
+			switch s.GetKind() {
+			case tracepb.Span_SPAN_KIND_SERVER:
+				server = s
+			case tracepb.Span_SPAN_KIND_CLIENT:
+				client = s
+			}
+		}
+		if server == nil || client == nil || !bytesEq(client.GetParentSpanId(), server.GetSpanId()) || !bytesEq(client.GetTraceId(), server.GetTraceId()) {
+			t.Fatalf("%s: server %v client %v", path, server, client)
+		}
+		want := "00-" + hex.EncodeToString(server.GetTraceId()) + "-" + hex.EncodeToString(client.GetSpanId()) + "-01"
+		if seen[path] != want {
+			t.Errorf("%s: upstream traceparent %q, want %q", path, seen[path], want)
+		}
+		if attr(server, "http.status_code") != "200" || attr(server, "env") != "test" || server.GetEndTimeUnixNano() < server.GetStartTimeUnixNano() {
+			t.Errorf("%s: server span %v", path, server)
+		}
+		if path == "/cont" {
+			if hex.EncodeToString(server.GetTraceId()) != callerTrace || hex.EncodeToString(server.GetParentSpanId()) != callerSpan || server.GetTraceState() != "vendor=x" {
+				t.Errorf("/cont: the caller's context was not continued: %v", server)
+			}
+		} else if len(server.GetParentSpanId()) != 0 {
+			t.Errorf("/new: a root span has a parent: %v", server)
+		}
+	}
+	if seen["/off"] != "00-"+callerTrace+"-"+callerSpan+"-00" {
+		t.Errorf("/off: upstream traceparent %q, want the caller's untouched", seen["/off"])
+	}
+	col.mu.Lock()
+	if col.service != "strait-gateway" {
+		t.Errorf("service.name %q", col.service)
+	}
+	col.mu.Unlock()
+	if n := p.stat("tracing.opentelemetry.spans_sent"); n != 4 {
+		t.Errorf("tracing.opentelemetry.spans_sent %d", n)
+	}
+}
+
+func bytesEq(a, b []byte) bool { return string(a) == string(b) && len(a) > 0 }
+
+// TestIstioGatewayOpenTelemetry: Istio's mesh config names an
+// opentelemetry tracing provider; pilot's envoy.tracers.opentelemetry
+// config is ACKed and the gateway's spans reach the OTLP collector.
+func TestIstioGatewayOpenTelemetry(t *testing.T) {
+	col := &otlpCollector{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	collectorpb.RegisterTraceServiceServer(gs, col)
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }, false)
+	_, ps, _ := net.SplitHostPort(closedPort(t))
+	port := 0
+	fmt.Sscan(ps, &port)
+	se := serviceEntry("otel", "otel.istio-system.svc.cluster.local", 4317, ln.Addr().String())
+	se = strings.NewReplacer("name: http, protocol: HTTP", "name: grpc, protocol: GRPC", "ports: { http: ", "ports: { grpc: ").Replace(se)
+	cfg := istioBase(port, up) + istioRoute + se
+	meshCfg := `enableTracing: true
+defaultConfig:
+  tracing: { sampling: 100 }
+extensionProviders:
+- name: otel
+  opentelemetry: { service: otel.istio-system.svc.cluster.local, port: 4317 }
+defaultProviders:
+  tracing: [otel]
+`
+	pilot := startPilotWith(t, cfg, "", meshCfg)
+	y := "layered_runtime:\n  layers:\n  - name: static\n    static_layer: { tracing.opentelemetry.min_flush_spans: 1 }\n" + istioGateway(pilot.Addr, false)
+	proc := runStrait(t, y, 0)
+	admin := "http://" + proc.admin
+	c := &http.Client{Timeout: 2 * time.Second}
+	var code int
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if code, _ = body(c, fmt.Sprintf("http://127.0.0.1:%d/o", port)); code == 200 {
+			break
+		}
+	}
+	if r := rejections(t, admin); code != 200 || len(r) > 0 {
+		t.Fatalf("through the gateway: %d; rejected %v\n%s", code, r, proc.stderr.String())
+	}
+	testutil.Eventually(t, 10*time.Second, "spans at the OTLP collector", func() bool { return len(col.all()) >= 1 })
+	t.Logf("%d spans; first %v", len(col.all()), col.all()[0])
+}

@@ -1,0 +1,331 @@
+// Package opentelemetry is the OpenTelemetry tracer
+// (envoy.tracers.opentelemetry): W3C trace context (traceparent,
+// tracestate) taken from and given to requests, and a span per traced
+// request exported over OTLP/gRPC to a collector cluster, batched off
+// the request path.
+package opentelemetry
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/filter"
+	"github.com/straitproxy/strait/internal/spanbatch"
+	"github.com/straitproxy/strait/protocol"
+	"github.com/straitproxy/strait/proxy"
+	"github.com/straitproxy/strait/stats"
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+func init() {
+	config.Register(config.Extension{Kind: config.Tracer, Name: "envoy.tracers.opentelemetry",
+		TypeURL: "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig", Factory: proxy.TracerFactory(build)})
+}
+
+var supported = config.NewSupport(map[string]string{
+	"envoy.config.trace.v3.OpenTelemetryConfig":  `grpc_service service_name`,
+	"envoy.config.core.v3.GrpcService":           `envoy_grpc timeout`,
+	"envoy.config.core.v3.GrpcService.EnvoyGrpc": `cluster_name authority`,
+})
+
+// W3C trace context headers.
+const (
+	hParent = "traceparent"
+	hState  = "tracestate"
+)
+
+type tracer struct {
+	service string
+	rep     *reporter
+}
+
+func build(bc *filter.BuildContext, tc *anypb.Any) (proxy.Tracer, error) {
+	var c tracev3.OpenTelemetryConfig
+	if err := tc.UnmarshalTo(&c); err != nil {
+		return nil, err
+	}
+	if errs := config.ValidationErrors(c.ValidateAll()); len(errs) > 0 {
+		return nil, config.Join(errs)
+	}
+	if err := supported.Check(&c); err != nil {
+		return nil, err
+	}
+	eg := c.GetGrpcService().GetEnvoyGrpc()
+	if eg == nil {
+		return nil, config.At("grpc_service", fmt.Errorf("required (an envoy_grpc cluster; http_service is not supported yet)"))
+	}
+	cluster := eg.GetClusterName()
+	if bc.Clusters == nil || !bc.Clusters.Known(cluster) && !bc.Clusters.Dynamic() {
+		return nil, config.At("grpc_service.envoy_grpc.cluster_name", fmt.Errorf("cluster %q is not configured", cluster))
+	}
+	timeout := 5 * time.Second
+	if d := c.GetGrpcService().GetTimeout(); d != nil && d.AsDuration() > 0 {
+		timeout = d.AsDuration()
+	}
+	t := &tracer{service: c.GetServiceName()}
+	if t.service == "" {
+		t.service = "unknown_service:envoy" // Envoy's default
+	}
+	sc := bc.Stats
+	if sc == nil {
+		sc = stats.NewStore().Root()
+	}
+	t.rep = sharedReporter(bc, cluster, eg.GetAuthority(), timeout, t.service, sc.Scope("tracing", "", "").Scope("opentelemetry", "", ""))
+	return t, nil
+}
+
+type span struct {
+	t                     *tracer
+	traceID, id, parentID []byte // 16, 8, 8 (parentID nil for a root)
+	state                 string
+	client                bool
+	start                 time.Time
+	method, url, ua, rid  string
+}
+
+// Start implements proxy.Tracer: the request's traceparent is continued
+// (a span of ours under the caller's), or a trace begun; a traceparent
+// that is not sampled means no span. h then carries our span's context.
+func (t *tracer) Start(h *protocol.Headers, start time.Time) proxy.Span {
+	s := &span{t: t, start: start}
+	if v, ok := h.Get(hParent); ok {
+		trace, parent, sampled, ok := parseParent(string(v))
+		if ok && !sampled {
+			return nil
+		}
+		if ok {
+			s.traceID, s.parentID = trace, parent
+			if st, ok := h.Get(hState); ok {
+				s.state = string(st)
+			}
+		}
+	}
+	if s.traceID == nil {
+		s.traceID = randomID(16)
+	}
+	s.id = randomID(8)
+	m, _ := h.Get(protocol.Method)
+	sch, _ := h.Get(protocol.Scheme)
+	s.method, s.url = string(m), string(sch)+"://"+string(h.Host())+string(h.Path())
+	if v, ok := h.Get("user-agent"); ok {
+		s.ua = string(v)
+	}
+	if v, ok := h.Get("x-request-id"); ok {
+		s.rid = string(v)
+	}
+	s.inject(h)
+	return s
+}
+
+func (s *span) inject(h *protocol.Headers) {
+	h.Set(hParent, "00-"+hex.EncodeToString(s.traceID)+"-"+hex.EncodeToString(s.id)+"-01")
+	if s.state != "" {
+		h.Set(hState, s.state)
+	}
+}
+
+// Child implements proxy.Span: a CLIENT span for an upstream request.
+func (s *span) Child(h *protocol.Headers, start time.Time) proxy.Span {
+	c := *s
+	c.parentID, c.id, c.client, c.start = s.id, randomID(8), true, start
+	c.inject(h)
+	return &c
+}
+
+// parseParent reads a W3C traceparent: version 00 (a later version's
+// first four fields are read the same way).
+func parseParent(v string) (trace, parent []byte, sampled, ok bool) {
+	parts := strings.Split(strings.TrimSpace(v), "-")
+	if _, err := strconv.ParseUint(parts[0], 16, 8); err != nil || parts[0] != strings.ToLower(parts[0]) {
+		return nil, nil, false, false
+	}
+	if len(parts) < 4 || len(parts[0]) != 2 || parts[0] == "ff" || parts[0] == "00" && len(parts) != 4 ||
+		len(parts[1]) != 32 || len(parts[2]) != 16 || len(parts[3]) != 2 {
+		return nil, nil, false, false
+	}
+	var err error
+	if trace, err = hex.DecodeString(parts[1]); err != nil || isZero(trace) || parts[1] != strings.ToLower(parts[1]) {
+		return nil, nil, false, false
+	}
+	if parent, err = hex.DecodeString(parts[2]); err != nil || isZero(parent) || parts[2] != strings.ToLower(parts[2]) {
+		return nil, nil, false, false
+	}
+	flags, err := strconv.ParseUint(parts[3], 16, 8)
+	if err != nil {
+		return nil, nil, false, false
+	}
+	return trace, parent, flags&1 == 1, true
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func randomID(n int) []byte {
+	b := make([]byte, n)
+	for {
+		for i := 0; i < n; i += 8 {
+			v := rand.Uint64()
+			for j := 0; j < 8 && i+j < n; j++ {
+				b[i+j] = byte(v >> (8 * j))
+			}
+		}
+		if !isZero(b) {
+			return b
+		}
+	}
+}
+
+func str(k, v string) *commonpb.KeyValue {
+	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
+}
+
+// Finish implements proxy.Span.
+func (s *span) Finish(e *proxy.SpanEnd) {
+	name, kind := e.Operation, tracepb.Span_SPAN_KIND_SERVER
+	switch {
+	case s.client:
+		name, kind = "router "+e.Cluster+" egress", tracepb.Span_SPAN_KIND_CLIENT
+	case name == "":
+		name = "ingress"
+	}
+	attrs := []*commonpb.KeyValue{str("component", "proxy"), str("http.method", s.method), str("http.url", s.url),
+		str("http.protocol", e.Protocol), str("http.status_code", strconv.Itoa(e.Status)),
+		str("response_flags", flagsOr(e.Flags.String())), str("request_size", strconv.FormatUint(e.BytesReceived, 10)),
+		str("response_size", strconv.FormatUint(e.BytesSent, 10))}
+	for k, v := range map[string]string{"guid:x-request-id": s.rid, "user_agent": s.ua, "upstream_cluster": e.Cluster,
+		"upstream_address": e.UpstreamHost, "peer.address": e.Peer} {
+		if v != "" {
+			attrs = append(attrs, str(k, v))
+		}
+	}
+	for _, kv := range e.Tags {
+		attrs = append(attrs, str(kv[0], kv[1]))
+	}
+	sp := &tracepb.Span{TraceId: s.traceID, SpanId: s.id, ParentSpanId: s.parentID, TraceState: s.state, Name: name, Kind: kind,
+		StartTimeUnixNano: uint64(s.start.UnixNano()), EndTimeUnixNano: uint64(e.End.UnixNano()), Attributes: attrs}
+	if e.Status >= 500 || e.Status == 0 {
+		sp.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
+	}
+	s.t.rep.batch.Add(sp)
+}
+
+func flagsOr(f string) string {
+	if f == "" {
+		return "-"
+	}
+	return f
+}
+
+// Reporters are shared by tracers exporting to the same place.
+var (
+	reportersMu sync.Mutex
+	reporters   = map[string]*reporter{}
+)
+
+type reporter struct {
+	clusters  atomic.Pointer[filter.Clusters]
+	cluster   string
+	authority string
+	timeout   time.Duration
+	resource  *resourcepb.Resource
+	batch     spanbatch.Batcher[*tracepb.Span]
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn // by host address
+
+	sent, failed, noCluster *stats.Counter
+}
+
+func sharedReporter(bc *filter.BuildContext, cluster, authority string, timeout time.Duration, service string, sc *stats.Scope) *reporter {
+	key := fmt.Sprintf("%q %q %v %q", cluster, authority, timeout, service)
+	reportersMu.Lock()
+	defer reportersMu.Unlock()
+	if r := reporters[key]; r != nil {
+		r.clusters.Store(&bc.Clusters)
+		return r
+	}
+	r := &reporter{cluster: cluster, authority: authority, timeout: timeout, conns: map[string]*grpc.ClientConn{},
+		resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{str("service.name", service)}},
+		sent:     sc.Counter("reports_sent"), failed: sc.Counter("reports_failed"), noCluster: sc.Counter("reports_skipped_no_cluster")}
+	r.batch = spanbatch.Batcher[*tracepb.Span]{Lookup: bc.Runtime.Uint, MinFlushKey: "tracing.opentelemetry.min_flush_spans",
+		FlushKey: "tracing.opentelemetry.flush_interval_ms", Send: r.send,
+		SpansSent: sc.Counter("spans_sent"), TimerFlushed: sc.Counter("timer_flushed"), Dropped: sc.Counter("spans_dropped")}
+	r.clusters.Store(&bc.Clusters)
+	r.batch.Start()
+	reporters[key] = r
+	return r
+}
+
+// send exports a batch over OTLP/gRPC to a host of the cluster.
+func (r *reporter) send(batch []*tracepb.Span) int {
+	cl, ok := (*r.clusters.Load()).Get(r.cluster)
+	if !ok {
+		r.noCluster.Inc()
+		return 0
+	}
+	h := cl.Pick(nil)
+	if h == nil {
+		r.failed.Inc()
+		return 0
+	}
+	r.mu.Lock()
+	for addr, c := range r.conns { // hosts that left the cluster
+		if cl.Host(addr) == nil {
+			c.Close()
+			delete(r.conns, addr)
+		}
+	}
+	cc := r.conns[h.Addr]
+	if cc == nil {
+		opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		if r.authority != "" {
+			opts = append(opts, grpc.WithAuthority(r.authority))
+		}
+		var err error
+		if cc, err = grpc.NewClient("passthrough:///"+h.Addr, opts...); err != nil {
+			r.mu.Unlock()
+			r.failed.Inc()
+			return 0
+		}
+		r.conns[h.Addr] = cc
+	}
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	defer cancel()
+	_, err := collectorpb.NewTraceServiceClient(cc).Export(ctx, &collectorpb.ExportTraceServiceRequest{
+		ResourceSpans: []*tracepb.ResourceSpans{{Resource: r.resource,
+			ScopeSpans: []*tracepb.ScopeSpans{{Scope: &commonpb.InstrumentationScope{Name: "strait"}, Spans: batch}}}}})
+	if err != nil {
+		r.failed.Inc()
+		r.mu.Lock() // a new connection next time
+		if r.conns[h.Addr] == cc {
+			delete(r.conns, h.Addr)
+		}
+		r.mu.Unlock()
+		cc.Close()
+		return 0
+	}
+	r.sent.Inc()
+	return len(batch)
+}
