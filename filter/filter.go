@@ -70,6 +70,9 @@ type BuildContext struct {
 	// Node is this proxy's node (id, cluster, metadata, locality), as the
 	// management server knows it; nil when there is none.
 	Node *corev3.Node
+	// Outbound: the listener's traffic_direction is OUTBOUND (a traced
+	// request's span is then the egress kind, as in Envoy).
+	Outbound bool
 }
 
 // RouteSource delivers RDS route configurations by name.

@@ -113,7 +113,7 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 	}
 	bc := &filter.BuildContext{Listener: ln.Name, Port: port, Clusters: o.Clusters, Stats: o.Stats,
 		Pool: o.Pool, Log: ln.log, Draining: ln.draining.Load, Routes: o.Routes, CheckSource: o.CheckSource, Runtime: o.Runtime,
-		Secrets: o.Secrets, Node: o.Node}
+		Secrets: o.Secrets, Node: o.Node, Outbound: l.GetTrafficDirection() == corev3.TrafficDirection_OUTBOUND}
 	if o.AccessLogs != nil {
 		bc.AccessLogs = &accesslog.Context{Files: o.AccessLogs, Runtime: o.Runtime}
 	}

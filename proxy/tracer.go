@@ -24,7 +24,10 @@ type Tracer interface {
 	// continuing the trace context in h (a new trace without one), and
 	// sets h's trace context to the span's for the upstream. nil: the
 	// tracer does not trace it (a context that says not sampled).
-	Start(h *protocol.Headers, start time.Time) Span
+	// egress: the request leaves through an OUTBOUND listener without
+	// upstream spans of its own, so its span is the CLIENT side of the
+	// call ("egress"); otherwise it is the SERVER side ("ingress").
+	Start(h *protocol.Headers, start time.Time, egress bool) Span
 }
 
 // Span is a traced request's span.

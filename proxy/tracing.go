@@ -28,6 +28,8 @@ type Tracing struct {
 	// SpawnUpstream: each upstream request gets a CLIENT span of its own
 	// under the request's (spawn_upstream_span).
 	SpawnUpstream bool
+	// Outbound: the listener's traffic_direction is OUTBOUND.
+	Outbound bool
 }
 
 // RequestIDOptions are the UUID request_id_extension's: pack the trace
@@ -148,7 +150,7 @@ func (s *Stream) decideTrace(h *protocol.Headers) {
 		st.TracingNotTraceable.Inc()
 	}
 	if t.Tracer != nil && r != NotTraceable {
-		s.span = t.Tracer.Start(h, s.start)
+		s.span = t.Tracer.Start(h, s.start, t.Outbound && !t.SpawnUpstream)
 	}
 }
 

@@ -91,7 +91,13 @@ func TestAltStatName(t *testing.T) {
 	if code, _ := get(t, p.url("ingress")+"/"); code != 200 {
 		t.Fatalf("request: %d", code)
 	}
-	p.srv.FlushLogs()
+	// The line is written as the stream ends, which may be just after
+	// the client has its answer.
+	testutil.Eventually(t, 5*time.Second, "the access log line", func() bool {
+		p.srv.FlushLogs()
+		b, _ := os.ReadFile(logFile)
+		return len(b) > 0
+	})
 	if got := p.stat("cluster.backend_observed.upstream_rq_total"); got != 1 {
 		t.Errorf("cluster.backend_observed.upstream_rq_total = %d", got)
 	}

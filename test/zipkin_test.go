@@ -302,3 +302,48 @@ func TestZipkinUpstreamSpans(t *testing.T) {
 		t.Errorf("attempt spans' statuses %v, want 503 and 200", codes)
 	}
 }
+
+// TestZipkinEgress: on an OUTBOUND listener (without upstream spans) a
+// traced request's span is the CLIENT side of the call, "egress", under
+// the caller's span rather than sharing its id.
+func TestZipkinEgress(t *testing.T) {
+	zk := startZipkin(t)
+	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {}, false)
+	zh, zp, _ := net.SplitHostPort(zk.addr)
+	y := httpBootstrap(up, routeCfg{hcmOpts: `          tracing:
+            random_sampling: { value: 100 }
+            provider:
+              name: envoy.tracers.zipkin
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
+                collector_cluster: zipkin
+                collector_endpoint: /api/v2/spans
+                collector_endpoint_version: HTTP_JSON`}, "")
+	y = strings.Replace(y, "  - name: ingress\n", "  - name: ingress\n    traffic_direction: OUTBOUND\n", 1)
+	y = strings.Replace(y, "  clusters:\n", fmt.Sprintf(`  clusters:
+  - name: zipkin
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: zipkin
+      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: %s, port_value: %s } } } } ] } ]
+`, zh, zp), 1)
+	y = "layered_runtime:\n  layers:\n  - name: static\n    static_layer: { tracing.zipkin.min_flush_spans: 1 }\n" + y
+	if !strings.Contains(y, "traffic_direction: OUTBOUND") {
+		t.Fatal("no OUTBOUND listener in the config")
+	}
+	p := startProxy(t, y)
+	req, _ := http.NewRequest("GET", p.url("ingress")+"/e", nil)
+	req.Header.Set("x-b3-traceid", "463ac35c9f6413ad")
+	req.Header.Set("x-b3-spanid", "a2fb4a1d1a96d312")
+	req.Header.Set("x-b3-sampled", "1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	testutil.Eventually(t, 5*time.Second, "a span", func() bool { return len(zk.all()) >= 1 })
+	s := zk.all()[0]
+	if s["kind"] != "CLIENT" || s["name"] != "egress" || s["parentId"] != "a2fb4a1d1a96d312" || s["id"] == "a2fb4a1d1a96d312" || s["shared"] != nil {
+		t.Errorf("egress span: %v", s)
+	}
+}

@@ -93,7 +93,8 @@ type span struct {
 	t                     *tracer
 	traceID, id, parentID []byte // 16, 8, 8 (parentID nil for a root)
 	state                 string
-	client                bool
+	client                bool // the CLIENT side (an egress request, or upstream)
+	upstream              bool // an upstream request's span
 	start                 time.Time
 	method, url, ua, rid  string
 }
@@ -101,8 +102,8 @@ type span struct {
 // Start implements proxy.Tracer: the request's traceparent is continued
 // (a span of ours under the caller's), or a trace begun; a traceparent
 // that is not sampled means no span. h then carries our span's context.
-func (t *tracer) Start(h *protocol.Headers, start time.Time) proxy.Span {
-	s := &span{t: t, start: start}
+func (t *tracer) Start(h *protocol.Headers, start time.Time, egress bool) proxy.Span {
+	s := &span{t: t, start: start, client: egress}
 	if v, ok := h.Get(hParent); ok {
 		trace, parent, sampled, ok := parseParent(string(v))
 		if ok && !sampled {
@@ -142,7 +143,7 @@ func (s *span) inject(h *protocol.Headers) {
 // Child implements proxy.Span: a CLIENT span for an upstream request.
 func (s *span) Child(h *protocol.Headers, start time.Time) proxy.Span {
 	c := *s
-	c.parentID, c.id, c.client, c.start = s.id, randomID(8), true, start
+	c.parentID, c.id, c.client, c.upstream, c.start = s.id, randomID(8), true, true, start
 	c.inject(h)
 	return &c
 }
@@ -204,8 +205,13 @@ func str(k, v string) *commonpb.KeyValue {
 func (s *span) Finish(e *proxy.SpanEnd) {
 	name, kind := e.Operation, tracepb.Span_SPAN_KIND_SERVER
 	switch {
-	case s.client:
+	case s.upstream:
 		name, kind = "router "+e.Cluster+" egress", tracepb.Span_SPAN_KIND_CLIENT
+	case s.client:
+		kind = tracepb.Span_SPAN_KIND_CLIENT
+		if name == "" {
+			name = "egress"
+		}
 	case name == "":
 		name = "ingress"
 	}

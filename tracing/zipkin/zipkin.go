@@ -172,14 +172,15 @@ type span struct {
 	start                        time.Time
 	name, method, url, useragent string
 	requestID                    string
-	client                       bool // an upstream request's span
+	client                       bool // the CLIENT side (an egress request, or upstream)
+	upstream                     bool // an upstream request's span
 }
 
 // Child implements proxy.Span: a CLIENT span under s for an upstream
 // request, whose context h then carries.
 func (s *span) Child(h *protocol.Headers, start time.Time) proxy.Span {
 	c := *s
-	c.id, c.parentID, c.shared, c.client, c.start = newID(false), s.id, false, true, start
+	c.id, c.parentID, c.shared, c.client, c.upstream, c.start = newID(false), s.id, false, true, true, start
 	h.Del(hSingle)
 	h.Set(hTraceID, c.traceID)
 	h.Set(hSpanID, c.id)
@@ -192,17 +193,17 @@ func (s *span) Child(h *protocol.Headers, start time.Time) proxy.Span {
 // else x-b3-*) is continued, a new trace begun without one; a context
 // that says not sampled is not traced. h then carries the span's
 // context.
-func (t *tracer) Start(h *protocol.Headers, start time.Time) proxy.Span {
+func (t *tracer) Start(h *protocol.Headers, start time.Time, egress bool) proxy.Span {
 	traceID, spanID, parentID, sampled, debug := extract(h)
 	if sampled != "" && sampled != "1" && !debug { // "0", or a value B3 does not define
 		return nil
 	}
-	s := &span{t: t, start: start, debug: debug}
+	s := &span{t: t, start: start, debug: debug, client: egress}
 	switch {
 	case traceID == "" || spanID == "":
 		s.traceID = newID(t.id128)
 		s.id = s.traceID[len(s.traceID)-16:]
-	case t.shared:
+	case t.shared && !egress: // a CLIENT span never shares the caller's id
 		// The client's span, shared: the server side of the same id.
 		s.traceID, s.id, s.parentID, s.shared = traceID, spanID, parentID, true
 	default:
@@ -336,8 +337,13 @@ type endpoint struct {
 func (s *span) Finish(e *proxy.SpanEnd) {
 	name, kind := e.Operation, "SERVER"
 	switch {
-	case s.client:
+	case s.upstream:
 		name, kind = "router "+e.Cluster+" egress", "CLIENT" // Envoy's name
+	case s.client:
+		kind = "CLIENT"
+		if name == "" {
+			name = "egress"
+		}
 	case name == "":
 		name = "ingress"
 	}

@@ -50,6 +50,7 @@ func tracingSettings(bc *filter.BuildContext, cfg *proxy.Config, m *hcmv3.HttpCo
 	cfg.Tracing = &proxy.Tracing{ClientSampling: perHundred(t.GetClientSampling()),
 		RandomSampling: perTenThousand(t.GetRandomSampling()), OverallSampling: perTenThousand(t.GetOverallSampling()), Runtime: rt}
 	cfg.Tracing.SpawnUpstream = t.GetSpawnUpstreamSpan().GetValue()
+	cfg.Tracing.Outbound = bc.Outbound
 	for i, ct := range t.GetCustomTags() {
 		tag := proxy.CustomTag{Name: ct.GetTag()}
 		switch {
