@@ -80,7 +80,6 @@ func TestOpenTelemetryTracer(t *testing.T) {
 		seen[r.URL.Path] = r.Header.Get("traceparent")
 		mu.Unlock()
 	}, false)
-	oh, op, _ := net.SplitHostPort(ln.Addr().String())
 	y := httpBootstrap(up, routeCfg{hcmOpts: `          tracing:
             random_sampling: { value: 100 }
             spawn_upstream_span: true
@@ -91,18 +90,7 @@ func TestOpenTelemetryTracer(t *testing.T) {
                 "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
                 grpc_service: { envoy_grpc: { cluster_name: otel }, timeout: 2s }
                 service_name: strait-gateway`}, "")
-	y = strings.Replace(y, "  clusters:\n", fmt.Sprintf(`  clusters:
-  - name: otel
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: { http2_protocol_options: {} }
-    load_assignment:
-      cluster_name: otel
-      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: %s, port_value: %s } } } } ] } ]
-`, oh, op), 1)
-	y = "layered_runtime:\n  layers:\n  - name: static\n    static_layer: { tracing.opentelemetry.min_flush_spans: 1 }\n" + y
+	y = flushEachSpan(withCollector(y, "otel", ln.Addr().String(), true), "tracing.opentelemetry.min_flush_spans")
 	p := startProxy(t, y)
 	do := func(path string, kv ...string) {
 		req, _ := http.NewRequest("GET", p.url("ingress")+path, nil)
@@ -205,7 +193,7 @@ defaultProviders:
   tracing: [otel]
 `
 	pilot := startPilotWith(t, cfg, "", meshCfg)
-	y := "layered_runtime:\n  layers:\n  - name: static\n    static_layer: { tracing.opentelemetry.min_flush_spans: 1 }\n" + istioGateway(pilot.Addr, false)
+	y := flushEachSpan(istioGateway(pilot.Addr, false), "tracing.opentelemetry.min_flush_spans")
 	proc := runStrait(t, y, 0)
 	admin := "http://" + proc.admin
 	c := &http.Client{Timeout: 2 * time.Second}

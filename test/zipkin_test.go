@@ -63,7 +63,6 @@ func TestZipkinTracer(t *testing.T) {
 			w.WriteHeader(503)
 		}
 	}, false)
-	zh, zp, _ := net.SplitHostPort(zk.addr)
 	y := httpBootstrap(up, routeCfg{hcmOpts: `          tracing:
             random_sampling: { value: 100 }
             custom_tags:
@@ -77,14 +76,8 @@ func TestZipkinTracer(t *testing.T) {
                 collector_endpoint: /api/v2/spans
                 collector_endpoint_version: HTTP_JSON
                 collector_hostname: zipkin.example`}, "")
-	y = strings.Replace(y, "  clusters:\n", fmt.Sprintf(`  clusters:
-  - name: zipkin
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: zipkin
-      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: %s, port_value: %s } } } } ] } ]
-`, zh, zp), 1)
-	y = "node: { id: gw-1, cluster: gateway }\nlayered_runtime:\n  layers:\n  - name: static\n    static_layer: { tracing.zipkin.min_flush_spans: 1 }\n" + y
+	y = withCollector(y, "zipkin", zk.addr, false)
+	y = "node: { id: gw-1, cluster: gateway }\n" + flushEachSpan(y, "tracing.zipkin.min_flush_spans")
 	p := startProxy(t, y)
 	url := p.url("ingress")
 	do := func(path string, kv ...string) {
@@ -195,7 +188,7 @@ defaultProviders:
   tracing: [zipkin]
 `
 	pilot := startPilotWith(t, cfg, "", meshCfg)
-	y := "layered_runtime:\n  layers:\n  - name: static\n    static_layer: { tracing.zipkin.min_flush_spans: 1 }\n" + istioGateway(pilot.Addr, false)
+	y := flushEachSpan(istioGateway(pilot.Addr, false), "tracing.zipkin.min_flush_spans")
 	proc := runStrait(t, y, 0)
 	admin := "http://" + proc.admin
 	url := fmt.Sprintf("http://127.0.0.1:%d/t", port)
@@ -254,7 +247,6 @@ func TestZipkinUpstreamSpans(t *testing.T) {
 			w.WriteHeader(503)
 		}
 	}, false)
-	zh, zp, _ := net.SplitHostPort(zk.addr)
 	y := httpBootstrap(up, routeCfg{hcmOpts: `          tracing:
             random_sampling: { value: 100 }
             spawn_upstream_span: true
@@ -266,14 +258,8 @@ func TestZipkinUpstreamSpans(t *testing.T) {
                 collector_endpoint: /api/v2/spans
                 collector_endpoint_version: HTTP_JSON`, routes: `              - match: { prefix: "/" }
                 route: { cluster: backend, retry_policy: { retry_on: 5xx, num_retries: 1 } }`}, "")
-	y = strings.Replace(y, "  clusters:\n", fmt.Sprintf(`  clusters:
-  - name: zipkin
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: zipkin
-      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: %s, port_value: %s } } } } ] } ]
-`, zh, zp), 1)
-	y = "layered_runtime:\n  layers:\n  - name: static\n    static_layer: { tracing.zipkin.min_flush_spans: 1 }\n" + y
+	y = withCollector(y, "zipkin", zk.addr, false)
+	y = flushEachSpan(y, "tracing.zipkin.min_flush_spans")
 	p := startProxy(t, y)
 	if code, _ := get(t, p.url("ingress")+"/retry"); code != 200 {
 		t.Fatalf("retried request: %d", code)
@@ -309,7 +295,6 @@ func TestZipkinUpstreamSpans(t *testing.T) {
 func TestZipkinEgress(t *testing.T) {
 	zk := startZipkin(t)
 	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {}, false)
-	zh, zp, _ := net.SplitHostPort(zk.addr)
 	y := httpBootstrap(up, routeCfg{hcmOpts: `          tracing:
             random_sampling: { value: 100 }
             provider:
@@ -320,14 +305,8 @@ func TestZipkinEgress(t *testing.T) {
                 collector_endpoint: /api/v2/spans
                 collector_endpoint_version: HTTP_JSON`}, "")
 	y = strings.Replace(y, "  - name: ingress\n", "  - name: ingress\n    traffic_direction: OUTBOUND\n", 1)
-	y = strings.Replace(y, "  clusters:\n", fmt.Sprintf(`  clusters:
-  - name: zipkin
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: zipkin
-      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: %s, port_value: %s } } } } ] } ]
-`, zh, zp), 1)
-	y = "layered_runtime:\n  layers:\n  - name: static\n    static_layer: { tracing.zipkin.min_flush_spans: 1 }\n" + y
+	y = withCollector(y, "zipkin", zk.addr, false)
+	y = flushEachSpan(y, "tracing.zipkin.min_flush_spans")
 	if !strings.Contains(y, "traffic_direction: OUTBOUND") {
 		t.Fatal("no OUTBOUND listener in the config")
 	}
@@ -346,4 +325,31 @@ func TestZipkinEgress(t *testing.T) {
 	if s["kind"] != "CLIENT" || s["name"] != "egress" || s["parentId"] != "a2fb4a1d1a96d312" || s["id"] == "a2fb4a1d1a96d312" || s["shared"] != nil {
 		t.Errorf("egress span: %v", s)
 	}
+}
+
+// withCollector adds a static cluster named name at addr (HTTP/2 with
+// prior knowledge when h2: gRPC) to a bootstrap.
+func withCollector(y, name, addr string, h2 bool) string {
+	h, p, _ := net.SplitHostPort(addr)
+	opts := ""
+	if h2 {
+		opts = `    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }
+`
+	}
+	return strings.Replace(y, "  clusters:\n", fmt.Sprintf(`  clusters:
+  - name: %s
+    connect_timeout: 1s
+%s    load_assignment:
+      cluster_name: %s
+      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: %s, port_value: %s } } } } ] } ]
+`, name, opts, name, h, p), 1)
+}
+
+// flushEachSpan makes a tracer's reporter send each span at once (its
+// min_flush_spans runtime key set to 1).
+func flushEachSpan(y, key string) string {
+	return "layered_runtime:\n  layers:\n  - name: static\n    static_layer: { " + key + ": 1 }\n" + y
 }
