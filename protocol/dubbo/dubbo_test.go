@@ -285,7 +285,10 @@ func FuzzRequest(f *testing.F) {
 		if _, err := ReadHead(body, &head); err == nil {
 			d := hessian.NewDecoder(body)
 			for _, want := range [][]byte{head.DubboVersion, head.Service} {
-				v, err := d.Decode()
+				v, err, crashed := hessianDecode(d)
+				if crashed {
+					break // hessian2 itself panics on this input (the codec did not): no oracle
+				}
 				s, ok := v.(string)
 				if bytes.IndexByte(want, 0xed) >= 0 {
 					break // a lone surrogate: hessian2 reads ahead for its pair
@@ -363,4 +366,16 @@ func TestHostileSizes(t *testing.T) {
 			t.Errorf("% x accepted", evil)
 		}
 	}
+}
+
+// hessianDecode is d.Decode, reporting a panic of hessian2's own (its
+// string decoder indexes past short input) instead of crashing.
+func hessianDecode(d *hessian.Decoder) (v any, err error, crashed bool) {
+	defer func() {
+		if recover() != nil {
+			crashed = true
+		}
+	}()
+	v, err = d.Decode()
+	return v, err, false
 }
