@@ -42,3 +42,20 @@ func TestExtract(t *testing.T) {
 		}
 	}
 }
+
+func FuzzExtract(f *testing.F) {
+	f.Add("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90", "463ac35c9f6413ad", "a2fb4a1d1a96d312")
+	f.Add("d", "", "")
+	f.Fuzz(func(t *testing.T, single, trace, span string) {
+		h := new(protocol.Headers)
+		if single != "" {
+			h.AddString("b3", single)
+		}
+		h.AddString("x-b3-traceid", trace)
+		h.AddString("x-b3-spanid", span)
+		tr, sp, p, _, _ := extract(h)
+		if tr != "" && (!validID(tr, true) || !validID(sp, false) || p != "" && !validID(p, false)) {
+			t.Fatalf("accepted trace %q span %q parent %q", tr, sp, p)
+		}
+	})
+}
