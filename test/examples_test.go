@@ -2,11 +2,9 @@ package test
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -39,17 +37,8 @@ func TestExamplesBuild(t *testing.T) {
 // every ":0" bind (admin, upstreams) and outgoing connection takes its
 // port: one of those can never have taken it meanwhile.
 func freePort(t *testing.T) string {
-	for range 1000 {
-		port := 20000 + rand.IntN(12000)
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		return strconv.Itoa(port)
-	}
-	t.Fatal("no free port below the ephemeral range")
-	return ""
+	_, port, _ := net.SplitHostPort(closedPort(t))
+	return port
 }
 
 // TestQuickstartServes runs examples/quickstart.yaml as the README does,

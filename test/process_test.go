@@ -88,7 +88,11 @@ func runStrait(t *testing.T, yaml string, listeners int, args ...string) *proces
 			p.cmd.Wait()
 		}
 	})
-	testutil.Eventually(t, 10*time.Second, "strait to listen", func() bool {
+	// Up to 30 s: the race stage of make test builds and runs many
+	// packages at once on two cores. Whatever happens, the failure shows
+	// the process's own log.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
 		for _, m := range listeningRE.FindAllStringSubmatch(p.stderr.String(), -1) {
 			if m[1] != "" {
 				p.addrs[m[1]] = m[2]
@@ -96,9 +100,30 @@ func runStrait(t *testing.T, yaml string, listeners int, args ...string) *proces
 				p.admin = m[3]
 			}
 		}
-		return len(p.addrs) >= listeners && (p.admin != "" || !strings.Contains(yaml, "\nadmin:"))
-	})
+		if len(p.addrs) >= listeners && (p.admin != "" || !strings.Contains(yaml, "\nadmin:")) {
+			break
+		}
+		if p.exited() {
+			t.Fatalf("strait exited before it listened:\n%s", p.stderr.String())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("strait did not listen within 30s:\n%s", p.stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	return p
+}
+
+// exited reports whether the process has ended (a zombie not yet
+// reaped counts), without reaping it: callers still Wait for its code.
+func (p *process) exited() bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
 }
 
 // exitCode waits for the process up to d and returns its exit code.
