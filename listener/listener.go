@@ -176,6 +176,18 @@ func (l *Listener) TransportReady() bool {
 	return true
 }
 
+// SecretsWait is how long the listener warms on its chains' TLS
+// secrets (transport.SecretsWait).
+func (l *Listener) SecretsWait() (time.Duration, bool) {
+	var s []any
+	for _, c := range l.allChains() {
+		if c.ts != nil {
+			s = append(s, c.ts)
+		}
+	}
+	return transport.SecretsWait(s...)
+}
+
 // allChains lists the filter chains, the default one last (a new
 // slice: the listener is shared by goroutines that read it at once).
 func (l *Listener) allChains() []*chain {

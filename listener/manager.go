@@ -259,9 +259,16 @@ func (m *Manager) startWarming(dl *managed) {
 	m.registerScopes(dl.scopes)
 	m.warming[name] = dl
 	m.log.Debug("listener warming", "listener", name, "version", dl.res.Version, "routes", len(dl.subs))
+	// It waits for its routes and its TLS secrets, each as long as
+	// their sources' initial_fetch_timeout says (0: for ever).
 	t := dl.fetchTimeout()
-	if len(dl.subs) == 0 && len(dl.scopes) == 0 && !dl.l.TransportReady() {
-		t = secretsFetchTimeout // nothing else to wait for
+	if sw, waiting := dl.l.SecretsWait(); waiting {
+		switch {
+		case len(dl.subs) == 0 && len(dl.scopes) == 0:
+			t = sw // nothing else to wait for
+		case t > 0 && (sw == 0 || sw > t):
+			t = sw
+		}
 	}
 	if t > 0 {
 		dl.timer = time.AfterFunc(t, func() {
@@ -275,10 +282,6 @@ func (m *Manager) startWarming(dl *managed) {
 		})
 	}
 }
-
-// secretsFetchTimeout bounds a listener's wait for its TLS secrets when it
-// waits for nothing else (Envoy's initial_fetch_timeout default).
-const secretsFetchTimeout = 15 * time.Second
 
 func (m *Manager) current(name string) *managed {
 	if w := m.warming[name]; w != nil {

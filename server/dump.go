@@ -55,7 +55,9 @@ func (s *Server) Certificates() *adminv3.Certificates {
 	cm := s.clusters.Current()
 	for _, name := range cm.Names() {
 		c, _ := cm.Get(name)
-		out.Certificates = transport.AppendCertificates(out.Certificates, c.TLS, now)
+		for _, ts := range c.Sockets() {
+			out.Certificates = transport.AppendCertificates(out.Certificates, ts, now)
+		}
 	}
 	return out
 }

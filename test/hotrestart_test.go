@@ -374,7 +374,17 @@ func TestHotRestartWrapper(t *testing.T) {
 		}
 		return si.Options.RestartEpoch
 	}
-	testutil.Eventually(t, 10*time.Second, "epoch 0 to serve", func() bool { return epoch() == 0 })
+	// The admin may answer a moment before the listener is bound.
+	testutil.Eventually(t, 10*time.Second, "epoch 0 to serve", func() bool {
+		if epoch() != 0 {
+			return false
+		}
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+		}
+		return err == nil
+	})
 	c := &http.Client{Timeout: 5 * time.Second}
 	defer c.CloseIdleConnections()
 	if code, _ := getWith(t, c, "http://"+addr+"/"); code != 200 {

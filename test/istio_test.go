@@ -211,6 +211,24 @@ spec:
     outlierDetection: { consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100 }
 `
 
+// awaitGateway asks try until its status is 200 (until ready says so,
+// when given) or 20 s pass: the time pilot's config takes to reach a
+// fresh gateway. It returns the last answer.
+func awaitGateway(try func() (int, string), ready ...func(code int) bool) (int, string) {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, got := try()
+		done := code == 200
+		if len(ready) > 0 {
+			done = ready[0](code)
+		}
+		if done || time.Now().After(deadline) {
+			return code, got
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 var rejectedRE = regexp.MustCompile(`(?m)^(\S+update_rejected): (\d+)$`)
 
 // rejections lists the xDS types whose updates Strait rejected.
@@ -253,15 +271,7 @@ func TestIstioGateway(t *testing.T) {
 			admin := "http://" + proc.admin
 			url := fmt.Sprintf("http://127.0.0.1:%d", port)
 			c := &http.Client{Timeout: 2 * time.Second}
-			deadline := time.Now().Add(20 * time.Second)
-			var code int
-			var got string
-			for time.Now().Before(deadline) {
-				if code, got = body(c, url+"/a"); code == 200 {
-					break
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
+			code, got := awaitGateway(func() (int, string) { return body(c, url+"/a") })
 			if code != 200 || got != "backend /a" {
 				_, dump := get(t, admin+"/config_dump")
 				t.Fatalf("through the gateway: %d %q; rejected %v\n%s\nconfig:\n%.4000s", code, got, rejections(t, admin), proc.stderr.String(), dump)
@@ -346,7 +356,7 @@ spec:
       tcp: { maxConnections: 50, connectTimeout: 2s }
       http: { http1MaxPendingRequests: 50, maxRequestsPerConnection: 10 }
 `, oh, op))
-			deadline = time.Now().Add(10 * time.Second)
+			deadline := time.Now().Add(10 * time.Second)
 			for {
 				if code, got = body(c, url+"/v2"); code == 200 && got == "other" {
 					break
@@ -499,14 +509,8 @@ spec:
 	admin := "http://" + proc.admin
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 	c := &http.Client{Timeout: 3 * time.Second}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		code, _ := body(c, url+"/mirror/warm")
-		if code != 0 && code != 404 && code != 503 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	awaitGateway(func() (int, string) { return body(c, url+"/mirror/warm") },
+		func(code int) bool { return code != 0 && code != 404 && code != 503 })
 	if r := rejections(t, admin); len(r) > 0 {
 		t.Fatalf("Strait rejected pilot's updates: %v\n%s", r, proc.stderr.String())
 	}
@@ -638,15 +642,10 @@ spec:
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b), resp.Header, time.Since(start)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	var code int
-	var got string
-	for time.Now().Before(deadline) {
-		if code, got, _, _ = do(p1, "a.example.com", "/x"); code == 200 {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	code, got := awaitGateway(func() (int, string) {
+		code, got, _, _ := do(p1, "a.example.com", "/x")
+		return code, got
+	})
 	if code != 200 || got != "dns" {
 		t.Fatalf("a.example.com through a DNS ServiceEntry: %d %q; rejected %v\n%s", code, got, rejections(t, admin), proc.stderr.String())
 	}

@@ -102,15 +102,7 @@ spec:
 		return resp.StatusCode, string(b)
 	}
 	simple := client("tls.example.com")
-	deadline := time.Now().Add(20 * time.Second)
-	var code int
-	var got string
-	for time.Now().Before(deadline) {
-		if code, got = get(simple, p1, "tls.example.com"); code == 200 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	code, got := awaitGateway(func() (int, string) { return get(simple, p1, "tls.example.com") })
 	if code != 200 || got != "backend" {
 		t.Fatalf("SIMPLE TLS through the gateway: %d %q; rejected %v\n%s\npilot:\n%.3000s", code, got, rejections(t, admin), proc.stderr.String(), pilot.stderr.String())
 	}
@@ -118,12 +110,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for time.Now().Before(deadline) {
-		if code, got = get(client("mtls.example.com", cc), p2, "mtls.example.com"); code == 200 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	code, got = awaitGateway(func() (int, string) { return get(client("mtls.example.com", cc), p2, "mtls.example.com") })
 	if code != 200 || got != "backend" {
 		t.Fatalf("MUTUAL TLS with a client certificate: %d %q\n%s", code, got, proc.stderr.String())
 	}

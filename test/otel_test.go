@@ -197,12 +197,7 @@ defaultProviders:
 	proc := runStrait(t, y, 0)
 	admin := "http://" + proc.admin
 	c := &http.Client{Timeout: 2 * time.Second}
-	var code int
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if code, _ = body(c, fmt.Sprintf("http://127.0.0.1:%d/o", port)); code == 200 {
-			break
-		}
-	}
+	code, _ := awaitGateway(func() (int, string) { return body(c, fmt.Sprintf("http://127.0.0.1:%d/o", port)) })
 	if r := rejections(t, admin); code != 200 || len(r) > 0 {
 		t.Fatalf("through the gateway: %d; rejected %v\n%s", code, r, proc.stderr.String())
 	}

@@ -414,6 +414,41 @@ func TestSDSClusterWarming(t *testing.T) {
 	waitBody(t, "http://"+laddr+"/", "hello proxy", 5*time.Second)
 }
 
+// TestSDSFetchTimeout: a cluster waits for its SDS secret as long as its
+// source's initial_fetch_timeout says (here 300 ms, not Envoy's default
+// 15 s), then serves without it (its connections fail: 503) until it
+// comes. (A source's 0 waits for ever: transport/tls's unit test.)
+func TestSDSFetchTimeout(t *testing.T) {
+	pki := newPKI(t)
+	upAddr, cc, ck := mtlsUpstream(t, pki)
+	cp := startControlPlane(t, "")
+	cl := testutil.XDSCluster("short")
+	cl.TransportSocket = fromJSON(t, &corev3.TransportSocket{}, `{"name":"envoy.transport_sockets.tls","typed_config":{
+	  "@type":"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext","sni":"up.example",
+	  "common_tls_context":{"tls_certificate_sds_secret_configs":[{"name":"client","sds_config":{"ads":{},"resource_api_version":"V3","initial_fetch_timeout":"0.3s"}}]}}}`)
+	laddr := "127.0.0.1:" + freePort(t)
+	res := map[resource.Type][]types.Resource{
+		resource.ListenerType: {testutil.XDSListener("l", laddr, "r", "")},
+		resource.RouteType:    {testutil.XDSRoute("r", "short", "")},
+		resource.ClusterType:  {cl}, resource.EndpointType: {testutil.XDSEndpoints("short", upAddr)},
+	}
+	cp.set("1", res)
+	startProxy(t, xdsBootstrap(cp.addr, false))
+	// The listener is asked for once the cluster is warm or given up on.
+	c := &http.Client{Timeout: 2 * time.Second}
+	var code int
+	testutil.Eventually(t, 5*time.Second, "the listener to open with its cluster's secret given up on", func() bool {
+		code, _ = body(c, "http://"+laddr+"/")
+		return code != 0
+	})
+	if code != 503 {
+		t.Fatalf("without its client certificate: %d, want 503", code)
+	}
+	res[resource.SecretType] = []types.Resource{tlsSecret(t, "client", cc, ck)}
+	cp.set("2", res)
+	waitBody(t, "http://"+laddr+"/", "hello proxy", 5*time.Second)
+}
+
 // TestTicketKeyRotation: session ticket keys from a secret whose file is
 // rotated: a new first key issues tickets while the old one, kept second,
 // still opens the tickets out; once it is dropped, they no longer resume.

@@ -30,6 +30,7 @@ import (
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	runtimeservice "github.com/envoyproxy/go-control-plane/envoy/service/runtime/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -129,6 +130,7 @@ func (cp *controlPlane) serve(addr string) {
 	routeservice.RegisterScopedRoutesDiscoveryServiceServer(cp.grpc, srv)
 	routeservice.RegisterVirtualHostDiscoveryServiceServer(cp.grpc, srv)
 	runtimeservice.RegisterRuntimeDiscoveryServiceServer(cp.grpc, srv)
+	secretservice.RegisterSecretDiscoveryServiceServer(cp.grpc, srv)
 	go cp.grpc.Serve(ln)
 	cp.t.Cleanup(cp.grpc.Stop)
 	if cp.restAddr == "" {

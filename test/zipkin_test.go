@@ -193,14 +193,7 @@ defaultProviders:
 	admin := "http://" + proc.admin
 	url := fmt.Sprintf("http://127.0.0.1:%d/t", port)
 	c := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(20 * time.Second)
-	var code int
-	for time.Now().Before(deadline) {
-		if code, _ = body(c, url); code == 200 {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	code, _ := awaitGateway(func() (int, string) { return body(c, url) })
 	if r := rejections(t, admin); code != 200 || len(r) > 0 {
 		t.Fatalf("through the gateway: %d; rejected %v\n%s", code, r, proc.stderr.String())
 	}

@@ -120,6 +120,40 @@ type Waiter interface {
 	Ready() bool
 }
 
+// FetchWaiter is a Waiter whose secrets come from config sources (SDS):
+// how long a listener or cluster waits for them, the longest
+// initial_fetch_timeout among its sources (Envoy's 15 s for a source
+// that gives none); 0 waits for ever, as a source's 0 says.
+type FetchWaiter interface {
+	Waiter
+	FetchTimeout() time.Duration
+}
+
+// DefaultFetchTimeout is Envoy's initial_fetch_timeout default.
+const DefaultFetchTimeout = 15 * time.Second
+
+// SecretsWait is how long a listener or cluster waits for the secrets of
+// sockets (transport sockets, nil ones raw_buffer): the longest wait of
+// those not ready, 0 (for ever) when any of them waits for ever. waiting
+// is false when none is waiting.
+func SecretsWait(sockets ...any) (d time.Duration, waiting bool) {
+	for _, s := range sockets {
+		w, ok := s.(Waiter)
+		if !ok || w.Ready() {
+			continue
+		}
+		t := DefaultFetchTimeout
+		if fw, ok := s.(FetchWaiter); ok {
+			t = fw.FetchTimeout()
+		}
+		if t == 0 {
+			return 0, true
+		}
+		d, waiting = max(d, t), true
+	}
+	return d, waiting
+}
+
 // Builder builds a downstream transport socket from its decoded,
 // validated config.
 type Builder func(bc *BuildContext, cfg proto.Message) (Downstream, error)

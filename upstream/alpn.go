@@ -20,10 +20,10 @@ type altPools struct {
 }
 
 // PoolsFor returns h's pools for requests whose connections offer alpn:
-// the host's own when alpn is empty or the cluster has no TLS (nothing
+// the host's own when alpn is empty or the host has no TLS (nothing
 // to negotiate). A host that left its cluster gets closed pools.
 func (h *Host) PoolsFor(alpn []string) (*Pool, *MuxPool) {
-	if len(alpn) == 0 || h.cluster.TLS == nil {
+	if len(alpn) == 0 || h.sock.socket == nil {
 		return h.pool, h.mux
 	}
 	key := strings.Join(alpn, "\x00")

@@ -24,8 +24,10 @@ type epEntry struct {
 	weight   uint32 // the endpoint's load_balancing_weight
 	eff      uint32 // the weight balancers use (locality share folded in)
 	hostname string
-	healthy  bool
-	flag     uint32 // the host's health flag (HealthFlags)
+	// md is the endpoint's metadata (its transport socket match).
+	md      *corev3.Metadata
+	healthy bool
+	flag    uint32 // the host's health flag (HealthFlags)
 }
 
 // localityScale is the resolution of folded locality weights: a
@@ -113,7 +115,7 @@ func parseAssignment(cla *endpointv3.ClusterLoadAssignment, localityWeighted boo
 				sumW += uint64(w)
 			}
 			eps = append(eps, epEntry{addr: net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))),
-				weight: w, hostname: lb.GetEndpoint().GetHostname(), healthy: ok, flag: flag})
+				weight: w, hostname: lb.GetEndpoint().GetHostname(), md: lb.GetMetadata(), healthy: ok, flag: flag})
 		}
 		for k := range eps {
 			eps[k].eff = eps[k].weight
@@ -289,8 +291,9 @@ func (c *Cluster) assignLocked(levels []level, factor uint32) {
 		hosts[i] = make([]*Host, len(lv.eps))
 		for j, e := range lv.eps {
 			h := old[e.addr]
-			if h == nil || h.Weight != e.weight || h.Hostname != e.hostname {
-				h = c.newHost(e.addr, e.weight, e.hostname)
+			sock := c.socketFor(e.md)
+			if h == nil || h.Weight != e.weight || h.Hostname != e.hostname || h.sock != sock {
+				h = c.newHost(e.addr, e.weight, e.hostname, sock)
 			}
 			delete(old, e.addr) // a duplicate address gets its own host
 			hosts[i][j] = h

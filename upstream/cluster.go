@@ -31,8 +31,11 @@ type Cluster struct {
 	IdleTimeout        time.Duration
 	MaxRequestsPerConn int
 	BufferLimit        int
-	// TLS is the transport socket of its connections (nil: plain).
-	TLS transport.Upstream
+	// TLS is its transport_socket (nil: plain): its hosts' connections
+	// use it unless one of sockets (transport_socket_matches) takes them.
+	TLS       transport.Upstream
+	defSocket *hostSocket
+	sockets   []*hostSocket
 	// Protocol is the codec used towards the hosts ("http1", "http2");
 	// Codec is that codec, resolved when the cluster is built. With
 	// use_downstream_protocol_config, Downstream is set and H2 is the codec
@@ -184,12 +187,9 @@ func (c *Cluster) CodecFor(h2 bool) *protocol.Codec {
 	return c.Codec
 }
 
-// TLSReady reports whether the cluster's transport socket has its
-// secrets (always, without one).
-func (c *Cluster) TLSReady() bool {
-	w, ok := c.TLS.(transport.Waiter)
-	return !ok || w.Ready()
-}
+// TLSReady reports whether the cluster's transport sockets have their
+// secrets (always, without TLS).
+func (c *Cluster) TLSReady() bool { return c.socketsReady() }
 
 // CodecForHost is CodecFor for a request going to h: with auto_config,
 // the protocol ALPN chose for h (HTTP/1.1 until one is known).
@@ -203,8 +203,14 @@ func (c *Cluster) CodecForHost(h *Host, h2 bool) *protocol.Codec {
 	return c.CodecFor(h2)
 }
 
-func (c *Cluster) newHost(addr string, weight uint32, hostname string) *Host {
-	h := &Host{Addr: addr, Weight: weight, Hostname: hostname, cluster: c}
+func (c *Cluster) newHost(addr string, weight uint32, hostname string, sock *hostSocket) *Host {
+	if sock == nil {
+		sock = c.defSocket
+	}
+	if sock.matched != nil {
+		sock.matched.Inc()
+	}
+	h := &Host{Addr: addr, Weight: weight, Hostname: hostname, cluster: c, sock: sock}
 	h.pool = &Pool{host: h}
 	mc := c.CodecFor(true)
 	if c.Auto {
@@ -266,9 +272,9 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 	if c.RPC, err = rpcOptions(cl); err != nil {
 		return nil, err
 	}
-	if c.TLS, err = transport.BuildUpstream(&transport.BuildContext{Log: log, Secrets: secrets,
-		Stats: sc.Scope("cluster", "envoy_cluster_name", c.StatName)}, cl.GetTransportSocket()); err != nil {
-		return nil, config.At("transport_socket", err)
+	cs := sc.Scope("cluster", "envoy_cluster_name", c.StatName)
+	if err := c.buildSockets(cl, &transport.BuildContext{Log: log, Secrets: secrets, Stats: cs}, cs); err != nil {
+		return nil, err
 	}
 	if err := supported.Check(cl); err != nil {
 		return nil, err
@@ -397,8 +403,8 @@ func (c *Cluster) protocolOptions(cl *clusterv3.Cluster) error {
 			return config.At(path, err)
 		}
 		if a := po.GetAutoConfig(); a != nil {
-			if c.TLS == nil {
-				return config.At(path+".auto_config", fmt.Errorf("chooses the protocol by ALPN: needs a TLS transport_socket"))
+			if !c.allTLS() {
+				return config.At(path+".auto_config", fmt.Errorf("chooses the protocol by ALPN: needs a TLS transport_socket (and TLS in every transport_socket_matches entry)"))
 			}
 			c.Auto = true
 			c.mux(a.GetHttp2ProtocolOptions())
@@ -498,6 +504,7 @@ type endpoint struct {
 	port     int
 	weight   uint32
 	hostname string
+	md       *corev3.Metadata
 }
 
 func endpoints(cl *clusterv3.Cluster) ([]endpoint, error) {
@@ -521,7 +528,7 @@ func endpoints(cl *clusterv3.Cluster) ([]endpoint, error) {
 				w = v.GetValue()
 			}
 			out = append(out, endpoint{path: path, host: sa.GetAddress(), port: int(sa.GetPortValue()), weight: w,
-				hostname: lb.GetEndpoint().GetHostname()})
+				hostname: lb.GetEndpoint().GetHostname(), md: lb.GetMetadata()})
 		}
 	}
 	return out, nil

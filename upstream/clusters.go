@@ -253,20 +253,11 @@ func (m *Clusters) warm(dc *dynCluster) {
 	m.warming[name] = dc
 	if !dc.c.TLSReady() {
 		// Its TLS secrets have not come: it warms until they do
-		// (Recheck), at most secretsFetchTimeout.
+		// (Recheck), at most their sources' initial_fetch_timeout.
 		m.log.Debug("cluster warming on its TLS secrets", "cluster", name, "version", dc.res.Version)
-		dc.secretsTimer = time.AfterFunc(secretsFetchTimeout, func() {
-			m.mu.Lock()
-			defer m.unlock()
-			if m.warming[name] == dc && !m.stopped {
-				m.log.Warn("TLS secrets initial fetch timed out; cluster in use without them (its connections fail until they come)", "cluster", name)
-				dc.secretsTimedOut = true
-				if dc.c.HasEndpoints() || m.claGone[dc.c.EDSName] {
-					m.activate(dc)
-					m.changed()
-				}
-			}
-		})
+		if wait, _ := dc.c.secretsWait(); wait > 0 {
+			dc.secretsTimer = m.secretsTimer(dc, name, wait)
+		}
 		if dc.c.HasEndpoints() || m.claGone[dc.c.EDSName] {
 			return
 		}
@@ -288,9 +279,21 @@ func (m *Clusters) warm(dc *dynCluster) {
 	}
 }
 
-// secretsFetchTimeout bounds a cluster's wait for its TLS secrets
-// (Envoy's initial_fetch_timeout default).
-const secretsFetchTimeout = 15 * time.Second
+// secretsTimer puts dc in service without its secrets after wait.
+func (m *Clusters) secretsTimer(dc *dynCluster, name string, wait time.Duration) *time.Timer {
+	return time.AfterFunc(wait, func() {
+		m.mu.Lock()
+		defer m.unlock()
+		if m.warming[name] == dc && !m.stopped {
+			m.log.Warn("TLS secrets initial fetch timed out; cluster in use without them (its connections fail until they come)", "cluster", name)
+			dc.secretsTimedOut = true
+			if dc.c.HasEndpoints() || m.claGone[dc.c.EDSName] {
+				m.activate(dc)
+				m.changed()
+			}
+		}
+	})
+}
 
 // secretsReady: its TLS secrets came, or the wait for them ran out.
 func (dc *dynCluster) secretsReady() bool { return dc.secretsTimedOut || dc.c.TLSReady() }

@@ -91,18 +91,19 @@ func (h *Host) DialUncounted(ctx context.Context, alpn []string) (net.Conn, erro
 	return h.secure(ctx, nc, transport.ALPN{Default: alpn})
 }
 
-// secure runs the cluster's transport socket (TLS) over nc, bounded by
+// secure runs the host's transport socket (TLS) over nc, bounded by
 // the connect timeout; it closes nc when that fails. Without one, nc is
 // the connection.
 func (h *Host) secure(ctx context.Context, nc net.Conn, alpn transport.ALPN) (net.Conn, error) {
 	cl := h.cluster
-	if cl.TLS == nil {
+	ts := h.sock.socket
+	if ts == nil {
 		return nc, nil
 	}
 	name := h.Hostname // for auto_host_sni; empty when unknown
 	hctx, cancel := context.WithTimeout(ctx, cl.ConnectTimeout)
 	defer cancel()
-	tc, err := cl.TLS.Client(hctx, nc, name, alpn)
+	tc, err := ts.Client(hctx, nc, name, alpn)
 	if err != nil {
 		nc.Close()
 		return nil, err

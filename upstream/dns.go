@@ -101,7 +101,8 @@ func (d *dnsResolver) resolve(ctx context.Context) time.Duration {
 				continue
 			}
 			seen[addr] = true
-			if h, ok := old[addr]; ok && h.Weight == ep.weight {
+			sock := d.c.socketFor(ep.md)
+			if h, ok := old[addr]; ok && h.Weight == ep.weight && h.sock == sock {
 				hosts = append(hosts, h)
 				continue
 			}
@@ -109,7 +110,7 @@ func (d *dnsResolver) resolve(ctx context.Context) time.Duration {
 			if name == "" {
 				name = ep.host
 			}
-			hosts = append(hosts, d.c.newHost(addr, ep.weight, name))
+			hosts = append(hosts, d.c.newHost(addr, ep.weight, name, sock))
 		}
 	}
 	if failed && len(hosts) == 0 && len(old) > 0 {

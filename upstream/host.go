@@ -20,8 +20,10 @@ type Host struct {
 	Hostname string
 
 	cluster *Cluster
-	pool    *Pool
-	mux     *MuxPool // nil unless the cluster may speak a multiplexed protocol
+	// sock is the transport socket of its connections.
+	sock *hostSocket
+	pool *Pool
+	mux  *MuxPool // nil unless the cluster may speak a multiplexed protocol
 	// muxes are the pools of protocols a network filter chose (Dubbo):
 	// one per protocol name, made on first use.
 	muxMu sync.Mutex

@@ -7,7 +7,7 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.config.cluster.v3.Cluster": `name type connect_timeout lb_policy
 		load_assignment circuit_breakers dns_refresh_rate dns_lookup_family
 		per_connection_buffer_limit_bytes max_requests_per_connection
-		typed_extension_protocol_options eds_cluster_config common_lb_config transport_socket -metadata
+		typed_extension_protocol_options eds_cluster_config common_lb_config transport_socket transport_socket_matches -metadata
 		alt_stat_name respect_dns_ttl dns_jitter typed_dns_resolver_config filters outlier_detection`,
 	"envoy.config.cluster.v3.OutlierDetection": `consecutive_5xx interval base_ejection_time
 		max_ejection_percent enforcing_consecutive_5xx enforcing_success_rate success_rate_minimum_hosts
@@ -19,6 +19,7 @@ var supported = config.NewSupport(map[string]string{
 		failure_percentage_request_volume max_ejection_time max_ejection_time_jitter
 		successful_active_health_check_uneject_host always_eject_one_host`,
 	"envoy.config.cluster.v3.Filter":                        `name typed_config`,
+	"envoy.config.cluster.v3.Cluster.TransportSocketMatch":  `name match transport_socket`,
 	"envoy.config.core.v3.TypedExtensionConfig":             `name typed_config`,
 	"envoy.config.core.v3.TransportSocket":                  `name typed_config`,
 	"envoy.config.cluster.v3.Cluster.EdsClusterConfig":      `eds_config service_name`,
@@ -27,7 +28,7 @@ var supported = config.NewSupport(map[string]string{
 	"envoy.config.endpoint.v3.ClusterLoadAssignment":        `cluster_name endpoints policy`,
 	"envoy.config.endpoint.v3.ClusterLoadAssignment.Policy": `overprovisioning_factor`,
 	"envoy.config.endpoint.v3.LocalityLbEndpoints":          `lb_endpoints priority load_balancing_weight -locality`,
-	"envoy.config.endpoint.v3.LbEndpoint":                   `endpoint health_status load_balancing_weight -metadata`,
+	"envoy.config.endpoint.v3.LbEndpoint":                   `endpoint health_status load_balancing_weight metadata`,
 	"envoy.config.endpoint.v3.Endpoint":                     `address hostname`,
 	"envoy.config.core.v3.Address":                          `socket_address`,
 	"envoy.config.core.v3.SocketAddress":                    `address port_value protocol`,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 	"weak"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -30,6 +31,9 @@ type secretContext struct {
 	defVC  *tlsv3.CertificateValidationContext // combined_validation_context's default
 	vc     *tlsv3.CertificateValidationContext // from its secret; nil until arrived
 	ready  bool
+	// fetchTimeout is the longest initial_fetch_timeout of its SDS
+	// sources (0: for ever); static secrets are there at once.
+	fetchTimeout time.Duration
 }
 
 // buildContext builds ctx: at once when it names no secret, else from
@@ -94,6 +98,14 @@ func buildContext(bc *transport.BuildContext, ctx *tlsv3.CommonTlsContext, insta
 	if bc.Secrets == nil {
 		return nil, config.At(refs[0].path, errors.New("no secret store"))
 	}
+	sc.fetchTimeout = sdsFetchTimeout(refs[0].cfg)
+	for _, r := range refs[1:] {
+		if t := sdsFetchTimeout(r.cfg); t == 0 || sc.fetchTimeout == 0 {
+			sc.fetchTimeout = 0
+		} else {
+			sc.fetchTimeout = max(sc.fetchTimeout, t)
+		}
+	}
 	var cancels []func()
 	for _, r := range refs {
 		set := r.set
@@ -114,6 +126,20 @@ func buildContext(bc *transport.BuildContext, ctx *tlsv3.CommonTlsContext, insta
 		runtime.AddCleanup(sc, func(f func()) { f() }, f)
 	}
 	return sc, nil
+}
+
+// sdsFetchTimeout is how long a secret reference may keep its context
+// waiting: its SDS source's initial_fetch_timeout (Envoy's default when
+// unset, 0 for ever); a static secret is there at once.
+func sdsFetchTimeout(ref *tlsv3.SdsSecretConfig) time.Duration {
+	cs := ref.GetSdsConfig()
+	if cs == nil {
+		return time.Nanosecond
+	}
+	if d := cs.GetInitialFetchTimeout(); d != nil {
+		return d.AsDuration()
+	}
+	return transport.DefaultFetchTimeout
 }
 
 // watchWeak watches the secret ref names for owner, holding owner only

@@ -154,6 +154,9 @@ func (d *downstream) watchTicketKeys(bc *transport.BuildContext, ref *tlsv3.SdsS
 // Ready implements transport.Waiter.
 func (d *downstream) Ready() bool { return d.cur.Load() != nil }
 
+// FetchTimeout implements transport.FetchWaiter.
+func (d *downstream) FetchTimeout() time.Duration { return d.sc.fetchTimeout }
+
 // Certificates implements transport.CertReporter.
 func (d *downstream) Certificates(now time.Time) *adminv3.Certificate {
 	if c := d.built.Load(); c != nil {

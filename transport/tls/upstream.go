@@ -84,6 +84,9 @@ func buildUpstream(bc *transport.BuildContext, m *tlsv3.UpstreamTlsContext) (*up
 // Ready implements transport.Waiter.
 func (u *upstream) Ready() bool { return u.cur.Load() != nil }
 
+// FetchTimeout implements transport.FetchWaiter.
+func (u *upstream) FetchTimeout() time.Duration { return u.sc.fetchTimeout }
+
 // Certificates implements transport.CertReporter.
 func (u *upstream) Certificates(now time.Time) *adminv3.Certificate {
 	if st := u.cur.Load(); st != nil {

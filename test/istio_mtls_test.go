@@ -1,0 +1,124 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/straitproxy/strait/internal/testutil"
+)
+
+// gatewayNodeID is gatewayNode's id.
+const gatewayNodeID = "router~10.0.0.1~ingress.istio-system~istio-system.svc.cluster.local"
+
+// withAgentSDS adds to a gateway's bootstrap the static cluster sds-grpc,
+// through which pilot's auto-mTLS sockets ask for the workload's
+// certificate ("default") and the mesh's root CA ("ROOTCA"): in a pod it
+// is the istio-agent's SDS server on a unix socket; here a
+// go-control-plane server serving those two secrets to the gateway's
+// node.
+func withAgentSDS(t *testing.T, y string, secrets ...types.Resource) string {
+	t.Helper()
+	cp := startControlPlane(t, "")
+	snap, err := cache.NewSnapshot("1", map[resource.Type][]types.Resource{resource.SecretType: secrets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.cache.SetSnapshot(context.Background(), gatewayNodeID, snap); err != nil {
+		t.Fatal(err)
+	}
+	sds := testutil.XDSBootstrap("x", cp.addr, "127.0.0.1:0", false)
+	sds = strings.ReplaceAll(sds[strings.Index(sds, "  - name: xds_cluster"):], "xds_cluster", "sds-grpc")
+	return y + sds
+}
+
+// TestIstioGatewayAutoMTLS: a MESH_INTERNAL ServiceEntry whose endpoints
+// are an in-mesh workload (label security.istio.io/tlsMode: istio) and a
+// plain one. Pilot's auto mTLS sends the cluster with
+// transport_socket_matches: ISTIO_MUTUAL (the workload certificate and
+// root CA by SDS from sds-grpc) for endpoints whose metadata says
+// tlsMode: istio, plaintext for the others. Both answer through the
+// gateway, the in-mesh one over mTLS with the gateway's workload
+// certificate; nothing is NACKed; SotW and delta.
+func TestIstioGatewayAutoMTLS(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sotw", true: "delta"}[delta], func(t *testing.T) {
+			pki := newPKI(t)
+			mesh, cc, ck := mtlsUpstream(t, pki)
+			plain := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hello plain")) }, false)
+			_, ps, _ := net.SplitHostPort(closedPort(t))
+			port, _ := strconv.Atoi(ps)
+			mh, mp, _ := net.SplitHostPort(mesh)
+			ph, pp, _ := net.SplitHostPort(plain)
+			cfg := fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: ingress, namespace: istio-system }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+  - port: { number: %d, name: http, protocol: HTTP }
+    bind: 127.0.0.1
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: backend, namespace: istio-system }
+spec:
+  hosts: [backend.example.com]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [ { number: 18080, name: http, protocol: HTTP } ]
+  endpoints:
+  - { address: %s, ports: { http: %s }, labels: { security.istio.io/tlsMode: istio, app: backend } }
+  - { address: %s, ports: { http: %s }, labels: { app: backend } }
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: route, namespace: istio-system }
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/ingress]
+  http:
+  - route: [ { destination: { host: backend.example.com, port: { number: 18080 } } } ]
+`, port, mh, mp, ph, pp)
+			pilot := startPilot(t, cfg)
+			root := &tlsv3.Secret{Name: "ROOTCA", Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: dsBytes(must(os.ReadFile(pki.caFile)))}}}
+			y := withAgentSDS(t, istioGateway(pilot.Addr, delta), tlsSecret(t, "default", cc, ck), root)
+			proc := runStrait(t, y, 0, "--log-level", "debug")
+			admin := "http://" + proc.admin
+			c := &http.Client{Timeout: 3 * time.Second}
+			url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+			code, got := awaitGateway(func() (int, string) { return body(c, url) })
+			if code != 200 {
+				t.Fatalf("through the gateway: %d %q; rejected %v\n%s", code, got, rejections(t, admin), proc.stderr.String())
+			}
+			seen := map[string]int{}
+			for range 10 {
+				code, got := body(c, url)
+				if code != 200 {
+					t.Fatalf("%d %q\n%s", code, got, proc.stderr.String())
+				}
+				seen[got]++
+			}
+			// mtlsUpstream answers with the client certificate's name: the
+			// workload certificate that came by SDS.
+			if seen["hello plain"] == 0 || seen["hello proxy"] == 0 {
+				t.Fatalf("answers %v: want the plaintext endpoint and the in-mesh one over mTLS\n%s", seen, proc.stderr.String())
+			}
+			if r := rejections(t, admin); len(r) > 0 {
+				t.Fatalf("Strait rejected pilot's updates: %v\n%s", r, proc.stderr.String())
+			}
+		})
+	}
+}

@@ -1,0 +1,150 @@
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/stats"
+	"github.com/straitproxy/strait/transport"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Transport socket matches (a cluster's transport_socket_matches): each
+// host's connections use the first match whose fields all equal the
+// host's endpoint metadata under envoy.transport_socket_match (an empty
+// match takes every host), else the cluster's transport_socket. This is
+// how Istio's auto mTLS speaks mTLS to in-mesh endpoints (metadata
+// tlsMode: istio) and plaintext to the others, on one cluster.
+//
+// A host's socket is resolved when the host is made; an endpoint whose
+// metadata comes to resolve another socket becomes a new host (its
+// pooled connections were made with the old one).
+
+// socketMatchKey is the endpoint metadata filter matches are read from.
+const socketMatchKey = "envoy.transport_socket_match"
+
+// hostSocket is one transport socket a cluster's hosts may use.
+type hostSocket struct {
+	name   string                     // the match's name; "" for transport_socket
+	fields map[string]*structpb.Value // what the endpoint's metadata must hold
+	socket transport.Upstream         // nil: raw_buffer
+	// matched counts the hosts resolved to it (Envoy's total_match_count;
+	// nil without transport_socket_matches).
+	matched *stats.Counter
+}
+
+// ready reports whether the socket has its secrets (always without TLS).
+func (s *hostSocket) ready() bool {
+	w, ok := s.socket.(transport.Waiter)
+	return !ok || w.Ready()
+}
+
+// buildSockets builds the cluster's transport_socket and its
+// transport_socket_matches.
+func (c *Cluster) buildSockets(cl *clusterv3.Cluster, bc *transport.BuildContext, sc *stats.Scope) error {
+	def, err := transport.BuildUpstream(bc, cl.GetTransportSocket())
+	if err != nil {
+		return config.At("transport_socket", err)
+	}
+	c.TLS = def
+	c.defSocket = &hostSocket{socket: def}
+	if len(cl.GetTransportSocketMatches()) == 0 {
+		return nil
+	}
+	c.defSocket.matched = sc.Counter("total_match_count")
+	seen := map[string]bool{}
+	for i, m := range cl.GetTransportSocketMatches() {
+		path := fmt.Sprintf("transport_socket_matches[%d]", i)
+		if seen[m.GetName()] {
+			return config.At(path+".name", fmt.Errorf("%q is the name of an earlier match", m.GetName()))
+		}
+		seen[m.GetName()] = true
+		s := &hostSocket{name: m.GetName(), fields: m.GetMatch().GetFields(),
+			matched: sc.Counter(m.GetName() + ".total_match_count")}
+		if m.GetTransportSocket() == nil {
+			return config.At(path+".transport_socket", errors.New("required"))
+		}
+		if s.socket, err = transport.BuildUpstream(bc, m.GetTransportSocket()); err != nil {
+			return config.At(path+".transport_socket", err)
+		}
+		c.sockets = append(c.sockets, s)
+	}
+	return nil
+}
+
+// socketFor resolves the socket of an endpoint with metadata md.
+func (c *Cluster) socketFor(md *corev3.Metadata) *hostSocket {
+	if len(c.sockets) == 0 {
+		return c.defSocket
+	}
+	var have map[string]*structpb.Value
+	if st := md.GetFilterMetadata()[socketMatchKey]; st != nil {
+		have = st.GetFields()
+	}
+next:
+	for _, s := range c.sockets {
+		for k, want := range s.fields {
+			got, ok := have[k]
+			if !ok || !proto.Equal(got, want) {
+				continue next
+			}
+		}
+		return s
+	}
+	return c.defSocket
+}
+
+// socketsReady reports whether every socket the cluster's hosts may use
+// has its secrets.
+func (c *Cluster) socketsReady() bool {
+	if !c.defSocket.ready() {
+		return false
+	}
+	for _, s := range c.sockets {
+		if !s.ready() {
+			return false
+		}
+	}
+	return true
+}
+
+// secretsWait is how long the cluster warms on its sockets' secrets
+// (transport.SecretsWait; 0: for ever).
+func (c *Cluster) secretsWait() (time.Duration, bool) {
+	s := make([]any, 0, 1+len(c.sockets))
+	for _, ts := range c.Sockets() {
+		if ts != nil {
+			s = append(s, ts)
+		}
+	}
+	return transport.SecretsWait(s...)
+}
+
+// Sockets is the cluster's transport sockets: its transport_socket, then
+// each match's (nil entries are raw_buffer), for the admin's /certs.
+func (c *Cluster) Sockets() []transport.Upstream {
+	out := []transport.Upstream{c.TLS}
+	for _, s := range c.sockets {
+		out = append(out, s.socket)
+	}
+	return out
+}
+
+// allTLS reports whether every socket hosts may use is not raw_buffer
+// (auto_config negotiates by ALPN on each).
+func (c *Cluster) allTLS() bool {
+	if c.TLS == nil {
+		return false
+	}
+	for _, s := range c.sockets {
+		if s.socket == nil {
+			return false
+		}
+	}
+	return true
+}
