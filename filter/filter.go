@@ -174,6 +174,14 @@ type Terminal interface {
 	IsTerminal()
 }
 
+// ChildSpans is a Terminal filter that may ask for a span of its own for
+// each upstream request of a traced request (the router's
+// start_child_span; the connection manager's spawn_upstream_span does
+// the same).
+type ChildSpans interface {
+	StartChildSpan() bool
+}
+
 // ListenerFilter looks at a connection's first bytes, before its filter
 // chain is chosen, and records what it learns (tls_inspector: SNI and
 // ALPN; http_inspector: the HTTP version). It consumes nothing: the

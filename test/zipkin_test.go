@@ -228,6 +228,14 @@ defaultProviders:
 // ended with what that attempt's host answered (a retried 503, then the
 // 200).
 func TestZipkinUpstreamSpans(t *testing.T) {
+	// The connection manager's spawn_upstream_span, or the router's
+	// start_child_span: the same spans.
+	for _, how := range []string{"spawn_upstream_span", "start_child_span"} {
+		t.Run(how, func(t *testing.T) { zipkinUpstreamSpans(t, how == "start_child_span") })
+	}
+}
+
+func zipkinUpstreamSpans(t *testing.T, routerChild bool) {
 	zk := startZipkin(t)
 	var mu sync.Mutex
 	n := 0
@@ -251,6 +259,10 @@ func TestZipkinUpstreamSpans(t *testing.T) {
                 collector_endpoint: /api/v2/spans
                 collector_endpoint_version: HTTP_JSON`, routes: `              - match: { prefix: "/" }
                 route: { cluster: backend, retry_policy: { retry_on: 5xx, num_retries: 1 } }`}, "")
+	if routerChild {
+		y = strings.Replace(y, "            spawn_upstream_span: true\n", "", 1)
+		y = strings.Replace(y, "router.v3.Router }", "router.v3.Router, start_child_span: true }", 1)
+	}
 	y = withCollector(y, "zipkin", zk.addr, false)
 	y = flushEachSpan(y, "tracing.zipkin.min_flush_spans")
 	p := startProxy(t, y)
@@ -272,7 +284,7 @@ func TestZipkinUpstreamSpans(t *testing.T) {
 	}
 	codes := map[string]bool{}
 	for _, c := range clients {
-		if c["parentId"] != server["id"] || c["traceId"] != server["traceId"] || c["kind"] != "CLIENT" {
+		if c["parentId"] != server["id"] || c["traceId"] != server["traceId"] || c["kind"] != "CLIENT" || c["name"] != "router backend egress" {
 			t.Errorf("client span %v under server %v", c, server)
 		}
 		codes[c["tags"].(map[string]any)["http.status_code"].(string)] = true

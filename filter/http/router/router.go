@@ -17,10 +17,14 @@ type Factory struct {
 var (
 	_ filter.HTTPFactory = (*Factory)(nil)
 	_ filter.Terminal    = (*Factory)(nil)
+	_ filter.ChildSpans  = (*Factory)(nil)
 )
 
 // IsTerminal marks the end of the chain.
 func (*Factory) IsTerminal() {}
+
+// StartChildSpan implements filter.ChildSpans.
+func (f *Factory) StartChildSpan() bool { return f.cfg.GetStartChildSpan() }
 
 // New is never called for the terminal filter; it returns a filter with
 // no phases.

@@ -110,7 +110,7 @@ func build(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (*proxy.Conf
 	}
 	cfg.Routes = new(atomic.Pointer[router.Table])
 	var onDemand bool
-	if cfg.Filters, onDemand, err = httpFilters(bc, m); err != nil {
+	if cfg.Filters, onDemand, err = httpFilters(bc, m, cfg); err != nil {
 		return nil, err
 	}
 	cfg.Stats = proxy.NewStats(bc.Stats, m.GetStatPrefix())
@@ -281,7 +281,7 @@ func checkClusters(bc *filter.BuildContext, t *router.Table) error {
 // httpFilters builds the chain; the router must be last, and only last.
 // onDemand reports the on_demand filter, which acts at the routing step
 // (VHDS) and is left out of the chain.
-func httpFilters(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (out []proxy.HTTPFilter, onDemand bool, err error) {
+func httpFilters(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager, cfg *proxy.Config) (out []proxy.HTTPFilter, onDemand bool, err error) {
 	hf := m.GetHttpFilters()
 	if len(hf) == 0 {
 		return nil, false, config.At("http_filters", fmt.Errorf("empty: the last filter must be envoy.filters.http.router"))
@@ -295,6 +295,9 @@ func httpFilters(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager) (out [
 			return nil, false, config.At(path, fmt.Errorf("filter %q: %w", f.GetName(), err))
 		}
 		_, terminal := fac.(filter.Terminal)
+		if cs, ok := fac.(filter.ChildSpans); ok && cs.StartChildSpan() && cfg.Tracing != nil {
+			cfg.Tracing.SpawnUpstream = true // one span per upstream request, as spawn_upstream_span
+		}
 		_, od := fac.(filter.OnDemandRoutes)
 		last := i == len(hf)-1
 		switch {
