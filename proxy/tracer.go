@@ -15,19 +15,26 @@ import (
 // traced (tracing.go); a traced request gets a span from the tracer,
 // which takes the trace context from the request's headers and puts its
 // own in them for the upstream, and the span is finished, with what the
-// request became, when the stream ends. Untraced requests never reach the
-// tracer: the seam costs them nothing.
+// request became, when the stream ends. As in Envoy, every request of a
+// connection manager with a tracer reaches it: an incoming context's
+// sampling flag overrides the connection manager's decision, and a
+// request that is not sampled still carries the tracer's context (marked
+// not sampled) upstream. Connection managers without tracing never touch
+// the seam.
 
 // Tracer makes spans.
 type Tracer interface {
-	// Start begins the span of a traced request that arrived at start,
+	// Start begins the span of a request that arrived at start,
 	// continuing the trace context in h (a new trace without one), and
-	// sets h's trace context to the span's for the upstream. nil: the
-	// tracer does not trace it (a context that says not sampled).
-	// egress: the request leaves through an OUTBOUND listener without
-	// upstream spans of its own, so its span is the CLIENT side of the
-	// call ("egress"); otherwise it is the SERVER side ("ingress").
-	Start(h *protocol.Headers, start time.Time, egress bool) Span
+	// sets h's trace context to the span's for the upstream. traced is
+	// the connection manager's decision; a sampling flag in h's context
+	// overrides it. nil: the span is not sampled (h then carries a
+	// context that says so, or is left as it was when its context is
+	// one the tracer cannot continue). egress: the request leaves
+	// through an OUTBOUND listener without upstream spans of its own, so
+	// its span is the CLIENT side of the call ("egress"); otherwise it is
+	// the SERVER side ("ingress").
+	Start(h *protocol.Headers, start time.Time, egress, traced bool) Span
 }
 
 // Span is a traced request's span.

@@ -149,8 +149,8 @@ func (s *Stream) decideTrace(h *protocol.Headers) {
 	default:
 		st.TracingNotTraceable.Inc()
 	}
-	if t.Tracer != nil && r != NotTraceable {
-		s.span = t.Tracer.Start(h, s.start, t.Outbound && !t.SpawnUpstream)
+	if t.Tracer != nil {
+		s.span = t.Tracer.Start(h, s.start, t.Outbound && !t.SpawnUpstream, r != NotTraceable)
 	}
 }
 

@@ -62,7 +62,7 @@ func attr(s *tracepb.Span, key string) string {
 // cluster, its W3C trace context continued (a span of ours under the
 // caller's) and given to the upstream; with spawn_upstream_span the
 // upstream request has a CLIENT span of its own; a traceparent that is
-// not sampled means no span.
+// not sampled means no span (its upstream gets our context, not sampled).
 func TestOpenTelemetryTracer(t *testing.T) {
 	col := &otlpCollector{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -108,6 +108,7 @@ func TestOpenTelemetryTracer(t *testing.T) {
 	do("/new")
 	do("/cont", "traceparent", "00-"+callerTrace+"-"+callerSpan+"-01", "tracestate", "vendor=x")
 	do("/off", "traceparent", "00-"+callerTrace+"-"+callerSpan+"-00")
+	do("/bad", "traceparent", "00-"+callerTrace+"-"+callerSpan+"-01-extra")
 	testutil.Eventually(t, 5*time.Second, "four spans at the collector", func() bool { return len(col.all()) >= 4 })
 	time.Sleep(100 * time.Millisecond)
 	byPath := map[string][]*tracepb.Span{}
@@ -148,8 +149,14 @@ func TestOpenTelemetryTracer(t *testing.T) {
 			t.Errorf("/new: a root span has a parent: %v", server)
 		}
 	}
-	if seen["/off"] != "00-"+callerTrace+"-"+callerSpan+"-00" {
-		t.Errorf("/off: upstream traceparent %q, want the caller's untouched", seen["/off"])
+	// Not sampled: no span, but the upstream gets our (unsampled) span's
+	// context under the caller's trace, as from Envoy; a traceparent we
+	// cannot read passes as it came.
+	if off := seen["/off"]; !strings.HasPrefix(off, "00-"+callerTrace+"-") || !strings.HasSuffix(off, "-00") || strings.Contains(off, callerSpan) || len(off) != 55 {
+		t.Errorf("/off: upstream traceparent %q, want the caller's trace, a span id of ours, not sampled", off)
+	}
+	if seen["/bad"] != "00-"+callerTrace+"-"+callerSpan+"-01-extra" {
+		t.Errorf("/bad: upstream traceparent %q, want the unreadable header passed on", seen["/bad"])
 	}
 	col.mu.Lock()
 	if col.service != "strait-gateway" {
@@ -158,6 +165,64 @@ func TestOpenTelemetryTracer(t *testing.T) {
 	col.mu.Unlock()
 	if n := p.stat("tracing.opentelemetry.spans_sent"); n != 4 {
 		t.Errorf("tracing.opentelemetry.spans_sent %d", n)
+	}
+}
+
+// TestOpenTelemetrySampledParent: a traceparent's sampled flag overrides
+// the connection manager's decision: with random_sampling 0, a request
+// whose traceparent is sampled gets a span; one without traceparent gets
+// none and its upstream a traceparent of ours, not sampled.
+func TestOpenTelemetrySampledParent(t *testing.T) {
+	col := &otlpCollector{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	collectorpb.RegisterTraceServiceServer(gs, col)
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	var mu sync.Mutex
+	seen := map[string]string{}
+	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path] = r.Header.Get("traceparent")
+		mu.Unlock()
+	}, false)
+	y := httpBootstrap(up, routeCfg{hcmOpts: `          tracing:
+            random_sampling: { value: 0 }
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                grpc_service: { envoy_grpc: { cluster_name: otel } }`}, "")
+	p := startProxy(t, flushEachSpan(withCollector(y, "otel", ln.Addr().String(), true), "tracing.opentelemetry.min_flush_spans"))
+	const caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	for path, tp := range map[string]string{"/plain": "", "/forced": caller} {
+		req, _ := http.NewRequest("GET", p.url("ingress")+path, nil)
+		if tp != "" {
+			req.Header.Set("traceparent", tp)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	testutil.Eventually(t, 5*time.Second, "the forced span", func() bool { return len(col.all()) >= 1 })
+	time.Sleep(100 * time.Millisecond)
+	spans := col.all()
+	if len(spans) != 1 || !strings.HasSuffix(attr(spans[0], "http.url"), "/forced") {
+		t.Fatalf("spans %v, want only /forced's", spans)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := "00-4bf92f3577b34da6a3ce929d0e0e4736-" + hex.EncodeToString(spans[0].GetSpanId()) + "-01"; seen["/forced"] != want {
+		t.Errorf("/forced: upstream traceparent %q, want %q", seen["/forced"], want)
+	}
+	if tp := seen["/plain"]; len(tp) != 55 || !strings.HasSuffix(tp, "-00") {
+		t.Errorf("/plain: upstream traceparent %q, want ours, not sampled", tp)
 	}
 }
 

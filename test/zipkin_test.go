@@ -138,8 +138,10 @@ func TestZipkinTracer(t *testing.T) {
 	if s["traceId"] != "80f198ee56343ba864fe8b2a57d3eff7" || s["id"] != "e457b5a2e4d86bd1" || h.Get("b3") != "" || h.Get("x-b3-traceid") != "80f198ee56343ba864fe8b2a57d3eff7" {
 		t.Errorf("/single: span %v, upstream %v", s, h)
 	}
-	if h := seen["/off"]; h.Get("x-b3-sampled") != "0" || h.Get("x-b3-traceid") != "" {
-		t.Errorf("/off: upstream B3 %v, want the client's headers untouched", h)
+	// Not sampled: no span, but the upstream gets a context of ours that
+	// says so (a new trace, as the client gave none), as from Envoy.
+	if h := seen["/off"]; h.Get("x-b3-sampled") != "0" || len(h.Get("x-b3-traceid")) != 16 || h.Get("x-b3-spanid") == "" {
+		t.Errorf("/off: upstream B3 %v, want a new unsampled context", h)
 	}
 	zk.mu.Lock()
 	if zk.hosts[0] != "zipkin.example" {
@@ -148,6 +150,57 @@ func TestZipkinTracer(t *testing.T) {
 	zk.mu.Unlock()
 	if n := p.stat("tracing.zipkin.spans_sent"); n != 4 {
 		t.Errorf("tracing.zipkin.spans_sent %d", n)
+	}
+}
+
+// TestZipkinSampledHeader: an incoming B3 sampling state overrides the
+// connection manager's decision: with random_sampling 0, a request whose
+// x-b3-sampled is 1 is traced (its span recorded), one without B3 is not
+// (the upstream gets a context of ours marked not sampled).
+func TestZipkinSampledHeader(t *testing.T) {
+	zk := startZipkin(t)
+	var mu sync.Mutex
+	seen := map[string]http.Header{}
+	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path] = r.Header.Clone()
+		mu.Unlock()
+	}, false)
+	y := httpBootstrap(up, routeCfg{hcmOpts: `          tracing:
+            random_sampling: { value: 0 }
+            provider:
+              name: envoy.tracers.zipkin
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
+                collector_cluster: zipkin
+                collector_endpoint: /api/v2/spans
+                collector_endpoint_version: HTTP_JSON`}, "")
+	p := startProxy(t, flushEachSpan(withCollector(y, "zipkin", zk.addr, false), "tracing.zipkin.min_flush_spans"))
+	for path, sampled := range map[string]string{"/plain": "", "/forced": "1"} {
+		req, _ := http.NewRequest("GET", p.url("ingress")+path, nil)
+		if sampled != "" {
+			req.Header.Set("x-b3-sampled", sampled)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	testutil.Eventually(t, 5*time.Second, "the forced span", func() bool { return len(zk.all()) >= 1 })
+	time.Sleep(100 * time.Millisecond)
+	spans := zk.all()
+	if len(spans) != 1 || !strings.HasSuffix(spans[0]["tags"].(map[string]any)["http.url"].(string), "/forced") {
+		t.Fatalf("spans %v, want only /forced's", spans)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if h := seen["/forced"]; h.Get("x-b3-sampled") != "1" || h.Get("x-b3-traceid") != spans[0]["traceId"] {
+		t.Errorf("/forced: upstream B3 %v", h)
+	}
+	if h := seen["/plain"]; h.Get("x-b3-sampled") != "0" || h.Get("x-b3-traceid") == "" {
+		t.Errorf("/plain: upstream B3 %v, want our context, not sampled", h)
 	}
 }
 

@@ -99,27 +99,32 @@ type span struct {
 	method, url, ua, rid  string
 }
 
-// Start implements proxy.Tracer: the request's traceparent is continued
-// (a span of ours under the caller's), or a trace begun; a traceparent
-// that is not sampled means no span. h then carries our span's context.
-func (t *tracer) Start(h *protocol.Headers, start time.Time, egress bool) proxy.Span {
+// Start implements proxy.Tracer, as Envoy's OpenTelemetry tracer: the
+// request's traceparent is continued (a span of ours under the caller's,
+// sampled as the caller's says), or a trace begun (sampled when traced).
+// h then carries our span's context, sampled or not; an unsampled span is
+// not recorded (nil). A traceparent we cannot read gets no span and is
+// passed on as it came.
+func (t *tracer) Start(h *protocol.Headers, start time.Time, egress, traced bool) proxy.Span {
 	s := &span{t: t, start: start, client: egress}
 	if v, ok := h.Get(hParent); ok {
 		trace, parent, sampled, ok := parseParent(string(v))
-		if ok && !sampled {
-			return nil
+		if !ok {
+			return nil // Envoy's null span: the header is left as it came
 		}
-		if ok {
-			s.traceID, s.parentID = trace, parent
-			if st, ok := h.Get(hState); ok {
-				s.state = string(st)
-			}
+		s.traceID, s.parentID, traced = trace, parent, sampled
+		if st, ok := h.Get(hState); ok {
+			s.state = string(st)
 		}
 	}
 	if s.traceID == nil {
 		s.traceID = randomID(16)
 	}
 	s.id = randomID(8)
+	if !traced {
+		s.inject(h, false)
+		return nil
+	}
 	m, _ := h.Get(protocol.Method)
 	sch, _ := h.Get(protocol.Scheme)
 	s.method, s.url = string(m), string(sch)+"://"+string(h.Host())+string(h.Path())
@@ -129,12 +134,17 @@ func (t *tracer) Start(h *protocol.Headers, start time.Time, egress bool) proxy.
 	if v, ok := h.Get("x-request-id"); ok {
 		s.rid = string(v)
 	}
-	s.inject(h)
+	s.inject(h, true)
 	return s
 }
 
-func (s *span) inject(h *protocol.Headers) {
-	h.Set(hParent, "00-"+hex.EncodeToString(s.traceID)+"-"+hex.EncodeToString(s.id)+"-01")
+// inject sets h's W3C context to the span's, sampled or not.
+func (s *span) inject(h *protocol.Headers, sampled bool) {
+	flags := "-01"
+	if !sampled {
+		flags = "-00"
+	}
+	h.Set(hParent, "00-"+hex.EncodeToString(s.traceID)+"-"+hex.EncodeToString(s.id)+flags)
 	if s.state != "" {
 		h.Set(hState, s.state)
 	}
@@ -144,7 +154,7 @@ func (s *span) inject(h *protocol.Headers) {
 func (s *span) Child(h *protocol.Headers, start time.Time) proxy.Span {
 	c := *s
 	c.parentID, c.id, c.client, c.upstream, c.start = s.id, randomID(8), true, true, start
-	c.inject(h)
+	c.inject(h, true)
 	return &c
 }
 

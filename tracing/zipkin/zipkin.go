@@ -190,13 +190,15 @@ func (s *span) Child(h *protocol.Headers, start time.Time) proxy.Span {
 }
 
 // Start implements proxy.Tracer: the B3 context of h (b3 single header,
-// else x-b3-*) is continued, a new trace begun without one; a context
-// that says not sampled is not traced. h then carries the span's
-// context.
-func (t *tracer) Start(h *protocol.Headers, start time.Time, egress bool) proxy.Span {
+// else x-b3-*) is continued, a new trace begun without one. Its sampling
+// state, when it has one, decides whether the span is sampled ("1" or
+// debug: sampled; "0" or a value B3 does not define: not), else traced
+// does. h then carries the span's context, with its sampling state; an
+// unsampled span is not recorded (nil).
+func (t *tracer) Start(h *protocol.Headers, start time.Time, egress, traced bool) proxy.Span {
 	traceID, spanID, parentID, sampled, debug := extract(h)
-	if sampled != "" && sampled != "1" && !debug { // "0", or a value B3 does not define
-		return nil
+	if sampled != "" || debug {
+		traced = sampled == "1" || debug
 	}
 	s := &span{t: t, start: start, debug: debug, client: egress}
 	switch {
@@ -209,6 +211,20 @@ func (t *tracer) Start(h *protocol.Headers, start time.Time, egress bool) proxy.
 	default:
 		s.traceID, s.id, s.parentID = traceID, newID(false), spanID
 	}
+	// The upstream continues this span.
+	h.Del(hSingle)
+	h.Set(hTraceID, s.traceID)
+	h.Set(hSpanID, s.id)
+	if s.parentID != "" {
+		h.Set(hParentID, s.parentID)
+	} else {
+		h.Del(hParentID)
+	}
+	if !traced {
+		h.Set(hSampled, "0")
+		return nil
+	}
+	h.Set(hSampled, "1")
 	m, _ := h.Get(protocol.Method)
 	s.method = string(m)
 	sch, _ := h.Get(protocol.Scheme)
@@ -219,16 +235,6 @@ func (t *tracer) Start(h *protocol.Headers, start time.Time, egress bool) proxy.
 	if id, ok := h.Get("x-request-id"); ok {
 		s.requestID = string(id)
 	}
-	// The upstream continues this span.
-	h.Del(hSingle)
-	h.Set(hTraceID, s.traceID)
-	h.Set(hSpanID, s.id)
-	if s.parentID != "" {
-		h.Set(hParentID, s.parentID)
-	} else {
-		h.Del(hParentID)
-	}
-	h.Set(hSampled, "1")
 	return s
 }
 
