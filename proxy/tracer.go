@@ -1,11 +1,15 @@
 package proxy
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/straitproxy/strait/accesslog"
+	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/protocol"
+	"github.com/straitproxy/strait/stats"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -79,6 +83,43 @@ type CustomTag struct {
 
 // TracerFactory builds a tracer from its provider's typed_config.
 type TracerFactory func(bc *filter.BuildContext, cfg *anypb.Any) (Tracer, error)
+
+// DecodeTracer unmarshals a tracer's typed_config into m and checks it:
+// its validation rules, then sup, the fields the tracer implements.
+func DecodeTracer(tc *anypb.Any, m interface {
+	proto.Message
+	ValidateAll() error
+}, sup config.Support) error {
+	if err := tc.UnmarshalTo(m); err != nil {
+		return err
+	}
+	if errs := config.ValidationErrors(m.ValidateAll()); len(errs) > 0 {
+		return config.Join(errs)
+	}
+	return sup.Check(m)
+}
+
+// CollectorCluster checks that a tracer may send its spans to cluster: a
+// cluster the config has, or any while clusters come by CDS (it is
+// looked up as spans are sent).
+func CollectorCluster(bc *filter.BuildContext, cluster string) error {
+	if bc.Clusters == nil {
+		return fmt.Errorf("no clusters to send spans to")
+	}
+	if !bc.Clusters.Known(cluster) && !bc.Clusters.Dynamic() {
+		return fmt.Errorf("cluster %q is not configured", cluster)
+	}
+	return nil
+}
+
+// TracerStats is the scope of a tracer's stats: tracing.<name>.
+func TracerStats(bc *filter.BuildContext, name string) *stats.Scope {
+	sc := bc.Stats
+	if sc == nil {
+		sc = stats.NewStore().Root()
+	}
+	return sc.Scope("tracing", "", "").Scope(name, "", "")
+}
 
 // startUpstreamSpan begins an upstream attempt's span when the
 // connection manager spawns upstream spans.

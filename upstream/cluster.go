@@ -207,6 +207,9 @@ func (c *Cluster) newHost(addr string, weight uint32, hostname string, sock *hos
 	if sock == nil {
 		sock = c.defSocket
 	}
+	if sock == nil { // a Cluster not made by BuildCluster (tests)
+		sock = &hostSocket{}
+	}
 	if sock.matched != nil {
 		sock.matched.Inc()
 	}

@@ -94,3 +94,28 @@ func (b *Batcher[T]) run() {
 		}
 	}
 }
+
+// Shared holds one value per key, made on first use: the reporters a
+// tracer kind shares among every tracer that reports to the same place
+// (each listener update builds its connection managers' tracers again),
+// one goroutine and one connection pool per collector, for the process.
+type Shared[R any] struct {
+	mu sync.Mutex
+	m  map[string]R
+}
+
+// Get returns key's value, made by make when there is none yet; reused
+// says it was there already.
+func (s *Shared[R]) Get(key string, make func() R) (r R, reused bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.m[key]; ok {
+		return r, true
+	}
+	if s.m == nil {
+		s.m = map[string]R{}
+	}
+	r = make()
+	s.m[key] = r
+	return r, false
+}

@@ -56,13 +56,7 @@ type tracer struct {
 
 func build(bc *filter.BuildContext, tc *anypb.Any) (proxy.Tracer, error) {
 	var c tracev3.OpenTelemetryConfig
-	if err := tc.UnmarshalTo(&c); err != nil {
-		return nil, err
-	}
-	if errs := config.ValidationErrors(c.ValidateAll()); len(errs) > 0 {
-		return nil, config.Join(errs)
-	}
-	if err := supported.Check(&c); err != nil {
+	if err := proxy.DecodeTracer(tc, &c, supported); err != nil {
 		return nil, err
 	}
 	eg := c.GetGrpcService().GetEnvoyGrpc()
@@ -70,8 +64,8 @@ func build(bc *filter.BuildContext, tc *anypb.Any) (proxy.Tracer, error) {
 		return nil, config.At("grpc_service", fmt.Errorf("required (an envoy_grpc cluster; http_service is not supported yet)"))
 	}
 	cluster := eg.GetClusterName()
-	if bc.Clusters == nil || !bc.Clusters.Known(cluster) && !bc.Clusters.Dynamic() {
-		return nil, config.At("grpc_service.envoy_grpc.cluster_name", fmt.Errorf("cluster %q is not configured", cluster))
+	if err := proxy.CollectorCluster(bc, cluster); err != nil {
+		return nil, config.At("grpc_service.envoy_grpc.cluster_name", err)
 	}
 	timeout := 5 * time.Second
 	if d := c.GetGrpcService().GetTimeout(); d != nil && d.AsDuration() > 0 {
@@ -81,11 +75,7 @@ func build(bc *filter.BuildContext, tc *anypb.Any) (proxy.Tracer, error) {
 	if t.service == "" {
 		t.service = "unknown_service:envoy" // Envoy's default
 	}
-	sc := bc.Stats
-	if sc == nil {
-		sc = stats.NewStore().Root()
-	}
-	t.rep = sharedReporter(bc, cluster, eg.GetAuthority(), timeout, t.service, sc.Scope("tracing", "", "").Scope("opentelemetry", "", ""))
+	t.rep = sharedReporter(bc, cluster, eg.GetAuthority(), timeout, t.service, proxy.TracerStats(bc, "opentelemetry"))
 	return t, nil
 }
 
@@ -253,11 +243,8 @@ func flagsOr(f string) string {
 	return f
 }
 
-// Reporters are shared by tracers exporting to the same place.
-var (
-	reportersMu sync.Mutex
-	reporters   = map[string]*reporter{}
-)
+// reporters are shared by tracers exporting to the same collector.
+var reporters spanbatch.Shared[*reporter]
 
 type reporter struct {
 	clusters  atomic.Pointer[filter.Clusters]
@@ -275,12 +262,14 @@ type reporter struct {
 
 func sharedReporter(bc *filter.BuildContext, cluster, authority string, timeout time.Duration, service string, sc *stats.Scope) *reporter {
 	key := fmt.Sprintf("%q %q %v %q", cluster, authority, timeout, service)
-	reportersMu.Lock()
-	defer reportersMu.Unlock()
-	if r := reporters[key]; r != nil {
-		r.clusters.Store(&bc.Clusters)
-		return r
+	r, reused := reporters.Get(key, func() *reporter { return newReporter(bc, cluster, authority, timeout, service, sc) })
+	if reused {
+		r.clusters.Store(&bc.Clusters) // the newest cluster lookup
 	}
+	return r
+}
+
+func newReporter(bc *filter.BuildContext, cluster, authority string, timeout time.Duration, service string, sc *stats.Scope) *reporter {
 	r := &reporter{cluster: cluster, authority: authority, timeout: timeout, conns: map[string]*grpc.ClientConn{},
 		resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{str("service.name", service)}},
 		sent:     sc.Counter("reports_sent"), failed: sc.Counter("reports_failed"), noCluster: sc.Counter("reports_skipped_no_cluster")}
@@ -289,7 +278,6 @@ func sharedReporter(bc *filter.BuildContext, cluster, authority string, timeout 
 		SpansSent: sc.Counter("spans_sent"), TimerFlushed: sc.Counter("timer_flushed"), Dropped: sc.Counter("spans_dropped")}
 	r.clusters.Store(&bc.Clusters)
 	r.batch.Start()
-	reporters[key] = r
 	return r
 }
 

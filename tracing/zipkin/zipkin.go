@@ -15,7 +15,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -70,13 +69,7 @@ type tracer struct {
 
 func build(bc *filter.BuildContext, tc *anypb.Any) (proxy.Tracer, error) {
 	var c tracev3.ZipkinConfig
-	if err := tc.UnmarshalTo(&c); err != nil {
-		return nil, err
-	}
-	if errs := config.ValidationErrors(c.ValidateAll()); len(errs) > 0 {
-		return nil, config.Join(errs)
-	}
-	if err := supported.Check(&c); err != nil {
+	if err := proxy.DecodeTracer(tc, &c, supported); err != nil {
 		return nil, err
 	}
 	// Where spans go: collector_service (an HTTP service: the URI's path
@@ -111,11 +104,8 @@ func build(bc *filter.BuildContext, tc *anypb.Any) (proxy.Tracer, error) {
 	case c.GetCollectorEndpointVersion() != tracev3.ZipkinConfig_HTTP_JSON:
 		return nil, config.At("collector_endpoint_version", fmt.Errorf("%s is not supported (supported: HTTP_JSON)", c.GetCollectorEndpointVersion()))
 	}
-	if bc.Clusters == nil {
-		return nil, config.At("collector_cluster", fmt.Errorf("no clusters to send spans to"))
-	}
-	if !bc.Clusters.Known(cluster) && !bc.Clusters.Dynamic() {
-		return nil, config.At("collector_cluster", fmt.Errorf("cluster %q is not configured", cluster))
+	if err := proxy.CollectorCluster(bc, cluster); err != nil {
+		return nil, config.At("collector_cluster", err)
 	}
 	t := &tracer{shared: true, id128: c.GetTraceId_128Bit()}
 	if v := c.GetSharedSpanContext(); v != nil {
@@ -127,41 +117,24 @@ func build(bc *filter.BuildContext, tc *anypb.Any) (proxy.Tracer, error) {
 	if host == "" {
 		host = cluster
 	}
-	sc := bc.Stats
-	if sc == nil {
-		sc = stats.NewStore().Root()
+	col := &collector{cluster: cluster, path: path, host: host, timeout: timeout, headers: headers}
+	key := fmt.Sprintf("%q %q %q %v %q", col.cluster, col.path, col.host, col.timeout, col.headers)
+	rep, reused := reporters.Get(key, func() *reporter { return newReporter(bc, col, proxy.TracerStats(bc, "zipkin")) })
+	if reused {
+		rep.clusters.Store(&bc.Clusters) // the newest cluster lookup
 	}
-	t.rep = sharedReporter(bc, &collector{cluster: cluster, path: path, host: host, timeout: timeout, headers: headers},
-		sc.Scope("tracing", "", "").Scope("zipkin", "", ""))
+	t.rep = rep
 	return t, nil
 }
 
-// Reporters are shared by every tracer that reports to the same place
-// (each listener update builds its connection managers' tracers again):
-// one goroutine and one connection pool per collector, for the process.
-var (
-	reportersMu sync.Mutex
-	reporters   = map[string]*reporter{}
-)
+// reporters are shared by tracers that report to the same collector.
+var reporters spanbatch.Shared[*reporter]
 
 // collector is where a reporter posts spans.
 type collector struct {
 	cluster, path, host string
 	timeout             time.Duration
 	headers             [][2]string
-}
-
-func sharedReporter(bc *filter.BuildContext, col *collector, sc *stats.Scope) *reporter {
-	key := fmt.Sprintf("%q %q %q %v %q", col.cluster, col.path, col.host, col.timeout, col.headers)
-	reportersMu.Lock()
-	defer reportersMu.Unlock()
-	if r := reporters[key]; r != nil {
-		r.clusters.Store(&bc.Clusters) // the newest cluster lookup
-		return r
-	}
-	r := newReporter(bc, col, sc)
-	reporters[key] = r
-	return r
 }
 
 // span is a request's span in the making.
