@@ -1,0 +1,128 @@
+package test
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/straitproxy/strait/internal/testutil"
+)
+
+// TestIstioGatewayPassthrough: a Gateway's TLS server in PASSTHROUGH mode
+// routes connections by SNI, untouched, to the ServiceEntry a
+// VirtualService's tls route names (pilot's listener: tls_inspector,
+// filter chains by server_names, tcp_proxy); an SNI no route names is
+// refused; a TCP server forwards bytes by a tcp route. Nothing is
+// NACKed.
+func TestIstioGatewayPassthrough(t *testing.T) {
+	pki := newPKI(t)
+	backend := func(name string) string {
+		cert, key := pki.issue(t, name, false, name+".example.com")
+		return serveTLS(t, cert, key, nil, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "hello from "+name)
+		})})
+	}
+	a, b, echo := backend("a"), backend("b"), testutil.StartEcho(t)
+	_, p1, _ := net.SplitHostPort(closedPort(t))
+	_, p2, _ := net.SplitHostPort(closedPort(t))
+	se := func(name, host string, port int, proto, addr string) string {
+		h, p, _ := net.SplitHostPort(addr)
+		return fmt.Sprintf(`---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: %s, namespace: istio-system }
+spec:
+  hosts: [%s]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [ { number: %d, name: %s, protocol: %s } ]
+  endpoints: [ { address: %s, ports: { %s: %s } } ]
+`, name, host, port, strings.ToLower(proto), proto, h, strings.ToLower(proto), p)
+	}
+	cfg := fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: ingress, namespace: istio-system }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+  - port: { number: %s, name: tls, protocol: TLS }
+    bind: 127.0.0.1
+    hosts: [a.example.com, b.example.com]
+    tls: { mode: PASSTHROUGH }
+  - port: { number: %s, name: tcp, protocol: TCP }
+    bind: 127.0.0.1
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: sni, namespace: istio-system }
+spec:
+  hosts: [a.example.com, b.example.com]
+  gateways: [istio-system/ingress]
+  tls:
+  - match: [ { port: %s, sniHosts: [a.example.com] } ]
+    route: [ { destination: { host: a.example.com, port: { number: 8443 } } } ]
+  - match: [ { port: %s, sniHosts: [b.example.com] } ]
+    route: [ { destination: { host: b.example.com, port: { number: 8443 } } } ]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: tcp, namespace: istio-system }
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/ingress]
+  tcp:
+  - match: [ { port: %s } ]
+    route: [ { destination: { host: echo.example.com, port: { number: 9000 } } } ]
+`, p1, p2, p1, p1, p2) + se("a", "a.example.com", 8443, "TLS", a) + se("b", "b.example.com", 8443, "TLS", b) +
+		se("echo", "echo.example.com", 9000, "TCP", echo)
+	pilot := startPilot(t, cfg)
+	proc := runStrait(t, istioGateway(pilot.Addr, false), 0)
+	admin := "http://" + proc.admin
+	roots := x509.NewCertPool()
+	roots.AddCert(pki.ca)
+	via := func(sni string) (int, string) {
+		c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{ServerName: sni, RootCAs: roots}}}
+		defer c.CloseIdleConnections()
+		code, got := body(c, "https://127.0.0.1:"+p1+"/")
+		return code, got
+	}
+	if code, got := awaitGateway(func() (int, string) { return via("a.example.com") }); code != 200 || got != "hello from a" {
+		t.Fatalf("SNI a.example.com: %d %q; rejected %v\n%s", code, got, rejections(t, admin), proc.stderr.String())
+	}
+	// The backend's own certificate reached the client (verified against
+	// its name): the gateway did not terminate TLS.
+	if code, got := via("b.example.com"); code != 200 || got != "hello from b" {
+		t.Errorf("SNI b.example.com: %d %q", code, got)
+	}
+	if code, got := via("c.example.com"); code != 0 {
+		t.Errorf("an SNI no route names: %d %q, want the connection refused", code, got)
+	}
+	var c net.Conn
+	testutil.Eventually(t, 10*time.Second, "the TCP server", func() bool {
+		var err error
+		if c, err = net.DialTimeout("tcp", "127.0.0.1:"+p2, time.Second); err != nil {
+			return false
+		}
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 5)
+		if _, err := c.Write([]byte("hello")); err == nil {
+			if _, err := io.ReadFull(c, buf); err == nil && string(buf) == "hello" {
+				return true
+			}
+		}
+		c.Close()
+		return false
+	})
+	c.Close()
+	if r := rejections(t, admin); len(r) > 0 {
+		t.Fatalf("Strait rejected pilot's updates: %v\n%s", r, proc.stderr.String())
+	}
+}
