@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -414,15 +415,27 @@ func TestSDSClusterWarming(t *testing.T) {
 	waitBody(t, "http://"+laddr+"/", "hello proxy", 5*time.Second)
 }
 
-// TestSDSFetchTimeout: a cluster waits for its SDS secret as long as its
-// source's initial_fetch_timeout says (here 300 ms, not Envoy's default
-// 15 s), then serves without it (its connections fail: 503) until it
-// comes. (A source's 0 waits for ever: transport/tls's unit test.)
+// TestSDSFetchTimeout: a cluster (EDS, and STRICT_DNS) waits for its SDS
+// secret as long as its source's initial_fetch_timeout says (here 300
+// ms, not Envoy's default 15 s), holding back the listeners meanwhile,
+// then serves without it (its connections fail: 503) until it comes.
+// (A source's 0 waits for ever: transport/tls's unit test.)
 func TestSDSFetchTimeout(t *testing.T) {
+	for _, typ := range []string{"EDS", "STRICT_DNS"} {
+		t.Run(typ, func(t *testing.T) { sdsFetchTimeout(t, typ) })
+	}
+}
+
+func sdsFetchTimeout(t *testing.T, typ string) {
 	pki := newPKI(t)
 	upAddr, cc, ck := mtlsUpstream(t, pki)
 	cp := startControlPlane(t, "")
 	cl := testutil.XDSCluster("short")
+	if typ == "STRICT_DNS" {
+		_, port, _ := net.SplitHostPort(upAddr)
+		cl = fromJSON(t, &clusterv3.Cluster{}, `{"name":"short","type":"STRICT_DNS","connect_timeout":"1s","load_assignment":{"cluster_name":"short",
+		  "endpoints":[{"lb_endpoints":[{"endpoint":{"address":{"socket_address":{"address":"localhost","port_value":`+port+`}}}}]}]}}`)
+	}
 	cl.TransportSocket = fromJSON(t, &corev3.TransportSocket{}, `{"name":"envoy.transport_sockets.tls","typed_config":{
 	  "@type":"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext","sni":"up.example",
 	  "common_tls_context":{"tls_certificate_sds_secret_configs":[{"name":"client","sds_config":{"ads":{},"resource_api_version":"V3","initial_fetch_timeout":"0.3s"}}]}}}`)
@@ -433,8 +446,15 @@ func TestSDSFetchTimeout(t *testing.T) {
 		resource.ClusterType:  {cl}, resource.EndpointType: {testutil.XDSEndpoints("short", upAddr)},
 	}
 	cp.set("1", res)
+	start := time.Now()
 	startProxy(t, xdsBootstrap(cp.addr, false))
-	// The listener is asked for once the cluster is warm or given up on.
+	// The listener is asked for once the cluster is warm or given up on:
+	// not yet at 100 ms.
+	time.Sleep(time.Until(start.Add(100 * time.Millisecond)))
+	if c, err := net.Dial("tcp", laddr); err == nil {
+		c.Close()
+		t.Fatal("the listener opened while its cluster waited for its secret")
+	}
 	c := &http.Client{Timeout: 2 * time.Second}
 	var code int
 	testutil.Eventually(t, 5*time.Second, "the listener to open with its cluster's secret given up on", func() bool {
@@ -443,6 +463,9 @@ func TestSDSFetchTimeout(t *testing.T) {
 	})
 	if code != 503 {
 		t.Fatalf("without its client certificate: %d, want 503", code)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Fatalf("served after %v, before the 300 ms initial_fetch_timeout", d)
 	}
 	res[resource.SecretType] = []types.Resource{tlsSecret(t, "client", cc, ck)}
 	cp.set("2", res)

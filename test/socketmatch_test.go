@@ -47,8 +47,8 @@ func TestTransportSocketMatches(t *testing.T) {
 	if n := p.stat("cluster.backend.mtls.total_match_count"); n != 1 {
 		t.Errorf("mtls.total_match_count = %d, want 1", n)
 	}
-	if n := p.stat("cluster.backend.total_match_count"); n != 1 {
-		t.Errorf("total_match_count (the default socket) = %d, want 1", n)
+	if n := p.stat("cluster.backend.default.total_match_count"); n != 1 {
+		t.Errorf("default.total_match_count = %d, want 1", n)
 	}
 	if _, certs := get(t, p.admin()+"/certs"); !strings.Contains(certs, cc) {
 		t.Errorf("/certs does not list the match's client certificate:\n%s", certs)

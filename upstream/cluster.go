@@ -31,9 +31,8 @@ type Cluster struct {
 	IdleTimeout        time.Duration
 	MaxRequestsPerConn int
 	BufferLimit        int
-	// TLS is its transport_socket (nil: plain): its hosts' connections
-	// use it unless one of sockets (transport_socket_matches) takes them.
-	TLS       transport.Upstream
+	// defSocket is its transport_socket: its hosts' connections use it
+	// unless one of sockets (transport_socket_matches) takes them.
 	defSocket *hostSocket
 	sockets   []*hostSocket
 	// Protocol is the codec used towards the hosts ("http1", "http2");

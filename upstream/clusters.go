@@ -91,6 +91,8 @@ type dynCluster struct {
 	// it ran out.
 	secretsTimer    *time.Timer
 	secretsTimedOut bool
+	// resolved: a DNS cluster's first lookup is done.
+	resolved bool
 	// released: a lingering cluster no route names any more.
 	released bool
 }
@@ -233,6 +235,9 @@ func (m *Clusters) warm(dc *dynCluster) {
 	if dc.c.Resolves() {
 		m.warming[name] = dc
 		m.log.Debug("cluster warming on its first DNS lookup", "cluster", name, "version", dc.res.Version)
+		if wait, waiting := dc.c.secretsWait(); waiting && wait > 0 {
+			dc.secretsTimer = m.secretsTimer(dc, name, wait)
+		}
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			dc.c.Start(ctx)
@@ -240,13 +245,16 @@ func (m *Clusters) warm(dc *dynCluster) {
 			m.mu.Lock()
 			defer m.unlock()
 			if m.warming[name] == dc && !m.stopped {
-				m.activate(dc)
-				m.changed()
+				dc.resolved = true
+				if dc.secretsReady() { // else its secrets put it in service (Recheck, secretsTimer)
+					m.activate(dc)
+					m.changed()
+				}
 			}
 		}()
 		return
 	}
-	if (dc.c.HasEndpoints() || m.claGone[dc.c.EDSName]) && dc.c.TLSReady() {
+	if dc.hostsReady(m) && dc.c.TLSReady() {
 		m.activate(dc)
 		return
 	}
@@ -258,7 +266,7 @@ func (m *Clusters) warm(dc *dynCluster) {
 		if wait, _ := dc.c.secretsWait(); wait > 0 {
 			dc.secretsTimer = m.secretsTimer(dc, name, wait)
 		}
-		if dc.c.HasEndpoints() || m.claGone[dc.c.EDSName] {
+		if dc.hostsReady(m) {
 			return
 		}
 	}
@@ -287,7 +295,7 @@ func (m *Clusters) secretsTimer(dc *dynCluster, name string, wait time.Duration)
 		if m.warming[name] == dc && !m.stopped {
 			m.log.Warn("TLS secrets initial fetch timed out; cluster in use without them (its connections fail until they come)", "cluster", name)
 			dc.secretsTimedOut = true
-			if dc.c.HasEndpoints() || m.claGone[dc.c.EDSName] {
+			if dc.hostsReady(m) {
 				m.activate(dc)
 				m.changed()
 			}
@@ -297,6 +305,16 @@ func (m *Clusters) secretsTimer(dc *dynCluster, name string, wait time.Duration)
 
 // secretsReady: its TLS secrets came, or the wait for them ran out.
 func (dc *dynCluster) secretsReady() bool { return dc.secretsTimedOut || dc.c.TLSReady() }
+
+// hostsReady: its hosts are known (or given up on): a DNS cluster's
+// first lookup is done, an EDS cluster's assignment came or timed out
+// (mu held).
+func (dc *dynCluster) hostsReady(m *Clusters) bool {
+	if dc.c.Resolves() {
+		return dc.resolved
+	}
+	return dc.c.HasEndpoints() || m.claGone[dc.c.EDSName]
+}
 
 // Recheck puts in service the warming clusters that something outside
 // the manager made warm (their TLS secrets came).
@@ -309,7 +327,7 @@ func (m *Clusters) Recheck() {
 	warmed := false
 	for _, name := range slices.Sorted(maps.Keys(m.warming)) {
 		dc := m.warming[name]
-		if !dc.c.Resolves() && (dc.c.HasEndpoints() || m.claGone[dc.c.EDSName]) && dc.secretsReady() {
+		if dc.hostsReady(m) && dc.secretsReady() {
 			m.activate(dc)
 			warmed = true
 		}

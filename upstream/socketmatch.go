@@ -40,6 +40,9 @@ type hostSocket struct {
 
 // ready reports whether the socket has its secrets (always without TLS).
 func (s *hostSocket) ready() bool {
+	if s == nil { // a Cluster not made by BuildCluster (tests)
+		return true
+	}
 	w, ok := s.socket.(transport.Waiter)
 	return !ok || w.Ready()
 }
@@ -51,19 +54,12 @@ func (c *Cluster) buildSockets(cl *clusterv3.Cluster, bc *transport.BuildContext
 	if err != nil {
 		return config.At("transport_socket", err)
 	}
-	c.TLS = def
-	c.defSocket = &hostSocket{socket: def}
-	if len(cl.GetTransportSocketMatches()) == 0 {
-		return nil
-	}
-	c.defSocket.matched = sc.Counter("total_match_count")
-	seen := map[string]bool{}
+	// Envoy's stats: cluster.<name>.default.total_match_count, and
+	// cluster.<name>.<match>.total_match_count per match (matches of one
+	// name share theirs).
+	c.defSocket = &hostSocket{socket: def, matched: sc.Counter("default.total_match_count")}
 	for i, m := range cl.GetTransportSocketMatches() {
 		path := fmt.Sprintf("transport_socket_matches[%d]", i)
-		if seen[m.GetName()] {
-			return config.At(path+".name", fmt.Errorf("%q is the name of an earlier match", m.GetName()))
-		}
-		seen[m.GetName()] = true
 		s := &hostSocket{name: m.GetName(), fields: m.GetMatch().GetFields(),
 			matched: sc.Counter(m.GetName() + ".total_match_count")}
 		if m.GetTransportSocket() == nil {
@@ -102,7 +98,7 @@ next:
 // socketsReady reports whether every socket the cluster's hosts may use
 // has its secrets.
 func (c *Cluster) socketsReady() bool {
-	if !c.defSocket.ready() {
+	if !c.defSocket.ready() { // nil-safe
 		return false
 	}
 	for _, s := range c.sockets {
@@ -128,7 +124,10 @@ func (c *Cluster) secretsWait() (time.Duration, bool) {
 // Sockets is the cluster's transport sockets: its transport_socket, then
 // each match's (nil entries are raw_buffer), for the admin's /certs.
 func (c *Cluster) Sockets() []transport.Upstream {
-	out := []transport.Upstream{c.TLS}
+	if c.defSocket == nil {
+		return nil
+	}
+	out := []transport.Upstream{c.defSocket.socket}
 	for _, s := range c.sockets {
 		out = append(out, s.socket)
 	}
@@ -138,7 +137,7 @@ func (c *Cluster) Sockets() []transport.Upstream {
 // allTLS reports whether every socket hosts may use is not raw_buffer
 // (auto_config negotiates by ALPN on each).
 func (c *Cluster) allTLS() bool {
-	if c.TLS == nil {
+	if c.defSocket.socket == nil {
 		return false
 	}
 	for _, s := range c.sockets {

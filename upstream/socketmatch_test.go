@@ -7,12 +7,14 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"github.com/straitproxy/strait/stats"
+	_ "github.com/straitproxy/strait/transport/tls" // a TLS socket for the auto_config case
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
 const socketMatches = `,"transport_socket_matches":[
-	{"name":"tlsMode-istio","match":{"tlsMode":"istio"},"transport_socket":{"name":"envoy.transport_sockets.raw_buffer"}},
 	{"name":"v2","match":{"tlsMode":"istio","version":2},"transport_socket":{"name":"envoy.transport_sockets.raw_buffer"}},
+	{"name":"tlsMode-istio","match":{"tlsMode":"istio"},"transport_socket":{"name":"envoy.transport_sockets.raw_buffer"}},
+	{"name":"v2","match":{"release":"2"},"transport_socket":{"name":"envoy.transport_sockets.raw_buffer"}},
 	{"name":"plain","match":{"app":"x"},"transport_socket":{"name":"envoy.transport_sockets.raw_buffer"}}]`
 
 func withMatch(md string) string {
@@ -30,7 +32,8 @@ func TestTransportSocketMatches(t *testing.T) {
 		ep("127.0.0.1", 1, withMatch(`{"tlsMode":"istio","version":2}`))+`,`+
 		ep("127.0.0.1", 2, withMatch(`{"tlsMode":"disabled","app":"x"}`))+`,`+
 		ep("127.0.0.1", 3, "")+`,`+
-		ep("127.0.0.1", 4, withMatch(`{"tlsMode":"istio","version":"2"}`))+`]}]}`))
+		ep("127.0.0.1", 4, withMatch(`{"tlsMode":"istio","version":"2"}`))+`,`+
+		ep("127.0.0.1", 5, withMatch(`{"release":"2","app":"x"}`))+`]}]}`))
 	names := func() string {
 		var out []string
 		for _, h := range c.Hosts().All {
@@ -38,20 +41,21 @@ func TestTransportSocketMatches(t *testing.T) {
 		}
 		return strings.Join(out, ",")
 	}
-	// The first match wins (tlsMode-istio before v2); a string "2" is not
-	// the number 2; no metadata: the cluster's own socket ("").
-	if got := names(); got != "tlsMode-istio,plain,,tlsMode-istio" {
+	// Every field must match (the number 2, not the string "2"); the
+	// first match wins (v2 before plain); no metadata: the cluster's own
+	// socket (""). Two matches of one name share their count.
+	if got := names(); got != "v2,plain,,tlsMode-istio,v2" {
 		t.Fatalf("sockets: %q", got)
 	}
 	count := func(name string) uint64 { return c.statsScope.Counter(name).Value() }
-	if count("tlsMode-istio.total_match_count") != 2 || count("plain.total_match_count") != 1 ||
-		count("v2.total_match_count") != 0 || count("total_match_count") != 1 {
+	if count("tlsMode-istio.total_match_count") != 1 || count("plain.total_match_count") != 1 ||
+		count("v2.total_match_count") != 2 || count("default.total_match_count") != 1 {
 		t.Fatalf("match counts: %d %d %d %d", count("tlsMode-istio.total_match_count"), count("plain.total_match_count"),
-			count("v2.total_match_count"), count("total_match_count"))
+			count("v2.total_match_count"), count("default.total_match_count"))
 	}
 	before := c.Hosts().All
 	apply(t, c, cla(t, `{"cluster_name":"c","endpoints":[{"lb_endpoints":[`+
-		ep("127.0.0.1", 1, withMatch(`{"tlsMode":"istio","other":true}`))+`,`+
+		ep("127.0.0.1", 1, withMatch(`{"tlsMode":"istio","version":2,"other":true}`))+`,`+
 		ep("127.0.0.1", 2, withMatch(`{"tlsMode":"istio"}`))+`,`+
 		ep("127.0.0.1", 3, "")+`]}]}`))
 	after := c.Hosts().All
@@ -65,7 +69,13 @@ func TestTransportSocketMatches(t *testing.T) {
 
 func TestTransportSocketMatchesRefused(t *testing.T) {
 	for extra, want := range map[string]string{
-		`,"transport_socket_matches":[{"name":"a","transport_socket":{"name":"envoy.transport_sockets.raw_buffer"}},{"name":"a","transport_socket":{"name":"envoy.transport_sockets.raw_buffer"}}]`: `transport_socket_matches[1].name: "a" is the name of an earlier match`,
+		`,"transport_socket_matches":[{"name":"","transport_socket":{"name":"envoy.transport_sockets.raw_buffer"}}]`: `transport_socket_matches[0].name`,
+		// A TLS transport_socket, but a match that is not: auto_config
+		// could not negotiate with the hosts it takes.
+		`,"transport_socket":{"name":"envoy.transport_sockets.tls","typed_config":{"@type":"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"}},
+		  "transport_socket_matches":[{"name":"a","transport_socket":{"name":"envoy.transport_sockets.raw_buffer"}}],
+		  "typed_extension_protocol_options":{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions":{
+		  "@type":"type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions","auto_config":{}}}`: `auto_config: chooses the protocol by ALPN`,
 		`,"transport_socket_matches":[{"name":"a"}]`:                                                           `transport_socket_matches[0].transport_socket: required`,
 		`,"transport_socket_matches":[{"name":"a","transport_socket":{"name":"envoy.transport_sockets.tls"}}]`: `transport_socket_matches[0].transport_socket.typed_config: required`,
 		`,"transport_socket_matches":[{"name":"a","transport_socket":{"name":"envoy.transport_sockets.raw_buffer"}}],

@@ -11,16 +11,20 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
-// silentSDS is an SDS source that never delivers.
-type silentSDS struct{}
+// fakeSDS delivers the secrets it has at once, never the others.
+type fakeSDS map[string]*tlsv3.Secret
 
-func (silentSDS) Watch(string, *corev3.ConfigSource, func(*tlsv3.Secret) error) (func(), error) {
+func (f fakeSDS) Watch(name string, _ *corev3.ConfigSource, fn func(*tlsv3.Secret) error) (func(), error) {
+	if s := f[name]; s != nil {
+		fn(s)
+	}
 	return func() {}, nil
 }
 
-// TestFetchTimeout: a context waits for its SDS secrets as long as the
-// longest initial_fetch_timeout of their sources (15 s when one gives
-// none), for ever when one gives 0; SecretsWait combines sockets so.
+// TestFetchTimeout: a context waits for its missing SDS secrets as long
+// as the longest initial_fetch_timeout of their sources (15 s when one
+// gives none), for ever when one gives 0; SecretsWait combines sockets
+// so.
 func TestFetchTimeout(t *testing.T) {
 	ref := func(name, timeout string) string {
 		t := ""
@@ -29,6 +33,7 @@ func TestFetchTimeout(t *testing.T) {
 		}
 		return `{"name":"` + name + `","sds_config":{"ads":{}` + t + `}}`
 	}
+	src := fakeSDS{}
 	build := func(certTimeout, caTimeout string) *upstream {
 		var m tlsv3.UpstreamTlsContext
 		js := `{"common_tls_context":{"tls_certificate_sds_secret_configs":[` + ref("c", certTimeout) + `],
@@ -36,7 +41,7 @@ func TestFetchTimeout(t *testing.T) {
 		if err := protojson.Unmarshal([]byte(js), &m); err != nil {
 			t.Fatal(err)
 		}
-		u, err := buildUpstream(&transport.BuildContext{Secrets: silentSDS{}, Stats: stats.NewStore().Root()}, &m)
+		u, err := buildUpstream(&transport.BuildContext{Secrets: src, Stats: stats.NewStore().Root()}, &m)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,6 +70,12 @@ func TestFetchTimeout(t *testing.T) {
 	}
 	if d, waiting := transport.SecretsWait(build("2s", "2s"), build("0s", "1s")); d != 0 || !waiting {
 		t.Errorf("SecretsWait: %v %v, want 0 (for ever)", d, waiting)
+	}
+	// Only the secrets still missing count: the CA (for ever) came, the
+	// certificate (1 s) did not.
+	src["ca"] = &tlsv3.Secret{Name: "ca", Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{}}}
+	if u := build("1s", "0s"); u.Ready() || u.FetchTimeout() != time.Second {
+		t.Errorf("with the CA arrived: ready %v, wait %v, want 1s", u.Ready(), u.FetchTimeout())
 	}
 	if _, waiting := transport.SecretsWait(); waiting {
 		t.Error("SecretsWait of no socket waits")

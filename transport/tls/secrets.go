@@ -31,9 +31,61 @@ type secretContext struct {
 	defVC  *tlsv3.CertificateValidationContext // combined_validation_context's default
 	vc     *tlsv3.CertificateValidationContext // from its secret; nil until arrived
 	ready  bool
-	// fetchTimeout is the longest initial_fetch_timeout of its SDS
-	// sources (0: for ever); static secrets are there at once.
-	fetchTimeout time.Duration
+	// waits are its SDS secrets not yet arrived (the downstream's ticket
+	// keys too).
+	waits fetchWaits
+}
+
+// fetchWaits are a context's SDS secrets that have not arrived, each
+// with its source's initial_fetch_timeout: how long the context may keep
+// a listener or cluster warming. Envoy times each subscription out on
+// its own, so only the missing ones count.
+type fetchWaits struct {
+	mu      sync.Mutex
+	pending map[*tlsv3.SdsSecretConfig]time.Duration // 0: for ever
+}
+
+// add counts ref as missing until arrived; a static secret (no
+// sds_config) is there at once.
+func (w *fetchWaits) add(ref *tlsv3.SdsSecretConfig) {
+	cs := ref.GetSdsConfig()
+	if cs == nil {
+		return
+	}
+	d := transport.DefaultFetchTimeout
+	if t := cs.GetInitialFetchTimeout(); t != nil {
+		d = t.AsDuration()
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pending == nil {
+		w.pending = map[*tlsv3.SdsSecretConfig]time.Duration{}
+	}
+	w.pending[ref] = d
+}
+
+func (w *fetchWaits) arrived(ref *tlsv3.SdsSecretConfig) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.pending, ref)
+}
+
+// timeout is the longest wait among the missing secrets, 0 (for ever)
+// when one of them waits for ever; Envoy's default when none is missing.
+func (w *fetchWaits) timeout() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.pending) == 0 {
+		return transport.DefaultFetchTimeout
+	}
+	var d time.Duration
+	for _, t := range w.pending {
+		if t == 0 {
+			return 0
+		}
+		d = max(d, t)
+	}
+	return d
 }
 
 // buildContext builds ctx: at once when it names no secret, else from
@@ -98,18 +150,14 @@ func buildContext(bc *transport.BuildContext, ctx *tlsv3.CommonTlsContext, insta
 	if bc.Secrets == nil {
 		return nil, config.At(refs[0].path, errors.New("no secret store"))
 	}
-	sc.fetchTimeout = sdsFetchTimeout(refs[0].cfg)
-	for _, r := range refs[1:] {
-		if t := sdsFetchTimeout(r.cfg); t == 0 || sc.fetchTimeout == 0 {
-			sc.fetchTimeout = 0
-		} else {
-			sc.fetchTimeout = max(sc.fetchTimeout, t)
-		}
+	for _, r := range refs {
+		sc.waits.add(r.cfg)
 	}
 	var cancels []func()
 	for _, r := range refs {
-		set := r.set
+		set, ref := r.set, r.cfg
 		cancel, err := watchWeak(bc.Secrets, r.cfg, sc, func(sc *secretContext, s *tlsv3.Secret) error {
+			sc.waits.arrived(ref)
 			sc.mu.Lock()
 			defer sc.mu.Unlock()
 			return set(sc, s)
@@ -126,20 +174,6 @@ func buildContext(bc *transport.BuildContext, ctx *tlsv3.CommonTlsContext, insta
 		runtime.AddCleanup(sc, func(f func()) { f() }, f)
 	}
 	return sc, nil
-}
-
-// sdsFetchTimeout is how long a secret reference may keep its context
-// waiting: its SDS source's initial_fetch_timeout (Envoy's default when
-// unset, 0 for ever); a static secret is there at once.
-func sdsFetchTimeout(ref *tlsv3.SdsSecretConfig) time.Duration {
-	cs := ref.GetSdsConfig()
-	if cs == nil {
-		return time.Nanosecond
-	}
-	if d := cs.GetInitialFetchTimeout(); d != nil {
-		return d.AsDuration()
-	}
-	return transport.DefaultFetchTimeout
 }
 
 // watchWeak watches the secret ref names for owner, holding owner only

@@ -129,7 +129,9 @@ func (d *downstream) watchTicketKeys(bc *transport.BuildContext, ref *tlsv3.SdsS
 		return errors.New("no secret store")
 	}
 	d.keysSDS = true
+	d.sc.waits.add(ref)
 	cancel, err := watchWeak(bc.Secrets, ref, d, func(d *downstream, s *tlsv3.Secret) error {
+		d.sc.waits.arrived(ref)
 		tk := s.GetSessionTicketKeys()
 		if tk == nil {
 			return errors.New("not a session_ticket_keys secret")
@@ -155,7 +157,7 @@ func (d *downstream) watchTicketKeys(bc *transport.BuildContext, ref *tlsv3.SdsS
 func (d *downstream) Ready() bool { return d.cur.Load() != nil }
 
 // FetchTimeout implements transport.FetchWaiter.
-func (d *downstream) FetchTimeout() time.Duration { return d.sc.fetchTimeout }
+func (d *downstream) FetchTimeout() time.Duration { return d.sc.waits.timeout() }
 
 // Certificates implements transport.CertReporter.
 func (d *downstream) Certificates(now time.Time) *adminv3.Certificate {

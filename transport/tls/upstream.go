@@ -85,7 +85,7 @@ func buildUpstream(bc *transport.BuildContext, m *tlsv3.UpstreamTlsContext) (*up
 func (u *upstream) Ready() bool { return u.cur.Load() != nil }
 
 // FetchTimeout implements transport.FetchWaiter.
-func (u *upstream) FetchTimeout() time.Duration { return u.sc.fetchTimeout }
+func (u *upstream) FetchTimeout() time.Duration { return u.sc.waits.timeout() }
 
 // Certificates implements transport.CertReporter.
 func (u *upstream) Certificates(now time.Time) *adminv3.Certificate {
