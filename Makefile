@@ -82,6 +82,8 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzServerHandshake$$' -fuzztime=60000x -parallel 2 ./transport/tlcp/
 	$(GO) test -run='^$$' -fuzz='^FuzzRecordOpen$$' -fuzztime=100000x -parallel 2 ./transport/tlcp/
 	$(GO) test -run='^$$' -fuzz='^FuzzClientHandshake$$' -fuzztime=30000x -parallel 2 ./transport/tlcp/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseParent$$' -fuzztime=50000x -parallel 2 ./tracing/opentelemetry/
+	$(GO) test -run='^$$' -fuzz='^FuzzExtract$$' -fuzztime=50000x -parallel 2 ./tracing/zipkin/
 
 bench:
 	./bench/run.sh http1
