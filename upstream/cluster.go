@@ -275,7 +275,7 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 		return nil, err
 	}
 	cs := sc.Scope("cluster", "envoy_cluster_name", c.StatName)
-	if err := c.buildSockets(cl, &transport.BuildContext{Log: log, Secrets: secrets, Stats: cs}, cs); err != nil {
+	if err := c.buildSockets(cl, &transport.BuildContext{Log: log, Secrets: secrets, Stats: cs}); err != nil {
 		return nil, err
 	}
 	if err := supported.Check(cl); err != nil {
@@ -307,6 +307,7 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 	c.lb = ext.Factory.(LBFactory)()
 	c.statsScope = sc.Scope("cluster", "envoy_cluster_name", c.StatName)
 	c.Stats = newClusterStats(c.statsScope)
+	c.countMatches(c.statsScope)
 	c.localityWeighted = localityWeighted(cl)
 	c.metadata = cl.GetMetadata()
 	if err := c.buildConnFilters(cl, env); err != nil {

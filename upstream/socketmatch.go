@@ -34,7 +34,7 @@ type hostSocket struct {
 	fields map[string]*structpb.Value // what the endpoint's metadata must hold
 	socket transport.Upstream         // nil: raw_buffer
 	// matched counts the hosts resolved to it (Envoy's total_match_count;
-	// nil without transport_socket_matches).
+	// nil on a Cluster not made by BuildCluster).
 	matched *stats.Counter
 }
 
@@ -49,19 +49,15 @@ func (s *hostSocket) ready() bool {
 
 // buildSockets builds the cluster's transport_socket and its
 // transport_socket_matches.
-func (c *Cluster) buildSockets(cl *clusterv3.Cluster, bc *transport.BuildContext, sc *stats.Scope) error {
+func (c *Cluster) buildSockets(cl *clusterv3.Cluster, bc *transport.BuildContext) error {
 	def, err := transport.BuildUpstream(bc, cl.GetTransportSocket())
 	if err != nil {
 		return config.At("transport_socket", err)
 	}
-	// Envoy's stats: cluster.<name>.default.total_match_count, and
-	// cluster.<name>.<match>.total_match_count per match (matches of one
-	// name share theirs).
-	c.defSocket = &hostSocket{socket: def, matched: sc.Counter("default.total_match_count")}
+	c.defSocket = &hostSocket{socket: def}
 	for i, m := range cl.GetTransportSocketMatches() {
 		path := fmt.Sprintf("transport_socket_matches[%d]", i)
-		s := &hostSocket{name: m.GetName(), fields: m.GetMatch().GetFields(),
-			matched: sc.Counter(m.GetName() + ".total_match_count")}
+		s := &hostSocket{name: m.GetName(), fields: m.GetMatch().GetFields()}
 		if m.GetTransportSocket() == nil {
 			return config.At(path+".transport_socket", errors.New("required"))
 		}
@@ -71,6 +67,17 @@ func (c *Cluster) buildSockets(cl *clusterv3.Cluster, bc *transport.BuildContext
 		c.sockets = append(c.sockets, s)
 	}
 	return nil
+}
+
+// countMatches gives the sockets their stats once the cluster is built:
+// Envoy's cluster.<name>.default.total_match_count, and
+// cluster.<name>.<match>.total_match_count per match (matches of one name
+// share theirs).
+func (c *Cluster) countMatches(sc *stats.Scope) {
+	c.defSocket.matched = sc.Counter("default.total_match_count")
+	for _, s := range c.sockets {
+		s.matched = sc.Counter(s.name + ".total_match_count")
+	}
 }
 
 // socketFor resolves the socket of an endpoint with metadata md.
