@@ -60,13 +60,7 @@ func TestIstioGatewayAutoMTLS(t *testing.T) {
 			port, _ := strconv.Atoi(ps)
 			mh, mp, _ := net.SplitHostPort(mesh)
 			ph, pp, _ := net.SplitHostPort(plain)
-			cfg := fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: { name: ingress, namespace: istio-system }
-spec:
-  selector: { istio: ingressgateway }
-  servers:
-  - port: { number: %d, name: http, protocol: HTTP }
+			cfg := gatewayHead + fmt.Sprintf(`  - port: { number: %d, name: http, protocol: HTTP }
     bind: 127.0.0.1
     hosts: ["*"]
 ---

@@ -45,13 +45,7 @@ spec:
   endpoints: [ { address: %s, ports: { %s: %s } } ]
 `, name, host, port, strings.ToLower(proto), proto, h, strings.ToLower(proto), p)
 	}
-	cfg := fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: { name: ingress, namespace: istio-system }
-spec:
-  selector: { istio: ingressgateway }
-  servers:
-  - port: { number: %s, name: tls, protocol: TLS }
+	cfg := gatewayHead + fmt.Sprintf(`  - port: { number: %s, name: tls, protocol: TLS }
     bind: 127.0.0.1
     hosts: [a.example.com, b.example.com]
     tls: { mode: PASSTHROUGH }

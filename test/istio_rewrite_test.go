@@ -16,13 +16,7 @@ func TestIstioGatewayRewrite(t *testing.T) {
 		fmt.Fprintf(w, "%s %s", r.Host, r.URL.Path)
 	}, false)
 	_, port, _ := net.SplitHostPort(closedPort(t))
-	cfg := fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: { name: ingress, namespace: istio-system }
-spec:
-  selector: { istio: ingressgateway }
-  servers:
-  - port: { number: %s, name: http, protocol: HTTP }
+	cfg := gatewayHead + fmt.Sprintf(`  - port: { number: %s, name: http, protocol: HTTP }
     bind: 127.0.0.1
     hosts: ["*"]
 ---

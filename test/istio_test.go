@@ -147,6 +147,16 @@ func istioGateway(pilot string, delta bool) string {
 	return strings.Replace(y, "node: { id: x, cluster: test }\n", gatewayNode, 1)
 }
 
+// gatewayHead opens the Gateway "ingress" that the gateway node's labels
+// select; its servers follow.
+const gatewayHead = `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: ingress, namespace: istio-system }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+`
+
 // istioBase is a Gateway on port (bound to the loopback address), a
 // ServiceEntry for the host backend.example.com at the given endpoints
 // (STATIC resolution) and a VirtualService routing to it.
@@ -156,13 +166,7 @@ func istioBase(port int, endpoints ...string) string {
 		h, p, _ := net.SplitHostPort(e)
 		eps = append(eps, fmt.Sprintf("  - { address: %s, ports: { http: %s } }", h, p))
 	}
-	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: { name: ingress, namespace: istio-system }
-spec:
-  selector: { istio: ingressgateway }
-  servers:
-  - port: { number: %d, name: http, protocol: HTTP }
+	return gatewayHead + fmt.Sprintf(`  - port: { number: %d, name: http, protocol: HTTP }
     bind: 127.0.0.1
     hosts: ["*"]
 ---
@@ -574,13 +578,7 @@ func TestIstioGatewayHosts(t *testing.T) {
 	_, p1, _ := net.SplitHostPort(closedPort(t))
 	_, p2, _ := net.SplitHostPort(closedPort(t))
 	_, dp, _ := net.SplitHostPort(dns.addr)
-	cfg := fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: { name: ingress, namespace: istio-system }
-spec:
-  selector: { istio: ingressgateway }
-  servers:
-  - port: { number: %s, name: http, protocol: HTTP }
+	cfg := gatewayHead + fmt.Sprintf(`  - port: { number: %s, name: http, protocol: HTTP }
     bind: 127.0.0.1
     hosts: [a.example.com, b.example.com]
   - port: { number: %s, name: http-redirect, protocol: HTTP }

@@ -56,13 +56,7 @@ func istioGatewayTLS(t *testing.T, delta bool) {
 	backend := startCounting(t, "backend", ok)
 	_, p1, _ := net.SplitHostPort(closedPort(t))
 	_, p2, _ := net.SplitHostPort(closedPort(t))
-	cfg := fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: { name: ingress, namespace: istio-system }
-spec:
-  selector: { istio: ingressgateway }
-  servers:
-  - port: { number: %s, name: https, protocol: HTTPS }
+	cfg := gatewayHead + fmt.Sprintf(`  - port: { number: %s, name: https, protocol: HTTPS }
     bind: 127.0.0.1
     hosts: [tls.example.com]
     tls: { mode: SIMPLE, credentialName: cred }

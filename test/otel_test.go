@@ -19,6 +19,20 @@ import (
 )
 
 // otlpCollector is an OTLP/gRPC trace collector keeping what it gets.
+// startOTLP serves an OTLP/gRPC trace collector on a loopback port.
+func startOTLP(t *testing.T) (*otlpCollector, string) {
+	col := &otlpCollector{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	collectorpb.RegisterTraceServiceServer(gs, col)
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	return col, ln.Addr().String()
+}
+
 type otlpCollector struct {
 	collectorpb.UnimplementedTraceServiceServer
 	mu      sync.Mutex
@@ -64,15 +78,7 @@ func attr(s *tracepb.Span, key string) string {
 // upstream request has a CLIENT span of its own; a traceparent that is
 // not sampled means no span (its upstream gets our context, not sampled).
 func TestOpenTelemetryTracer(t *testing.T) {
-	col := &otlpCollector{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	collectorpb.RegisterTraceServiceServer(gs, col)
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
+	col, colAddr := startOTLP(t)
 	var mu sync.Mutex
 	seen := map[string]string{}
 	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
@@ -90,7 +96,7 @@ func TestOpenTelemetryTracer(t *testing.T) {
                 "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
                 grpc_service: { envoy_grpc: { cluster_name: otel }, timeout: 2s }
                 service_name: strait-gateway`}, "")
-	y = flushEachSpan(withCollector(y, "otel", ln.Addr().String(), true), "tracing.opentelemetry.min_flush_spans")
+	y = flushEachSpan(withCollector(y, "otel", colAddr, true), "tracing.opentelemetry.min_flush_spans")
 	p := startProxy(t, y)
 	do := func(path string, kv ...string) {
 		req, _ := http.NewRequest("GET", p.url("ingress")+path, nil)
@@ -173,15 +179,7 @@ func TestOpenTelemetryTracer(t *testing.T) {
 // whose traceparent is sampled gets a span; one without traceparent gets
 // none and its upstream a traceparent of ours, not sampled.
 func TestOpenTelemetrySampledParent(t *testing.T) {
-	col := &otlpCollector{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	collectorpb.RegisterTraceServiceServer(gs, col)
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
+	col, colAddr := startOTLP(t)
 	var mu sync.Mutex
 	seen := map[string]string{}
 	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
@@ -196,7 +194,7 @@ func TestOpenTelemetrySampledParent(t *testing.T) {
               typed_config:
                 "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
                 grpc_service: { envoy_grpc: { cluster_name: otel } }`}, "")
-	p := startProxy(t, flushEachSpan(withCollector(y, "otel", ln.Addr().String(), true), "tracing.opentelemetry.min_flush_spans"))
+	p := startProxy(t, flushEachSpan(withCollector(y, "otel", colAddr, true), "tracing.opentelemetry.min_flush_spans"))
 	const caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	for path, tp := range map[string]string{"/plain": "", "/forced": caller} {
 		req, _ := http.NewRequest("GET", p.url("ingress")+path, nil)
@@ -232,20 +230,12 @@ func bytesEq(a, b []byte) bool { return string(a) == string(b) && len(a) > 0 }
 // opentelemetry tracing provider; pilot's envoy.tracers.opentelemetry
 // config is ACKed and the gateway's spans reach the OTLP collector.
 func TestIstioGatewayOpenTelemetry(t *testing.T) {
-	col := &otlpCollector{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	collectorpb.RegisterTraceServiceServer(gs, col)
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
+	col, colAddr := startOTLP(t)
 	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }, false)
 	_, ps, _ := net.SplitHostPort(closedPort(t))
 	port := 0
 	fmt.Sscan(ps, &port)
-	se := serviceEntry("otel", "otel.istio-system.svc.cluster.local", 4317, ln.Addr().String())
+	se := serviceEntry("otel", "otel.istio-system.svc.cluster.local", 4317, colAddr)
 	se = strings.NewReplacer("name: http, protocol: HTTP", "name: grpc, protocol: GRPC", "ports: { http: ", "ports: { grpc: ").Replace(se)
 	cfg := istioBase(port, up) + istioRoute + se
 	meshCfg := `enableTracing: true

@@ -166,15 +166,7 @@ func TestZipkinSampledHeader(t *testing.T) {
 		seen[r.URL.Path] = r.Header.Clone()
 		mu.Unlock()
 	}, false)
-	y := httpBootstrap(up, routeCfg{hcmOpts: `          tracing:
-            random_sampling: { value: 0 }
-            provider:
-              name: envoy.tracers.zipkin
-              typed_config:
-                "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
-                collector_cluster: zipkin
-                collector_endpoint: /api/v2/spans
-                collector_endpoint_version: HTTP_JSON`}, "")
+	y := httpBootstrap(up, routeCfg{hcmOpts: zipkinTracing(0, "")}, "")
 	p := startProxy(t, flushEachSpan(withCollector(y, "zipkin", zk.addr, false), "tracing.zipkin.min_flush_spans"))
 	for path, sampled := range map[string]string{"/plain": "", "/forced": "1"} {
 		req, _ := http.NewRequest("GET", p.url("ingress")+path, nil)
@@ -202,6 +194,21 @@ func TestZipkinSampledHeader(t *testing.T) {
 	if h := seen["/plain"]; h.Get("x-b3-sampled") != "0" || h.Get("x-b3-traceid") == "" {
 		t.Errorf("/plain: upstream B3 %v, want our context, not sampled", h)
 	}
+}
+
+// zipkinTracing is a connection manager's tracing block: random_sampling
+// percent, the fields in extra (whole YAML lines), and a Zipkin tracer
+// posting to the cluster "zipkin" (withCollector).
+func zipkinTracing(sampling int, extra string) string {
+	return fmt.Sprintf(`          tracing:
+            random_sampling: { value: %d }
+%s            provider:
+              name: envoy.tracers.zipkin
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
+                collector_cluster: zipkin
+                collector_endpoint: /api/v2/spans
+                collector_endpoint_version: HTTP_JSON`, sampling, extra)
 }
 
 func keys(m map[string]map[string]any) []string {
@@ -301,16 +308,8 @@ func zipkinUpstreamSpans(t *testing.T, routerChild bool) {
 			w.WriteHeader(503)
 		}
 	}, false)
-	y := httpBootstrap(up, routeCfg{hcmOpts: `          tracing:
-            random_sampling: { value: 100 }
-            spawn_upstream_span: true
-            provider:
-              name: envoy.tracers.zipkin
-              typed_config:
-                "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
-                collector_cluster: zipkin
-                collector_endpoint: /api/v2/spans
-                collector_endpoint_version: HTTP_JSON`, routes: `              - match: { prefix: "/" }
+	y := httpBootstrap(up, routeCfg{hcmOpts: zipkinTracing(100, `            spawn_upstream_span: true
+`), routes: `              - match: { prefix: "/" }
                 route: { cluster: backend, retry_policy: { retry_on: 5xx, num_retries: 1 } }`}, "")
 	if routerChild {
 		y = strings.Replace(y, "            spawn_upstream_span: true\n", "", 1)
@@ -353,15 +352,7 @@ func zipkinUpstreamSpans(t *testing.T, routerChild bool) {
 func TestZipkinEgress(t *testing.T) {
 	zk := startZipkin(t)
 	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {}, false)
-	y := httpBootstrap(up, routeCfg{hcmOpts: `          tracing:
-            random_sampling: { value: 100 }
-            provider:
-              name: envoy.tracers.zipkin
-              typed_config:
-                "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
-                collector_cluster: zipkin
-                collector_endpoint: /api/v2/spans
-                collector_endpoint_version: HTTP_JSON`}, "")
+	y := httpBootstrap(up, routeCfg{hcmOpts: zipkinTracing(100, "")}, "")
 	y = strings.Replace(y, "  - name: ingress\n", "  - name: ingress\n    traffic_direction: OUTBOUND\n", 1)
 	y = withCollector(y, "zipkin", zk.addr, false)
 	y = flushEachSpan(y, "tracing.zipkin.min_flush_spans")

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math/rand/v2"
 	"net"
 	"os"
 	"slices"
@@ -38,12 +39,14 @@ func main() {
 	conns := fs.Int("conns", 10, "connections the callers share (load)")
 	dur := fs.Duration("d", 5*time.Second, "load duration (load)")
 	size := fs.Int("size", 128, "argument and answer bytes")
+	rate := fs.Int("rate", 0, "calls per second in all, on a fixed schedule (load; 0: each caller calls again as soon as answered). "+
+		"A call's latency is then counted from when the schedule said to send it, so a late send counts as waiting")
 	fs.Parse(os.Args[2:])
 	switch os.Args[1] {
 	case "serve":
 		serve(*addr, *size)
 	case "load":
-		load(*addr, *conc, *conns, *dur, *size)
+		load(*addr, *conc, *conns, *dur, *size, *rate)
 	default:
 		log.Fatalf("unknown command %q", os.Args[1])
 	}
@@ -172,7 +175,7 @@ func (k *conn) call(frame []byte, ch chan bool) bool {
 	}
 }
 
-func load(addr string, conc, nconns int, dur time.Duration, size int) {
+func load(addr string, conc, nconns int, dur time.Duration, size, rate int) {
 	cs := make([]*conn, nconns)
 	for i := range cs {
 		k, err := dial(addr)
@@ -200,8 +203,23 @@ func load(addr string, conc, nconns int, dur time.Duration, size int) {
 			}
 			ch := make(chan bool, 1)
 			mine := make([]time.Duration, 0, 1<<16)
+			// With a rate, this caller's share of it on a fixed
+			// schedule, starting at a random point of its interval.
+			var every time.Duration
+			next := time.Now()
+			if rate > 0 {
+				every = time.Duration(float64(time.Second) * float64(conc) / float64(rate))
+				next = next.Add(time.Duration(rand.Int64N(int64(every))))
+			}
 			for time.Now().Before(deadline) {
 				t0 := time.Now()
+				if every > 0 {
+					if d := time.Until(next); d > 0 {
+						time.Sleep(d)
+					}
+					t0 = next
+					next = next.Add(every)
+				}
 				if !k.call(frame, ch) {
 					errors.Add(1)
 					ch = make(chan bool, 1) // a late answer may still land in the old one
