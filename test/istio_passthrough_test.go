@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -31,20 +30,6 @@ func TestIstioGatewayPassthrough(t *testing.T) {
 	a, b, echo := backend("a"), backend("b"), testutil.StartEcho(t)
 	_, p1, _ := net.SplitHostPort(closedPort(t))
 	_, p2, _ := net.SplitHostPort(closedPort(t))
-	se := func(name, host string, port int, proto, addr string) string {
-		h, p, _ := net.SplitHostPort(addr)
-		return fmt.Sprintf(`---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: %s, namespace: istio-system }
-spec:
-  hosts: [%s]
-  location: MESH_EXTERNAL
-  resolution: STATIC
-  ports: [ { number: %d, name: %s, protocol: %s } ]
-  endpoints: [ { address: %s, ports: { %s: %s } } ]
-`, name, host, port, strings.ToLower(proto), proto, h, strings.ToLower(proto), p)
-	}
 	cfg := gatewayHead + fmt.Sprintf(`  - port: { number: %s, name: tls, protocol: TLS }
     bind: 127.0.0.1
     hosts: [a.example.com, b.example.com]
@@ -74,8 +59,8 @@ spec:
   tcp:
   - match: [ { port: %s } ]
     route: [ { destination: { host: echo.example.com, port: { number: 9000 } } } ]
-`, p1, p2, p1, p1, p2) + se("a", "a.example.com", 8443, "TLS", a) + se("b", "b.example.com", 8443, "TLS", b) +
-		se("echo", "echo.example.com", 9000, "TCP", echo)
+`, p1, p2, p1, p1, p2) + serviceEntryOf("TLS", "a", "a.example.com", 8443, a) +
+		serviceEntryOf("TLS", "b", "b.example.com", 8443, b) + serviceEntryOf("TCP", "echo", "echo.example.com", 9000, echo)
 	pilot := startPilot(t, cfg)
 	proc := runStrait(t, istioGateway(pilot.Addr, false), 0)
 	admin := "http://" + proc.admin

@@ -399,10 +399,17 @@ spec:
 // serviceEntry is a MESH_EXTERNAL ServiceEntry for host on port, at the
 // given endpoints (STATIC).
 func serviceEntry(name, host string, port int, endpoints ...string) string {
+	return serviceEntryOf("HTTP", name, host, port, endpoints...)
+}
+
+// serviceEntryOf is serviceEntry for a port of protocol proto (HTTP,
+// TLS, TCP, GRPC).
+func serviceEntryOf(proto, name, host string, port int, endpoints ...string) string {
+	pn := strings.ToLower(proto)
 	var eps []string
 	for _, e := range endpoints {
 		h, p, _ := net.SplitHostPort(e)
-		eps = append(eps, fmt.Sprintf("  - { address: %s, ports: { http: %s } }", h, p))
+		eps = append(eps, fmt.Sprintf("  - { address: %s, ports: { %s: %s } }", h, pn, p))
 	}
 	return fmt.Sprintf(`---
 apiVersion: networking.istio.io/v1
@@ -412,10 +419,10 @@ spec:
   hosts: [%s]
   location: MESH_EXTERNAL
   resolution: STATIC
-  ports: [ { number: %d, name: http, protocol: HTTP } ]
+  ports: [ { number: %d, name: %s, protocol: %s } ]
   endpoints:
 %s
-`, name, host, port, strings.Join(eps, "\n"))
+`, name, host, port, pn, proto, strings.Join(eps, "\n"))
 }
 
 // countingServer answers with its name and counts requests by path.

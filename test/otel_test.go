@@ -235,8 +235,7 @@ func TestIstioGatewayOpenTelemetry(t *testing.T) {
 	_, ps, _ := net.SplitHostPort(closedPort(t))
 	port := 0
 	fmt.Sscan(ps, &port)
-	se := serviceEntry("otel", "otel.istio-system.svc.cluster.local", 4317, colAddr)
-	se = strings.NewReplacer("name: http, protocol: HTTP", "name: grpc, protocol: GRPC", "ports: { http: ", "ports: { grpc: ").Replace(se)
+	se := serviceEntryOf("GRPC", "otel", "otel.istio-system.svc.cluster.local", 4317, colAddr)
 	cfg := istioBase(port, up) + istioRoute + se
 	meshCfg := `enableTracing: true
 defaultConfig:
