@@ -124,7 +124,7 @@ func TracerStats(bc *filter.BuildContext, name string) *stats.Scope {
 // startUpstreamSpan begins an upstream attempt's span when the
 // connection manager spawns upstream spans.
 func (s *Stream) startUpstreamSpan() {
-	if s.span == nil || !s.cfg.Tracing.SpawnUpstream {
+	if s.span == nil || !s.cfg.Tracing.SpawnUpstream && !s.cfg.Tracing.ChildSpans {
 		return
 	}
 	if s.upSpan != nil { // an attempt that was given up without dropAttempt

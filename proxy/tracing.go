@@ -28,6 +28,10 @@ type Tracing struct {
 	// SpawnUpstream: each upstream request gets a CLIENT span of its own
 	// under the request's (spawn_upstream_span).
 	SpawnUpstream bool
+	// ChildSpans: the router's start_child_span, the same upstream spans;
+	// unlike SpawnUpstream it leaves the request's own span as it is
+	// (the CLIENT side on an OUTBOUND listener).
+	ChildSpans bool
 	// Outbound: the listener's traffic_direction is OUTBOUND.
 	Outbound bool
 }

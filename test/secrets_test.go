@@ -434,7 +434,7 @@ func sdsFetchTimeout(t *testing.T, typ string) {
 	if typ == "STRICT_DNS" {
 		_, port, _ := net.SplitHostPort(upAddr)
 		cl = fromJSON(t, &clusterv3.Cluster{}, `{"name":"short","type":"STRICT_DNS","connect_timeout":"1s","load_assignment":{"cluster_name":"short",
-		  "endpoints":[{"lb_endpoints":[{"endpoint":{"address":{"socket_address":{"address":"localhost","port_value":`+port+`}}}}]}]}}`)
+		  "endpoints":[{"lb_endpoints":[{"endpoint":{"address":{"socket_address":{"address":"127.0.0.1","port_value":`+port+`}}}}]}]}}`)
 	}
 	cl.TransportSocket = fromJSON(t, &corev3.TransportSocket{}, `{"name":"envoy.transport_sockets.tls","typed_config":{
 	  "@type":"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext","sni":"up.example",

@@ -350,10 +350,24 @@ func zipkinUpstreamSpans(t *testing.T, routerChild bool) {
 // traced request's span is the CLIENT side of the call, "egress", under
 // the caller's span rather than sharing its id.
 func TestZipkinEgress(t *testing.T) {
+	// With the router's start_child_span the request's span stays the
+	// egress one (only the connection manager's spawn_upstream_span makes
+	// it the SERVER side), and a child span follows it.
+	for _, child := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "start_child_span"}[child], func(t *testing.T) { zipkinEgress(t, child) })
+	}
+}
+
+func zipkinEgress(t *testing.T, child bool) {
 	zk := startZipkin(t)
 	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {}, false)
 	y := httpBootstrap(up, routeCfg{hcmOpts: zipkinTracing(100, "")}, "")
 	y = strings.Replace(y, "  - name: ingress\n", "  - name: ingress\n    traffic_direction: OUTBOUND\n", 1)
+	want := 1
+	if child {
+		y = strings.Replace(y, "router.v3.Router }", "router.v3.Router, start_child_span: true }", 1)
+		want = 2
+	}
 	y = withCollector(y, "zipkin", zk.addr, false)
 	y = flushEachSpan(y, "tracing.zipkin.min_flush_spans")
 	if !strings.Contains(y, "traffic_direction: OUTBOUND") {
@@ -369,10 +383,19 @@ func TestZipkinEgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	testutil.Eventually(t, 5*time.Second, "a span", func() bool { return len(zk.all()) >= 1 })
-	s := zk.all()[0]
-	if s["kind"] != "CLIENT" || s["name"] != "egress" || s["parentId"] != "a2fb4a1d1a96d312" || s["id"] == "a2fb4a1d1a96d312" || s["shared"] != nil {
-		t.Errorf("egress span: %v", s)
+	testutil.Eventually(t, 5*time.Second, "the spans", func() bool { return len(zk.all()) >= want })
+	time.Sleep(50 * time.Millisecond)
+	var egress map[string]any
+	for _, s := range zk.all() {
+		if s["name"] == "egress" {
+			egress = s
+		}
+	}
+	if s := egress; s == nil || s["kind"] != "CLIENT" || s["parentId"] != "a2fb4a1d1a96d312" || s["id"] == "a2fb4a1d1a96d312" || s["shared"] != nil {
+		t.Fatalf("egress span: %v (all %v)", s, zk.all())
+	}
+	if n := len(zk.all()); n != want {
+		t.Errorf("%d spans, want %d: %v", n, want, zk.all())
 	}
 }
 

@@ -30,8 +30,9 @@ import (
 // version, if any, stays; the rest of the update applies. A new or
 // changed cluster warms before it serves: an EDS cluster until its first
 // assignment (or its eds_config initial_fetch_timeout), a DNS cluster
-// until its first lookup (5 s at most). The version it replaces serves
-// until then.
+// until its first lookup (5 s at most), and either until its TLS secrets
+// came (or their initial_fetch_timeout passed). The version it replaces
+// serves until then.
 type Clusters struct {
 	cur    atomic.Pointer[Manager]
 	static map[string]*Cluster
@@ -592,7 +593,8 @@ func (m *Clusters) ApplyEDS(set map[string]*config.Resource) map[string]error {
 	m.cla = next
 	warmed := false
 	for _, name := range slices.Sorted(maps.Keys(m.warming)) {
-		// (A DNS cluster is put in service by its first lookup only.)
+		// (A DNS cluster is put in service by its first lookup, or by its
+		// secrets after it.)
 		if dc := m.warming[name]; !dc.c.Resolves() && dc.c.HasEndpoints() && dc.secretsReady() {
 			m.activate(dc)
 			warmed = true

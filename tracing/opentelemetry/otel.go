@@ -96,25 +96,37 @@ type span struct {
 // not recorded (nil). A traceparent we cannot read gets no span and is
 // passed on as it came.
 func (t *tracer) Start(h *protocol.Headers, start time.Time, egress, traced bool) proxy.Span {
-	s := &span{t: t, start: start, client: egress}
+	var trace, parent []byte
 	if v, ok := h.Get(hParent); ok {
-		trace, parent, sampled, ok := parseParent(string(v))
+		var sampled bool
+		trace, parent, sampled, ok = parseParent(string(v))
 		if !ok {
 			return nil // Envoy's null span: the header is left as it came
 		}
-		s.traceID, s.parentID, traced = trace, parent, sampled
-		if st, ok := h.Get(hState); ok {
-			s.state = string(st)
+		traced = sampled
+	}
+	if !traced {
+		// Not recorded: the upstream still gets a context of ours that
+		// says so (and the caller's tracestate stays as it came).
+		var tid [16]byte
+		var id [8]byte
+		if trace == nil {
+			fillRandom(tid[:])
+			trace = tid[:]
 		}
+		fillRandom(id[:])
+		var b [55]byte
+		h.SetBytes(hParent, appendParent(b[:0], trace, id[:], false))
+		return nil
+	}
+	s := &span{t: t, start: start, client: egress, traceID: trace, parentID: parent}
+	if st, ok := h.Get(hState); ok && trace != nil {
+		s.state = string(st)
 	}
 	if s.traceID == nil {
 		s.traceID = randomID(16)
 	}
 	s.id = randomID(8)
-	if !traced {
-		s.inject(h, false)
-		return nil
-	}
 	m, _ := h.Get(protocol.Method)
 	sch, _ := h.Get(protocol.Scheme)
 	s.method, s.url = string(m), string(sch)+"://"+string(h.Host())+string(h.Path())
@@ -124,27 +136,36 @@ func (t *tracer) Start(h *protocol.Headers, start time.Time, egress, traced bool
 	if v, ok := h.Get("x-request-id"); ok {
 		s.rid = string(v)
 	}
-	s.inject(h, true)
+	s.inject(h)
 	return s
 }
 
-// inject sets h's W3C context to the span's, sampled or not.
-func (s *span) inject(h *protocol.Headers, sampled bool) {
-	flags := "-01"
-	if !sampled {
-		flags = "-00"
-	}
-	h.Set(hParent, "00-"+hex.EncodeToString(s.traceID)+"-"+hex.EncodeToString(s.id)+flags)
+// inject sets h's W3C context to the (sampled) span's.
+func (s *span) inject(h *protocol.Headers) {
+	var b [55]byte
+	h.SetBytes(hParent, appendParent(b[:0], s.traceID, s.id, true))
 	if s.state != "" {
 		h.Set(hState, s.state)
 	}
+}
+
+// appendParent appends a version 00 traceparent.
+func appendParent(b, trace, id []byte, sampled bool) []byte {
+	b = append(b, "00-"...)
+	b = hex.AppendEncode(b, trace)
+	b = append(b, '-')
+	b = hex.AppendEncode(b, id)
+	if sampled {
+		return append(b, "-01"...)
+	}
+	return append(b, "-00"...)
 }
 
 // Child implements proxy.Span: a CLIENT span for an upstream request.
 func (s *span) Child(h *protocol.Headers, start time.Time) proxy.Span {
 	c := *s
 	c.parentID, c.id, c.client, c.upstream, c.start = s.id, randomID(8), true, true, start
-	c.inject(h, true)
+	c.inject(h)
 	return &c
 }
 
@@ -184,6 +205,13 @@ func isZero(b []byte) bool {
 
 func randomID(n int) []byte {
 	b := make([]byte, n)
+	fillRandom(b)
+	return b
+}
+
+// fillRandom fills b with random bytes, not all zero.
+func fillRandom(b []byte) {
+	n := len(b)
 	for {
 		for i := 0; i < n; i += 8 {
 			v := rand.Uint64()
@@ -192,7 +220,7 @@ func randomID(n int) []byte {
 			}
 		}
 		if !isZero(b) {
-			return b
+			return
 		}
 	}
 }

@@ -3,6 +3,9 @@ package opentelemetry
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/straitproxy/strait/protocol"
 )
 
 // TestParseParent: hostile and malformed traceparents are refused, never
@@ -32,4 +35,22 @@ func FuzzParseParent(f *testing.F) {
 			t.Fatalf("%q: trace %x parent %x", s, tr, p)
 		}
 	})
+}
+
+// BenchmarkStartUnsampled: a request the connection manager does not
+// trace still goes through the tracer (its context, marked not sampled,
+// goes upstream); that costs no allocation.
+func BenchmarkStartUnsampled(b *testing.B) {
+	t := &tracer{}
+	h := new(protocol.Headers)
+	b.ReportAllocs()
+	for b.Loop() {
+		h.Reset()
+		if t.Start(h, time.Time{}, false, false) != nil {
+			b.Fatal("a span for an unsampled request")
+		}
+	}
+	if v, _ := h.Get(hParent); len(v) != 55 {
+		b.Fatalf("traceparent %q", v)
+	}
 }

@@ -173,23 +173,24 @@ func (t *tracer) Start(h *protocol.Headers, start time.Time, egress, traced bool
 	if sampled != "" || debug {
 		traced = sampled == "1" || debug
 	}
-	s := &span{t: t, start: start, debug: debug, client: egress}
+	var id string
+	shared := false
 	switch {
 	case traceID == "" || spanID == "":
-		s.traceID = newID(t.id128)
-		s.id = s.traceID[len(s.traceID)-16:]
+		traceID = newID(t.id128)
+		id, parentID = traceID[len(traceID)-16:], ""
 	case t.shared && !egress: // a CLIENT span never shares the caller's id
 		// The client's span, shared: the server side of the same id.
-		s.traceID, s.id, s.parentID, s.shared = traceID, spanID, parentID, true
+		id, shared = spanID, true
 	default:
-		s.traceID, s.id, s.parentID = traceID, newID(false), spanID
+		id, parentID = newID(false), spanID
 	}
 	// The upstream continues this span.
 	h.Del(hSingle)
-	h.Set(hTraceID, s.traceID)
-	h.Set(hSpanID, s.id)
-	if s.parentID != "" {
-		h.Set(hParentID, s.parentID)
+	h.Set(hTraceID, traceID)
+	h.Set(hSpanID, id)
+	if parentID != "" {
+		h.Set(hParentID, parentID)
 	} else {
 		h.Del(hParentID)
 	}
@@ -198,6 +199,7 @@ func (t *tracer) Start(h *protocol.Headers, start time.Time, egress, traced bool
 		return nil
 	}
 	h.Set(hSampled, "1")
+	s := &span{t: t, start: start, debug: debug, client: egress, traceID: traceID, id: id, parentID: parentID, shared: shared}
 	m, _ := h.Get(protocol.Method)
 	s.method = string(m)
 	sch, _ := h.Get(protocol.Scheme)

@@ -2,6 +2,7 @@ package zipkin
 
 import (
 	"testing"
+	"time"
 
 	"github.com/straitproxy/strait/protocol"
 )
@@ -58,4 +59,19 @@ func FuzzExtract(f *testing.F) {
 			t.Fatalf("accepted trace %q span %q parent %q", tr, sp, p)
 		}
 	})
+}
+
+// BenchmarkStartUnsampled: a request the connection manager does not
+// trace still goes through the tracer (a B3 context marked not sampled
+// goes upstream).
+func BenchmarkStartUnsampled(b *testing.B) {
+	t := &tracer{}
+	h := new(protocol.Headers)
+	b.ReportAllocs()
+	for b.Loop() {
+		h.Reset()
+		if t.Start(h, time.Time{}, false, false) != nil {
+			b.Fatal("a span for an unsampled request")
+		}
+	}
 }

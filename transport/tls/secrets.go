@@ -157,7 +157,10 @@ func buildContext(bc *transport.BuildContext, ctx *tlsv3.CommonTlsContext, insta
 	for _, r := range refs {
 		set, ref := r.set, r.cfg
 		cancel, err := watchWeak(bc.Secrets, r.cfg, sc, func(sc *secretContext, s *tlsv3.Secret) error {
-			sc.waits.arrived(ref)
+			// Arrived once handled, refused or not: Envoy's SDS
+			// subscription stops holding its listener or cluster back
+			// on a rejected first version too.
+			defer sc.waits.arrived(ref)
 			sc.mu.Lock()
 			defer sc.mu.Unlock()
 			return set(sc, s)

@@ -131,7 +131,7 @@ func (d *downstream) watchTicketKeys(bc *transport.BuildContext, ref *tlsv3.SdsS
 	d.keysSDS = true
 	d.sc.waits.add(ref)
 	cancel, err := watchWeak(bc.Secrets, ref, d, func(d *downstream, s *tlsv3.Secret) error {
-		d.sc.waits.arrived(ref)
+		defer d.sc.waits.arrived(ref)
 		tk := s.GetSessionTicketKeys()
 		if tk == nil {
 			return errors.New("not a session_ticket_keys secret")

@@ -296,7 +296,7 @@ func httpFilters(bc *filter.BuildContext, m *hcmv3.HttpConnectionManager, cfg *p
 		}
 		_, terminal := fac.(filter.Terminal)
 		if cs, ok := fac.(filter.ChildSpans); ok && cs.StartChildSpan() && cfg.Tracing != nil {
-			cfg.Tracing.SpawnUpstream = true // one span per upstream request, as spawn_upstream_span
+			cfg.Tracing.ChildSpans = true // one span per upstream request, as spawn_upstream_span
 		}
 		_, od := fac.(filter.OnDemandRoutes)
 		last := i == len(hf)-1
