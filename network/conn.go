@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -210,18 +211,32 @@ type ConnInfo struct {
 // before the handshake completed.
 func (c *Conn) TLSState() (cs tls.ConnectionState, ok bool) {
 	type stater interface{ ConnectionState() tls.ConnectionState }
-	var s any = c.tr
-	if c.tr == nil {
-		s = c.raw
-		if u, isLate := c.raw.(interface{ Upper() Socket }); isLate {
-			s = u.Upper()
-		}
-	}
-	if st, isTLS := s.(stater); isTLS {
+	if st, isTLS := c.session().(stater); isTLS {
 		cs = st.ConnectionState()
 		return cs, cs.HandshakeComplete
 	}
 	return cs, false
+}
+
+// session is what the connection reads through: its transport socket,
+// else its (possibly wrapped) socket.
+func (c *Conn) session() any {
+	if c.tr != nil {
+		return c.tr
+	}
+	if u, isLate := c.raw.(interface{ Upper() Socket }); isLate {
+		return u.Upper()
+	}
+	return c.raw
+}
+
+// LocalCertificate is the leaf certificate this side presented on a TLS
+// connection (nil for plaintext, or when its transport does not say).
+func (c *Conn) LocalCertificate() *x509.Certificate {
+	if l, ok := c.session().(interface{ LocalCertificate() *x509.Certificate }); ok {
+		return l.LocalCertificate()
+	}
+	return nil
 }
 
 // PeerIdentity is the peer certificate's names, as RBAC's authenticated

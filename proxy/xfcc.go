@@ -15,11 +15,10 @@ import (
 // upstream about a client's certificate, as Envoy's
 // forward_client_cert_details and set_current_client_cert_details say.
 // Each proxy adds an element, "Key=value;..." (elements are joined with
-// commas): Hash (SHA-256 of the client's certificate, hex), then what
+// commas): By (each URI SAN of the certificate this proxy presented),
+// Hash (SHA-256 of the client's certificate, hex), then what
 // ClientCertDetails asks for: Cert and Chain (URL-encoded PEM), Subject
-// (RFC 2253), URI and DNS (one pair per SAN). Envoy's By (this proxy's
-// own URI SAN) is not written: Go's TLS server does not say which of a
-// context's certificates it presented.
+// (RFC 2253), URI and DNS (one pair per SAN).
 
 const xfccHeader = "x-forwarded-client-cert"
 
@@ -86,15 +85,26 @@ func (cm *connManager) xfccElement() []byte {
 		if !ok || len(cs.PeerCertificates) == 0 {
 			return
 		}
-		cm.xfcc = appendXFCC(nil, cs.PeerCertificates, cm.cfg.ClientCertDetails)
+		cm.xfcc = appendXFCC(nil, cm.conn.LocalCertificate(), cs.PeerCertificates, cm.cfg.ClientCertDetails)
 	})
 	return cm.xfcc
 }
 
-// appendXFCC appends the element for the peer's chain (leaf first).
-func appendXFCC(b []byte, chain []*x509.Certificate, d ClientCertDetails) []byte {
+// appendXFCC appends the element for the peer's chain (leaf first), as
+// seen by a proxy that presented local (nil: unknown).
+func appendXFCC(b []byte, local *x509.Certificate, chain []*x509.Certificate, d ClientCertDetails) []byte {
 	leaf := chain[0]
 	sum := sha256.Sum256(leaf.Raw)
+	start := len(b)
+	if local != nil {
+		for _, u := range local.URIs {
+			b = appendPair(b, "By", u.String())
+		}
+	}
+	if len(b) > start {
+		b = append(b[:start], b[start+1:]...) // the first pair's ';'
+		b = append(b, ';')
+	}
 	b = append(b, "Hash="...)
 	b = hex.AppendEncode(b, sum[:])
 	if d.Cert {

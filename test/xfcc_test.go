@@ -19,7 +19,8 @@ import (
 // replaces it by this hop's element (Hash of the client certificate,
 // Cert as URL-encoded PEM, Subject, URI and DNS SANs); APPEND_FORWARD
 // appends it; FORWARD_ONLY forwards it over mutual TLS only;
-// ALWAYS_FORWARD_ONLY always.
+// ALWAYS_FORWARD_ONLY always. A server certificate's URI SANs come first,
+// as By.
 func TestXFCC(t *testing.T) {
 	pki := newPKI(t)
 	scert, skey := pki.issue(t, "server", false, "localhost")
@@ -99,6 +100,30 @@ func TestXFCC(t *testing.T) {
 	}
 	if got := <-seen; got != "Hash=aa,Hash=bb,Hash="+hex.EncodeToString(sum[:]) {
 		t.Errorf("APPEND_FORWARD over two header lines: %q", got)
+	}
+
+	// A server certificate with URI SANs: each is a By, first.
+	bcert, bkey := pki.issueWith(t, "gateway", false, func(c *x509.Certificate) {
+		c.DNSNames = []string{"localhost"}
+		u1, _ := url.Parse("spiffe://cluster.local/ns/istio-system/sa/gateway")
+		u2, _ := url.Parse("spiffe://cluster.local/ns/istio-system/sa/other")
+		c.URIs = []*url.URL{u1, u2}
+	})
+	// Two certificates: the client's SNI (localhost) picks the second.
+	ocert, okey := pki.issue(t, "other", false, "other.example")
+	byCtx := strings.Replace(tlsCtx, "tls_certificates: [ { certificate_chain: { filename: "+scert+" }, private_key: { filename: "+skey+" } } ]",
+		"tls_certificates: [ { certificate_chain: { filename: "+ocert+" }, private_key: { filename: "+okey+" } }, "+
+			"{ certificate_chain: { filename: "+bcert+" }, private_key: { filename: "+bkey+" } } ]", 1)
+	if !strings.Contains(byCtx, ocert) {
+		t.Fatal("the two-certificate context was not made")
+	}
+	p = startProxy(t, withHCM(tlsBootstrap(up, byCtx), `          forward_client_cert_details: SANITIZE_SET
+          set_current_client_cert_details: { uri: true }
+`))
+	wantBy := "By=spiffe://cluster.local/ns/istio-system/sa/gateway;By=spiffe://cluster.local/ns/istio-system/sa/other;Hash=" +
+		hex.EncodeToString(sum[:]) + ";URI=spiffe://cluster.local/ns/default/sa/client"
+	if got := send(mtls, "https://"+p.addr("ingress")+"/", spoof); got != wantBy {
+		t.Errorf("By:\n got %q\nwant %q", got, wantBy)
 	}
 
 	plain := httpBootstrap(up, routeCfg{}, "")

@@ -2,6 +2,7 @@ package transport
 
 import (
 	gotls "crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -307,6 +308,18 @@ func (t *nbSocket) Pending() bool {
 // ConnectionState is the session (network.Conn.TLSState).
 func (t *nbSocket) ConnectionState() gotls.ConnectionState { return t.tc.ConnectionState() }
 
+// LocalCertificate is the certificate the session presented (nil when
+// it does not say).
+func (t *nbSocket) LocalCertificate() *x509.Certificate { return localCertificate(t.tc) }
+
+// localCertificate asks a session for the certificate it presented.
+func localCertificate(s Session) *x509.Certificate {
+	if l, ok := s.(interface{ LocalCertificate() *x509.Certificate }); ok {
+		return l.LocalCertificate()
+	}
+	return nil
+}
+
 // Write encrypts p and writes it to the socket. A write before the
 // handshake is done (a server-first protocol's greeting) waits for it
 // rather than run the handshake on the writer's goroutine.
@@ -392,6 +405,10 @@ type BlockingSession interface {
 func NewBlocking(s BlockingSession, raw network.Socket, timeout time.Duration, done func(Session, error)) network.Socket {
 	return &blocking{BlockingSession: s, raw: raw, timeout: timeout, done: done}
 }
+
+// LocalCertificate is the certificate the session presented (nil when
+// it does not say).
+func (b *blocking) LocalCertificate() *x509.Certificate { return localCertificate(b.BlockingSession) }
 
 type blocking struct {
 	BlockingSession

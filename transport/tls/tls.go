@@ -9,6 +9,7 @@ package tls
 import (
 	"crypto/sha256"
 	gotls "crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -52,16 +53,19 @@ var supported = support(map[string]string{
 type downstream struct {
 	cur   atomic.Pointer[gotls.Config]
 	built atomic.Pointer[common] // the version cur was made from (for /certs)
+	// certs are cur's certificates (XFCC's By reads the one presented).
+	certs atomic.Pointer[[]gotls.Certificate]
 	sc    *secretContext
 	// handshake bounds each handshake.
 	handshake time.Duration
 	stats     *sslStats
 
-	mu       sync.Mutex
-	base     *gotls.Config // the last built configuration, without ticket keys
-	baseFrom *common       // what base was built from
-	keys     *[][32]byte   // session ticket keys (nil: crypto/tls's own)
-	keysSDS  bool          // the keys come from a secret: wait for them
+	mu        sync.Mutex
+	base      *gotls.Config       // the last built configuration, without ticket keys
+	baseFrom  *common             // what base was built from
+	baseCerts []gotls.Certificate // base's certificates
+	keys      *[][32]byte         // session ticket keys (nil: crypto/tls's own)
+	keysSDS   bool                // the keys come from a secret: wait for them
 }
 
 func build(bc *transport.BuildContext, m *tlsv3.DownstreamTlsContext) (*downstream, error) {
@@ -89,6 +93,7 @@ func build(bc *transport.BuildContext, m *tlsv3.DownstreamTlsContext) (*downstre
 	}
 	sc, err := buildContext(bc, ctx, func(c *common) error {
 		d.mu.Lock()
+		d.baseCerts = c.cfg.Certificates // before finishDownstream may move them into GetCertificate
 		d.base, d.baseFrom = finishDownstream(m, c), c
 		d.publishLocked()
 		d.mu.Unlock()
@@ -119,6 +124,7 @@ func (d *downstream) publishLocked() {
 	}
 	d.cur.Store(cfg)
 	d.built.Store(d.baseFrom)
+	d.certs.Store(&d.baseCerts)
 }
 
 // watchTicketKeys takes the ticket keys from a secret (static or SDS):
@@ -257,7 +263,40 @@ func (d *downstream) Wrap(s network.Socket) (network.Socket, error) {
 	if cfg == nil {
 		return nil, errors.New("the TLS context is waiting for its secrets")
 	}
-	return transport.NewBlocking(gotls.Server(nc, cfg), s, d.handshake, d.done), nil
+	return transport.NewBlocking(d.server(nc, cfg), s, d.handshake, d.done), nil
+}
+
+// serverConn is a TLS server connection that can tell which of its
+// context's certificates it presented (XFCC's By).
+type serverConn struct {
+	*gotls.Conn
+	certs []gotls.Certificate
+}
+
+func (d *downstream) server(nc net.Conn, cfg *gotls.Config) *serverConn {
+	sc := &serverConn{Conn: gotls.Server(nc, cfg)}
+	if p := d.certs.Load(); p != nil {
+		sc.certs = *p
+	}
+	return sc
+}
+
+// LocalCertificate is the leaf this side presented: the context's one
+// certificate, or of several the first whose names cover the client's
+// SNI (as the handshake chose, but for a client that could verify only
+// another of them), else the first.
+func (s *serverConn) LocalCertificate() *x509.Certificate {
+	if len(s.certs) == 0 {
+		return nil
+	}
+	if sni := s.ConnectionState().ServerName; sni != "" && len(s.certs) > 1 {
+		for _, c := range s.certs {
+			if c.Leaf != nil && c.Leaf.VerifyHostname(sni) == nil {
+				return c.Leaf
+			}
+		}
+	}
+	return s.certs[0].Leaf
 }
 
 // done counts a handshake's outcome.
@@ -270,5 +309,5 @@ func (d *downstream) Transport(c *network.Conn) (transport.Socket, error) {
 		return nil, errors.New("the TLS context is waiting for its secrets")
 	}
 	return transport.NewNonBlocking(c, d.handshake,
-		func(nc net.Conn) transport.Session { return gotls.Server(nc, cfg) }, d.done), nil
+		func(nc net.Conn) transport.Session { return d.server(nc, cfg) }, d.done), nil
 }
