@@ -16,17 +16,29 @@ import (
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 // otlpCollector is an OTLP/gRPC trace collector keeping what it gets.
 // startOTLP serves an OTLP/gRPC trace collector on a loopback port.
-func startOTLP(t *testing.T) (*otlpCollector, string) {
+func startOTLP(t *testing.T) (*otlpCollector, string) { return startOTLPTLS(t, "", "") }
+
+// startOTLPTLS is startOTLP over TLS with the certificate (none: plain).
+func startOTLPTLS(t *testing.T, cert, key string) (*otlpCollector, string) {
 	col := &otlpCollector{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	var opts []grpc.ServerOption
+	if cert != "" {
+		creds, err := credentials.NewServerTLSFromFile(cert, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts = append(opts, grpc.Creds(creds))
+	}
+	gs := grpc.NewServer(opts...)
 	collectorpb.RegisterTraceServiceServer(gs, col)
 	go gs.Serve(ln)
 	t.Cleanup(gs.Stop)

@@ -23,9 +23,12 @@ type zipkinCollector struct {
 	hosts []string
 }
 
-func startZipkin(t *testing.T) *zipkinCollector {
+func startZipkin(t *testing.T) *zipkinCollector { return startZipkinTLS(t, "", "") }
+
+// startZipkinTLS is startZipkin over TLS with the certificate (none: plain).
+func startZipkinTLS(t *testing.T, cert, key string) *zipkinCollector {
 	z := &zipkinCollector{}
-	z.addr = serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var got []map[string]any
 		if r.URL.Path != "/api/v2/spans" || r.Method != "POST" || json.NewDecoder(r.Body).Decode(&got) != nil {
 			w.WriteHeader(400)
@@ -36,8 +39,53 @@ func startZipkin(t *testing.T) *zipkinCollector {
 		z.hosts = append(z.hosts, r.Host)
 		z.mu.Unlock()
 		w.WriteHeader(202)
-	}, false)
+	})
+	if cert != "" {
+		z.addr = serveTLS(t, cert, key, nil, &http.Server{Handler: handler})
+	} else {
+		z.addr = serveHTTP(t, handler, false)
+	}
 	return z
+}
+
+// withCollectorTLS is withCollector whose cluster speaks TLS, trusting
+// the CA file.
+func withCollectorTLS(y, name, addr string, h2 bool, ca string) string {
+	y = withCollector(y, name, addr, h2)
+	return strings.Replace(y, "  - name: "+name+"\n    connect_timeout: 1s\n", "  - name: "+name+"\n    connect_timeout: 1s\n"+
+		"    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n"+
+		"        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n"+
+		"        common_tls_context: { validation_context: { trusted_ca: { filename: "+ca+" } } }\n", 1)
+}
+
+// TestTracersOverTLS: a collector cluster with a TLS transport socket is
+// reached over TLS (its certificate checked against the CA), by the
+// Zipkin and the OpenTelemetry tracer; the collectors accept only TLS.
+func TestTracersOverTLS(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "collector", false, "collector.example")
+	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {}, false)
+	zk := startZipkinTLS(t, cert, key)
+	y := httpBootstrap(up, routeCfg{hcmOpts: zipkinTracing(100, "")}, "")
+	p := startProxy(t, flushEachSpan(withCollectorTLS(y, "zipkin", zk.addr, false, pki.caFile), "tracing.zipkin.min_flush_spans"))
+	if code, _ := get(t, p.url("ingress")+"/z"); code != 200 {
+		t.Fatalf("%d", code)
+	}
+	testutil.Eventually(t, 5*time.Second, "a span at the TLS Zipkin collector", func() bool { return len(zk.all()) >= 1 })
+
+	col, colAddr := startOTLPTLS(t, cert, key)
+	y = httpBootstrap(up, routeCfg{hcmOpts: `          tracing:
+            random_sampling: { value: 100 }
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                grpc_service: { envoy_grpc: { cluster_name: otel } }`}, "")
+	p = startProxy(t, flushEachSpan(withCollectorTLS(y, "otel", colAddr, true, pki.caFile), "tracing.opentelemetry.min_flush_spans"))
+	if code, _ := get(t, p.url("ingress")+"/o"); code != 200 {
+		t.Fatalf("%d", code)
+	}
+	testutil.Eventually(t, 5*time.Second, "a span at the TLS OTLP collector", func() bool { return len(col.all()) >= 1 })
 }
 
 func (z *zipkinCollector) all() []map[string]any {

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -330,7 +331,10 @@ func (r *reporter) send(batch []*tracepb.Span) int {
 	}
 	cc := r.conns[h.Addr]
 	if cc == nil {
-		opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		// Through the cluster's transport socket (TLS when it has one),
+		// offering h2; gRPC then speaks over what that gives.
+		opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return h.DialUncounted(ctx, []string{"h2"}) })}
 		if r.authority != "" {
 			opts = append(opts, grpc.WithAuthority(r.authority))
 		}

@@ -6,6 +6,7 @@ package zipkin
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -82,8 +83,10 @@ func build(bc *filter.BuildContext, tc *anypb.Any) (proxy.Tracer, error) {
 			return nil, config.At("collector_service", fmt.Errorf("give either collector_service or collector_cluster and collector_endpoint"))
 		}
 		u, err := url.Parse(svc.GetHttpUri().GetUri())
-		if err != nil || u.Host == "" || u.Scheme != "http" {
-			return nil, config.At("collector_service.http_uri.uri", fmt.Errorf("%q is not an http:// URI (https is not supported yet)", svc.GetHttpUri().GetUri()))
+		// The scheme says nothing more: TLS is the cluster's transport
+		// socket, as in Envoy.
+		if err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https" {
+			return nil, config.At("collector_service.http_uri.uri", fmt.Errorf("%q is not an http:// or https:// URI", svc.GetHttpUri().GetUri()))
 		}
 		cluster, path, host = svc.GetHttpUri().GetCluster(), u.RequestURI(), u.Host
 		if d := svc.GetHttpUri().GetTimeout(); d != nil && d.AsDuration() > 0 {
@@ -396,7 +399,20 @@ func newReporter(bc *filter.BuildContext, col *collector, sc *stats.Scope) *repo
 		sent: sc.Counter("reports_sent"), failed: sc.Counter("reports_failed"), dropped: sc.Counter("reports_dropped")}
 	r.batch = spanbatch.Batcher[*zspan]{Lookup: bc.Runtime.Uint, MinFlushKey: minFlushKey, FlushKey: flushIntervalKey,
 		Send: r.send, SpansSent: sc.Counter("spans_sent"), TimerFlushed: sc.Counter("timer_flushed"), Dropped: sc.Counter("spans_dropped")}
-	r.client = &http.Client{Timeout: col.timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute}}
+	// Connections go through the cluster's transport socket (TLS when it
+	// has one, offering http/1.1).
+	r.client = &http.Client{Timeout: col.timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			cl, ok := (*r.clusters.Load()).Get(col.cluster)
+			if !ok {
+				return nil, fmt.Errorf("no cluster %q", col.cluster)
+			}
+			h := cl.Host(addr)
+			if h == nil {
+				return nil, fmt.Errorf("host %s left cluster %q", addr, col.cluster)
+			}
+			return h.DialUncounted(ctx, []string{"http/1.1"})
+		}}}
 	r.clusters.Store(&bc.Clusters)
 	r.batch.Start()
 	return r
