@@ -7,8 +7,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"testing"
 	"time"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/straitproxy/strait/internal/testutil"
 )
@@ -101,6 +105,64 @@ spec:
 		return false
 	})
 	c.Close()
+	if r := rejections(t, admin); len(r) > 0 {
+		t.Fatalf("Strait rejected pilot's updates: %v\n%s", r, proc.stderr.String())
+	}
+}
+
+// TestIstioGatewayAutoPassthrough: an east-west gateway (ROUTER_MODE
+// sni-dnat) with an AUTO_PASSTHROUGH server: pilot sends a filter chain
+// per in-mesh service port, matched by the SNI naming its cluster
+// (outbound_.PORT_._.HOST) and Istio's ALPN, with tcp_proxy to that
+// cluster; a mesh client's TLS reaches the workload untouched; a client
+// that does not offer Istio's ALPN, or names another SNI, is refused.
+func TestIstioGatewayAutoPassthrough(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "a", false, "a.example.com")
+	a := serveTLS(t, cert, key, nil, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello from a")
+	})})
+	_, port, _ := net.SplitHostPort(closedPort(t))
+	se := strings.NewReplacer("MESH_EXTERNAL", "MESH_INTERNAL",
+		"ports: { tls: ", "labels: { security.istio.io/tlsMode: istio }, ports: { tls: ").Replace(serviceEntryOf("TLS", "a", "a.example.com", 8443, a))
+	pilot := startPilot(t, gatewayHead+fmt.Sprintf(`  - port: { number: %s, name: tls, protocol: TLS }
+    bind: 127.0.0.1
+    hosts: ["*.example.com"]
+    tls: { mode: AUTO_PASSTHROUGH }
+`, port)+se)
+	y := strings.Replace(istioGateway(pilot.Addr, false), "    LABELS: { istio: ingressgateway }\n",
+		"    LABELS: { istio: ingressgateway }\n    ROUTER_MODE: sni-dnat\n", 1)
+	// Pilot's clusters for the in-mesh service ask sds-grpc for the
+	// workload certificate: give the gateway one.
+	root := &tlsv3.Secret{Name: "ROOTCA", Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+		TrustedCa: dsBytes(must(os.ReadFile(pki.caFile)))}}}
+	ccert, ckey := pki.issue(t, "gateway", true)
+	proc := runStrait(t, withAgentSDS(t, y, tlsSecret(t, "default", ccert, ckey), root), 0)
+	admin := "http://" + proc.admin
+	roots := x509.NewCertPool()
+	roots.AddCert(pki.ca)
+	via := func(sni string, alpn ...string) (int, string) {
+		// The workload's own certificate (a.example.com) is checked: the
+		// gateway did not terminate TLS.
+		c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{ServerName: sni, RootCAs: roots, NextProtos: alpn,
+				VerifyConnection: func(cs tls.ConnectionState) error {
+					_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: "a.example.com", Roots: roots})
+					return err
+				}, InsecureSkipVerify: true}}}
+		defer c.CloseIdleConnections()
+		return body(c, "https://127.0.0.1:"+port+"/")
+	}
+	const sni = "outbound_.8443_._.a.example.com"
+	if code, got := awaitGateway(func() (int, string) { return via(sni, "istio") }); code != 200 || got != "hello from a" {
+		t.Fatalf("mesh client through AUTO_PASSTHROUGH: %d %q; rejected %v\n%s", code, got, rejections(t, admin), proc.stderr.String())
+	}
+	if code, got := via(sni); code != 0 {
+		t.Errorf("a client without Istio's ALPN: %d %q, want refused", code, got)
+	}
+	if code, got := via("outbound_.9999_._.a.example.com", "istio"); code != 0 {
+		t.Errorf("an SNI naming no cluster: %d %q, want refused", code, got)
+	}
 	if r := rejections(t, admin); len(r) > 0 {
 		t.Fatalf("Strait rejected pilot's updates: %v\n%s", r, proc.stderr.String())
 	}
