@@ -124,7 +124,8 @@ func (d *downstream) publishLocked() {
 	}
 	d.cur.Store(cfg)
 	d.built.Store(d.baseFrom)
-	d.certs.Store(&d.baseCerts)
+	certs := d.baseCerts // a header of its own: baseCerts is rewritten by the next version while handshakes read this one
+	d.certs.Store(&certs)
 }
 
 // watchTicketKeys takes the ticket keys from a secret (static or SDS):
