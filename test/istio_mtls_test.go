@@ -42,6 +42,12 @@ func withAgentSDS(t *testing.T, y string, secrets ...types.Resource) string {
 	return y + sds
 }
 
+// rootCASecret is istio-agent's ROOTCA: the mesh's root CA (caFile).
+func rootCASecret(t *testing.T, caFile string) *tlsv3.Secret {
+	return &tlsv3.Secret{Name: "ROOTCA", Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+		TrustedCa: dsBytes(must(os.ReadFile(caFile)))}}}
+}
+
 // TestIstioGatewayAutoMTLS: a MESH_INTERNAL ServiceEntry whose endpoints
 // are an in-mesh workload (label security.istio.io/tlsMode: istio) and a
 // plain one. Pilot's auto mTLS sends the cluster with
@@ -58,37 +64,15 @@ func TestIstioGatewayAutoMTLS(t *testing.T) {
 			plain := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hello plain")) }, false)
 			_, ps, _ := net.SplitHostPort(closedPort(t))
 			port, _ := strconv.Atoi(ps)
-			mh, mp, _ := net.SplitHostPort(mesh)
-			ph, pp, _ := net.SplitHostPort(plain)
-			cfg := gatewayHead + fmt.Sprintf(`  - port: { number: %d, name: http, protocol: HTTP }
-    bind: 127.0.0.1
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: backend, namespace: istio-system }
-spec:
-  hosts: [backend.example.com]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [ { number: 18080, name: http, protocol: HTTP } ]
-  endpoints:
-  - { address: %s, ports: { http: %s }, labels: { security.istio.io/tlsMode: istio, app: backend } }
-  - { address: %s, ports: { http: %s }, labels: { app: backend } }
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: route, namespace: istio-system }
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/ingress]
-  http:
-  - route: [ { destination: { host: backend.example.com, port: { number: 18080 } } } ]
-`, port, mh, mp, ph, pp)
+			// The in-mesh endpoint carries Istio's tlsMode label.
+			_, mp, _ := net.SplitHostPort(mesh)
+			cfg := strings.NewReplacer("MESH_EXTERNAL", "MESH_INTERNAL", "ports: { http: "+mp+" } }",
+				"ports: { http: "+mp+" }, labels: { security.istio.io/tlsMode: istio } }").Replace(istioBase(port, mesh, plain)) + istioRoute
+			if !strings.Contains(cfg, "tlsMode") {
+				t.Fatal("no in-mesh endpoint in the config")
+			}
 			pilot := startPilot(t, cfg)
-			root := &tlsv3.Secret{Name: "ROOTCA", Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa: dsBytes(must(os.ReadFile(pki.caFile)))}}}
-			y := withAgentSDS(t, istioGateway(pilot.Addr, delta), tlsSecret(t, "default", cc, ck), root)
+			y := withAgentSDS(t, istioGateway(pilot.Addr, delta), tlsSecret(t, "default", cc, ck), rootCASecret(t, pki.caFile))
 			proc := runStrait(t, y, 0, "--log-level", "debug")
 			admin := "http://" + proc.admin
 			c := &http.Client{Timeout: 3 * time.Second}

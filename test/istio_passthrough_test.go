@@ -7,12 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
-
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/straitproxy/strait/internal/testutil"
 )
@@ -134,10 +131,8 @@ func TestIstioGatewayAutoPassthrough(t *testing.T) {
 		"    LABELS: { istio: ingressgateway }\n    ROUTER_MODE: sni-dnat\n", 1)
 	// Pilot's clusters for the in-mesh service ask sds-grpc for the
 	// workload certificate: give the gateway one.
-	root := &tlsv3.Secret{Name: "ROOTCA", Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-		TrustedCa: dsBytes(must(os.ReadFile(pki.caFile)))}}}
 	ccert, ckey := pki.issue(t, "gateway", true)
-	proc := runStrait(t, withAgentSDS(t, y, tlsSecret(t, "default", ccert, ckey), root), 0)
+	proc := runStrait(t, withAgentSDS(t, y, tlsSecret(t, "default", ccert, ckey), rootCASecret(t, pki.caFile)), 0)
 	admin := "http://" + proc.admin
 	roots := x509.NewCertPool()
 	roots.AddCert(pki.ca)
