@@ -158,7 +158,7 @@ func (s *Stream) release() {
 		s.trailers.Reset()
 	}
 	*s = Stream{resp: s.resp, trailers: s.trailers, scratch: s.scratch[:0], tried: clearHosts(s.tried), body: s.body[:0], cancelFn: s.cancelFn, park: s.park, fx: s.fx,
-		logEntry: s.logEntry, continueFn: s.continueFn}
+		logEntry: s.logEntry, continueFn: s.continueFn, info: filter.StreamInfo{Metadata: s.info.Metadata}}
 	// A new generation: a filter's late Continue finds nothing to resume.
 	s.park.word.Store((s.park.gen() + 1) << parkShift)
 	s.resp.Reset()
@@ -258,8 +258,15 @@ func (s *Stream) begin() {
 	st.RqActive.Inc()
 	s.random = rand.Uint64()
 	s.replayable = true
+	// The dynamic metadata's maps are kept, emptied, from the stream's
+	// last request (nothing reads them once it ended): a filter that sets
+	// metadata on every request (RBAC's shadow result) allocates nothing.
+	md := s.info.Metadata
+	for _, m := range md {
+		clear(m)
+	}
 	s.info = filter.StreamInfo{RemoteAddr: s.cm.conn.RemoteAddr(), LocalAddr: s.cm.conn.LocalAddr(), Protocol: s.ds.Protocol(),
-		Conn: s.cm.conn, StartTime: s.start}
+		Conn: s.cm.conn, StartTime: s.start, Metadata: md}
 	if s.cfg.AccessLogs != nil && s.ds.HeadersOnly() {
 		s.reqAt = s.start
 	}
