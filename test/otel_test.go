@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -110,18 +109,7 @@ func TestOpenTelemetryTracer(t *testing.T) {
                 service_name: strait-gateway`}, "")
 	y = flushEachSpan(withCollector(y, "otel", colAddr, true), "tracing.opentelemetry.min_flush_spans")
 	p := startProxy(t, y)
-	do := func(path string, kv ...string) {
-		req, _ := http.NewRequest("GET", p.url("ingress")+path, nil)
-		for i := 0; i+1 < len(kv); i += 2 {
-			req.Header.Set(kv[i], kv[i+1])
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
+	do := func(path string, kv ...string) { doReq(t, "GET", p.url("ingress")+path, "", kv...) }
 	const callerTrace, callerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	do("/new")
 	do("/cont", "traceparent", "00-"+callerTrace+"-"+callerSpan+"-01", "tracestate", "vendor=x")
@@ -208,18 +196,8 @@ func TestOpenTelemetrySampledParent(t *testing.T) {
                 grpc_service: { envoy_grpc: { cluster_name: otel } }`}, "")
 	p := startProxy(t, flushEachSpan(withCollector(y, "otel", colAddr, true), "tracing.opentelemetry.min_flush_spans"))
 	const caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-	for path, tp := range map[string]string{"/plain": "", "/forced": caller} {
-		req, _ := http.NewRequest("GET", p.url("ingress")+path, nil)
-		if tp != "" {
-			req.Header.Set("traceparent", tp)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
+	doReq(t, "GET", p.url("ingress")+"/plain", "")
+	doReq(t, "GET", p.url("ingress")+"/forced", "", "traceparent", caller)
 	testutil.Eventually(t, 5*time.Second, "the forced span", func() bool { return len(col.all()) >= 1 })
 	time.Sleep(100 * time.Millisecond)
 	spans := col.all()

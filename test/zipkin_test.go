@@ -3,7 +3,6 @@ package test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -128,18 +127,7 @@ func TestZipkinTracer(t *testing.T) {
 	y = "node: { id: gw-1, cluster: gateway }\n" + flushEachSpan(y, "tracing.zipkin.min_flush_spans")
 	p := startProxy(t, y)
 	url := p.url("ingress")
-	do := func(path string, kv ...string) {
-		req, _ := http.NewRequest("GET", url+path, nil)
-		for i := 0; i+1 < len(kv); i += 2 {
-			req.Header.Set(kv[i], kv[i+1])
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
+	do := func(path string, kv ...string) { doReq(t, "GET", url+path, "", kv...) }
 	do("/new", "x-tenant", "acme")
 	do("/fail")
 	do("/cont", "x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124", "x-b3-spanid", "a2fb4a1d1a96d312", "x-b3-parentspanid", "0020000000000001", "x-b3-sampled", "1")
@@ -216,18 +204,8 @@ func TestZipkinSampledHeader(t *testing.T) {
 	}, false)
 	y := httpBootstrap(up, routeCfg{hcmOpts: zipkinTracing(0, "")}, "")
 	p := startProxy(t, flushEachSpan(withCollector(y, "zipkin", zk.addr, false), "tracing.zipkin.min_flush_spans"))
-	for path, sampled := range map[string]string{"/plain": "", "/forced": "1"} {
-		req, _ := http.NewRequest("GET", p.url("ingress")+path, nil)
-		if sampled != "" {
-			req.Header.Set("x-b3-sampled", sampled)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
+	doReq(t, "GET", p.url("ingress")+"/plain", "")
+	doReq(t, "GET", p.url("ingress")+"/forced", "", "x-b3-sampled", "1")
 	testutil.Eventually(t, 5*time.Second, "the forced span", func() bool { return len(zk.all()) >= 1 })
 	time.Sleep(100 * time.Millisecond)
 	spans := zk.all()
@@ -422,15 +400,7 @@ func zipkinEgress(t *testing.T, child bool) {
 		t.Fatal("no OUTBOUND listener in the config")
 	}
 	p := startProxy(t, y)
-	req, _ := http.NewRequest("GET", p.url("ingress")+"/e", nil)
-	req.Header.Set("x-b3-traceid", "463ac35c9f6413ad")
-	req.Header.Set("x-b3-spanid", "a2fb4a1d1a96d312")
-	req.Header.Set("x-b3-sampled", "1")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	doReq(t, "GET", p.url("ingress")+"/e", "", "x-b3-traceid", "463ac35c9f6413ad", "x-b3-spanid", "a2fb4a1d1a96d312", "x-b3-sampled", "1")
 	testutil.Eventually(t, 5*time.Second, "the spans", func() bool { return len(zk.all()) >= want })
 	time.Sleep(50 * time.Millisecond)
 	var egress map[string]any
