@@ -165,15 +165,8 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 // TransportReady reports whether every transport socket of the listener
 // has its secrets (a listener warms until then).
 func (l *Listener) TransportReady() bool {
-	for _, c := range l.allChains() {
-		if c.ts == nil {
-			continue
-		}
-		if w, ok := c.ts.(transport.Waiter); ok && !w.Ready() {
-			return false
-		}
-	}
-	return true
+	_, waiting := l.SecretsWait()
+	return !waiting
 }
 
 // SecretsWait is how long the listener warms on its chains' TLS
@@ -181,9 +174,7 @@ func (l *Listener) TransportReady() bool {
 func (l *Listener) SecretsWait() (time.Duration, bool) {
 	var s []any
 	for _, c := range l.allChains() {
-		if c.ts != nil {
-			s = append(s, c.ts)
-		}
+		s = append(s, c.ts) // raw_buffer (nil) never waits
 	}
 	return transport.SecretsWait(s...)
 }

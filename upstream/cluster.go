@@ -188,7 +188,10 @@ func (c *Cluster) CodecFor(h2 bool) *protocol.Codec {
 
 // TLSReady reports whether the cluster's transport sockets have their
 // secrets (always, without TLS).
-func (c *Cluster) TLSReady() bool { return c.socketsReady() }
+func (c *Cluster) TLSReady() bool {
+	_, waiting := c.secretsWait()
+	return !waiting
+}
 
 // CodecForHost is CodecFor for a request going to h: with auto_config,
 // the protocol ALPN chose for h (HTTP/1.1 until one is known).
@@ -274,8 +277,8 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 	if c.RPC, err = rpcOptions(cl); err != nil {
 		return nil, err
 	}
-	cs := sc.Scope("cluster", "envoy_cluster_name", c.StatName)
-	if err := c.buildSockets(cl, &transport.BuildContext{Log: log, Secrets: secrets, Stats: cs}); err != nil {
+	c.statsScope = sc.Scope("cluster", "envoy_cluster_name", c.StatName)
+	if err := c.buildSockets(cl, &transport.BuildContext{Log: log, Secrets: secrets, Stats: c.statsScope}); err != nil {
 		return nil, err
 	}
 	if err := supported.Check(cl); err != nil {
@@ -305,7 +308,6 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 	}
 	c.LBName = lbName
 	c.lb = ext.Factory.(LBFactory)()
-	c.statsScope = sc.Scope("cluster", "envoy_cluster_name", c.StatName)
 	c.Stats = newClusterStats(c.statsScope)
 	c.countMatches(c.statsScope)
 	c.localityWeighted = localityWeighted(cl)

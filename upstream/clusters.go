@@ -255,16 +255,17 @@ func (m *Clusters) warm(dc *dynCluster) {
 		}()
 		return
 	}
-	if dc.hostsReady(m) && dc.c.TLSReady() {
+	wait, waiting := dc.c.secretsWait()
+	if dc.hostsReady(m) && !waiting {
 		m.activate(dc)
 		return
 	}
 	m.warming[name] = dc
-	if !dc.c.TLSReady() {
+	if waiting {
 		// Its TLS secrets have not come: it warms until they do
 		// (Recheck), at most their sources' initial_fetch_timeout.
 		m.log.Debug("cluster warming on its TLS secrets", "cluster", name, "version", dc.res.Version)
-		if wait, _ := dc.c.secretsWait(); wait > 0 {
+		if wait > 0 {
 			dc.secretsTimer = m.secretsTimer(dc, name, wait)
 		}
 		if dc.hostsReady(m) {

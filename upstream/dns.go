@@ -86,6 +86,7 @@ func (d *dnsResolver) resolve(ctx context.Context) time.Duration {
 	failed := false
 	minTTL := time.Duration(-1)
 	for _, ep := range d.eps {
+		sock := d.c.socketFor(ep.md)
 		ips, ttl, err := d.lookupIP(ctx, ep.host)
 		if err == nil && ttl >= 0 && (minTTL < 0 || ttl < minTTL) {
 			minTTL = ttl
@@ -101,7 +102,6 @@ func (d *dnsResolver) resolve(ctx context.Context) time.Duration {
 				continue
 			}
 			seen[addr] = true
-			sock := d.c.socketFor(ep.md)
 			if h, ok := old[addr]; ok && h.Weight == ep.weight && h.sock == sock {
 				hosts = append(hosts, h)
 				continue

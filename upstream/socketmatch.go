@@ -38,15 +38,6 @@ type hostSocket struct {
 	matched *stats.Counter
 }
 
-// ready reports whether the socket has its secrets (always without TLS).
-func (s *hostSocket) ready() bool {
-	if s == nil { // a Cluster not made by BuildCluster (tests)
-		return true
-	}
-	w, ok := s.socket.(transport.Waiter)
-	return !ok || w.Ready()
-}
-
 // buildSockets builds the cluster's transport_socket and its
 // transport_socket_matches.
 func (c *Cluster) buildSockets(cl *clusterv3.Cluster, bc *transport.BuildContext) error {
@@ -102,28 +93,12 @@ next:
 	return c.defSocket
 }
 
-// socketsReady reports whether every socket the cluster's hosts may use
-// has its secrets.
-func (c *Cluster) socketsReady() bool {
-	if !c.defSocket.ready() { // nil-safe
-		return false
-	}
-	for _, s := range c.sockets {
-		if !s.ready() {
-			return false
-		}
-	}
-	return true
-}
-
 // secretsWait is how long the cluster warms on its sockets' secrets
 // (transport.SecretsWait; 0: for ever).
 func (c *Cluster) secretsWait() (time.Duration, bool) {
-	s := make([]any, 0, 1+len(c.sockets))
+	var s []any
 	for _, ts := range c.Sockets() {
-		if ts != nil {
-			s = append(s, ts)
-		}
+		s = append(s, ts) // raw_buffer (nil) never waits
 	}
 	return transport.SecretsWait(s...)
 }
