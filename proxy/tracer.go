@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/straitproxy/strait/accesslog"
@@ -70,6 +71,45 @@ type SpanEnd struct {
 	// Tags are the connection manager's custom_tags, resolved for this
 	// request (name, value).
 	Tags [][2]string
+}
+
+// Name is a span's name, as Envoy's tracers name it, and whether it is
+// the CLIENT side: an upstream request's span (upstream) is "router
+// <cluster> egress"; else the route's decorator operation, or "egress"
+// for the CLIENT side of an egress request (client), "ingress" otherwise.
+func (e *SpanEnd) Name(upstream, client bool) (name string, isClient bool) {
+	switch {
+	case upstream:
+		return "router " + e.Cluster + " egress", true
+	case e.Operation != "":
+		return e.Operation, client
+	case client:
+		return "egress", true
+	}
+	return "ingress", false
+}
+
+// EnvoyTags calls add with the tags Envoy's tracers put on every span
+// (empty ones left out), from the span's request and e.
+func (e *SpanEnd) EnvoyTags(method, url, requestID, userAgent string, add func(k, v string)) {
+	flags := e.Flags.String()
+	if flags == "" {
+		flags = "-"
+	}
+	add("component", "proxy")
+	add("http.method", method)
+	add("http.url", url)
+	add("http.protocol", e.Protocol)
+	add("http.status_code", strconv.Itoa(e.Status))
+	add("response_flags", flags)
+	add("request_size", strconv.FormatUint(e.BytesReceived, 10))
+	add("response_size", strconv.FormatUint(e.BytesSent, 10))
+	for _, kv := range [...][2]string{{"guid:x-request-id", requestID}, {"user_agent", userAgent},
+		{"upstream_cluster", e.Cluster}, {"upstream_address", e.UpstreamHost}, {"peer.address", e.Peer}} {
+		if kv[1] != "" {
+			add(kv[0], kv[1])
+		}
+	}
 }
 
 // CustomTag is one of the tracing block's custom_tags: a literal value

@@ -232,28 +232,13 @@ func str(k, v string) *commonpb.KeyValue {
 
 // Finish implements proxy.Span.
 func (s *span) Finish(e *proxy.SpanEnd) {
-	name, kind := e.Operation, tracepb.Span_SPAN_KIND_SERVER
-	switch {
-	case s.upstream:
-		name, kind = "router "+e.Cluster+" egress", tracepb.Span_SPAN_KIND_CLIENT
-	case s.client:
+	name, client := e.Name(s.upstream, s.client)
+	kind := tracepb.Span_SPAN_KIND_SERVER
+	if client {
 		kind = tracepb.Span_SPAN_KIND_CLIENT
-		if name == "" {
-			name = "egress"
-		}
-	case name == "":
-		name = "ingress"
 	}
-	attrs := []*commonpb.KeyValue{str("component", "proxy"), str("http.method", s.method), str("http.url", s.url),
-		str("http.protocol", e.Protocol), str("http.status_code", strconv.Itoa(e.Status)),
-		str("response_flags", flagsOr(e.Flags.String())), str("request_size", strconv.FormatUint(e.BytesReceived, 10)),
-		str("response_size", strconv.FormatUint(e.BytesSent, 10))}
-	for k, v := range map[string]string{"guid:x-request-id": s.rid, "user_agent": s.ua, "upstream_cluster": e.Cluster,
-		"upstream_address": e.UpstreamHost, "peer.address": e.Peer} {
-		if v != "" {
-			attrs = append(attrs, str(k, v))
-		}
-	}
+	var attrs []*commonpb.KeyValue
+	e.EnvoyTags(s.method, s.url, s.rid, s.ua, func(k, v string) { attrs = append(attrs, str(k, v)) })
 	for _, kv := range e.Tags {
 		attrs = append(attrs, str(kv[0], kv[1]))
 	}
@@ -263,13 +248,6 @@ func (s *span) Finish(e *proxy.SpanEnd) {
 		sp.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
 	}
 	s.t.rep.batch.Add(sp)
-}
-
-func flagsOr(f string) string {
-	if f == "" {
-		return "-"
-	}
-	return f
 }
 
 // reporters are shared by tracers exporting to the same collector.

@@ -319,41 +319,20 @@ type endpoint struct {
 // Finish implements proxy.Span: the span, with Envoy's tags, goes to the
 // reporter.
 func (s *span) Finish(e *proxy.SpanEnd) {
-	name, kind := e.Operation, "SERVER"
-	switch {
-	case s.upstream:
-		name, kind = "router "+e.Cluster+" egress", "CLIENT" // Envoy's name
-	case s.client:
+	name, client := e.Name(s.upstream, s.client)
+	kind := "SERVER"
+	if client {
 		kind = "CLIENT"
-		if name == "" {
-			name = "egress"
-		}
-	case name == "":
-		name = "ingress"
 	}
 	z := &zspan{TraceID: s.traceID, ID: s.id, ParentID: s.parentID, Name: name, Kind: kind,
 		Timestamp: s.start.UnixMicro(), Duration: max(1, e.End.Sub(s.start).Microseconds()), Shared: s.shared, Debug: s.debug,
 		LocalEndpoint: &endpoint{ServiceName: s.t.service}}
-	tags := map[string]string{"component": "proxy", "http.method": s.method, "http.url": s.url,
-		"http.protocol": e.Protocol, "http.status_code": strconv.Itoa(e.Status), "response_flags": flagsOr(e.Flags.String()),
-		"request_size": strconv.FormatUint(e.BytesReceived, 10), "response_size": strconv.FormatUint(e.BytesSent, 10)}
+	tags := map[string]string{}
+	e.EnvoyTags(s.method, s.url, s.requestID, s.useragent, func(k, v string) { tags[k] = v })
 	if s.t.nodeID != "" {
 		tags["node_id"] = s.t.nodeID
 	}
-	if s.requestID != "" {
-		tags["guid:x-request-id"] = s.requestID
-	}
-	if s.useragent != "" {
-		tags["user_agent"] = s.useragent
-	}
-	if e.Cluster != "" {
-		tags["upstream_cluster"] = e.Cluster
-	}
-	if e.UpstreamHost != "" {
-		tags["upstream_address"] = e.UpstreamHost
-	}
 	if e.Peer != "" {
-		tags["peer.address"] = e.Peer
 		if host, port, err := net.SplitHostPort(e.Peer); err == nil {
 			ep := &endpoint{}
 			if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
@@ -373,13 +352,6 @@ func (s *span) Finish(e *proxy.SpanEnd) {
 	}
 	z.Tags = tags
 	s.t.rep.add(z)
-}
-
-func flagsOr(f string) string {
-	if f == "" {
-		return "-"
-	}
-	return f
 }
 
 // reporter posts batches of spans to the collector cluster.
