@@ -81,8 +81,10 @@ func TestIstioGatewayAutoMTLS(t *testing.T) {
 			if code != 200 {
 				t.Fatalf("through the gateway: %d %q; rejected %v\n%s", code, got, rejections(t, admin), proc.stderr.String())
 			}
+			// Pilot's LEAST_REQUEST picks between idle hosts at random:
+			// ask until both have answered, at most 100 times.
 			seen := map[string]int{}
-			for range 10 {
+			for i := 0; i < 100 && (seen["hello plain"] == 0 || seen["hello proxy"] == 0); i++ {
 				code, got := body(c, url)
 				if code != 200 {
 					t.Fatalf("%d %q\n%s", code, got, proc.stderr.String())
