@@ -1,7 +1,10 @@
 package test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -153,5 +156,89 @@ static_resources:
 		if g := fmt.Sprintf("%d %s", code, got); !strings.HasPrefix(g, want) {
 			t.Fatalf("tenant %q: %s, want %s", tenant, g, want)
 		}
+	}
+}
+
+// TestScopedListenerSecretTimeout: a listener whose only routes are
+// inline (a route_config, or scopes carrying their route
+// configurations) waits for nothing but its TLS secret, and for that as
+// long as the secret's initial_fetch_timeout says: it stays closed at
+// first, opens after 300 ms without the secret (handshakes fail), and
+// serves once the secret comes.
+func TestScopedListenerSecretTimeout(t *testing.T) {
+	scoped := `          scoped_routes:
+            name: tenants
+            scope_key_builder: { fragments: [ { header_value_extractor: { name: x-tenant-info, element_separator: ";", element: { key: tenant, separator: "=" } } } ] }
+            scoped_route_configurations_list:
+              scoped_route_configurations:
+              - { name: s-red, key: { fragments: [ { string_key: red } ] }, route_configuration: { name: s-red, virtual_hosts: [ { name: all, domains: ["*"], routes: [ { match: { prefix: "/" }, direct_response: { status: 200, body: { inline_string: red } } } ] } ] } }
+`
+	plain := `          route_config: { virtual_hosts: [ { name: all, domains: ["*"], routes: [ { match: { prefix: "/" }, direct_response: { status: 200, body: { inline_string: red } } } ] } ] }
+`
+	for name, routes := range map[string]string{"inline scopes": scoped, "route_config": plain} {
+		t.Run(name, func(t *testing.T) {
+			pki := newPKI(t)
+			cert, key := pki.issue(t, "server", false, "localhost")
+			cp := startControlPlane(t, "")
+			laddr := "127.0.0.1:" + freePort(t)
+			l := fromJSON(t, &listenerv3.Listener{}, mustJSON(t, `
+name: ingress
+address: { socket_address: { address: 127.0.0.1, port_value: `+strings.Split(laddr, ":")[1]+` } }
+filter_chains:
+- transport_socket:
+    name: envoy.transport_sockets.tls
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+      common_tls_context:
+        tls_certificate_sds_secret_configs: [ { name: server, sds_config: { ads: {}, resource_api_version: V3, initial_fetch_timeout: 0.3s } } ]
+  filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: scoped
+`+dedent(routes, 4)+`      http_filters: [ { name: envoy.filters.http.router, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } } ]
+`))
+			res := map[resource.Type][]types.Resource{resource.ListenerType: {l}, resource.ClusterType: {testutil.XDSCluster("c1")},
+				resource.EndpointType: {testutil.XDSEndpoints("c1", "127.0.0.1:1")}}
+			cp.set("1", res)
+			start := time.Now()
+			startProxy(t, xdsBootstrap(cp.addr, false))
+			time.Sleep(time.Until(start.Add(100 * time.Millisecond)))
+			if c, err := net.Dial("tcp", laddr); err == nil {
+				c.Close()
+				t.Fatal("the listener opened while it waited for its secret")
+			}
+			testutil.Eventually(t, 5*time.Second, "the listener to open with its secret given up on", func() bool {
+				c, err := net.Dial("tcp", laddr)
+				if err == nil {
+					c.Close()
+				}
+				return err == nil
+			})
+			if d := time.Since(start); d < 300*time.Millisecond {
+				t.Fatalf("opened after %v, before the 300 ms initial_fetch_timeout", d)
+			}
+			pool := x509.NewCertPool()
+			pool.AddCert(pki.ca)
+			c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
+			req, _ := http.NewRequest("GET", "https://"+laddr+"/", nil)
+			req.Header.Set("x-tenant-info", "tenant=red")
+			if resp, err := c.Do(req); err == nil {
+				resp.Body.Close()
+				t.Fatal("a handshake succeeded without the listener's certificate")
+			}
+			res[resource.SecretType] = []types.Resource{tlsSecret(t, "server", cert, key)}
+			cp.set("2", res)
+			testutil.Eventually(t, 5*time.Second, "an answer once the secret came", func() bool {
+				c.CloseIdleConnections()
+				resp, err := c.Do(req)
+				if err != nil {
+					return false
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return resp.StatusCode == 200 && string(b) == "red"
+			})
+		})
 	}
 }
