@@ -77,7 +77,7 @@ func (s *Server) WriteClusters(w http.ResponseWriter) {
 			p := name + "::" + h.Addr + "::"
 			fmt.Fprintf(w, "%scx_active::%d\n%scx_total::%d\n%scx_connect_fail::%d\n", p, h.CxActive.Load(), p, h.CxTotal.Load(), p, h.CxFail.Load())
 			fmt.Fprintf(w, "%srq_active::%d\n%srq_total::%d\n%srq_success::%d\n%srq_error::%d\n", p, h.Active.Load(), p, h.RqTotal.Load(), p, h.RqSuccess.Load(), p, h.RqError.Load())
-			fmt.Fprintf(w, "%sweight::%d\n%shealth_flags::%s\n", p, h.Weight, p, h.HealthFlags())
+			fmt.Fprintf(w, "%sweight::%d\n%shealth_flags::%s\n", p, h.Weight(), p, h.HealthFlags())
 		}
 	}
 }

@@ -292,8 +292,11 @@ func (c *Cluster) assignLocked(levels []level, factor uint32) {
 		for j, e := range lv.eps {
 			h := old[e.addr]
 			sock := c.socketFor(e.md)
-			if h == nil || h.Weight != e.weight || h.Hostname != e.hostname || h.sock != sock {
+			switch {
+			case h == nil || h.Hostname != e.hostname || h.sock != sock:
 				h = c.newHost(e.addr, e.weight, e.hostname, sock)
+			case h.Weight() != e.weight:
+				h.weight.Store(e.weight) // the set built below carries it
 			}
 			delete(old, e.addr) // a duplicate address gets its own host
 			hosts[i][j] = h

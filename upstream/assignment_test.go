@@ -113,6 +113,26 @@ func TestEDSReusesUnchangedHosts(t *testing.T) {
 	}
 }
 
+// TestEDSReweightsInPlace: an endpoint whose only change is its weight
+// keeps its host (connections, counters, outlier state), as in Envoy, and
+// the new weight is what the balancer sees.
+func TestEDSReweightsInPlace(t *testing.T) {
+	c := edsCluster(t, "")
+	apply(t, c, cla(t, `{"cluster_name":"c","endpoints":[{"lb_endpoints":[`+ep("127.0.0.1", 1, "")+`,`+ep("127.0.0.1", 2, "")+`]}]}`))
+	h1 := c.Hosts().Hosts[0]
+	h1.RqTotal.Add(5)
+	apply(t, c, cla(t, `{"cluster_name":"c","endpoints":[{"lb_endpoints":[`+ep("127.0.0.1", 1, `,"load_balancing_weight":3`)+`,`+ep("127.0.0.1", 2, "")+`]}]}`))
+	if c.Hosts().Hosts[0] != h1 || h1.removed.Load() || h1.RqTotal.Load() != 5 {
+		t.Fatal("a reweighted endpoint got a new host (its connections and state would be lost)")
+	}
+	if h1.Weight() != 3 {
+		t.Fatalf("weight %d, want 3", h1.Weight())
+	}
+	if got := picks(c, 400); got["127.0.0.1:1"] != 300 || got["127.0.0.1:2"] != 100 {
+		t.Fatalf("picks %v, want 300 and 100", got)
+	}
+}
+
 func TestEDSPriorities(t *testing.T) {
 	c := edsCluster(t, "")
 	// Priority 0 has 1 healthy of 4: health 1.4*25% = 35%; priority 1

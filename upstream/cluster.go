@@ -215,7 +215,8 @@ func (c *Cluster) newHost(addr string, weight uint32, hostname string, sock *hos
 	if sock.matched != nil {
 		sock.matched.Inc()
 	}
-	h := &Host{Addr: addr, Weight: weight, Hostname: hostname, cluster: c, sock: sock}
+	h := &Host{Addr: addr, Hostname: hostname, cluster: c, sock: sock}
+	h.weight.Store(weight)
 	h.pool = &Pool{host: h}
 	mc := c.CodecFor(true)
 	if c.Auto {

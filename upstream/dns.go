@@ -83,7 +83,7 @@ func (d *dnsResolver) resolve(ctx context.Context) time.Duration {
 	}
 	var hosts []*Host
 	seen := map[string]bool{}
-	failed := false
+	failed, reweighted := false, false
 	minTTL := time.Duration(-1)
 	for _, ep := range d.eps {
 		sock := d.c.socketFor(ep.md)
@@ -102,7 +102,11 @@ func (d *dnsResolver) resolve(ctx context.Context) time.Duration {
 				continue
 			}
 			seen[addr] = true
-			if h, ok := old[addr]; ok && h.Weight == ep.weight && h.sock == sock {
+			if h, ok := old[addr]; ok && h.sock == sock {
+				if h.Weight() != ep.weight {
+					h.weight.Store(ep.weight)
+					reweighted = true
+				}
 				hosts = append(hosts, h)
 				continue
 			}
@@ -116,7 +120,7 @@ func (d *dnsResolver) resolve(ctx context.Context) time.Duration {
 	if failed && len(hosts) == 0 && len(old) > 0 {
 		return minTTL // keep the last good answer through a resolver outage
 	}
-	if !sameHosts(d.c.hosts.Load(), hosts) {
+	if reweighted || !sameHosts(d.c.hosts.Load(), hosts) {
 		d.c.setHosts(hosts)
 	}
 	return minTTL

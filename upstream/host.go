@@ -12,8 +12,7 @@ import (
 // admin /clusters page and by the least-request balancer.
 type Host struct {
 	// Addr is "ip:port" (or "name:port" before resolution).
-	Addr   string
-	Weight uint32
+	Addr string
 	// Hostname is what auto_host_rewrite sends as the Host: the endpoint's
 	// hostname field, else the DNS name it was resolved from (empty for a
 	// STATIC endpoint without one).
@@ -47,7 +46,16 @@ type Host struct {
 	healthFlag atomic.Uint32
 	// od is its outlier detection state (outlier.go).
 	od hostMonitor
+	// weight is its endpoint's load_balancing_weight. An assignment that
+	// changes only the weight updates it in place, as Envoy does: the
+	// host keeps its connections, counters and outlier state.
+	weight atomic.Uint32
 }
+
+// Weight is the host's endpoint weight (the admin /clusters page; the
+// balancers read their HostSet's Weights, which fold in locality and
+// health).
+func (h *Host) Weight() uint32 { return h.weight.Load() }
 
 // The health flags of a host.
 const (
@@ -183,7 +191,7 @@ func (hs *HostSet) pickLevel(r uint64) *HostSet {
 func newHostSet(hosts []*Host) *HostSet {
 	w := make([]uint32, len(hosts))
 	for i, h := range hosts {
-		w[i] = h.Weight
+		w[i] = h.Weight()
 	}
 	return newWeightedSet(hosts, w)
 }
