@@ -122,7 +122,7 @@ func (s *Stream) relayBody() error {
 		}
 		if err == io.EOF {
 			if t := s.us.Trailers(); t != nil {
-				if s.cfg.AccessLogs != nil {
+				if s.cfg.AccessLogs != nil || s.span != nil {
 					s.trailers.CopyFrom(t)
 					s.hasTrailers = true
 				}

@@ -83,8 +83,11 @@ type Stream struct {
 	// span is a traced request's span, upSpan its upstream attempt's
 	// (tracer.go).
 	span, upSpan Span
-	h2           bool // the downstream speaks HTTP/2
-	grpc         bool // the request is a gRPC call
+	// spanHost is the request's host when its span began, on an
+	// OUTBOUND listener (the span's name, "egress HOST").
+	spanHost string
+	h2       bool // the downstream speaks HTTP/2
+	grpc     bool // the request is a gRPC call
 	// pumping: the request body streams on a goroutine until pumpDone.
 	pumping  bool
 	pumpDone chan struct{}

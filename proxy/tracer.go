@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/straitproxy/strait/accesslog"
@@ -58,13 +57,23 @@ type SpanEnd struct {
 	Operation string
 	Request   *protocol.Headers
 	// Response is nil when no response was started.
-	Response        *protocol.Headers
-	Status          int
-	Flags           accesslog.Flags
-	Protocol        string
-	Cluster         string // the upstream cluster's stat name, "" when none
-	UpstreamHost    string
-	Peer            string // the downstream's address
+	Response     *protocol.Headers
+	Status       int
+	Flags        accesslog.Flags
+	Protocol     string
+	Cluster      string // the upstream cluster's stat name, "" when none
+	ClusterName  string // its name (Cluster differs with alt_stat_name)
+	UpstreamHost string
+	Peer         string // the downstream's address
+	// Trailers are the response's trailers, nil when it had none.
+	Trailers *protocol.Headers
+	// Outbound: the listener's traffic_direction is OUTBOUND; Host is
+	// then the request's host when its span began ("egress HOST").
+	Outbound bool
+	Host     string
+	// Local is the tracing block the span belongs to (its node, zone and
+	// max_path_tag_length); nil reads as none and 256.
+	Local           *Tracing
 	BytesReceived   uint64
 	BytesSent       uint64
 	ResponseDetails string
@@ -75,41 +84,19 @@ type SpanEnd struct {
 
 // Name is a span's name, as Envoy's tracers name it, and whether it is
 // the CLIENT side: an upstream request's span (upstream) is "router
-// <cluster> egress"; else the route's decorator operation, or "egress"
-// for the CLIENT side of an egress request (client), "ingress" otherwise.
+// <cluster> egress"; else the route's decorator operation, or "egress
+// HOST" on an OUTBOUND listener, "ingress" otherwise. client is the
+// tracer's kind for the request's own span.
 func (e *SpanEnd) Name(upstream, client bool) (name string, isClient bool) {
 	switch {
 	case upstream:
 		return "router " + e.Cluster + " egress", true
 	case e.Operation != "":
 		return e.Operation, client
-	case client:
-		return "egress", true
+	case e.Outbound:
+		return "egress " + e.Host, client
 	}
-	return "ingress", false
-}
-
-// EnvoyTags calls add with the tags Envoy's tracers put on every span
-// (empty ones left out), from the span's request and e.
-func (e *SpanEnd) EnvoyTags(method, url, requestID, userAgent string, add func(k, v string)) {
-	flags := e.Flags.String()
-	if flags == "" {
-		flags = "-"
-	}
-	add("component", "proxy")
-	add("http.method", method)
-	add("http.url", url)
-	add("http.protocol", e.Protocol)
-	add("http.status_code", strconv.Itoa(e.Status))
-	add("response_flags", flags)
-	add("request_size", strconv.FormatUint(e.BytesReceived, 10))
-	add("response_size", strconv.FormatUint(e.BytesSent, 10))
-	for _, kv := range [...][2]string{{"guid:x-request-id", requestID}, {"user_agent", userAgent},
-		{"upstream_cluster", e.Cluster}, {"upstream_address", e.UpstreamHost}, {"peer.address", e.Peer}} {
-		if kv[1] != "" {
-			add(kv[0], kv[1])
-		}
-	}
+	return "ingress", client
 }
 
 // CustomTag is one of the tracing block's custom_tags: a literal value
@@ -184,43 +171,25 @@ func (s *Stream) endUpstreamSpan(failed bool) {
 	if s.host != nil {
 		host = s.host.Addr
 	}
-	s.upSpan.Finish(&SpanEnd{End: time.Now(), Request: s.req, Status: st, Protocol: s.info.Protocol,
-		Cluster: s.clusterStat(), UpstreamHost: host, Flags: s.flags})
+	e := s.spanEnd(time.Now(), st, host)
+	e.Flags = s.flags
+	if !failed {
+		e.Response = &s.resp
+	}
+	s.upSpan.Finish(e)
 	s.upSpan = nil
 }
 
-func (s *Stream) clusterStat() string {
+// spanEnd is the SpanEnd both of a request's spans share: what the
+// request became, its cluster, its custom tags.
+func (s *Stream) spanEnd(now time.Time, status int, host string) *SpanEnd {
+	e := &SpanEnd{End: now, Request: s.req, Status: status, Flags: s.info.ResponseFlags, Protocol: s.info.Protocol,
+		Cluster: s.info.ClusterName, ClusterName: s.info.ClusterName, UpstreamHost: host, Local: s.cfg.Tracing}
 	if s.cluster != nil {
-		return s.cluster.StatName
+		e.Cluster, e.ClusterName = s.cluster.StatName, s.cluster.Name
 	}
-	return s.info.ClusterName
-}
-
-// finishSpan ends the request's span (and its last upstream span).
-func (s *Stream) finishSpan(now time.Time) {
-	if s.upSpan != nil {
-		st := 0
-		if s.respStarted {
-			st = s.status
-		}
-		s.upSpan.Finish(&SpanEnd{End: now, Request: s.req, Status: st, Protocol: s.info.Protocol,
-			Cluster: s.clusterStat(), UpstreamHost: s.info.UpstreamHost, Flags: s.info.ResponseFlags})
-		s.upSpan = nil
-	}
-	e := &SpanEnd{End: now, Request: s.req, Status: s.status, Flags: s.info.ResponseFlags, Protocol: s.info.Protocol,
-		Cluster: s.info.ClusterName, UpstreamHost: s.info.UpstreamHost, BytesReceived: s.info.BytesReceived,
-		BytesSent: s.info.BytesSent, ResponseDetails: s.details}
-	if s.cluster != nil {
-		e.Cluster = s.cluster.StatName
-	}
-	if s.route != nil {
-		e.Operation = s.route.Decorator
-	}
-	if s.respStarted {
-		e.Response = &s.resp
-	}
-	if a := s.cm.conn.RemoteAddr(); a != nil {
-		e.Peer = a.String()
+	if s.hasTrailers {
+		e.Trailers = &s.trailers
 	}
 	for _, t := range s.cfg.Tracing.Tags {
 		v := t.Value
@@ -241,6 +210,35 @@ func (s *Stream) finishSpan(now time.Time) {
 		if v != "" {
 			e.Tags = append(e.Tags, [2]string{t.Name, v})
 		}
+	}
+	return e
+}
+
+// finishSpan ends the request's span (and its last upstream span).
+func (s *Stream) finishSpan(now time.Time) {
+	if s.upSpan != nil {
+		st := 0
+		if s.respStarted {
+			st = s.status
+		}
+		e := s.spanEnd(now, st, s.info.UpstreamHost)
+		if s.respStarted {
+			e.Response = &s.resp
+		}
+		s.upSpan.Finish(e)
+		s.upSpan = nil
+	}
+	e := s.spanEnd(now, s.status, s.info.UpstreamHost)
+	e.BytesReceived, e.BytesSent, e.ResponseDetails = s.info.BytesReceived, s.info.BytesSent, s.details
+	e.Outbound, e.Host = s.cfg.Tracing.Outbound, s.spanHost
+	if s.route != nil {
+		e.Operation = s.route.Decorator
+	}
+	if s.respStarted {
+		e.Response = &s.resp
+	}
+	if a := s.cm.conn.RemoteAddr(); a != nil {
+		e.Peer = a.String()
 	}
 	s.span.Finish(e)
 	s.span = nil

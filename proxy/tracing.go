@@ -34,6 +34,11 @@ type Tracing struct {
 	ChildSpans bool
 	// Outbound: the listener's traffic_direction is OUTBOUND.
 	Outbound bool
+	// NodeID and Zone are this proxy's node id and locality zone, the
+	// node_id and zone tags; MaxPathTagLength is how much of the path
+	// http.url keeps (0: DefaultMaxPathTagLength).
+	NodeID, Zone     string
+	MaxPathTagLength int
 }
 
 // RequestIDOptions are the UUID request_id_extension's: pack the trace
@@ -155,6 +160,9 @@ func (s *Stream) decideTrace(h *protocol.Headers) {
 	}
 	if t.Tracer != nil {
 		s.span = t.Tracer.Start(h, s.start, t.Outbound && !t.SpawnUpstream, r != NotTraceable)
+		if s.span != nil && t.Outbound {
+			s.spanHost = string(h.Host())
+		}
 	}
 }
 

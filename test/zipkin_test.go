@@ -124,7 +124,8 @@ func TestZipkinTracer(t *testing.T) {
                 collector_endpoint_version: HTTP_JSON
                 collector_hostname: zipkin.example`}, "")
 	y = withCollector(y, "zipkin", zk.addr, false)
-	y = "node: { id: gw-1, cluster: gateway }\n" + flushEachSpan(y, "tracing.zipkin.min_flush_spans")
+	y = strings.Replace(y, "  - name: backend\n", "  - name: backend\n    alt_stat_name: backend_stats\n", 1)
+	y = "node: { id: gw-1, cluster: gateway, locality: { zone: z1 } }\n" + flushEachSpan(y, "tracing.zipkin.min_flush_spans")
 	p := startProxy(t, y)
 	url := p.url("ingress")
 	do := func(path string, kv ...string) { doReq(t, "GET", url+path, "", kv...) }
@@ -153,8 +154,11 @@ func TestZipkinTracer(t *testing.T) {
 		t.Errorf("/new: span %v, upstream B3 %v", s, h)
 	}
 	tags := s["tags"].(map[string]any)
+	// upstream_cluster is the cluster's name, upstream_cluster.name its
+	// alt_stat_name; node_id and zone are the node's.
 	if s["kind"] != "SERVER" || s["name"] != "ingress" || tags["http.status_code"] != "200" || tags["http.method"] != "GET" ||
-		tags["upstream_cluster"] != "backend" || tags["node_id"] != "gw-1" || tags["guid:x-request-id"] != h.Get("x-request-id") ||
+		tags["upstream_cluster"] != "backend" || tags["upstream_cluster.name"] != "backend_stats" || tags["node_id"] != "gw-1" ||
+		tags["zone"] != "z1" || tags["downstream_cluster"] != "-" || tags["guid:x-request-id"] != h.Get("x-request-id") ||
 		s["localEndpoint"].(map[string]any)["serviceName"] != "gateway" || tags["mesh"] != "strait-test" || tags["tenant"] != "acme" {
 		t.Errorf("/new span: %v", s)
 	}
@@ -365,7 +369,14 @@ func zipkinUpstreamSpans(t *testing.T, routerChild bool) {
 		if c["parentId"] != server["id"] || c["traceId"] != server["traceId"] || c["kind"] != "CLIENT" || c["name"] != "router backend egress" {
 			t.Errorf("client span %v under server %v", c, server)
 		}
-		codes[c["tags"].(map[string]any)["http.status_code"].(string)] = true
+		// An attempt's span: its host is the peer; the request's own
+		// tags stay on the request's span.
+		tags := c["tags"].(map[string]any)
+		codes[tags["http.status_code"].(string)] = true
+		if tags["peer.address"] != up || tags["upstream_address"] != up || tags["upstream_cluster"] != "backend" ||
+			tags["http.url"] != nil || tags["request_size"] != nil || (tags["http.status_code"] == "503") != (tags["error"] == "true") {
+			t.Errorf("attempt span tags: %v", tags)
+		}
 	}
 	if !codes["503"] || !codes["200"] {
 		t.Errorf("attempt spans' statuses %v, want 503 and 200", codes)
@@ -403,9 +414,10 @@ func zipkinEgress(t *testing.T, child bool) {
 	doReq(t, "GET", p.url("ingress")+"/e", "", "x-b3-traceid", "463ac35c9f6413ad", "x-b3-spanid", "a2fb4a1d1a96d312", "x-b3-sampled", "1")
 	testutil.Eventually(t, 5*time.Second, "the spans", func() bool { return len(zk.all()) >= want })
 	time.Sleep(50 * time.Millisecond)
+	// Envoy names an OUTBOUND listener's spans "egress HOST".
 	var egress map[string]any
 	for _, s := range zk.all() {
-		if s["name"] == "egress" {
+		if s["name"] == "egress "+strings.TrimPrefix(p.url("ingress"), "http://") {
 			egress = s
 		}
 	}

@@ -87,7 +87,6 @@ type span struct {
 	client                bool // the CLIENT side (an egress request, or upstream)
 	upstream              bool // an upstream request's span
 	start                 time.Time
-	method, url, ua, rid  string
 }
 
 // Start implements proxy.Tracer, as Envoy's OpenTelemetry tracer: the
@@ -128,15 +127,6 @@ func (t *tracer) Start(h *protocol.Headers, start time.Time, egress, traced bool
 		s.traceID = randomID(16)
 	}
 	s.id = randomID(8)
-	m, _ := h.Get(protocol.Method)
-	sch, _ := h.Get(protocol.Scheme)
-	s.method, s.url = string(m), string(sch)+"://"+string(h.Host())+string(h.Path())
-	if v, ok := h.Get("user-agent"); ok {
-		s.ua = string(v)
-	}
-	if v, ok := h.Get("x-request-id"); ok {
-		s.rid = string(v)
-	}
 	s.inject(h)
 	return s
 }
@@ -238,13 +228,20 @@ func (s *span) Finish(e *proxy.SpanEnd) {
 		kind = tracepb.Span_SPAN_KIND_CLIENT
 	}
 	var attrs []*commonpb.KeyValue
-	e.EnvoyTags(s.method, s.url, s.rid, s.ua, func(k, v string) { attrs = append(attrs, str(k, v)) })
+	failed := false
+	e.EnvoyTags(s.upstream, func(k, v string) {
+		if k == "error" { // the span's status, as Envoy's tracer sets it
+			failed = true
+			return
+		}
+		attrs = append(attrs, str(k, v))
+	})
 	for _, kv := range e.Tags {
 		attrs = append(attrs, str(kv[0], kv[1]))
 	}
 	sp := &tracepb.Span{TraceId: s.traceID, SpanId: s.id, ParentSpanId: s.parentID, TraceState: s.state, Name: name, Kind: kind,
 		StartTimeUnixNano: uint64(s.start.UnixNano()), EndTimeUnixNano: uint64(e.End.UnixNano()), Attributes: attrs}
-	if e.Status >= 500 || e.Status == 0 {
+	if failed {
 		sp.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
 	}
 	s.t.rep.batch.Add(sp)

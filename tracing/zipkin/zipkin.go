@@ -64,7 +64,6 @@ type tracer struct {
 	shared  bool
 	id128   bool
 	service string // the node's cluster: the spans' localEndpoint
-	nodeID  string
 	rep     *reporter
 }
 
@@ -115,7 +114,7 @@ func build(bc *filter.BuildContext, tc *anypb.Any) (proxy.Tracer, error) {
 		t.shared = v.GetValue()
 	}
 	if n := bc.Node; n != nil {
-		t.service, t.nodeID = n.GetCluster(), n.GetId()
+		t.service = n.GetCluster()
 	}
 	if host == "" {
 		host = cluster
@@ -142,14 +141,13 @@ type collector struct {
 
 // span is a request's span in the making.
 type span struct {
-	t                            *tracer
-	traceID, id, parentID        string
-	shared, debug                bool
-	start                        time.Time
-	name, method, url, useragent string
-	requestID                    string
-	client                       bool // the CLIENT side (an egress request, or upstream)
-	upstream                     bool // an upstream request's span
+	t                     *tracer
+	traceID, id, parentID string
+	shared, debug         bool
+	start                 time.Time
+	name                  string
+	client                bool // the CLIENT side (an egress request, or upstream)
+	upstream              bool // an upstream request's span
 }
 
 // Child implements proxy.Span: a CLIENT span under s for an upstream
@@ -203,16 +201,6 @@ func (t *tracer) Start(h *protocol.Headers, start time.Time, egress, traced bool
 	}
 	h.Set(hSampled, "1")
 	s := &span{t: t, start: start, debug: debug, client: egress, traceID: traceID, id: id, parentID: parentID, shared: shared}
-	m, _ := h.Get(protocol.Method)
-	s.method = string(m)
-	sch, _ := h.Get(protocol.Scheme)
-	s.url = string(sch) + "://" + string(h.Host()) + string(h.Path())
-	if ua, ok := h.Get("user-agent"); ok {
-		s.useragent = string(ua)
-	}
-	if id, ok := h.Get("x-request-id"); ok {
-		s.requestID = string(id)
-	}
 	return s
 }
 
@@ -328,10 +316,7 @@ func (s *span) Finish(e *proxy.SpanEnd) {
 		Timestamp: s.start.UnixMicro(), Duration: max(1, e.End.Sub(s.start).Microseconds()), Shared: s.shared, Debug: s.debug,
 		LocalEndpoint: &endpoint{ServiceName: s.t.service}}
 	tags := map[string]string{}
-	e.EnvoyTags(s.method, s.url, s.requestID, s.useragent, func(k, v string) { tags[k] = v })
-	if s.t.nodeID != "" {
-		tags["node_id"] = s.t.nodeID
-	}
+	e.EnvoyTags(s.upstream, func(k, v string) { tags[k] = v })
 	if e.Peer != "" {
 		if host, port, err := net.SplitHostPort(e.Peer); err == nil {
 			ep := &endpoint{}
@@ -343,9 +328,6 @@ func (s *span) Finish(e *proxy.SpanEnd) {
 			ep.Port, _ = strconv.Atoi(port)
 			z.RemoteEndpoint = ep
 		}
-	}
-	if e.Status >= 500 || e.Status == 0 {
-		tags["error"] = "true"
 	}
 	for _, kv := range e.Tags {
 		tags[kv[0]] = kv[1]

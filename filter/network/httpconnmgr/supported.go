@@ -17,7 +17,7 @@ var supported = config.NewSupport(map[string]string{
 		normalize_path merge_slashes path_with_escaped_slashes_action proxy_100_continue
 		tracing request_id_extension always_set_request_id_in_response http_protocol_options`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing": `client_sampling
-		random_sampling overall_sampling provider custom_tags spawn_upstream_span`,
+		random_sampling overall_sampling provider custom_tags spawn_upstream_span max_path_tag_length`,
 	"envoy.type.tracing.v3.CustomTag":                                                `tag literal environment request_header metadata`,
 	"envoy.type.tracing.v3.CustomTag.Literal":                                        `value`,
 	"envoy.type.tracing.v3.CustomTag.Environment":                                    `name default_value`,

@@ -51,6 +51,13 @@ func tracingSettings(bc *filter.BuildContext, cfg *proxy.Config, m *hcmv3.HttpCo
 		RandomSampling: perTenThousand(t.GetRandomSampling()), OverallSampling: perTenThousand(t.GetOverallSampling()), Runtime: rt}
 	cfg.Tracing.SpawnUpstream = t.GetSpawnUpstreamSpan().GetValue()
 	cfg.Tracing.Outbound = bc.Outbound
+	cfg.Tracing.NodeID, cfg.Tracing.Zone = bc.Node.GetId(), bc.Node.GetLocality().GetZone()
+	if n := t.GetMaxPathTagLength(); n != nil {
+		if n.GetValue() == 0 {
+			return config.At("tracing.max_path_tag_length", fmt.Errorf("must be at least 1"))
+		}
+		cfg.Tracing.MaxPathTagLength = int(min(n.GetValue(), math.MaxInt32))
+	}
 	for i, ct := range t.GetCustomTags() {
 		tag := proxy.CustomTag{Name: ct.GetTag()}
 		switch {
