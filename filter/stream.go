@@ -185,7 +185,10 @@ type StreamInfo struct {
 	State map[string]any
 	// Metadata is the request's dynamic metadata: values by filter
 	// namespace ("envoy.filters.http.rbac") and key, for what reads it
-	// later (the tracer's custom tags). Nil until a filter sets one.
+	// later (the tracer's custom tags). Read values with SetMetadata's
+	// namespace and key: a pooled stream keeps the maps, emptied, across
+	// requests, so an empty namespace map may be there from an earlier
+	// request (its presence says nothing).
 	Metadata map[string]map[string]string
 }
 
