@@ -224,7 +224,8 @@ func (s *Stream) avoidTried(h *upstream.Host, attempts int) *upstream.Host {
 // request, receive the response headers.
 func (s *Stream) tryOnce() error {
 	s.attempt++
-	s.hint = upstream.PickHint{Random: s.random + uint64(s.attempt)*0x9e3779b97f4a7c15, Avoid: s.prevHost}
+	s.hint = upstream.PickHint{Random: s.random + uint64(s.attempt)*0x9e3779b97f4a7c15, Avoid: s.prevHost,
+		Local: s.cm.conn.LocalAddr(), Headers: s.req}
 	h := s.cluster.Pick(&s.hint)
 	if h == nil {
 		return &Error{Kind: KindNoHealthy, Source: Upstream}

@@ -83,6 +83,11 @@ type Cluster struct {
 	// outlier is its outlier detection (outlier.go); nil without.
 	outlier *outlierDetector
 	dns     *dnsResolver
+	// origDst makes the hosts of an ORIGINAL_DST cluster (originaldst.go).
+	origDst *originalDst
+	// source is upstream_bind_config.source_address: the local address
+	// its connections are made from (nil: the system's choice).
+	source  net.Addr
 	stopped chan struct{}
 	once    sync.Once
 	log     *slog.Logger
@@ -110,6 +115,13 @@ func (c *Cluster) Hosts() *HostSet { return c.hosts.Load() }
 
 // Pick chooses a host; nil when the cluster has none.
 func (c *Cluster) Pick(hint *PickHint) *Host {
+	if c.origDst != nil {
+		h := c.origDst.pick(hint)
+		if h == nil {
+			c.Stats.CxNoneHealthy.Inc()
+		}
+		return h
+	}
 	hs := c.hosts.Load()
 	if len(hs.Hosts) == 0 {
 		c.Stats.CxNoneHealthy.Inc()
@@ -278,6 +290,11 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 	if c.RPC, err = rpcOptions(cl); err != nil {
 		return nil, err
 	}
+	if b := cl.GetUpstreamBindConfig(); b != nil {
+		if c.source, err = bindSource(b); err != nil {
+			return nil, config.At("upstream_bind_config", err)
+		}
+	}
 	c.statsScope = sc.Scope("cluster", "envoy_cluster_name", c.StatName)
 	if err := c.buildSockets(cl, &transport.BuildContext{Log: log, Secrets: secrets, Stats: c.statsScope}); err != nil {
 		return nil, err
@@ -299,7 +316,16 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 		}
 	}
 	c.Breaker = buildBreaker(cl.GetCircuitBreakers())
-	lbName, err := lbPolicyName(cl.GetLbPolicy())
+	lbPolicy := cl.GetLbPolicy()
+	if origDst := cl.GetType() == clusterv3.Cluster_ORIGINAL_DST; origDst != (lbPolicy == clusterv3.Cluster_CLUSTER_PROVIDED) {
+		if origDst {
+			return nil, config.At("lb_policy", fmt.Errorf("an ORIGINAL_DST cluster needs CLUSTER_PROVIDED, got %s", lbPolicy))
+		}
+		return nil, config.At("lb_policy", fmt.Errorf("CLUSTER_PROVIDED is only for type ORIGINAL_DST"))
+	} else if origDst {
+		lbPolicy = clusterv3.Cluster_ROUND_ROBIN // unused: the cluster picks its hosts
+	}
+	lbName, err := lbPolicyName(lbPolicy)
 	if err != nil {
 		return nil, config.At("lb_policy", err)
 	}
@@ -360,11 +386,18 @@ func BuildClusterWith(cl *clusterv3.Cluster, sc *stats.Scope, log *slog.Logger, 
 			c.EDSFetchTimeout = d.AsDuration()
 		}
 		c.setHosts(nil)
+	case clusterv3.Cluster_ORIGINAL_DST:
+		if err := c.buildOriginalDst(cl); err != nil {
+			return nil, err
+		}
 	default:
-		return nil, config.At("type", fmt.Errorf("cluster type %s is not supported yet (supported: STATIC, STRICT_DNS, LOGICAL_DNS, EDS)", cl.GetType()))
+		return nil, config.At("type", fmt.Errorf("cluster type %s is not supported yet (supported: STATIC, STRICT_DNS, LOGICAL_DNS, EDS, ORIGINAL_DST)", cl.GetType()))
 	}
 	if c.outlier != nil {
 		go c.outlier.run() // until Stop
+	}
+	if c.origDst != nil {
+		go c.origDst.sweep() // until Stop
 	}
 	return c, nil
 }
@@ -386,6 +419,8 @@ func unsupportedClusterFields(cl *clusterv3.Cluster) error {
 		return config.At("health_checks", fmt.Errorf("active health checking is not supported yet"))
 	case cl.GetEdsClusterConfig() != nil && cl.GetType() != clusterv3.Cluster_EDS:
 		return config.At("eds_cluster_config", fmt.Errorf("only for type EDS"))
+	case (cl.GetCleanupInterval() != nil || cl.GetOriginalDstLbConfig() != nil) && cl.GetType() != clusterv3.Cluster_ORIGINAL_DST:
+		return config.At(cmp.Or(map[bool]string{true: "cleanup_interval"}[cl.GetCleanupInterval() != nil], "original_dst_lb_config"), fmt.Errorf("only for type ORIGINAL_DST"))
 	case cl.GetLoadBalancingPolicy() != nil:
 		return config.At("load_balancing_policy", fmt.Errorf("not supported yet: use lb_policy"))
 	}
@@ -575,4 +610,21 @@ func dnsFamily(f clusterv3.Cluster_DnsLookupFamily) string {
 		return "ip6"
 	}
 	return "ip"
+}
+
+// bindSource is the local address of upstream_bind_config's
+// source_address: an IP address, and a port (0: any).
+func bindSource(b *corev3.BindConfig) (net.Addr, error) {
+	sa := b.GetSourceAddress()
+	if sa == nil {
+		return nil, config.At("source_address", fmt.Errorf("required"))
+	}
+	if sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return nil, config.At("source_address.protocol", fmt.Errorf("only TCP is supported"))
+	}
+	ip := net.ParseIP(sa.GetAddress())
+	if ip == nil {
+		return nil, config.At("source_address.address", fmt.Errorf("%q is not an IP address", sa.GetAddress()))
+	}
+	return &net.TCPAddr{IP: ip, Port: int(sa.GetPortValue())}, nil
 }

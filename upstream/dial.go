@@ -42,7 +42,7 @@ func (h *Host) connect(ctx context.Context, alpn transport.ALPN) (net.Conn, erro
 	cl := h.cluster
 	cl.Stats.CxTotal.Inc()
 	h.CxTotal.Add(1)
-	d := net.Dialer{Timeout: cl.ConnectTimeout}
+	d := net.Dialer{Timeout: cl.ConnectTimeout, LocalAddr: cl.source}
 	began := time.Now()
 	raw, err := d.DialContext(ctx, "tcp", h.Addr)
 	if err != nil {
@@ -83,7 +83,7 @@ func (h *Host) connect(ctx context.Context, alpn transport.ALPN) (net.Conn, erro
 // its connect timeout, outside its stats and circuit breakers (the xDS
 // client's connection to its management server).
 func (h *Host) DialUncounted(ctx context.Context, alpn []string) (net.Conn, error) {
-	d := net.Dialer{Timeout: h.cluster.ConnectTimeout}
+	d := net.Dialer{Timeout: h.cluster.ConnectTimeout, LocalAddr: h.cluster.source}
 	nc, err := d.DialContext(ctx, "tcp", h.Addr)
 	if err != nil {
 		return nil, err

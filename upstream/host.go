@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"net"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -241,10 +242,14 @@ type LoadBalancer interface {
 }
 
 // PickHint carries what a balancer may use: a random number drawn per
-// request and hosts to avoid on a retry.
+// request and hosts to avoid on a retry; and, for an ORIGINAL_DST
+// cluster, the downstream connection's local address (its original
+// destination) and the request's headers (nil for a TCP connection).
 type PickHint struct {
-	Random uint64
-	Avoid  *Host
+	Random  uint64
+	Avoid   *Host
+	Local   net.Addr
+	Headers *protocol.Headers
 }
 
 // LBFactory makes a balancer for one cluster; the registry holds these.

@@ -8,7 +8,11 @@ var supported = config.NewSupport(map[string]string{
 		load_assignment circuit_breakers dns_refresh_rate dns_lookup_family
 		per_connection_buffer_limit_bytes max_requests_per_connection
 		typed_extension_protocol_options eds_cluster_config common_lb_config transport_socket transport_socket_matches -metadata
-		alt_stat_name respect_dns_ttl dns_jitter typed_dns_resolver_config filters outlier_detection`,
+		alt_stat_name respect_dns_ttl dns_jitter typed_dns_resolver_config filters outlier_detection
+		cleanup_interval original_dst_lb_config upstream_bind_config`,
+	"envoy.config.core.v3.BindConfig": `source_address`,
+	"envoy.config.cluster.v3.Cluster.OriginalDstLbConfig": `use_http_header http_header_name
+		upstream_port_override metadata_key`,
 	"envoy.config.cluster.v3.OutlierDetection": `consecutive_5xx interval base_ejection_time
 		max_ejection_percent enforcing_consecutive_5xx enforcing_success_rate success_rate_minimum_hosts
 		success_rate_request_volume success_rate_stdev_factor consecutive_gateway_failure
