@@ -16,6 +16,7 @@ import (
 	_ "github.com/straitproxy/strait/filter/http/rbac"
 	_ "github.com/straitproxy/strait/filter/http/router"
 	_ "github.com/straitproxy/strait/filter/listener/httpinspector"
+	_ "github.com/straitproxy/strait/filter/listener/originaldst"
 	_ "github.com/straitproxy/strait/filter/listener/rpcinspector"
 	_ "github.com/straitproxy/strait/filter/listener/tlsinspector"
 	_ "github.com/straitproxy/strait/filter/network/dubboproxy"

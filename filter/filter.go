@@ -194,6 +194,15 @@ type ListenerFilter interface {
 	Inspect(data []byte, info *network.ConnInfo) (done bool, err error)
 }
 
+// AcceptFilter is a ListenerFilter that acts on a connection as it is
+// accepted, before any byte is read (original_dst: the connection's
+// original destination). Its Inspect is never called. An error closes
+// the connection.
+type AcceptFilter interface {
+	ListenerFilter
+	OnAccept(c *network.Conn) error
+}
+
 // ListenerBuilder builds a listener filter from its decoded, validated
 // config.
 type ListenerBuilder func(bc *BuildContext, cfg proto.Message) (ListenerFilter, error)

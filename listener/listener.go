@@ -37,6 +37,18 @@ type Listener struct {
 	lfilters   []filter.ListenerFilter
 	lfTimeout  time.Duration
 	lfContinue bool
+	// lfAccept[i] is lfilters[i] when it acts as the connection is
+	// accepted (original_dst), else nil; lfDisabled[i] its
+	// filter_disabled (nil: never).
+	lfAccept   []filter.AcceptFilter
+	lfDisabled []predicate
+	// bindToPort false: the listener binds nothing and gets only the
+	// connections a use_original_dst listener hands it. useOrigDst: hand
+	// each connection whose original destination was restored to the
+	// listener of that address (dir), if one serves it.
+	bindToPort bool
+	useOrigDst bool
+	dir        *Directory
 	// lateTransport: some chain has a transport socket, installed once
 	// the listener filters have chosen it.
 	lateTransport bool
@@ -81,6 +93,9 @@ type Options struct {
 	AccessLogs *accesslog.Manager
 	// Node is this proxy's node (the bootstrap's, as told to xDS).
 	Node *corev3.Node
+	// Directory finds listeners by address (use_original_dst); every
+	// listener of a server shares one.
+	Directory *Directory
 }
 
 // Build validates and builds l without binding it.
@@ -107,6 +122,9 @@ func Build(l *listenerv3.Listener, o Options) (*Listener, error) {
 		log:         o.Log.With("listener", l.GetName()),
 		conns:       map[*network.Conn]network.Handler{},
 		Inbound:     l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND,
+		bindToPort:  l.GetBindToPort() == nil || l.GetBindToPort().GetValue(),
+		useOrigDst:  l.GetUseOriginalDst().GetValue(),
+		dir:         o.Directory,
 	}
 	if ln.io == nil {
 		ln.io = network.Netpoll
@@ -202,8 +220,13 @@ func (l *Listener) Certificates(now time.Time) []*adminv3.Certificate {
 // ConfiguredAddress is the address as configured (port may be 0).
 func (l *Listener) ConfiguredAddress() string { return l.addr }
 
-// Addr is the bound address; nil before Start.
+// Addr is the bound address; nil before Start. A listener that binds
+// nothing (bind_to_port false) reports its configured address.
 func (l *Listener) Addr() net.Addr {
+	if !l.bindToPort {
+		a, _ := net.ResolveTCPAddr("tcp", l.addr)
+		return a
+	}
 	if l.bind == nil {
 		return nil
 	}
@@ -242,8 +265,13 @@ func (b *binding) accept(c *network.Conn) { b.cur.Load().serveConn(c) }
 // owns reports whether l is the listener the socket serves.
 func (l *Listener) owns() bool { return l.bind != nil && l.bind.cur.Load() == l }
 
-// Start binds the listener with its I/O model and starts accepting.
+// Start binds the listener with its I/O model and starts accepting (one
+// with bind_to_port false only joins the directory).
 func (l *Listener) Start(ctx context.Context) error {
+	if !l.bindToPort {
+		l.dir.add(l)
+		return nil
+	}
 	b := &binding{}
 	b.ctx, b.cancel = context.WithCancel(ctx)
 	b.cur.Store(l)
@@ -255,6 +283,7 @@ func (l *Listener) Start(ctx context.Context) error {
 	b.acc = acc
 	l.bind = b
 	l.setAcceptBatch()
+	l.dir.add(l)
 	return nil
 }
 
@@ -267,8 +296,11 @@ func (l *Listener) setAcceptBatch() {
 }
 
 // CanTakeOver reports whether l can take old's listening socket: same
-// address and I/O model.
+// address and I/O model (or both bind nothing, at the same address).
 func (l *Listener) CanTakeOver(old *Listener) bool {
+	if !l.bindToPort || !old.bindToPort {
+		return !l.bindToPort && !old.bindToPort && !old.draining.Load() && old.addr == l.addr
+	}
 	return old.owns() && !old.draining.Load() && old.addr == l.addr && old.io == l.io
 }
 
@@ -276,9 +308,12 @@ func (l *Listener) CanTakeOver(old *Listener) bool {
 // connections: new connections get l's filter chains at once, and the port
 // is never closed. The caller has checked CanTakeOver.
 func (l *Listener) TakeOver(old *Listener) {
-	l.bind = old.bind
-	l.bind.cur.Store(l)
-	l.setAcceptBatch()
+	if l.bindToPort {
+		l.bind = old.bind
+		l.bind.cur.Store(l)
+		l.setAcceptBatch()
+	}
+	l.dir.add(l)
 	old.Drain()
 }
 
@@ -288,7 +323,7 @@ func (l *Listener) TakeOver(old *Listener) {
 // listener is warm). Port 0 always passes, and so does an address whose
 // socket a hot restart handed over.
 func (l *Listener) CheckBind() error {
-	if _, port, _ := net.SplitHostPort(l.addr); port == "0" || network.HasInherited(l.addr) {
+	if _, port, _ := net.SplitHostPort(l.addr); !l.bindToPort || port == "0" || network.HasInherited(l.addr) {
 		return nil
 	}
 	ln, err := net.Listen("tcp", l.addr)
@@ -301,10 +336,27 @@ func (l *Listener) CheckBind() error {
 // serveConn runs on the I/O model's accepting goroutine for each new
 // connection: match a filter chain, attach its filters, start reading.
 func (l *Listener) serveConn(c *network.Conn) {
+	var skip uint64
+	if len(l.lfilters) > 0 {
+		var ok bool
+		if skip, ok = l.acceptFilters(c); !ok {
+			l.cxTotal.Inc()
+			l.lfError.Inc()
+			c.SetTerminationDetails("listener_filter_error")
+			l.refuse(c, 0, "")
+			return
+		}
+	}
+	if l.useOrigDst && c.LocalAddrRestored() {
+		if t := l.dir.Lookup(c.LocalAddr()); t != nil && t != l {
+			t.serveConn(c) // counted there, with its listener filters
+			return
+		}
+	}
 	l.cxTotal.Inc()
 	c.BufferLimit = l.bufferLimit
-	if len(l.lfilters) > 0 {
-		l.sniff(c)
+	if l.sniffs(skip) {
+		l.sniff(c, skip)
 		return
 	}
 	ch := l.match(c)
@@ -447,6 +499,7 @@ func (l *Listener) Drain() {
 	if l.draining.Swap(true) {
 		return
 	}
+	l.dir.remove(l)
 	if l.owns() {
 		l.bind.acc.Close()
 	}
@@ -465,6 +518,7 @@ func (l *Listener) DrainGracefully(d time.Duration) {
 	if l.draining.Swap(true) {
 		return
 	}
+	l.dir.remove(l)
 	l.mu.Lock()
 	for c, h := range l.conns {
 		drain(h, c)
@@ -492,6 +546,7 @@ func (l *Listener) Active() int {
 // Close closes the listening socket and every connection.
 func (l *Listener) Close() {
 	l.draining.Store(true)
+	l.dir.remove(l)
 	if l.owns() {
 		l.bind.acc.Close()
 		l.bind.cancel()

@@ -20,12 +20,23 @@ const defaultListenerFiltersTimeout = 15 * time.Second
 
 // buildListenerFilters builds cfg's listener filters and their timeout.
 func (l *Listener) buildListenerFilters(bc *filter.BuildContext, cfg *listenerv3.Listener) error {
+	if n := len(cfg.GetListenerFilters()); n > 64 {
+		return config.At("listener_filters", fmt.Errorf("%d filters: at most 64", n))
+	}
 	for i, lf := range cfg.GetListenerFilters() {
+		path := fmt.Sprintf("listener_filters[%d]", i)
 		f, err := filter.BuildListener(bc, lf.GetName(), lf.GetTypedConfig())
 		if err != nil {
-			return config.At(fmt.Sprintf("listener_filters[%d]", i), fmt.Errorf("filter %q: %w", lf.GetName(), err))
+			return config.At(path, fmt.Errorf("filter %q: %w", lf.GetName(), err))
 		}
-		l.lfilters = append(l.lfilters, f)
+		var p predicate
+		if d := lf.GetFilterDisabled(); d != nil {
+			if p, err = buildPredicate(d); err != nil {
+				return config.At(path+".filter_disabled", err)
+			}
+		}
+		af, _ := f.(filter.AcceptFilter)
+		l.lfilters, l.lfAccept, l.lfDisabled = append(l.lfilters, f), append(l.lfAccept, af), append(l.lfDisabled, p)
 	}
 	l.lfTimeout = defaultListenerFiltersTimeout
 	if d := cfg.GetListenerFiltersTimeout(); d != nil {
@@ -85,8 +96,9 @@ type sniffer struct {
 	c    *network.Conn
 	late *transport.Late // the socket, when a chain may install TLS
 	info network.ConnInfo
-	next int  // the first listener filter not done
-	pre  bool // counted in downstream_pre_cx_active
+	next int    // the first listener filter not done
+	skip uint64 // the filters filter_disabled turned off (bit i: filter i)
+	pre  bool   // counted in downstream_pre_cx_active
 	// logged: the access log has this connection (handOver refused it,
 	// or a filter chain took it and logs it as it closes).
 	logged bool
@@ -96,9 +108,10 @@ type sniffer struct {
 	timer *time.Timer
 }
 
-// sniff starts c with the listener filters.
-func (l *Listener) sniff(c *network.Conn) {
-	s := &sniffer{l: l, c: c, pre: true}
+// sniff starts c with the listener filters that read (those that act on
+// accept have; skip are off for c).
+func (l *Listener) sniff(c *network.Conn, skip uint64) {
+	s := &sniffer{l: l, c: c, pre: true, skip: skip}
 	if _, blocking := c.Socket().(net.Conn); l.lateTransport && blocking {
 		s.late = transport.NewLate(c.Socket())
 		c.WrapSocket(func(network.Socket) (network.Socket, error) { return s.late, nil })
@@ -158,6 +171,10 @@ func (s *sniffer) OnRead(data []byte) int {
 		return 0
 	}
 	for st == sniffing && s.next < len(s.l.lfilters) {
+		if s.l.lfAccept[s.next] != nil || s.skip&(1<<s.next) != 0 {
+			s.next++
+			continue
+		}
 		done, err := s.l.lfilters[s.next].Inspect(data, &s.info)
 		if err != nil {
 			if s.finish() {

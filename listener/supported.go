@@ -9,10 +9,14 @@ var supported = config.NewSupport(map[string]string{
 		default_filter_chain per_connection_buffer_limit_bytes
 		-metadata traffic_direction listener_filters listener_filters_timeout
 		continue_on_listener_filters_timeout access_log
-		max_connections_to_accept_per_socket_event`,
-	"envoy.config.listener.v3.ListenerFilter": `name typed_config`,
-	"envoy.config.core.v3.Address":            `socket_address`,
-	"envoy.config.core.v3.SocketAddress":      `address port_value protocol`,
+		max_connections_to_accept_per_socket_event bind_to_port use_original_dst`,
+	"envoy.config.listener.v3.ListenerFilter": `name typed_config filter_disabled`,
+	"envoy.config.listener.v3.ListenerFilterChainMatchPredicate": `or_match and_match
+		not_match any_match destination_port_range`,
+	"envoy.config.listener.v3.ListenerFilterChainMatchPredicate.MatchSet": `rules`,
+	"envoy.type.v3.Int32Range":           `start end`,
+	"envoy.config.core.v3.Address":       `socket_address`,
+	"envoy.config.core.v3.SocketAddress": `address port_value protocol`,
 	"envoy.config.listener.v3.FilterChain": `filter_chain_match filters name
 		transport_socket transport_socket_connect_timeout -metadata`,
 	"envoy.config.core.v3.TransportSocket": `name typed_config`,

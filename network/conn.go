@@ -66,10 +66,13 @@ type vectorWriter interface {
 // driven by an IOModel; writes are made directly by whoever answers, under a
 // mutex, so that concurrent writers (HTTP/2 streams) do not interleave.
 type Conn struct {
-	raw     Socket
-	handler Handler
-	parent  context.Context
-	done    chan struct{} // made on first Done, closed by Close
+	raw Socket
+	// restored is the original destination a listener filter restored
+	// (origdst.go); LocalAddr reports it.
+	restored net.Addr
+	handler  Handler
+	parent   context.Context
+	done     chan struct{} // made on first Done, closed by Close
 
 	// ReadBufferSize is the size of each read; BufferLimit bounds the bytes
 	// held unconsumed (per_connection_buffer_limit_bytes).
@@ -370,7 +373,12 @@ func (c *Conn) WrapSocket(wrap func(Socket) (Socket, error)) error {
 func (c *Conn) RemoteAddr() net.Addr { return c.raw.RemoteAddr() }
 
 // LocalAddr returns the local address.
-func (c *Conn) LocalAddr() net.Addr { return c.raw.LocalAddr() }
+func (c *Conn) LocalAddr() net.Addr {
+	if c.restored != nil {
+		return c.restored
+	}
+	return c.raw.LocalAddr()
+}
 
 // Write writes p whole. It blocks while the peer does not read, which is how
 // a slow reader pushes back on whoever is producing. Conn does not retain p.

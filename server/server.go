@@ -66,6 +66,8 @@ type Server struct {
 	// listeners are the bootstrap's; xDS may not replace them.
 	listeners []*listener.Listener
 	dyn       *dynamic
+	// directory finds every listener by address (use_original_dst).
+	directory *listener.Directory
 	// runtime is layered_runtime's merged values; rtLayers what keeps its
 	// disk and RTDS layers current.
 	runtime   *config.Runtime
@@ -242,8 +244,11 @@ func (s *Server) buildListeners() error {
 
 // listenerOptions are what every listener is built with.
 func (s *Server) listenerOptions(routes filter.RouteSource) listener.Options {
+	if s.directory == nil {
+		s.directory = listener.NewDirectory()
+	}
 	o := listener.Options{Clusters: s.clusters, Stats: s.store.Root(), Pool: s.pool, Log: s.log, IOModel: s.opts.IOModel, Runtime: s.runtime,
-		Secrets: s.secrets, AccessLogs: s.logs, Node: s.node()}
+		Secrets: s.secrets, AccessLogs: s.logs, Node: s.node(), Directory: s.directory}
 	if routes != nil {
 		o.Routes = routes
 	}

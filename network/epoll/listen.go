@@ -137,6 +137,19 @@ func (a *acceptor) Close() error {
 	return unix.Close(a.fd)
 }
 
+// localOf is an accepted connection's local address: the listener's,
+// unless the listener is bound to every address (0.0.0.0, ::), when the
+// connection's own says which one the peer reached.
+func (a *acceptor) localOf(fd int) net.Addr {
+	if a.addr != nil && !a.addr.IP.IsUnspecified() {
+		return a.addr
+	}
+	if sa, err := unix.Getsockname(fd); err == nil {
+		return sockaddrToTCP(sa)
+	}
+	return a.addr
+}
+
 // acceptAll accepts until EAGAIN, or batch connections, then re-arms the
 // one-shot registration.
 func (a *acceptor) acceptAll() {
@@ -166,6 +179,6 @@ func (a *acceptor) acceptAll() {
 		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15)
 		n++
 		a.m.connAccepted()
-		a.accept(a.m.newConn(a.ctx, nfd, a.addr, sockaddrToTCP(sa)))
+		a.accept(a.m.newConn(a.ctx, nfd, a.localOf(nfd), sockaddrToTCP(sa)))
 	}
 }

@@ -214,3 +214,14 @@ func sockaddrToTCP(sa unix.Sockaddr) *net.TCPAddr {
 	}
 	return &net.TCPAddr{}
 }
+
+// Control runs fn on the descriptor, which stays open meanwhile
+// (network.Control).
+func (s *fdSocket) Control(fn func(fd int) error) error {
+	s.fdmu.RLock()
+	defer s.fdmu.RUnlock()
+	if s.fd < 0 {
+		return net.ErrClosed
+	}
+	return fn(s.fd)
+}
