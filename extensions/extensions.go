@@ -23,6 +23,7 @@ import (
 	_ "github.com/straitproxy/strait/filter/network/fault"
 	_ "github.com/straitproxy/strait/filter/network/httpconnmgr"
 	_ "github.com/straitproxy/strait/filter/network/localratelimit"
+	_ "github.com/straitproxy/strait/filter/network/metadataexchange"
 	_ "github.com/straitproxy/strait/filter/network/rbac"
 	_ "github.com/straitproxy/strait/filter/network/tcpproxy"
 	_ "github.com/straitproxy/strait/filter/upstream/metadataexchange"

@@ -2,6 +2,7 @@ package test
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/straitproxy/strait/internal/testutil"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -125,5 +127,77 @@ node:
 	}
 	if got := run(serve([]string{"istio"})); got != "0,1,0,0" {
 		t.Fatalf("no exchange: found,not found,added,no magic = %s", got)
+	}
+}
+
+// TestIstioTCPMetadataExchangeInbound: the listener side (pilot's
+// sidecar inbound chains): on a TLS connection that negotiated
+// istio-peer-exchange the filter takes the client's preamble off the
+// stream and answers with this proxy's before the upstream's bytes; the
+// bytes between them pass untouched, also when they come in the
+// preamble's packet. Another ALPN: nothing is added or taken.
+func TestIstioTCPMetadataExchangeInbound(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.issue(t, "server", false, "localhost")
+	y := `
+node:
+  id: sidecar~127.0.0.1~app-1.ns~ns.svc.cluster.local
+  metadata: { NAME: app-1, NAMESPACE: ns }
+` + strings.Replace(tcpBootstrap(testutil.StartEcho(t)), "    - filters:\n", `    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [istio-peer-exchange, istio]
+            tls_certificates: [ { certificate_chain: { filename: `+cert+` }, private_key: { filename: `+key+` } } ]
+      filters:
+      - name: istio.metadata_exchange
+        typed_config:
+          "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+          type_url: type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange
+          value: { protocol: istio-peer-exchange }
+`, 1)
+	p := startProxy(t, y)
+	pool := x509.NewCertPool()
+	pool.AddCert(pki.ca)
+	dial := func(alpn string) *tls.Conn {
+		c, err := tls.Dial("tcp", p.addr("tcp"), &tls.Config{RootCAs: pool, ServerName: "localhost", NextProtos: []string{alpn}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		return c
+	}
+	c := dial("istio-peer-exchange")
+	// The preamble and the first bytes in one write.
+	c.Write(append(mxPreamble(t, map[string]any{"x-envoy-peer-metadata": map[string]any{"NAME": "client-1"}}), "ping"...))
+	var h [8]byte
+	if _, err := io.ReadFull(c, h[:]); err != nil || binary.BigEndian.Uint32(h[:]) != 0x3D230467 {
+		t.Fatalf("no preamble first: %x %v", h, err)
+	}
+	b := make([]byte, binary.BigEndian.Uint32(h[4:]))
+	io.ReadFull(c, b)
+	var a anypb.Any
+	var s structpb.Struct
+	if proto.Unmarshal(b, &a) != nil || a.UnmarshalTo(&s) != nil ||
+		s.GetFields()["x-envoy-peer-metadata-id"].GetStringValue() != "sidecar~127.0.0.1~app-1.ns~ns.svc.cluster.local" ||
+		s.GetFields()["x-envoy-peer-metadata"].GetStructValue().GetFields()["NAME"].GetStringValue() != "app-1" {
+		t.Fatalf("the client was told %v", &s)
+	}
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
+		t.Fatalf("echo: %q %v (the client's preamble must not reach the upstream)", got, err)
+	}
+	// Another ALPN: a plain echo.
+	c = dial("istio")
+	io.WriteString(c, "pong")
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "pong" {
+		t.Fatalf("echo without the exchange: %q %v", got, err)
+	}
+	for stat, want := range map[string]int64{"alpn_protocol_found": 1, "alpn_protocol_not_found": 1, "metadata_added": 1, "initial_header_not_found": 0} {
+		if n := p.stat("metadata_exchange." + stat); n != want {
+			t.Errorf("metadata_exchange.%s = %d, want %d", stat, n, want)
+		}
 	}
 }

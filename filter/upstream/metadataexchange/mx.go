@@ -21,7 +21,6 @@ package metadataexchange
 
 import (
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -32,7 +31,6 @@ import (
 	"github.com/straitproxy/strait/stats"
 	"github.com/straitproxy/strait/upstream"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -42,21 +40,8 @@ const (
 	TypeURL = "type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange"
 )
 
-// magic opens a metadata exchange preamble.
-const magic = 0x3D230467
-
-// maxPreamble bounds the peer's metadata (a workload's identity is a few
-// hundred bytes).
-const maxPreamble = 64 << 10
-
 func init() {
 	upstream.RegisterConnFilter(Name, TypeURL, build)
-}
-
-type settings struct {
-	Protocol         string   `json:"protocol"`
-	EnableDiscovery  bool     `json:"enable_discovery"`
-	AdditionalLabels []string `json:"additional_labels"`
 }
 
 type mx struct {
@@ -66,7 +51,7 @@ type mx struct {
 }
 
 func build(env upstream.ConnFilterEnv, m proto.Message) (upstream.ConnFilter, error) {
-	var s settings
+	var s istiomd.ExchangeSettings
 	st, ok := m.(*structpb.Struct)
 	if !ok {
 		return nil, errors.New("a TypedStruct config is expected")
@@ -77,24 +62,12 @@ func build(env upstream.ConnFilterEnv, m proto.Message) (upstream.ConnFilter, er
 	if s.Protocol == "" {
 		return nil, config.At("protocol", errors.New("required"))
 	}
-	data := &structpb.Struct{Fields: map[string]*structpb.Value{
-		istiomd.HeaderMetadata: structpb.NewStructValue(istiomd.Workload(env.Node, s.AdditionalLabels)),
-	}}
-	if id := env.Node.GetId(); id != "" {
-		data.Fields[istiomd.HeaderID] = structpb.NewStringValue(id)
-	}
-	value, err := proto.MarshalOptions{Deterministic: true}.Marshal(data)
+	pre, err := istiomd.Preamble(env.Node, s.AdditionalLabels)
 	if err != nil {
 		return nil, err
 	}
-	anyb, err := proto.Marshal(&anypb.Any{TypeUrl: "type.googleapis.com/google.protobuf.Struct", Value: value})
-	if err != nil {
-		return nil, err
-	}
-	pre := binary.BigEndian.AppendUint32(nil, magic)
-	pre = binary.BigEndian.AppendUint32(pre, uint32(len(anyb)))
 	sc := env.Stats.Scope("metadata_exchange", "", "")
-	return &mx{protocol: s.Protocol, preamble: append(pre, anyb...),
+	return &mx{protocol: s.Protocol, preamble: pre,
 		found: sc.Counter("alpn_protocol_found"), notFound: sc.Counter("alpn_protocol_not_found"),
 		added: sc.Counter("metadata_added"), noMagic: sc.Counter("initial_header_not_found"),
 		noHeader: sc.Counter("header_not_found")}, nil
@@ -162,23 +135,23 @@ func (c *conn) Read(p []byte) (int, error) {
 func (c *conn) readPreamble() error {
 	buf := make([]byte, 0, 512)
 	for {
-		if len(buf) >= 4 && binary.BigEndian.Uint32(buf) != magic {
+		n, peer, bad, err := istiomd.ParsePreamble(buf)
+		switch {
+		case errors.Is(err, istiomd.ErrNoMagic):
 			c.f.noMagic.Inc()
 			c.done, c.pending = true, buf // not an exchange: pass it on
 			return nil
-		}
-		if len(buf) >= 8 {
-			n := int(binary.BigEndian.Uint32(buf[4:]))
-			if n > maxPreamble {
+		case err != nil:
+			c.f.noHeader.Inc()
+			c.done = true
+			return err
+		case n > 0:
+			if bad {
 				c.f.noHeader.Inc()
-				c.done = true
-				return fmt.Errorf("metadata exchange: a peer preamble of %d bytes", n)
 			}
-			if len(buf) >= 8+n {
-				c.learn(buf[8 : 8+n])
-				c.done, c.pending = true, buf[8+n:]
-				return nil
-			}
+			c.Peer = peer
+			c.done, c.pending = true, buf[n:]
+			return nil
 		}
 		if len(buf) == cap(buf) {
 			buf = append(buf, make([]byte, len(buf))...)[:len(buf)]
@@ -194,15 +167,4 @@ func (c *conn) readPreamble() error {
 			return err
 		}
 	}
-}
-
-// learn decodes the peer's metadata.
-func (c *conn) learn(b []byte) {
-	var a anypb.Any
-	var s structpb.Struct
-	if proto.Unmarshal(b, &a) != nil || a.UnmarshalTo(&s) != nil {
-		c.f.noHeader.Inc()
-		return
-	}
-	c.Peer = s.GetFields()[istiomd.HeaderMetadata].GetStructValue()
 }
