@@ -131,7 +131,24 @@ func ListenTCP(addr string) (net.Listener, error) {
 		defer f.Close() // FileListener made a duplicate
 		return net.FileListener(f)
 	}
-	return net.Listen("tcp", addr)
+	return net.Listen(tcpFamily(addr), addr)
+}
+
+// tcpFamily is the network to bind addr on: an IPv4 address (0.0.0.0
+// too) binds IPv4 only, an IPv6 one IPv6 only, as Envoy binds them (Go's
+// "tcp" would make 0.0.0.0 a dual-stack socket); a name, either.
+func tcpFamily(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "tcp"
+	}
+	switch ip := net.ParseIP(host); {
+	case ip == nil:
+		return "tcp"
+	case ip.To4() != nil:
+		return "tcp4"
+	}
+	return "tcp6"
 }
 
 // ListenerFile duplicates ln's socket for a hot restart's next process.

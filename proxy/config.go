@@ -97,6 +97,7 @@ type Stats struct {
 	CxTotal, CxHTTP1Total, CxHTTP2Total, CxDestroy, CxProtocolError, CxIdleTimeout, CxDrainClose, CxUpgradesTotal *stats.Counter
 	CxActive, RqActive                                                                                            *stats.Gauge
 	RqTotal, RqHTTP1Total, RqHTTP2Total, RqRxReset, RqTimeout, RqIdleTimeout, RqCompleted                         *stats.Counter
+	RqMaxDurationReached                                                                                          *stats.Counter
 	NoRoute, NoCluster, DirectResponse, Redirect, RqOverload, RqHeaderTimeout                                     *stats.Counter
 	RqFailedPathNormalization                                                                                     *stats.Counter
 	// Tracing decisions (http.<prefix>.tracing.*).
@@ -130,9 +131,9 @@ func NewStatsUnder(root *stats.Scope, kind, label, prefix string) *Stats {
 		CxActive:        sc.Gauge("downstream_cx_active"), RqActive: sc.Gauge("downstream_rq_active"),
 		RqTotal: sc.Counter("downstream_rq_total"), RqHTTP1Total: sc.Counter("downstream_rq_http1_total"), RqHTTP2Total: sc.Counter("downstream_rq_http2_total"),
 		RqRxReset: sc.Counter("downstream_rq_rx_reset"), RqTimeout: sc.Counter("downstream_rq_timeout"),
-		RqIdleTimeout: sc.Counter("downstream_rq_idle_timeout"),
-		RqCompleted:   sc.Counter("downstream_rq_completed"),
-		NoRoute:       sc.Counter("no_route"), NoCluster: sc.Counter("no_cluster"),
+		RqIdleTimeout: sc.Counter("downstream_rq_idle_timeout"), RqMaxDurationReached: sc.Counter("downstream_rq_max_duration_reached"),
+		RqCompleted: sc.Counter("downstream_rq_completed"),
+		NoRoute:     sc.Counter("no_route"), NoCluster: sc.Counter("no_cluster"),
 		DirectResponse: sc.Counter("rq_direct_response"), Redirect: sc.Counter("rq_redirect"),
 		RqOverload: sc.Counter("downstream_rq_overload_close"), RqHeaderTimeout: sc.Counter("downstream_rq_header_timeout"),
 		RqFailedPathNormalization: sc.Counter("downstream_rq_failed_path_normalization"),

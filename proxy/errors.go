@@ -39,6 +39,8 @@ const (
 	// KindStreamIdleTimeout: nothing moved on the stream for the stream
 	// idle timeout (the route's idle_timeout, else stream_idle_timeout).
 	KindStreamIdleTimeout
+	// KindMaxDuration: the route's max_stream_duration passed.
+	KindMaxDuration
 )
 
 // Error is a classified data-plane error.
@@ -85,6 +87,8 @@ func replyFor(e *Error) reply {
 		return reply{504, "upstream request timeout", false, accesslog.UpstreamRequestTimeout, "upstream_response_timeout"}
 	case KindStreamIdleTimeout:
 		return reply{504, "stream timeout", false, accesslog.StreamIdleTimeout, "stream_idle_timeout"}
+	case KindMaxDuration:
+		return reply{408, "downstream duration timeout", false, accesslog.DurationTimeout, "max_duration_timeout"}
 	case KindMalformed:
 		return reply{502, "upstream sent a malformed response", false, accesslog.UpstreamProtocolError, "upstream_reset_before_response_started{protocol_error}"}
 	case KindNoCluster:

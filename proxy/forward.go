@@ -53,6 +53,12 @@ func (s *Stream) forward() {
 		s.capByGRPCTimeout()
 	}
 	s.capByCallTimeout()
+	if m := s.route.MaxStream; m != nil {
+		s.durAt = time.Time{}
+		if d := m.For(grpcTimeout(s.req)); d > 0 {
+			s.durAt = s.start.Add(d)
+		}
+	}
 	if c, ok := s.ds.(protocol.Canceler); ok {
 		c.OnCancel(s.cancelFn)
 		defer c.OnCancel(nil)
@@ -134,7 +140,7 @@ func (s *Stream) forward() {
 			s.cluster.Stats.RqStaleRetry.Inc()
 			continue
 		}
-		if policy != nil && retryOnError(policy, e) && s.mayRetry(policy) {
+		if policy != nil && retryOnError(policy, e, s.reqSent) && s.mayRetry(policy) {
 			retrying = true
 			continue
 		}
@@ -157,12 +163,19 @@ func (s *Stream) forward() {
 	}
 }
 
-// retryOnError applies retry_on to an error without a response.
-func retryOnError(p *router.RetryPolicy, e *Error) bool {
+// retryOnError applies retry_on to an error without a response; sent:
+// the attempt had begun sending the request.
+func retryOnError(p *router.RetryPolicy, e *Error, sent bool) bool {
 	if !e.Retryable {
 		return false
 	}
 	on := p.On
+	if on&router.RetryResetBeforeRequest != 0 && !sent {
+		switch e.Kind {
+		case KindConnectFailure, KindResetBeforeHeaders, KindReset:
+			return true
+		}
+	}
 	switch e.Kind {
 	case KindConnectFailure:
 		return on&(router.Retry5xx|router.RetryGatewayError|router.RetryConnectFailure|router.RetryReset) != 0
@@ -224,6 +237,7 @@ func (s *Stream) avoidTried(h *upstream.Host, attempts int) *upstream.Host {
 // request, receive the response headers.
 func (s *Stream) tryOnce() error {
 	s.attempt++
+	s.reqSent = false
 	s.hint = upstream.PickHint{Random: s.random + uint64(s.attempt)*0x9e3779b97f4a7c15, Avoid: s.prevHost,
 		Local: s.cm.conn.LocalAddr(), Headers: s.req}
 	h := s.cluster.Pick(&s.hint)
@@ -265,6 +279,7 @@ func (s *Stream) tryOnce() error {
 		}
 	}
 	s.us.SetDeadline(s.responseDeadline()) // bounds sending too
+	s.reqSent = true
 	if err := s.sendRequest(); err != nil {
 		if err == errAnsweredFirst {
 			// The upstream answered instead of 100 Continue: no body went,
@@ -382,8 +397,18 @@ func (s *Stream) responseDeadline() time.Time {
 		// (While a body is pumped up, bytes move: the stream is not idle.)
 		earlier(s.streamIdle(), timerStreamIdle)
 	}
+	d, which = s.byMaxDuration(d, which)
 	s.timer = which
 	return d
+}
+
+// byMaxDuration is deadline d (of kind which) brought forward to the
+// stream's max_stream_duration when that comes first.
+func (s *Stream) byMaxDuration(d time.Time, which timerKind) (time.Time, timerKind) {
+	if !s.durAt.IsZero() && (d.IsZero() || s.durAt.Before(d)) {
+		return s.durAt, timerMaxDuration
+	}
+	return d, which
 }
 
 // bodyDeadline bounds the next read of the response body: the route
@@ -405,6 +430,7 @@ func (s *Stream) bodyDeadline() time.Time {
 			}
 		}
 	}
+	d, which = s.byMaxDuration(d, which)
 	s.timer = which
 	return d
 }
@@ -418,6 +444,7 @@ const (
 	timerPerTry
 	timerPerTryIdle
 	timerStreamIdle
+	timerMaxDuration // the route's max_stream_duration
 )
 
 // streamIdle is the stream idle timeout of this request: the route's
@@ -452,6 +479,9 @@ func (s *Stream) classifyTimeout(e *Error) *Error {
 	case timerStreamIdle:
 		s.cfg.Stats.RqIdleTimeout.Inc()
 		return &Error{Kind: KindStreamIdleTimeout, Source: Upstream, Err: e.Err}
+	case timerMaxDuration:
+		s.cfg.Stats.RqMaxDurationReached.Inc()
+		return &Error{Kind: KindMaxDuration, Source: Upstream, Err: e.Err}
 	case timerPerTryIdle:
 		s.cluster.Stats.RqPerTryIdleTimeout.Inc()
 	case timerPerTry:
@@ -474,7 +504,7 @@ func (s *Stream) staleConn(k Kind) bool {
 func (s *Stream) reportFailure(err error) {
 	var re *protocol.RequestError
 	if errors.As(err, &re) || errors.Is(err, errFilterReplied) || errors.Is(err, upstream.ErrPendingTimeout) ||
-		s.timer == timerStreamIdle {
+		s.timer == timerStreamIdle || s.timer == timerMaxDuration {
 		// The request's own fault, or no stream on the host yet (waiting
 		// for a connection is this proxy's limit, not the host's), or the
 		// client's silence.

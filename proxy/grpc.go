@@ -151,7 +151,7 @@ func grpcStatusFor(code int) int {
 		return grpcUnimplemented
 	case 429, 502, 503:
 		return grpcUnavailable
-	case 504:
+	case 408, 504: // 408: a stream's max duration, or the request's timeout
 		return grpcDeadlineExceeded
 	}
 	return grpcUnknown

@@ -49,14 +49,27 @@ func TestClassifyAndReply(t *testing.T) {
 // TestRetryOnError: retry_on conditions against error kinds.
 func TestRetryOnError(t *testing.T) {
 	p := &router.RetryPolicy{On: router.RetryConnectFailure}
-	if !retryOnError(p, &Error{Kind: KindConnectFailure, Retryable: true}) {
+	if !retryOnError(p, &Error{Kind: KindConnectFailure, Retryable: true}, false) {
 		t.Error("connect-failure does not retry a connect failure")
 	}
-	if retryOnError(p, &Error{Kind: KindReset, Retryable: true}) {
+	if retryOnError(p, &Error{Kind: KindReset, Retryable: true}, true) {
 		t.Error("connect-failure retries a reset")
 	}
-	if retryOnError(&router.RetryPolicy{On: router.Retry5xx}, &Error{Kind: KindTimeout}) {
+	if retryOnError(&router.RetryPolicy{On: router.Retry5xx}, &Error{Kind: KindTimeout}, false) {
 		t.Error("a route timeout is retried")
+	}
+	// reset-before-request: failures before the request went out only.
+	rbr := &router.RetryPolicy{On: router.RetryResetBeforeRequest}
+	for _, k := range []Kind{KindConnectFailure, KindResetBeforeHeaders, KindReset} {
+		if !retryOnError(rbr, &Error{Kind: k, Retryable: true}, false) {
+			t.Errorf("reset-before-request does not retry %v before the request was sent", k)
+		}
+		if retryOnError(rbr, &Error{Kind: k, Retryable: true}, true) {
+			t.Errorf("reset-before-request retries %v after the request was sent", k)
+		}
+	}
+	if retryOnError(rbr, &Error{Kind: KindPerTryTimeout, Retryable: true}, false) {
+		t.Error("reset-before-request retries a timeout")
 	}
 }
 

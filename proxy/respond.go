@@ -156,6 +156,10 @@ func (s *Stream) countBodyFailure(err error) {
 		s.cfg.Stats.RqIdleTimeout.Inc()
 		s.flags |= accesslog.StreamIdleTimeout
 		s.details = "stream_idle_timeout"
+	case timerMaxDuration:
+		s.cfg.Stats.RqMaxDurationReached.Inc()
+		s.flags |= accesslog.DurationTimeout
+		s.details = "max_duration_timeout"
 	case timerPerTryIdle:
 		s.try.Failed(upstream.FailTimeout)
 		s.cluster.Stats.RqPerTryIdleTimeout.Inc()

@@ -101,7 +101,13 @@ type Stream struct {
 	start    time.Time
 	upStart  time.Time
 	deadline time.Time // route timeout, set once the request is sent
-	timer    timerKind // the deadline in effect on the upstream stream
+	// durAt ends the stream: the route's max_stream_duration from the
+	// stream's start (zero: none).
+	durAt time.Time
+	// reqSent: the current attempt began sending its request
+	// (reset-before-request retries only failures before that).
+	reqSent bool
+	timer   timerKind // the deadline in effect on the upstream stream
 	// flags are Envoy's response flags of the answer; details its
 	// response code details (access logs).
 	flags   accesslog.Flags

@@ -13,6 +13,9 @@ import (
 var (
 	errRequestTimeout = &protocol.RequestError{Status: 408, Reason: "request timeout"}
 	errStreamTimeout  = &protocol.RequestError{Status: 408, Reason: "stream timeout"}
+	// errMaxDuration: the route's max_stream_duration passed while the
+	// request body was still coming.
+	errMaxDuration = &protocol.RequestError{Status: 408, Reason: "downstream duration timeout"}
 )
 
 // armBodyTimer (re)starts the timer for the next body read: the sooner of
@@ -28,6 +31,11 @@ func (s *Stream) armBodyTimer() {
 			d = max(left, time.Nanosecond)
 		}
 	}
+	if !s.durAt.IsZero() {
+		if left := time.Until(s.durAt); d <= 0 || left < d {
+			d = max(left, time.Nanosecond)
+		}
+	}
 	if d <= 0 {
 		return
 	}
@@ -35,14 +43,19 @@ func (s *Stream) armBodyTimer() {
 		// The callback touches only values fixed for this request, never
 		// the Stream, which may be reused once the request ends; the
 		// cancel function is bound to this request.
-		cfg, start, cancel := s.cfg, s.start, rc.ReadCancel()
-		s.bodyTimer = time.AfterFunc(d, func() { bodyTimeout(cfg, start, cancel) })
+		cfg, start, durAt, cancel := s.cfg, s.start, s.durAt, rc.ReadCancel()
+		s.bodyTimer = time.AfterFunc(d, func() { bodyTimeout(cfg, start, durAt, cancel) })
 		return
 	}
 	s.bodyTimer.Reset(d)
 }
 
-func bodyTimeout(cfg *Config, start time.Time, cancel func(error)) {
+func bodyTimeout(cfg *Config, start, durAt time.Time, cancel func(error)) {
+	if !durAt.IsZero() && !time.Now().Before(durAt) {
+		cfg.Stats.RqMaxDurationReached.Inc()
+		cancel(errMaxDuration)
+		return
+	}
 	if rt := cfg.RequestTimeout; rt > 0 && !time.Now().Before(start.Add(rt)) {
 		cfg.Stats.RqTimeout.Inc()
 		cancel(errRequestTimeout)

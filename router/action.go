@@ -52,6 +52,9 @@ type Route struct {
 	// GRPCTimeout, when set, makes a gRPC request's grpc-timeout header
 	// its timeout instead of Timeout (max_grpc_timeout).
 	GRPCTimeout *GRPCTimeout
+	// MaxStream is max_stream_duration: the stream's whole life, from its
+	// start, is bounded (nil: no bound).
+	MaxStream *MaxStreamDuration
 	// Retry is the route's retry policy, else its virtual host's, else nil.
 	Retry *RetryPolicy
 	// PerFilterConfig is typed_per_filter_config of the route
@@ -224,6 +227,31 @@ func expandTemplate(sub string, groups int) ([]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// MaxStreamDuration is a route's max_stream_duration: the stream ends
+// Max after it began (0: no bound); with UseHeader, a request's
+// grpc-timeout header (less HeaderOffset when longer, capped at
+// HeaderMax when HeaderMax is not 0) takes Max's place when it has one.
+type MaxStreamDuration struct {
+	Max                     time.Duration
+	UseHeader               bool
+	HeaderMax, HeaderOffset time.Duration
+}
+
+// For returns the bound of a stream whose grpc-timeout is header (ok
+// false: none); 0 means none.
+func (m *MaxStreamDuration) For(header time.Duration, ok bool) time.Duration {
+	if !m.UseHeader || !ok || header == 0 {
+		return m.Max
+	}
+	if header > m.HeaderOffset {
+		header -= m.HeaderOffset
+	}
+	if m.HeaderMax > 0 && header > m.HeaderMax {
+		return m.HeaderMax
+	}
+	return header
 }
 
 // GRPCTimeout is Envoy's max_grpc_timeout and grpc_timeout_offset: a

@@ -365,10 +365,24 @@ func (r *Route) setTimeouts(cfg *routev3.RouteAction, path string) error {
 }
 
 // setGRPCTimeout reads max_grpc_timeout and grpc_timeout_offset
-// (deprecated, and what Istio sends). (max_stream_duration's
-// grpc_timeout_header_max works in the connection manager, from the
-// stream's start and without the route timeout: refused for now.)
+// (deprecated, and what Istio's gateways get), and max_stream_duration
+// (what Istio's sidecars get).
 func (r *Route) setGRPCTimeout(cfg *routev3.RouteAction, path string) error {
+	if m := cfg.GetMaxStreamDuration(); m != nil {
+		msd := &MaxStreamDuration{UseHeader: m.GetGrpcTimeoutHeaderMax() != nil}
+		p := joinPath(path, "max_stream_duration")
+		var err error
+		if msd.Max, err = optDuration(m.GetMaxStreamDuration(), joinPath(p, "max_stream_duration")); err != nil {
+			return err
+		}
+		if msd.HeaderMax, err = optDuration(m.GetGrpcTimeoutHeaderMax(), joinPath(p, "grpc_timeout_header_max")); err != nil {
+			return err
+		}
+		if msd.HeaderOffset, err = optDuration(m.GetGrpcTimeoutHeaderOffset(), joinPath(p, "grpc_timeout_header_offset")); err != nil {
+			return err
+		}
+		r.MaxStream = msd
+	}
 	//nolint:staticcheck // deprecated in v3, still what Istio sends
 	maxV, offV := cfg.GetMaxGrpcTimeout(), cfg.GetGrpcTimeoutOffset()
 	if maxV == nil {

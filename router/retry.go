@@ -44,6 +44,9 @@ const (
 	RetryGRPCResourceExhausted
 	// RetryGRPCUnavailable retries gRPC status UNAVAILABLE.
 	RetryGRPCUnavailable
+	// RetryResetBeforeRequest retries a connect failure or reset that
+	// came before the request was sent upstream (reset-before-request).
+	RetryResetBeforeRequest
 )
 
 // retryTokens is the retry_on vocabulary, in the order String prints it.
@@ -63,11 +66,12 @@ var retryTokens = []struct {
 	{"internal", RetryGRPCInternal},
 	{"resource-exhausted", RetryGRPCResourceExhausted},
 	{"unavailable", RetryGRPCUnavailable},
+	{"reset-before-request", RetryResetBeforeRequest},
 }
 
 // unsupportedRetryTokens are Envoy conditions we know but do not implement.
 var unsupportedRetryTokens = []string{
-	"reset-before-request", "envoy-ratelimited", "retriable-headers",
+	"envoy-ratelimited", "retriable-headers",
 	"http3-post-connect-failure",
 }
 

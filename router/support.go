@@ -47,7 +47,9 @@ var supportedFields = map[string]string{
 		cluster_not_found_response_code prefix_rewrite regex_rewrite
 		host_rewrite_literal auto_host_rewrite append_x_forwarded_host
 		timeout idle_timeout retry_policy request_mirror_policies
-		max_grpc_timeout grpc_timeout_offset`,
+		max_grpc_timeout grpc_timeout_offset max_stream_duration`,
+	"envoy.config.route.v3.RouteAction.MaxStreamDuration": `max_stream_duration
+		grpc_timeout_header_max grpc_timeout_header_offset`,
 	"envoy.config.route.v3.RouteAction.RequestMirrorPolicy": `cluster cluster_header
 		runtime_fraction trace_sampled disable_shadow_host_suffix_append
 		host_rewrite_literal`,

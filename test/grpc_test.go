@@ -202,8 +202,9 @@ func TestGRPCRetryOnStatus(t *testing.T) {
 // gRPC call's grpc-timeout its timeout instead of the route's (none
 // without the header); a non-zero one caps it (a header of 0, "none",
 // too) and grpc_timeout_offset shortens it; the upstream is sent the
-// timeout applied. An offset alone is refused, and
-// max_stream_duration (not built) too.
+// timeout applied. An offset alone is refused. max_stream_duration's
+// grpc_timeout_header_max caps a call the same way, from the stream's
+// start: DEADLINE_EXCEEDED.
 func TestGRPCMaxTimeout(t *testing.T) {
 	up := testutil.StartUpstreamH2C(t)
 	routes := `              - match: { prefix: "/uncapped/" }
@@ -211,7 +212,9 @@ func TestGRPCMaxTimeout(t *testing.T) {
               - match: { prefix: "/capped/" }
                 route: { cluster: backend, timeout: 10s, max_grpc_timeout: 0.3s, prefix_rewrite: "/" }
               - match: { prefix: "/offset/" }
-                route: { cluster: backend, max_grpc_timeout: 0s, grpc_timeout_offset: 3.5s, prefix_rewrite: "/" }`
+                route: { cluster: backend, max_grpc_timeout: 0s, grpc_timeout_offset: 3.5s, prefix_rewrite: "/" }
+              - match: { prefix: "/msd/" }
+                route: { cluster: backend, max_stream_duration: { grpc_timeout_header_max: 0.3s }, prefix_rewrite: "/" }`
 	y := httpBootstrap(up.Addr, routeCfg{routes: routes}, h2Upstream)
 	p := startProxy(t, y)
 	base := p.url("ingress")
@@ -242,9 +245,8 @@ func TestGRPCMaxTimeout(t *testing.T) {
 	if _, err := buildServer(bad); err == nil || !strings.Contains(err.Error(), "grpc_timeout_offset") {
 		t.Errorf("an offset without max_grpc_timeout: %v", err)
 	}
-	bad = strings.Replace(y, "max_grpc_timeout: 0.3s", "max_stream_duration: { grpc_timeout_header_max: 0.3s }", 1)
-	if _, err := buildServer(bad); err == nil || !strings.Contains(err.Error(), "max_stream_duration") {
-		t.Errorf("max_stream_duration: %v", err)
+	if st, took := call("/msd/slow/3000", "5S"); st != "4" || took > 2*time.Second {
+		t.Errorf("max_stream_duration grpc_timeout_header_max 0.3s, grpc-timeout 5S: grpc-status %q after %v; want DEADLINE_EXCEEDED at 0.3s", st, took)
 	}
 
 	// What the upstream is told.

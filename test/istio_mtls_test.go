@@ -29,12 +29,18 @@ const gatewayNodeID = "router~10.0.0.1~ingress.istio-system~istio-system.svc.clu
 // node.
 func withAgentSDS(t *testing.T, y string, secrets ...types.Resource) string {
 	t.Helper()
+	return withAgentSDSFor(t, y, gatewayNodeID, secrets...)
+}
+
+// withAgentSDSFor is withAgentSDS for the node nodeID.
+func withAgentSDSFor(t *testing.T, y, nodeID string, secrets ...types.Resource) string {
+	t.Helper()
 	cp := startControlPlane(t, "")
 	snap, err := cache.NewSnapshot("1", map[resource.Type][]types.Resource{resource.SecretType: secrets})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.cache.SetSnapshot(context.Background(), gatewayNodeID, snap); err != nil {
+	if err := cp.cache.SetSnapshot(context.Background(), nodeID, snap); err != nil {
 		t.Fatal(err)
 	}
 	sds := testutil.XDSBootstrap("x", cp.addr, "127.0.0.1:0", false)

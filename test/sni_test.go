@@ -287,7 +287,7 @@ static_resources:
 ` + hcmFilter("b", "bee")
 	cases := map[string]string{
 		"typed_config.enable_ja3_fingerprinting: not supported yet":           fmt.Sprintf(base, ", enable_ja3_fingerprinting: true", "", "b.example"),
-		"listener_filters[0].filter_disabled: not supported yet":              fmt.Sprintf(base, " }\n      filter_disabled: { any_match: true", "", "b.example"),
+		"listener_filters[0].filter_disabled.rule: value is required":         fmt.Sprintf(base, " }\n      filter_disabled: {", "", "b.example"),
 		"filter_chains[1].filter_chain_match: matches what filter_chains[0]":  fmt.Sprintf(base, "", "", "a.example"),
 		"filter_chains[1].filter_chain_match.server_names[0]: \"a*.example\"": fmt.Sprintf(base, "", "", `"a*.example"`),
 		"listener_filters[0]: filter \"x\": unknown listener filter":          strings.Replace(fmt.Sprintf(base, "", "", "b.example"), "- name: envoy.filters.listener.tls_inspector\n      typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }", "- name: x", 1),
