@@ -326,7 +326,7 @@ func (l *Listener) CheckBind() error {
 	if _, port, _ := net.SplitHostPort(l.addr); !l.bindToPort || port == "0" || network.HasInherited(l.addr) {
 		return nil
 	}
-	ln, err := net.Listen("tcp", l.addr)
+	ln, err := net.Listen(network.TCPFamily(l.addr), l.addr)
 	if err != nil {
 		return fmt.Errorf("cannot bind %s: %w", l.addr, err)
 	}
@@ -348,7 +348,9 @@ func (l *Listener) serveConn(c *network.Conn) {
 		}
 	}
 	if l.useOrigDst && c.LocalAddrRestored() {
-		if t := l.dir.Lookup(c.LocalAddr()); t != nil && t != l {
+		// (Only to a listener of the same I/O model: the socket is this
+		// model's to read.)
+		if t := l.dir.Lookup(c.LocalAddr()); t != nil && t != l && t.io == l.io {
 			t.serveConn(c) // counted there, with its listener filters
 			return
 		}

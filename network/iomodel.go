@@ -131,13 +131,13 @@ func ListenTCP(addr string) (net.Listener, error) {
 		defer f.Close() // FileListener made a duplicate
 		return net.FileListener(f)
 	}
-	return net.Listen(tcpFamily(addr), addr)
+	return net.Listen(TCPFamily(addr), addr)
 }
 
-// tcpFamily is the network to bind addr on: an IPv4 address (0.0.0.0
+// TCPFamily is the network to bind addr on: an IPv4 address (0.0.0.0
 // too) binds IPv4 only, an IPv6 one IPv6 only, as Envoy binds them (Go's
 // "tcp" would make 0.0.0.0 a dual-stack socket); a name, either.
-func tcpFamily(addr string) string {
+func TCPFamily(addr string) string {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "tcp"

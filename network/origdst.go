@@ -18,6 +18,10 @@ func (c *Conn) RestoreLocalAddr(a net.Addr) { c.restored = a }
 // LocalAddrRestored reports whether RestoreLocalAddr was called.
 func (c *Conn) LocalAddrRestored() bool { return c.restored != nil }
 
+// RestoredLocalAddr is the restored original destination, nil when no
+// listener filter restored one.
+func (c *Conn) RestoredLocalAddr() net.Addr { return c.restored }
+
 // socketController is a Socket that runs a function on its descriptor
 // (epoll's, which holds its descriptor lock meanwhile).
 type socketController interface {

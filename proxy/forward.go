@@ -121,6 +121,11 @@ func (s *Stream) forward() {
 		if errors.As(err, &re) {
 			s.closeAfter = true
 			s.details = detailsOf(re.Reason)
+			if re == errMaxDuration {
+				s.cfg.Stats.RqMaxDurationReached.Inc()
+				s.flags |= accesslog.DurationTimeout
+				s.details = "max_duration_timeout"
+			}
 			s.localReply(re.Status, re.Reason, false)
 			return
 		}
@@ -200,7 +205,7 @@ func (s *Stream) mayRetry(p *router.RetryPolicy) bool {
 	if s.pumping || !s.replayable {
 		return false
 	}
-	if !s.deadline.IsZero() && time.Now().After(s.deadline) {
+	if !s.deadline.IsZero() && time.Now().After(s.deadline) || !s.durAt.IsZero() && time.Now().After(s.durAt) {
 		return false
 	}
 	if !cl.Breaker.AcquireRetry() {
@@ -239,7 +244,7 @@ func (s *Stream) tryOnce() error {
 	s.attempt++
 	s.reqSent = false
 	s.hint = upstream.PickHint{Random: s.random + uint64(s.attempt)*0x9e3779b97f4a7c15, Avoid: s.prevHost,
-		Local: s.cm.conn.LocalAddr(), Headers: s.req}
+		Local: s.cm.conn.RestoredLocalAddr(), Headers: s.req}
 	h := s.cluster.Pick(&s.hint)
 	if h == nil {
 		return &Error{Kind: KindNoHealthy, Source: Upstream}
@@ -258,9 +263,23 @@ func (s *Stream) tryOnce() error {
 	}
 	s.try = h.Begin()
 	wait := time.Duration(0)
+	s.timer = timerNone // the wait's bound, for a pending timeout's name
 	if !s.deadline.IsZero() {
+		s.timer = timerRoute
 		if wait = time.Until(s.deadline); wait <= 0 {
 			return &Error{Kind: KindTimeout, Source: Upstream, Err: upstream.ErrPendingTimeout}
+		}
+	}
+	if !s.durAt.IsZero() {
+		// The wait for a connection counts against max_stream_duration.
+		left := time.Until(s.durAt)
+		if left <= 0 {
+			s.timer = timerMaxDuration
+			return s.classifyTimeout(&Error{Kind: KindTimeout, Source: Upstream, Err: upstream.ErrPendingTimeout})
+		}
+		if wait == 0 || left < wait {
+			wait = left
+			s.timer = timerMaxDuration
 		}
 	}
 	if s.route.GRPCTimeout != nil && s.grpc {

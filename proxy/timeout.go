@@ -52,8 +52,7 @@ func (s *Stream) armBodyTimer() {
 
 func bodyTimeout(cfg *Config, start, durAt time.Time, cancel func(error)) {
 	if !durAt.IsZero() && !time.Now().Before(durAt) {
-		cfg.Stats.RqMaxDurationReached.Inc()
-		cancel(errMaxDuration)
+		cancel(errMaxDuration) // counted as the stream answers
 		return
 	}
 	if rt := cfg.RequestTimeout; rt > 0 && !time.Now().Before(start.Add(rt)) {

@@ -231,8 +231,8 @@ func expandTemplate(sub string, groups int) ([]byte, error) {
 
 // MaxStreamDuration is a route's max_stream_duration: the stream ends
 // Max after it began (0: no bound); with UseHeader, a request's
-// grpc-timeout header (less HeaderOffset when longer, capped at
-// HeaderMax when HeaderMax is not 0) takes Max's place when it has one.
+// grpc-timeout header (capped at HeaderMax when HeaderMax is not 0, then
+// less HeaderOffset when longer) takes Max's place when it has one.
 type MaxStreamDuration struct {
 	Max                     time.Duration
 	UseHeader               bool
@@ -245,11 +245,13 @@ func (m *MaxStreamDuration) For(header time.Duration, ok bool) time.Duration {
 	if !m.UseHeader || !ok || header == 0 {
 		return m.Max
 	}
+	// As Envoy: capped first, then the offset taken off when it is
+	// shorter than what is left.
+	if m.HeaderMax > 0 && header > m.HeaderMax {
+		header = m.HeaderMax
+	}
 	if header > m.HeaderOffset {
 		header -= m.HeaderOffset
-	}
-	if m.HeaderMax > 0 && header > m.HeaderMax {
-		return m.HeaderMax
 	}
 	return header
 }

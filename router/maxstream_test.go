@@ -21,8 +21,8 @@ func TestMaxStreamDurationFor(t *testing.T) {
 		{istio, 900 * ms, true, 900 * ms}, // uncapped
 		{istio, 0, false, 0},              // no bound
 		{capped, 400 * ms, true, 300 * ms},
-		{capped, 900 * ms, true, 500 * ms},
-		{capped, 50 * ms, true, 50 * ms}, // shorter than the offset: as it is
+		{capped, 900 * ms, true, 400 * ms}, // capped at 500, less 100
+		{capped, 50 * ms, true, 50 * ms},   // shorter than the offset: as it is
 		{capped, 0, false, 300 * ms},
 		{capped, 0, true, 300 * ms}, // grpc-timeout 0: none
 	} {

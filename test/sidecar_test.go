@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -94,14 +95,22 @@ static_resources:
 ` + testFilter("refuse", `      filter_disabled: { not_match: { destination_port_range: { start: `+port+`, end: `+fmt.Sprint(atoi(port)+1)+` } } }
 `) + `    filter_chains:
     - filters:
-` + direct("closed", answer("closed")) + `  clusters:
+` + direct("closed", answer("closed")) + `  - name: other-model
+    address: { socket_address: { address: 127.0.0.5, port_value: ` + port + ` } }
+    bind_to_port: false
+    metadata: { filter_metadata: { strait: { io_model: ` + otherModel() + ` } } }
+    filter_chains:
+    - filters:
+` + direct("other", answer("other")) + `  clusters:
   - name: passthrough
     connect_timeout: 1s
     load_assignment: { cluster_name: passthrough, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: ` + h + `, port_value: ` + p + ` } } } } ] } ] }
 `
 	px := startProxy(t, y)
 	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	for ip, want := range map[string]string{"127.0.0.2": "200 app", "127.0.0.4": "200 passthrough"} {
+	// 127.0.0.5's listener reads with the other I/O model: the socket
+	// stays with the model that accepted it (the passthrough).
+	for ip, want := range map[string]string{"127.0.0.2": "200 app", "127.0.0.4": "200 passthrough", "127.0.0.5": "200 passthrough"} {
 		code, got := body(c, "http://"+ip+":"+port+"/")
 		if g := fmt.Sprintf("%d %s", code, got); g != want {
 			t.Errorf("to %s: %s, want %s", ip, g, want)
@@ -111,7 +120,7 @@ static_resources:
 		t.Errorf("to 127.0.0.3 (its refusing filter on): %d %q, want the connection closed", code, got)
 	}
 	// Each connection counts on the listener that served it.
-	for name, want := range map[string]int64{"app": 1, "virtual": 1} {
+	for name, want := range map[string]int64{"app": 1, "virtual": 2} {
 		if n := px.stat("listener." + addrOf(name, port) + ".downstream_cx_total"); n != want {
 			t.Errorf("%s: downstream_cx_total %d, want %d", name, n, want)
 		}
@@ -119,6 +128,14 @@ static_resources:
 	if _, cfg := get(t, px.admin()+"/listeners"); !strings.Contains(cfg, "127.0.0.2:"+port) {
 		t.Errorf("/listeners does not show the bind_to_port false listener's address:\n%s", cfg)
 	}
+}
+
+// otherModel is the I/O model the tests do not run with.
+func otherModel() string {
+	if os.Getenv("STRAIT_IO_MODEL") == "epoll" {
+		return "netpoll"
+	}
+	return "epoll"
 }
 
 func addrOf(name, port string) string {

@@ -243,8 +243,9 @@ type LoadBalancer interface {
 
 // PickHint carries what a balancer may use: a random number drawn per
 // request and hosts to avoid on a retry; and, for an ORIGINAL_DST
-// cluster, the downstream connection's local address (its original
-// destination) and the request's headers (nil for a TCP connection).
+// cluster, the downstream connection's original destination (its local
+// address once a listener filter restored it; nil when none did) and
+// the request's headers (nil for a TCP connection).
 type PickHint struct {
 	Random  uint64
 	Avoid   *Host

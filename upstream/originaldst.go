@@ -45,8 +45,32 @@ type originalDst struct {
 }
 
 type odHost struct {
-	h    *Host
-	used atomic.Bool // chosen since the last sweep
+	h *Host
+	// state is idle (not chosen since the last sweep), used, or dead (the
+	// sweep took it out): a pick and the sweep agree on it by CAS, so a
+	// host a pick returns is never one the sweep removes meanwhile.
+	state atomic.Int32
+}
+
+const (
+	odIdle int32 = iota
+	odUsed
+	odDead
+)
+
+// use marks e chosen; false when the sweep took it out.
+func (e *odHost) use() bool {
+	for {
+		switch e.state.Load() {
+		case odUsed:
+			return true
+		case odDead:
+			return false
+		}
+		if e.state.CompareAndSwap(odIdle, odUsed) {
+			return true
+		}
+	}
 }
 
 // buildOriginalDst configures an ORIGINAL_DST cluster.
@@ -85,25 +109,29 @@ func (c *Cluster) buildOriginalDst(cl *clusterv3.Cluster) error {
 }
 
 // pick returns the host for the request's original destination: the
-// header's when the cluster reads one and the request has it (an
-// unreadable one: no host), else the downstream connection's local
-// address; nil without either.
+// header's when the cluster reads one and the request has a readable
+// one, else the downstream connection's restored destination; nil
+// without either (a connection whose destination no listener filter
+// restored is never sent back to its own local address: that is this
+// proxy).
 func (od *originalDst) pick(hint *PickHint) *Host {
-	var dst netip.AddrPort
-	switch {
-	case hint == nil:
+	if hint == nil {
 		return nil
-	case od.header != "" && hint.Headers != nil && hint.Headers.Has(od.header):
-		v, _ := hint.Headers.Get(od.header)
-		ap, err := netip.ParseAddrPort(strings.TrimSpace(string(v)))
-		if err != nil {
-			od.invalid.Inc()
-			return nil
+	}
+	dst, ok := netip.AddrPort{}, false
+	if od.header != "" && hint.Headers != nil {
+		if v, has := hint.Headers.Get(od.header); has {
+			ap, err := netip.ParseAddrPort(strings.TrimSpace(string(v)))
+			if err != nil {
+				od.invalid.Inc()
+			} else {
+				dst, ok = ap, true
+			}
 		}
-		dst = ap
-	default:
-		a, ok := hint.Local.(*net.TCPAddr)
-		if !ok || a == nil {
+	}
+	if !ok {
+		a, isTCP := hint.Local.(*net.TCPAddr)
+		if !isTCP || a == nil {
 			return nil
 		}
 		dst = a.AddrPort()
@@ -112,10 +140,7 @@ func (od *originalDst) pick(hint *PickHint) *Host {
 	if od.port != 0 {
 		dst = netip.AddrPortFrom(dst.Addr(), od.port)
 	}
-	if e := (*od.hosts.Load())[dst]; e != nil {
-		if !e.used.Load() {
-			e.used.Store(true)
-		}
+	if e := (*od.hosts.Load())[dst]; e != nil && e.use() {
 		return e.h
 	}
 	return od.add(dst)
@@ -126,12 +151,11 @@ func (od *originalDst) add(dst netip.AddrPort) *Host {
 	od.mu.Lock()
 	defer od.mu.Unlock()
 	cur := *od.hosts.Load()
-	if e := cur[dst]; e != nil {
-		e.used.Store(true)
+	if e := cur[dst]; e != nil && e.use() {
 		return e.h
 	}
 	e := &odHost{h: od.c.newHost(dst.String(), 1, "", nil)}
-	e.used.Store(true)
+	e.state.Store(odUsed)
 	next := maps.Clone(cur)
 	next[dst] = e
 	od.install(next)
@@ -164,8 +188,8 @@ func (od *originalDst) sweep() {
 		cur := *od.hosts.Load()
 		next := make(map[netip.AddrPort]*odHost, len(cur))
 		for k, e := range cur {
-			if e.used.Swap(false) || e.h.Active.Load() > 0 {
-				next[k] = e
+			if e.h.Active.Load() > 0 || e.state.CompareAndSwap(odUsed, odIdle) || !e.state.CompareAndSwap(odIdle, odDead) {
+				next[k] = e // in use (or chosen just now)
 			}
 		}
 		if len(next) != len(cur) {

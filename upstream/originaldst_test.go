@@ -60,6 +60,10 @@ func TestOriginalDst(t *testing.T) {
 	if bad := c.Pick(&PickHint{Headers: &h}); bad != nil || c.statsScope.Counter("original_dst_host_invalid").Value() != 1 {
 		t.Fatalf("an unreadable header picked %v", bad)
 	}
+	// An unreadable header falls back to the restored destination.
+	if got := c.Pick(&PickHint{Headers: &h, Local: tcpAddr("10.1.2.3:8080")}); got != a || c.statsScope.Counter("original_dst_host_invalid").Value() != 2 {
+		t.Fatalf("an unreadable header with a restored destination picked %v", got)
+	}
 	if c.Pick(&PickHint{}) != nil || c.Pick(nil) != nil {
 		t.Fatal("a host without a destination")
 	}

@@ -61,6 +61,13 @@ func listenTCP(addr string) (int, *net.TCPAddr, error) {
 		unix.Close(fd)
 		return -1, nil, err
 	}
+	if family == unix.AF_INET6 {
+		// IPv6 only, as Envoy binds [::] (no ipv4_compat) and netpoll.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			unix.Close(fd)
+			return -1, nil, err
+		}
+	}
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
 		return -1, nil, fmt.Errorf("bind %s: %w", addr, err)

@@ -95,7 +95,7 @@ func (s *session) connect() {
 			break
 		}
 		s.cluster, s.clusterStat = name, cl.StatName
-		h := cl.Pick(&upstream.PickHint{Random: rand.Uint64(), Local: s.down.LocalAddr()})
+		h := cl.Pick(&upstream.PickHint{Random: rand.Uint64(), Local: s.down.RestoredLocalAddr()})
 		if h == nil {
 			cfg.stats.CxNoRoute.Inc()
 			s.flags |= accesslog.NoHealthyUpstream
