@@ -108,6 +108,20 @@ func decodeTypedStruct(k Kind, typed *anypb.Any) (*Extension, proto.Message, err
 // depth is an error naming its path, and so is a value of the wrong
 // type. A null value counts as absent.
 func DecodeStruct(s *structpb.Struct, v any) error {
+	return decodeStruct(s, v)
+}
+
+// DecodeTyped is DecodeStruct for a TypedStruct extension's decoded
+// config (a *structpb.Struct, as the registry hands it over).
+func DecodeTyped(m proto.Message, v any) error {
+	st, ok := m.(*structpb.Struct)
+	if !ok {
+		return errors.New("a TypedStruct config is expected")
+	}
+	return decodeStruct(st, v)
+}
+
+func decodeStruct(s *structpb.Struct, v any) error {
 	m := s.AsMap()
 	dropNulls(m)
 	if err := checkKeys(m, reflect.TypeOf(v), ""); err != nil {

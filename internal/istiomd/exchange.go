@@ -88,3 +88,37 @@ func ParsePreamble(b []byte) (n int, peer *structpb.Struct, bad bool, err error)
 	}
 	return 8 + size, s.GetFields()[HeaderMetadata].GetStructValue(), false, nil
 }
+
+// Exchange is a metadata exchange filter's built config: the ALPN
+// protocol that turns it on, this proxy's preamble, and its counters.
+type Exchange struct {
+	Protocol string
+	Preamble []byte
+	// Found, NotFound: the connection negotiated Protocol, or not; Added:
+	// the preamble was sent; NoMagic: the peer's bytes are no preamble;
+	// NoHeader: the peer's metadata does not decode.
+	Found, NotFound, Added, NoMagic, NoHeader Counter
+}
+
+// Counter is a stats counter.
+type Counter interface{ Inc() }
+
+// NewExchange builds a filter's config: decode fills its
+// ExchangeSettings, counter makes its metadata_exchange.* counters.
+func NewExchange(decode func(v any) error, node *corev3.Node, counter func(name string) Counter) (*Exchange, error) {
+	var s ExchangeSettings
+	if err := decode(&s); err != nil {
+		return nil, err
+	}
+	if s.Protocol == "" {
+		return nil, errors.New("protocol: required")
+	}
+	pre, err := Preamble(node, s.AdditionalLabels)
+	if err != nil {
+		return nil, err
+	}
+	return &Exchange{Protocol: s.Protocol, Preamble: pre,
+		Found: counter("alpn_protocol_found"), NotFound: counter("alpn_protocol_not_found"),
+		Added: counter("metadata_added"), NoMagic: counter("initial_header_not_found"),
+		NoHeader: counter("header_not_found")}, nil
+}

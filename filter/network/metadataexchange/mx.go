@@ -26,9 +26,7 @@ import (
 	"github.com/straitproxy/strait/filter"
 	"github.com/straitproxy/strait/internal/istiomd"
 	"github.com/straitproxy/strait/network"
-	"github.com/straitproxy/strait/stats"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Name is the name pilot gives the filter; TypeURL its config's type.
@@ -43,33 +41,16 @@ func init() {
 	})
 }
 
-type factory struct {
-	protocol                                  string
-	preamble                                  []byte
-	found, notFound, added, noMagic, noHeader *stats.Counter
-}
+type factory struct{ *istiomd.Exchange }
 
 func build(bc *filter.BuildContext, m proto.Message) (*factory, error) {
-	var s istiomd.ExchangeSettings
-	st, ok := m.(*structpb.Struct)
-	if !ok {
-		return nil, errors.New("a TypedStruct config is expected")
-	}
-	if err := config.DecodeStruct(st, &s); err != nil {
-		return nil, err
-	}
-	if s.Protocol == "" {
-		return nil, config.At("protocol", errors.New("required"))
-	}
-	pre, err := istiomd.Preamble(bc.Node, s.AdditionalLabels)
+	sc := bc.Stats.Scope("metadata_exchange", "", "")
+	x, err := istiomd.NewExchange(func(v any) error { return config.DecodeTyped(m, v) }, bc.Node,
+		func(n string) istiomd.Counter { return sc.Counter(n) })
 	if err != nil {
 		return nil, err
 	}
-	sc := bc.Stats.Scope("metadata_exchange", "", "")
-	return &factory{protocol: s.Protocol, preamble: pre,
-		found: sc.Counter("alpn_protocol_found"), notFound: sc.Counter("alpn_protocol_not_found"),
-		added: sc.Counter("metadata_added"), noMagic: sc.Counter("initial_header_not_found"),
-		noHeader: sc.Counter("header_not_found")}, nil
+	return &factory{x}, nil
 }
 
 // Terminal implements filter.NetworkFactory.
@@ -102,11 +83,11 @@ func (h *handler) OnRead(data []byte) int {
 	if h.state == undecided {
 		// The first bytes come after the TLS handshake: its ALPN is known.
 		h.state = passing
-		if cs, ok := h.c.TLSState(); ok && cs.NegotiatedProtocol == h.f.protocol {
-			h.f.found.Inc()
+		if cs, ok := h.c.TLSState(); ok && cs.NegotiatedProtocol == h.f.Protocol {
+			h.f.Found.Inc()
 			h.state = reading
 		} else {
-			h.f.notFound.Inc()
+			h.f.NotFound.Inc()
 		}
 	}
 	if h.state == passing {
@@ -115,25 +96,25 @@ func (h *handler) OnRead(data []byte) int {
 	n, _, bad, err := istiomd.ParsePreamble(data)
 	switch {
 	case errors.Is(err, istiomd.ErrNoMagic):
-		h.f.noMagic.Inc()
+		h.f.NoMagic.Inc()
 		h.state = passing
 		return h.next.OnRead(data)
 	case err != nil:
-		h.f.noHeader.Inc()
+		h.f.NoHeader.Inc()
 		h.c.Close()
 		return len(data)
 	case n == 0:
 		return 0 // more to come
 	}
 	if bad {
-		h.f.noHeader.Inc()
+		h.f.NoHeader.Inc()
 	}
 	h.state = passing
-	if _, err := h.c.Write(h.f.preamble); err != nil {
+	if _, err := h.c.Write(h.f.Preamble); err != nil {
 		h.c.Close()
 		return len(data)
 	}
-	h.f.added.Inc()
+	h.f.Added.Inc()
 	if n == len(data) {
 		return n
 	}

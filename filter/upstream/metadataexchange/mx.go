@@ -28,7 +28,6 @@ import (
 
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/internal/istiomd"
-	"github.com/straitproxy/strait/stats"
 	"github.com/straitproxy/strait/upstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -44,47 +43,30 @@ func init() {
 	upstream.RegisterConnFilter(Name, TypeURL, build)
 }
 
-type mx struct {
-	protocol                                  string
-	preamble                                  []byte
-	found, notFound, added, noMagic, noHeader *stats.Counter
-}
+type mx struct{ *istiomd.Exchange }
 
 func build(env upstream.ConnFilterEnv, m proto.Message) (upstream.ConnFilter, error) {
-	var s istiomd.ExchangeSettings
-	st, ok := m.(*structpb.Struct)
-	if !ok {
-		return nil, errors.New("a TypedStruct config is expected")
-	}
-	if err := config.DecodeStruct(st, &s); err != nil {
-		return nil, err
-	}
-	if s.Protocol == "" {
-		return nil, config.At("protocol", errors.New("required"))
-	}
-	pre, err := istiomd.Preamble(env.Node, s.AdditionalLabels)
+	sc := env.Stats.Scope("metadata_exchange", "", "")
+	x, err := istiomd.NewExchange(func(v any) error { return config.DecodeTyped(m, v) }, env.Node,
+		func(n string) istiomd.Counter { return sc.Counter(n) })
 	if err != nil {
 		return nil, err
 	}
-	sc := env.Stats.Scope("metadata_exchange", "", "")
-	return &mx{protocol: s.Protocol, preamble: pre,
-		found: sc.Counter("alpn_protocol_found"), notFound: sc.Counter("alpn_protocol_not_found"),
-		added: sc.Counter("metadata_added"), noMagic: sc.Counter("initial_header_not_found"),
-		noHeader: sc.Counter("header_not_found")}, nil
+	return &mx{x}, nil
 }
 
 // Connected implements upstream.ConnFilter.
 func (f *mx) Connected(_ *upstream.Host, c net.Conn) (net.Conn, error) {
 	st, ok := c.(interface{ ConnectionState() tls.ConnectionState })
-	if !ok || st.ConnectionState().NegotiatedProtocol != f.protocol {
-		f.notFound.Inc()
+	if !ok || st.ConnectionState().NegotiatedProtocol != f.Protocol {
+		f.NotFound.Inc()
 		return c, nil
 	}
-	f.found.Inc()
-	if _, err := c.Write(f.preamble); err != nil {
+	f.Found.Inc()
+	if _, err := c.Write(f.Preamble); err != nil {
 		return nil, fmt.Errorf("metadata exchange: %w", err)
 	}
-	f.added.Inc()
+	f.Added.Inc()
 	return &conn{Conn: c, f: f}, nil
 }
 
@@ -138,16 +120,16 @@ func (c *conn) readPreamble() error {
 		n, peer, bad, err := istiomd.ParsePreamble(buf)
 		switch {
 		case errors.Is(err, istiomd.ErrNoMagic):
-			c.f.noMagic.Inc()
+			c.f.NoMagic.Inc()
 			c.done, c.pending = true, buf // not an exchange: pass it on
 			return nil
 		case err != nil:
-			c.f.noHeader.Inc()
+			c.f.NoHeader.Inc()
 			c.done = true
 			return err
 		case n > 0:
 			if bad {
-				c.f.noHeader.Inc()
+				c.f.NoHeader.Inc()
 			}
 			c.Peer = peer
 			c.done, c.pending = true, buf[n:]
