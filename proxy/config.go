@@ -63,6 +63,9 @@ type Config struct {
 	StreamIdleTimeout        time.Duration // no bytes moved on a stream
 	RequestTimeout           time.Duration // whole request; 0 = none
 	MaxRequestsPerConnection int
+	// MaxStreamDuration bounds each stream from its start (0: none)
+	// unless its route sets its own (common_http_protocol_options).
+	MaxStreamDuration time.Duration
 
 	Codecs protocol.ServerOptions
 	// RetryBufferLimit is how much request body is kept to replay on retry.

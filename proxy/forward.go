@@ -53,11 +53,16 @@ func (s *Stream) forward() {
 		s.capByGRPCTimeout()
 	}
 	s.capByCallTimeout()
+	// max_stream_duration: the route's, else the connection manager's.
+	d := s.cfg.MaxStreamDuration
 	if m := s.route.MaxStream; m != nil {
-		s.durAt = time.Time{}
-		if d := m.For(grpcTimeout(s.req)); d > 0 {
-			s.durAt = s.start.Add(d)
+		if v, set := m.For(grpcTimeout(s.req)); set {
+			d = v
 		}
+	}
+	s.durAt = time.Time{}
+	if d > 0 {
+		s.durAt = s.start.Add(d)
 	}
 	if c, ok := s.ds.(protocol.Canceler); ok {
 		c.OnCancel(s.cancelFn)

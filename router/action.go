@@ -235,15 +235,17 @@ func expandTemplate(sub string, groups int) ([]byte, error) {
 // less HeaderOffset when longer) takes Max's place when it has one.
 type MaxStreamDuration struct {
 	Max                     time.Duration
+	HasMax                  bool // max_stream_duration's own field is set
 	UseHeader               bool
 	HeaderMax, HeaderOffset time.Duration
 }
 
 // For returns the bound of a stream whose grpc-timeout is header (ok
-// false: none); 0 means none.
-func (m *MaxStreamDuration) For(header time.Duration, ok bool) time.Duration {
+// false: none); 0 means none. set is false when the route sets no bound
+// for it: the connection manager's max_stream_duration applies.
+func (m *MaxStreamDuration) For(header time.Duration, ok bool) (d time.Duration, set bool) {
 	if !m.UseHeader || !ok || header == 0 {
-		return m.Max
+		return m.Max, m.HasMax
 	}
 	// As Envoy: capped first, then the offset taken off when it is
 	// shorter than what is left.
@@ -253,7 +255,7 @@ func (m *MaxStreamDuration) For(header time.Duration, ok bool) time.Duration {
 	if header > m.HeaderOffset {
 		header -= m.HeaderOffset
 	}
-	return header
+	return header, true
 }
 
 // GRPCTimeout is Envoy's max_grpc_timeout and grpc_timeout_offset: a

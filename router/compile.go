@@ -369,7 +369,7 @@ func (r *Route) setTimeouts(cfg *routev3.RouteAction, path string) error {
 // (what Istio's sidecars get).
 func (r *Route) setGRPCTimeout(cfg *routev3.RouteAction, path string) error {
 	if m := cfg.GetMaxStreamDuration(); m != nil {
-		msd := &MaxStreamDuration{UseHeader: m.GetGrpcTimeoutHeaderMax() != nil}
+		msd := &MaxStreamDuration{UseHeader: m.GetGrpcTimeoutHeaderMax() != nil, HasMax: m.GetMaxStreamDuration() != nil}
 		p := joinPath(path, "max_stream_duration")
 		var err error
 		if msd.Max, err = optDuration(m.GetMaxStreamDuration(), joinPath(p, "max_stream_duration")); err != nil {

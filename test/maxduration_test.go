@@ -13,7 +13,9 @@ import (
 // "downstream duration timeout" (DT); with grpc_timeout_header_max the
 // request's grpc-timeout (less the offset) is the bound instead (0: no
 // cap, as Istio's sidecars get), and a request without one has
-// max_stream_duration's; an answer cut by it is reset.
+// max_stream_duration's; a route without a bound of its own has the
+// connection manager's (common_http_protocol_options); an answer cut by
+// it is reset.
 func TestRouteMaxStreamDuration(t *testing.T) {
 	up := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
 		switch {
@@ -32,8 +34,11 @@ func TestRouteMaxStreamDuration(t *testing.T) {
                 route: { cluster: backend, max_stream_duration: ` + msd + ` }
 `
 	}
-	y := httpBootstrap(up, routeCfg{routes: route("/header", `{ max_stream_duration: 0.3s, grpc_timeout_header_max: 0s, grpc_timeout_header_offset: 0.1s }`) +
-		route("/", `{ max_stream_duration: 0.3s }`)}, "")
+	y := httpBootstrap(up, routeCfg{hcmOpts: `          common_http_protocol_options: { max_stream_duration: 0.6s }`,
+		routes: route("/header", `{ max_stream_duration: 0.3s, grpc_timeout_header_max: 0s, grpc_timeout_header_offset: 0.1s }`) +
+			route("/hdronly", `{ grpc_timeout_header_max: 0s }`) + `              - match: { prefix: "/hcm" }
+                route: { cluster: backend }
+` + route("/", `{ max_stream_duration: 0.3s }`)}, "")
 	p := startProxy(t, y)
 	url := p.url("ingress")
 	c := &http.Client{Timeout: 5 * time.Second}
@@ -67,11 +72,21 @@ func TestRouteMaxStreamDuration(t *testing.T) {
 	if code, _, took, _ := get("/header/slow"); code != 408 || took > 1200*time.Millisecond {
 		t.Errorf("/header/slow without grpc-timeout: %d after %v", code, took)
 	}
+	// The connection manager's 600 ms, for a route without a bound of
+	// its own, and for one that reads only the header when there is none.
+	for _, path := range []string{"/hcm/slow", "/hdronly/slow"} {
+		if code, _, took, _ := get(path); code != 408 || took < 550*time.Millisecond {
+			t.Errorf("%s: %d after %v, want 408 at the connection manager's 600 ms", path, code, took)
+		}
+	}
+	if code, _, took, _ := get("/hdronly/slow", "grpc-timeout", "200m"); code != 408 || took > 550*time.Millisecond {
+		t.Errorf("/hdronly/slow with grpc-timeout 200m: %d after %v, want 408 at 200 ms", code, took)
+	}
 	// An answer under way when the time passes is cut.
 	if code, body, _, err := get("/stream"); code != 200 || err == nil || strings.Contains(body, "done") {
 		t.Errorf("/stream: %d %q %v, want the body cut", code, body, err)
 	}
-	if n := p.stat("http.ingress.downstream_rq_max_duration_reached"); n != 4 {
-		t.Errorf("downstream_rq_max_duration_reached = %d, want 4", n)
+	if n := p.stat("http.ingress.downstream_rq_max_duration_reached"); n != 7 {
+		t.Errorf("downstream_rq_max_duration_reached = %d, want 7", n)
 	}
 }

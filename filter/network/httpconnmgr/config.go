@@ -197,6 +197,9 @@ func applyTimeouts(cfg *proxy.Config, m *hcmv3.HttpConnectionManager) {
 		if v := cp.GetMaxRequestsPerConnection(); v != nil {
 			cfg.MaxRequestsPerConnection = int(v.GetValue())
 		}
+		if d := cp.GetMaxStreamDuration(); d != nil {
+			cfg.MaxStreamDuration = d.AsDuration()
+		}
 	}
 	if d := m.GetStreamIdleTimeout(); d != nil {
 		cfg.StreamIdleTimeout = d.AsDuration()

@@ -35,7 +35,7 @@ var supported = config.NewSupport(map[string]string{
 		enabled`,
 	"envoy.extensions.filters.network.http_connection_manager.v3.Rds": `config_source route_config_name`,
 	"envoy.config.core.v3.ConfigSource":                               `ads api_config_source initial_fetch_timeout resource_api_version`,
-	"envoy.config.core.v3.HttpProtocolOptions":                        `idle_timeout max_headers_count max_requests_per_connection`,
+	"envoy.config.core.v3.HttpProtocolOptions":                        `idle_timeout max_headers_count max_requests_per_connection max_stream_duration`,
 	// The HTTP/1.1 options: none of their fields yet (an empty message, as
 	// Istio's pilot sends, is the defaults).
 	"envoy.config.core.v3.Http1ProtocolOptions": ``,
