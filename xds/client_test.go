@@ -501,6 +501,22 @@ func TestDeltaSubscriptionsApartFromACKs(t *testing.T) {
 	eventually(t, "r1", func() bool { return c.Known(RouteType)["r1"] != nil })
 	c.Watch(RouteType, false, []string{"r1", "r2"})
 	eventually(t, "r2", func() bool { return c.Known(RouteType)["r2"] != nil })
+	// The second ACK follows the response's use: wait for it (under the
+	// race detector it can come after r2 is known).
+	acks := func() int {
+		n := 0
+		for _, r := range fs.dreqs {
+			if r.GetResponseNonce() != "" {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, "the second ACK", func() bool {
+		fs.mu.Lock()
+		defer fs.mu.Unlock()
+		return acks() >= 2
+	})
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	for i, r := range fs.dreqs {
@@ -509,13 +525,7 @@ func TestDeltaSubscriptionsApartFromACKs(t *testing.T) {
 				r.GetResourceNamesSubscribe(), r.GetResourceNamesUnsubscribe())
 		}
 	}
-	acks := 0
-	for _, r := range fs.dreqs {
-		if r.GetResponseNonce() != "" {
-			acks++
-		}
-	}
-	if acks < 2 {
-		t.Errorf("%d ACKs for the two responses: %v", acks, fs.dreqs)
+	if n := acks(); n < 2 {
+		t.Errorf("%d ACKs for the two responses: %v", n, fs.dreqs)
 	}
 }
