@@ -78,6 +78,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzCompileAndMatch$$' -fuzztime=60000x -parallel 2 ./router/
 	$(GO) test -run='^$$' -fuzz='^FuzzPathNormalization$$' -fuzztime=100000x -parallel 2 ./proxy/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseBootstrap$$' -fuzztime=60000x -parallel 2 ./config/
+	$(GO) test -run='^$$' -fuzz='^FuzzParsePreamble$$' -fuzztime=100000x -parallel 2 ./internal/istiomd/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseClientHello$$' -fuzztime=30000x -parallel 2 ./transport/
 	$(GO) test -run='^$$' -fuzz='^FuzzServerHandshake$$' -fuzztime=60000x -parallel 2 ./transport/tlcp/
 	$(GO) test -run='^$$' -fuzz='^FuzzRecordOpen$$' -fuzztime=100000x -parallel 2 ./transport/tlcp/

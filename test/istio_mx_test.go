@@ -195,7 +195,20 @@ node:
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != "pong" {
 		t.Fatalf("echo without the exchange: %q %v", got, err)
 	}
-	for stat, want := range map[string]int64{"alpn_protocol_found": 1, "alpn_protocol_not_found": 1, "metadata_added": 1, "initial_header_not_found": 0} {
+	// Hostile bytes on the exchange's ALPN: no magic passes through as it
+	// is; a preamble claiming 2 GiB closes the connection, unread.
+	c = dial("istio-peer-exchange")
+	io.WriteString(c, "nomagic!")
+	got = make([]byte, 8)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "nomagic!" {
+		t.Fatalf("bytes without the magic: %q %v", got, err)
+	}
+	c = dial("istio-peer-exchange")
+	c.Write(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 0x3D230467), 1<<31))
+	if n, err := c.Read(make([]byte, 16)); err == nil {
+		t.Fatalf("a 2 GiB preamble: read %d bytes, want the connection closed", n)
+	}
+	for stat, want := range map[string]int64{"alpn_protocol_found": 3, "alpn_protocol_not_found": 1, "metadata_added": 1, "initial_header_not_found": 1, "header_not_found": 1} {
 		if n := p.stat("metadata_exchange." + stat); n != want {
 			t.Errorf("metadata_exchange.%s = %d, want %d", stat, n, want)
 		}
